@@ -1,0 +1,39 @@
+//! Sluice's storage engine: the shard log.
+//!
+//! A shard log is an ordered set of fixed-size segment files in one directory, each an
+//! mmap'd, append-only sequence of checksummed frames. One writer appends batches and gets
+//! dense, strictly increasing sequence numbers; any number of readers read from a sequence
+//! number or seek by arrival time through a sparse index; retention deletes whole sealed
+//! segments; opening recovers from a crash by cutting a torn tail off the active segment
+//! and refusing, with file and offset, any bad frame elsewhere.
+//!
+//! ```
+//! use sluice_engine::{ReadLimits, Record, ShardLog, ShardLogOptions, StartingPosition};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let log = ShardLog::open(dir.path(), ShardLogOptions::default())?;
+//! let appended = log.append(&[Record { partition_key: "station-1", data: b"{\"pm25\":12}" }])?;
+//! let from = log.position(StartingPosition::TrimHorizon)?;
+//! let batch = log.read(from, ReadLimits::default())?;
+//! assert_eq!(batch.iter().next().unwrap().data, b"{\"pm25\":12}");
+//! assert_eq!(batch.next_sequence_number(), appended.sequence_numbers().end);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod clock;
+mod durability;
+pub mod error;
+pub mod frame;
+mod index;
+pub mod limits;
+mod options;
+mod read;
+pub mod segment;
+mod shard_log;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use durability::Durability;
+pub use error::{AppendError, Corruption, FrameDefect, IoError, OpenError, ReadError, SyncError, TrimError};
+pub use options::ShardLogOptions;
+pub use read::{ReadBatch, ReadLimits, RecordRef, StartingPosition};
+pub use shard_log::{Appended, Bounds, Record, RecoveryReport, ShardLog, TrimReport};

@@ -1,0 +1,274 @@
+//! Reading a shard: from a sequence number, or from where a starting position resolves to.
+//!
+//! A read takes the shard's shared lock only to find where to start, then decodes and
+//! verifies frames straight from the mapped segments with no lock held. The records it
+//! returns borrow those mappings: no copy of the data is made.
+
+use std::sync::Arc;
+
+use crate::error::{Corruption, FrameDefect, ReadError};
+use crate::frame::{self, Decoded};
+use crate::limits::{GET_RECORDS_BYTES_MAX, GET_RECORDS_RECORDS_MAX};
+use crate::segment::{SegmentMap, HEADER_BYTES};
+use crate::shard_log::{LogState, ShardLog};
+
+/// How much one read returns at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadLimits {
+    /// Most records (default 10,000, GetRecords' cap).
+    pub max_records: usize,
+    /// Most bytes of data plus partition keys (default 10 MiB, GetRecords' cap). A read
+    /// returns at least one record when one is there, even one larger than this.
+    pub max_bytes: usize,
+}
+
+impl Default for ReadLimits {
+    fn default() -> Self {
+        Self { max_records: GET_RECORDS_RECORDS_MAX, max_bytes: GET_RECORDS_BYTES_MAX }
+    }
+}
+
+/// Where to start reading a shard, in Kinesis' terms (`ShardIteratorType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartingPosition {
+    /// The oldest retained record.
+    TrimHorizon,
+    /// Just after the newest record: only records appended from now on.
+    Latest,
+    /// The record with this sequence number.
+    AtSequenceNumber(u64),
+    /// The record after this sequence number.
+    AfterSequenceNumber(u64),
+    /// The first record that arrived at or after this time (ms since the Unix epoch).
+    AtTimestamp(u64),
+}
+
+/// One record of a [`ReadBatch`], borrowed from the mapped segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    /// Sequence number.
+    pub sequence_number: u64,
+    /// Arrival timestamp, ms since the Unix epoch.
+    pub arrival_timestamp_ms: u64,
+    /// Partition key.
+    pub partition_key: &'a str,
+    /// Data blob.
+    pub data: &'a [u8],
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Located {
+    segment: u32,
+    key_start: u32,
+    key_len: u16,
+    data_len: u32,
+    sequence_number: u64,
+    arrival_timestamp_ms: u64,
+}
+
+/// Records read from a shard, in sequence order, verified against their checksums.
+///
+/// The batch keeps the segments it read mapped, so its records stay valid even if
+/// retention deletes those segments meanwhile.
+#[derive(Debug)]
+pub struct ReadBatch {
+    segments: Vec<(Arc<SegmentMap>, usize)>,
+    records: Vec<Located>,
+    next_sequence_number: u64,
+    bytes: usize,
+}
+
+impl ReadBatch {
+    /// The records, in sequence order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = RecordRef<'_>> + '_ {
+        self.records.iter().map(|r| {
+            let (map, end) = &self.segments[r.segment as usize];
+            // SAFETY: `end` was published when the batch was read, and published bytes are
+            // never written again; the Arc keeps the mapping alive as long as `self`.
+            let bytes = unsafe { map.published(*end) };
+            let key_start = r.key_start as usize;
+            let data_start = key_start + r.key_len as usize;
+            // SAFETY: the key was checked to be UTF-8 when the frame was decoded.
+            let partition_key = unsafe { std::str::from_utf8_unchecked(&bytes[key_start..data_start]) };
+            RecordRef {
+                sequence_number: r.sequence_number,
+                arrival_timestamp_ms: r.arrival_timestamp_ms,
+                partition_key,
+                data: &bytes[data_start..data_start + r.data_len as usize],
+            }
+        })
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether the read found nothing.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Where the next read continues: one past the last record returned, or where this
+    /// read started (moved up to the trim horizon) when it returned nothing.
+    pub fn next_sequence_number(&self) -> u64 {
+        self.next_sequence_number
+    }
+
+    /// Bytes of data plus partition keys returned.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+/// A segment to read, copied out from under the shard's lock.
+struct Span {
+    map: Arc<SegmentMap>,
+    start: usize,
+    end: usize,
+}
+
+fn corrupt(map: &SegmentMap, offset: usize, defect: FrameDefect) -> ReadError {
+    Corruption { path: map.path().to_owned(), offset: offset as u64, defect }.into()
+}
+
+/// The segment holding `sequence_number` (which must be retained and below the end), and
+/// the offset of an indexed frame at or before it.
+fn locate(state: &LogState, sequence_number: u64) -> Span {
+    let i = state.segments.partition_point(|s| s.first_sequence_number <= sequence_number).saturating_sub(1);
+    let s = &state.segments[i];
+    let start = s.index.floor_by_sequence(sequence_number).map_or(HEADER_BYTES, |e| e.offset as usize);
+    Span { map: s.map.clone(), start, end: s.end }
+}
+
+/// Walks frame headers (without checksums) from `offset` to the frame for which `stop`
+/// holds; returns its offset and sequence number.
+fn skip(span: &Span, mut offset: usize, stop: impl Fn(&frame::FrameHeader) -> bool) -> Result<(usize, u64), ReadError> {
+    // SAFETY: `span.end` was published under the shard lock.
+    let bytes = unsafe { span.map.published(span.end) };
+    loop {
+        match frame::decode_header(&bytes[offset..]).map_err(|d| corrupt(&span.map, offset, d))? {
+            Decoded::Frame(h) if !stop(&h) => offset += h.len,
+            Decoded::Frame(h) => return Ok((offset, h.sequence_number)),
+            Decoded::End => {
+                return Err(corrupt(
+                    &span.map,
+                    offset,
+                    FrameDefect::BadHeader("published frames end before the position sought"),
+                ))
+            }
+        }
+    }
+}
+
+impl ShardLog {
+    /// Resolves a starting position to the sequence number a read should start from.
+    ///
+    /// `AtSequenceNumber` of a trimmed record resolves to the trim horizon, as Kinesis
+    /// serves the oldest retained record. A timestamp after the newest record resolves to
+    /// the end (like `Latest`).
+    ///
+    /// Errors: a sequence number beyond the end ([`ReadError::BeyondEnd`]); corruption met
+    /// while seeking a timestamp.
+    pub fn position(&self, position: StartingPosition) -> Result<u64, ReadError> {
+        let state = self.inner.state();
+        let (first, next) = (state.first_sequence_number(), state.next_sequence_number());
+        let at = |s: u64| {
+            if s > next {
+                Err(ReadError::BeyondEnd { requested: s, next })
+            } else {
+                Ok(s.max(first))
+            }
+        };
+        match position {
+            StartingPosition::TrimHorizon => Ok(first),
+            StartingPosition::Latest => Ok(next),
+            StartingPosition::AtSequenceNumber(s) => at(s),
+            StartingPosition::AfterSequenceNumber(s) => at(s.saturating_add(1)),
+            StartingPosition::AtTimestamp(ts) => {
+                let Some(s) = state.segments.iter().find(|s| !s.is_empty() && s.last_timestamp_ms >= ts) else {
+                    return Ok(next);
+                };
+                let span = Span {
+                    map: s.map.clone(),
+                    start: s.index.floor_before_timestamp(ts).map_or(HEADER_BYTES, |e| e.offset as usize),
+                    end: s.end,
+                };
+                drop(state);
+                skip(&span, span.start, |h| h.arrival_timestamp_ms >= ts).map(|(_, seq)| seq)
+            }
+        }
+    }
+
+    /// Reads records from `from` on (moved up to the trim horizon if trimmed), within
+    /// `limits`, verifying each frame's checksum.
+    ///
+    /// Errors: `from` beyond the next sequence number ([`ReadError::BeyondEnd`]); a bad
+    /// frame on the way ([`ReadError::Corrupt`], naming file and offset).
+    pub fn read(&self, from: u64, limits: ReadLimits) -> Result<ReadBatch, ReadError> {
+        let mut batch = ReadBatch { segments: Vec::new(), records: Vec::new(), next_sequence_number: from, bytes: 0 };
+        loop {
+            let span = {
+                let state = self.inner.state();
+                let (first, next) = (state.first_sequence_number(), state.next_sequence_number());
+                if batch.next_sequence_number > next {
+                    return Err(ReadError::BeyondEnd { requested: batch.next_sequence_number, next });
+                }
+                batch.next_sequence_number = batch.next_sequence_number.max(first);
+                if batch.next_sequence_number == next {
+                    return Ok(batch);
+                }
+                locate(&state, batch.next_sequence_number)
+            };
+            let want = batch.next_sequence_number;
+            let (start, _) = skip(&span, span.start, |h| h.sequence_number >= want)?;
+            if !self.read_span(&span, start, limits, &mut batch)? {
+                return Ok(batch);
+            }
+        }
+    }
+
+    /// Decodes frames of one segment into `batch`; false once a limit is reached.
+    fn read_span(
+        &self,
+        span: &Span,
+        mut offset: usize,
+        limits: ReadLimits,
+        batch: &mut ReadBatch,
+    ) -> Result<bool, ReadError> {
+        // SAFETY: `span.end` was published under the shard lock.
+        let bytes = unsafe { span.map.published(span.end) };
+        let segment = batch.segments.len() as u32;
+        batch.segments.push((span.map.clone(), span.end));
+        while offset < span.end {
+            if batch.records.len() >= limits.max_records {
+                return Ok(false);
+            }
+            let f = match frame::decode(&bytes[offset..]).map_err(|d| corrupt(&span.map, offset, d))? {
+                Decoded::Frame(f) => f,
+                Decoded::End => break,
+            };
+            let expected = batch.next_sequence_number;
+            if f.sequence_number != expected {
+                let defect = FrameDefect::UnexpectedSequenceNumber { expected, found: f.sequence_number };
+                return Err(corrupt(&span.map, offset, defect));
+            }
+            let size = f.partition_key.len() + f.data.len();
+            if !batch.records.is_empty() && batch.bytes + size > limits.max_bytes {
+                return Ok(false);
+            }
+            batch.records.push(Located {
+                segment,
+                key_start: (offset + frame::FRAME_OVERHEAD_BYTES) as u32,
+                key_len: f.partition_key.len() as u16,
+                data_len: f.data.len() as u32,
+                sequence_number: f.sequence_number,
+                arrival_timestamp_ms: f.arrival_timestamp_ms,
+            });
+            batch.bytes += size;
+            batch.next_sequence_number += 1;
+            offset += f.len;
+        }
+        Ok(true)
+    }
+}

@@ -1,0 +1,618 @@
+//! The shard log: the ordered segments of one shard, with one writer and many readers.
+//!
+//! Design notes:
+//! - Sequence numbers are dense: each record gets the previous one plus one, starting at
+//!   the shard's first sequence number. They never repeat, also across restarts.
+//! - Arrival timestamps never decrease along a shard (a clock that steps back is held at
+//!   the last timestamp), so a seek by timestamp is a binary search.
+//! - A batch is validated whole before anything is written, and the segments it needs are
+//!   created before its first frame is copied: a refused or failed batch writes nothing.
+//! - Readers see a batch only once the writer publishes it, all at once.
+//! - Retention deletes whole sealed segments whose newest record is older than the
+//!   retention period; the active segment is never deleted.
+
+use std::collections::VecDeque;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::durability::{Durability, GroupCommit, SyncWork};
+use crate::error::{AppendError, IoError, OpenError, SyncError, TrimError};
+use crate::frame;
+use crate::index::{IndexEntry, IndexSampler, SparseIndex};
+use crate::limits::{PARTITION_KEY_CHARS_MAX, PARTITION_KEY_CHARS_MIN};
+use crate::options::ShardLogOptions;
+use crate::segment::{self, ActiveSegment, PreparedSegment, SealedSegment, SegmentMap, TornTail, HEADER_BYTES};
+
+/// One record to append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record<'a> {
+    /// Partition key, 1 to 256 Unicode characters.
+    pub partition_key: &'a str,
+    /// Data blob; with the key, at most the log's `max_record_bytes`.
+    pub data: &'a [u8],
+}
+
+/// What an append assigned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Sequence number of the batch's first record; the others follow one by one.
+    pub first_sequence_number: u64,
+    /// Number of records appended.
+    pub record_count: u64,
+    /// Arrival timestamp given to every record of the batch, ms since the Unix epoch.
+    pub arrival_timestamp_ms: u64,
+}
+
+impl Appended {
+    /// The sequence numbers of the batch's records, in batch order.
+    pub fn sequence_numbers(&self) -> std::ops::Range<u64> {
+        self.first_sequence_number..self.first_sequence_number + self.record_count
+    }
+}
+
+/// What [`ShardLog::open`] found and repaired.
+#[derive(Debug, Clone, Default)]
+pub struct RecoveryReport {
+    /// Segment files opened.
+    pub segments: usize,
+    /// Records found.
+    pub records: u64,
+    /// The torn tail cut from the active segment, if there was one.
+    pub torn_tail: Option<TornTail>,
+}
+
+/// Where a shard stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// Oldest retained sequence number (the trim horizon); equals `next_sequence_number`
+    /// when the shard holds nothing.
+    pub first_sequence_number: u64,
+    /// Sequence number the next record will get.
+    pub next_sequence_number: u64,
+    /// Arrival timestamp of the newest record (ms), if any record was ever appended.
+    pub last_arrival_timestamp_ms: Option<u64>,
+    /// Segment files, the active one included.
+    pub segments: usize,
+}
+
+/// What a trim deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TrimReport {
+    /// Segment files deleted.
+    pub segments_deleted: usize,
+    /// Records they held.
+    pub records_deleted: u64,
+}
+
+/// A segment as readers see it.
+#[derive(Debug)]
+pub(crate) struct SegmentView {
+    pub map: Arc<SegmentMap>,
+    pub first_sequence_number: u64,
+    /// Published end: frames lie in `HEADER_BYTES..end`.
+    pub end: usize,
+    /// One past the last sequence number it holds.
+    pub next_sequence_number: u64,
+    pub first_timestamp_ms: u64,
+    pub last_timestamp_ms: u64,
+    pub index: SparseIndex,
+}
+
+impl SegmentView {
+    pub fn is_empty(&self) -> bool {
+        self.next_sequence_number == self.first_sequence_number
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct LogState {
+    /// Oldest first; never empty; the last is the active segment.
+    pub segments: VecDeque<SegmentView>,
+    pub last_timestamp_ms: Option<u64>,
+}
+
+impl LogState {
+    pub fn next_sequence_number(&self) -> u64 {
+        self.segments.back().expect("a shard log has an active segment").next_sequence_number
+    }
+
+    pub fn first_sequence_number(&self) -> u64 {
+        self.segments.front().expect("a shard log has an active segment").first_sequence_number
+    }
+}
+
+#[derive(Debug)]
+struct Writer {
+    active: ActiveSegment,
+    sampler: IndexSampler,
+    next_sequence_number: u64,
+    last_timestamp_ms: u64,
+    next_segment: Option<JoinHandle<Result<PreparedSegment, IoError>>>,
+    /// Written but unsynced ranges of sealed segments.
+    unsynced: Vec<(Arc<SegmentMap>, usize, usize)>,
+    active_synced_to: usize,
+    dir_dirty: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub dir: PathBuf,
+    pub options: ShardLogOptions,
+    pub state: RwLock<LogState>,
+    writer: Mutex<Writer>,
+    commit: GroupCommit,
+}
+
+impl Inner {
+    pub fn state(&self) -> RwLockReadGuard<'_, LogState> {
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn state_mut(&self) -> RwLockWriteGuard<'_, LogState> {
+        self.state.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn writer(&self) -> MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn take_sync_work(&self) -> SyncWork {
+        let mut w = self.writer();
+        let mut ranges = std::mem::take(&mut w.unsynced);
+        let end = w.active.write_offset();
+        if end > w.active_synced_to {
+            ranges.push((w.active.map().clone(), w.active_synced_to, end));
+            w.active_synced_to = end;
+        }
+        let dir = std::mem::take(&mut w.dir_dirty).then(|| self.dir.clone());
+        SyncWork { ranges, dir, durable_next: w.next_sequence_number }
+    }
+
+    fn sync_all(&self) -> Result<(), SyncError> {
+        let target = self.writer().next_sequence_number;
+        self.commit.wait_durable(target, || self.take_sync_work()).map_err(SyncError)
+    }
+}
+
+/// Syncs the log every interval under [`Durability::Interval`].
+#[derive(Debug)]
+struct Flusher {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: JoinHandle<()>,
+}
+
+impl Flusher {
+    fn start(inner: Arc<Inner>, every: Duration) -> Self {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let signal = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("shard-log-sync".into())
+            .spawn(move || {
+                let (lock, cv) = &*signal;
+                let mut stopped = lock.lock().unwrap_or_else(PoisonError::into_inner);
+                while !*stopped {
+                    stopped = cv.wait_timeout(stopped, every).unwrap_or_else(PoisonError::into_inner).0;
+                    if inner.commit.failed().is_none() {
+                        // The error is kept in the commit state and reported to appenders.
+                        let _ = inner.sync_all();
+                    }
+                }
+            })
+            .expect("spawn the shard log sync thread");
+        Self { stop, thread }
+    }
+
+    fn stop(self) {
+        *self.stop.0.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        self.stop.1.notify_all();
+        let _ = self.thread.join();
+    }
+}
+
+/// The log of one shard: append-only, checksummed, mmap'd segments in one directory.
+///
+/// `ShardLog` is `Send + Sync`: any number of threads may append and read at once. Appends
+/// are serialized by one writer lock (a copy into mapped memory); reads take a shared lock
+/// only to find their start, then read the mapped pages with no lock held.
+#[derive(Debug)]
+pub struct ShardLog {
+    pub(crate) inner: Arc<Inner>,
+    flusher: Option<Flusher>,
+    recovery: RecoveryReport,
+}
+
+fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, IoError> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| IoError::new(dir, e))? {
+        let entry = entry.map_err(|e| IoError::new(dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if segment::is_prealloc_name(name) {
+            fs::remove_file(entry.path()).map_err(|e| IoError::new(entry.path(), e))?;
+        } else if let Some(first) = segment::parse_file_name(name) {
+            found.push((first, entry.path()));
+        }
+    }
+    found.sort_unstable_by_key(|(first, _)| *first);
+    Ok(found)
+}
+
+fn spawn_prepare(dir: &Path, capacity: usize) -> JoinHandle<Result<PreparedSegment, IoError>> {
+    let dir = dir.to_owned();
+    std::thread::Builder::new()
+        .name("segment-prepare".into())
+        .spawn(move || PreparedSegment::create(&dir, capacity))
+        .expect("spawn the segment preparer thread")
+}
+
+fn view_of_sealed(s: SealedSegment) -> SegmentView {
+    SegmentView {
+        first_sequence_number: s.first_sequence_number,
+        end: s.scan.end,
+        next_sequence_number: s.scan.last_sequence_number.map_or(s.first_sequence_number, |l| l + 1),
+        first_timestamp_ms: s.scan.first_timestamp_ms,
+        last_timestamp_ms: s.scan.last_timestamp_ms,
+        index: s.scan.index,
+        map: s.map,
+    }
+}
+
+impl ShardLog {
+    /// Opens the shard log in `dir`, creating the directory and an empty log if needed.
+    ///
+    /// Recovery: every sealed segment is read and verified, and must continue the previous
+    /// one's sequence numbers; a bad frame there is an error naming the file and offset.
+    /// The active (last) segment is read up to its first bad frame, and everything from that
+    /// frame on is a torn tail, zeroed and reported in [`ShardLog::recovery`].
+    ///
+    /// Errors: [`OpenError`] for I/O, corruption, a sequence gap, or options that cannot work.
+    pub fn open(dir: impl AsRef<Path>, options: ShardLogOptions) -> Result<Self, OpenError> {
+        options.validate()?;
+        let dir = dir.as_ref().to_owned();
+        fs::create_dir_all(&dir).map_err(|e| IoError::new(&dir, e))?;
+        let found = list_segments(&dir)?;
+        let mut recovery = RecoveryReport { segments: found.len(), ..RecoveryReport::default() };
+        let mut segments = VecDeque::with_capacity(found.len().max(1));
+        let mut expected: Option<u64> = None;
+        let check_gap = |expected: Option<u64>, first: u64, path: &Path| match expected {
+            Some(e) if e != first => Err(OpenError::SequenceGap { path: path.to_owned(), expected: e, found: first }),
+            _ => Ok(()),
+        };
+        let (active, sampler) = match found.split_last() {
+            None => {
+                let active = PreparedSegment::create(&dir, options.segment_bytes)?
+                    .activate(&dir, options.first_sequence_number)?;
+                segment::sync_dir(&dir)?;
+                (active, IndexSampler::new(options.index_interval_bytes))
+            }
+            Some(((last_first, last_path), sealed)) => {
+                for (first, path) in sealed {
+                    check_gap(expected, *first, path)?;
+                    let view = view_of_sealed(SealedSegment::open(path, *first, options.index_interval_bytes)?);
+                    recovery.records += view.next_sequence_number - view.first_sequence_number;
+                    expected = Some(view.next_sequence_number);
+                    segments.push_back(view);
+                }
+                check_gap(expected, *last_first, last_path)?;
+                let (active, scan, torn) =
+                    ActiveSegment::recover(last_path, *last_first, options.index_interval_bytes)?;
+                if let Some(t) = &torn {
+                    tracing::warn!(path = %t.path.display(), offset = t.offset, bytes = t.discarded_bytes,
+                        defect = ?t.defect, "truncated a torn tail of the active segment");
+                }
+                recovery.torn_tail = torn;
+                let sampler = scan.sampler;
+                let sealed = SealedSegment { map: active.map().clone(), first_sequence_number: *last_first, scan };
+                let view = view_of_sealed(sealed);
+                recovery.records += view.next_sequence_number - view.first_sequence_number;
+                segments.push_back(view);
+                (active, sampler)
+            }
+        };
+        if found.is_empty() {
+            segments.push_back(SegmentView {
+                map: active.map().clone(),
+                first_sequence_number: active.first_sequence_number(),
+                end: HEADER_BYTES,
+                next_sequence_number: active.first_sequence_number(),
+                first_timestamp_ms: 0,
+                last_timestamp_ms: 0,
+                index: SparseIndex::default(),
+            });
+        }
+        let last_timestamp_ms = segments.iter().rev().find(|s| !s.is_empty()).map(|s| s.last_timestamp_ms);
+        let next_sequence_number = segments.back().expect("active segment").next_sequence_number;
+        let active_synced_to = active.write_offset();
+        let writer = Writer {
+            active,
+            sampler,
+            next_sequence_number,
+            last_timestamp_ms: last_timestamp_ms.unwrap_or(0),
+            next_segment: Some(spawn_prepare(&dir, options.segment_bytes)),
+            unsynced: Vec::new(),
+            active_synced_to,
+            dir_dirty: false,
+        };
+        let inner = Arc::new(Inner {
+            dir,
+            state: RwLock::new(LogState { segments, last_timestamp_ms }),
+            writer: Mutex::new(writer),
+            commit: GroupCommit::new(next_sequence_number),
+            options,
+        });
+        let flusher = match inner.options.durability {
+            Durability::Interval(every) => Some(Flusher::start(inner.clone(), every)),
+            Durability::Always | Durability::Never => None,
+        };
+        Ok(Self { inner, flusher, recovery })
+    }
+
+    /// What opening found and repaired.
+    pub fn recovery(&self) -> &RecoveryReport {
+        &self.recovery
+    }
+
+    /// The directory holding the segments.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The options the log was opened with.
+    pub fn options(&self) -> &ShardLogOptions {
+        &self.inner.options
+    }
+
+    /// Where the shard stands: trim horizon, next sequence number, newest arrival time.
+    pub fn bounds(&self) -> Bounds {
+        let state = self.inner.state();
+        Bounds {
+            first_sequence_number: state.first_sequence_number(),
+            next_sequence_number: state.next_sequence_number(),
+            last_arrival_timestamp_ms: state.last_timestamp_ms,
+            segments: state.segments.len(),
+        }
+    }
+
+    fn validate(&self, records: &[Record<'_>]) -> Result<(), AppendError> {
+        if records.is_empty() {
+            return Err(AppendError::EmptyBatch);
+        }
+        let limit = self.inner.options.max_record_bytes;
+        for (index, r) in records.iter().enumerate() {
+            // Counting characters is only needed when the byte length leaves doubt.
+            let key_bytes = r.partition_key.len();
+            if key_bytes < PARTITION_KEY_CHARS_MIN || key_bytes > PARTITION_KEY_CHARS_MAX {
+                let chars = r.partition_key.chars().count();
+                if !(PARTITION_KEY_CHARS_MIN..=PARTITION_KEY_CHARS_MAX).contains(&chars) {
+                    return Err(AppendError::PartitionKeyLength { index, chars });
+                }
+            }
+            let bytes = key_bytes + r.data.len();
+            if bytes > limit {
+                return Err(AppendError::RecordTooLarge { index, bytes, limit });
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends a batch of records and returns the sequence numbers it got.
+    ///
+    /// All records of a batch get consecutive sequence numbers and one arrival timestamp
+    /// (the clock's now, or the previous batch's if the clock stepped back). What the
+    /// return promises depends on the log's [`Durability`]:
+    /// - `Always`: the records are synced to disk (`msync`/`fdatasync`) before this returns;
+    ///   concurrent appenders share one sync (group commit).
+    /// - `Interval(d)` (default 100 ms): the records are in the page cache and readable at
+    ///   once, and a background sync writes them to disk within about `d`.
+    /// - `Never`: in the page cache only, until the kernel writes them back.
+    ///
+    /// Errors: an empty batch, a partition key outside 1 to 256 characters, or a record
+    /// over `max_record_bytes` (data plus key; 1 MiB by default) refuse the whole batch, and
+    /// nothing is written. [`AppendError::Io`] when a new segment cannot be created (nothing
+    /// written either). [`AppendError::SyncFailed`] once a sync has failed: the log then
+    /// refuses all appends.
+    pub fn append(&self, records: &[Record<'_>]) -> Result<Appended, AppendError> {
+        self.validate(records)?;
+        let inner = &*self.inner;
+        let mut w = inner.writer();
+        if let Some(e) = inner.commit.failed() {
+            return Err(AppendError::SyncFailed(e));
+        }
+        let ts = inner.options.clock.now_ms().max(w.last_timestamp_ms);
+        let first = w.next_sequence_number;
+
+        // Plan where each record lands, and create every segment the batch needs before
+        // writing anything, so a failure to create one leaves the log as it was.
+        let mut starts = Vec::new();
+        let mut free = w.active.remaining();
+        for (i, r) in records.iter().enumerate() {
+            let len = frame::frame_len(r.partition_key.len(), r.data.len());
+            if len > free {
+                starts.push(i);
+                free = inner.options.segment_bytes - HEADER_BYTES;
+            }
+            free -= len;
+        }
+        let mut fresh = Vec::with_capacity(starts.len());
+        for &i in &starts {
+            match self.next_segment(&mut w, first + i as u64) {
+                Ok(s) => fresh.push(s),
+                Err(e) => {
+                    for s in fresh {
+                        let _ = fs::remove_file(s.map().path());
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
+        if !starts.is_empty() {
+            w.next_segment = Some(spawn_prepare(&inner.dir, inner.options.segment_bytes));
+        }
+
+        // Copy the frames, noting what readers must be shown.
+        let mut published = vec![Publish::new(&w.active, first)];
+        let mut fresh = fresh.into_iter();
+        let mut starts = starts.into_iter().peekable();
+        for (i, r) in records.iter().enumerate() {
+            let seq = first + i as u64;
+            if starts.next_if_eq(&i).is_some() {
+                let next = fresh.next().expect("one fresh segment per start");
+                let sealed = std::mem::replace(&mut w.active, next);
+                let (from, to) = (w.active_synced_to, sealed.write_offset());
+                w.unsynced.push((sealed.seal(), from, to));
+                w.active_synced_to = 0;
+                w.dir_dirty = true;
+                w.sampler = IndexSampler::new(inner.options.index_interval_bytes);
+                published.push(Publish::new(&w.active, seq));
+            }
+            let key = r.partition_key.as_bytes();
+            let offset = w.active.append(seq, ts, key, r.data).expect("the plan made room");
+            let len = frame::frame_len(key.len(), r.data.len());
+            let p = published.last_mut().expect("one publish per segment");
+            if w.sampler.sample(len) {
+                p.index.push(IndexEntry { sequence_number: seq, arrival_timestamp_ms: ts, offset: offset as u32 });
+            }
+            p.end = offset + len;
+            p.next_sequence_number = seq + 1;
+        }
+        let next = first + records.len() as u64;
+        w.next_sequence_number = next;
+        w.last_timestamp_ms = ts;
+        self.publish(published, ts);
+        drop(w);
+
+        if inner.options.durability == Durability::Always {
+            inner.commit.wait_durable(next, || inner.take_sync_work()).map_err(AppendError::SyncFailed)?;
+        }
+        Ok(Appended { first_sequence_number: first, record_count: records.len() as u64, arrival_timestamp_ms: ts })
+    }
+
+    /// Takes the segment prepared in the background (waiting for it if need be, or making
+    /// one here if preparing failed) and gives it its first sequence number.
+    fn next_segment(&self, w: &mut Writer, first_sequence_number: u64) -> Result<ActiveSegment, IoError> {
+        let dir = &self.inner.dir;
+        let prepared = match w.next_segment.take().map(JoinHandle::join) {
+            Some(Ok(Ok(prepared))) => prepared,
+            Some(Ok(Err(e))) => {
+                tracing::warn!(error = %e, "background segment preparation failed; retrying inline");
+                PreparedSegment::create(dir, self.inner.options.segment_bytes)?
+            }
+            Some(Err(_)) | None => PreparedSegment::create(dir, self.inner.options.segment_bytes)?,
+        };
+        prepared.activate(dir, first_sequence_number)
+    }
+
+    fn publish(&self, published: Vec<Publish>, ts: u64) {
+        let mut state = self.inner.state_mut();
+        for (i, p) in published.into_iter().enumerate() {
+            if i > 0 {
+                state.segments.push_back(SegmentView {
+                    map: p.map,
+                    first_sequence_number: p.first_sequence_number,
+                    end: HEADER_BYTES,
+                    next_sequence_number: p.first_sequence_number,
+                    first_timestamp_ms: ts,
+                    last_timestamp_ms: ts,
+                    index: SparseIndex::default(),
+                });
+            }
+            let view = state.segments.back_mut().expect("active segment");
+            if p.next_sequence_number == view.next_sequence_number {
+                continue;
+            }
+            if view.is_empty() {
+                view.first_timestamp_ms = ts;
+            }
+            view.end = p.end;
+            view.next_sequence_number = p.next_sequence_number;
+            view.last_timestamp_ms = ts;
+            for e in p.index {
+                view.index.push(e);
+            }
+        }
+        state.last_timestamp_ms = Some(ts);
+    }
+
+    /// Syncs everything appended so far to disk, whatever the durability policy. Call it
+    /// before a planned shutdown.
+    ///
+    /// Errors: the sync failed; the log then refuses appends (see [`AppendError::SyncFailed`]).
+    pub fn sync(&self) -> Result<(), SyncError> {
+        self.inner.sync_all()
+    }
+
+    /// Deletes sealed segments, oldest first, whose newest record arrived more than
+    /// `retention` before the clock's now. Whole segments only: a record may outlive the
+    /// retention period by up to one segment's worth of time, never the other way round.
+    ///
+    /// Errors: deleting a file failed; segments before it are gone.
+    pub fn trim(&self, retention: Duration) -> Result<TrimReport, TrimError> {
+        let cutoff =
+            self.inner.options.clock.now_ms().saturating_sub(retention.as_millis().min(u128::from(u64::MAX)) as u64);
+        let mut doomed = Vec::new();
+        let mut report = TrimReport::default();
+        {
+            let mut state = self.inner.state_mut();
+            while state.segments.len() > 1 {
+                let oldest = state.segments.front().expect("more than one segment");
+                if !oldest.is_empty() && oldest.last_timestamp_ms >= cutoff {
+                    break;
+                }
+                let gone = state.segments.pop_front().expect("more than one segment");
+                report.records_deleted += gone.next_sequence_number - gone.first_sequence_number;
+                doomed.push(gone.map.path().to_owned());
+            }
+        }
+        for path in &doomed {
+            fs::remove_file(path).map_err(|e| IoError::new(path, e))?;
+            report.segments_deleted += 1;
+        }
+        if !doomed.is_empty() && self.inner.options.durability != Durability::Never {
+            segment::sync_dir(&self.inner.dir)?;
+        }
+        Ok(report)
+    }
+}
+
+/// What one append shows readers of one segment.
+struct Publish {
+    map: Arc<SegmentMap>,
+    first_sequence_number: u64,
+    end: usize,
+    next_sequence_number: u64,
+    index: Vec<IndexEntry>,
+}
+
+impl Publish {
+    /// Nothing new yet in `active`, whose next frame gets `next_sequence_number`.
+    fn new(active: &ActiveSegment, next_sequence_number: u64) -> Self {
+        Self {
+            map: active.map().clone(),
+            first_sequence_number: active.first_sequence_number(),
+            end: active.write_offset(),
+            next_sequence_number,
+            index: Vec::new(),
+        }
+    }
+}
+
+impl Drop for ShardLog {
+    fn drop(&mut self) {
+        if let Some(f) = self.flusher.take() {
+            f.stop();
+        }
+        // The preparer writes `next.seg.prealloc` in this directory: let it finish so a
+        // reopen does not race it.
+        if let Some(h) = self.inner.writer().next_segment.take() {
+            let _ = h.join();
+        }
+        if self.inner.options.durability != Durability::Never && self.inner.commit.failed().is_none() {
+            if let Err(e) = self.inner.sync_all() {
+                tracing::error!(error = %e, "final sync of a shard log failed");
+            }
+        }
+    }
+}
