@@ -547,6 +547,7 @@ impl ShardLog {
     /// Deletes sealed segments, oldest first, whose newest record arrived more than
     /// `retention` before the clock's now. Whole segments only: a record may outlive the
     /// retention period by up to one segment's worth of time, never the other way round.
+    /// The active segment and the newest record are always kept.
     ///
     /// Errors: deleting a file failed; segments before it are gone.
     pub fn trim(&self, retention: Duration) -> Result<TrimReport, TrimError> {
@@ -559,6 +560,11 @@ impl ShardLog {
             while state.segments.len() > 1 {
                 let oldest = state.segments.front().expect("more than one segment");
                 if !oldest.is_empty() && oldest.last_timestamp_ms >= cutoff {
+                    break;
+                }
+                // Keep the newest record even when it is old: it carries the shard's last
+                // arrival timestamp across a restart.
+                if !oldest.is_empty() && state.segments.iter().skip(1).all(SegmentView::is_empty) {
                     break;
                 }
                 let gone = state.segments.pop_front().expect("more than one segment");

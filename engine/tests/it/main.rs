@@ -1,1 +1,7 @@
+//! Integration tests of the shard log: one test binary, one module per concern.
+
 mod basic;
+mod crash;
+mod model;
+mod recovery;
+mod support;
