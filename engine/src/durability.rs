@@ -9,8 +9,8 @@ use crate::segment::{self, SegmentMap};
 
 /// When appended records reach the disk, and so what an acknowledgement promises.
 ///
-/// Appends are copies into mmap'd page cache; a sync (`msync(MS_SYNC)` over the written
-/// range, equivalent to `fdatasync` for those pages) makes them survive a power cut.
+/// Appends are copies into the page cache (`pwrite`); a sync (`fdatasync`) makes them
+/// survive a power cut.
 /// Every policy survives a crash of the Sluice process itself, since the page cache does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
@@ -33,11 +33,11 @@ impl Default for Durability {
     }
 }
 
-/// What one sync must write back: written ranges of segments, and the shard directory when
-/// a segment was created since the last sync.
+/// What one sync must write back: segments written since the last sync, and the shard
+/// directory when a segment was created since then.
 #[derive(Debug, Default)]
 pub(crate) struct SyncWork {
-    pub ranges: Vec<(Arc<SegmentMap>, usize, usize)>,
+    pub segments: Vec<Arc<SegmentMap>>,
     pub dir: Option<std::path::PathBuf>,
     /// Every sequence number below this is durable once the work is done.
     pub durable_next: u64,
@@ -45,8 +45,8 @@ pub(crate) struct SyncWork {
 
 impl SyncWork {
     fn run(&self) -> Result<(), IoError> {
-        for (map, from, to) in &self.ranges {
-            map.sync_range(*from, *to)?;
+        for map in &self.segments {
+            map.sync()?;
         }
         if let Some(dir) = &self.dir {
             segment::sync_dir(dir)?;
@@ -79,7 +79,14 @@ impl GroupCommit {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The error of a failed sync, after which nothing more is acknowledged.
+    /// Refuses every later acknowledgement, after a failed write.
+    pub fn poison(&self, e: Arc<IoError>) {
+        let mut state = self.lock();
+        state.failed.get_or_insert(e);
+        self.synced.notify_all();
+    }
+
+    /// The error of a failed write or sync, after which nothing more is acknowledged.
     pub fn failed(&self) -> Option<Arc<IoError>> {
         self.lock().failed.clone()
     }

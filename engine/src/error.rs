@@ -146,13 +146,15 @@ pub enum AppendError {
         /// The log's `max_record_bytes`.
         limit: usize,
     },
-    /// Creating the next segment failed; nothing of the batch was written.
+    /// Creating the next segment failed (nothing of the batch was written), or writing the
+    /// batch failed (the log then refuses further appends).
     #[error(transparent)]
-    Io(#[from] IoError),
-    /// Syncing to disk failed. The log refuses further appends, since the kernel may have
-    /// dropped the unsynced pages and a retried sync could falsely succeed.
-    #[error("sync to disk failed; the shard log refuses further appends")]
-    SyncFailed(#[source] std::sync::Arc<IoError>),
+    Io(std::sync::Arc<IoError>),
+    /// An earlier write or sync failed, so the log refuses appends: the kernel may have
+    /// dropped unsynced pages, and a retried sync could falsely succeed. Reopen the log to
+    /// recover what reached the disk.
+    #[error("an earlier write or sync failed; the shard log refuses appends")]
+    Poisoned(#[source] std::sync::Arc<IoError>),
 }
 
 /// Why [`crate::ShardLog::read`] or a seek failed.

@@ -131,8 +131,9 @@ struct Writer {
     next_sequence_number: u64,
     last_timestamp_ms: u64,
     next_segment: Option<JoinHandle<Result<PreparedSegment, IoError>>>,
-    /// Written but unsynced ranges of sealed segments.
-    unsynced: Vec<(Arc<SegmentMap>, usize, usize)>,
+    /// Sealed segments written since the last sync.
+    unsynced: Vec<Arc<SegmentMap>>,
+    /// End of the active segment's frames at the last sync.
     active_synced_to: usize,
     dir_dirty: bool,
 }
@@ -161,14 +162,14 @@ impl Inner {
 
     fn take_sync_work(&self) -> SyncWork {
         let mut w = self.writer();
-        let mut ranges = std::mem::take(&mut w.unsynced);
+        let mut segments = std::mem::take(&mut w.unsynced);
         let end = w.active.write_offset();
         if end > w.active_synced_to {
-            ranges.push((w.active.map().clone(), w.active_synced_to, end));
+            segments.push(w.active.map().clone());
             w.active_synced_to = end;
         }
         let dir = std::mem::take(&mut w.dir_dirty).then(|| self.dir.clone());
-        SyncWork { ranges, dir, durable_next: w.next_sequence_number }
+        SyncWork { segments, dir, durable_next: w.next_sequence_number }
     }
 
     fn sync_all(&self) -> Result<(), SyncError> {
@@ -384,7 +385,7 @@ impl ShardLog {
         for (index, r) in records.iter().enumerate() {
             // Counting characters is only needed when the byte length leaves doubt.
             let key_bytes = r.partition_key.len();
-            if key_bytes < PARTITION_KEY_CHARS_MIN || key_bytes > PARTITION_KEY_CHARS_MAX {
+            if !(PARTITION_KEY_CHARS_MIN..=PARTITION_KEY_CHARS_MAX).contains(&key_bytes) {
                 let chars = r.partition_key.chars().count();
                 if !(PARTITION_KEY_CHARS_MIN..=PARTITION_KEY_CHARS_MAX).contains(&chars) {
                     return Err(AppendError::PartitionKeyLength { index, chars });
@@ -403,7 +404,7 @@ impl ShardLog {
     /// All records of a batch get consecutive sequence numbers and one arrival timestamp
     /// (the clock's now, or the previous batch's if the clock stepped back). What the
     /// return promises depends on the log's [`Durability`]:
-    /// - `Always`: the records are synced to disk (`msync`/`fdatasync`) before this returns;
+    /// - `Always`: the records are synced to disk (`fdatasync`) before this returns;
     ///   concurrent appenders share one sync (group commit).
     /// - `Interval(d)` (default 100 ms): the records are in the page cache and readable at
     ///   once, and a background sync writes them to disk within about `d`.
@@ -412,14 +413,14 @@ impl ShardLog {
     /// Errors: an empty batch, a partition key outside 1 to 256 characters, or a record
     /// over `max_record_bytes` (data plus key; 1 MiB by default) refuse the whole batch, and
     /// nothing is written. [`AppendError::Io`] when a new segment cannot be created (nothing
-    /// written either). [`AppendError::SyncFailed`] once a sync has failed: the log then
+    /// written either). [`AppendError::Poisoned`] once a write or sync has failed: the log then
     /// refuses all appends.
     pub fn append(&self, records: &[Record<'_>]) -> Result<Appended, AppendError> {
         self.validate(records)?;
         let inner = &*self.inner;
         let mut w = inner.writer();
         if let Some(e) = inner.commit.failed() {
-            return Err(AppendError::SyncFailed(e));
+            return Err(AppendError::Poisoned(e));
         }
         let ts = inner.options.clock.now_ms().max(w.last_timestamp_ms);
         let first = w.next_sequence_number;
@@ -444,7 +445,7 @@ impl ShardLog {
                     for s in fresh {
                         let _ = fs::remove_file(s.map().path());
                     }
-                    return Err(e.into());
+                    return Err(AppendError::Io(Arc::new(e)));
                 }
             }
         }
@@ -461,8 +462,11 @@ impl ShardLog {
             if starts.next_if_eq(&i).is_some() {
                 let next = fresh.next().expect("one fresh segment per start");
                 let sealed = std::mem::replace(&mut w.active, next);
-                let (from, to) = (w.active_synced_to, sealed.write_offset());
-                w.unsynced.push((sealed.seal(), from, to));
+                let mut sealed = sealed;
+                if let Err(e) = sealed.write_pending() {
+                    return Err(self.poison(e));
+                }
+                w.unsynced.push(sealed.seal());
                 w.active_synced_to = 0;
                 w.dir_dirty = true;
                 w.sampler = IndexSampler::new(inner.options.index_interval_bytes);
@@ -478,6 +482,9 @@ impl ShardLog {
             p.end = offset + len;
             p.next_sequence_number = seq + 1;
         }
+        if let Err(e) = w.active.write_pending() {
+            return Err(self.poison(e));
+        }
         let next = first + records.len() as u64;
         w.next_sequence_number = next;
         w.last_timestamp_ms = ts;
@@ -485,9 +492,17 @@ impl ShardLog {
         drop(w);
 
         if inner.options.durability == Durability::Always {
-            inner.commit.wait_durable(next, || inner.take_sync_work()).map_err(AppendError::SyncFailed)?;
+            inner.commit.wait_durable(next, || inner.take_sync_work()).map_err(AppendError::Poisoned)?;
         }
         Ok(Appended { first_sequence_number: first, record_count: records.len() as u64, arrival_timestamp_ms: ts })
+    }
+
+    /// Marks the log failed after a write error: frames past the published end may be half
+    /// written, and appending after them could leave a gap that recovery reads as the end.
+    fn poison(&self, e: IoError) -> AppendError {
+        let e = Arc::new(e);
+        self.inner.commit.poison(e.clone());
+        AppendError::Io(e)
     }
 
     /// Takes the segment prepared in the background (waiting for it if need be, or making
@@ -539,7 +554,7 @@ impl ShardLog {
     /// Syncs everything appended so far to disk, whatever the durability policy. Call it
     /// before a planned shutdown.
     ///
-    /// Errors: the sync failed; the log then refuses appends (see [`AppendError::SyncFailed`]).
+    /// Errors: the sync failed; the log then refuses appends (see [`AppendError::Poisoned`]).
     pub fn sync(&self) -> Result<(), SyncError> {
         self.inner.sync_all()
     }

@@ -16,7 +16,8 @@ fn appends_get_dense_sequence_numbers_and_read_back_byte_for_byte() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(T0_MS));
     let log = ShardLog::open(dir.path(), small(clock.clone(), Durability::Never)).unwrap();
-    let a = log.append(&[Record { partition_key: "a", data: b"one" }, Record { partition_key: "b", data: b"" }]).unwrap();
+    let a =
+        log.append(&[Record { partition_key: "a", data: b"one" }, Record { partition_key: "b", data: b"" }]).unwrap();
     clock.advance(5);
     let b = log.append(&[Record { partition_key: "ключ", data: b"three" }]).unwrap();
     assert_eq!(a.sequence_numbers(), 0..2);
@@ -164,7 +165,10 @@ fn retention_deletes_whole_old_segments_and_reads_move_to_the_trim_horizon() {
     assert_eq!(log.position(StartingPosition::AtSequenceNumber(3)).unwrap(), 12);
     let b = log.read(0, ReadLimits::default()).unwrap();
     assert_eq!(b.iter().next().unwrap().sequence_number, 12);
-    let files = std::fs::read_dir(dir.path()).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "seg")).count();
+    let files = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "seg"))
+        .count();
     assert_eq!(files, 1);
     // The active segment stays, however old.
     clock.advance(10 * 3_600_000);
@@ -190,7 +194,9 @@ fn concurrent_appenders_under_group_commit_get_disjoint_contiguous_ranges() {
                 for n in 0..50u64 {
                     let d = data(t * 1_000 + n, 100 + (n as usize % 5) * 300);
                     let key = format!("thread-{t}");
-                    let a = log.append(&[Record { partition_key: &key, data: &d }, Record { partition_key: &key, data: &d }]).unwrap();
+                    let a = log
+                        .append(&[Record { partition_key: &key, data: &d }, Record { partition_key: &key, data: &d }])
+                        .unwrap();
                     got.push((a.first_sequence_number, t * 1_000 + n));
                 }
                 got

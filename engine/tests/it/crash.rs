@@ -56,7 +56,8 @@ fn child(dir: &str, round: u64) {
             let (log, out) = (log.clone(), out.clone());
             std::thread::spawn(move || {
                 for counter in (0u64..).step_by(8) {
-                    let batch: Vec<Vec<u8>> = (counter..counter + 1 + counter % 8).map(|c| payload(round, thread, c)).collect();
+                    let batch: Vec<Vec<u8>> =
+                        (counter..counter + 1 + counter % 8).map(|c| payload(round, thread, c)).collect();
                     let key = format!("t{thread}");
                     let records: Vec<Record> = batch.iter().map(|d| Record { partition_key: &key, data: d }).collect();
                     let a = log.append(&records).expect("append");
@@ -135,14 +136,19 @@ fn sigkill_at_random_moments_loses_no_acknowledged_record() {
                 break;
             }
             for r in batch.iter() {
-                let who = check_payload(r.data).unwrap_or_else(|| panic!("seed {seed}: record {} is torn", r.sequence_number));
+                let who = check_payload(r.data)
+                    .unwrap_or_else(|| panic!("seed {seed}: record {} is torn", r.sequence_number));
                 assert_eq!(r.partition_key, format!("t{}", who.1));
                 found.insert(r.sequence_number, who);
             }
             from = batch.next_sequence_number();
         }
         for (seq, who) in &acked {
-            assert_eq!(found.get(seq), Some(who), "seed {seed} round {round}: acknowledged record {seq} lost or changed");
+            assert_eq!(
+                found.get(seq),
+                Some(who),
+                "seed {seed} round {round}: acknowledged record {seq} lost or changed"
+            );
         }
         assert_eq!(found.len() as u64, log.bounds().next_sequence_number, "sequence numbers have no holes");
     }

@@ -14,12 +14,20 @@ enum Op {
     /// A batch of (key number, data length).
     Append(Vec<(u8, usize)>),
     /// Read from the trim horizon plus `offset` (may be past the end).
-    Read { offset: u64, max_records: usize, max_bytes: usize },
+    Read {
+        offset: u64,
+        max_records: usize,
+        max_bytes: usize,
+    },
     /// Seek the first record at or after the first retained timestamp plus `after_ms`.
-    SeekTimestamp { after_ms: u64 },
+    SeekTimestamp {
+        after_ms: u64,
+    },
     Advance(u64),
     StepBack(u64),
-    Trim { retention_ms: u64 },
+    Trim {
+        retention_ms: u64,
+    },
     Reopen,
 }
 
@@ -121,7 +129,12 @@ fn run(ops: Vec<Op>, durability: Durability) -> Result<(), TestCaseError> {
                 let base = model.retained().first().map_or(T0_MS, |r| r.ts);
                 let target = base + after_ms;
                 let expected = model.retained().iter().find(|r| r.ts >= target).map_or(model.next(), |r| r.seq);
-                prop_assert_eq!(log.position(StartingPosition::AtTimestamp(target)).unwrap(), expected, "step {}", step);
+                prop_assert_eq!(
+                    log.position(StartingPosition::AtTimestamp(target)).unwrap(),
+                    expected,
+                    "step {}",
+                    step
+                );
             }
             Op::Advance(ms) => clock.advance(ms),
             Op::StepBack(ms) => clock.set(clock.now_ms().saturating_sub(ms)),
@@ -133,7 +146,14 @@ fn run(ops: Vec<Op>, durability: Durability) -> Result<(), TestCaseError> {
                 prop_assert_eq!(report.records_deleted, first - model.first);
                 // Only records older than the cutoff may go; the retained part stays whole.
                 for r in &model.records[model.first as usize..first as usize] {
-                    prop_assert!(r.ts < cutoff, "step {}: trimmed record {} of ts {} >= cutoff {}", step, r.seq, r.ts, cutoff);
+                    prop_assert!(
+                        r.ts < cutoff,
+                        "step {}: trimmed record {} of ts {} >= cutoff {}",
+                        step,
+                        r.seq,
+                        r.ts,
+                        cutoff
+                    );
                 }
                 model.first = first;
             }
@@ -144,7 +164,12 @@ fn run(ops: Vec<Op>, durability: Durability) -> Result<(), TestCaseError> {
             }
         }
         let b = log.bounds();
-        prop_assert_eq!((b.first_sequence_number, b.next_sequence_number), (model.first, model.next()), "step {}", step);
+        prop_assert_eq!(
+            (b.first_sequence_number, b.next_sequence_number),
+            (model.first, model.next()),
+            "step {}",
+            step
+        );
         prop_assert_eq!(b.last_arrival_timestamp_ms, model.records.last().map(|r| r.ts));
     }
     Ok(())

@@ -108,7 +108,10 @@ fn a_flipped_byte_in_a_sealed_segment_fails_open_with_file_and_offset() {
             assert_eq!(c.offset, frame_start);
             assert!(matches!(c.defect, FrameDefect::Checksum { .. }));
             let message = c.to_string();
-            assert!(message.contains(&sealed.display().to_string()) && message.contains("byte offset 688"), "{message}");
+            assert!(
+                message.contains(&sealed.display().to_string()) && message.contains("byte offset 688"),
+                "{message}"
+            );
         }
         other => panic!("expected corruption, got {other:?}"),
     }

@@ -34,7 +34,9 @@ pub fn read_all(log: &ShardLog) -> Vec<(u64, u64, String, Vec<u8>)> {
             return out;
         }
         out.extend(
-            batch.iter().map(|r| (r.sequence_number, r.arrival_timestamp_ms, r.partition_key.to_owned(), r.data.to_vec())),
+            batch
+                .iter()
+                .map(|r| (r.sequence_number, r.arrival_timestamp_ms, r.partition_key.to_owned(), r.data.to_vec())),
         );
         from = batch.next_sequence_number();
     }
