@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use sluice_engine::frame::{frame_len, FRAME_OVERHEAD_BYTES};
 use sluice_engine::segment::{file_name, HEADER_BYTES};
-use sluice_engine::{Durability, FrameDefect, ManualClock, OpenError, ReadError, ReadLimits, Record, ShardLog};
+use sluice_engine::{
+    Durability, FrameDefect, ManualClock, OpenError, ReadError, ReadLimits, Record, ShardLog, ShardLogOptions,
+};
 
 use crate::support::{data, fill, read_all, small, T0_MS};
 
@@ -37,14 +39,19 @@ fn flip(path: &Path, offset: u64) {
 const LEN: usize = 300;
 const FRAME: usize = FRAME_OVERHEAD_BYTES + 2 + LEN;
 
+/// A closed log of `records` records of `LEN` bytes, with the options to reopen it.
+fn closed_log(records: u64) -> (tempfile::TempDir, ShardLogOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let options = small(Arc::new(ManualClock::new(T0_MS)), Durability::Always);
+    let log = ShardLog::open(dir.path(), options.clone()).unwrap();
+    fill(&log, records, LEN);
+    drop(log);
+    (dir, options)
+}
+
 #[test]
 fn a_torn_tail_in_the_active_segment_is_cut_and_appends_continue() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(T0_MS));
-    let options = small(clock, Durability::Always);
-    let log = ShardLog::open(dir.path(), options.clone()).unwrap();
-    fill(&log, 5, LEN);
-    drop(log);
+    let (dir, options) = closed_log(5);
     // A power cut mid-copy: the last frame's data is half written (garbage in its body).
     let active = segments(dir.path()).pop().unwrap();
     let last = (HEADER_BYTES + 4 * FRAME) as u64;
@@ -68,12 +75,7 @@ fn a_torn_tail_in_the_active_segment_is_cut_and_appends_continue() {
 
 #[test]
 fn stray_bytes_after_a_clean_end_are_zeroed() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(T0_MS));
-    let options = small(clock, Durability::Always);
-    let log = ShardLog::open(dir.path(), options.clone()).unwrap();
-    fill(&log, 2, LEN);
-    drop(log);
+    let (dir, options) = closed_log(2);
     // A page written back ahead of the one before it: a complete old frame past the end.
     let active = segments(dir.path()).pop().unwrap();
     let mut frame = vec![0u8; FRAME];
@@ -90,12 +92,7 @@ fn stray_bytes_after_a_clean_end_are_zeroed() {
 
 #[test]
 fn a_flipped_byte_in_a_sealed_segment_fails_open_with_file_and_offset() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(T0_MS));
-    let options = small(clock, Durability::Always);
-    let log = ShardLog::open(dir.path(), options.clone()).unwrap();
-    fill(&log, 30, LEN);
-    drop(log);
+    let (dir, options) = closed_log(30);
     let files = segments(dir.path());
     assert!(files.len() >= 3);
     let sealed = &files[1];
@@ -141,12 +138,7 @@ fn corruption_after_open_is_reported_by_the_read_that_meets_it() {
 
 #[test]
 fn a_missing_segment_is_a_sequence_gap() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(T0_MS));
-    let options = small(clock, Durability::Always);
-    let log = ShardLog::open(dir.path(), options.clone()).unwrap();
-    fill(&log, 30, LEN);
-    drop(log);
+    let (dir, options) = closed_log(30);
     let files = segments(dir.path());
     std::fs::remove_file(&files[1]).unwrap();
     match ShardLog::open(dir.path(), options) {
@@ -160,13 +152,7 @@ fn a_missing_segment_is_a_sequence_gap() {
 
 #[test]
 fn a_header_never_written_back_is_rebuilt_from_the_file_name() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(T0_MS));
-    let options = small(clock, Durability::Always);
-    let log = ShardLog::open(dir.path(), options.clone()).unwrap();
-    fill(&log, 12, LEN); // exactly one segment's worth
-    fill(&log, 1, LEN); // rolls
-    drop(log);
+    let (dir, options) = closed_log(13); // 12 fill the first segment; the 13th rolls
     let active = segments(dir.path()).pop().unwrap();
     assert!(active.ends_with(file_name(12)));
     write_at(&active, 0, &[0u8; HEADER_BYTES + FRAME]);
