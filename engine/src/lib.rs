@@ -24,12 +24,16 @@ pub mod clock;
 mod durability;
 pub mod error;
 pub mod frame;
+pub mod hash_key;
 mod index;
 pub mod limits;
 mod options;
 mod read;
 pub mod segment;
+pub mod sequence_number;
 mod shard_log;
+pub mod stream;
+pub mod streams;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use durability::Durability;

@@ -1,0 +1,177 @@
+//! Streams: named sets of shards, their metadata on disk, and routing records to shards.
+//!
+//! On disk: `<data_dir>/streams/<name>/stream.json` (metadata, written atomically: temp
+//! file, fsync, rename, fsync of the directory) and one shard log per shard in
+//! `<data_dir>/streams/<name>/shardId-<12 digits>/`.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::IoError;
+use crate::hash_key::{HashKey, HashKeyRange};
+use crate::options::ShardLogOptions;
+use crate::segment::sync_dir;
+use crate::shard_log::ShardLog;
+use crate::OpenError;
+
+/// Default retention, hours: 24. Source: AWS Kinesis Data Streams quotas.
+pub const RETENTION_HOURS_DEFAULT: u32 = 24;
+
+/// The shard id Kinesis shows for shard `index`: `shardId-` and 12 digits.
+pub fn shard_id(index: u32) -> String {
+    format!("shardId-{index:012}")
+}
+
+/// Parses a shard id of the form `shardId-<digits>` to its index.
+pub fn parse_shard_id(id: &str) -> Option<u32> {
+    let digits = id.strip_prefix("shardId-")?;
+    (!digits.is_empty() && digits.len() <= 12 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
+}
+
+/// One shard as its stream's metadata records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardMeta {
+    /// Index in the stream; the shard id is `shardId-<index, 12 digits>`.
+    pub index: u32,
+    /// The hash keys the shard owns while open.
+    pub hash_key_range: HashKeyRange,
+    /// Index of the parent shard, after a split or merge.
+    pub parent: Option<u32>,
+    /// Index of the second parent, after a merge.
+    pub adjacent_parent: Option<u32>,
+    /// Whether the shard is closed (split or merged away): it keeps its records and is read
+    /// to its end, but takes no more.
+    pub closed: bool,
+}
+
+/// A stream's metadata, as kept in `stream.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamMeta {
+    /// Stream name.
+    pub name: String,
+    /// Creation time, ms since the Unix epoch.
+    pub created_ms: u64,
+    /// Retention period, hours.
+    pub retention_hours: u32,
+    /// Every shard the stream ever had, by index.
+    pub shards: Vec<ShardMeta>,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A stream: its metadata and the logs of its shards.
+#[derive(Debug)]
+pub struct Stream {
+    dir: PathBuf,
+    meta: RwLock<StreamMeta>,
+    logs: RwLock<Vec<Arc<ShardLog>>>,
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
+    let tmp = path.with_extension("json.tmp");
+    let write = || -> std::io::Result<()> {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    };
+    write().map_err(|e| IoError::new(path, e))?;
+    sync_dir(path.parent().expect("metadata lives in a directory"))
+}
+
+impl Stream {
+    /// Creates a stream with `shard_count` shards splitting the hash key space evenly.
+    pub fn create(
+        dir: &Path,
+        name: &str,
+        shard_count: u32,
+        created_ms: u64,
+        log_options: &ShardLogOptions,
+    ) -> Result<Self, OpenError> {
+        fs::create_dir_all(dir).map_err(|e| IoError::new(dir, e))?;
+        let shards = HashKeyRange::split_evenly(shard_count)
+            .into_iter()
+            .enumerate()
+            .map(|(i, hash_key_range)| ShardMeta {
+                index: i as u32,
+                hash_key_range,
+                parent: None,
+                adjacent_parent: None,
+                closed: false,
+            })
+            .collect();
+        let meta = StreamMeta {
+            name: name.to_owned(),
+            created_ms,
+            retention_hours: RETENTION_HOURS_DEFAULT,
+            shards,
+            tags: BTreeMap::new(),
+        };
+        let stream = Self::with_meta(dir, meta, log_options)?;
+        stream.persist()?;
+        sync_dir(dir.parent().expect("streams live in a directory"))?;
+        Ok(stream)
+    }
+
+    /// Opens a stream from its directory.
+    pub fn open(dir: &Path, log_options: &ShardLogOptions) -> Result<Self, OpenError> {
+        let path = dir.join("stream.json");
+        let bytes = fs::read(&path).map_err(|e| IoError::new(&path, e))?;
+        let meta: StreamMeta = serde_json::from_slice(&bytes)
+            .map_err(|e| OpenError::InvalidOptions(format!("{}: {e}", path.display())))?;
+        Self::with_meta(dir, meta, log_options)
+    }
+
+    fn with_meta(dir: &Path, meta: StreamMeta, log_options: &ShardLogOptions) -> Result<Self, OpenError> {
+        let logs = meta
+            .shards
+            .iter()
+            .map(|s| ShardLog::open(dir.join(shard_id(s.index)), log_options.clone()).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { dir: dir.to_owned(), meta: RwLock::new(meta), logs: RwLock::new(logs) })
+    }
+
+    /// Writes the metadata to `stream.json`, atomically.
+    pub fn persist(&self) -> Result<(), IoError> {
+        let bytes = serde_json::to_vec_pretty(&*self.meta()).expect("metadata serializes");
+        write_atomically(&self.dir.join("stream.json"), &bytes)
+    }
+
+    /// The metadata, read-locked.
+    pub fn meta(&self) -> RwLockReadGuard<'_, StreamMeta> {
+        self.meta.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The metadata, write-locked; call [`Stream::persist`] after changing it.
+    pub fn meta_mut(&self) -> RwLockWriteGuard<'_, StreamMeta> {
+        self.meta.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The log of shard `index`, if the stream has that shard.
+    pub fn log(&self, index: u32) -> Option<Arc<ShardLog>> {
+        self.logs.read().unwrap_or_else(PoisonError::into_inner).get(index as usize).cloned()
+    }
+
+    /// The open shard whose hash key range holds `key`. Open shards cover the whole space,
+    /// so there always is one.
+    pub fn route(&self, key: HashKey) -> u32 {
+        let meta = self.meta();
+        meta.shards
+            .iter()
+            .find(|s| !s.closed && s.hash_key_range.contains(key))
+            .map(|s| s.index)
+            .expect("open shards cover the hash key space")
+    }
+
+    /// The stream's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}

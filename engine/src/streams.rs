@@ -1,0 +1,107 @@
+//! The set of streams on one server: create, find, list, delete; reopened at start.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use crate::error::IoError;
+use crate::options::ShardLogOptions;
+use crate::stream::Stream;
+use crate::OpenError;
+
+/// Why a stream could not be created.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CreateStreamError {
+    /// A stream of that name exists.
+    #[error("stream {0} already exists")]
+    Exists(String),
+    /// Creating it would pass the shard limit.
+    #[error("shard limit of {limit} exceeded: {open} shards open, {requested} requested")]
+    ShardLimit {
+        /// The configured limit of open shards across streams.
+        limit: u32,
+        /// Open shards now.
+        open: u32,
+        /// Shards asked for.
+        requested: u32,
+    },
+    /// Creating files failed.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+}
+
+/// All streams under `<data_dir>/streams/`.
+#[derive(Debug)]
+pub struct Streams {
+    dir: PathBuf,
+    log_options: ShardLogOptions,
+    shard_limit: u32,
+    streams: RwLock<BTreeMap<String, Arc<Stream>>>,
+}
+
+impl Streams {
+    /// Opens every stream under `<data_dir>/streams/`, creating the folder if needed.
+    /// `shard_limit` caps open shards across all streams (Kinesis' account quota is 500).
+    pub fn open(data_dir: &Path, log_options: ShardLogOptions, shard_limit: u32) -> Result<Self, OpenError> {
+        let dir = data_dir.join("streams");
+        fs::create_dir_all(&dir).map_err(|e| IoError::new(&dir, e))?;
+        let mut streams = BTreeMap::new();
+        for entry in fs::read_dir(&dir).map_err(|e| IoError::new(&dir, e))? {
+            let entry = entry.map_err(|e| IoError::new(&dir, e))?;
+            if entry.path().join("stream.json").exists() {
+                let stream = Stream::open(&entry.path(), &log_options)?;
+                let name = stream.meta().name.clone();
+                streams.insert(name, Arc::new(stream));
+            }
+        }
+        Ok(Self { dir, log_options, shard_limit, streams: RwLock::new(streams) })
+    }
+
+    /// The stream called `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<Stream>> {
+        self.streams.read().unwrap_or_else(PoisonError::into_inner).get(name).cloned()
+    }
+
+    /// Every stream, by name.
+    pub fn list(&self) -> Vec<Arc<Stream>> {
+        self.streams.read().unwrap_or_else(PoisonError::into_inner).values().cloned().collect()
+    }
+
+    /// Open shards across all streams.
+    pub fn open_shards(&self) -> u32 {
+        self.list().iter().map(|s| s.meta().shards.iter().filter(|s| !s.closed).count() as u32).sum()
+    }
+
+    /// Creates a stream of `shard_count` shards.
+    pub fn create(&self, name: &str, shard_count: u32, now_ms: u64) -> Result<Arc<Stream>, CreateStreamError> {
+        let mut streams = self.streams.write().unwrap_or_else(PoisonError::into_inner);
+        if streams.contains_key(name) {
+            return Err(CreateStreamError::Exists(name.to_owned()));
+        }
+        let open: u32 = streams.values().map(|s| s.meta().shards.iter().filter(|s| !s.closed).count() as u32).sum();
+        if open + shard_count > self.shard_limit {
+            return Err(CreateStreamError::ShardLimit { limit: self.shard_limit, open, requested: shard_count });
+        }
+        let stream = Arc::new(Stream::create(&self.dir.join(name), name, shard_count, now_ms, &self.log_options)?);
+        streams.insert(name.to_owned(), stream.clone());
+        Ok(stream)
+    }
+
+    /// Deletes a stream and its data; false if there was none of that name.
+    pub fn delete(&self, name: &str) -> Result<bool, IoError> {
+        let Some(stream) = self.streams.write().unwrap_or_else(PoisonError::into_inner).remove(name) else {
+            return Ok(false);
+        };
+        let dir = stream.dir().to_owned();
+        drop(stream);
+        fs::remove_dir_all(&dir).map_err(|e| IoError::new(&dir, e))?;
+        Ok(true)
+    }
+
+    /// The configured shard limit.
+    pub fn shard_limit(&self) -> u32 {
+        self.shard_limit
+    }
+}
