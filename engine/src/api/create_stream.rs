@@ -1,0 +1,68 @@
+//! `CreateStream`: a stream of `ShardCount` shards splitting the hash key space evenly.
+
+use serde::Deserialize;
+
+use super::{internal, respond, validate_stream_name, ApiError, ErrorKind, Kinesis};
+use crate::streams::CreateStreamError;
+
+/// Shards an `ON_DEMAND` stream starts with: 4. Source: AWS Kinesis Data Streams, on-demand mode.
+const ON_DEMAND_SHARDS: u32 = 4;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Request {
+    stream_name: String,
+    shard_count: Option<i64>,
+    stream_mode_details: Option<StreamModeDetails>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct StreamModeDetails {
+    stream_mode: String,
+}
+
+pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
+    validate_stream_name(&r.stream_name)?;
+    let on_demand = match r.stream_mode_details.as_ref().map(|m| m.stream_mode.as_str()) {
+        None | Some("PROVISIONED") => false,
+        Some("ON_DEMAND") => true,
+        Some(other) => {
+            return Err(ApiError::validation(
+                other,
+                "streamModeDetails.streamMode",
+                "satisfy enum value set: [PROVISIONED, ON_DEMAND]",
+            ))
+        }
+    };
+    let shards = match (r.shard_count, on_demand) {
+        (Some(n), _) if n < 1 => {
+            return Err(ApiError::validation(n, "shardCount", "have value greater than or equal to 1"))
+        }
+        (Some(n), _) => u32::try_from(n).unwrap_or(u32::MAX),
+        (None, true) => ON_DEMAND_SHARDS,
+        (None, false) => {
+            return Err(ApiError::new(
+                ErrorKind::InvalidArgument,
+                "ShardCount is required for streams in PROVISIONED mode.",
+            ))
+        }
+    };
+    match k.streams.create(&r.stream_name, shards, k.clock.now_ms()) {
+        Ok(_) => respond(&serde_json::json!({})),
+        Err(CreateStreamError::Exists(name)) => Err(ApiError::new(
+            ErrorKind::ResourceInUse,
+            format!("Stream {name} under account {} already exists.", k.config.account_id),
+        )),
+        Err(CreateStreamError::ShardLimit { limit, open, requested }) => Err(ApiError::new(
+            ErrorKind::LimitExceeded,
+            format!(
+                "This request would exceed the shard limit for the account {} in {}. Current limit of shards is {limit}. Number of shards that would have resulted from this request is {}.",
+                k.config.account_id,
+                k.config.region,
+                u64::from(open) + u64::from(requested)
+            ),
+        )),
+        Err(e) => Err(internal(e)),
+    }
+}

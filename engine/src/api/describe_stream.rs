@@ -1,0 +1,123 @@
+//! `DescribeStream` and `DescribeStreamSummary`.
+
+use serde::{Deserialize, Serialize};
+
+use super::{epoch_seconds, respond, ApiError, Kinesis, StreamTarget};
+use crate::sequence_number::SequenceNumber;
+use crate::stream::{parse_shard_id, shard_id, ShardMeta, Stream};
+
+/// Most shards one `DescribeStream` returns: 100. Source: AWS Kinesis API reference.
+const DESCRIBE_SHARDS_MAX: usize = 100;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Request {
+    #[serde(flatten)]
+    target: StreamTarget,
+    limit: Option<i64>,
+    exclusive_start_shard_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SummaryRequest {
+    #[serde(flatten)]
+    target: StreamTarget,
+}
+
+/// A shard as Kinesis describes it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ShardShape {
+    shard_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parent_shard_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    adjacent_parent_shard_id: Option<String>,
+    hash_key_range: HashKeyRangeShape,
+    sequence_number_range: SequenceNumberRangeShape,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct HashKeyRangeShape {
+    starting_hash_key: String,
+    ending_hash_key: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct SequenceNumberRangeShape {
+    starting_sequence_number: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ending_sequence_number: Option<String>,
+}
+
+/// The shape of one shard of `stream`.
+pub fn shard_shape(stream: &Stream, s: &ShardMeta) -> ShardShape {
+    let ending = s.closed.then(|| {
+        let next = stream.log(s.index).map_or(0, |l| l.bounds().next_sequence_number);
+        SequenceNumber { shard_index: s.index, shard_sequence: next.saturating_sub(1) }.to_string()
+    });
+    ShardShape {
+        shard_id: shard_id(s.index),
+        parent_shard_id: s.parent.map(shard_id),
+        adjacent_parent_shard_id: s.adjacent_parent.map(shard_id),
+        hash_key_range: HashKeyRangeShape {
+            starting_hash_key: s.hash_key_range.starting.to_string(),
+            ending_hash_key: s.hash_key_range.ending.to_string(),
+        },
+        sequence_number_range: SequenceNumberRangeShape {
+            starting_sequence_number: SequenceNumber { shard_index: s.index, shard_sequence: 0 }.to_string(),
+            ending_sequence_number: ending,
+        },
+    }
+}
+
+fn common(k: &Kinesis, stream: &Stream) -> serde_json::Map<String, serde_json::Value> {
+    let meta = stream.meta();
+    let v = serde_json::json!({
+        "StreamName": meta.name,
+        "StreamARN": k.stream_arn(&meta.name),
+        "StreamStatus": "ACTIVE",
+        "StreamModeDetails": { "StreamMode": "PROVISIONED" },
+        "RetentionPeriodHours": meta.retention_hours,
+        "StreamCreationTimestamp": epoch_seconds(meta.created_ms),
+        "EnhancedMonitoring": [{ "ShardLevelMetrics": [] }],
+        "EncryptionType": "NONE",
+    });
+    match v {
+        serde_json::Value::Object(m) => m,
+        _ => unreachable!("a JSON object literal"),
+    }
+}
+
+pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
+    let stream = k.stream(&r.target)?;
+    let limit = match r.limit {
+        None => DESCRIBE_SHARDS_MAX,
+        Some(n) if !(1..=10_000).contains(&n) => {
+            return Err(ApiError::validation(n, "limit", "have value between 1 and 10000"));
+        }
+        Some(n) => (n as usize).min(DESCRIBE_SHARDS_MAX),
+    };
+    let after = r.exclusive_start_shard_id.as_deref().and_then(parse_shard_id);
+    let shards: Vec<ShardShape> = {
+        let meta = stream.meta();
+        meta.shards.iter().filter(|s| after.is_none_or(|a| s.index > a)).map(|s| shard_shape(&stream, s)).collect()
+    };
+    let has_more = shards.len() > limit;
+    let mut d = common(k, &stream);
+    d.insert("Shards".into(), serde_json::to_value(&shards[..shards.len().min(limit)]).expect("shards serialize"));
+    d.insert("HasMoreShards".into(), has_more.into());
+    respond(&serde_json::json!({ "StreamDescription": d }))
+}
+
+pub fn run_summary(k: &Kinesis, r: SummaryRequest) -> Result<Vec<u8>, ApiError> {
+    let stream = k.stream(&r.target)?;
+    let open = stream.meta().shards.iter().filter(|s| !s.closed).count();
+    let mut d = common(k, &stream);
+    d.insert("OpenShardCount".into(), open.into());
+    d.insert("ConsumerCount".into(), 0.into());
+    respond(&serde_json::json!({ "StreamDescriptionSummary": d }))
+}

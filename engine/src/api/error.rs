@@ -1,0 +1,108 @@
+//! Kinesis API errors: the `__type` names and message forms AWS clients expect.
+
+use serde::Serialize;
+
+/// The error names of the Kinesis API (`__type`). Source: AWS Kinesis API reference and the
+/// botocore service model `kinesis/2013-12-02`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The stream or shard does not exist.
+    ResourceNotFound,
+    /// The stream exists, or is not ACTIVE.
+    ResourceInUse,
+    /// A parameter has a bad value.
+    InvalidArgument,
+    /// A parameter breaks a model constraint (length, pattern, range).
+    Validation,
+    /// A limit of the account would be passed.
+    LimitExceeded,
+    /// The shard iterator is older than 5 minutes.
+    ExpiredIterator,
+    /// The body is not the JSON the action takes.
+    Serialization,
+    /// The `X-Amz-Target` names no action.
+    UnknownOperation,
+    /// The request is not signed.
+    MissingAuthenticationToken,
+    /// The signature does not match, or is stale.
+    InvalidSignature,
+    /// The access key is unknown.
+    UnrecognizedClient,
+    /// The server failed.
+    InternalFailure,
+}
+
+impl ErrorKind {
+    /// The `__type` string.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ResourceNotFound => "ResourceNotFoundException",
+            Self::ResourceInUse => "ResourceInUseException",
+            Self::InvalidArgument => "InvalidArgumentException",
+            Self::Validation => "ValidationException",
+            Self::LimitExceeded => "LimitExceededException",
+            Self::ExpiredIterator => "ExpiredIteratorException",
+            Self::Serialization => "SerializationException",
+            Self::UnknownOperation => "UnknownOperationException",
+            Self::MissingAuthenticationToken => "MissingAuthenticationTokenException",
+            Self::InvalidSignature => "InvalidSignatureException",
+            Self::UnrecognizedClient => "UnrecognizedClientException",
+            Self::InternalFailure => "InternalFailure",
+        }
+    }
+
+    /// The HTTP status AWS answers with: 500 for internal failures, 403 for authentication,
+    /// 400 otherwise.
+    pub fn status(self) -> u16 {
+        match self {
+            Self::InternalFailure => 500,
+            Self::MissingAuthenticationToken | Self::InvalidSignature | Self::UnrecognizedClient => 403,
+            _ => 400,
+        }
+    }
+}
+
+/// An error answer: `{"__type": ..., "message": ...}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// Which error.
+    pub kind: ErrorKind,
+    /// The message, in AWS's wording where AWS has one.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error of `kind` with `message`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into() }
+    }
+
+    /// A one-constraint validation error in AWS's form: `1 validation error detected: Value
+    /// '<value>' at '<member>' failed to satisfy constraint: Member must <constraint>`.
+    pub fn validation(value: impl std::fmt::Display, member: &str, constraint: &str) -> Self {
+        Self::new(
+            ErrorKind::Validation,
+            format!("1 validation error detected: Value '{value}' at '{member}' failed to satisfy constraint: Member must {constraint}"),
+        )
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            #[serde(rename = "__type")]
+            kind: &'a str,
+            message: &'a str,
+        }
+        serde_json::to_vec(&Body { kind: self.kind.name(), message: &self.message }).expect("error body serializes")
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.kind.name(), self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}

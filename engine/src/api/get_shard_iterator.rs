@@ -1,0 +1,80 @@
+//! `GetShardIterator`: a signed token for a position in a shard.
+
+use serde::Deserialize;
+
+use super::iterator::IteratorState;
+use super::{respond, ApiError, ErrorKind, Kinesis, StreamTarget};
+use crate::error::ReadError;
+use crate::read::StartingPosition;
+use crate::sequence_number::SequenceNumber;
+use crate::stream::{parse_shard_id, shard_id};
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Request {
+    #[serde(flatten)]
+    target: StreamTarget,
+    shard_id: String,
+    shard_iterator_type: String,
+    starting_sequence_number: Option<String>,
+    timestamp: Option<f64>,
+}
+
+pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
+    let stream = k.stream(&r.target)?;
+    let name = stream.meta().name.clone();
+    let missing_shard = || {
+        ApiError::new(
+            ErrorKind::ResourceNotFound,
+            format!("Shard {} in stream {name} under account {} does not exist", r.shard_id, k.config.account_id),
+        )
+    };
+    let index = parse_shard_id(&r.shard_id).ok_or_else(missing_shard)?;
+    let log = stream.log(index).ok_or_else(missing_shard)?;
+    let sequence = |what: &str| -> Result<u64, ApiError> {
+        let s = r.starting_sequence_number.as_deref().ok_or_else(|| {
+            ApiError::new(ErrorKind::InvalidArgument, format!("StartingSequenceNumber must be provided for {what}."))
+        })?;
+        let sn: SequenceNumber = s.parse().map_err(|_| {
+            ApiError::validation(s, "startingSequenceNumber", "satisfy regular expression pattern: 0|([1-9]\\d{0,128})")
+        })?;
+        if sn.shard_index != index {
+            return Err(ApiError::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "Invalid StartingSequenceNumber. It encodes {}, while it was used in a call to a shard with {}",
+                    shard_id(sn.shard_index),
+                    r.shard_id
+                ),
+            ));
+        }
+        Ok(sn.shard_sequence)
+    };
+    let position = match r.shard_iterator_type.as_str() {
+        "TRIM_HORIZON" => StartingPosition::TrimHorizon,
+        "LATEST" => StartingPosition::Latest,
+        "AT_SEQUENCE_NUMBER" => StartingPosition::AtSequenceNumber(sequence("AT_SEQUENCE_NUMBER")?),
+        "AFTER_SEQUENCE_NUMBER" => StartingPosition::AfterSequenceNumber(sequence("AFTER_SEQUENCE_NUMBER")?),
+        "AT_TIMESTAMP" => {
+            let t = r.timestamp.ok_or_else(|| {
+                ApiError::new(ErrorKind::InvalidArgument, "Timestamp must be provided for AT_TIMESTAMP.")
+            })?;
+            StartingPosition::AtTimestamp((t.max(0.0) * 1000.0) as u64)
+        }
+        other => return Err(ApiError::validation(
+            other,
+            "shardIteratorType",
+            "satisfy enum value set: [AFTER_SEQUENCE_NUMBER, AT_SEQUENCE_NUMBER, AT_TIMESTAMP, TRIM_HORIZON, LATEST]",
+        )),
+    };
+    let position = log.position(position).map_err(|e| match e {
+        ReadError::BeyondEnd { .. } => ApiError::new(
+            ErrorKind::InvalidArgument,
+            format!("Invalid StartingSequenceNumber. It encodes a sequence number beyond the end of {}.", r.shard_id),
+        ),
+        other => ApiError::new(ErrorKind::InternalFailure, other.to_string()),
+    })?;
+    let token = IteratorState { stream: name, shard_index: index, position, issued_ms: k.clock.now_ms() }
+        .encode(&k.config.iterator_secret);
+    respond(&serde_json::json!({ "ShardIterator": token }))
+}

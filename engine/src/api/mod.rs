@@ -1,0 +1,213 @@
+//! The Kinesis Data Streams API (JSON 1.1): one module per action, dispatched from one enum.
+//!
+//! Each action module parses its request shape, validates it with AWS's error names and
+//! messages, applies it to the streams, and builds the response shape. The wire framing
+//! (HTTP, `X-Amz-Target`, signatures) belongs to the server; here an action is a name and a
+//! JSON body in, a JSON body or an [`ApiError`] out.
+
+mod create_stream;
+mod delete_stream;
+mod describe_stream;
+pub mod error;
+mod get_records;
+mod get_shard_iterator;
+pub mod iterator;
+mod list_shards;
+mod list_streams;
+mod put_record;
+mod put_records;
+
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub use error::{ApiError, ErrorKind};
+
+use crate::clock::Clock;
+use crate::stream::Stream;
+use crate::streams::Streams;
+
+/// The service prefix of `X-Amz-Target` for Kinesis Data Streams.
+pub const TARGET_PREFIX: &str = "Kinesis_20131202";
+
+/// The actions Sluice serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Action {
+    /// `CreateStream`.
+    CreateStream,
+    /// `DeleteStream`.
+    DeleteStream,
+    /// `DescribeStream`.
+    DescribeStream,
+    /// `DescribeStreamSummary`.
+    DescribeStreamSummary,
+    /// `ListStreams`.
+    ListStreams,
+    /// `ListShards`.
+    ListShards,
+    /// `PutRecord`.
+    PutRecord,
+    /// `PutRecords`.
+    PutRecords,
+    /// `GetShardIterator`.
+    GetShardIterator,
+    /// `GetRecords`.
+    GetRecords,
+}
+
+impl Action {
+    /// The action an `X-Amz-Target` action name stands for.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "CreateStream" => Self::CreateStream,
+            "DeleteStream" => Self::DeleteStream,
+            "DescribeStream" => Self::DescribeStream,
+            "DescribeStreamSummary" => Self::DescribeStreamSummary,
+            "ListStreams" => Self::ListStreams,
+            "ListShards" => Self::ListShards,
+            "PutRecord" => Self::PutRecord,
+            "PutRecords" => Self::PutRecords,
+            "GetShardIterator" => Self::GetShardIterator,
+            "GetRecords" => Self::GetRecords,
+            _ => return None,
+        })
+    }
+}
+
+/// Settings of the Kinesis API.
+#[derive(Debug, Clone)]
+pub struct KinesisConfig {
+    /// Region shown in ARNs (default `us-east-1`).
+    pub region: String,
+    /// Account id shown in ARNs and messages (default `000000000000`).
+    pub account_id: String,
+    /// Secret that signs shard iterators; random per process unless given, so iterators
+    /// from before a restart are refused (clients then ask for new ones, as on expiry).
+    pub iterator_secret: Vec<u8>,
+}
+
+impl Default for KinesisConfig {
+    fn default() -> Self {
+        Self { region: "us-east-1".into(), account_id: "000000000000".into(), iterator_secret: random_secret() }
+    }
+}
+
+fn random_secret() -> Vec<u8> {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is seeded from the OS's randomness; four draws give 32 bytes.
+    (0..4)
+        .flat_map(|i| {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(i);
+            h.finish().to_le_bytes()
+        })
+        .collect()
+}
+
+/// The Kinesis API over a set of streams.
+#[derive(Debug)]
+pub struct Kinesis {
+    /// The streams.
+    pub streams: Streams,
+    /// Settings.
+    pub config: KinesisConfig,
+    /// Time for timestamps, iterator expiry and retention.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Kinesis {
+    /// Runs `action` on a JSON `body`; returns the JSON response body.
+    pub fn handle(&self, action: Action, body: &[u8]) -> Result<Vec<u8>, ApiError> {
+        match action {
+            Action::CreateStream => create_stream::run(self, parse(body)?),
+            Action::DeleteStream => delete_stream::run(self, parse(body)?),
+            Action::DescribeStream => describe_stream::run(self, parse(body)?),
+            Action::DescribeStreamSummary => describe_stream::run_summary(self, parse(body)?),
+            Action::ListStreams => list_streams::run(self, parse(body)?),
+            Action::ListShards => list_shards::run(self, parse(body)?),
+            Action::PutRecord => put_record::run(self, parse(body)?),
+            Action::PutRecords => put_records::run(self, parse(body)?),
+            Action::GetShardIterator => get_shard_iterator::run(self, parse(body)?),
+            Action::GetRecords => get_records::run(self, parse(body)?),
+        }
+    }
+
+    /// The ARN of stream `name`.
+    pub fn stream_arn(&self, name: &str) -> String {
+        format!("arn:aws:kinesis:{}:{}:stream/{name}", self.config.region, self.config.account_id)
+    }
+
+    /// The stream a request names by `StreamName` or `StreamARN`.
+    fn stream(&self, target: &StreamTarget) -> Result<Arc<Stream>, ApiError> {
+        let name = match (&target.stream_name, &target.stream_arn) {
+            (Some(name), _) => {
+                validate_stream_name(name)?;
+                name.clone()
+            }
+            (None, Some(arn)) => {
+                let prefix = format!("arn:aws:kinesis:{}:{}:stream/", self.config.region, self.config.account_id);
+                match arn.strip_prefix(&prefix) {
+                    Some(name) => name.to_owned(),
+                    None => return Err(ApiError::new(ErrorKind::ResourceNotFound, format!("Stream {arn} not found."))),
+                }
+            }
+            (None, None) => {
+                return Err(ApiError::new(
+                    ErrorKind::InvalidArgument,
+                    "Either StreamName or StreamARN should be provided.",
+                ))
+            }
+        };
+        self.streams.get(&name).ok_or_else(|| self.not_found(&name))
+    }
+
+    fn not_found(&self, name: &str) -> ApiError {
+        ApiError::new(
+            ErrorKind::ResourceNotFound,
+            format!("Stream {name} under account {} not found.", self.config.account_id),
+        )
+    }
+}
+
+/// `StreamName` or `StreamARN`, as every stream action takes.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct StreamTarget {
+    stream_name: Option<String>,
+    #[serde(rename = "StreamARN")]
+    stream_arn: Option<String>,
+}
+
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let body = if body.is_empty() { b"{}".as_slice() } else { body };
+    serde_json::from_slice(body).map_err(|e| ApiError::new(ErrorKind::Serialization, e.to_string()))
+}
+
+fn respond<T: Serialize>(value: &T) -> Result<Vec<u8>, ApiError> {
+    serde_json::to_vec(value).map_err(|e| ApiError::new(ErrorKind::InternalFailure, e.to_string()))
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(ErrorKind::InternalFailure, e.to_string())
+}
+
+/// Stream names: 1 to 128 characters of `[a-zA-Z0-9_.-]`. Source: AWS Kinesis API reference.
+fn validate_stream_name(name: &str) -> Result<(), ApiError> {
+    if name.is_empty() {
+        return Err(ApiError::validation(name, "streamName", "have length greater than or equal to 1"));
+    }
+    if name.chars().count() > 128 {
+        return Err(ApiError::validation(name, "streamName", "have length less than or equal to 128"));
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')) {
+        return Err(ApiError::validation(name, "streamName", "satisfy regular expression pattern: [a-zA-Z0-9_.-]+"));
+    }
+    Ok(())
+}
+
+/// Epoch seconds with millisecond fraction, as the JSON protocol writes timestamps.
+fn epoch_seconds(ms: u64) -> f64 {
+    ms as f64 / 1000.0
+}

@@ -1,0 +1,25 @@
+//! `PutRecord`: one record, routed by partition key or explicit hash key.
+
+use serde::Deserialize;
+
+use super::put_records::{append_routed, validate_entry, Entry};
+use super::{respond, ApiError, Kinesis, StreamTarget};
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Request {
+    #[serde(flatten)]
+    target: StreamTarget,
+    #[serde(flatten)]
+    entry: Entry,
+    #[allow(dead_code)] // Sequence numbers increase per shard whatever the client asks.
+    sequence_number_for_ordering: Option<String>,
+}
+
+pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
+    let stream = k.stream(&r.target)?;
+    let record = validate_entry(&r.entry, "")?;
+    let results = append_routed(&stream, vec![record])?;
+    let (shard_id, sequence_number) = results.into_iter().next().expect("one record in, one result out")?;
+    respond(&serde_json::json!({ "ShardId": shard_id, "SequenceNumber": sequence_number, "EncryptionType": "NONE" }))
+}

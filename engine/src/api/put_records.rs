@@ -1,0 +1,159 @@
+//! `PutRecords`: up to 500 records in one request, each routed to its shard; results per
+//! record, in request order.
+
+use base64::Engine as _;
+use serde::Deserialize;
+
+use super::{internal, respond, ApiError, ErrorKind, Kinesis, StreamTarget};
+use crate::hash_key::{hash_key_of, parse_explicit_hash_key, HashKey};
+use crate::limits::{PARTITION_KEY_CHARS_MAX, RECORD_BYTES_DEFAULT};
+use crate::sequence_number::SequenceNumber;
+use crate::shard_log::Record;
+use crate::stream::{shard_id, Stream};
+
+/// Most records in one `PutRecords`: 500. Source: AWS Kinesis API reference.
+pub const PUT_RECORDS_RECORDS_MAX: usize = 500;
+
+/// Most bytes (data plus partition keys) in one `PutRecords`: 5 MiB. Source: AWS Kinesis
+/// API reference.
+pub const PUT_RECORDS_BYTES_MAX: usize = 5 << 20;
+
+/// A record as `PutRecord` and `PutRecords` take it.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Entry {
+    data: String,
+    partition_key: String,
+    explicit_hash_key: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Request {
+    #[serde(flatten)]
+    target: StreamTarget,
+    records: Vec<Entry>,
+}
+
+/// A record checked and decoded, ready to route.
+pub struct Checked {
+    data: Vec<u8>,
+    partition_key: String,
+    hash_key: HashKey,
+}
+
+/// Checks one entry; `member` prefixes the member names in messages (`records.3.member.`).
+pub fn validate_entry(e: &Entry, member: &str) -> Result<Checked, ApiError> {
+    let data = base64::engine::general_purpose::STANDARD.decode(&e.data).map_err(|_| {
+        ApiError::new(ErrorKind::Serialization, format!("Value of {member}Data is not valid base64 data."))
+    })?;
+    if data.len() > RECORD_BYTES_DEFAULT {
+        let v = format!("java.nio.HeapByteBuffer[pos=0 lim={n} cap={n}]", n = data.len());
+        return Err(ApiError::validation(v, &format!("{member}data"), "have length less than or equal to 1048576"));
+    }
+    let chars = e.partition_key.chars().count();
+    if chars < 1 {
+        return Err(ApiError::validation(
+            &e.partition_key,
+            &format!("{member}partitionKey"),
+            "have length greater than or equal to 1",
+        ));
+    }
+    if chars > PARTITION_KEY_CHARS_MAX {
+        return Err(ApiError::validation(
+            &e.partition_key,
+            &format!("{member}partitionKey"),
+            "have length less than or equal to 256",
+        ));
+    }
+    let hash_key = match &e.explicit_hash_key {
+        None => hash_key_of(&e.partition_key),
+        Some(h) => parse_explicit_hash_key(h).ok_or_else(|| {
+            ApiError::validation(
+                h,
+                &format!("{member}explicitHashKey"),
+                "satisfy regular expression pattern: 0|([1-9]\\d{0,38})",
+            )
+        })?,
+    };
+    if data.len() + e.partition_key.len() > RECORD_BYTES_DEFAULT {
+        return Err(ApiError::new(
+            ErrorKind::InvalidArgument,
+            "The record size (data plus partition key) exceeds 1 MiB.",
+        ));
+    }
+    Ok(Checked { data, partition_key: e.partition_key.clone(), hash_key })
+}
+
+/// Appends records to the shards their hash keys select, one batch per shard, keeping
+/// request order within each shard. Returns (shard id, sequence number) per record.
+pub fn append_routed(
+    stream: &Stream,
+    records: Vec<Checked>,
+) -> Result<Vec<Result<(String, String), ApiError>>, ApiError> {
+    let mut by_shard: Vec<(u32, Vec<usize>)> = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        let shard = stream.route(r.hash_key);
+        match by_shard.iter_mut().find(|(s, _)| *s == shard) {
+            Some((_, v)) => v.push(i),
+            None => by_shard.push((shard, vec![i])),
+        }
+    }
+    let mut results: Vec<Option<Result<(String, String), ApiError>>> = (0..records.len()).map(|_| None).collect();
+    for (shard, indexes) in by_shard {
+        let log = stream.log(shard).ok_or_else(|| internal(format!("shard {shard} has no log")))?;
+        let batch: Vec<Record> = indexes
+            .iter()
+            .map(|&i| Record { partition_key: &records[i].partition_key, data: &records[i].data })
+            .collect();
+        match log.append(&batch) {
+            Ok(a) => {
+                for (&i, seq) in indexes.iter().zip(a.sequence_numbers()) {
+                    let sn = SequenceNumber { shard_index: shard, shard_sequence: seq };
+                    results[i] = Some(Ok((shard_id(shard), sn.to_string())));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, shard, "append failed");
+                for &i in &indexes {
+                    results[i] = Some(Err(ApiError::new(ErrorKind::InternalFailure, "Internal service failure.")));
+                }
+            }
+        }
+    }
+    Ok(results.into_iter().map(|r| r.expect("every record routed")).collect())
+}
+
+pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
+    if r.records.is_empty() {
+        return Err(ApiError::validation("[]", "records", "have length greater than or equal to 1"));
+    }
+    if r.records.len() > PUT_RECORDS_RECORDS_MAX {
+        return Err(ApiError::validation(
+            format!("[{} records]", r.records.len()),
+            "records",
+            "have length less than or equal to 500",
+        ));
+    }
+    let stream = k.stream(&r.target)?;
+    let checked = r
+        .records
+        .iter()
+        .enumerate()
+        .map(|(i, e)| validate_entry(e, &format!("records.{}.member.", i + 1)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let total: usize = checked.iter().map(|c| c.data.len() + c.partition_key.len()).sum();
+    if total > PUT_RECORDS_BYTES_MAX {
+        return Err(ApiError::new(ErrorKind::InvalidArgument, "Records size exceeds 5 MB limit"));
+    }
+    let results = append_routed(&stream, checked)?;
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    let records: Vec<_> = results
+        .into_iter()
+        .map(|r| match r {
+            Ok((shard, seq)) => serde_json::json!({ "ShardId": shard, "SequenceNumber": seq }),
+            Err(e) => serde_json::json!({ "ErrorCode": e.kind.name(), "ErrorMessage": e.message }),
+        })
+        .collect();
+    respond(&serde_json::json!({ "FailedRecordCount": failed, "Records": records, "EncryptionType": "NONE" }))
+}
