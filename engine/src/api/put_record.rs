@@ -20,6 +20,10 @@ pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
     let stream = k.stream(&r.target)?;
     let record = validate_entry(&r.entry, "")?;
     let results = append_routed(&stream, vec![record])?;
-    let (shard_id, sequence_number) = results.into_iter().next().expect("one record in, one result out")?;
-    respond(&serde_json::json!({ "ShardId": shard_id, "SequenceNumber": sequence_number, "EncryptionType": "NONE" }))
+    let placed = results.into_iter().next().expect("one record in, one result out")?;
+    respond(&serde_json::json!({
+        "ShardId": placed.shard_id,
+        "SequenceNumber": placed.sequence_number,
+        "EncryptionType": "NONE",
+    }))
 }

@@ -85,12 +85,15 @@ pub fn validate_entry(e: &Entry, member: &str) -> Result<Checked, ApiError> {
     Ok(Checked { data, partition_key: e.partition_key.clone(), hash_key })
 }
 
+/// Where one record landed: its shard id and sequence number, as Kinesis shows them.
+pub struct Placed {
+    pub shard_id: String,
+    pub sequence_number: String,
+}
+
 /// Appends records to the shards their hash keys select, one batch per shard, keeping
-/// request order within each shard. Returns (shard id, sequence number) per record.
-pub fn append_routed(
-    stream: &Stream,
-    records: Vec<Checked>,
-) -> Result<Vec<Result<(String, String), ApiError>>, ApiError> {
+/// request order within each shard. Returns where each record landed, in request order.
+pub fn append_routed(stream: &Stream, records: Vec<Checked>) -> Result<Vec<Result<Placed, ApiError>>, ApiError> {
     let mut by_shard: Vec<(u32, Vec<usize>)> = Vec::new();
     for (i, r) in records.iter().enumerate() {
         let shard = stream.route(r.hash_key);
@@ -99,7 +102,7 @@ pub fn append_routed(
             None => by_shard.push((shard, vec![i])),
         }
     }
-    let mut results: Vec<Option<Result<(String, String), ApiError>>> = (0..records.len()).map(|_| None).collect();
+    let mut results: Vec<Option<Result<Placed, ApiError>>> = (0..records.len()).map(|_| None).collect();
     for (shard, indexes) in by_shard {
         let log = stream.log(shard).ok_or_else(|| internal(format!("shard {shard} has no log")))?;
         let batch: Vec<Record> = indexes
@@ -110,7 +113,7 @@ pub fn append_routed(
             Ok(a) => {
                 for (&i, seq) in indexes.iter().zip(a.sequence_numbers()) {
                     let sn = SequenceNumber { shard_index: shard, shard_sequence: seq };
-                    results[i] = Some(Ok((shard_id(shard), sn.to_string())));
+                    results[i] = Some(Ok(Placed { shard_id: shard_id(shard), sequence_number: sn.to_string() }));
                 }
             }
             Err(e) => {
@@ -151,7 +154,7 @@ pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
     let records: Vec<_> = results
         .into_iter()
         .map(|r| match r {
-            Ok((shard, seq)) => serde_json::json!({ "ShardId": shard, "SequenceNumber": seq }),
+            Ok(p) => serde_json::json!({ "ShardId": p.shard_id, "SequenceNumber": p.sequence_number }),
             Err(e) => serde_json::json!({ "ErrorCode": e.kind.name(), "ErrorMessage": e.message }),
         })
         .collect();
