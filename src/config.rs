@@ -1,0 +1,144 @@
+//! The server's configuration file (TOML). Every field has a default; unknown fields are
+//! refused so a typo is an error, not a silently ignored setting.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use sluice_engine::Durability;
+
+/// How requests are authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Auth {
+    /// AWS Signature Version 4, checked against `access_keys`.
+    Sigv4,
+    /// No check at all; refused unless `bind` is a loopback address.
+    None,
+}
+
+/// When acknowledged writes reach the disk (see `sluice_engine::Durability`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fsync {
+    /// Sync before acknowledging, with group commit.
+    Always,
+    /// Sync every `fsync_interval_ms`.
+    Interval,
+    /// Leave it to the kernel.
+    Never,
+}
+
+/// One access key pair clients may sign with.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessKey {
+    /// The access key id (`AWS_ACCESS_KEY_ID`).
+    pub access_key_id: String,
+    /// The secret access key (`AWS_SECRET_ACCESS_KEY`).
+    pub secret_access_key: String,
+}
+
+/// `sluice.toml`. See `deploy/sluice.toml` for a documented example.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on (default `127.0.0.1:4567`).
+    pub bind: SocketAddr,
+    /// Where streams are stored (default `./sluice-data`).
+    pub data_dir: PathBuf,
+    /// Region shown in ARNs and expected in signatures (default `us-east-1`).
+    pub region: String,
+    /// Account id shown in ARNs (default `000000000000`).
+    pub account_id: String,
+    /// Most open shards across all streams (default 500, Kinesis' account quota).
+    pub shard_limit: u32,
+    /// Durability of acknowledged writes (default `interval`).
+    pub fsync: Fsync,
+    /// Interval between syncs under `fsync = "interval"`, ms (default 100).
+    pub fsync_interval_ms: u64,
+    /// Authentication (default `sigv4`).
+    pub auth: Auth,
+    /// Key pairs accepted under `auth = "sigv4"` (default: one pair, `sluice` / `sluice-secret`,
+    /// for local use; replace it anywhere else).
+    pub access_keys: Vec<AccessKey>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:4567".parse().expect("a valid address"),
+            data_dir: PathBuf::from("./sluice-data"),
+            region: "us-east-1".into(),
+            account_id: "000000000000".into(),
+            shard_limit: 500,
+            fsync: Fsync::Interval,
+            fsync_interval_ms: sluice_engine::limits::SYNC_INTERVAL_MS_DEFAULT,
+            auth: Auth::Sigv4,
+            access_keys: vec![AccessKey { access_key_id: "sluice".into(), secret_access_key: "sluice-secret".into() }],
+        }
+    }
+}
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has unknown fields.
+    #[error("{path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: toml::de::Error,
+    },
+    /// The settings contradict each other.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads and checks a TOML file.
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let config: Self = toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Refuses settings that cannot work together.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.auth == Auth::None && !self.bind.ip().is_loopback() {
+            return Err(ConfigError::Invalid(format!(
+                "auth = \"none\" is only allowed on a loopback address, and bind is {}",
+                self.bind
+            )));
+        }
+        if self.auth == Auth::Sigv4 && self.access_keys.is_empty() {
+            return Err(ConfigError::Invalid("auth = \"sigv4\" needs at least one [[access_keys]] entry".into()));
+        }
+        if self.fsync == Fsync::Interval && self.fsync_interval_ms == 0 {
+            return Err(ConfigError::Invalid("fsync_interval_ms must be above zero".into()));
+        }
+        Ok(())
+    }
+
+    /// The engine's durability setting.
+    pub fn durability(&self) -> Durability {
+        match self.fsync {
+            Fsync::Always => Durability::Always,
+            Fsync::Interval => Durability::Interval(Duration::from_millis(self.fsync_interval_ms)),
+            Fsync::Never => Durability::Never,
+        }
+    }
+}

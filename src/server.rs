@@ -1,0 +1,132 @@
+//! The HTTP server: HTTP/1.1 and h2c on one port, `POST /` with `X-Amz-Target`, routed to
+//! the Kinesis API. It takes its listener and a shutdown future, so tests bind port 0.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use sluice_engine::api::{Action, ApiError, ErrorKind, Kinesis, TARGET_PREFIX};
+use tokio::net::TcpListener;
+
+use crate::config::{AccessKey, Auth};
+use crate::sigv4;
+
+/// Largest request body taken, bytes: 12 MiB, above PutRecords' 5 MiB of data once base64 grows it by 4/3.
+pub const REQUEST_BYTES_MAX: usize = 12 << 20;
+
+/// What the server needs to answer requests.
+#[derive(Debug)]
+pub struct AppState {
+    /// The Kinesis API.
+    pub kinesis: Kinesis,
+    /// Authentication mode.
+    pub auth: Auth,
+    /// Accepted key pairs.
+    pub access_keys: Vec<AccessKey>,
+    request_counter: AtomicU64,
+    request_id_base: u64,
+}
+
+impl AppState {
+    /// State around a Kinesis API.
+    pub fn new(kinesis: Kinesis, auth: Auth, access_keys: Vec<AccessKey>) -> Self {
+        let base = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        Self { kinesis, auth, access_keys, request_counter: AtomicU64::new(0), request_id_base: base }
+    }
+
+    fn request_id(&self) -> String {
+        let n = self.request_counter.fetch_add(1, Ordering::Relaxed);
+        let v = (u128::from(self.request_id_base) << 64) | u128::from(n);
+        let h = format!("{v:032x}");
+        format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    }
+}
+
+fn answer(request_id: &str, result: Result<Vec<u8>, ApiError>) -> Response<Full<Bytes>> {
+    let (status, body) = match result {
+        Ok(body) => (StatusCode::OK, body),
+        Err(e) => (StatusCode::from_u16(e.kind.status()).unwrap_or(StatusCode::BAD_REQUEST), e.body()),
+    };
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert("content-type", HeaderValue::from_static("application/x-amz-json-1.1"));
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        h.insert("x-amzn-requestid", v);
+    }
+    r
+}
+
+async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let request_id = state.request_id();
+    Ok(answer(&request_id, dispatch(state, req).await))
+}
+
+async fn dispatch(state: Arc<AppState>, req: Request<Incoming>) -> Result<Vec<u8>, ApiError> {
+    let (parts, body) = req.into_parts();
+    let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let action = match target.split_once('.') {
+        Some((TARGET_PREFIX, name)) if parts.method == http::Method::POST => Action::from_name(name),
+        _ => None,
+    }
+    .ok_or_else(|| ApiError::new(ErrorKind::UnknownOperation, format!("Unknown operation {target}")))?;
+    let body = Limited::new(body, REQUEST_BYTES_MAX)
+        .collect()
+        .await
+        .map_err(|e| ApiError::new(ErrorKind::Serialization, format!("Request body could not be read: {e}")))?
+        .to_bytes();
+    if state.auth == Auth::Sigv4 {
+        let headers: Vec<(&str, &str)> =
+            parts.headers.iter().filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v))).collect();
+        let uri = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        sigv4::verify(&state.access_keys, parts.method.as_str(), uri, &headers, &body, SystemTime::now())?;
+    }
+    let worker = state.clone();
+    tokio::task::spawn_blocking(move || worker.kinesis.handle(action, &body))
+        .await
+        .map_err(|e| ApiError::new(ErrorKind::InternalFailure, e.to_string()))?
+}
+
+/// Serves connections from `listener` until `shutdown` completes, then stops accepting and
+/// waits for requests in flight to finish.
+pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl Future<Output = ()>) {
+    let graceful = GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let state = state.clone();
+                let service = service_fn(move |req| handle(state.clone(), req));
+                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}

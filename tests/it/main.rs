@@ -1,0 +1,4 @@
+//! Integration tests of the `sluice` server, driven by the real AWS SDK for Rust.
+
+mod kinesis_sdk;
+mod support;
