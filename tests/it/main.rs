@@ -1,4 +1,5 @@
 //! Integration tests of the `sluice` server, driven by the real AWS SDK for Rust.
 
+mod bad_input;
 mod kinesis_sdk;
 mod support;

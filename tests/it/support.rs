@@ -32,9 +32,18 @@ impl TestServer {
 
     /// As [`TestServer::start`], with the given clock.
     pub async fn start_with_clock(data_dir: &Path, clock: Arc<ManualClock>) -> Self {
+        Self::start_with(data_dir, clock, Auth::Sigv4).await
+    }
+
+    /// A server with `auth = "none"` (allowed on loopback), for raw HTTP requests.
+    pub async fn start_unsigned(data_dir: &Path) -> Self {
+        Self::start_with(data_dir, Arc::new(ManualClock::new(1_700_000_000_000)), Auth::None).await
+    }
+
+    async fn start_with(data_dir: &Path, clock: Arc<ManualClock>, auth: Auth) -> Self {
         let config = Config {
             data_dir: data_dir.to_owned(),
-            auth: Auth::Sigv4,
+            auth,
             access_keys: vec![sluice::config::AccessKey {
                 access_key_id: ACCESS_KEY.into(),
                 secret_access_key: SECRET_KEY.into(),
@@ -88,4 +97,25 @@ impl Drop for TestServer {
             let _ = s.send(());
         }
     }
+}
+
+/// Sends one raw HTTP/1.1 request with `X-Amz-Target: <target>` (omitted when empty) and
+/// returns the status and the JSON body.
+pub async fn raw_request(addr: SocketAddr, target: &str, body: &[u8]) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let target_header = if target.is_empty() { String::new() } else { format!("X-Amz-Target: {target}\r\n") };
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-amz-json-1.1\r\n{target_header}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let text = String::from_utf8(response).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    assert!(head.to_ascii_lowercase().contains("x-amzn-requestid: "), "no request id in {head}");
+    (status, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
 }

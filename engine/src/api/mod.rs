@@ -182,7 +182,12 @@ struct StreamTarget {
 
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let body = if body.is_empty() { b"{}".as_slice() } else { body };
-    serde_json::from_slice(body).map_err(|e| ApiError::new(ErrorKind::Serialization, e.to_string()))
+    serde_json::from_slice(body).map_err(|e| {
+        // serde names our Rust types and byte positions; clients need neither.
+        let message = e.to_string();
+        let message = message.split(" at line ").next().unwrap_or(&message);
+        ApiError::new(ErrorKind::Serialization, message.replace("expected struct Request", "expected a JSON object"))
+    })
 }
 
 fn respond<T: Serialize>(value: &T) -> Result<Vec<u8>, ApiError> {
