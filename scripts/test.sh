@@ -9,6 +9,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$log"
+# The AWS CLI against a running `sluice serve` (installs awscli into a cached venv).
+scripts/awscli-smoke.sh | tee -a "$log"
 # One closing line for the whole run: cargo prints a result per test binary, and the last
 # one is often a crate with no doc tests.
-awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "%d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+awk '/^test result:/ { p += $4; f += $6; s += $8 }
+     /^awscli: / { p += $2; f += $4 }
+     END { printf "%d passed, %d failed, %d skipped\n", p, f, s }' "$log"

@@ -1,5 +1,6 @@
 //! Integration tests of the `sluice` server, driven by the real AWS SDK for Rust.
 
 mod bad_input;
+mod config;
 mod kinesis_sdk;
 mod support;

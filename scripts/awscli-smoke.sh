@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Drives a real `sluice serve` with the AWS CLI (installed from PyPI into a cached venv):
+# create-stream, put-record, get-shard-iterator, get-records. Prints "awscli: N passed, M failed".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cache="${SLUICE_CACHE_DIR:-$HOME/.cache/sluice}"
+venv="$cache/awscli-venv"
+if [ ! -x "$venv/bin/aws" ]; then
+  mkdir -p "$cache"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check awscli
+fi
+
+cargo build --quiet --locked --bin sluice
+data=$(mktemp -d)
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+target/debug/sluice serve --bind "127.0.0.1:$port" --data-dir "$data" >"$data.log" 2>&1 &
+pid=$!
+trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$data" "$data.log"' EXIT
+
+export AWS_ACCESS_KEY_ID=sluice AWS_SECRET_ACCESS_KEY=sluice-secret AWS_DEFAULT_REGION=us-east-1 AWS_PAGER=""
+aws() { "$venv/bin/aws" --endpoint-url "http://127.0.0.1:$port" "$@"; }
+for _ in $(seq 100); do aws kinesis list-streams >/dev/null 2>&1 && break; sleep 0.1; done
+
+passed=0 failed=0
+check() { # name, got, want
+  if [ "$2" = "$3" ]; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "awscli $1: got '$2', want '$3'"; fi
+}
+
+aws kinesis create-stream --stream-name cli --shard-count 2
+check create-stream "$(aws kinesis describe-stream-summary --stream-name cli --query StreamDescriptionSummary.OpenShardCount --output text)" 2
+# CLI v1 sends the --data text base64-encoded; "k" hashes into the second half of the key space.
+put=$(aws kinesis put-record --stream-name cli --partition-key k --data hello --query '[ShardId,SequenceNumber]' --output text)
+shard=${put%%$'\t'*}
+seq=${put##*$'\t'}
+check put-record "$shard" shardId-000000000001
+it=$(aws kinesis get-shard-iterator --stream-name cli --shard-id "$shard" --shard-iterator-type AT_SEQUENCE_NUMBER \
+  --starting-sequence-number "$seq" --query ShardIterator --output text)
+check get-shard-iterator "$([ -n "$it" ] && echo issued)" issued
+got=$(aws kinesis get-records --shard-iterator "$it" --query 'Records[0].[SequenceNumber,PartitionKey,Data]' --output text)
+check get-records "$got" "$seq"$'\t'k$'\t'aGVsbG8=
+
+echo "awscli: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,39 @@
+//! The documented example configuration parses, and bad configurations are refused.
+
+use sluice::config::{Auth, Config, ConfigError, Fsync};
+
+fn repo_file(path: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+#[test]
+fn the_example_config_parses_and_states_the_defaults() {
+    let c = Config::load(&repo_file("deploy/sluice.toml")).unwrap();
+    let d = Config::default();
+    assert_eq!(
+        (c.bind, &c.data_dir, c.shard_limit, c.fsync, c.auth),
+        (d.bind, &d.data_dir, d.shard_limit, d.fsync, d.auth)
+    );
+    assert_eq!(c.access_keys, d.access_keys);
+    assert_eq!(c.fsync_interval_ms, d.fsync_interval_ms);
+}
+
+fn load(text: &str) -> Result<Config, ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sluice.toml");
+    std::fs::write(&path, text).unwrap();
+    Config::load(&path)
+}
+
+#[test]
+fn bad_configs_are_refused_with_the_reason() {
+    let unknown = load("bnid = \"127.0.0.1:1\"").unwrap_err().to_string();
+    assert!(unknown.contains("unknown field `bnid`"), "{unknown}");
+    let open = load("bind = \"0.0.0.0:4567\"\nauth = \"none\"").unwrap_err().to_string();
+    assert!(open.contains("only allowed on a loopback address"), "{open}");
+    let keyless = load("access_keys = []").unwrap_err().to_string();
+    assert!(keyless.contains("needs at least one [[access_keys]]"), "{keyless}");
+    assert!(load("fsync = \"sometimes\"").is_err());
+    let ok = load("fsync = \"always\"\nauth = \"none\"").unwrap();
+    assert_eq!((ok.fsync, ok.auth), (Fsync::Always, Auth::None));
+}
