@@ -1,11 +1,14 @@
 //! The server's configuration file (TOML). Every field has a default; unknown fields are
 //! refused so a typo is an error, not a silently ignored setting.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+use sluice_engine::streams::Throttling;
+use sluice_engine::throttle::ThrottleRates;
 use sluice_engine::Durability;
 
 /// How requests are authenticated.
@@ -28,6 +31,16 @@ pub enum Fsync {
     Interval,
     /// Leave it to the kernel.
     Never,
+}
+
+/// Whether shards are throttled at their provisioned rates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Throttle {
+    /// Kinesis' per-shard quotas (or the configured rates) apply.
+    On,
+    /// No quotas: for benchmarks.
+    Off,
 }
 
 /// One access key pair clients may sign with.
@@ -60,6 +73,13 @@ pub struct Config {
     pub fsync_interval_ms: u64,
     /// Authentication (default `sigv4`).
     pub auth: Auth,
+    /// Per-shard throughput quotas (default `on`).
+    pub throttle: Throttle,
+    /// Per-shard rates of every stream (default: Kinesis' quotas, 1 MiB/s and 1,000
+    /// records/s in, 2 MiB/s and 5 calls/s out, 5 GetShardIterator calls/s).
+    pub throttle_rates: ThrottleRates,
+    /// Per-shard rates of named streams, overriding `throttle_rates`.
+    pub stream_throttle_rates: BTreeMap<String, ThrottleRates>,
     /// Key pairs accepted under `auth = "sigv4"` (default: one pair, `sluice` / `sluice-secret`,
     /// for local use; replace it anywhere else).
     pub access_keys: Vec<AccessKey>,
@@ -76,6 +96,9 @@ impl Default for Config {
             fsync: Fsync::Interval,
             fsync_interval_ms: sluice_engine::limits::SYNC_INTERVAL_MS_DEFAULT,
             auth: Auth::Sigv4,
+            throttle: Throttle::On,
+            throttle_rates: ThrottleRates::default(),
+            stream_throttle_rates: BTreeMap::new(),
             access_keys: vec![AccessKey { access_key_id: "sluice".into(), secret_access_key: "sluice-secret".into() }],
         }
     }
@@ -131,6 +154,15 @@ impl Config {
             return Err(ConfigError::Invalid("fsync_interval_ms must be above zero".into()));
         }
         Ok(())
+    }
+
+    /// The engine's throttling setting.
+    pub fn throttling(&self) -> Throttling {
+        Throttling {
+            off: self.throttle == Throttle::Off,
+            rates: self.throttle_rates,
+            per_stream: self.stream_throttle_rates.clone(),
+        }
     }
 
     /// The engine's durability setting.

@@ -15,7 +15,7 @@ use sluice_engine::{Clock, OpenError, ShardLogOptions};
 pub fn open_state(config: &config::Config, clock: Arc<dyn Clock>) -> Result<Arc<server::AppState>, OpenError> {
     let log_options =
         ShardLogOptions { durability: config.durability(), clock: clock.clone(), ..ShardLogOptions::default() };
-    let streams = Streams::open(&config.data_dir, log_options, config.shard_limit)?;
+    let streams = Streams::open(&config.data_dir, log_options, config.throttling(), config.shard_limit)?;
     let kinesis = Kinesis {
         streams,
         config: KinesisConfig {

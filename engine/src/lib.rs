@@ -35,6 +35,7 @@ pub mod sequence_number;
 mod shard_log;
 pub mod stream;
 pub mod streams;
+pub mod throttle;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use durability::Durability;

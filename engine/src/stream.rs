@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +17,7 @@ use crate::hash_key::{HashKey, HashKeyRange};
 use crate::options::ShardLogOptions;
 use crate::segment::sync_dir;
 use crate::shard_log::ShardLog;
+use crate::throttle::{ShardThrottle, ThrottleRates};
 use crate::OpenError;
 
 /// Default retention, hours: 24. Source: AWS Kinesis Data Streams quotas.
@@ -66,12 +67,27 @@ pub struct StreamMeta {
     pub tags: BTreeMap<String, String>,
 }
 
-/// A stream: its metadata and the logs of its shards.
+/// One shard: its log, wrapped in its provisioned-throughput throttle.
+#[derive(Debug)]
+pub struct Shard {
+    /// The shard's records.
+    pub log: Arc<ShardLog>,
+    throttle: Option<Mutex<ShardThrottle>>,
+}
+
+impl Shard {
+    /// The shard's token buckets, or `None` when throttling is off.
+    pub fn throttle(&self) -> Option<MutexGuard<'_, ShardThrottle>> {
+        self.throttle.as_ref().map(|t| t.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// A stream: its metadata and its shards.
 #[derive(Debug)]
 pub struct Stream {
     dir: PathBuf,
     meta: RwLock<StreamMeta>,
-    logs: RwLock<Vec<Arc<ShardLog>>>,
+    shards: RwLock<Vec<Arc<Shard>>>,
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
@@ -94,6 +110,7 @@ impl Stream {
         shard_count: u32,
         created_ms: u64,
         log_options: &ShardLogOptions,
+        throttle: Option<ThrottleRates>,
     ) -> Result<Self, OpenError> {
         fs::create_dir_all(dir).map_err(|e| IoError::new(dir, e))?;
         let shards = HashKeyRange::split_evenly(shard_count)
@@ -114,28 +131,38 @@ impl Stream {
             shards,
             tags: BTreeMap::new(),
         };
-        let stream = Self::with_meta(dir, meta, log_options)?;
+        let stream = Self::with_meta(dir, meta, log_options, throttle)?;
         stream.persist()?;
         sync_dir(dir.parent().expect("streams live in a directory"))?;
         Ok(stream)
     }
 
     /// Opens a stream from its directory.
-    pub fn open(dir: &Path, log_options: &ShardLogOptions) -> Result<Self, OpenError> {
+    pub fn open(dir: &Path, log_options: &ShardLogOptions, throttle: Option<ThrottleRates>) -> Result<Self, OpenError> {
         let path = dir.join("stream.json");
         let bytes = fs::read(&path).map_err(|e| IoError::new(&path, e))?;
         let meta: StreamMeta = serde_json::from_slice(&bytes)
             .map_err(|e| OpenError::InvalidOptions(format!("{}: {e}", path.display())))?;
-        Self::with_meta(dir, meta, log_options)
+        Self::with_meta(dir, meta, log_options, throttle)
     }
 
-    fn with_meta(dir: &Path, meta: StreamMeta, log_options: &ShardLogOptions) -> Result<Self, OpenError> {
-        let logs = meta
+    fn with_meta(
+        dir: &Path,
+        meta: StreamMeta,
+        log_options: &ShardLogOptions,
+        throttle: Option<ThrottleRates>,
+    ) -> Result<Self, OpenError> {
+        let now = log_options.clock.now_ms();
+        let shards = meta
             .shards
             .iter()
-            .map(|s| ShardLog::open(dir.join(shard_id(s.index)), log_options.clone()).map(Arc::new))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { dir: dir.to_owned(), meta: RwLock::new(meta), logs: RwLock::new(logs) })
+            .map(|s| {
+                let log = Arc::new(ShardLog::open(dir.join(shard_id(s.index)), log_options.clone())?);
+                let throttle = throttle.map(|rates| Mutex::new(ShardThrottle::new(rates, now)));
+                Ok(Arc::new(Shard { log, throttle }))
+            })
+            .collect::<Result<Vec<_>, OpenError>>()?;
+        Ok(Self { dir: dir.to_owned(), meta: RwLock::new(meta), shards: RwLock::new(shards) })
     }
 
     /// Writes the metadata to `stream.json`, atomically.
@@ -154,9 +181,14 @@ impl Stream {
         self.meta.write().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Shard `index`, if the stream has it.
+    pub fn shard(&self, index: u32) -> Option<Arc<Shard>> {
+        self.shards.read().unwrap_or_else(PoisonError::into_inner).get(index as usize).cloned()
+    }
+
     /// The log of shard `index`, if the stream has that shard.
     pub fn log(&self, index: u32) -> Option<Arc<ShardLog>> {
-        self.logs.read().unwrap_or_else(PoisonError::into_inner).get(index as usize).cloned()
+        self.shard(index).map(|s| s.log.clone())
     }
 
     /// The open shard whose hash key range holds `key`. Open shards cover the whole space,

@@ -8,6 +8,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use crate::error::IoError;
 use crate::options::ShardLogOptions;
 use crate::stream::Stream;
+use crate::throttle::ThrottleRates;
 use crate::OpenError;
 
 /// Why a stream could not be created.
@@ -32,11 +33,30 @@ pub enum CreateStreamError {
     Open(#[from] OpenError),
 }
 
+/// Whether shards are throttled, and at which rates.
+#[derive(Debug, Clone, Default)]
+pub struct Throttling {
+    /// Throttling is off: no quotas at all (benchmarks).
+    pub off: bool,
+    /// Rates of every stream without its own (default: Kinesis' quotas).
+    pub rates: ThrottleRates,
+    /// Rates of named streams.
+    pub per_stream: BTreeMap<String, ThrottleRates>,
+}
+
+impl Throttling {
+    /// The rates of stream `name`, or `None` when throttling is off.
+    pub fn rates_for(&self, name: &str) -> Option<ThrottleRates> {
+        (!self.off).then(|| self.per_stream.get(name).copied().unwrap_or(self.rates))
+    }
+}
+
 /// All streams under `<data_dir>/streams/`.
 #[derive(Debug)]
 pub struct Streams {
     dir: PathBuf,
     log_options: ShardLogOptions,
+    throttling: Throttling,
     shard_limit: u32,
     streams: RwLock<BTreeMap<String, Arc<Stream>>>,
 }
@@ -44,19 +64,25 @@ pub struct Streams {
 impl Streams {
     /// Opens every stream under `<data_dir>/streams/`, creating the folder if needed.
     /// `shard_limit` caps open shards across all streams (Kinesis' account quota is 500).
-    pub fn open(data_dir: &Path, log_options: ShardLogOptions, shard_limit: u32) -> Result<Self, OpenError> {
+    pub fn open(
+        data_dir: &Path,
+        log_options: ShardLogOptions,
+        throttling: Throttling,
+        shard_limit: u32,
+    ) -> Result<Self, OpenError> {
         let dir = data_dir.join("streams");
         fs::create_dir_all(&dir).map_err(|e| IoError::new(&dir, e))?;
         let mut streams = BTreeMap::new();
         for entry in fs::read_dir(&dir).map_err(|e| IoError::new(&dir, e))? {
             let entry = entry.map_err(|e| IoError::new(&dir, e))?;
             if entry.path().join("stream.json").exists() {
-                let stream = Stream::open(&entry.path(), &log_options)?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let stream = Stream::open(&entry.path(), &log_options, throttling.rates_for(&name))?;
                 let name = stream.meta().name.clone();
                 streams.insert(name, Arc::new(stream));
             }
         }
-        Ok(Self { dir, log_options, shard_limit, streams: RwLock::new(streams) })
+        Ok(Self { dir, log_options, throttling, shard_limit, streams: RwLock::new(streams) })
     }
 
     /// The stream called `name`.
@@ -84,7 +110,9 @@ impl Streams {
         if open + shard_count > self.shard_limit {
             return Err(CreateStreamError::ShardLimit { limit: self.shard_limit, open, requested: shard_count });
         }
-        let stream = Arc::new(Stream::create(&self.dir.join(name), name, shard_count, now_ms, &self.log_options)?);
+        let rates = self.throttling.rates_for(name);
+        let stream =
+            Arc::new(Stream::create(&self.dir.join(name), name, shard_count, now_ms, &self.log_options, rates)?);
         streams.insert(name.to_owned(), stream.clone());
         Ok(stream)
     }

@@ -4,3 +4,4 @@ mod bad_input;
 mod config;
 mod kinesis_sdk;
 mod support;
+mod throttling;

@@ -32,24 +32,27 @@ impl TestServer {
 
     /// As [`TestServer::start`], with the given clock.
     pub async fn start_with_clock(data_dir: &Path, clock: Arc<ManualClock>) -> Self {
-        Self::start_with(data_dir, clock, Auth::Sigv4).await
+        Self::start_with(data_dir, clock, |_| {}).await
     }
 
     /// A server with `auth = "none"` (allowed on loopback), for raw HTTP requests.
     pub async fn start_unsigned(data_dir: &Path) -> Self {
-        Self::start_with(data_dir, Arc::new(ManualClock::new(1_700_000_000_000)), Auth::None).await
+        Self::start_with(data_dir, Arc::new(ManualClock::new(1_700_000_000_000)), |c| c.auth = Auth::None).await
     }
 
-    async fn start_with(data_dir: &Path, clock: Arc<ManualClock>, auth: Auth) -> Self {
-        let config = Config {
+    /// A server whose configuration `adjust` changes from the tests' default (SigV4 on,
+    /// throttling on, the test key pair).
+    pub async fn start_with(data_dir: &Path, clock: Arc<ManualClock>, adjust: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config {
             data_dir: data_dir.to_owned(),
-            auth,
+            auth: Auth::Sigv4,
             access_keys: vec![sluice::config::AccessKey {
                 access_key_id: ACCESS_KEY.into(),
                 secret_access_key: SECRET_KEY.into(),
             }],
             ..Config::default()
         };
+        adjust(&mut config);
         let state = sluice::open_state(&config, clock.clone()).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -76,6 +79,8 @@ impl TestServer {
             .endpoint_url(format!("http://{}", self.addr))
             .credentials_provider(Credentials::new(access_key, secret, None, None, "test"))
             .http_client(aws_smithy_http_client::Builder::new().build_http())
+            // Tests look at each answer; the SDK would retry throttling errors on its own.
+            .retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled())
             .build();
         aws_sdk_kinesis::Client::from_conf(config)
     }

@@ -17,6 +17,8 @@ pub enum ErrorKind {
     Validation,
     /// A limit of the account would be passed.
     LimitExceeded,
+    /// A shard's provisioned throughput is used up.
+    ProvisionedThroughputExceeded,
     /// The shard iterator is older than 5 minutes.
     ExpiredIterator,
     /// The body is not the JSON the action takes.
@@ -42,6 +44,7 @@ impl ErrorKind {
             Self::InvalidArgument => "InvalidArgumentException",
             Self::Validation => "ValidationException",
             Self::LimitExceeded => "LimitExceededException",
+            Self::ProvisionedThroughputExceeded => "ProvisionedThroughputExceededException",
             Self::ExpiredIterator => "ExpiredIteratorException",
             Self::Serialization => "SerializationException",
             Self::UnknownOperation => "UnknownOperationException",

@@ -39,7 +39,13 @@ pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
         ));
     }
     let stream = k.streams.get(&it.stream).ok_or_else(|| k.not_found(&it.stream))?;
-    let log = stream.log(it.shard_index).ok_or_else(|| k.not_found(&it.stream))?;
+    let shard = stream.shard(it.shard_index).ok_or_else(|| k.not_found(&it.stream))?;
+    if let Some(mut t) = shard.throttle() {
+        if !t.admit_read(now) {
+            return Err(k.rate_exceeded(&it.stream, it.shard_index));
+        }
+    }
+    let log = &shard.log;
     let batch = log
         .read(it.position, ReadLimits { max_records: limit, ..ReadLimits::default() })
         .map_err(|e| ApiError::new(ErrorKind::InternalFailure, e.to_string()))?;
@@ -57,6 +63,9 @@ pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
             })
         })
         .collect();
+    if let Some(mut t) = shard.throttle() {
+        t.charge_read(batch.bytes(), now);
+    }
     let bounds = log.bounds();
     let behind = match last_ts {
         Some(ts) if batch.next_sequence_number() < bounds.next_sequence_number => now.saturating_sub(ts),

@@ -30,7 +30,8 @@ pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
         )
     };
     let index = parse_shard_id(&r.shard_id).ok_or_else(missing_shard)?;
-    let log = stream.log(index).ok_or_else(missing_shard)?;
+    let shard = stream.shard(index).ok_or_else(missing_shard)?;
+    let log = &shard.log;
     let sequence = |what: &str| -> Result<u64, ApiError> {
         let s = r.starting_sequence_number.as_deref().ok_or_else(|| {
             ApiError::new(ErrorKind::InvalidArgument, format!("StartingSequenceNumber must be provided for {what}."))
@@ -74,6 +75,12 @@ pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
         ),
         other => ApiError::new(ErrorKind::InternalFailure, other.to_string()),
     })?;
+    // Only a request that would get an iterator counts against the shard's quota.
+    if let Some(mut t) = shard.throttle() {
+        if !t.admit_iterator(k.clock.now_ms()) {
+            return Err(k.rate_exceeded(&name, index));
+        }
+    }
     let token = IteratorState { stream: name, shard_index: index, position, issued_ms: k.clock.now_ms() }
         .encode(&k.config.iterator_secret);
     respond(&serde_json::json!({ "ShardIterator": token }))

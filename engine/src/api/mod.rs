@@ -163,6 +163,18 @@ impl Kinesis {
         self.streams.get(&name).ok_or_else(|| self.not_found(&name))
     }
 
+    /// Kinesis' throttling error for shard `index` of stream `name`.
+    fn rate_exceeded(&self, name: &str, index: u32) -> ApiError {
+        ApiError::new(
+            ErrorKind::ProvisionedThroughputExceeded,
+            format!(
+                "Rate exceeded for shard {} in stream {name} under account {}.",
+                crate::stream::shard_id(index),
+                self.config.account_id
+            ),
+        )
+    }
+
     fn not_found(&self, name: &str) -> ApiError {
         ApiError::new(
             ErrorKind::ResourceNotFound,

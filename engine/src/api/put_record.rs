@@ -19,7 +19,7 @@ pub struct Request {
 pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
     let stream = k.stream(&r.target)?;
     let record = validate_entry(&r.entry, "")?;
-    let results = append_routed(&stream, vec![record])?;
+    let results = append_routed(k, &stream, vec![record])?;
     let placed = results.into_iter().next().expect("one record in, one result out")?;
     respond(&serde_json::json!({
         "ShardId": placed.shard_id,

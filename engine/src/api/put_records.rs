@@ -93,7 +93,11 @@ pub struct Placed {
 
 /// Appends records to the shards their hash keys select, one batch per shard, keeping
 /// request order within each shard. Returns where each record landed, in request order.
-pub fn append_routed(stream: &Stream, records: Vec<Checked>) -> Result<Vec<Result<Placed, ApiError>>, ApiError> {
+pub fn append_routed(
+    k: &Kinesis,
+    stream: &Stream,
+    records: Vec<Checked>,
+) -> Result<Vec<Result<Placed, ApiError>>, ApiError> {
     let mut by_shard: Vec<(u32, Vec<usize>)> = Vec::new();
     for (i, r) in records.iter().enumerate() {
         let shard = stream.route(r.hash_key);
@@ -103,8 +107,27 @@ pub fn append_routed(stream: &Stream, records: Vec<Checked>) -> Result<Vec<Resul
         }
     }
     let mut results: Vec<Option<Result<Placed, ApiError>>> = (0..records.len()).map(|_| None).collect();
+    let now = k.clock.now_ms();
     for (shard, indexes) in by_shard {
-        let log = stream.log(shard).ok_or_else(|| internal(format!("shard {shard} has no log")))?;
+        let s = stream.shard(shard).ok_or_else(|| internal(format!("shard {shard} has no log")))?;
+        // Records over the shard's quota fail alone, with Kinesis' per-record error.
+        let indexes: Vec<usize> = match s.throttle() {
+            None => indexes,
+            Some(mut t) => indexes
+                .into_iter()
+                .filter(|&i| {
+                    let admitted = t.admit_write(records[i].data.len() + records[i].partition_key.len(), now);
+                    if !admitted {
+                        results[i] = Some(Err(k.rate_exceeded(&stream.meta().name, shard)));
+                    }
+                    admitted
+                })
+                .collect(),
+        };
+        if indexes.is_empty() {
+            continue;
+        }
+        let log = &s.log;
         let batch: Vec<Record> = indexes
             .iter()
             .map(|&i| Record { partition_key: &records[i].partition_key, data: &records[i].data })
@@ -149,7 +172,7 @@ pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
     if total > PUT_RECORDS_BYTES_MAX {
         return Err(ApiError::new(ErrorKind::InvalidArgument, "Records size exceeds 5 MB limit"));
     }
-    let results = append_routed(&stream, checked)?;
+    let results = append_routed(k, &stream, checked)?;
     let failed = results.iter().filter(|r| r.is_err()).count();
     let records: Vec<_> = results
         .into_iter()
