@@ -97,9 +97,28 @@ async fn dispatch(state: Arc<AppState>, req: Request<Incoming>) -> Result<Vec<u8
         .map_err(|e| ApiError::new(ErrorKind::InternalFailure, e.to_string()))?
 }
 
+/// How often retention is enforced: every 60 s. Records outlive their retention period by
+/// at most this, plus the span of one segment.
+pub const RETENTION_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Serves connections from `listener` until `shutdown` completes, then stops accepting and
-/// waits for requests in flight to finish.
+/// waits for requests in flight to finish. Enforces retention in the background meanwhile.
 pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl Future<Output = ()>) {
+    let retention = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(RETENTION_CHECK_INTERVAL);
+            loop {
+                every.tick().await;
+                let state = state.clone();
+                match tokio::task::spawn_blocking(move || state.kinesis.streams.trim_expired()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(records = n, "retention deleted expired records"),
+                    Err(e) => tracing::error!(error = %e, "retention task failed"),
+                }
+            }
+        })
+    };
     let graceful = GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());
     tokio::pin!(shutdown);
@@ -128,5 +147,6 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl F
         }
     }
     drop(listener);
+    retention.abort();
     graceful.shutdown().await;
 }

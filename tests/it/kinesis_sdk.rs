@@ -184,3 +184,42 @@ async fn bad_signatures_and_unknown_keys_are_refused() {
     assert!(server.client().list_streams().send().await.is_ok());
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tags_retention_and_limits_persist_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client();
+    client.create_stream().stream_name("t").shard_count(3).send().await.unwrap();
+    client.add_tags_to_stream().stream_name("t").tags("team", "data").tags("env", "prod").send().await.unwrap();
+    client.remove_tags_from_stream().stream_name("t").tag_keys("env").send().await.unwrap();
+    client.increase_stream_retention_period().stream_name("t").retention_period_hours(72).send().await.unwrap();
+    let err =
+        client.decrease_stream_retention_period().stream_name("t").retention_period_hours(96).send().await.unwrap_err();
+    assert_eq!(err.code(), Some("InvalidArgumentException"));
+    let err = client
+        .increase_stream_retention_period()
+        .stream_name("t")
+        .retention_period_hours(9_000)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.message(),
+        Some("Maximum allowed retention period is 8760 hours. Requested retention period (9000 hours) is too long.")
+    );
+    let limits = client.describe_limits().send().await.unwrap();
+    assert_eq!((limits.shard_limit, limits.open_shard_count), (500, 3));
+    server.stop().await;
+
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client();
+    let tags = client.list_tags_for_stream().stream_name("t").send().await.unwrap();
+    let tags: Vec<_> = tags.tags.iter().map(|t| (t.key.clone(), t.value.clone())).collect();
+    assert_eq!(tags, [("team".to_owned(), Some("data".to_owned()))]);
+    let summary =
+        client.describe_stream_summary().stream_name("t").send().await.unwrap().stream_description_summary.unwrap();
+    assert_eq!(summary.retention_period_hours, 72);
+    assert_eq!(summary.open_shard_count, 3);
+    server.stop().await;
+}

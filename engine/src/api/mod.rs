@@ -7,6 +7,7 @@
 
 mod create_stream;
 mod delete_stream;
+mod describe_limits;
 mod describe_stream;
 pub mod error;
 mod get_records;
@@ -16,6 +17,8 @@ mod list_shards;
 mod list_streams;
 mod put_record;
 mod put_records;
+mod retention;
+mod tags;
 
 use std::sync::Arc;
 
@@ -55,6 +58,18 @@ pub enum Action {
     GetShardIterator,
     /// `GetRecords`.
     GetRecords,
+    /// `IncreaseStreamRetentionPeriod`.
+    IncreaseStreamRetentionPeriod,
+    /// `DecreaseStreamRetentionPeriod`.
+    DecreaseStreamRetentionPeriod,
+    /// `AddTagsToStream`.
+    AddTagsToStream,
+    /// `RemoveTagsFromStream`.
+    RemoveTagsFromStream,
+    /// `ListTagsForStream`.
+    ListTagsForStream,
+    /// `DescribeLimits`.
+    DescribeLimits,
 }
 
 impl Action {
@@ -71,6 +86,12 @@ impl Action {
             "PutRecords" => Self::PutRecords,
             "GetShardIterator" => Self::GetShardIterator,
             "GetRecords" => Self::GetRecords,
+            "IncreaseStreamRetentionPeriod" => Self::IncreaseStreamRetentionPeriod,
+            "DecreaseStreamRetentionPeriod" => Self::DecreaseStreamRetentionPeriod,
+            "AddTagsToStream" => Self::AddTagsToStream,
+            "RemoveTagsFromStream" => Self::RemoveTagsFromStream,
+            "ListTagsForStream" => Self::ListTagsForStream,
+            "DescribeLimits" => Self::DescribeLimits,
             _ => return None,
         })
     }
@@ -131,6 +152,12 @@ impl Kinesis {
             Action::PutRecords => put_records::run(self, parse(body)?),
             Action::GetShardIterator => get_shard_iterator::run(self, parse(body)?),
             Action::GetRecords => get_records::run(self, parse(body)?),
+            Action::IncreaseStreamRetentionPeriod => retention::run_increase(self, parse(body)?),
+            Action::DecreaseStreamRetentionPeriod => retention::run_decrease(self, parse(body)?),
+            Action::AddTagsToStream => tags::run_add(self, parse(body)?),
+            Action::RemoveTagsFromStream => tags::run_remove(self, parse(body)?),
+            Action::ListTagsForStream => tags::run_list(self, parse(body)?),
+            Action::DescribeLimits => describe_limits::run(self, parse(body)?),
         }
     }
 

@@ -4,4 +4,5 @@ mod basic;
 mod crash;
 mod model;
 mod recovery;
+mod streams;
 mod support;
