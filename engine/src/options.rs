@@ -10,11 +10,15 @@ use crate::limits::{
     SEGMENT_BYTES_MAX,
 };
 
+/// Size of a new shard's first segment, bytes, unless limits say otherwise: 2 MiB.
+const FIRST_SEGMENT_BYTES: usize = 2 << 20;
+
 /// Options of [`crate::ShardLog::open`]. `Default` gives Sluice's defaults.
 #[derive(Debug, Clone)]
 pub struct ShardLogOptions {
-    /// Size of each new segment file, bytes (default 64 MiB, at most 1 GiB, at least what
-    /// holds one record of `max_record_bytes`). Existing segments keep their size.
+    /// Largest size of a segment file, bytes (default 64 MiB, at most 1 GiB, at least what
+    /// holds one record of `max_record_bytes`). A shard's segments start at 2 MiB and double
+    /// up to this. Existing segments keep their size.
     pub segment_bytes: usize,
     /// Largest record accepted, data plus partition key, bytes (default 1 MiB, at most
     /// 10 MiB; AWS Kinesis quotas).
@@ -44,6 +48,18 @@ impl Default for ShardLogOptions {
 }
 
 impl ShardLogOptions {
+    /// Size of a new shard's first segment, bytes: 2 MiB, or less when `segment_bytes` is
+    /// smaller, or more when a record of `max_record_bytes` needs it. Segments then double up
+    /// to `segment_bytes`, so an idle shard holds 2 MiB, not 64 MiB, of disk and page cache.
+    pub fn first_segment_bytes(&self) -> usize {
+        FIRST_SEGMENT_BYTES.max(segment_bytes_min(self.max_record_bytes)).min(self.segment_bytes)
+    }
+
+    /// Size of the segment after one of `capacity` bytes: double, up to `segment_bytes`.
+    pub fn grown_segment_bytes(&self, capacity: usize) -> usize {
+        capacity.saturating_mul(2).clamp(self.first_segment_bytes(), self.segment_bytes)
+    }
+
     pub(crate) fn validate(&self) -> Result<(), OpenError> {
         if self.max_record_bytes == 0 || self.max_record_bytes > RECORD_BYTES_MAX {
             return Err(OpenError::InvalidOptions(format!(

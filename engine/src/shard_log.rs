@@ -130,7 +130,8 @@ struct Writer {
     sampler: IndexSampler,
     next_sequence_number: u64,
     last_timestamp_ms: u64,
-    next_segment: Option<JoinHandle<Result<PreparedSegment, IoError>>>,
+    /// The next segment being prepared in the background, and its capacity.
+    next_segment: Option<(usize, JoinHandle<Result<PreparedSegment, IoError>>)>,
     /// Sealed segments written since the last sync.
     unsynced: Vec<Arc<SegmentMap>>,
     /// End of the active segment's frames at the last sync.
@@ -284,7 +285,7 @@ impl ShardLog {
         };
         let (active, sampler) = match found.split_last() {
             None => {
-                let active = PreparedSegment::create(&dir, options.segment_bytes)?
+                let active = PreparedSegment::create(&dir, options.first_segment_bytes())?
                     .activate(&dir, options.first_sequence_number)?;
                 segment::sync_dir(&dir)?;
                 (active, IndexSampler::new(options.index_interval_bytes))
@@ -332,7 +333,7 @@ impl ShardLog {
             sampler,
             next_sequence_number,
             last_timestamp_ms: last_timestamp_ms.unwrap_or(0),
-            next_segment: Some(spawn_prepare(&dir, options.segment_bytes)),
+            next_segment: None,
             unsynced: Vec::new(),
             active_synced_to,
             dir_dirty: false,
@@ -429,17 +430,21 @@ impl ShardLog {
         // writing anything, so a failure to create one leaves the log as it was.
         let mut starts = Vec::new();
         let mut free = w.active.remaining();
+        let mut capacity = w.next_segment.as_ref().map_or_else(|| w.active.map().capacity(), |(c, _)| *c);
         for (i, r) in records.iter().enumerate() {
             let len = frame::frame_len(r.partition_key.len(), r.data.len());
             if len > free {
-                starts.push(i);
-                free = inner.options.segment_bytes - HEADER_BYTES;
+                if !(starts.is_empty() && w.next_segment.is_some()) {
+                    capacity = inner.options.grown_segment_bytes(capacity);
+                }
+                starts.push((i, capacity));
+                free = capacity - HEADER_BYTES;
             }
             free -= len;
         }
         let mut fresh = Vec::with_capacity(starts.len());
-        for &i in &starts {
-            match self.next_segment(&mut w, first + i as u64) {
+        for &(i, capacity) in &starts {
+            match self.next_segment(&mut w, first + i as u64, capacity) {
                 Ok(s) => fresh.push(s),
                 Err(e) => {
                     for s in fresh {
@@ -449,14 +454,11 @@ impl ShardLog {
                 }
             }
         }
-        if !starts.is_empty() {
-            w.next_segment = Some(spawn_prepare(&inner.dir, inner.options.segment_bytes));
-        }
 
         // Copy the frames, noting what readers must be shown.
         let mut published = vec![Publish::new(&w.active, first)];
         let mut fresh = fresh.into_iter();
-        let mut starts = starts.into_iter().peekable();
+        let mut starts = starts.into_iter().map(|(i, _)| i).peekable();
         for (i, r) in records.iter().enumerate() {
             let seq = first + i as u64;
             if starts.next_if_eq(&i).is_some() {
@@ -485,6 +487,12 @@ impl ShardLog {
         if let Err(e) = w.active.write_pending() {
             return Err(self.poison(e));
         }
+        // Prepare the next segment once the active one is half full: early enough to be
+        // ready before it is needed, late enough that idle shards hold one segment only.
+        if w.next_segment.is_none() && w.active.remaining() < w.active.map().capacity() / 2 {
+            let capacity = inner.options.grown_segment_bytes(w.active.map().capacity());
+            w.next_segment = Some((capacity, spawn_prepare(&inner.dir, capacity)));
+        }
         let next = first + records.len() as u64;
         w.next_sequence_number = next;
         w.last_timestamp_ms = ts;
@@ -505,17 +513,30 @@ impl ShardLog {
         AppendError::Io(e)
     }
 
-    /// Takes the segment prepared in the background (waiting for it if need be, or making
-    /// one here if preparing failed) and gives it its first sequence number.
-    fn next_segment(&self, w: &mut Writer, first_sequence_number: u64) -> Result<ActiveSegment, IoError> {
+    /// Takes the segment prepared in the background if it has `capacity` (waiting for it if
+    /// need be), or makes one here, and gives it its first sequence number.
+    fn next_segment(
+        &self,
+        w: &mut Writer,
+        first_sequence_number: u64,
+        capacity: usize,
+    ) -> Result<ActiveSegment, IoError> {
         let dir = &self.inner.dir;
-        let prepared = match w.next_segment.take().map(JoinHandle::join) {
-            Some(Ok(Ok(prepared))) => prepared,
-            Some(Ok(Err(e))) => {
-                tracing::warn!(error = %e, "background segment preparation failed; retrying inline");
-                PreparedSegment::create(dir, self.inner.options.segment_bytes)?
+        let prepared = match w.next_segment.take() {
+            Some((c, handle)) if c == capacity => match handle.join() {
+                Ok(Ok(prepared)) => prepared,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "background segment preparation failed; retrying inline");
+                    PreparedSegment::create(dir, capacity)?
+                }
+                Err(_) => PreparedSegment::create(dir, capacity)?,
+            },
+            Some((_, handle)) => {
+                // Not the size wanted: let it finish (it owns the prealloc file), then redo.
+                let _ = handle.join();
+                PreparedSegment::create(dir, capacity)?
             }
-            Some(Err(_)) | None => PreparedSegment::create(dir, self.inner.options.segment_bytes)?,
+            None => PreparedSegment::create(dir, capacity)?,
         };
         prepared.activate(dir, first_sequence_number)
     }
@@ -627,7 +648,7 @@ impl Drop for ShardLog {
         }
         // The preparer writes `next.seg.prealloc` in this directory: let it finish so a
         // reopen does not race it.
-        if let Some(h) = self.inner.writer().next_segment.take() {
+        if let Some((_, h)) = self.inner.writer().next_segment.take() {
             let _ = h.join();
         }
         if self.inner.options.durability != Durability::Never && self.inner.commit.failed().is_none() {

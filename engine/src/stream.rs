@@ -88,6 +88,32 @@ pub struct Stream {
     dir: PathBuf,
     meta: RwLock<StreamMeta>,
     shards: RwLock<Vec<Arc<Shard>>>,
+    log_options: ShardLogOptions,
+    throttle: Option<ThrottleRates>,
+}
+
+/// Why a split or merge was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReshardError {
+    /// The stream has no such shard.
+    #[error("shard {0} does not exist")]
+    NoSuchShard(u32),
+    /// The shard is closed already.
+    #[error("shard {0} is closed")]
+    Closed(u32),
+    /// The split point is not strictly inside the shard's hash key range.
+    #[error("the new starting hash key is not inside the shard's range")]
+    SplitPointOutside,
+    /// The shards to merge do not touch.
+    #[error("shards {0} and {1} are not adjacent")]
+    NotAdjacent(u32, u32),
+    /// Creating the new shards failed.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// Writing the metadata failed.
+    #[error(transparent)]
+    Io(#[from] IoError),
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
@@ -152,17 +178,118 @@ impl Stream {
         log_options: &ShardLogOptions,
         throttle: Option<ThrottleRates>,
     ) -> Result<Self, OpenError> {
-        let now = log_options.clock.now_ms();
         let shards = meta
             .shards
             .iter()
-            .map(|s| {
-                let log = Arc::new(ShardLog::open(dir.join(shard_id(s.index)), log_options.clone())?);
-                let throttle = throttle.map(|rates| Mutex::new(ShardThrottle::new(rates, now)));
-                Ok(Arc::new(Shard { log, throttle }))
-            })
-            .collect::<Result<Vec<_>, OpenError>>()?;
-        Ok(Self { dir: dir.to_owned(), meta: RwLock::new(meta), shards: RwLock::new(shards) })
+            .map(|s| Self::open_shard(dir, s.index, log_options, throttle))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            dir: dir.to_owned(),
+            meta: RwLock::new(meta),
+            shards: RwLock::new(shards),
+            log_options: log_options.clone(),
+            throttle,
+        })
+    }
+
+    fn open_shard(
+        dir: &Path,
+        index: u32,
+        log_options: &ShardLogOptions,
+        throttle: Option<ThrottleRates>,
+    ) -> Result<Arc<Shard>, OpenError> {
+        let log = Arc::new(ShardLog::open(dir.join(shard_id(index)), log_options.clone())?);
+        let now = log_options.clock.now_ms();
+        let throttle = throttle.map(|rates| Mutex::new(ShardThrottle::new(rates, now)));
+        Ok(Arc::new(Shard { log, throttle }))
+    }
+
+    fn open_meta(meta: &StreamMeta, index: u32) -> Result<&ShardMeta, ReshardError> {
+        let s = meta.shards.get(index as usize).ok_or(ReshardError::NoSuchShard(index))?;
+        if s.closed {
+            return Err(ReshardError::Closed(index));
+        }
+        Ok(s)
+    }
+
+    /// Adds shards for `children` (closing `parents` first) and makes it durable. Appends
+    /// hold the metadata lock while they route and write, so none lands in a closed shard.
+    fn reshard(
+        &self,
+        meta: &mut StreamMeta,
+        parents: &[u32],
+        children: Vec<ShardMeta>,
+    ) -> Result<Vec<u32>, ReshardError> {
+        let mut opened = Vec::new();
+        for c in &children {
+            opened.push(Self::open_shard(&self.dir, c.index, &self.log_options, self.throttle)?);
+        }
+        for &p in parents {
+            meta.shards[p as usize].closed = true;
+        }
+        let indexes = children.iter().map(|c| c.index).collect();
+        meta.shards.extend(children);
+        self.shards.write().unwrap_or_else(PoisonError::into_inner).extend(opened);
+        let bytes = serde_json::to_vec_pretty(&*meta).expect("metadata serializes");
+        write_atomically(&self.dir.join("stream.json"), &bytes)?;
+        Ok(indexes)
+    }
+
+    /// Splits open shard `index` at `new_starting_hash_key` into two children: one with the
+    /// keys below it, one with the rest. The parent is closed and keeps its records.
+    ///
+    /// Errors: no such shard, a closed shard, or a split point not strictly inside the range
+    /// (it must be above the shard's starting hash key and at most its ending one).
+    pub fn split(&self, index: u32, new_starting_hash_key: HashKey) -> Result<(u32, u32), ReshardError> {
+        let mut meta = self.meta_mut();
+        let range = Self::open_meta(&meta, index)?.hash_key_range;
+        if new_starting_hash_key <= range.starting || new_starting_hash_key > range.ending {
+            return Err(ReshardError::SplitPointOutside);
+        }
+        let next = meta.shards.len() as u32;
+        let child = |i: u32, starting, ending| ShardMeta {
+            index: i,
+            hash_key_range: HashKeyRange { starting, ending },
+            parent: Some(index),
+            adjacent_parent: None,
+            closed: false,
+        };
+        let children = vec![
+            child(next, range.starting, new_starting_hash_key - 1),
+            child(next + 1, new_starting_hash_key, range.ending),
+        ];
+        let made = self.reshard(&mut meta, &[index], children)?;
+        Ok((made[0], made[1]))
+    }
+
+    /// Merges two open shards with adjacent hash key ranges into one child; both parents
+    /// are closed and keep their records.
+    pub fn merge(&self, index: u32, adjacent: u32) -> Result<u32, ReshardError> {
+        let mut meta = self.meta_mut();
+        let a = Self::open_meta(&meta, index)?.hash_key_range;
+        let b = Self::open_meta(&meta, adjacent)?.hash_key_range;
+        let touching = a.ending.checked_add(1) == Some(b.starting) || b.ending.checked_add(1) == Some(a.starting);
+        if !touching {
+            return Err(ReshardError::NotAdjacent(index, adjacent));
+        }
+        let child = ShardMeta {
+            index: meta.shards.len() as u32,
+            hash_key_range: HashKeyRange { starting: a.starting.min(b.starting), ending: a.ending.max(b.ending) },
+            parent: Some(index),
+            adjacent_parent: Some(adjacent),
+            closed: false,
+        };
+        Ok(self.reshard(&mut meta, &[index, adjacent], vec![child])?[0])
+    }
+
+    /// The shards created from shard `index` by a split or merge.
+    pub fn children(&self, index: u32) -> Vec<ShardMeta> {
+        self.meta()
+            .shards
+            .iter()
+            .filter(|s| s.parent == Some(index) || s.adjacent_parent == Some(index))
+            .cloned()
+            .collect()
     }
 
     /// Writes the metadata to `stream.json`, atomically.
@@ -194,7 +321,11 @@ impl Stream {
     /// The open shard whose hash key range holds `key`. Open shards cover the whole space,
     /// so there always is one.
     pub fn route(&self, key: HashKey) -> u32 {
-        let meta = self.meta();
+        Self::route_in(&self.meta(), key)
+    }
+
+    /// As [`Stream::route`], under a metadata lock the caller already holds.
+    pub fn route_in(meta: &StreamMeta, key: HashKey) -> u32 {
         meta.shards
             .iter()
             .find(|s| !s.closed && s.hash_key_range.contains(key))

@@ -3,5 +3,6 @@
 mod bad_input;
 mod config;
 mod kinesis_sdk;
+mod resharding;
 mod support;
 mod throttling;

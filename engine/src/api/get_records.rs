@@ -7,6 +7,7 @@ use super::iterator::{IteratorState, ITERATOR_LIFETIME_MS};
 use super::{epoch_seconds, respond, ApiError, ErrorKind, Kinesis};
 use crate::read::ReadLimits;
 use crate::sequence_number::SequenceNumber;
+use crate::stream::shard_id;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -71,6 +72,26 @@ pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
         Some(ts) if batch.next_sequence_number() < bounds.next_sequence_number => now.saturating_sub(ts),
         _ => 0,
     };
+    let closed = stream.meta().shards.get(it.shard_index as usize).is_some_and(|s| s.closed);
+    if closed && batch.next_sequence_number() == bounds.next_sequence_number {
+        // The end of a closed shard: no next iterator; the children to continue with.
+        let children: Vec<_> = stream
+            .children(it.shard_index)
+            .iter()
+            .map(|c| {
+                let parents: Vec<_> = c.parent.iter().chain(c.adjacent_parent.iter()).map(|p| shard_id(*p)).collect();
+                serde_json::json!({
+                    "ShardId": shard_id(c.index),
+                    "ParentShards": parents,
+                    "HashKeyRange": {
+                        "StartingHashKey": c.hash_key_range.starting.to_string(),
+                        "EndingHashKey": c.hash_key_range.ending.to_string(),
+                    },
+                })
+            })
+            .collect();
+        return respond(&serde_json::json!({ "Records": records, "MillisBehindLatest": 0, "ChildShards": children }));
+    }
     let next = IteratorState { position: batch.next_sequence_number(), issued_ms: now, ..it }
         .encode(&k.config.iterator_secret);
     respond(&serde_json::json!({ "Records": records, "NextShardIterator": next, "MillisBehindLatest": behind }))

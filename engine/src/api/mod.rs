@@ -17,6 +17,7 @@ mod list_shards;
 mod list_streams;
 mod put_record;
 mod put_records;
+mod reshard;
 mod retention;
 mod tags;
 
@@ -70,6 +71,12 @@ pub enum Action {
     ListTagsForStream,
     /// `DescribeLimits`.
     DescribeLimits,
+    /// `SplitShard`.
+    SplitShard,
+    /// `MergeShards`.
+    MergeShards,
+    /// `UpdateShardCount`.
+    UpdateShardCount,
 }
 
 impl Action {
@@ -92,6 +99,9 @@ impl Action {
             "RemoveTagsFromStream" => Self::RemoveTagsFromStream,
             "ListTagsForStream" => Self::ListTagsForStream,
             "DescribeLimits" => Self::DescribeLimits,
+            "SplitShard" => Self::SplitShard,
+            "MergeShards" => Self::MergeShards,
+            "UpdateShardCount" => Self::UpdateShardCount,
             _ => return None,
         })
     }
@@ -158,6 +168,9 @@ impl Kinesis {
             Action::RemoveTagsFromStream => tags::run_remove(self, parse(body)?),
             Action::ListTagsForStream => tags::run_list(self, parse(body)?),
             Action::DescribeLimits => describe_limits::run(self, parse(body)?),
+            Action::SplitShard => reshard::run_split(self, parse(body)?),
+            Action::MergeShards => reshard::run_merge(self, parse(body)?),
+            Action::UpdateShardCount => reshard::run_update(self, parse(body)?),
         }
     }
 

@@ -98,9 +98,12 @@ pub fn append_routed(
     stream: &Stream,
     records: Vec<Checked>,
 ) -> Result<Vec<Result<Placed, ApiError>>, ApiError> {
+    // The metadata stays read-locked until every record is written, so a split or merge
+    // (which write-locks it) never closes a shard under an append routed to it.
+    let meta = stream.meta();
     let mut by_shard: Vec<(u32, Vec<usize>)> = Vec::new();
     for (i, r) in records.iter().enumerate() {
-        let shard = stream.route(r.hash_key);
+        let shard = Stream::route_in(&meta, r.hash_key);
         match by_shard.iter_mut().find(|(s, _)| *s == shard) {
             Some((_, v)) => v.push(i),
             None => by_shard.push((shard, vec![i])),
@@ -118,7 +121,7 @@ pub fn append_routed(
                 .filter(|&i| {
                     let admitted = t.admit_write(records[i].data.len() + records[i].partition_key.len(), now);
                     if !admitted {
-                        results[i] = Some(Err(k.rate_exceeded(&stream.meta().name, shard)));
+                        results[i] = Some(Err(k.rate_exceeded(&meta.name, shard)));
                     }
                     admitted
                 })

@@ -245,3 +245,25 @@ fn options_that_cannot_work_are_refused() {
     }
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "a refused open creates nothing");
 }
+
+#[test]
+fn segments_start_small_and_double_up_to_the_maximum() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = ShardLogOptions { segment_bytes: 8 << 20, durability: Durability::Never, ..Default::default() };
+    let log = ShardLog::open(dir.path(), options).unwrap();
+    let big = vec![1u8; 1_000_000];
+    for _ in 0..12 {
+        log.append(&[Record { partition_key: "k", data: &big }]).unwrap();
+    }
+    drop(log);
+    let mut sizes: Vec<(String, u64)> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "seg"))
+        .map(|e| (e.file_name().into_string().unwrap(), e.metadata().unwrap().len()))
+        .collect();
+    sizes.sort();
+    let sizes: Vec<u64> = sizes.into_iter().map(|(_, len)| len >> 20).collect();
+    // 2 MiB holds 2 records, 4 MiB holds 4, 8 MiB holds 8: 12 records need 2 + 4 + 8.
+    assert_eq!(sizes, [2, 4, 8]);
+}

@@ -1,0 +1,138 @@
+//! Split, merge and UpdateShardCount through the SDK: routing follows the new ranges,
+//! closed parents keep their records and end with `ChildShards`, lineage survives a restart.
+
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::ShardIteratorType;
+use aws_sdk_kinesis::Client;
+use sluice_engine::hash_key::{hash_key_of, HashKeyRange};
+
+use crate::support::TestServer;
+
+const HALF: u128 = 1 << 127;
+
+/// Reads a shard from TRIM_HORIZON to its end (or to an empty page on an open shard);
+/// returns the data and the ids of the children announced at the end.
+async fn read_shard(client: &Client, shard: &str) -> (Vec<String>, Vec<String>) {
+    let mut it = client
+        .get_shard_iterator()
+        .stream_name("r")
+        .shard_id(shard)
+        .shard_iterator_type(ShardIteratorType::TrimHorizon)
+        .send()
+        .await
+        .unwrap()
+        .shard_iterator;
+    let mut data = Vec::new();
+    while let Some(i) = it {
+        let out = client.get_records().shard_iterator(i).send().await.unwrap();
+        data.extend(out.records.iter().map(|r| String::from_utf8(r.data.as_ref().to_vec()).unwrap()));
+        if let Some(children) = out.child_shards {
+            return (data, children.into_iter().map(|c| c.shard_id).collect());
+        }
+        it = if out.records.is_empty() { None } else { out.next_shard_iterator };
+    }
+    (data, Vec::new())
+}
+
+async fn put(client: &Client, key: &str) -> String {
+    client
+        .put_record()
+        .stream_name("r")
+        .partition_key(key)
+        .data(Blob::new(key.to_owned()))
+        .send()
+        .await
+        .unwrap()
+        .shard_id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_merge_and_scaling_keep_every_record_reachable_through_lineage() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client();
+    client.create_stream().stream_name("r").shard_count(1).send().await.unwrap();
+    let keys: Vec<String> = (0..30).map(|i| format!("user-{i}")).collect();
+    for k in &keys[..5] {
+        assert_eq!(put(&client, k).await, "shardId-000000000000");
+    }
+
+    client
+        .split_shard()
+        .stream_name("r")
+        .shard_to_split("shardId-000000000000")
+        .new_starting_hash_key(HALF.to_string())
+        .send()
+        .await
+        .unwrap();
+    for k in &keys[5..15] {
+        let want = if hash_key_of(k) < HALF { "shardId-000000000001" } else { "shardId-000000000002" };
+        assert_eq!(put(&client, k).await, want, "{k}");
+    }
+    let (parent, children) = read_shard(&client, "shardId-000000000000").await;
+    assert_eq!(parent, keys[..5]);
+    assert_eq!(children, ["shardId-000000000001", "shardId-000000000002"]);
+
+    client
+        .merge_shards()
+        .stream_name("r")
+        .shard_to_merge("shardId-000000000001")
+        .adjacent_shard_to_merge("shardId-000000000002")
+        .send()
+        .await
+        .unwrap();
+    for k in &keys[15..20] {
+        assert_eq!(put(&client, k).await, "shardId-000000000003");
+    }
+    let (_, children) = read_shard(&client, "shardId-000000000001").await;
+    assert_eq!(children, ["shardId-000000000003"]);
+    let d = client.describe_stream().stream_name("r").send().await.unwrap().stream_description.unwrap();
+    let merged = &d.shards[3];
+    assert_eq!(merged.parent_shard_id.as_deref(), Some("shardId-000000000001"));
+    assert_eq!(merged.adjacent_parent_shard_id.as_deref(), Some("shardId-000000000002"));
+    assert!(d.shards[0].sequence_number_range.as_ref().unwrap().ending_sequence_number.is_some());
+    assert!(merged.sequence_number_range.as_ref().unwrap().ending_sequence_number.is_none());
+
+    // 1 open shard -> 2 -> 3, the key space split as CreateStream would.
+    for target in [2, 3] {
+        let out = client
+            .update_shard_count()
+            .stream_name("r")
+            .target_shard_count(target)
+            .scaling_type(aws_sdk_kinesis::types::ScalingType::UniformScaling)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(out.target_shard_count, Some(target));
+    }
+    for k in &keys[20..] {
+        put(&client, k).await;
+    }
+    server.stop().await;
+
+    // After a restart: the open shards are the even 3-way split, and every record is in
+    // exactly one shard of the lineage.
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client();
+    let shards = client.list_shards().stream_name("r").send().await.unwrap().shards.unwrap();
+    let mut open: Vec<(u128, u128)> = shards
+        .iter()
+        .filter(|s| s.sequence_number_range.as_ref().unwrap().ending_sequence_number.is_none())
+        .map(|s| {
+            let r = s.hash_key_range.as_ref().unwrap();
+            (r.starting_hash_key.parse().unwrap(), r.ending_hash_key.parse().unwrap())
+        })
+        .collect();
+    open.sort_unstable();
+    let even: Vec<(u128, u128)> = HashKeyRange::split_evenly(3).iter().map(|r| (r.starting, r.ending)).collect();
+    assert_eq!(open, even);
+    let mut all = Vec::new();
+    for s in &shards {
+        all.extend(read_shard(&client, &s.shard_id).await.0);
+    }
+    all.sort();
+    let mut expected = keys.clone();
+    expected.sort();
+    assert_eq!(all, expected);
+    server.stop().await;
+}
