@@ -243,7 +243,9 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 }
 
 fn respond<T: Serialize>(value: &T) -> Result<Vec<u8>, ApiError> {
-    serde_json::to_vec(value).map_err(|e| ApiError::new(ErrorKind::InternalFailure, e.to_string()))
+    let mut out = Vec::with_capacity(4096);
+    serde_json::to_writer(&mut out, value).map_err(|e| ApiError::new(ErrorKind::InternalFailure, e.to_string()))?;
+    Ok(out)
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
