@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod config;
+mod h2c;
 mod kinesis_sdk;
 mod resharding;
 mod support;
