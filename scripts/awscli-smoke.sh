@@ -29,6 +29,11 @@ check() { # name, got, want
 }
 
 aws kinesis create-stream --stream-name cli --shard-count 2
+# A new stream is CREATING for stream_transition_ms (100 ms by default), as on AWS.
+for _ in $(seq 50); do
+  [ "$(aws kinesis describe-stream-summary --stream-name cli --query StreamDescriptionSummary.StreamStatus --output text)" = ACTIVE ] && break
+  sleep 0.1
+done
 check create-stream "$(aws kinesis describe-stream-summary --stream-name cli --query StreamDescriptionSummary.OpenShardCount --output text)" 2
 # CLI v1 sends the --data text base64-encoded; "k" hashes into the second half of the key space.
 put=$(aws kinesis put-record --stream-name cli --partition-key k --data hello --query '[ShardId,SequenceNumber]' --output text)

@@ -73,6 +73,9 @@ pub struct Config {
     pub fsync_interval_ms: u64,
     /// Authentication (default `sigv4`).
     pub auth: Auth,
+    /// How long a stream shows CREATING, UPDATING (after resharding) or DELETING, ms
+    /// (default 100). Records are refused while CREATING, as on AWS.
+    pub stream_transition_ms: u64,
     /// Per-shard throughput quotas (default `on`).
     pub throttle: Throttle,
     /// Per-shard rates of every stream (default: Kinesis' quotas, 1 MiB/s and 1,000
@@ -96,6 +99,7 @@ impl Default for Config {
             fsync: Fsync::Interval,
             fsync_interval_ms: sluice_engine::limits::SYNC_INTERVAL_MS_DEFAULT,
             auth: Auth::Sigv4,
+            stream_transition_ms: sluice_engine::api::STREAM_TRANSITION_MS_DEFAULT,
             throttle: Throttle::On,
             throttle_rates: ThrottleRates::default(),
             stream_throttle_rates: BTreeMap::new(),

@@ -16,14 +16,15 @@ pub fn open_state(config: &config::Config, clock: Arc<dyn Clock>) -> Result<Arc<
     let log_options =
         ShardLogOptions { durability: config.durability(), clock: clock.clone(), ..ShardLogOptions::default() };
     let streams = Streams::open(&config.data_dir, log_options, config.throttling(), config.shard_limit)?;
-    let kinesis = Kinesis {
+    let kinesis = Kinesis::new(
         streams,
-        config: KinesisConfig {
+        KinesisConfig {
             region: config.region.clone(),
             account_id: config.account_id.clone(),
+            stream_transition_ms: config.stream_transition_ms,
             ..KinesisConfig::default()
         },
         clock,
-    };
+    );
     Ok(Arc::new(server::AppState::new(kinesis, config.auth, config.access_keys.clone())))
 }

@@ -67,6 +67,7 @@ async fn main() {
         auth: Auth::None,
         throttle: Throttle::Off,
         fsync: Fsync::Never,
+        stream_transition_ms: 0,
         ..Config::default()
     };
     let state = sluice::open_state(&config, Arc::new(SystemClock)).expect("state");

@@ -67,6 +67,31 @@ pub struct StreamMeta {
     pub tags: BTreeMap<String, String>,
 }
 
+/// Where a stream stands, as `StreamStatus` shows it. Source: AWS Kinesis API reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamStatus {
+    /// Just created; takes no records yet.
+    Creating,
+    /// Resharding; reads and writes go on, other changes wait.
+    Updating,
+    /// Being deleted; takes nothing.
+    Deleting,
+    /// Ready for everything.
+    Active,
+}
+
+impl StreamStatus {
+    /// The name the API uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Creating => "CREATING",
+            Self::Updating => "UPDATING",
+            Self::Deleting => "DELETING",
+            Self::Active => "ACTIVE",
+        }
+    }
+}
+
 /// One shard: its log, wrapped in its provisioned-throughput throttle.
 #[derive(Debug)]
 pub struct Shard {
@@ -90,6 +115,9 @@ pub struct Stream {
     shards: RwLock<Vec<Arc<Shard>>>,
     log_options: ShardLogOptions,
     throttle: Option<ThrottleRates>,
+    /// A passing status and the time (ms) it ends; ACTIVE otherwise. Not persisted: a
+    /// restart finds every stream ACTIVE.
+    transition: Mutex<Option<(StreamStatus, u64)>>,
 }
 
 /// Why a split or merge was refused.
@@ -189,6 +217,7 @@ impl Stream {
             shards: RwLock::new(shards),
             log_options: log_options.clone(),
             throttle,
+            transition: Mutex::new(None),
         })
     }
 
@@ -306,6 +335,19 @@ impl Stream {
     /// The metadata, write-locked; call [`Stream::persist`] after changing it.
     pub fn meta_mut(&self) -> RwLockWriteGuard<'_, StreamMeta> {
         self.meta.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Puts the stream in `status` until `until_ms` (ms since the Unix epoch).
+    pub fn begin(&self, status: StreamStatus, until_ms: u64) {
+        *self.transition.lock().unwrap_or_else(PoisonError::into_inner) = Some((status, until_ms));
+    }
+
+    /// The stream's status at `now_ms`.
+    pub fn status(&self, now_ms: u64) -> StreamStatus {
+        match *self.transition.lock().unwrap_or_else(PoisonError::into_inner) {
+            Some((status, until)) if now_ms < until => status,
+            _ => StreamStatus::Active,
+        }
     }
 
     /// Shard `index`, if the stream has it.

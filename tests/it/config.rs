@@ -16,6 +16,8 @@ fn the_example_config_parses_and_states_the_defaults() {
     );
     assert_eq!(c.access_keys, d.access_keys);
     assert_eq!(c.fsync_interval_ms, d.fsync_interval_ms);
+    assert_eq!(c.stream_transition_ms, d.stream_transition_ms);
+    assert_eq!((c.throttle, c.throttle_rates), (d.throttle, d.throttle_rates));
 }
 
 fn load(text: &str) -> Result<Config, ConfigError> {

@@ -5,5 +5,6 @@ mod config;
 mod h2c;
 mod kinesis_sdk;
 mod resharding;
+mod stream_status;
 mod support;
 mod throttling;

@@ -46,6 +46,8 @@ impl TestServer {
         let mut config = Config {
             data_dir: data_dir.to_owned(),
             auth: Auth::Sigv4,
+            // Tests move their clocks by hand; streams are ACTIVE at once unless a test says otherwise.
+            stream_transition_ms: 0,
             access_keys: vec![sluice::config::AccessKey {
                 access_key_id: ACCESS_KEY.into(),
                 secret_access_key: SECRET_KEY.into(),

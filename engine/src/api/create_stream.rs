@@ -3,6 +3,7 @@
 use serde::Deserialize;
 
 use super::{internal, respond, validate_stream_name, ApiError, ErrorKind, Kinesis};
+use crate::stream::StreamStatus;
 use crate::streams::CreateStreamError;
 
 /// Shards an `ON_DEMAND` stream starts with: 4. Source: AWS Kinesis Data Streams, on-demand mode.
@@ -48,8 +49,18 @@ pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
             ))
         }
     };
-    match k.streams.create(&r.stream_name, shards, k.clock.now_ms()) {
-        Ok(_) => respond(&serde_json::json!({})),
+    let now = k.clock.now_ms();
+    if k.is_deleting(&r.stream_name, now) {
+        return Err(ApiError::new(
+            ErrorKind::ResourceInUse,
+            format!("Stream {} under account {} is being deleted.", r.stream_name, k.config.account_id),
+        ));
+    }
+    match k.streams.create(&r.stream_name, shards, now) {
+        Ok(stream) => {
+            stream.begin(StreamStatus::Creating, now + k.config.stream_transition_ms);
+            respond(&serde_json::json!({}))
+        }
         Err(CreateStreamError::Exists(name)) => Err(ApiError::new(
             ErrorKind::ResourceInUse,
             format!("Stream {name} under account {} already exists.", k.config.account_id),

@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use super::{internal, respond, ApiError, Kinesis, StreamTarget};
+use super::{respond, ApiError, Kinesis, StreamTarget};
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -14,11 +14,7 @@ pub struct Request {
 }
 
 pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
-    let stream = k.stream(&r.target)?;
-    let name = stream.meta().name.clone();
-    drop(stream);
-    if !k.streams.delete(&name).map_err(internal)? {
-        return Err(k.not_found(&name));
-    }
+    let stream = k.stream_for_change(&r.target)?;
+    k.delete(stream)?;
     respond(&serde_json::json!({}))
 }

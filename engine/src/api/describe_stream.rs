@@ -79,7 +79,7 @@ fn common(k: &Kinesis, stream: &Stream) -> serde_json::Map<String, serde_json::V
     let v = serde_json::json!({
         "StreamName": meta.name,
         "StreamARN": k.stream_arn(&meta.name),
-        "StreamStatus": "ACTIVE",
+        "StreamStatus": stream.status(k.clock.now_ms()).as_str(),
         "StreamModeDetails": { "StreamMode": "PROVISIONED" },
         "RetentionPeriodHours": meta.retention_hours,
         "StreamCreationTimestamp": epoch_seconds(meta.created_ms),

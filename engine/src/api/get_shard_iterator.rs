@@ -21,7 +21,7 @@ pub struct Request {
 }
 
 pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
-    let stream = k.stream(&r.target)?;
+    let stream = k.stream_for_data(&r.target)?;
     let name = stream.meta().name.clone();
     let missing_shard = || {
         ApiError::new(

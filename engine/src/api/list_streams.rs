@@ -42,7 +42,7 @@ pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
             serde_json::json!({
                 "StreamName": m.name,
                 "StreamARN": k.stream_arn(&m.name),
-                "StreamStatus": "ACTIVE",
+                "StreamStatus": s.status(k.clock.now_ms()).as_str(),
                 "StreamModeDetails": { "StreamMode": "PROVISIONED" },
                 "StreamCreationTimestamp": epoch_seconds(m.created_ms),
             })

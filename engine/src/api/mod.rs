@@ -21,7 +21,8 @@ mod reshard;
 mod retention;
 mod tags;
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -29,11 +30,14 @@ use serde::Serialize;
 pub use error::{ApiError, ErrorKind};
 
 use crate::clock::Clock;
-use crate::stream::Stream;
+use crate::stream::{Stream, StreamStatus};
 use crate::streams::Streams;
 
 /// The service prefix of `X-Amz-Target` for Kinesis Data Streams.
 pub const TARGET_PREFIX: &str = "Kinesis_20131202";
+
+/// Default time a stream spends CREATING, UPDATING or DELETING, ms: 100.
+pub const STREAM_TRANSITION_MS_DEFAULT: u64 = 100;
 
 /// The actions Sluice serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,11 +121,19 @@ pub struct KinesisConfig {
     /// Secret that signs shard iterators; random per process unless given, so iterators
     /// from before a restart are refused (clients then ask for new ones, as on expiry).
     pub iterator_secret: Vec<u8>,
+    /// How long a stream stays CREATING, UPDATING (after resharding) or DELETING, ms
+    /// (default 100; AWS takes seconds). Clients wait with the SDKs' `StreamExists` waiter.
+    pub stream_transition_ms: u64,
 }
 
 impl Default for KinesisConfig {
     fn default() -> Self {
-        Self { region: "us-east-1".into(), account_id: "000000000000".into(), iterator_secret: random_secret() }
+        Self {
+            region: "us-east-1".into(),
+            account_id: "000000000000".into(),
+            iterator_secret: random_secret(),
+            stream_transition_ms: STREAM_TRANSITION_MS_DEFAULT,
+        }
     }
 }
 
@@ -146,9 +158,60 @@ pub struct Kinesis {
     pub config: KinesisConfig,
     /// Time for timestamps, iterator expiry and retention.
     pub clock: Arc<dyn Clock>,
+    /// Deleted streams still shown as DELETING, with the time (ms) they vanish.
+    deleting: Mutex<BTreeMap<String, (u64, Arc<Stream>)>>,
 }
 
 impl Kinesis {
+    /// The API over `streams`.
+    pub fn new(streams: Streams, config: KinesisConfig, clock: Arc<dyn Clock>) -> Self {
+        Self { streams, config, clock, deleting: Mutex::new(BTreeMap::new()) }
+    }
+
+    /// Deletes stream `name` (its data at once) and shows it as DELETING for a while.
+    fn delete(&self, stream: Arc<Stream>) -> Result<(), ApiError> {
+        let name = stream.meta().name.clone();
+        let until = self.clock.now_ms() + self.config.stream_transition_ms;
+        stream.begin(StreamStatus::Deleting, until);
+        if !self.streams.delete(&name).map_err(internal)? {
+            return Err(self.not_found(&name));
+        }
+        self.deleting.lock().unwrap_or_else(PoisonError::into_inner).insert(name, (until, stream));
+        Ok(())
+    }
+
+    /// Whether stream `name` was deleted and is still shown as DELETING at `now_ms`.
+    fn is_deleting(&self, name: &str, now_ms: u64) -> bool {
+        self.deleting.lock().unwrap_or_else(PoisonError::into_inner).get(name).is_some_and(|(until, _)| now_ms < *until)
+    }
+
+    /// The stream, if it may take records or iterators now: not CREATING or DELETING
+    /// (such a stream is "not found", as on AWS).
+    fn stream_for_data(&self, target: &StreamTarget) -> Result<Arc<Stream>, ApiError> {
+        let stream = self.stream(target)?;
+        match stream.status(self.clock.now_ms()) {
+            StreamStatus::Creating | StreamStatus::Deleting => Err(self.not_found(&stream.meta().name)),
+            StreamStatus::Updating | StreamStatus::Active => Ok(stream),
+        }
+    }
+
+    /// The stream, if it may be changed now: ACTIVE only.
+    fn stream_for_change(&self, target: &StreamTarget) -> Result<Arc<Stream>, ApiError> {
+        let stream = self.stream(target)?;
+        match stream.status(self.clock.now_ms()) {
+            StreamStatus::Active => Ok(stream),
+            other => Err(ApiError::new(
+                ErrorKind::ResourceInUse,
+                format!(
+                    "Stream {} under account {} not ACTIVE, instead in state {}",
+                    stream.meta().name,
+                    self.config.account_id,
+                    other.as_str()
+                ),
+            )),
+        }
+    }
+
     /// Runs `action` on a JSON `body`; returns the JSON response body.
     pub fn handle(&self, action: Action, body: &[u8]) -> Result<Vec<u8>, ApiError> {
         match action {
@@ -200,7 +263,13 @@ impl Kinesis {
                 ))
             }
         };
-        self.streams.get(&name).ok_or_else(|| self.not_found(&name))
+        if let Some(s) = self.streams.get(&name) {
+            return Ok(s);
+        }
+        let now = self.clock.now_ms();
+        let mut deleting = self.deleting.lock().unwrap_or_else(PoisonError::into_inner);
+        deleting.retain(|_, (until, _)| now < *until);
+        deleting.get(&name).map(|(_, s)| s.clone()).ok_or_else(|| self.not_found(&name))
     }
 
     /// Kinesis' throttling error for shard `index` of stream `name`.

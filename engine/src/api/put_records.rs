@@ -164,7 +164,7 @@ pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
             "have length less than or equal to 500",
         ));
     }
-    let stream = k.stream(&r.target)?;
+    let stream = k.stream_for_data(&r.target)?;
     let checked = r
         .records
         .iter()

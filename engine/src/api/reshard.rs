@@ -5,7 +5,7 @@ use serde::Deserialize;
 
 use super::{internal, respond, ApiError, ErrorKind, Kinesis, StreamTarget};
 use crate::hash_key::{parse_explicit_hash_key, HashKeyRange};
-use crate::stream::{parse_shard_id, shard_id, ReshardError, Stream};
+use crate::stream::{parse_shard_id, shard_id, ReshardError, Stream, StreamStatus};
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -68,6 +68,11 @@ fn reshard_error(e: ReshardError) -> ApiError {
     }
 }
 
+/// Shows the stream as UPDATING for a while after a reshard, as AWS does.
+fn updating(k: &Kinesis, stream: &Stream) {
+    stream.begin(StreamStatus::Updating, k.clock.now_ms() + k.config.stream_transition_ms);
+}
+
 fn check_limit(k: &Kinesis, more_open: i64) -> Result<(), ApiError> {
     let open = i64::from(k.streams.open_shards());
     let limit = i64::from(k.streams.shard_limit());
@@ -93,18 +98,20 @@ pub fn run_split(k: &Kinesis, r: SplitRequest) -> Result<Vec<u8>, ApiError> {
             "satisfy regular expression pattern: 0|([1-9]\\d{0,38})",
         )
     })?;
-    let stream = k.stream(&r.target)?;
+    let stream = k.stream_for_change(&r.target)?;
     let index = shard_arg(k, &stream, &r.shard_to_split)?;
     check_limit(k, 1)?;
     stream.split(index, key).map_err(reshard_error)?;
+    updating(k, &stream);
     respond(&serde_json::json!({}))
 }
 
 pub fn run_merge(k: &Kinesis, r: MergeRequest) -> Result<Vec<u8>, ApiError> {
-    let stream = k.stream(&r.target)?;
+    let stream = k.stream_for_change(&r.target)?;
     let a = shard_arg(k, &stream, &r.shard_to_merge)?;
     let b = shard_arg(k, &stream, &r.adjacent_shard_to_merge)?;
     stream.merge(a, b).map_err(reshard_error)?;
+    updating(k, &stream);
     respond(&serde_json::json!({}))
 }
 
@@ -118,7 +125,7 @@ pub fn run_update(k: &Kinesis, r: UpdateRequest) -> Result<Vec<u8>, ApiError> {
     if !(1..=10_000).contains(&r.target_shard_count) {
         return Err(ApiError::validation(r.target_shard_count, "targetShardCount", "have value between 1 and 10000"));
     }
-    let stream = k.stream(&r.target)?;
+    let stream = k.stream_for_change(&r.target)?;
     let target = r.target_shard_count;
     let open: Vec<(u32, HashKeyRange)> = {
         let meta = stream.meta();
@@ -155,6 +162,7 @@ pub fn run_update(k: &Kinesis, r: UpdateRequest) -> Result<Vec<u8>, ApiError> {
             acc = stream.merge(acc, next).map_err(reshard_error)?;
         }
     }
+    updating(k, &stream);
     let name = stream.meta().name.clone();
     respond(&serde_json::json!({
         "StreamName": name,

@@ -18,7 +18,7 @@ pub struct Request {
 }
 
 fn change(k: &Kinesis, r: Request, increase: bool) -> Result<Vec<u8>, ApiError> {
-    let stream = k.stream(&r.target)?;
+    let stream = k.stream_for_change(&r.target)?;
     let hours = r.retention_period_hours;
     if hours < RETENTION_HOURS_MIN {
         return Err(ApiError::new(

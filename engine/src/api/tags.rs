@@ -56,7 +56,7 @@ pub fn run_add(k: &Kinesis, r: AddRequest) -> Result<Vec<u8>, ApiError> {
             return Err(ApiError::validation(value, "tags.value", "have length less than or equal to 256"));
         }
     }
-    let stream = k.stream(&r.target)?;
+    let stream = k.stream_for_change(&r.target)?;
     {
         let mut meta = stream.meta_mut();
         let mut tags = meta.tags.clone();
@@ -75,7 +75,7 @@ pub fn run_add(k: &Kinesis, r: AddRequest) -> Result<Vec<u8>, ApiError> {
 
 pub fn run_remove(k: &Kinesis, r: RemoveRequest) -> Result<Vec<u8>, ApiError> {
     check_count(r.tag_keys.len(), "tagKeys")?;
-    let stream = k.stream(&r.target)?;
+    let stream = k.stream_for_change(&r.target)?;
     {
         let mut meta = stream.meta_mut();
         for key in &r.tag_keys {
