@@ -45,6 +45,12 @@ async fn create_put_and_read_back_with_every_iterator_type() {
     assert_eq!(listed.stream_names, ["clicks"]);
     let shards = client.list_shards().stream_name("clicks").send().await.unwrap().shards.unwrap();
     assert_eq!(shards.len(), 4);
+    let page = client.list_shards().stream_name("clicks").max_results(3).send().await.unwrap();
+    assert_eq!(page.shards.unwrap().len(), 3);
+    let token = page.next_token.unwrap();
+    let rest = client.list_shards().next_token(&token).send().await.unwrap();
+    assert_eq!(rest.shards.unwrap()[0].shard_id, "shardId-000000000003");
+    assert!(rest.next_token.is_none());
 
     // "a" hashes to 0x0cc1...: the first quarter of the key space, shard 0.
     let first =
@@ -106,6 +112,11 @@ async fn create_put_and_read_back_with_every_iterator_type() {
         .unwrap();
     let (from_ts, _) = read_data(&client, it).await;
     assert_eq!(from_ts.iter().map(|r| r.1.clone()).collect::<Vec<_>>(), [b"after-minute".to_vec()]);
+
+    // A ListShards NextToken lives 5 minutes.
+    server.clock.advance(300_001);
+    let err = client.list_shards().next_token(&token).send().await.unwrap_err();
+    assert_eq!(err.code(), Some("ExpiredNextTokenException"));
     server.stop().await;
 }
 

@@ -19,6 +19,8 @@ pub enum ErrorKind {
     LimitExceeded,
     /// A shard's provisioned throughput is used up.
     ProvisionedThroughputExceeded,
+    /// A `ListShards` NextToken is older than 5 minutes.
+    ExpiredNextToken,
     /// The shard iterator is older than 5 minutes.
     ExpiredIterator,
     /// The body is not the JSON the action takes.
@@ -46,6 +48,7 @@ impl ErrorKind {
             Self::LimitExceeded => "LimitExceededException",
             Self::ProvisionedThroughputExceeded => "ProvisionedThroughputExceededException",
             Self::ExpiredIterator => "ExpiredIteratorException",
+            Self::ExpiredNextToken => "ExpiredNextTokenException",
             Self::Serialization => "SerializationException",
             Self::UnknownOperation => "UnknownOperationException",
             Self::MissingAuthenticationToken => "MissingAuthenticationTokenException",

@@ -25,14 +25,20 @@ struct ShardFilter {
     shard_id: Option<String>,
 }
 
-fn token(stream: &str, after: u32) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{after}/{stream}"))
+/// How long a `ListShards` NextToken stays valid, ms: 300 s. Source: AWS Kinesis API reference.
+const NEXT_TOKEN_LIFETIME_MS: u64 = 300_000;
+
+fn token(stream: &str, after: u32, issued_ms: u64) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{after}/{issued_ms}/{stream}"))
 }
 
-fn read_token(t: &str) -> Option<(String, u32)> {
+/// (stream, last shard index listed, issue time ms).
+fn read_token(t: &str) -> Option<(String, u32, u64)> {
     let s = String::from_utf8(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(t).ok()?).ok()?;
-    let (after, stream) = s.split_once('/')?;
-    Some((stream.to_owned(), after.parse().ok()?))
+    let mut parts = s.splitn(3, '/');
+    let after = parts.next()?.parse().ok()?;
+    let issued = parts.next()?.parse().ok()?;
+    Some((parts.next()?.to_owned(), after, issued))
 }
 
 pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
@@ -51,8 +57,14 @@ pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
                     "NextToken and StreamName cannot be provided together.",
                 ));
             }
-            let (name, after) =
+            let (name, after, issued) =
                 read_token(t).ok_or_else(|| ApiError::new(ErrorKind::InvalidArgument, "Invalid NextToken."))?;
+            if k.clock.now_ms().saturating_sub(issued) > NEXT_TOKEN_LIFETIME_MS {
+                return Err(ApiError::new(
+                    ErrorKind::ExpiredNextToken,
+                    "The timestamp of the last ListShard call was older than 5 minutes.",
+                ));
+            }
             (k.streams.get(&name).ok_or_else(|| k.not_found(&name))?, Some(after))
         }
         None => (k.stream(&r.target)?, r.exclusive_start_shard_id.as_deref().and_then(parse_shard_id)),
@@ -83,7 +95,7 @@ pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
     let page: Vec<_> = matching.iter().take(limit).map(|s| shard_shape(&stream, s)).collect();
     let mut body = serde_json::json!({ "Shards": page });
     if matching.len() > limit {
-        body["NextToken"] = token(&meta.name, matching[limit - 1].index).into();
+        body["NextToken"] = token(&meta.name, matching[limit - 1].index, k.clock.now_ms()).into();
     }
     respond(&body)
 }
