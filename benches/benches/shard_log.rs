@@ -3,6 +3,11 @@
 //!
 //! Run: `cargo bench -p sluice-benches --bench shard_log`. Throughput is reported in bytes
 //! of record data; records/s is that divided by the record size.
+//!
+//! Each append sample writes into a fresh log that is deleted afterwards, so it measures the
+//! append path (encode, checksum, copy into the page cache, sync) rather than the disk's
+//! sustained write-back, whose dirty pages the deletion discards. For sustained figures on
+//! one long-lived log see `examples/append_always.rs`.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};

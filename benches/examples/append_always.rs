@@ -1,7 +1,7 @@
-//! Appends 1 KiB records in batches of 500 with `Durability::Always` for a few seconds and
-//! prints MB/s: a loop to profile (`perf record`) outside criterion.
+//! Appends 1 KiB records in batches of 500 to one log for 3 s (sustained, no trimming) and
+//! prints MB/s: a loop to profile (`perf record`) outside criterion. Durability `always` by default.
 //!
-//! Run: `cargo run --release -p sluice-benches --example append_always [appender threads]`.
+//! Run: `cargo run --release -p sluice-benches --example append_always [threads] [always|interval|never]`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,11 +11,14 @@ use sluice_engine::{Durability, Record, ShardLog, ShardLogOptions};
 
 fn main() {
     let threads: usize = std::env::args().nth(1).map_or(1, |a| a.parse().expect("thread count"));
+    let durability = match std::env::args().nth(2).as_deref() {
+        None | Some("always") => Durability::Always,
+        Some("interval") => Durability::default(),
+        Some("never") => Durability::Never,
+        Some(other) => panic!("durability is always, interval or never, not {other}"),
+    };
     let dir = tempfile::tempdir().expect("temp dir");
-    let log = Arc::new(
-        ShardLog::open(dir.path(), ShardLogOptions { durability: Durability::Always, ..Default::default() })
-            .expect("open"),
-    );
+    let log = Arc::new(ShardLog::open(dir.path(), ShardLogOptions { durability, ..Default::default() }).expect("open"));
     let start = Instant::now();
     let handles: Vec<_> = (0..threads)
         .map(|_| {
