@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{epoch_seconds, respond, ApiError, Kinesis, StreamTarget};
+use super::{epoch_seconds, page_limit, respond, ApiError, Kinesis, StreamTarget};
 use crate::sequence_number::SequenceNumber;
 use crate::stream::{parse_shard_id, shard_id, ShardMeta, Stream};
 
@@ -94,13 +94,7 @@ fn common(k: &Kinesis, stream: &Stream) -> serde_json::Map<String, serde_json::V
 
 pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
     let stream = k.stream(&r.target)?;
-    let limit = match r.limit {
-        None => DESCRIBE_SHARDS_MAX,
-        Some(n) if !(1..=10_000).contains(&n) => {
-            return Err(ApiError::validation(n, "limit", "have value between 1 and 10000"));
-        }
-        Some(n) => (n as usize).min(DESCRIBE_SHARDS_MAX),
-    };
+    let limit = page_limit(r.limit, "limit", 10_000, DESCRIBE_SHARDS_MAX)?.min(DESCRIBE_SHARDS_MAX);
     let after = r.exclusive_start_shard_id.as_deref().and_then(parse_shard_id);
     let shards: Vec<ShardShape> = {
         let meta = stream.meta();

@@ -3,7 +3,7 @@
 use serde::Deserialize;
 
 use super::iterator::{IteratorState, ITERATOR_LIFETIME_MS};
-use super::{epoch_seconds, ApiError, ErrorKind, Kinesis};
+use super::{epoch_seconds, page_limit, ApiError, ErrorKind, Kinesis};
 use crate::read::{ReadBatch, ReadLimits};
 use crate::sequence_number::SequenceNumber;
 use crate::stream::shard_id;
@@ -19,13 +19,7 @@ pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
     if r.shard_iterator.is_empty() || r.shard_iterator.len() > 512 {
         return Err(ApiError::validation(&r.shard_iterator, "shardIterator", "have length between 1 and 512"));
     }
-    let limit = match r.limit {
-        None => ReadLimits::default().max_records,
-        Some(n) if !(1..=10_000).contains(&n) => {
-            return Err(ApiError::validation(n, "limit", "have value between 1 and 10000"));
-        }
-        Some(n) => n as usize,
-    };
+    let limit = page_limit(r.limit, "limit", 10_000, ReadLimits::default().max_records)?;
     let it = IteratorState::decode(&r.shard_iterator, &k.config.iterator_secret)
         .ok_or_else(|| ApiError::new(ErrorKind::InvalidArgument, "Invalid ShardIterator."))?;
     let now = k.clock.now_ms();

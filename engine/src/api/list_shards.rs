@@ -4,7 +4,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 use super::describe_stream::shard_shape;
-use super::{respond, ApiError, ErrorKind, Kinesis, StreamTarget};
+use super::{page_limit, respond, ApiError, ErrorKind, Kinesis, StreamTarget};
 use crate::stream::parse_shard_id;
 
 #[derive(Debug, Deserialize)]
@@ -42,13 +42,7 @@ fn read_token(t: &str) -> Option<(String, u32, u64)> {
 }
 
 pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
-    let limit = match r.max_results {
-        None => 1000,
-        Some(n) if !(1..=10_000).contains(&n) => {
-            return Err(ApiError::validation(n, "maxResults", "have value between 1 and 10000"));
-        }
-        Some(n) => n as usize,
-    };
+    let limit = page_limit(r.max_results, "maxResults", 10_000, 1000)?;
     let (stream, mut after) = match &r.next_token {
         Some(t) => {
             if r.target.stream_name.is_some() || r.target.stream_arn.is_some() {

@@ -3,7 +3,7 @@
 use base64::Engine as _;
 use serde::Deserialize;
 
-use super::{epoch_seconds, respond, ApiError, ErrorKind, Kinesis};
+use super::{epoch_seconds, page_limit, respond, ApiError, ErrorKind, Kinesis};
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -14,13 +14,7 @@ pub struct Request {
 }
 
 pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
-    let limit = match r.limit {
-        None => 100,
-        Some(n) if !(1..=10_000).contains(&n) => {
-            return Err(ApiError::validation(n, "limit", "have value between 1 and 10000"));
-        }
-        Some(n) => n as usize,
-    };
+    let limit = page_limit(r.limit, "limit", 10_000, 100)?;
     let after = match (&r.next_token, r.exclusive_start_stream_name) {
         (Some(token), _) => Some(
             base64::engine::general_purpose::URL_SAFE_NO_PAD

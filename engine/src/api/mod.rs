@@ -321,6 +321,16 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(ErrorKind::InternalFailure, e.to_string())
 }
 
+/// A page size from a request: `default` when absent, else 1 to `max`, or AWS's validation
+/// error naming `member`.
+fn page_limit(value: Option<i64>, member: &str, max: i64, default: usize) -> Result<usize, ApiError> {
+    match value {
+        None => Ok(default),
+        Some(n) if (1..=max).contains(&n) => Ok(n as usize),
+        Some(n) => Err(ApiError::validation(n, member, &format!("have value between 1 and {max}"))),
+    }
+}
+
 /// Stream names: 1 to 128 characters of `[a-zA-Z0-9_.-]`. Source: AWS Kinesis API reference.
 fn validate_stream_name(name: &str) -> Result<(), ApiError> {
     if name.is_empty() {

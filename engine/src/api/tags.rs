@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::{internal, respond, ApiError, ErrorKind, Kinesis, StreamTarget};
+use super::{internal, page_limit, respond, ApiError, ErrorKind, Kinesis, StreamTarget};
 
 /// Most tags per stream: 50. Source: AWS Kinesis API reference, `AddTagsToStream`.
 pub const TAGS_PER_STREAM_MAX: usize = 50;
@@ -87,13 +87,7 @@ pub fn run_remove(k: &Kinesis, r: RemoveRequest) -> Result<Vec<u8>, ApiError> {
 }
 
 pub fn run_list(k: &Kinesis, r: ListRequest) -> Result<Vec<u8>, ApiError> {
-    let limit = match r.limit {
-        None => TAGS_PER_STREAM_MAX,
-        Some(n) if !(1..=50).contains(&n) => {
-            return Err(ApiError::validation(n, "limit", "have value between 1 and 50"))
-        }
-        Some(n) => n as usize,
-    };
+    let limit = page_limit(r.limit, "limit", 50, TAGS_PER_STREAM_MAX)?;
     let stream = k.stream(&r.target)?;
     let meta = stream.meta();
     let after: Vec<_> =
