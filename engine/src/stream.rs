@@ -52,6 +52,13 @@ pub struct ShardMeta {
     pub closed: bool,
 }
 
+impl StreamMeta {
+    /// Shards that take records (not closed by a split or merge).
+    pub fn open_shards(&self) -> u32 {
+        self.shards.iter().filter(|s| !s.closed).count() as u32
+    }
+}
+
 /// A stream's metadata, as kept in `stream.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamMeta {

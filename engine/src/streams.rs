@@ -97,7 +97,7 @@ impl Streams {
 
     /// Open shards across all streams.
     pub fn open_shards(&self) -> u32 {
-        self.list().iter().map(|s| s.meta().shards.iter().filter(|s| !s.closed).count() as u32).sum()
+        self.list().iter().map(|s| s.meta().open_shards()).sum()
     }
 
     /// Creates a stream of `shard_count` shards.
@@ -106,7 +106,7 @@ impl Streams {
         if streams.contains_key(name) {
             return Err(CreateStreamError::Exists(name.to_owned()));
         }
-        let open: u32 = streams.values().map(|s| s.meta().shards.iter().filter(|s| !s.closed).count() as u32).sum();
+        let open: u32 = streams.values().map(|s| s.meta().open_shards()).sum();
         if open + shard_count > self.shard_limit {
             return Err(CreateStreamError::ShardLimit { limit: self.shard_limit, open, requested: shard_count });
         }

@@ -109,7 +109,7 @@ pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
 
 pub fn run_summary(k: &Kinesis, r: SummaryRequest) -> Result<Vec<u8>, ApiError> {
     let stream = k.stream(&r.target)?;
-    let open = stream.meta().shards.iter().filter(|s| !s.closed).count();
+    let open = stream.meta().open_shards();
     let mut d = common(k, &stream);
     d.insert("OpenShardCount".into(), open.into());
     d.insert("ConsumerCount".into(), 0.into());
