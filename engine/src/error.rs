@@ -89,7 +89,8 @@ pub struct IoError {
 }
 
 impl IoError {
-    pub(crate) fn new(path: impl Into<PathBuf>, source: io::Error) -> Self {
+    /// An error of `source` about `path`.
+    pub fn new(path: impl Into<PathBuf>, source: io::Error) -> Self {
         Self { path: path.into(), source }
     }
 }

@@ -151,7 +151,9 @@ pub enum ReshardError {
     Io(#[from] IoError),
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
+/// Writes `bytes` to `path` atomically: a temp file beside it, fsync, rename, fsync of the
+/// directory. Readers see the old or the new contents, never a mix, also after a crash.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
     let tmp = path.with_extension("json.tmp");
     let write = || -> std::io::Result<()> {
         let mut f = fs::File::create(&tmp)?;

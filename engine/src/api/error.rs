@@ -1,9 +1,10 @@
-//! Kinesis API errors: the `__type` names and message forms AWS clients expect.
+//! Kinesis and Firehose API errors: the `__type` names and message forms AWS clients expect.
 
 use serde::Serialize;
 
-/// The error names of the Kinesis API (`__type`). Source: AWS Kinesis API reference and the
-/// botocore service model `kinesis/2013-12-02`.
+/// The error names of the Kinesis and Firehose APIs (`__type`). Source: AWS Kinesis and
+/// Firehose API references and the botocore service models `kinesis/2013-12-02` and
+/// `firehose/2015-08-04`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ErrorKind {
@@ -35,6 +36,12 @@ pub enum ErrorKind {
     UnrecognizedClient,
     /// The server failed.
     InternalFailure,
+    /// Firehose: the service cannot take the request now; clients retry.
+    ServiceUnavailable,
+    /// Firehose: the delivery stream's source does not accept direct puts.
+    InvalidSource,
+    /// Firehose: `CurrentDeliveryStreamVersionId` is not the delivery stream's version.
+    ConcurrentModification,
 }
 
 impl ErrorKind {
@@ -55,6 +62,9 @@ impl ErrorKind {
             Self::InvalidSignature => "InvalidSignatureException",
             Self::UnrecognizedClient => "UnrecognizedClientException",
             Self::InternalFailure => "InternalFailure",
+            Self::ServiceUnavailable => "ServiceUnavailableException",
+            Self::InvalidSource => "InvalidSourceException",
+            Self::ConcurrentModification => "ConcurrentModificationException",
         }
     }
 
@@ -63,6 +73,7 @@ impl ErrorKind {
     pub fn status(self) -> u16 {
         match self {
             Self::InternalFailure => 500,
+            Self::ServiceUnavailable => 503,
             Self::MissingAuthenticationToken | Self::InvalidSignature | Self::UnrecognizedClient => 403,
             _ => 400,
         }

@@ -1,0 +1,144 @@
+//! `CreateDeliveryStream`: a `DirectPut` or `KinesisStreamAsSource` delivery stream with one
+//! Extended S3 destination. ACTIVE at once.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use sluice_engine::api::ApiError;
+
+use super::{invalid, respond, tags::check_tags, validate_name, Firehose};
+use crate::delivery_streams::CreateError;
+use crate::spec::{DeliveryStreamSpec, ExtendedS3Destination, SourceSpec, BUFFER_INTERVAL_S_RANGE, BUFFER_SIZE_MB_RANGE};
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct KinesisSource {
+    #[serde(rename = "KinesisStreamARN")]
+    kinesis_stream_arn: String,
+    #[serde(rename = "RoleARN", default)]
+    role_arn: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Request {
+    delivery_stream_name: String,
+    delivery_stream_type: Option<String>,
+    kinesis_stream_source_configuration: Option<KinesisSource>,
+    extended_s3_destination_configuration: Option<ExtendedS3Destination>,
+    s3_destination_configuration: Option<ExtendedS3Destination>,
+    #[serde(default)]
+    tags: Vec<super::tags::Tag>,
+    /// Other destinations (Redshift, OpenSearch, Splunk, HTTP, ...) and members Sluice does
+    /// not act on.
+    #[serde(flatten)]
+    other: BTreeMap<String, serde_json::Value>,
+}
+
+/// Checks the members of a destination that the model constrains: required ARNs and the
+/// ranges of the buffering hints. `member` is `extendedS3DestinationConfiguration` or the
+/// update's name.
+pub fn check_destination(d: &ExtendedS3Destination, member: &str) -> Result<(), ApiError> {
+    if d.role_arn.is_empty() {
+        return Err(ApiError::validation("null", &format!("{member}.roleARN"), "not be null"));
+    }
+    if d.bucket_arn.is_empty() {
+        return Err(ApiError::validation("null", &format!("{member}.bucketARN"), "not be null"));
+    }
+    if let Some(h) = &d.buffering_hints {
+        if let Some(s) = h.size_in_mbs.filter(|s| !BUFFER_SIZE_MB_RANGE.contains(s)) {
+            let c = if s < *BUFFER_SIZE_MB_RANGE.start() { "have value greater than or equal to 1" } else { "have value less than or equal to 128" };
+            return Err(ApiError::validation(s, &format!("{member}.bufferingHints.sizeInMBs"), c));
+        }
+        if let Some(i) = h.interval_in_seconds.filter(|i| !BUFFER_INTERVAL_S_RANGE.contains(i)) {
+            return Err(ApiError::validation(i, &format!("{member}.bufferingHints.intervalInSeconds"), "have value less than or equal to 900"));
+        }
+    }
+    if d.bucket().is_none() {
+        return Err(ApiError::validation(
+            &d.bucket_arn,
+            &format!("{member}.bucketARN"),
+            "satisfy regular expression pattern: arn:.*:s3:::[\\w\\.\\-]{1,255}",
+        ));
+    }
+    Ok(())
+}
+
+pub fn run(f: &Firehose, r: Request) -> Result<Vec<u8>, ApiError> {
+    validate_name(&r.delivery_stream_name)?;
+    let destinations: Vec<&String> = r.other.keys().filter(|k| k.ends_with("DestinationConfiguration")).collect();
+    let destination = match (r.extended_s3_destination_configuration, r.s3_destination_configuration, destinations.first()) {
+        (Some(d), None, None) | (None, Some(d), None) => d,
+        (None, None, Some(other)) => {
+            return Err(invalid(format!("{other} is not supported by Sluice; use ExtendedS3DestinationConfiguration.")))
+        }
+        (None, None, None) => return Err(invalid("A destination configuration must be specified.")),
+        _ => return Err(invalid("Exactly one destination configuration is supported for a Firehose")),
+    };
+    check_destination(&destination, "extendedS3DestinationConfiguration")?;
+    check_tags(&r.tags, 0)?;
+    let source = match (r.delivery_stream_type.as_deref().unwrap_or("DirectPut"), r.kinesis_stream_source_configuration) {
+        ("DirectPut", None) => SourceSpec::DirectPut,
+        ("DirectPut", Some(_)) => {
+            return Err(invalid("KinesisSourceStreamConfig is only applicable for KinesisStreamAsSource stream type"))
+        }
+        ("KinesisStreamAsSource", Some(k)) => {
+            let stream_name = k
+                .kinesis_stream_arn
+                .split_once(":stream/")
+                .map(|(_, n)| n.to_owned())
+                .filter(|n| !n.is_empty())
+                .ok_or_else(|| invalid(format!("KinesisStreamARN '{}' is not a Kinesis stream ARN.", k.kinesis_stream_arn)))?;
+            SourceSpec::KinesisStream { stream_name, stream_arn: k.kinesis_stream_arn, role_arn: k.role_arn }
+        }
+        ("KinesisStreamAsSource", None) => {
+            return Err(invalid("KinesisStreamSourceConfiguration is required for KinesisStreamAsSource stream type"))
+        }
+        ("MSKAsSource" | "DatabaseAsSource", _) => {
+            return Err(invalid("Sluice supports the DirectPut and KinesisStreamAsSource stream types."))
+        }
+        (other, _) => {
+            return Err(ApiError::validation(
+                other,
+                "deliveryStreamType",
+                "satisfy enum value set: [DirectPut, KinesisStreamAsSource, MSKAsSource, DatabaseAsSource]",
+            ))
+        }
+    };
+    let now = f.clock.now_ms();
+    let mut spec = DeliveryStreamSpec {
+        name: r.delivery_stream_name.clone(),
+        created_ms: now,
+        updated_ms: now,
+        version: 1,
+        source,
+        destination,
+        schema: None,
+        tags: r.tags.into_iter().map(|t| (t.key, t.value.unwrap_or_default())).collect(),
+    };
+    f.load_schema(&mut spec)?;
+    let transform = f.delivery_streams.resolve_transform(&spec).map_err(invalid)?;
+    let schema = spec.schema.as_deref().map(crate::schema::to_arrow).transpose().map_err(|e| invalid(e.to_string()))?;
+    crate::plan::build(&spec, schema, transform.clone()).map_err(invalid)?;
+    match f.delivery_streams.create(spec, transform) {
+        Ok(_) => {}
+        Err(CreateError::Exists(name)) => {
+            return Err(ApiError::new(
+                sluice_engine::api::ErrorKind::ResourceInUse,
+                format!("Firehose {name} under accountId {} already exists", f.config.account_id),
+            ))
+        }
+        Err(CreateError::NoSource(name)) => {
+            return Err(invalid(format!("Stream {name} under account {} not found.", f.config.account_id)))
+        }
+        Err(CreateError::Transform(m)) => return Err(invalid(m)),
+        Err(e @ (CreateError::Io(_) | CreateError::Stream(_))) => return Err(super::internal(e)),
+    }
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Response {
+        #[serde(rename = "DeliveryStreamARN")]
+        delivery_stream_arn: String,
+    }
+    respond(&Response { delivery_stream_arn: f.arn(&r.delivery_stream_name) })
+}

@@ -1,0 +1,129 @@
+//! `DescribeDeliveryStream` and `ListDeliveryStreams`.
+
+use serde::{Deserialize, Serialize};
+use sluice_engine::api::ApiError;
+
+use super::{epoch_seconds, respond, validate_name, Firehose, DESTINATION_ID};
+use crate::spec::{ExtendedS3Destination, SourceSpec};
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Request {
+    delivery_stream_name: String,
+    limit: Option<i64>,
+    exclusive_start_destination_id: Option<String>,
+}
+
+/// `S3DestinationDescription`: the plain-S3 view AWS also shows of an Extended S3 destination.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct S3Description {
+    #[serde(rename = "RoleARN")]
+    role_arn: String,
+    #[serde(rename = "BucketARN")]
+    bucket_arn: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prefix: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_output_prefix: Option<String>,
+    buffering_hints: Option<crate::spec::BufferingHints>,
+    compression_format: Option<String>,
+    encryption_configuration: Option<serde_json::Value>,
+    #[serde(rename = "CloudWatchLoggingOptions")]
+    cloud_watch_logging_options: Option<serde_json::Value>,
+}
+
+fn s3_view(d: &ExtendedS3Destination) -> S3Description {
+    S3Description {
+        role_arn: d.role_arn.clone(),
+        bucket_arn: d.bucket_arn.clone(),
+        prefix: d.prefix.clone(),
+        error_output_prefix: d.error_output_prefix.clone(),
+        buffering_hints: d.buffering_hints,
+        compression_format: d.compression_format.clone(),
+        encryption_configuration: d.encryption_configuration.clone(),
+        cloud_watch_logging_options: d.cloud_watch_logging_options.clone(),
+    }
+}
+
+pub fn run(f: &Firehose, r: Request) -> Result<Vec<u8>, ApiError> {
+    let entry = f.entry(&r.delivery_stream_name)?;
+    if let Some(l) = r.limit {
+        if !(1..=10_000).contains(&l) {
+            return Err(ApiError::validation(l, "limit", "have value between 1 and 10000"));
+        }
+    }
+    let spec = entry.spec();
+    let described = spec.destination.described();
+    // One destination: a start id at or after it leaves none.
+    let destinations = match r.exclusive_start_destination_id.as_deref() {
+        Some(id) if id >= DESTINATION_ID => vec![],
+        _ => vec![serde_json::json!({
+            "DestinationId": DESTINATION_ID,
+            "ExtendedS3DestinationDescription": described,
+            "S3DestinationDescription": s3_view(&described),
+        })],
+    };
+    let source = match &spec.source {
+        SourceSpec::DirectPut => None,
+        SourceSpec::KinesisStream { stream_arn, role_arn, .. } => Some(serde_json::json!({
+            "KinesisStreamSourceDescription": {
+                "KinesisStreamARN": stream_arn,
+                "RoleARN": role_arn,
+                "DeliveryStartTimestamp": epoch_seconds(spec.created_ms),
+            }
+        })),
+    };
+    let mut d = serde_json::json!({
+        "DeliveryStreamName": spec.name,
+        "DeliveryStreamARN": f.arn(&spec.name),
+        "DeliveryStreamStatus": "ACTIVE",
+        "DeliveryStreamEncryptionConfiguration": {"Status": "DISABLED"},
+        "DeliveryStreamType": spec.stream_type(),
+        "VersionId": spec.version.to_string(),
+        "CreateTimestamp": epoch_seconds(spec.created_ms),
+        "Destinations": destinations,
+        "HasMoreDestinations": false,
+    });
+    if spec.version > 1 {
+        d["LastUpdateTimestamp"] = serde_json::json!(epoch_seconds(spec.updated_ms));
+    }
+    if let Some(s) = source {
+        d["Source"] = s;
+    }
+    respond(&serde_json::json!({ "DeliveryStreamDescription": d }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListRequest {
+    limit: Option<i64>,
+    delivery_stream_type: Option<String>,
+    exclusive_start_delivery_stream_name: Option<String>,
+}
+
+/// `ListDeliveryStreams` returns 10 names when `Limit` is not given. Source: Firehose API reference.
+pub const LIST_LIMIT_DEFAULT: usize = 10;
+
+pub fn run_list(f: &Firehose, r: ListRequest) -> Result<Vec<u8>, ApiError> {
+    let limit = match r.limit {
+        None => LIST_LIMIT_DEFAULT,
+        Some(l) if (1..=10_000).contains(&l) => l as usize,
+        Some(l) => return Err(ApiError::validation(l, "limit", "have value between 1 and 10000")),
+    };
+    if let Some(start) = &r.exclusive_start_delivery_stream_name {
+        validate_name(start)?;
+    }
+    let names: Vec<String> = f
+        .delivery_streams
+        .list()
+        .iter()
+        .map(|e| e.spec())
+        .filter(|s| r.delivery_stream_type.as_deref().is_none_or(|t| t == s.stream_type()))
+        .map(|s| s.name)
+        .filter(|n| r.exclusive_start_delivery_stream_name.as_ref().is_none_or(|start| n > start))
+        .collect();
+    let has_more = names.len() > limit;
+    let names: Vec<String> = names.into_iter().take(limit).collect();
+    respond(&serde_json::json!({ "DeliveryStreamNames": names, "HasMoreDeliveryStreams": has_more }))
+}

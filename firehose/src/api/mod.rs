@@ -1,0 +1,214 @@
+//! The Amazon Data Firehose API (JSON 1.1, `X-Amz-Target: Firehose_20150804.<Action>`): one
+//! module per action (related ones share), dispatched from one enum. Shapes, limits and
+//! messages follow the botocore service model `firehose/2015-08-04` and the AWS Firehose
+//! API reference.
+
+mod create;
+mod delete;
+mod describe;
+mod put;
+mod tags;
+mod update;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sluice_engine::api::{ApiError, ErrorKind};
+use sluice_engine::Clock;
+
+use crate::delivery_streams::{DeliveryStreamEntry, DeliveryStreams};
+use crate::spec::DeliveryStreamSpec;
+
+/// The service prefix of `X-Amz-Target` for Firehose.
+pub const TARGET_PREFIX: &str = "Firehose_20150804";
+
+/// The only destination id a Sluice delivery stream has (one S3 destination, as AWS names it).
+pub const DESTINATION_ID: &str = "destinationId-000000000001";
+
+/// The Firehose actions Sluice serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Action {
+    /// `CreateDeliveryStream`.
+    CreateDeliveryStream,
+    /// `DescribeDeliveryStream`.
+    DescribeDeliveryStream,
+    /// `ListDeliveryStreams`.
+    ListDeliveryStreams,
+    /// `DeleteDeliveryStream`.
+    DeleteDeliveryStream,
+    /// `UpdateDestination`.
+    UpdateDestination,
+    /// `PutRecord`.
+    PutRecord,
+    /// `PutRecordBatch`.
+    PutRecordBatch,
+    /// `TagDeliveryStream`.
+    TagDeliveryStream,
+    /// `UntagDeliveryStream`.
+    UntagDeliveryStream,
+    /// `ListTagsForDeliveryStream`.
+    ListTagsForDeliveryStream,
+}
+
+impl Action {
+    /// The action an `X-Amz-Target` action name stands for.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "CreateDeliveryStream" => Self::CreateDeliveryStream,
+            "DescribeDeliveryStream" => Self::DescribeDeliveryStream,
+            "ListDeliveryStreams" => Self::ListDeliveryStreams,
+            "DeleteDeliveryStream" => Self::DeleteDeliveryStream,
+            "UpdateDestination" => Self::UpdateDestination,
+            "PutRecord" => Self::PutRecord,
+            "PutRecordBatch" => Self::PutRecordBatch,
+            "TagDeliveryStream" => Self::TagDeliveryStream,
+            "UntagDeliveryStream" => Self::UntagDeliveryStream,
+            "ListTagsForDeliveryStream" => Self::ListTagsForDeliveryStream,
+            _ => return None,
+        })
+    }
+}
+
+/// Settings of the Firehose API.
+#[derive(Debug, Clone)]
+pub struct FirehoseConfig {
+    /// Region shown in ARNs (default `us-east-1`).
+    pub region: String,
+    /// Account id shown in ARNs and messages (default `000000000000`).
+    pub account_id: String,
+    /// Sluice's Glue Data Catalog: `SchemaConfiguration` `DatabaseName`/`TableName` name the
+    /// file `<schema_dir>/<DatabaseName>/<TableName>.json` (or `.toml`). Default `./schemas`.
+    pub schema_dir: PathBuf,
+}
+
+impl Default for FirehoseConfig {
+    fn default() -> Self {
+        Self { region: "us-east-1".into(), account_id: "000000000000".into(), schema_dir: PathBuf::from("./schemas") }
+    }
+}
+
+/// The Firehose API over a set of delivery streams.
+#[derive(Debug)]
+pub struct Firehose {
+    /// The delivery streams.
+    pub delivery_streams: Arc<DeliveryStreams>,
+    /// Settings.
+    pub config: FirehoseConfig,
+    /// Time for timestamps.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Firehose {
+    /// The API over `delivery_streams`.
+    pub fn new(delivery_streams: Arc<DeliveryStreams>, config: FirehoseConfig, clock: Arc<dyn Clock>) -> Self {
+        Self { delivery_streams, config, clock }
+    }
+
+    /// Runs `action` on a JSON `body`; returns the JSON response body.
+    pub async fn handle(&self, action: Action, body: &[u8]) -> Result<Vec<u8>, ApiError> {
+        match action {
+            Action::CreateDeliveryStream => create::run(self, parse(body)?),
+            Action::DescribeDeliveryStream => describe::run(self, parse(body)?),
+            Action::ListDeliveryStreams => describe::run_list(self, parse(body)?),
+            Action::DeleteDeliveryStream => delete::run(self, parse(body)?).await,
+            Action::UpdateDestination => update::run(self, parse(body)?),
+            Action::PutRecord => put::run_one(self, parse(body)?),
+            Action::PutRecordBatch => put::run_batch(self, parse(body)?),
+            Action::TagDeliveryStream => tags::run_tag(self, parse(body)?),
+            Action::UntagDeliveryStream => tags::run_untag(self, parse(body)?),
+            Action::ListTagsForDeliveryStream => tags::run_list(self, parse(body)?),
+        }
+    }
+
+    /// The ARN of delivery stream `name`.
+    pub fn arn(&self, name: &str) -> String {
+        format!("arn:aws:firehose:{}:{}:deliverystream/{name}", self.config.region, self.config.account_id)
+    }
+
+    /// The delivery stream `name`, or Firehose's not-found error.
+    fn entry(&self, name: &str) -> Result<Arc<DeliveryStreamEntry>, ApiError> {
+        validate_name(name)?;
+        self.delivery_streams.get(name).ok_or_else(|| self.not_found(name))
+    }
+
+    fn not_found(&self, name: &str) -> ApiError {
+        ApiError::new(
+            ErrorKind::ResourceNotFound,
+            format!("Firehose {name} under account {} not found.", self.config.account_id),
+        )
+    }
+
+    /// Loads the schema file `spec`'s `SchemaConfiguration` names, if it names one.
+    fn load_schema(&self, spec: &mut DeliveryStreamSpec) -> Result<(), ApiError> {
+        spec.schema = None;
+        let Some(conv) = spec.destination.conversion() else { return Ok(()) };
+        let Some(sc) = &conv.schema_configuration else { return Ok(()) };
+        let Some(table) = sc.table_name.as_deref() else { return Ok(()) };
+        let db = sc.database_name.as_deref().unwrap_or("default");
+        let safe = |s: &str| !s.is_empty() && !s.contains(['/', '\\']) && s != ".." && s != ".";
+        if !safe(db) || !safe(table) {
+            return Err(ApiError::new(ErrorKind::InvalidArgument, "DatabaseName and TableName must be plain names."));
+        }
+        let base = self.config.schema_dir.join(db);
+        let path = ["json", "toml"]
+            .iter()
+            .map(|ext| base.join(format!("{table}.{ext}")))
+            .find(|p| p.exists())
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorKind::InvalidArgument,
+                    format!(
+                        "Table {table} in database {db} not found: Sluice looks for {}.json or .toml",
+                        base.join(table).display()
+                    ),
+                )
+            })?;
+        spec.schema = Some(
+            crate::schema::load(&path).map_err(|e| ApiError::new(ErrorKind::InvalidArgument, e.to_string()))?,
+        );
+        Ok(())
+    }
+}
+
+/// Delivery stream names: 1 to 64 characters of `[a-zA-Z0-9_.-]`. Source: Firehose API reference.
+pub fn validate_name(name: &str) -> Result<(), ApiError> {
+    if name.is_empty() {
+        return Err(ApiError::validation(name, "deliveryStreamName", "have length greater than or equal to 1"));
+    }
+    if name.chars().count() > 64 {
+        return Err(ApiError::validation(name, "deliveryStreamName", "have length less than or equal to 64"));
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')) {
+        return Err(ApiError::validation(name, "deliveryStreamName", "satisfy regular expression pattern: [a-zA-Z0-9_.-]+"));
+    }
+    Ok(())
+}
+
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let body = if body.is_empty() { b"{}".as_slice() } else { body };
+    serde_json::from_slice(body).map_err(|e| {
+        let message = e.to_string();
+        let message = message.split(" at line ").next().unwrap_or(&message);
+        ApiError::new(ErrorKind::Serialization, message.replace("expected struct Request", "expected a JSON object"))
+    })
+}
+
+fn respond<T: Serialize>(value: &T) -> Result<Vec<u8>, ApiError> {
+    serde_json::to_vec(value).map_err(|e| ApiError::new(ErrorKind::InternalFailure, e.to_string()))
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(ErrorKind::InternalFailure, e.to_string())
+}
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorKind::InvalidArgument, message)
+}
+
+/// Epoch seconds with millisecond fraction, as the JSON protocol writes timestamps.
+fn epoch_seconds(ms: u64) -> f64 {
+    ms as f64 / 1000.0
+}

@@ -1,0 +1,94 @@
+//! `PutRecord` and `PutRecordBatch`: records into a `DirectPut` delivery stream's internal
+//! stream, durable as the server's fsync setting says before the call returns.
+
+use base64::Engine as _;
+use serde::Deserialize;
+use sluice_engine::api::{ApiError, ErrorKind};
+
+use super::{invalid, respond, Firehose};
+use crate::metrics::Metrics;
+use crate::spec::SourceSpec;
+
+/// Largest record, bytes of data: 1,024,000 (1,000 KiB). Source: Firehose API reference.
+pub const RECORD_BYTES_MAX: usize = 1_024_000;
+/// Most records in one `PutRecordBatch`: 500. Source: Firehose API reference.
+pub const BATCH_RECORDS_MAX: usize = 500;
+/// Most bytes of data in one `PutRecordBatch`: 4 MiB. Source: Firehose quotas.
+pub const BATCH_BYTES_MAX: usize = 4 << 20;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Entry {
+    data: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Request {
+    delivery_stream_name: String,
+    record: Entry,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct BatchRequest {
+    delivery_stream_name: String,
+    records: Vec<Entry>,
+}
+
+fn decode(e: &Entry, member: &str) -> Result<Vec<u8>, ApiError> {
+    let data = base64::engine::general_purpose::STANDARD
+        .decode(&e.data)
+        .map_err(|_| ApiError::new(ErrorKind::Serialization, format!("Value of {member}Data is not valid base64 data.")))?;
+    if data.len() > RECORD_BYTES_MAX {
+        let v = format!("java.nio.HeapByteBuffer[pos=0 lim={n} cap={n}]", n = data.len());
+        return Err(ApiError::validation(v, &format!("{member}data"), "have length less than or equal to 1024000"));
+    }
+    Ok(data)
+}
+
+/// Appends `records` to delivery stream `name`; the record id of each.
+fn put(f: &Firehose, name: &str, records: &[Vec<u8>]) -> Result<Vec<String>, ApiError> {
+    let entry = f.entry(name)?;
+    if matches!(entry.spec().source, SourceSpec::KinesisStream { .. }) {
+        return Err(invalid("This operation is not permitted on KinesisStreamAsSource delivery stream type."));
+    }
+    let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
+    let first = entry.put(&refs).map_err(|e| ApiError::new(ErrorKind::ServiceUnavailable, format!("Slow down. ({e})")))?;
+    let label = Metrics::label(name);
+    let metrics = &f.delivery_streams.context().metrics;
+    metrics.incoming_records.get_or_create(&label).inc_by(records.len() as u64);
+    metrics.incoming_bytes.get_or_create(&label).inc_by(records.iter().map(|r| r.len() as u64).sum());
+    Ok((0..records.len() as u64)
+        .map(|i| sluice_engine::sequence_number::SequenceNumber { shard_sequence: first.shard_sequence + i, ..first }.to_string())
+        .collect())
+}
+
+pub fn run_one(f: &Firehose, r: Request) -> Result<Vec<u8>, ApiError> {
+    super::validate_name(&r.delivery_stream_name)?;
+    let data = decode(&r.record, "record.")?;
+    let ids = put(f, &r.delivery_stream_name, &[data])?;
+    respond(&serde_json::json!({ "RecordId": ids[0], "Encrypted": false }))
+}
+
+pub fn run_batch(f: &Firehose, r: BatchRequest) -> Result<Vec<u8>, ApiError> {
+    super::validate_name(&r.delivery_stream_name)?;
+    if r.records.is_empty() {
+        return Err(ApiError::validation("[]", "records", "have length greater than or equal to 1"));
+    }
+    if r.records.len() > BATCH_RECORDS_MAX {
+        return Err(ApiError::validation("[...]", "records", "have length less than or equal to 500"));
+    }
+    let records = r
+        .records
+        .iter()
+        .enumerate()
+        .map(|(i, e)| decode(e, &format!("records.{}.member.", i + 1)))
+        .collect::<Result<Vec<_>, _>>()?;
+    if records.iter().map(Vec::len).sum::<usize>() > BATCH_BYTES_MAX {
+        return Err(invalid("Records size exceeds 4 MB limit"));
+    }
+    let ids = put(f, &r.delivery_stream_name, &records)?;
+    let responses: Vec<serde_json::Value> = ids.into_iter().map(|id| serde_json::json!({ "RecordId": id })).collect();
+    respond(&serde_json::json!({ "FailedPutCount": 0, "Encrypted": false, "RequestResponses": responses }))
+}

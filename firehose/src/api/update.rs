@@ -1,0 +1,61 @@
+//! `UpdateDestination`: merges an `ExtendedS3DestinationUpdate` into the destination when
+//! `CurrentDeliveryStreamVersionId` is the current version, then bumps the version (which
+//! is part of every object name from then on).
+
+use serde::Deserialize;
+use sluice_engine::api::{ApiError, ErrorKind};
+
+use super::create::check_destination;
+use super::{internal, invalid, respond, Firehose, DESTINATION_ID};
+use crate::spec::ExtendedS3DestinationUpdate;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Request {
+    delivery_stream_name: String,
+    current_delivery_stream_version_id: String,
+    destination_id: String,
+    extended_s3_destination_update: Option<ExtendedS3DestinationUpdate>,
+    s3_destination_update: Option<ExtendedS3DestinationUpdate>,
+}
+
+pub fn run(f: &Firehose, r: Request) -> Result<Vec<u8>, ApiError> {
+    let entry = f.entry(&r.delivery_stream_name)?;
+    let current = entry.spec();
+    if r.current_delivery_stream_version_id != current.version.to_string() {
+        return Err(ApiError::new(
+            ErrorKind::ConcurrentModification,
+            format!(
+                "Cannot update firehose: {} since the current version id: {} and specified version id: {} do not match",
+                current.name, current.version, r.current_delivery_stream_version_id
+            ),
+        ));
+    }
+    if r.destination_id != DESTINATION_ID {
+        return Err(invalid(format!("Destination Id {} not found", r.destination_id)));
+    }
+    let update = match (r.extended_s3_destination_update, r.s3_destination_update) {
+        (Some(u), None) | (None, Some(u)) => u,
+        (None, None) => return Err(invalid("A destination update must be specified.")),
+        (Some(_), Some(_)) => return Err(invalid("Exactly one destination update is supported for a Firehose")),
+    };
+    let mut spec = current.clone();
+    spec.destination.merge(update);
+    if spec.destination.dynamic_partitioning() != current.destination.dynamic_partitioning() {
+        return Err(invalid("Dynamic partitioning can only be enabled when the delivery stream is created and cannot be disabled."));
+    }
+    check_destination(&spec.destination, "extendedS3DestinationUpdate")?;
+    spec.version += 1;
+    spec.updated_ms = f.clock.now_ms();
+    let same_conversion =
+        spec.destination.data_format_conversion_configuration == current.destination.data_format_conversion_configuration;
+    if !same_conversion {
+        f.load_schema(&mut spec)?;
+    }
+    let transform = f.delivery_streams.resolve_transform(&spec).map_err(invalid)?;
+    let schema = spec.schema.as_deref().map(crate::schema::to_arrow).transpose().map_err(|e| invalid(e.to_string()))?;
+    crate::plan::build(&spec, schema, transform.clone()).map_err(invalid)?;
+    f.delivery_streams.set_transform(&entry, transform);
+    entry.update(|s| *s = spec).map_err(internal)?;
+    respond(&serde_json::json!({}))
+}

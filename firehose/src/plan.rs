@@ -1,0 +1,459 @@
+//! Planning a delivery: from one shard's buffered records to the objects that land them.
+//!
+//! Planning is a pure function of the records, the delivery stream's configuration and
+//! the shard range, so delivering the same range again yields the same keys (only the
+//! `attemptEndingTimestamp` of error records differs). The steps, in Firehose's order:
+//! transform (WASM, Lambda's contract), partition keys (`MetadataExtraction`), grouping by
+//! partition, format conversion or raw concatenation, object keys, and error records for
+//! every record that failed a step.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow_schema::SchemaRef;
+use sluice_engine::sequence_number::SequenceNumber;
+use sluice_engine::stream::shard_id;
+
+use crate::convert::{parquet_compression, ParquetEncoder, RawCompression};
+use crate::error_output::{self, Failure, KinesisRecordMetadata, FORMAT_CONVERSION_FAILED, PROCESSING_FAILED};
+use crate::object_key::{object_name, ObjectId, ObjectOrigin};
+use crate::partition::{PartitionKeys, PartitionQuery};
+use crate::prefix::{check_pair, Prefix, PrefixRole, PrefixValues};
+use crate::spec::DeliveryStreamSpec;
+
+/// Error code of a record whose partition keys could not be extracted. Source: AWS Firehose
+/// developer guide, "Handle errors in dynamic partitioning".
+pub const METADATA_EXTRACTION_FAILED: &str = "DynamicPartitioning.MetadataExtractionFailed";
+
+/// A record read from the delivery stream's source shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceRecord {
+    /// Sequence number in the shard's log.
+    pub sequence: u64,
+    /// Arrival time, ms since the Unix epoch.
+    pub arrival_ms: u64,
+    /// Partition key (Kinesis sources).
+    pub partition_key: String,
+    /// The data.
+    pub data: Vec<u8>,
+}
+
+/// What a transform made of one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransformOutcome {
+    /// `Ok`: the new data, and partition keys for `!{partitionKeyFromLambda:k}`.
+    Ok {
+        /// The transformed record.
+        data: Vec<u8>,
+        /// `metadata.partitionKeys`.
+        partition_keys: PartitionKeys,
+    },
+    /// `Dropped`: intentionally left out.
+    Dropped,
+    /// `ProcessingFailed` (or a failure of the whole invocation): to the error prefix.
+    Failed(Failure),
+}
+
+/// A record transform: Lambda's contract. Implemented by the WASM host.
+pub trait RecordTransform: Send + Sync + std::fmt::Debug {
+    /// One outcome per input record, in input order.
+    fn process(&self, records: &[SourceRecord]) -> Vec<TransformOutcome>;
+    /// The name shown as `lambdaArn` in error records.
+    fn arn(&self) -> &str;
+}
+
+/// The output format.
+#[derive(Debug, Clone)]
+pub enum Format {
+    /// Parquet, with a fixed schema.
+    Parquet(ParquetEncoder),
+    /// Parquet, with a schema still to infer from the first buffer.
+    ParquetInferred,
+    /// Raw records, concatenated and optionally compressed.
+    Raw(RawCompression),
+}
+
+/// One object to write.
+#[derive(Debug, Clone)]
+pub struct PlannedObject {
+    /// Its key in the bucket.
+    pub key: String,
+    /// Its contents.
+    pub bytes: Vec<u8>,
+    /// Input indexes of the records it holds.
+    pub records: Vec<usize>,
+    /// `None` for delivered records, else the error output type.
+    pub error_output_type: Option<&'static str>,
+}
+
+/// The objects of one delivery and what became of each record.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Objects to write: delivered ones first, then error objects.
+    pub objects: Vec<PlannedObject>,
+    /// Records in delivered objects.
+    pub delivered: usize,
+    /// Records a transform dropped.
+    pub dropped: usize,
+    /// Records sent to the error prefix, by error output type.
+    pub failed: BTreeMap<&'static str, usize>,
+}
+
+/// A delivery stream's configuration, compiled for planning.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    name: String,
+    version: u64,
+    /// The destination bucket.
+    pub bucket: String,
+    prefix: Prefix,
+    error_prefix: Prefix,
+    query: Option<Arc<PartitionQuery>>,
+    delimiter: Vec<u8>,
+    /// The output format.
+    pub format: Format,
+    extension: String,
+    kinesis_source: bool,
+    transform: Option<Arc<dyn RecordTransform>>,
+}
+
+/// Builds the pipeline of `spec`: every check of the destination configuration lives here,
+/// so creation, update and delivery agree. The message is for `InvalidArgumentException`.
+pub fn build(
+    spec: &DeliveryStreamSpec,
+    schema: Option<SchemaRef>,
+    transform: Option<Arc<dyn RecordTransform>>,
+) -> Result<Pipeline, String> {
+    let d = &spec.destination;
+    let bucket = d.bucket().ok_or_else(|| format!("BucketARN '{}' is not a valid S3 bucket ARN.", d.bucket_arn))?;
+    let processing = d.processing();
+    let prefix = Prefix::parse(d.prefix.as_deref(), PrefixRole::Output).map_err(|e| e.0)?;
+    let error_prefix = match d.error_output_prefix.as_deref().filter(|p| !p.is_empty()) {
+        Some(p) => {
+            let e = Prefix::parse(Some(p), PrefixRole::ErrorOutput).map_err(|e| e.0)?;
+            if e.has_expressions() && !e.has_error_output_type() {
+                return Err("ErrorOutputPrefix must contain at least one occurrence of !{firehose:error-output-type}".into());
+            }
+            Some(e)
+        }
+        None => None,
+    };
+    let dynamic = d.dynamic_partitioning();
+    check_pair(&prefix, error_prefix.as_ref(), dynamic).map_err(|e| e.0)?;
+    let error_prefix = match error_prefix {
+        Some(e) => e,
+        // AWS: `<prefix><error-output-type>/` and the default timestamp.
+        None => Prefix::parse(
+            Some(&format!("{}!{{firehose:error-output-type}}/", d.prefix.as_deref().unwrap_or(""))),
+            PrefixRole::ErrorOutput,
+        )
+        .map_err(|e| e.0)?,
+    };
+    let mut query = None;
+    let mut delimiter = Vec::new();
+    for p in &processing.processors {
+        match p.kind.as_str() {
+            "MetadataExtraction" if processing.enabled.unwrap_or(false) => {
+                if !dynamic {
+                    return Err("MetadataExtraction processor can only be present when Dynamic Partitioning is enabled."
+                        .into());
+                }
+                let q = p
+                    .parameter("MetadataExtractionQuery")
+                    .ok_or("MetadataExtraction processor needs a MetadataExtractionQuery parameter.")?;
+                if let Some(engine) = p.parameter("JsonParsingEngine").filter(|e| *e != "JQ-1.6") {
+                    return Err(format!("JsonParsingEngine '{engine}' is not supported; use JQ-1.6."));
+                }
+                query = Some(Arc::new(PartitionQuery::compile(q)?));
+            }
+            "AppendDelimiterToRecord" => delimiter = b"\n".to_vec(),
+            "Lambda" => {
+                if processing.enabled.unwrap_or(false) && transform.is_none() {
+                    return Err("Lambda processor: no WASM transform is loaded for it.".into());
+                }
+            }
+            "MetadataExtraction" => {}
+            other => return Err(format!("Processor type '{other}' is not supported by Sluice.")),
+        }
+    }
+    if prefix.query_keys().next().is_some() && query.is_none() {
+        return Err("Prefix uses partitionKeyFromQuery but no MetadataExtraction processor is enabled.".into());
+    }
+    let compression = RawCompression::from_name(d.compression_format.as_deref()).ok_or_else(|| {
+        format!(
+            "CompressionFormat '{}' is not supported by Sluice; use UNCOMPRESSED, GZIP or ZSTD.",
+            d.compression_format.as_deref().unwrap_or("")
+        )
+    })?;
+    let format = match d.conversion() {
+        Some(c) => {
+            if compression != RawCompression::None {
+                return Err(
+                    "The S3 destination's compression format must be set to UNCOMPRESSED when data format conversion is enabled"
+                        .into(),
+                );
+            }
+            if let Some(ser) = c.output_format_configuration.as_ref().and_then(|o| o.serializer.as_ref()) {
+                if ser.orc_ser_de.is_some() {
+                    return Err("OrcSerDe is not supported by Sluice; use ParquetSerDe.".into());
+                }
+            }
+            let parquet = c.parquet();
+            if parquet_compression(parquet.compression.as_deref()).is_none() {
+                return Err(format!(
+                    "ParquetSerDe Compression '{}' is not supported; use SNAPPY, GZIP, ZSTD or UNCOMPRESSED.",
+                    parquet.compression.as_deref().unwrap_or("")
+                ));
+            }
+            match schema {
+                Some(s) => Format::Parquet(ParquetEncoder::new(s, &parquet)),
+                None => Format::ParquetInferred,
+            }
+        }
+        None => Format::Raw(compression),
+    };
+    let extension = match (&d.file_extension, &format) {
+        (Some(e), _) => {
+            let ok = e.is_empty()
+                || (e.starts_with('.')
+                    && e.len() <= 128
+                    && e.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase() || b"!-_.*'()".contains(&b)));
+            if !ok {
+                return Err(format!("FileExtension '{e}' must be empty or match \\.[0-9a-z!\\-_.*'()]+"));
+            }
+            e.clone()
+        }
+        (None, Format::Parquet(_) | Format::ParquetInferred) => ".parquet".into(),
+        (None, Format::Raw(c)) => c.extension().into(),
+    };
+    if let Some(tz) = d.custom_time_zone.as_deref().filter(|t| !t.is_empty() && *t != "UTC") {
+        return Err(format!("CustomTimeZone '{tz}' is not supported by Sluice; timestamps are UTC."));
+    }
+    Ok(Pipeline {
+        name: spec.name.clone(),
+        version: spec.version,
+        bucket: bucket.to_owned(),
+        prefix,
+        error_prefix,
+        query,
+        delimiter,
+        format,
+        extension,
+        kinesis_source: matches!(spec.source, crate::spec::SourceSpec::KinesisStream { .. }),
+        transform,
+    })
+}
+
+enum State<'a> {
+    Ok { data: Cow<'a, [u8]>, lambda_keys: PartitionKeys },
+    Dropped,
+    Failed(Failure),
+}
+
+impl Pipeline {
+    /// The configuration version this pipeline was built from.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Plans the delivery of `records`, the range `first..=last` of source shard `shard`.
+    /// `now_ms` stamps error records.
+    pub fn plan(&self, shard: u32, first: u64, last: u64, records: &[SourceRecord], now_ms: u64) -> Plan {
+        let mut states: Vec<State<'_>> = match &self.transform {
+            None => records.iter().map(|r| State::Ok { data: Cow::Borrowed(&r.data), lambda_keys: PartitionKeys::new() }).collect(),
+            Some(t) => t
+                .process(records)
+                .into_iter()
+                .map(|o| match o {
+                    TransformOutcome::Ok { data, partition_keys } => State::Ok { data: Cow::Owned(data), lambda_keys: partition_keys },
+                    TransformOutcome::Dropped => State::Dropped,
+                    TransformOutcome::Failed(f) => State::Failed(f),
+                })
+                .collect(),
+        };
+
+        // Group by partition keys (one group without dynamic partitioning).
+        let mut groups: BTreeMap<String, (PartitionKeys, PartitionKeys, Vec<usize>)> = BTreeMap::new();
+        let needs_lambda: Vec<&str> = self.prefix.lambda_keys().collect();
+        for (i, state) in states.iter_mut().enumerate() {
+            let State::Ok { data, lambda_keys } = state else { continue };
+            let query_keys = match &self.query {
+                None => PartitionKeys::new(),
+                Some(q) => match q.keys(data) {
+                    Ok(k) => k,
+                    Err(message) => {
+                        *state = partition_failure(message);
+                        continue;
+                    }
+                },
+            };
+            let missing = self
+                .prefix
+                .query_keys()
+                .find(|k| !query_keys.contains_key(*k))
+                .map(|k| format!("partition key '{k}' is missing from the MetadataExtractionQuery result"))
+                .or_else(|| {
+                    needs_lambda
+                        .iter()
+                        .find(|k| !lambda_keys.contains_key(**k))
+                        .map(|k| format!("partition key '{k}' is missing from the transform's metadata"))
+                });
+            if let Some(message) = missing {
+                *state = partition_failure(message);
+                continue;
+            }
+            let mut group = String::new();
+            for k in self.prefix.query_keys() {
+                group.push_str(&format!("q:{k}={}\u{0}", query_keys[k]));
+            }
+            for k in &needs_lambda {
+                group.push_str(&format!("l:{k}={}\u{0}", lambda_keys[*k]));
+            }
+            let lambda = lambda_keys.clone();
+            groups.entry(group).or_insert_with(|| (query_keys, lambda, Vec::new())).2.push(i);
+        }
+
+        let mut plan = Plan::default();
+        for (group, (query_keys, lambda_keys, members)) in &groups {
+            let origin = ObjectOrigin { delivery_stream: &self.name, shard, first, last, partition: group, kind: "" };
+            let id = ObjectId::of(&origin);
+            let data: Vec<&[u8]> = members
+                .iter()
+                .map(|&i| match &states[i] {
+                    State::Ok { data, .. } => data.as_ref(),
+                    _ => unreachable!("groups hold records that are Ok"),
+                })
+                .collect();
+            let (bytes, landed, failures) = self.encode(&data);
+            for (local, failure) in failures {
+                states[members[local]] = State::Failed(failure);
+            }
+            let landed: Vec<usize> = landed.into_iter().map(|local| members[local]).collect();
+            if landed.is_empty() {
+                continue;
+            }
+            let oldest = landed.iter().map(|&i| records[i].arrival_ms).min().expect("not empty");
+            let random = id.random_string();
+            let values = PrefixValues {
+                oldest_arrival_ms: oldest,
+                random_string: &random,
+                error_output_type: None,
+                query_keys,
+                lambda_keys,
+            };
+            let prefix = self.prefix.evaluate(&values).expect("partition keys were checked");
+            plan.delivered += landed.len();
+            plan.objects.push(PlannedObject {
+                key: format!("{prefix}{}", object_name(&self.name, self.version, oldest, &id, &self.extension)),
+                bytes,
+                records: landed,
+                error_output_type: None,
+            });
+        }
+
+        let mut failed: BTreeMap<&'static str, Vec<usize>> = BTreeMap::new();
+        for (i, s) in states.iter().enumerate() {
+            match s {
+                State::Dropped => plan.dropped += 1,
+                State::Failed(f) => failed.entry(f.output_type).or_default().push(i),
+                State::Ok { .. } => {}
+            }
+        }
+        for (output_type, members) in failed {
+            let mut bytes = Vec::new();
+            for &i in &members {
+                let State::Failed(f) = &states[i] else { unreachable!("collected as failed") };
+                let r = &records[i];
+                // Format conversion failures carry the data conversion saw; the others the original.
+                let raw: &[u8] = &r.data;
+                let kinesis = self.kinesis_source.then(|| KinesisRecordMetadata {
+                    shard_id: shard_id(shard),
+                    partition_key: r.partition_key.clone(),
+                    approximate_arrival_timestamp: r.arrival_ms,
+                    sequence_number: SequenceNumber { shard_index: shard, shard_sequence: r.sequence }.to_string(),
+                    subsequence_number: 0,
+                });
+                let lambda_arn = self.transform.as_ref().map(|t| t.arn());
+                error_output::write_line(&mut bytes, f, raw, r.arrival_ms, now_ms, kinesis.as_ref(), lambda_arn);
+            }
+            plan.objects.push(self.error_object(shard, first, last, output_type, records, members, bytes));
+        }
+        plan.failed = plan
+            .objects
+            .iter()
+            .filter_map(|o| o.error_output_type.map(|t| (t, o.records.len())))
+            .collect();
+        plan
+    }
+
+    /// An error object holding `members` (input indexes) as error record lines `bytes`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn error_object(
+        &self,
+        shard: u32,
+        first: u64,
+        last: u64,
+        output_type: &'static str,
+        records: &[SourceRecord],
+        members: Vec<usize>,
+        bytes: Vec<u8>,
+    ) -> PlannedObject {
+        let origin = ObjectOrigin { delivery_stream: &self.name, shard, first, last, partition: "", kind: output_type };
+        let id = ObjectId::of(&origin);
+        let random = id.random_string();
+        let oldest = members.iter().map(|&i| records[i].arrival_ms).min().unwrap_or(0);
+        let empty = PartitionKeys::new();
+        let values = PrefixValues {
+            oldest_arrival_ms: oldest,
+            random_string: &random,
+            error_output_type: Some(output_type),
+            query_keys: &empty,
+            lambda_keys: &empty,
+        };
+        let prefix = self.error_prefix.evaluate(&values).expect("error prefixes have no partition keys");
+        PlannedObject {
+            key: format!("{prefix}{}", object_name(&self.name, self.version, oldest, &id, "")),
+            bytes,
+            records: members,
+            error_output_type: Some(output_type),
+        }
+    }
+
+    /// Encodes one group: the object bytes, the local indexes that landed, and failures.
+    fn encode(&self, data: &[&[u8]]) -> (Vec<u8>, Vec<usize>, Vec<(usize, Failure)>) {
+        match &self.format {
+            Format::Raw(c) => {
+                let bytes = c.encode(data.iter().copied(), &self.delimiter).expect("compressing into memory cannot fail");
+                (bytes, (0..data.len()).collect(), Vec::new())
+            }
+            Format::Parquet(enc) => match enc.encode(data) {
+                Ok(c) => {
+                    let failed: Vec<(usize, Failure)> = c
+                        .failed
+                        .into_iter()
+                        .map(|f| {
+                            (f.index, Failure { output_type: FORMAT_CONVERSION_FAILED, code: f.code.into(), message: f.message, attempts: 1 })
+                        })
+                        .collect();
+                    let landed = (0..data.len()).filter(|i| !failed.iter().any(|(j, _)| j == i)).collect();
+                    (c.bytes, landed, failed)
+                }
+                Err(e) => {
+                    let failure = Failure {
+                        output_type: FORMAT_CONVERSION_FAILED,
+                        code: "DataFormatConversion.InternalError".into(),
+                        message: e.to_string(),
+                        attempts: 1,
+                    };
+                    (Vec::new(), Vec::new(), (0..data.len()).map(|i| (i, failure.clone())).collect())
+                }
+            },
+            Format::ParquetInferred => unreachable!("the worker fixes the schema before planning"),
+        }
+    }
+}
+
+fn partition_failure(message: String) -> State<'static> {
+    State::Failed(Failure { output_type: PROCESSING_FAILED, code: METADATA_EXTRACTION_FAILED.into(), message, attempts: 1 })
+}

@@ -1,0 +1,211 @@
+//! The schema of format conversion: a list of typed, nullable columns.
+//!
+//! A schema file is JSON or TOML with a `fields` list (a bare JSON list works too):
+//!
+//! ```json
+//! {"fields": [{"name": "station", "type": "string"}, {"name": "PM2.5", "type": "double"},
+//!             {"name": "year", "type": "bigint", "nullable": false}]}
+//! ```
+//!
+//! Types use the Glue / Hive names Firehose users know, with Arrow names as synonyms:
+//! `string` (`utf8`), `bigint` (`int64`, `long`), `int` (`int32`, `integer`), `double`
+//! (`float64`), `float` (`float32`), `boolean` (`bool`), `timestamp` (ISO-8601 text or epoch
+//! ms, stored as ms in UTC), `date` (`YYYY-MM-DD`). Columns are nullable unless
+//! `"nullable": false`. JSON keys not in the schema are ignored, as Firehose does.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use serde::{Deserialize, Serialize};
+
+/// One column.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldSpec {
+    /// The JSON key and column name.
+    pub name: String,
+    /// The type name (see the module doc).
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// Whether the value may be missing or null (default true).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub nullable: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+/// A schema file's contents.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum SchemaFile {
+    Fields { fields: Vec<FieldSpec> },
+    List(Vec<FieldSpec>),
+}
+
+/// Why a schema could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SchemaError {
+    /// The file could not be read.
+    #[error("cannot read schema file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a schema.
+    #[error("schema file {path} is malformed: {reason}")]
+    Malformed {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A column has a type Sluice does not know, or the list is empty or repeats a name.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The Arrow type of a type name.
+pub fn data_type(type_name: &str) -> Option<DataType> {
+    Some(match type_name.to_ascii_lowercase().as_str() {
+        "string" | "utf8" | "varchar" => DataType::Utf8,
+        "bigint" | "int64" | "long" => DataType::Int64,
+        "int" | "int32" | "integer" => DataType::Int32,
+        "double" | "float64" => DataType::Float64,
+        "float" | "float32" => DataType::Float32,
+        "boolean" | "bool" => DataType::Boolean,
+        "timestamp" => DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+        "date" => DataType::Date32,
+        _ => return None,
+    })
+}
+
+/// Checks `fields` and builds the Arrow schema.
+pub fn to_arrow(fields: &[FieldSpec]) -> Result<SchemaRef, SchemaError> {
+    if fields.is_empty() {
+        return Err(SchemaError::Invalid("a schema needs at least one field".into()));
+    }
+    let mut out = Vec::with_capacity(fields.len());
+    for (i, f) in fields.iter().enumerate() {
+        if fields[..i].iter().any(|g| g.name == f.name) {
+            return Err(SchemaError::Invalid(format!("field '{}' appears twice", f.name)));
+        }
+        let t = data_type(&f.type_name).ok_or_else(|| {
+            SchemaError::Invalid(format!(
+                "field '{}' has unknown type '{}'; use string, bigint, int, double, float, boolean, timestamp or date",
+                f.name, f.type_name
+            ))
+        })?;
+        out.push(Field::new(&f.name, t, f.nullable));
+    }
+    Ok(Arc::new(Schema::new(out)))
+}
+
+/// Reads a schema file (`.json` or `.toml`).
+pub fn load(path: &Path) -> Result<Vec<FieldSpec>, SchemaError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| SchemaError::Read { path: shown.clone(), source })?;
+    let parsed: SchemaFile = if path.extension().is_some_and(|e| e == "toml") {
+        toml::from_str(&text).map_err(|e| SchemaError::Malformed { path: shown.clone(), reason: e.to_string() })?
+    } else {
+        serde_json::from_str(&text).map_err(|e| SchemaError::Malformed { path: shown.clone(), reason: e.to_string() })?
+    };
+    let fields = match parsed {
+        SchemaFile::Fields { fields } | SchemaFile::List(fields) => fields,
+    };
+    to_arrow(&fields)?;
+    Ok(fields)
+}
+
+/// Infers a schema from JSON records: the union of their top-level keys, in first-seen
+/// order, each typed by its non-null values (integers widen to double when a fraction is
+/// seen; mixed kinds become string). Records that are not JSON objects are skipped.
+pub fn infer<'a>(records: impl IntoIterator<Item = &'a [u8]>) -> Option<Vec<FieldSpec>> {
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Kind {
+        Null,
+        Bool,
+        Int,
+        Double,
+        String,
+    }
+    let mut columns: Vec<(String, Kind)> = Vec::new();
+    for r in records {
+        let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(r) else { continue };
+        for (k, v) in map {
+            let kind = match v {
+                serde_json::Value::Null => Kind::Null,
+                serde_json::Value::Bool(_) => Kind::Bool,
+                serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => Kind::Int,
+                serde_json::Value::Number(_) => Kind::Double,
+                _ => Kind::String,
+            };
+            let slot = match columns.iter_mut().find(|(name, _)| *name == k) {
+                Some((_, slot)) => slot,
+                None => {
+                    columns.push((k, Kind::Null));
+                    &mut columns.last_mut().expect("just pushed").1
+                }
+            };
+            *slot = match (*slot, kind) {
+                (a, Kind::Null) => a,
+                (Kind::Null, b) => b,
+                (a, b) if a == b => a,
+                (Kind::Int, Kind::Double) | (Kind::Double, Kind::Int) => Kind::Double,
+                _ => Kind::String,
+            };
+        }
+    }
+    (!columns.is_empty()).then(|| {
+        columns
+            .into_iter()
+            .map(|(name, kind)| FieldSpec {
+                name,
+                type_name: match kind {
+                    Kind::Bool => "boolean",
+                    Kind::Int => "bigint",
+                    Kind::Double => "double",
+                    Kind::Null | Kind::String => "string",
+                }
+                .into(),
+                nullable: true,
+            })
+            .collect()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn infers_types_and_widens() {
+        let recs: Vec<&[u8]> = vec![
+            br#"{"a": 1, "b": "x", "c": null, "d": true}"#,
+            br#"{"a": 1.5, "b": 2, "e": {"n": 1}}"#,
+            b"not json",
+        ];
+        let f = infer(recs).unwrap();
+        let got: Vec<(&str, &str)> = f.iter().map(|f| (f.name.as_str(), f.type_name.as_str())).collect();
+        assert_eq!(got, [("a", "double"), ("b", "string"), ("c", "string"), ("d", "boolean"), ("e", "string")]);
+    }
+
+    #[test]
+    fn refuses_bad_schemas() {
+        let f = |n: &str, t: &str| FieldSpec { name: n.into(), type_name: t.into(), nullable: true };
+        assert!(to_arrow(&[]).is_err());
+        assert!(to_arrow(&[f("a", "int"), f("a", "string")]).is_err());
+        assert!(to_arrow(&[f("a", "decimal")]).is_err());
+        assert_eq!(to_arrow(&[f("a", "bigint")]).unwrap().field(0).data_type(), &DataType::Int64);
+    }
+}

@@ -1,0 +1,408 @@
+//! Firehose's configuration shapes as the API takes and shows them (PascalCase JSON), and a
+//! delivery stream's persisted definition (`firehose/<name>/delivery.json`).
+//!
+//! Shapes and defaults follow the botocore service model `firehose/2015-08-04`; members
+//! Sluice does not act on (encryption, CloudWatch logging, S3 backup) are kept and shown back
+//! as given.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::schema::FieldSpec;
+
+/// `BufferingHints.SizeInMBs` default, MiB: 5. Source: Firehose API reference.
+pub const BUFFER_SIZE_MB_DEFAULT: u32 = 5;
+/// `BufferingHints.SizeInMBs` range, MiB: 1–128. Source: Firehose API reference.
+pub const BUFFER_SIZE_MB_RANGE: std::ops::RangeInclusive<u32> = 1..=128;
+/// `BufferingHints.IntervalInSeconds` default, s: 60 (Sluice's default; AWS's is 300).
+pub const BUFFER_INTERVAL_S_DEFAULT: u32 = 60;
+/// `BufferingHints.IntervalInSeconds` range, s: 0–900. Source: Firehose API reference.
+pub const BUFFER_INTERVAL_S_RANGE: std::ops::RangeInclusive<u32> = 0..=900;
+/// How long failed S3 writes are retried before the records go to the error output prefix,
+/// s: 300 (`RetryOptions.DurationInSeconds`, range 0–7,200; AWS Firehose API reference).
+pub const RETRY_DURATION_S_DEFAULT: u32 = 300;
+
+/// `BufferingHints`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct BufferingHints {
+    /// Flush when the buffer holds this many MiB (1–128).
+    #[serde(rename = "SizeInMBs")]
+    pub size_in_mbs: Option<u32>,
+    /// Flush when the oldest buffered record has waited this many seconds (0–900).
+    pub interval_in_seconds: Option<u32>,
+}
+
+impl Default for BufferingHints {
+    fn default() -> Self {
+        Self { size_in_mbs: Some(BUFFER_SIZE_MB_DEFAULT), interval_in_seconds: Some(BUFFER_INTERVAL_S_DEFAULT) }
+    }
+}
+
+impl BufferingHints {
+    /// Flush size, bytes.
+    pub fn size_bytes(&self) -> usize {
+        (self.size_in_mbs.unwrap_or(BUFFER_SIZE_MB_DEFAULT) as usize) << 20
+    }
+
+    /// Flush interval, ms.
+    pub fn interval_ms(&self) -> u64 {
+        u64::from(self.interval_in_seconds.unwrap_or(BUFFER_INTERVAL_S_DEFAULT)) * 1000
+    }
+}
+
+/// `ProcessorParameter`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ProcessorParameter {
+    /// `LambdaArn`, `NumberOfRetries`, `MetadataExtractionQuery`, `JsonParsingEngine`, `Delimiter`, ...
+    pub parameter_name: String,
+    /// Its value.
+    pub parameter_value: String,
+}
+
+/// `Processor`: one step of the processing configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Processor {
+    /// `Lambda`, `MetadataExtraction`, `AppendDelimiterToRecord`, ...
+    #[serde(rename = "Type")]
+    pub kind: String,
+    /// Its parameters.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parameters: Vec<ProcessorParameter>,
+}
+
+impl Processor {
+    /// The value of parameter `name`.
+    pub fn parameter(&self, name: &str) -> Option<&str> {
+        self.parameters.iter().find(|p| p.parameter_name == name).map(|p| p.parameter_value.as_str())
+    }
+}
+
+/// `ProcessingConfiguration`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ProcessingConfiguration {
+    /// Whether processing runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// The processors.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub processors: Vec<Processor>,
+}
+
+impl ProcessingConfiguration {
+    /// The enabled processors of `kind`.
+    pub fn processors_of<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Processor> + 'a {
+        self.processors.iter().filter(move |p| self.enabled.unwrap_or(false) && p.kind == kind)
+    }
+}
+
+/// `SchemaConfiguration`: where the schema of format conversion comes from. In Sluice the
+/// Glue Data Catalog is a folder: `DatabaseName` and `TableName` name the file
+/// `<schema_dir>/<DatabaseName>/<TableName>.json` (or `.toml`). Without a `TableName` the
+/// schema is inferred from the first buffer and then fixed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SchemaConfiguration {
+    /// Role (kept, not used).
+    #[serde(rename = "RoleARN", skip_serializing_if = "Option::is_none")]
+    pub role_arn: Option<String>,
+    /// Catalog id (kept, not used).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub catalog_id: Option<String>,
+    /// Folder under the schema directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_name: Option<String>,
+    /// Schema file name, without extension.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table_name: Option<String>,
+    /// Region (kept, not used).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Version (kept; `LATEST`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
+}
+
+/// `ParquetSerDe`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ParquetSerDe {
+    /// Row group size target, bytes (AWS: at least 64 MiB, default 256 MiB).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub block_size_bytes: Option<u64>,
+    /// Page size, bytes (AWS: at least 64 KiB, default 1 MiB).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page_size_bytes: Option<u64>,
+    /// `SNAPPY` (default), `GZIP`, `UNCOMPRESSED`; Sluice adds `ZSTD`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compression: Option<String>,
+    /// Dictionary encoding (default on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enable_dictionary_compression: Option<bool>,
+    /// Padding (kept, not used).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_padding_bytes: Option<u64>,
+    /// `V1` (default) or `V2`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub writer_version: Option<String>,
+}
+
+/// `Serializer`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Serializer {
+    /// Parquet output.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parquet_ser_de: Option<ParquetSerDe>,
+    /// ORC output (refused: Sluice writes Parquet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub orc_ser_de: Option<serde_json::Value>,
+}
+
+/// `OutputFormatConfiguration`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct OutputFormatConfiguration {
+    /// The serializer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serializer: Option<Serializer>,
+}
+
+/// `DataFormatConversionConfiguration`: JSON records to Parquet.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DataFormatConversionConfiguration {
+    /// Whether conversion runs (default true when the configuration is given).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Where the schema comes from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema_configuration: Option<SchemaConfiguration>,
+    /// Input format (JSON; kept as given).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_format_configuration: Option<serde_json::Value>,
+    /// Output format (Parquet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_format_configuration: Option<OutputFormatConfiguration>,
+}
+
+impl DataFormatConversionConfiguration {
+    /// Whether records are converted to Parquet.
+    pub fn is_enabled(&self) -> bool {
+        self.enabled.unwrap_or(true)
+    }
+
+    /// The Parquet settings (defaults when none are given).
+    pub fn parquet(&self) -> ParquetSerDe {
+        self.output_format_configuration
+            .as_ref()
+            .and_then(|o| o.serializer.as_ref())
+            .and_then(|s| s.parquet_ser_de.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// `RetryOptions`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RetryOptions {
+    /// Seconds to retry (0–7,200).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_in_seconds: Option<u32>,
+}
+
+/// `DynamicPartitioningConfiguration`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DynamicPartitioningConfiguration {
+    /// Retry settings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_options: Option<RetryOptions>,
+    /// Whether records are partitioned by key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+/// `ExtendedS3DestinationConfiguration` (create), also the stored destination and, with
+/// defaults filled in, `ExtendedS3DestinationDescription`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ExtendedS3Destination {
+    /// IAM role (kept; Sluice's object store credentials come from its config).
+    #[serde(rename = "RoleARN", default)]
+    pub role_arn: String,
+    /// `arn:aws:s3:::<bucket>`: a bucket of the configured object store.
+    #[serde(rename = "BucketARN", default)]
+    pub bucket_arn: String,
+    /// Object key prefix, with expressions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// Prefix of failed records, with expressions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_output_prefix: Option<String>,
+    /// When to flush.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub buffering_hints: Option<BufferingHints>,
+    /// `UNCOMPRESSED` (default), `GZIP`; Sluice adds `ZSTD`. Raw output only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compression_format: Option<String>,
+    /// Encryption (kept, not applied).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encryption_configuration: Option<serde_json::Value>,
+    /// Logging (kept, not applied).
+    #[serde(rename = "CloudWatchLoggingOptions", skip_serializing_if = "Option::is_none")]
+    pub cloud_watch_logging_options: Option<serde_json::Value>,
+    /// Processors: `Lambda` (WASM transforms), `MetadataExtraction`, `AppendDelimiterToRecord`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub processing_configuration: Option<ProcessingConfiguration>,
+    /// Backup mode (kept, not applied).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s3_backup_mode: Option<String>,
+    /// JSON to Parquet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_format_conversion_configuration: Option<DataFormatConversionConfiguration>,
+    /// Partitioning by record content.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dynamic_partitioning_configuration: Option<DynamicPartitioningConfiguration>,
+    /// Overrides the object extension (`.parquet`, `.gz`, `.zst`, or none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_extension: Option<String>,
+    /// Time zone of timestamps in keys; only `UTC` is supported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub custom_time_zone: Option<String>,
+}
+
+impl ExtendedS3Destination {
+    /// The bucket name of `BucketARN`.
+    pub fn bucket(&self) -> Option<&str> {
+        let name = self.bucket_arn.strip_prefix("arn:")?.split_once(":s3:::")?.1;
+        (!name.is_empty()
+            && name.len() <= 255
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')))
+        .then_some(name)
+    }
+
+    /// Whether records are partitioned by key.
+    pub fn dynamic_partitioning(&self) -> bool {
+        self.dynamic_partitioning_configuration.and_then(|d| d.enabled).unwrap_or(false)
+    }
+
+    /// The format conversion settings, when conversion is on.
+    pub fn conversion(&self) -> Option<&DataFormatConversionConfiguration> {
+        self.data_format_conversion_configuration.as_ref().filter(|c| c.is_enabled())
+    }
+
+    /// The processing configuration (empty when none).
+    pub fn processing(&self) -> ProcessingConfiguration {
+        self.processing_configuration.clone().unwrap_or_default()
+    }
+
+    /// How long S3 failures are retried, ms.
+    pub fn retry_ms(&self) -> u64 {
+        let s = self
+            .dynamic_partitioning_configuration
+            .and_then(|d| d.retry_options)
+            .and_then(|r| r.duration_in_seconds)
+            .unwrap_or(RETRY_DURATION_S_DEFAULT);
+        u64::from(s) * 1000
+    }
+
+    /// The description AWS shows: defaults filled in.
+    pub fn described(&self) -> Self {
+        let mut d = self.clone();
+        d.buffering_hints = Some(d.buffering_hints.unwrap_or_default());
+        d.compression_format.get_or_insert_with(|| "UNCOMPRESSED".into());
+        d.encryption_configuration.get_or_insert_with(|| serde_json::json!({"NoEncryptionConfig": "NoEncryption"}));
+        d.cloud_watch_logging_options.get_or_insert_with(|| serde_json::json!({"Enabled": false}));
+        d.s3_backup_mode.get_or_insert_with(|| "Disabled".into());
+        d
+    }
+
+    /// Applies an `ExtendedS3DestinationUpdate`: members it gives replace ours.
+    pub fn merge(&mut self, update: ExtendedS3DestinationUpdate) {
+        let u = update.0;
+        macro_rules! take {
+            ($($f:ident),*) => { $( if u.$f.is_some() { self.$f = u.$f; } )* };
+        }
+        if !u.role_arn.is_empty() {
+            self.role_arn = u.role_arn;
+        }
+        if !u.bucket_arn.is_empty() {
+            self.bucket_arn = u.bucket_arn;
+        }
+        take!(
+            prefix,
+            error_output_prefix,
+            buffering_hints,
+            compression_format,
+            encryption_configuration,
+            cloud_watch_logging_options,
+            processing_configuration,
+            s3_backup_mode,
+            data_format_conversion_configuration,
+            dynamic_partitioning_configuration,
+            file_extension,
+            custom_time_zone
+        );
+    }
+}
+
+/// `ExtendedS3DestinationUpdate`: the same members, none required.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct ExtendedS3DestinationUpdate(pub ExtendedS3Destination);
+
+/// Where a delivery stream's records come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum SourceSpec {
+    /// `DirectPut`: PutRecord / PutRecordBatch, into the delivery stream's own internal stream.
+    DirectPut,
+    /// `KinesisStreamAsSource`: a Kinesis stream, read from LATEST at creation.
+    KinesisStream {
+        /// The stream's name.
+        stream_name: String,
+        /// The stream's ARN as given.
+        stream_arn: String,
+        /// The role as given (kept).
+        role_arn: String,
+    },
+}
+
+/// A delivery stream's persisted definition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryStreamSpec {
+    /// Name, 1–64 characters of `[a-zA-Z0-9_.-]`.
+    pub name: String,
+    /// Creation time, ms since the Unix epoch.
+    pub created_ms: u64,
+    /// Last configuration change, ms since the Unix epoch.
+    pub updated_ms: u64,
+    /// `VersionId`: 1 at creation, one more on every `UpdateDestination`.
+    pub version: u64,
+    /// The source.
+    pub source: SourceSpec,
+    /// The destination, as configured.
+    pub destination: ExtendedS3Destination,
+    /// The schema of format conversion once known: from the schema file at creation, or
+    /// inferred from the first buffer and then fixed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<Vec<FieldSpec>>,
+    /// Tags.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+impl DeliveryStreamSpec {
+    /// `DeliveryStreamType`.
+    pub fn stream_type(&self) -> &'static str {
+        match self.source {
+            SourceSpec::DirectPut => "DirectPut",
+            SourceSpec::KinesisStream { .. } => "KinesisStreamAsSource",
+        }
+    }
+}

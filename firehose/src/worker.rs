@@ -1,0 +1,385 @@
+//! The delivery worker: one tokio task per delivery stream that reads its source shards,
+//! buffers per shard, and delivers when the buffering hints say so.
+//!
+//! - Source shards are followed through splits and merges: a child is read only once
+//!   every parent is closed and fully delivered, so records of one partition key land in
+//!   order.
+//! - A delivery records its range in the checkpoint file first, writes every object
+//!   (retrying S3 failures with exponential backoff for the retry duration, then sending
+//!   the records to the error prefix as `s3-failed`), and only then advances the
+//!   checkpoint. Error objects are retried until they land: nothing is dropped.
+//! - On shutdown every buffer is flushed; a delivery that cannot finish (storage down)
+//!   stays pending and is redone, with the same keys, after the restart.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_engine::stream::{ShardMeta, Stream};
+use sluice_engine::streams::Streams;
+use sluice_engine::{Clock, ReadLimits};
+use tokio::sync::watch;
+
+use crate::checkpoint::{Checkpoints, ShardCheckpoint};
+use crate::delivery_streams::DeliveryStreamEntry;
+use crate::error_output::{self, Failure};
+use crate::lake::{s3_error_code, Lake};
+use crate::metrics::{ErrorLabel, Metrics};
+use crate::plan::{self, Format, Pipeline, PlannedObject, SourceRecord};
+use crate::spec::SourceSpec;
+
+/// How often an idle worker looks for new records, ms: 50.
+pub const POLL_INTERVAL_MS: u64 = 50;
+/// First wait before retrying a failed object write, ms: 100 (doubling up to 10 s).
+pub const RETRY_BACKOFF_MS_MIN: u64 = 100;
+/// Longest wait between retries of a failed object write, ms: 10,000.
+pub const RETRY_BACKOFF_MS_MAX: u64 = 10_000;
+/// Records a schema is inferred from at most: the first 10,000 of the first buffer.
+pub const INFER_RECORDS_MAX: usize = 10_000;
+/// `!{firehose:error-output-type}` of records whose objects could not be written within
+/// the retry duration (Firehose names destination failures `<destination>-failed`).
+pub const S3_FAILED: &str = "s3-failed";
+
+/// What a worker is told to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Deliver as the buffering hints say.
+    Run,
+    /// Deliver everything buffered now, then stop (server shutdown).
+    Flush,
+    /// Stop at once without delivering (the delivery stream was deleted).
+    Discard,
+}
+
+/// A running worker.
+#[derive(Debug)]
+pub struct WorkerHandle {
+    command: watch::Sender<Command>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl WorkerHandle {
+    /// Tells the worker to stop (`Flush` or `Discard`) and waits for it.
+    pub async fn stop(self, how: Command) {
+        let _ = self.command.send(how);
+        let _ = self.task.await;
+    }
+}
+
+/// What a worker needs besides its delivery stream.
+#[derive(Debug, Clone)]
+pub struct WorkerContext {
+    /// Kinesis streams, for `KinesisStreamAsSource`.
+    pub kinesis: Arc<Streams>,
+    /// Where objects land.
+    pub lake: Arc<Lake>,
+    /// Delivery metrics.
+    pub metrics: Arc<Metrics>,
+    /// Time of arrival checks, intervals and error records.
+    pub clock: Arc<dyn Clock>,
+}
+
+#[derive(Debug)]
+struct ShardBuffer {
+    records: Vec<SourceRecord>,
+    bytes: usize,
+    /// When the first buffered record was read (worker clock, ms).
+    started_ms: u64,
+    next_read: u64,
+}
+
+struct Worker {
+    entry: Arc<DeliveryStreamEntry>,
+    ctx: WorkerContext,
+    checkpoints: Checkpoints,
+    buffers: BTreeMap<u32, ShardBuffer>,
+    pipeline: Option<(u64, bool, Pipeline)>,
+    command: watch::Receiver<Command>,
+}
+
+/// Starts the worker of `entry` on `runtime`.
+pub fn start(
+    entry: Arc<DeliveryStreamEntry>,
+    checkpoints: Checkpoints,
+    ctx: WorkerContext,
+    runtime: &tokio::runtime::Handle,
+) -> WorkerHandle {
+    let (tx, rx) = watch::channel(Command::Run);
+    let worker = Worker { entry, ctx, checkpoints, buffers: BTreeMap::new(), pipeline: None, command: rx };
+    WorkerHandle { command: tx, task: runtime.spawn(worker.run()) }
+}
+
+impl Worker {
+    async fn run(mut self) {
+        let name = self.entry.name().to_owned();
+        loop {
+            let command = *self.command.borrow();
+            if command == Command::Discard {
+                return;
+            }
+            let flushing = command == Command::Flush;
+            let progressed = match self.step(flushing).await {
+                Ok(p) => p,
+                Err(StepError::Interrupted) => return,
+                Err(StepError::Failed(e)) => {
+                    tracing::error!(delivery_stream = %name, error = %e, "delivery step failed; retrying");
+                    false
+                }
+            };
+            if flushing && !progressed {
+                return;
+            }
+            if !progressed {
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(POLL_INTERVAL_MS)) => {}
+                    _ = self.command.changed() => {}
+                }
+            }
+        }
+    }
+
+    fn source(&self) -> Option<Arc<Stream>> {
+        match &self.entry.spec().source {
+            SourceSpec::DirectPut => self.entry.internal.clone(),
+            SourceSpec::KinesisStream { stream_name, .. } => self.ctx.kinesis.get(stream_name),
+        }
+    }
+
+    fn parents_done(&self, s: &ShardMeta) -> bool {
+        [s.parent, s.adjacent_parent].iter().flatten().all(|p| self.checkpoints.shards.get(p).is_none_or(|c| c.done))
+    }
+
+    /// One pass over the source shards. Returns whether anything was read or delivered.
+    async fn step(&mut self, flushing: bool) -> Result<bool, StepError> {
+        let Some(source) = self.source() else { return Ok(false) };
+        let shards = source.meta().shards.clone();
+        let mut dirty = false;
+        for s in &shards {
+            if !self.checkpoints.shards.contains_key(&s.index) {
+                let Some(log) = source.log(s.index) else { continue };
+                let next = log.bounds().first_sequence_number;
+                self.checkpoints.shards.insert(s.index, ShardCheckpoint { next, pending_last: None, done: false });
+                dirty = true;
+            }
+        }
+        if dirty {
+            self.checkpoints.save().map_err(|e| StepError::Failed(e.to_string()))?;
+        }
+        let spec = self.entry.spec();
+        let size = spec.destination.buffering_hints.unwrap_or_default().size_bytes();
+        let interval = spec.destination.buffering_hints.unwrap_or_default().interval_ms();
+        let mut progressed = false;
+        for s in &shards {
+            let cp = self.checkpoints.shards[&s.index];
+            if cp.done || !self.parents_done(s) {
+                continue;
+            }
+            let Some(log) = source.log(s.index) else { continue };
+            if let Some(last) = cp.pending_last {
+                let records = read_range(&log, cp.next, last).map_err(StepError::Failed)?;
+                self.buffers.remove(&s.index);
+                self.deliver(s.index, records).await?;
+                progressed = true;
+                continue;
+            }
+            let now = self.ctx.clock.now_ms();
+            let buf = self.buffers.entry(s.index).or_insert_with(|| ShardBuffer {
+                records: Vec::new(),
+                bytes: 0,
+                started_ms: now,
+                next_read: cp.next,
+            });
+            if buf.bytes < size {
+                let limits = ReadLimits { max_records: 10_000, max_bytes: size - buf.bytes };
+                let batch = log.read(buf.next_read, limits).map_err(|e| StepError::Failed(e.to_string()))?;
+                if !batch.is_empty() {
+                    if buf.records.is_empty() {
+                        buf.started_ms = now;
+                    }
+                    for r in batch.iter() {
+                        buf.bytes += r.data.len();
+                        buf.records.push(SourceRecord {
+                            sequence: r.sequence_number,
+                            arrival_ms: r.arrival_timestamp_ms,
+                            partition_key: r.partition_key.to_owned(),
+                            data: r.data.to_vec(),
+                        });
+                    }
+                    progressed = true;
+                }
+                buf.next_read = batch.next_sequence_number();
+            }
+            let due = !buf.records.is_empty()
+                && (buf.bytes >= size || now.saturating_sub(buf.started_ms) >= interval || flushing);
+            if due {
+                let records = std::mem::take(&mut buf.records);
+                buf.bytes = 0;
+                self.deliver(s.index, records).await?;
+                progressed = true;
+            }
+            let drained = self.buffers.get(&s.index).is_none_or(|b| b.records.is_empty());
+            let cp = self.checkpoints.shards.get_mut(&s.index).expect("registered above");
+            if s.closed && drained && cp.next >= log.bounds().next_sequence_number {
+                cp.done = true;
+                self.buffers.remove(&s.index);
+                self.checkpoints.save().map_err(|e| StepError::Failed(e.to_string()))?;
+            }
+        }
+        let oldest = self.buffers.values().filter_map(|b| b.records.first().map(|r| r.arrival_ms)).min();
+        let freshness = oldest.map_or(0, |o| self.ctx.clock.now_ms().saturating_sub(o));
+        self.ctx.metrics.data_freshness_ms.get_or_create(&crate::metrics::Metrics::label(self.entry.name())).set(freshness);
+        Ok(progressed)
+    }
+
+    /// The pipeline for the current configuration, inferring and fixing the schema from
+    /// `records` when conversion has none yet.
+    fn pipeline(&mut self, records: &[SourceRecord]) -> Result<Pipeline, StepError> {
+        let spec = self.entry.spec();
+        let key = (spec.version, spec.schema.is_some());
+        if let Some((v, s, p)) = &self.pipeline {
+            if (*v, *s) == key {
+                return Ok(p.clone());
+            }
+        }
+        let schema = spec.schema.as_deref().map(crate::schema::to_arrow).transpose().map_err(|e| StepError::Failed(e.to_string()))?;
+        let transform = self.entry.transform();
+        let p = plan::build(&spec, schema, transform.clone()).map_err(StepError::Failed)?;
+        if matches!(p.format, Format::ParquetInferred) {
+            let fields = crate::schema::infer(records.iter().take(INFER_RECORDS_MAX).map(|r| r.data.as_slice()))
+                .ok_or_else(|| StepError::Failed("no JSON object to infer a schema from".into()))?;
+            tracing::info!(delivery_stream = %spec.name, columns = fields.len(), "schema inferred from the first buffer and fixed");
+            self.entry.update(|s| s.schema = Some(fields)).map_err(|e| StepError::Failed(e.to_string()))?;
+            return self.pipeline(records);
+        }
+        self.pipeline = Some((key.0, key.1, p.clone()));
+        Ok(p)
+    }
+
+    async fn deliver(&mut self, shard: u32, records: Vec<SourceRecord>) -> Result<(), StepError> {
+        let (Some(first), Some(last)) = (records.first().map(|r| r.sequence), records.last().map(|r| r.sequence)) else {
+            return Ok(());
+        };
+        {
+            let cp = self.checkpoints.shards.get_mut(&shard).expect("a checkpoint per shard");
+            cp.next = first;
+            cp.pending_last = Some(last);
+        }
+        self.checkpoints.save().map_err(|e| StepError::Failed(e.to_string()))?;
+        let pipeline = self.pipeline(&records)?;
+        let now = self.ctx.clock.now_ms();
+        let (plan, records) = {
+            let p = pipeline.clone();
+            tokio::task::spawn_blocking(move || {
+                let plan = p.plan(shard, first, last, &records, now);
+                (plan, records)
+            })
+            .await
+            .map_err(|e| StepError::Failed(format!("planning panicked: {e}")))?
+        };
+        let label = Metrics::label(self.entry.name());
+        for object in plan.objects {
+            self.write(&pipeline, shard, first, last, &records, object).await?;
+        }
+        self.ctx.metrics.delivered_records.get_or_create(&label).inc_by(plan.delivered as u64);
+        self.ctx.metrics.dropped_records.get_or_create(&label).inc_by(plan.dropped as u64);
+        let cp = self.checkpoints.shards.get_mut(&shard).expect("a checkpoint per shard");
+        cp.next = last + 1;
+        cp.pending_last = None;
+        self.checkpoints.save().map_err(|e| StepError::Failed(e.to_string()))?;
+        tracing::debug!(delivery_stream = %self.entry.name(), shard, first, last, delivered = plan.delivered, "delivered");
+        Ok(())
+    }
+
+    /// Writes one object, retrying; a delivered object that still fails after the retry
+    /// duration becomes an `s3-failed` error object, which is retried until it lands.
+    async fn write(
+        &mut self,
+        pipeline: &Pipeline,
+        shard: u32,
+        first: u64,
+        last: u64,
+        records: &[SourceRecord],
+        object: PlannedObject,
+    ) -> Result<(), StepError> {
+        let name = self.entry.name().to_owned();
+        let label = Metrics::label(&name);
+        let retry_ms = self.entry.spec().destination.retry_ms();
+        let deadline = self.ctx.clock.now_ms() + retry_ms;
+        let mut object = object;
+        let mut backoff = RETRY_BACKOFF_MS_MIN;
+        loop {
+            match self.ctx.lake.put(&pipeline.bucket, &object.key, object.bytes.clone()).await {
+                Ok(()) => {
+                    self.ctx.metrics.delivery_success.get_or_create(&label).inc();
+                    self.ctx.metrics.delivered_bytes.get_or_create(&label).inc_by(object.bytes.len() as u64);
+                    if let Some(t) = object.error_output_type {
+                        let l = ErrorLabel { delivery_stream: name.clone(), error_output_type: t.to_owned() };
+                        self.ctx.metrics.failed_records.get_or_create(&l).inc_by(object.records.len() as u64);
+                    }
+                    return Ok(());
+                }
+                Err(e) => {
+                    self.ctx.metrics.delivery_failures.get_or_create(&label).inc();
+                    tracing::warn!(delivery_stream = %name, key = %object.key, error = %e, "object write failed; retrying");
+                    if object.error_output_type.is_none() && self.ctx.clock.now_ms() >= deadline {
+                        let failure = Failure {
+                            output_type: S3_FAILED,
+                            code: s3_error_code(&e).into(),
+                            message: e.to_string(),
+                            attempts: 1,
+                        };
+                        let now = self.ctx.clock.now_ms();
+                        let mut bytes = Vec::new();
+                        for &i in &object.records {
+                            let r = &records[i];
+                            error_output::write_line(&mut bytes, &failure, &r.data, r.arrival_ms, now, None, None);
+                        }
+                        object = pipeline.error_object(shard, first, last, S3_FAILED, records, object.records, bytes);
+                        backoff = RETRY_BACKOFF_MS_MIN;
+                        continue;
+                    }
+                }
+            }
+            let mut command = self.command.clone();
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(backoff)) => {}
+                _ = command.changed() => {}
+            }
+            if *self.command.borrow() != Command::Run {
+                return Err(StepError::Interrupted);
+            }
+            backoff = (backoff * 2).min(RETRY_BACKOFF_MS_MAX);
+        }
+    }
+}
+
+#[derive(Debug)]
+enum StepError {
+    /// Told to stop while a delivery could not finish; it stays pending.
+    Interrupted,
+    /// Something failed; the step is tried again.
+    Failed(String),
+}
+
+/// Reads exactly `from..=last` of a shard (a pending delivery being redone).
+fn read_range(log: &sluice_engine::ShardLog, from: u64, last: u64) -> Result<Vec<SourceRecord>, String> {
+    let mut out = Vec::new();
+    let mut next = from;
+    while next <= last {
+        let want = (last - next + 1).min(10_000) as usize;
+        let batch = log.read(next, ReadLimits { max_records: want, max_bytes: usize::MAX }).map_err(|e| e.to_string())?;
+        if batch.is_empty() {
+            break;
+        }
+        for r in batch.iter().take_while(|r| r.sequence_number <= last) {
+            out.push(SourceRecord {
+                sequence: r.sequence_number,
+                arrival_ms: r.arrival_timestamp_ms,
+                partition_key: r.partition_key.to_owned(),
+                data: r.data.to_vec(),
+            });
+        }
+        next = batch.next_sequence_number();
+    }
+    Ok(out)
+}
