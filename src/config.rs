@@ -10,6 +10,8 @@ use serde::Deserialize;
 use sluice_engine::streams::Throttling;
 use sluice_engine::throttle::ThrottleRates;
 use sluice_engine::Durability;
+use sluice_firehose::config::DeliveryStreamDeclaration;
+use sluice_firehose::LakeConfig;
 
 /// How requests are authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -86,6 +88,14 @@ pub struct Config {
     /// Key pairs accepted under `auth = "sigv4"` (default: one pair, `sluice` / `sluice-secret`,
     /// for local use; replace it anywhere else).
     pub access_keys: Vec<AccessKey>,
+    /// Where delivery streams land: `[lake]` (default: the folder `./lake`).
+    pub lake: LakeConfig,
+    /// Sluice's Glue Data Catalog for format conversion: `SchemaConfiguration`'s
+    /// `DatabaseName`/`TableName` name `<schema_dir>/<DatabaseName>/<TableName>.json` (default
+    /// `./schemas`).
+    pub schema_dir: PathBuf,
+    /// Delivery streams created at start when missing (`[[delivery_streams]]`).
+    pub delivery_streams: Vec<DeliveryStreamDeclaration>,
 }
 
 impl Default for Config {
@@ -104,6 +114,9 @@ impl Default for Config {
             throttle_rates: ThrottleRates::default(),
             stream_throttle_rates: BTreeMap::new(),
             access_keys: vec![AccessKey { access_key_id: "sluice".into(), secret_access_key: "sluice-secret".into() }],
+            lake: LakeConfig::default(),
+            schema_dir: PathBuf::from("./schemas"),
+            delivery_streams: Vec::new(),
         }
     }
 }
@@ -153,6 +166,12 @@ impl Config {
         }
         if self.auth == Auth::Sigv4 && self.access_keys.is_empty() {
             return Err(ConfigError::Invalid("auth = \"sigv4\" needs at least one [[access_keys]] entry".into()));
+        }
+        self.lake.check().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let mut names: Vec<&str> = self.delivery_streams.iter().map(|d| d.name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(ConfigError::Invalid(format!("delivery stream {} is declared twice", w[0])));
         }
         if self.fsync == Fsync::Interval && self.fsync_interval_ms == 0 {
             return Err(ConfigError::Invalid("fsync_interval_ms must be above zero".into()));

@@ -1,5 +1,5 @@
 //! The `sluice` server: configuration, the HTTP server that routes `X-Amz-Target` to the
-//! Kinesis API, and SigV4 verification.
+//! Kinesis or Firehose API, and SigV4 verification.
 
 pub mod config;
 pub mod server;
@@ -10,12 +10,48 @@ use std::sync::Arc;
 use sluice_engine::api::{Kinesis, KinesisConfig};
 use sluice_engine::streams::Streams;
 use sluice_engine::{Clock, OpenError, ShardLogOptions};
+use sluice_firehose::api::FirehoseConfig;
+use sluice_firehose::delivery_streams::{DeliveryStreams, TransformResolver};
+use sluice_firehose::metrics::Metrics;
+use sluice_firehose::worker::WorkerContext;
+use sluice_firehose::{Firehose, Lake};
 
-/// Opens the streams under the config's data directory and builds the server state.
-pub fn open_state(config: &config::Config, clock: Arc<dyn Clock>) -> Result<Arc<server::AppState>, OpenError> {
+/// Why the server state could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// Streams or delivery streams could not be opened.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// The lake's settings are unusable.
+    #[error(transparent)]
+    Lake(#[from] sluice_firehose::lake::LakeError),
+    /// A delivery stream declared in the config was refused.
+    #[error("delivery stream {name} in the config: {error}")]
+    Declaration {
+        /// The delivery stream.
+        name: String,
+        /// Why.
+        error: sluice_engine::api::ApiError,
+    },
+}
+
+/// Opens the streams and delivery streams under the config's data directory, starts the
+/// delivery workers on the current tokio runtime, and builds the server state. Delivery
+/// streams declared in the config are created when missing.
+pub fn open_state(config: &config::Config, clock: Arc<dyn Clock>) -> Result<Arc<server::AppState>, StartError> {
+    open_state_with(config, clock, None)
+}
+
+/// As [`open_state`], with the resolver that loads WASM transforms for `Lambda` processors.
+pub fn open_state_with(
+    config: &config::Config,
+    clock: Arc<dyn Clock>,
+    transforms: Option<Arc<dyn TransformResolver>>,
+) -> Result<Arc<server::AppState>, StartError> {
     let log_options =
         ShardLogOptions { durability: config.durability(), clock: clock.clone(), ..ShardLogOptions::default() };
-    let streams = Streams::open(&config.data_dir, log_options, config.throttling(), config.shard_limit)?;
+    let streams = Streams::open(&config.data_dir, log_options.clone(), config.throttling(), config.shard_limit)?;
     let kinesis = Kinesis::new(
         streams,
         KinesisConfig {
@@ -24,7 +60,29 @@ pub fn open_state(config: &config::Config, clock: Arc<dyn Clock>) -> Result<Arc<
             stream_transition_ms: config.stream_transition_ms,
             ..KinesisConfig::default()
         },
+        clock.clone(),
+    );
+    let ctx = WorkerContext {
+        kinesis: kinesis.streams.clone(),
+        lake: Arc::new(Lake::new(config.lake.clone())?),
+        metrics: Arc::new(Metrics::default()),
+        clock: clock.clone(),
+    };
+    let delivery_streams =
+        DeliveryStreams::open(&config.data_dir, log_options, ctx, tokio::runtime::Handle::current(), transforms)?;
+    let firehose = Firehose::new(
+        Arc::new(delivery_streams),
+        FirehoseConfig {
+            region: config.region.clone(),
+            account_id: config.account_id.clone(),
+            schema_dir: config.schema_dir.clone(),
+        },
         clock,
     );
-    Ok(Arc::new(server::AppState::new(kinesis, config.auth, config.access_keys.clone())))
+    for d in &config.delivery_streams {
+        firehose
+            .declare(&d.create_request(&config.region, &config.account_id))
+            .map_err(|error| StartError::Declaration { name: d.name.clone(), error })?;
+    }
+    Ok(Arc::new(server::AppState::new(kinesis, firehose, config.auth, config.access_keys.clone())))
 }

@@ -1,5 +1,6 @@
 //! The HTTP server: HTTP/1.1 and h2c on one port, `POST /` with `X-Amz-Target`, routed to
-//! the Kinesis API. It takes its listener and a shutdown future, so tests bind port 0.
+//! the Kinesis or Firehose API, and `GET /metrics` (Prometheus). It takes its listener and a
+//! shutdown future, so tests bind port 0.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -16,6 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use sluice_engine::api::{Action, ApiError, ErrorKind, Kinesis, TARGET_PREFIX};
+use sluice_firehose::{Action as FirehoseAction, Firehose, TARGET_PREFIX as FIREHOSE_TARGET_PREFIX};
 use tokio::net::TcpListener;
 
 use crate::config::{AccessKey, Auth};
@@ -29,6 +31,8 @@ pub const REQUEST_BYTES_MAX: usize = 12 << 20;
 pub struct AppState {
     /// The Kinesis API.
     pub kinesis: Kinesis,
+    /// The Firehose API and the delivery streams.
+    pub firehose: Firehose,
     /// Authentication mode.
     pub auth: Auth,
     /// Accepted key pairs.
@@ -38,10 +42,10 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State around a Kinesis API.
-    pub fn new(kinesis: Kinesis, auth: Auth, access_keys: Vec<AccessKey>) -> Self {
+    /// State around the Kinesis and Firehose APIs.
+    pub fn new(kinesis: Kinesis, firehose: Firehose, auth: Auth, access_keys: Vec<AccessKey>) -> Self {
         let base = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-        Self { kinesis, auth, access_keys, request_counter: AtomicU64::new(0), request_id_base: base }
+        Self { kinesis, firehose, auth, access_keys, request_counter: AtomicU64::new(0), request_id_base: base }
     }
 
     fn request_id(&self) -> String {
@@ -68,15 +72,30 @@ fn answer(request_id: &str, result: Result<Vec<u8>, ApiError>) -> Response<Full<
 }
 
 async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.method() == http::Method::GET && req.uri().path() == "/metrics" {
+        let mut r = Response::new(Full::new(Bytes::from(state.firehose.delivery_streams.context().metrics.render())));
+        r.headers_mut()
+            .insert("content-type", HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"));
+        return Ok(r);
+    }
     let request_id = state.request_id();
     Ok(answer(&request_id, dispatch(state, req).await))
+}
+
+/// The API an `X-Amz-Target` names.
+enum Target {
+    Kinesis(Action),
+    Firehose(FirehoseAction),
 }
 
 async fn dispatch(state: Arc<AppState>, req: Request<Incoming>) -> Result<Vec<u8>, ApiError> {
     let (parts, body) = req.into_parts();
     let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("");
     let action = match target.split_once('.') {
-        Some((TARGET_PREFIX, name)) if parts.method == http::Method::POST => Action::from_name(name),
+        Some((TARGET_PREFIX, name)) if parts.method == http::Method::POST => Action::from_name(name).map(Target::Kinesis),
+        Some((FIREHOSE_TARGET_PREFIX, name)) if parts.method == http::Method::POST => {
+            FirehoseAction::from_name(name).map(Target::Firehose)
+        }
         _ => None,
     }
     .ok_or_else(|| ApiError::new(ErrorKind::UnknownOperation, format!("Unknown operation {target}")))?;
@@ -91,10 +110,15 @@ async fn dispatch(state: Arc<AppState>, req: Request<Incoming>) -> Result<Vec<u8
         let uri = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         sigv4::verify(&state.access_keys, parts.method.as_str(), uri, &headers, &body, SystemTime::now())?;
     }
-    let worker = state.clone();
-    tokio::task::spawn_blocking(move || worker.kinesis.handle(action, &body))
-        .await
-        .map_err(|e| ApiError::new(ErrorKind::InternalFailure, e.to_string()))?
+    match action {
+        Target::Kinesis(action) => {
+            let worker = state.clone();
+            tokio::task::spawn_blocking(move || worker.kinesis.handle(action, &body))
+                .await
+                .map_err(|e| ApiError::new(ErrorKind::InternalFailure, e.to_string()))?
+        }
+        Target::Firehose(action) => state.firehose.handle(action, &body).await,
+    }
 }
 
 /// How often retention is enforced: every 60 s. Records outlive their retention period by
@@ -111,7 +135,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl F
             loop {
                 every.tick().await;
                 let state = state.clone();
-                match tokio::task::spawn_blocking(move || state.kinesis.streams.trim_expired()).await {
+                match tokio::task::spawn_blocking(move || state.kinesis.streams.trim_expired() + state.firehose.delivery_streams.trim_expired()).await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(records = n, "retention deleted expired records"),
                     Err(e) => tracing::error!(error = %e, "retention task failed"),
@@ -149,4 +173,6 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl F
     drop(listener);
     retention.abort();
     graceful.shutdown().await;
+    // Delivery workers land what they buffered before the server stops.
+    state.firehose.delivery_streams.shutdown().await;
 }

@@ -268,6 +268,12 @@ impl DeliveryStreams {
         }
     }
 
+    /// Applies retention (24 h, as Firehose keeps undelivered data) to the internal streams
+    /// of `DirectPut` delivery streams. Returns how many records went.
+    pub fn trim_expired(&self) -> u64 {
+        self.internal.trim_expired()
+    }
+
     /// The worker context (lake, metrics, clock).
     pub fn context(&self) -> &WorkerContext {
         &self.ctx

@@ -8,3 +8,6 @@ mod resharding;
 mod stream_status;
 mod support;
 mod throttling;
+mod datasets;
+mod firehose_delivery;
+mod s3_server;

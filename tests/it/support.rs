@@ -87,6 +87,19 @@ impl TestServer {
         aws_sdk_kinesis::Client::from_conf(config)
     }
 
+    /// An `aws-sdk-firehose` client signing with the server's key.
+    pub fn firehose(&self) -> aws_sdk_firehose::Client {
+        let config = aws_sdk_firehose::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(format!("http://{}", self.addr))
+            .credentials_provider(Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test"))
+            .http_client(aws_smithy_http_client::Builder::new().build_http())
+            .retry_config(aws_sdk_firehose::config::retry::RetryConfig::disabled())
+            .build();
+        aws_sdk_firehose::Client::from_conf(config)
+    }
+
     /// Stops the server and waits until it has closed every shard log.
     pub async fn stop(mut self) {
         if let Some(s) = self.stop.take() {

@@ -152,8 +152,8 @@ fn random_secret() -> Vec<u8> {
 /// The Kinesis API over a set of streams.
 #[derive(Debug)]
 pub struct Kinesis {
-    /// The streams.
-    pub streams: Streams,
+    /// The streams (shared with Firehose delivery, which reads them).
+    pub streams: Arc<Streams>,
     /// Settings.
     pub config: KinesisConfig,
     /// Time for timestamps, iterator expiry and retention.
@@ -165,7 +165,7 @@ pub struct Kinesis {
 impl Kinesis {
     /// The API over `streams`.
     pub fn new(streams: Streams, config: KinesisConfig, clock: Arc<dyn Clock>) -> Self {
-        Self { streams, config, clock, deleting: Mutex::new(BTreeMap::new()) }
+        Self { streams: Arc::new(streams), config, clock, deleting: Mutex::new(BTreeMap::new()) }
     }
 
     /// Deletes stream `name` (its data at once) and shows it as DELETING for a while.

@@ -123,6 +123,17 @@ impl Firehose {
         }
     }
 
+    /// Creates a delivery stream from a `CreateDeliveryStream` request body unless one of its
+    /// name exists (config-declared delivery streams). Returns whether it was created.
+    pub fn declare(&self, request: &serde_json::Value) -> Result<bool, ApiError> {
+        let name = request.get("DeliveryStreamName").and_then(|n| n.as_str()).unwrap_or_default();
+        if self.delivery_streams.get(name).is_some() {
+            return Ok(false);
+        }
+        create::run(self, serde_json::from_value(request.clone()).map_err(|e| invalid(e.to_string()))?)?;
+        Ok(true)
+    }
+
     /// The ARN of delivery stream `name`.
     pub fn arn(&self, name: &str) -> String {
         format!("arn:aws:firehose:{}:{}:deliverystream/{name}", self.config.region, self.config.account_id)

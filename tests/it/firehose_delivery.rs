@@ -1,0 +1,310 @@
+//! Firehose delivery end to end on the real Beijing telemetry: Kinesis stream or DirectPut
+//! in, Parquet out in a real S3-compatible server (or a folder), read back with
+//! `aws-sdk-s3` and `parquet`, rows and values compared with the input.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_firehose::primitives::Blob;
+use aws_sdk_firehose::types as fh;
+use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use sluice::config::{Config, Throttle};
+use sluice_engine::{Clock, ManualClock};
+
+use crate::datasets::{beijing, BeijingDigest};
+use crate::s3_server::{objects, S3Server, BUCKET};
+use crate::support::TestServer;
+
+pub fn schema_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/schemas")
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// Test server settings for delivery: no throttling, schemas from `examples/schemas`.
+pub fn delivery_config(c: &mut Config, lake: sluice_firehose::LakeConfig) {
+    c.throttle = Throttle::Off;
+    c.lake = lake;
+    c.schema_dir = schema_dir();
+}
+
+/// The Parquet conversion of the Beijing schema, as `CreateDeliveryStream` takes it.
+pub fn beijing_parquet() -> fh::DataFormatConversionConfiguration {
+    fh::DataFormatConversionConfiguration::builder()
+        .enabled(true)
+        .schema_configuration(
+            fh::SchemaConfiguration::builder()
+                .database_name("beijing")
+                .table_name("air_quality")
+                .role_arn("arn:aws:iam::000000000000:role/firehose")
+                .build(),
+        )
+        .input_format_configuration(
+            fh::InputFormatConfiguration::builder()
+                .deserializer(fh::Deserializer::builder().open_x_json_ser_de(fh::OpenXJsonSerDe::builder().build()).build())
+                .build(),
+        )
+        .output_format_configuration(
+            fh::OutputFormatConfiguration::builder()
+                .serializer(
+                    fh::Serializer::builder()
+                        .parquet_ser_de(fh::ParquetSerDe::builder().compression(fh::ParquetCompression::Snappy).build())
+                        .build(),
+                )
+                .build(),
+        )
+        .build()
+}
+
+/// A `MetadataExtraction` processor with `query`.
+pub fn partition_by(query: &str) -> fh::ProcessingConfiguration {
+    let param = |n, v: &str| fh::ProcessorParameter::builder().parameter_name(n).parameter_value(v).build().unwrap();
+    fh::ProcessingConfiguration::builder()
+        .enabled(true)
+        .processors(
+            fh::Processor::builder()
+                .r#type(fh::ProcessorType::MetadataExtraction)
+                .parameters(param(fh::ProcessorParameterName::MetadataExtractionQuery, query))
+                .parameters(param(fh::ProcessorParameterName::JsonParsingEngine, "JQ-1.6"))
+                .build()
+                .unwrap(),
+        )
+        .build()
+}
+
+/// An Extended S3 destination into [`BUCKET`] flushing at 1 MiB or 1 s.
+pub fn destination(prefix: &str, error_prefix: &str) -> fh::builders::ExtendedS3DestinationConfigurationBuilder {
+    fh::ExtendedS3DestinationConfiguration::builder()
+        .role_arn("arn:aws:iam::000000000000:role/firehose")
+        .bucket_arn(format!("arn:aws:s3:::{BUCKET}"))
+        .prefix(prefix)
+        .error_output_prefix(error_prefix)
+        .buffering_hints(fh::BufferingHints::builder().size_in_mbs(1).interval_in_seconds(1).build())
+}
+
+/// Waits until `done` says the landed objects are complete, moving the server's clock a
+/// second at a time so buffering intervals pass. Panics after 60 s of real time.
+pub async fn wait_for<T>(
+    clock: &ManualClock,
+    mut fetch: impl AsyncFnMut() -> T,
+    mut done: impl FnMut(&T) -> bool,
+) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        clock.advance(1_000);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let got = fetch().await;
+        if done(&got) {
+            return got;
+        }
+        assert!(std::time::Instant::now() < deadline, "delivery did not complete within 60 s");
+    }
+}
+
+/// Rows of the Beijing digest (for `wait_for`).
+pub fn rows(objects: &[(String, Vec<u8>)]) -> usize {
+    BeijingDigest::of_parquet(objects).0.readings.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kinesis_stream_of_beijing_telemetry_lands_as_partitioned_parquet_in_s3() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3Server::start(&dir.path().join("s3")).await;
+    let clock = Arc::new(ManualClock::new(now_ms()));
+    let server = TestServer::start_with(&dir.path().join("data"), clock.clone(), |c| delivery_config(c, s3.lake_config())).await;
+    let kinesis = server.client();
+    kinesis.create_stream().stream_name("telemetry").shard_count(4).send().await.unwrap();
+    let firehose = server.firehose();
+    firehose
+        .create_delivery_stream()
+        .delivery_stream_name("telemetry-lake")
+        .delivery_stream_type(fh::DeliveryStreamType::KinesisStreamAsSource)
+        .kinesis_stream_source_configuration(
+            fh::KinesisStreamSourceConfiguration::builder()
+                .kinesis_stream_arn("arn:aws:kinesis:us-east-1:000000000000:stream/telemetry")
+                .role_arn("arn:aws:iam::000000000000:role/firehose")
+                .build()
+                .unwrap(),
+        )
+        .extended_s3_destination_configuration(
+            destination(
+                "telemetry/station=!{partitionKeyFromQuery:station}/!{timestamp:yyyy/MM/dd}/",
+                "errors/!{firehose:error-output-type}/",
+            )
+            .dynamic_partitioning_configuration(fh::DynamicPartitioningConfiguration::builder().enabled(true).build())
+            .processing_configuration(partition_by("{station: .station}"))
+            .data_format_conversion_configuration(beijing_parquet())
+            .build()
+            .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+
+    // 2,000 hours of all 12 stations, put with their station as partition key.
+    let input = beijing(24_000);
+    let put_ms = clock.now_ms();
+    for chunk in input.chunks(500) {
+        let entries = chunk
+            .iter()
+            .map(|r| {
+                let station = serde_json::from_str::<serde_json::Value>(r).unwrap()["station"].as_str().unwrap().to_owned();
+                PutRecordsRequestEntry::builder()
+                    .data(aws_sdk_kinesis::primitives::Blob::new(r.as_bytes()))
+                    .partition_key(station)
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        let out = kinesis.put_records().stream_name("telemetry").set_records(Some(entries)).send().await.unwrap();
+        assert_eq!(out.failed_record_count(), Some(0));
+    }
+
+    let s3c = s3.client();
+    let landed = wait_for(&clock, || objects(&s3c, "telemetry/"), |o| rows(o) >= input.len()).await;
+    let (digest, stations) = BeijingDigest::of_parquet(&landed);
+    assert_eq!(digest, BeijingDigest::of_json(&input), "every reading lands once, values intact");
+    let day = sluice_firehose::timestamp_pattern::TimestampPattern::parse("yyyy/MM/dd").unwrap();
+    for (key, in_object) in &stations {
+        let station = key.strip_prefix("telemetry/station=").unwrap().split('/').next().unwrap();
+        assert_eq!(in_object, &vec![station.to_owned()], "{key} holds only its partition");
+        // The timestamp is the arrival time of the object's oldest record.
+        assert!(key.contains(&format!("/{}/telemetry-lake-1-", day.format(put_ms))), "{key}");
+        assert!(key.ends_with(".parquet"), "{key}");
+    }
+    assert_eq!(stations.keys().map(|k| k.split('/').nth(1).unwrap()).collect::<std::collections::BTreeSet<_>>().len(), 12);
+    assert!(objects(&s3c, "errors/").await.is_empty(), "no record failed");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_put_batches_land_in_s3_and_in_a_local_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3Server::start(&dir.path().join("s3")).await;
+    let input = beijing(6_000);
+    for lake in ["s3", "file"] {
+        let clock = Arc::new(ManualClock::new(now_ms()));
+        let folder = dir.path().join("folder-lake");
+        let config = match lake {
+            "s3" => s3.lake_config(),
+            _ => sluice_firehose::LakeConfig { url: format!("file://{}", folder.display()), ..Default::default() },
+        };
+        let server = TestServer::start_with(&dir.path().join(format!("data-{lake}")), clock.clone(), |c| delivery_config(c, config)).await;
+        let put_ms = clock.now_ms();
+        let firehose = server.firehose();
+        firehose
+            .create_delivery_stream()
+            .delivery_stream_name("direct")
+            .extended_s3_destination_configuration(
+                destination("direct/", "direct-errors/").data_format_conversion_configuration(beijing_parquet()).build().unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+        for chunk in input.chunks(500) {
+            let records = chunk.iter().map(|r| fh::Record::builder().data(Blob::new(r.as_bytes())).build().unwrap()).collect();
+            let out = firehose.put_record_batch().delivery_stream_name("direct").set_records(Some(records)).send().await.unwrap();
+            assert_eq!(out.failed_put_count(), 0);
+            assert_eq!(out.request_responses().len(), chunk.len());
+            assert!(out.request_responses().iter().all(|r| r.record_id().is_some()));
+        }
+        let s3c = s3.client();
+        let fetch = async || match lake {
+            "s3" => objects(&s3c, "direct/").await,
+            _ => local_objects(&folder.join(BUCKET)),
+        };
+        let landed = wait_for(&clock, fetch, |o| rows(o) >= input.len()).await;
+        assert_eq!(BeijingDigest::of_parquet(&landed).0, BeijingDigest::of_json(&input), "{lake}");
+        let hour = sluice_firehose::timestamp_pattern::TimestampPattern::parse("yyyy/MM/dd/HH/").unwrap();
+        for (key, _) in &landed {
+            // No timestamp expression: Firehose's default hourly prefix follows the literal one.
+            let rest = key.strip_prefix("direct/").unwrap();
+            assert_eq!(rest.matches('/').count(), 4, "{key}");
+            assert!(rest.starts_with(&hour.format(put_ms)), "{key}");
+        }
+        server.stop().await;
+    }
+}
+
+/// Every file under `root`, as (key relative to it, bytes).
+pub fn local_objects(root: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    fn walk(root: &std::path::Path, dir: &std::path::Path, out: &mut Vec<(String, Vec<u8>)>) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for e in entries {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else if !p.file_name().unwrap().to_string_lossy().starts_with('.') {
+                out.push((p.strip_prefix(root).unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out);
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_schema_violating_records_land_in_format_conversion_failed_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3Server::start(&dir.path().join("s3")).await;
+    let clock = Arc::new(ManualClock::new(now_ms()));
+    let server = TestServer::start_with(&dir.path().join("data"), clock.clone(), |c| delivery_config(c, s3.lake_config())).await;
+    let firehose = server.firehose();
+    firehose
+        .create_delivery_stream()
+        .delivery_stream_name("mixed")
+        .extended_s3_destination_configuration(
+            destination("good/", "bad/!{firehose:error-output-type}/").data_format_conversion_configuration(beijing_parquet()).build().unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let good = beijing(1_000);
+    let bad: Vec<String> = vec![
+        r#"{"No": 1, "year": 2013, "month": 3"#.into(),                         // cut short
+        "not json at all".into(),                                                // not JSON
+        r#"{"No": "one", "year": 2013, "month": 3, "day": 1, "hour": 0, "station": "X"}"#.into(), // a string for a bigint
+        r#"{"No": 7, "year": 2013, "month": 3, "day": 1, "hour": 0}"#.into(),   // station missing (not nullable)
+        r#"[1, 2, 3]"#.into(),                                                   // not an object
+        r#"{"No": 8, "year": 2013, "month": 3, "day": 1, "hour": 0, "station": {"n": 1}}"#.into(), // object for a string
+    ];
+    // Bad records spread through the good ones, in one batch.
+    let mut mixed: Vec<String> = good.clone();
+    for (i, b) in bad.iter().enumerate() {
+        mixed.insert(i * 150 + 7, b.clone());
+    }
+    for chunk in mixed.chunks(500) {
+        let records = chunk.iter().map(|r| fh::Record::builder().data(Blob::new(r.as_bytes())).build().unwrap()).collect();
+        firehose.put_record_batch().delivery_stream_name("mixed").set_records(Some(records)).send().await.unwrap();
+    }
+    let s3c = s3.client();
+    let landed = wait_for(&clock, || objects(&s3c, "good/"), |o| rows(o) >= good.len()).await;
+    assert_eq!(BeijingDigest::of_parquet(&landed).0, BeijingDigest::of_json(&good));
+    let errors = wait_for(&clock, || objects(&s3c, "bad/"), |o| {
+        o.iter().map(|(_, b)| b.iter().filter(|c| **c == b'\n').count()).sum::<usize>() >= bad.len()
+    })
+    .await;
+    let mut raw = Vec::new();
+    for (key, body) in &errors {
+        assert!(key.starts_with("bad/format-conversion-failed/"), "{key}");
+        for line in String::from_utf8(body.clone()).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            for field in ["attemptsMade", "arrivalTimestamp", "lastErrorCode", "lastErrorMessage", "attemptEndingTimestamp", "rawData"] {
+                assert!(v.get(field).is_some(), "{field} missing in {line}");
+            }
+            let code = v["lastErrorCode"].as_str().unwrap();
+            assert!(code == "DataFormatConversion.ParseError" || code == "DataFormatConversion.MalformedData", "{code}");
+            let data = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, v["rawData"].as_str().unwrap()).unwrap();
+            raw.push(String::from_utf8(data).unwrap());
+        }
+    }
+    raw.sort();
+    let mut expected = bad.clone();
+    expected.sort();
+    assert_eq!(raw, expected, "exactly the bad records, each once, with their original bytes");
+    server.stop().await;
+}
