@@ -74,8 +74,10 @@ fn answer(request_id: &str, result: Result<Vec<u8>, ApiError>) -> Response<Full<
 async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     if req.method() == http::Method::GET && req.uri().path() == "/metrics" {
         let mut r = Response::new(Full::new(Bytes::from(state.firehose.delivery_streams.context().metrics.render())));
-        r.headers_mut()
-            .insert("content-type", HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"));
+        r.headers_mut().insert(
+            "content-type",
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        );
         return Ok(r);
     }
     let request_id = state.request_id();
@@ -92,7 +94,9 @@ async fn dispatch(state: Arc<AppState>, req: Request<Incoming>) -> Result<Vec<u8
     let (parts, body) = req.into_parts();
     let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("");
     let action = match target.split_once('.') {
-        Some((TARGET_PREFIX, name)) if parts.method == http::Method::POST => Action::from_name(name).map(Target::Kinesis),
+        Some((TARGET_PREFIX, name)) if parts.method == http::Method::POST => {
+            Action::from_name(name).map(Target::Kinesis)
+        }
         Some((FIREHOSE_TARGET_PREFIX, name)) if parts.method == http::Method::POST => {
             FirehoseAction::from_name(name).map(Target::Firehose)
         }
@@ -135,7 +139,11 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl F
             loop {
                 every.tick().await;
                 let state = state.clone();
-                match tokio::task::spawn_blocking(move || state.kinesis.streams.trim_expired() + state.firehose.delivery_streams.trim_expired()).await {
+                match tokio::task::spawn_blocking(move || {
+                    state.kinesis.streams.trim_expired() + state.firehose.delivery_streams.trim_expired()
+                })
+                .await
+                {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(records = n, "retention deleted expired records"),
                     Err(e) => tracing::error!(error = %e, "retention task failed"),

@@ -75,7 +75,10 @@ impl DeliveryStreamEntry {
         let batch: Vec<Record<'_>> =
             records.iter().map(|data| Record { partition_key: DIRECT_PUT_PARTITION_KEY, data }).collect();
         let appended = log.append(&batch)?;
-        Ok(sluice_engine::sequence_number::SequenceNumber { shard_index: 0, shard_sequence: appended.sequence_numbers().start })
+        Ok(sluice_engine::sequence_number::SequenceNumber {
+            shard_index: 0,
+            shard_sequence: appended.sequence_numbers().start,
+        })
     }
 }
 
@@ -209,7 +212,8 @@ impl DeliveryStreams {
                 Some(self.internal.create(&spec.name, 1, spec.created_ms)?)
             }
             SourceSpec::KinesisStream { stream_name, .. } => {
-                let stream = self.ctx.kinesis.get(stream_name).ok_or_else(|| CreateError::NoSource(stream_name.clone()))?;
+                let stream =
+                    self.ctx.kinesis.get(stream_name).ok_or_else(|| CreateError::NoSource(stream_name.clone()))?;
                 let meta = stream.meta().clone();
                 for s in &meta.shards {
                     let next = stream.log(s.index).map_or(0, |l| l.bounds().next_sequence_number);
@@ -258,11 +262,8 @@ impl DeliveryStreams {
 
     /// Stops every worker after it delivered what it buffered (server shutdown).
     pub async fn shutdown(&self) {
-        let handles: Vec<WorkerHandle> = self
-            .list()
-            .iter()
-            .filter_map(|e| e.worker.lock().unwrap_or_else(PoisonError::into_inner).take())
-            .collect();
+        let handles: Vec<WorkerHandle> =
+            self.list().iter().filter_map(|e| e.worker.lock().unwrap_or_else(PoisonError::into_inner).take()).collect();
         for h in handles {
             h.stop(Command::Flush).await;
         }

@@ -13,7 +13,9 @@ use std::time::Duration;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
-use object_store::{BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig, WriteMultipart};
+use object_store::{
+    BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig, WriteMultipart,
+};
 use serde::Deserialize;
 
 /// Objects at least this large are written with a multipart upload, bytes: 16 MiB.
@@ -171,9 +173,9 @@ impl Lake {
 pub fn s3_error_code(e: &LakeError) -> &'static str {
     match e {
         LakeError::Store(object_store::Error::NotFound { .. }) => "S3.NoSuchBucket",
-        LakeError::Store(object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }) => {
-            "S3.AccessDenied"
-        }
+        LakeError::Store(
+            object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. },
+        ) => "S3.AccessDenied",
         LakeError::Url(_) | LakeError::Folder { .. } | LakeError::Store(_) => "S3.InternalError",
     }
 }

@@ -67,12 +67,20 @@ impl Default for Metrics {
             data_freshness_ms: Family::default(),
             registry: Registry::default(),
         };
-        registry.register("incoming_records", "Records taken by PutRecord and PutRecordBatch", m.incoming_records.clone());
+        registry.register(
+            "incoming_records",
+            "Records taken by PutRecord and PutRecordBatch",
+            m.incoming_records.clone(),
+        );
         registry.register("incoming_bytes", "Bytes taken by PutRecord and PutRecordBatch", m.incoming_bytes.clone());
         registry.register("delivery_to_s3_records", "Records landed in delivered objects", m.delivered_records.clone());
         registry.register("delivery_to_s3_bytes", "Bytes of delivered objects", m.delivered_bytes.clone());
         registry.register("delivery_to_s3_success", "Objects written", m.delivery_success.clone());
-        registry.register("delivery_to_s3_failures", "Object writes that failed and were retried", m.delivery_failures.clone());
+        registry.register(
+            "delivery_to_s3_failures",
+            "Object writes that failed and were retried",
+            m.delivery_failures.clone(),
+        );
         registry.register("dropped_records", "Records a transform dropped", m.dropped_records.clone());
         registry.register("failed_records", "Records sent to the error output prefix", m.failed_records.clone());
         registry.register(

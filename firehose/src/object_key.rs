@@ -58,7 +58,13 @@ impl ObjectId {
 }
 
 /// The file name part of an object key.
-pub fn object_name(delivery_stream: &str, version: u64, oldest_arrival_ms: u64, id: &ObjectId, extension: &str) -> String {
+pub fn object_name(
+    delivery_stream: &str,
+    version: u64,
+    oldest_arrival_ms: u64,
+    id: &ObjectId,
+    extension: &str,
+) -> String {
     let stamp = TimestampPattern::parse("yyyy-MM-dd-HH-mm-ss").expect("a fixed pattern").format(oldest_arrival_ms);
     format!("{delivery_stream}-{version}-{stamp}-{}{extension}", id.uuid())
 }

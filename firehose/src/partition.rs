@@ -30,7 +30,8 @@ impl PartitionQuery {
     pub fn compile(query: &str) -> Result<Self, String> {
         let defs = jaq_core::defs().chain(jaq_std::defs()).chain(jaq_json::defs());
         // `env` would show user queries the server's environment, secrets included.
-        let funs = jaq_core::funs().chain(jaq_std::funs().filter(|(name, _, _)| *name != "env")).chain(jaq_json::funs());
+        let funs =
+            jaq_core::funs().chain(jaq_std::funs().filter(|(name, _, _)| *name != "env")).chain(jaq_json::funs());
         let loader = Loader::new(defs);
         let arena = Arena::default();
         let modules = loader

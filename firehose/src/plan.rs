@@ -67,7 +67,7 @@ pub trait RecordTransform: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Clone)]
 pub enum Format {
     /// Parquet, with a fixed schema.
-    Parquet(ParquetEncoder),
+    Parquet(Box<ParquetEncoder>),
     /// Parquet, with a schema still to infer from the first buffer.
     ParquetInferred,
     /// Raw records, concatenated and optionally compressed.
@@ -133,7 +133,9 @@ pub fn build(
         Some(p) => {
             let e = Prefix::parse(Some(p), PrefixRole::ErrorOutput).map_err(|e| e.0)?;
             if e.has_expressions() && !e.has_error_output_type() {
-                return Err("ErrorOutputPrefix must contain at least one occurrence of !{firehose:error-output-type}".into());
+                return Err(
+                    "ErrorOutputPrefix must contain at least one occurrence of !{firehose:error-output-type}".into()
+                );
             }
             Some(e)
         }
@@ -156,8 +158,9 @@ pub fn build(
         match p.kind.as_str() {
             "MetadataExtraction" if processing.enabled.unwrap_or(false) => {
                 if !dynamic {
-                    return Err("MetadataExtraction processor can only be present when Dynamic Partitioning is enabled."
-                        .into());
+                    return Err(
+                        "MetadataExtraction processor can only be present when Dynamic Partitioning is enabled.".into(),
+                    );
                 }
                 let q = p
                     .parameter("MetadataExtractionQuery")
@@ -207,7 +210,7 @@ pub fn build(
                 ));
             }
             match schema {
-                Some(s) => Format::Parquet(ParquetEncoder::new(s, &parquet)),
+                Some(s) => Format::Parquet(Box::new(ParquetEncoder::new(s, &parquet))),
                 None => Format::ParquetInferred,
             }
         }
@@ -261,12 +264,17 @@ impl Pipeline {
     /// `now_ms` stamps error records.
     pub fn plan(&self, shard: u32, first: u64, last: u64, records: &[SourceRecord], now_ms: u64) -> Plan {
         let mut states: Vec<State<'_>> = match &self.transform {
-            None => records.iter().map(|r| State::Ok { data: Cow::Borrowed(&r.data), lambda_keys: PartitionKeys::new() }).collect(),
+            None => records
+                .iter()
+                .map(|r| State::Ok { data: Cow::Borrowed(&r.data), lambda_keys: PartitionKeys::new() })
+                .collect(),
             Some(t) => t
                 .process(records)
                 .into_iter()
                 .map(|o| match o {
-                    TransformOutcome::Ok { data, partition_keys } => State::Ok { data: Cow::Owned(data), lambda_keys: partition_keys },
+                    TransformOutcome::Ok { data, partition_keys } => {
+                        State::Ok { data: Cow::Owned(data), lambda_keys: partition_keys }
+                    }
                     TransformOutcome::Dropped => State::Dropped,
                     TransformOutcome::Failed(f) => State::Failed(f),
                 })
@@ -379,11 +387,7 @@ impl Pipeline {
             }
             plan.objects.push(self.error_object(shard, first, last, output_type, records, members, bytes));
         }
-        plan.failed = plan
-            .objects
-            .iter()
-            .filter_map(|o| o.error_output_type.map(|t| (t, o.records.len())))
-            .collect();
+        plan.failed = plan.objects.iter().filter_map(|o| o.error_output_type.map(|t| (t, o.records.len()))).collect();
         plan
     }
 
@@ -424,7 +428,8 @@ impl Pipeline {
     fn encode(&self, data: &[&[u8]]) -> (Vec<u8>, Vec<usize>, Vec<(usize, Failure)>) {
         match &self.format {
             Format::Raw(c) => {
-                let bytes = c.encode(data.iter().copied(), &self.delimiter).expect("compressing into memory cannot fail");
+                let bytes =
+                    c.encode(data.iter().copied(), &self.delimiter).expect("compressing into memory cannot fail");
                 (bytes, (0..data.len()).collect(), Vec::new())
             }
             Format::Parquet(enc) => match enc.encode(data) {
@@ -433,7 +438,15 @@ impl Pipeline {
                         .failed
                         .into_iter()
                         .map(|f| {
-                            (f.index, Failure { output_type: FORMAT_CONVERSION_FAILED, code: f.code.into(), message: f.message, attempts: 1 })
+                            (
+                                f.index,
+                                Failure {
+                                    output_type: FORMAT_CONVERSION_FAILED,
+                                    code: f.code.into(),
+                                    message: f.message,
+                                    attempts: 1,
+                                },
+                            )
                         })
                         .collect();
                     let landed = (0..data.len()).filter(|i| !failed.iter().any(|(j, _)| j == i)).collect();
@@ -455,5 +468,10 @@ impl Pipeline {
 }
 
 fn partition_failure(message: String) -> State<'static> {
-    State::Failed(Failure { output_type: PROCESSING_FAILED, code: METADATA_EXTRACTION_FAILED.into(), message, attempts: 1 })
+    State::Failed(Failure {
+        output_type: PROCESSING_FAILED,
+        code: METADATA_EXTRACTION_FAILED.into(),
+        message,
+        attempts: 1,
+    })
 }

@@ -96,9 +96,9 @@ impl Prefix {
                 .find('}')
                 .ok_or_else(|| PrefixError(format!("{what} has an expression that is not closed with '}}'.")))?;
             let expr = &after[..end];
-            let (namespace, value) = expr
-                .split_once(':')
-                .ok_or_else(|| PrefixError(format!("{what} expression '!{{{expr}}}' must be of the form '!{{namespace:value}}'.")))?;
+            let (namespace, value) = expr.split_once(':').ok_or_else(|| {
+                PrefixError(format!("{what} expression '!{{{expr}}}' must be of the form '!{{namespace:value}}'."))
+            })?;
             let part = match (namespace, value) {
                 ("timestamp", pattern) => Part::Timestamp(
                     TimestampPattern::parse(pattern).map_err(|e| PrefixError(format!("{what}: {e}.")))?,
@@ -114,20 +114,19 @@ impl Prefix {
                 ("partitionKeyFromLambda", key) if !key.is_empty() => Part::PartitionKeyFromLambda(key.to_owned()),
                 _ => {
                     return Err(PrefixError(format!(
-                        "{what} expression '!{{{expr}}}' has an unknown namespace; use timestamp, firehose, partitionKeyFromQuery or partitionKeyFromLambda."
+                        "Namespace to the left of colon ({namespace}) is an invalid keyword!"
                     )))
                 }
             };
             match (&part, role) {
                 (Part::ErrorOutputType, PrefixRole::Output) => {
                     return Err(PrefixError(
-                        "The expression !{firehose:error-output-type} is only allowed in ErrorOutputPrefix.".into(),
+                        "Prefix must not contain any occurrence of !{firehose:error-output-type}".into(),
                     ))
                 }
                 (Part::PartitionKeyFromQuery(_) | Part::PartitionKeyFromLambda(_), PrefixRole::ErrorOutput) => {
                     return Err(PrefixError(
-                        "ErrorOutputPrefix cannot contain partitionKeyFromQuery or partitionKeyFromLambda expressions."
-                            .into(),
+                        "Dynamic Partitioning Namespaces can't be part of an error prefix expression".into(),
                     ))
                 }
                 _ => {}
@@ -182,10 +181,14 @@ impl Prefix {
                 Part::RandomString => out.push_str(v.random_string),
                 Part::ErrorOutputType => out.push_str(v.error_output_type.unwrap_or("processing-failed")),
                 Part::PartitionKeyFromQuery(k) => out.push_str(
-                    v.query_keys.get(k).ok_or_else(|| format!("partition key '{k}' was not found in the query result"))?,
+                    v.query_keys
+                        .get(k)
+                        .ok_or_else(|| format!("partition key '{k}' was not found in the query result"))?,
                 ),
                 Part::PartitionKeyFromLambda(k) => out.push_str(
-                    v.lambda_keys.get(k).ok_or_else(|| format!("partition key '{k}' was not found in the transform's metadata"))?,
+                    v.lambda_keys
+                        .get(k)
+                        .ok_or_else(|| format!("partition key '{k}' was not found in the transform's metadata"))?,
                 ),
             }
         }
@@ -194,21 +197,23 @@ impl Prefix {
 }
 
 /// Checks the rules that join the two prefixes and dynamic partitioning.
-pub fn check_pair(prefix: &Prefix, error_prefix: Option<&Prefix>, dynamic_partitioning: bool) -> Result<(), PrefixError> {
+pub fn check_pair(
+    prefix: &Prefix,
+    error_prefix: Option<&Prefix>,
+    dynamic_partitioning: bool,
+) -> Result<(), PrefixError> {
     if prefix.has_expressions() && error_prefix.is_none() {
-        return Err(PrefixError(
-            "ErrorOutputPrefix cannot be null or empty when Prefix contains expressions.".into(),
-        ));
+        return Err(PrefixError("ErrorOutputPrefix cannot be null or empty when Prefix contains expressions".into()));
     }
     let partitioned = prefix.query_keys().next().is_some() || prefix.lambda_keys().next().is_some();
     if partitioned && !dynamic_partitioning {
         return Err(PrefixError(
-            "Prefix cannot contain partitionKeyFromQuery or partitionKeyFromLambda expressions unless dynamic partitioning is enabled.".into(),
+            "Dynamic Partitioning Namespaces can only be part of a prefix expression when Dynamic Partitioning is enabled.".into(),
         ));
     }
     if dynamic_partitioning && !partitioned {
         return Err(PrefixError(
-            "Prefix must contain at least one partitionKeyFromQuery or partitionKeyFromLambda expression when dynamic partitioning is enabled.".into(),
+            "S3 Prefix should contain Dynamic Partitioning namespaces when Dynamic Partitioning is enabled".into(),
         ));
     }
     Ok(())

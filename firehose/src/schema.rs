@@ -118,7 +118,8 @@ pub fn load(path: &Path) -> Result<Vec<FieldSpec>, SchemaError> {
     let parsed: SchemaFile = if path.extension().is_some_and(|e| e == "toml") {
         toml::from_str(&text).map_err(|e| SchemaError::Malformed { path: shown.clone(), reason: e.to_string() })?
     } else {
-        serde_json::from_str(&text).map_err(|e| SchemaError::Malformed { path: shown.clone(), reason: e.to_string() })?
+        serde_json::from_str(&text)
+            .map_err(|e| SchemaError::Malformed { path: shown.clone(), reason: e.to_string() })?
     };
     let fields = match parsed {
         SchemaFile::Fields { fields } | SchemaFile::List(fields) => fields,
@@ -190,11 +191,8 @@ mod tests {
 
     #[test]
     fn infers_types_and_widens() {
-        let recs: Vec<&[u8]> = vec![
-            br#"{"a": 1, "b": "x", "c": null, "d": true}"#,
-            br#"{"a": 1.5, "b": 2, "e": {"n": 1}}"#,
-            b"not json",
-        ];
+        let recs: Vec<&[u8]> =
+            vec![br#"{"a": 1, "b": "x", "c": null, "d": true}"#, br#"{"a": 1.5, "b": 2, "e": {"n": 1}}"#, b"not json"];
         let f = infer(recs).unwrap();
         let got: Vec<(&str, &str)> = f.iter().map(|f| (f.name.as_str(), f.type_name.as_str())).collect();
         assert_eq!(got, [("a", "double"), ("b", "string"), ("c", "string"), ("d", "boolean"), ("e", "string")]);

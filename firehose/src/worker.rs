@@ -155,10 +155,12 @@ impl Worker {
         let shards = source.meta().shards.clone();
         let mut dirty = false;
         for s in &shards {
-            if !self.checkpoints.shards.contains_key(&s.index) {
+            if let std::collections::btree_map::Entry::Vacant(slot) = self.checkpoints.shards.entry(s.index) {
                 let Some(log) = source.log(s.index) else { continue };
+                // A shard born after the delivery stream (a split or merge child) is read from
+                // its start, once its parents are delivered.
                 let next = log.bounds().first_sequence_number;
-                self.checkpoints.shards.insert(s.index, ShardCheckpoint { next, pending_last: None, done: false });
+                slot.insert(ShardCheckpoint { next, pending_last: None, done: false });
                 dirty = true;
             }
         }
@@ -227,7 +229,11 @@ impl Worker {
         }
         let oldest = self.buffers.values().filter_map(|b| b.records.first().map(|r| r.arrival_ms)).min();
         let freshness = oldest.map_or(0, |o| self.ctx.clock.now_ms().saturating_sub(o));
-        self.ctx.metrics.data_freshness_ms.get_or_create(&crate::metrics::Metrics::label(self.entry.name())).set(freshness);
+        self.ctx
+            .metrics
+            .data_freshness_ms
+            .get_or_create(&crate::metrics::Metrics::label(self.entry.name()))
+            .set(freshness);
         Ok(progressed)
     }
 
@@ -241,7 +247,12 @@ impl Worker {
                 return Ok(p.clone());
             }
         }
-        let schema = spec.schema.as_deref().map(crate::schema::to_arrow).transpose().map_err(|e| StepError::Failed(e.to_string()))?;
+        let schema = spec
+            .schema
+            .as_deref()
+            .map(crate::schema::to_arrow)
+            .transpose()
+            .map_err(|e| StepError::Failed(e.to_string()))?;
         let transform = self.entry.transform();
         let p = plan::build(&spec, schema, transform.clone()).map_err(StepError::Failed)?;
         if matches!(p.format, Format::ParquetInferred) {
@@ -256,7 +267,8 @@ impl Worker {
     }
 
     async fn deliver(&mut self, shard: u32, records: Vec<SourceRecord>) -> Result<(), StepError> {
-        let (Some(first), Some(last)) = (records.first().map(|r| r.sequence), records.last().map(|r| r.sequence)) else {
+        let (Some(first), Some(last)) = (records.first().map(|r| r.sequence), records.last().map(|r| r.sequence))
+        else {
             return Ok(());
         };
         {
@@ -367,7 +379,8 @@ fn read_range(log: &sluice_engine::ShardLog, from: u64, last: u64) -> Result<Vec
     let mut next = from;
     while next <= last {
         let want = (last - next + 1).min(10_000) as usize;
-        let batch = log.read(next, ReadLimits { max_records: want, max_bytes: usize::MAX }).map_err(|e| e.to_string())?;
+        let batch =
+            log.read(next, ReadLimits { max_records: want, max_bytes: usize::MAX }).map_err(|e| e.to_string())?;
         if batch.is_empty() {
             break;
         }

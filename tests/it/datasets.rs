@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::io::BufRead;
 
 use arrow_array::cast::AsArray;
-use arrow_array::Array;
 use arrow_array::types::{Float64Type, Int64Type};
+use arrow_array::Array;
 
 /// The first `n` lines of a gzipped JSON Lines file in `examples/data/`.
 pub fn lines(file: &str, n: usize) -> Vec<String> {
@@ -47,10 +47,12 @@ impl BeijingDigest {
         let mut d = Self::default();
         let mut stations_by_key = BTreeMap::new();
         for (key, bytes) in objects {
-            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes.clone()))
-                .unwrap_or_else(|e| panic!("{key} is not Parquet: {e}"))
-                .build()
-                .unwrap();
+            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(
+                bytes.clone(),
+            ))
+            .unwrap_or_else(|e| panic!("{key} is not Parquet: {e}"))
+            .build()
+            .unwrap();
             let mut stations = Vec::new();
             for batch in reader {
                 let batch = batch.unwrap();

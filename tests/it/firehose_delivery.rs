@@ -43,7 +43,9 @@ pub fn beijing_parquet() -> fh::DataFormatConversionConfiguration {
         )
         .input_format_configuration(
             fh::InputFormatConfiguration::builder()
-                .deserializer(fh::Deserializer::builder().open_x_json_ser_de(fh::OpenXJsonSerDe::builder().build()).build())
+                .deserializer(
+                    fh::Deserializer::builder().open_x_json_ser_de(fh::OpenXJsonSerDe::builder().build()).build(),
+                )
                 .build(),
         )
         .output_format_configuration(
@@ -113,7 +115,8 @@ async fn kinesis_stream_of_beijing_telemetry_lands_as_partitioned_parquet_in_s3(
     let dir = tempfile::tempdir().unwrap();
     let s3 = S3Server::start(&dir.path().join("s3")).await;
     let clock = Arc::new(ManualClock::new(now_ms()));
-    let server = TestServer::start_with(&dir.path().join("data"), clock.clone(), |c| delivery_config(c, s3.lake_config())).await;
+    let server =
+        TestServer::start_with(&dir.path().join("data"), clock.clone(), |c| delivery_config(c, s3.lake_config())).await;
     let kinesis = server.client();
     kinesis.create_stream().stream_name("telemetry").shard_count(4).send().await.unwrap();
     let firehose = server.firehose();
@@ -150,7 +153,8 @@ async fn kinesis_stream_of_beijing_telemetry_lands_as_partitioned_parquet_in_s3(
         let entries = chunk
             .iter()
             .map(|r| {
-                let station = serde_json::from_str::<serde_json::Value>(r).unwrap()["station"].as_str().unwrap().to_owned();
+                let station =
+                    serde_json::from_str::<serde_json::Value>(r).unwrap()["station"].as_str().unwrap().to_owned();
                 PutRecordsRequestEntry::builder()
                     .data(aws_sdk_kinesis::primitives::Blob::new(r.as_bytes()))
                     .partition_key(station)
@@ -174,7 +178,10 @@ async fn kinesis_stream_of_beijing_telemetry_lands_as_partitioned_parquet_in_s3(
         assert!(key.contains(&format!("/{}/telemetry-lake-1-", day.format(put_ms))), "{key}");
         assert!(key.ends_with(".parquet"), "{key}");
     }
-    assert_eq!(stations.keys().map(|k| k.split('/').nth(1).unwrap()).collect::<std::collections::BTreeSet<_>>().len(), 12);
+    assert_eq!(
+        stations.keys().map(|k| k.split('/').nth(1).unwrap()).collect::<std::collections::BTreeSet<_>>().len(),
+        12
+    );
     assert!(objects(&s3c, "errors/").await.is_empty(), "no record failed");
     server.stop().await;
 }
@@ -191,21 +198,34 @@ async fn direct_put_batches_land_in_s3_and_in_a_local_folder() {
             "s3" => s3.lake_config(),
             _ => sluice_firehose::LakeConfig { url: format!("file://{}", folder.display()), ..Default::default() },
         };
-        let server = TestServer::start_with(&dir.path().join(format!("data-{lake}")), clock.clone(), |c| delivery_config(c, config)).await;
+        let server = TestServer::start_with(&dir.path().join(format!("data-{lake}")), clock.clone(), |c| {
+            delivery_config(c, config)
+        })
+        .await;
         let put_ms = clock.now_ms();
         let firehose = server.firehose();
         firehose
             .create_delivery_stream()
             .delivery_stream_name("direct")
             .extended_s3_destination_configuration(
-                destination("direct/", "direct-errors/").data_format_conversion_configuration(beijing_parquet()).build().unwrap(),
+                destination("direct/", "direct-errors/")
+                    .data_format_conversion_configuration(beijing_parquet())
+                    .build()
+                    .unwrap(),
             )
             .send()
             .await
             .unwrap();
         for chunk in input.chunks(500) {
-            let records = chunk.iter().map(|r| fh::Record::builder().data(Blob::new(r.as_bytes())).build().unwrap()).collect();
-            let out = firehose.put_record_batch().delivery_stream_name("direct").set_records(Some(records)).send().await.unwrap();
+            let records =
+                chunk.iter().map(|r| fh::Record::builder().data(Blob::new(r.as_bytes())).build().unwrap()).collect();
+            let out = firehose
+                .put_record_batch()
+                .delivery_stream_name("direct")
+                .set_records(Some(records))
+                .send()
+                .await
+                .unwrap();
             assert_eq!(out.failed_put_count(), 0);
             assert_eq!(out.request_responses().len(), chunk.len());
             assert!(out.request_responses().iter().all(|r| r.record_id().is_some()));
@@ -252,24 +272,28 @@ async fn malformed_and_schema_violating_records_land_in_format_conversion_failed
     let dir = tempfile::tempdir().unwrap();
     let s3 = S3Server::start(&dir.path().join("s3")).await;
     let clock = Arc::new(ManualClock::new(now_ms()));
-    let server = TestServer::start_with(&dir.path().join("data"), clock.clone(), |c| delivery_config(c, s3.lake_config())).await;
+    let server =
+        TestServer::start_with(&dir.path().join("data"), clock.clone(), |c| delivery_config(c, s3.lake_config())).await;
     let firehose = server.firehose();
     firehose
         .create_delivery_stream()
         .delivery_stream_name("mixed")
         .extended_s3_destination_configuration(
-            destination("good/", "bad/!{firehose:error-output-type}/").data_format_conversion_configuration(beijing_parquet()).build().unwrap(),
+            destination("good/", "bad/!{firehose:error-output-type}/")
+                .data_format_conversion_configuration(beijing_parquet())
+                .build()
+                .unwrap(),
         )
         .send()
         .await
         .unwrap();
     let good = beijing(1_000);
     let bad: Vec<String> = vec![
-        r#"{"No": 1, "year": 2013, "month": 3"#.into(),                         // cut short
-        "not json at all".into(),                                                // not JSON
+        r#"{"No": 1, "year": 2013, "month": 3"#.into(), // cut short
+        "not json at all".into(),                       // not JSON
         r#"{"No": "one", "year": 2013, "month": 3, "day": 1, "hour": 0, "station": "X"}"#.into(), // a string for a bigint
-        r#"{"No": 7, "year": 2013, "month": 3, "day": 1, "hour": 0}"#.into(),   // station missing (not nullable)
-        r#"[1, 2, 3]"#.into(),                                                   // not an object
+        r#"{"No": 7, "year": 2013, "month": 3, "day": 1, "hour": 0}"#.into(), // station missing (not nullable)
+        r#"[1, 2, 3]"#.into(),                                                // not an object
         r#"{"No": 8, "year": 2013, "month": 3, "day": 1, "hour": 0, "station": {"n": 1}}"#.into(), // object for a string
     ];
     // Bad records spread through the good ones, in one batch.
@@ -278,27 +302,42 @@ async fn malformed_and_schema_violating_records_land_in_format_conversion_failed
         mixed.insert(i * 150 + 7, b.clone());
     }
     for chunk in mixed.chunks(500) {
-        let records = chunk.iter().map(|r| fh::Record::builder().data(Blob::new(r.as_bytes())).build().unwrap()).collect();
+        let records =
+            chunk.iter().map(|r| fh::Record::builder().data(Blob::new(r.as_bytes())).build().unwrap()).collect();
         firehose.put_record_batch().delivery_stream_name("mixed").set_records(Some(records)).send().await.unwrap();
     }
     let s3c = s3.client();
     let landed = wait_for(&clock, || objects(&s3c, "good/"), |o| rows(o) >= good.len()).await;
     assert_eq!(BeijingDigest::of_parquet(&landed).0, BeijingDigest::of_json(&good));
-    let errors = wait_for(&clock, || objects(&s3c, "bad/"), |o| {
-        o.iter().map(|(_, b)| b.iter().filter(|c| **c == b'\n').count()).sum::<usize>() >= bad.len()
-    })
+    let errors = wait_for(
+        &clock,
+        || objects(&s3c, "bad/"),
+        |o| o.iter().map(|(_, b)| b.iter().filter(|c| **c == b'\n').count()).sum::<usize>() >= bad.len(),
+    )
     .await;
     let mut raw = Vec::new();
     for (key, body) in &errors {
         assert!(key.starts_with("bad/format-conversion-failed/"), "{key}");
         for line in String::from_utf8(body.clone()).unwrap().lines() {
             let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            for field in ["attemptsMade", "arrivalTimestamp", "lastErrorCode", "lastErrorMessage", "attemptEndingTimestamp", "rawData"] {
+            for field in [
+                "attemptsMade",
+                "arrivalTimestamp",
+                "lastErrorCode",
+                "lastErrorMessage",
+                "attemptEndingTimestamp",
+                "rawData",
+            ] {
                 assert!(v.get(field).is_some(), "{field} missing in {line}");
             }
             let code = v["lastErrorCode"].as_str().unwrap();
-            assert!(code == "DataFormatConversion.ParseError" || code == "DataFormatConversion.MalformedData", "{code}");
-            let data = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, v["rawData"].as_str().unwrap()).unwrap();
+            assert!(
+                code == "DataFormatConversion.ParseError" || code == "DataFormatConversion.MalformedData",
+                "{code}"
+            );
+            let data =
+                base64::Engine::decode(&base64::engine::general_purpose::STANDARD, v["rawData"].as_str().unwrap())
+                    .unwrap();
             raw.push(String::from_utf8(data).unwrap());
         }
     }

@@ -2,12 +2,14 @@
 
 mod bad_input;
 mod config;
+mod datasets;
+mod firehose_api;
+mod firehose_delivery;
+mod firehose_faults;
 mod h2c;
 mod kinesis_sdk;
 mod resharding;
+mod s3_server;
 mod stream_status;
 mod support;
 mod throttling;
-mod datasets;
-mod firehose_delivery;
-mod s3_server;

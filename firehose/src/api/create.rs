@@ -8,7 +8,9 @@ use sluice_engine::api::ApiError;
 
 use super::{invalid, respond, tags::check_tags, validate_name, Firehose};
 use crate::delivery_streams::CreateError;
-use crate::spec::{DeliveryStreamSpec, ExtendedS3Destination, SourceSpec, BUFFER_INTERVAL_S_RANGE, BUFFER_SIZE_MB_RANGE};
+use crate::spec::{
+    DeliveryStreamSpec, ExtendedS3Destination, SourceSpec, BUFFER_INTERVAL_S_RANGE, BUFFER_SIZE_MB_RANGE,
+};
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -47,11 +49,19 @@ pub fn check_destination(d: &ExtendedS3Destination, member: &str) -> Result<(), 
     }
     if let Some(h) = &d.buffering_hints {
         if let Some(s) = h.size_in_mbs.filter(|s| !BUFFER_SIZE_MB_RANGE.contains(s)) {
-            let c = if s < *BUFFER_SIZE_MB_RANGE.start() { "have value greater than or equal to 1" } else { "have value less than or equal to 128" };
+            let c = if s < *BUFFER_SIZE_MB_RANGE.start() {
+                "have value greater than or equal to 1"
+            } else {
+                "have value less than or equal to 128"
+            };
             return Err(ApiError::validation(s, &format!("{member}.bufferingHints.sizeInMBs"), c));
         }
         if let Some(i) = h.interval_in_seconds.filter(|i| !BUFFER_INTERVAL_S_RANGE.contains(i)) {
-            return Err(ApiError::validation(i, &format!("{member}.bufferingHints.intervalInSeconds"), "have value less than or equal to 900"));
+            return Err(ApiError::validation(
+                i,
+                &format!("{member}.bufferingHints.intervalInSeconds"),
+                "have value less than or equal to 900",
+            ));
         }
     }
     if d.bucket().is_none() {
@@ -67,17 +77,21 @@ pub fn check_destination(d: &ExtendedS3Destination, member: &str) -> Result<(), 
 pub fn run(f: &Firehose, r: Request) -> Result<Vec<u8>, ApiError> {
     validate_name(&r.delivery_stream_name)?;
     let destinations: Vec<&String> = r.other.keys().filter(|k| k.ends_with("DestinationConfiguration")).collect();
-    let destination = match (r.extended_s3_destination_configuration, r.s3_destination_configuration, destinations.first()) {
-        (Some(d), None, None) | (None, Some(d), None) => d,
-        (None, None, Some(other)) => {
-            return Err(invalid(format!("{other} is not supported by Sluice; use ExtendedS3DestinationConfiguration.")))
-        }
-        (None, None, None) => return Err(invalid("A destination configuration must be specified.")),
-        _ => return Err(invalid("Exactly one destination configuration is supported for a Firehose")),
-    };
+    let destination =
+        match (r.extended_s3_destination_configuration, r.s3_destination_configuration, destinations.first()) {
+            (Some(d), None, None) | (None, Some(d), None) => d,
+            (None, None, Some(other)) => {
+                return Err(invalid(format!(
+                    "{other} is not supported by Sluice; use ExtendedS3DestinationConfiguration."
+                )))
+            }
+            (None, None, None) => return Err(invalid("A destination configuration must be specified.")),
+            _ => return Err(invalid("Exactly one destination configuration is supported for a Firehose")),
+        };
     check_destination(&destination, "extendedS3DestinationConfiguration")?;
     check_tags(&r.tags, 0)?;
-    let source = match (r.delivery_stream_type.as_deref().unwrap_or("DirectPut"), r.kinesis_stream_source_configuration) {
+    let source = match (r.delivery_stream_type.as_deref().unwrap_or("DirectPut"), r.kinesis_stream_source_configuration)
+    {
         ("DirectPut", None) => SourceSpec::DirectPut,
         ("DirectPut", Some(_)) => {
             return Err(invalid("KinesisSourceStreamConfig is only applicable for KinesisStreamAsSource stream type"))
@@ -88,7 +102,9 @@ pub fn run(f: &Firehose, r: Request) -> Result<Vec<u8>, ApiError> {
                 .split_once(":stream/")
                 .map(|(_, n)| n.to_owned())
                 .filter(|n| !n.is_empty())
-                .ok_or_else(|| invalid(format!("KinesisStreamARN '{}' is not a Kinesis stream ARN.", k.kinesis_stream_arn)))?;
+                .ok_or_else(|| {
+                    invalid(format!("KinesisStreamARN '{}' is not a Kinesis stream ARN.", k.kinesis_stream_arn))
+                })?;
             SourceSpec::KinesisStream { stream_name, stream_arn: k.kinesis_stream_arn, role_arn: k.role_arn }
         }
         ("KinesisStreamAsSource", None) => {

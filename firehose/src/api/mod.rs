@@ -164,22 +164,20 @@ impl Firehose {
             return Err(ApiError::new(ErrorKind::InvalidArgument, "DatabaseName and TableName must be plain names."));
         }
         let base = self.config.schema_dir.join(db);
-        let path = ["json", "toml"]
-            .iter()
-            .map(|ext| base.join(format!("{table}.{ext}")))
-            .find(|p| p.exists())
-            .ok_or_else(|| {
-                ApiError::new(
-                    ErrorKind::InvalidArgument,
-                    format!(
-                        "Table {table} in database {db} not found: Sluice looks for {}.json or .toml",
-                        base.join(table).display()
-                    ),
-                )
-            })?;
-        spec.schema = Some(
-            crate::schema::load(&path).map_err(|e| ApiError::new(ErrorKind::InvalidArgument, e.to_string()))?,
-        );
+        let path =
+            ["json", "toml"].iter().map(|ext| base.join(format!("{table}.{ext}"))).find(|p| p.exists()).ok_or_else(
+                || {
+                    ApiError::new(
+                        ErrorKind::InvalidArgument,
+                        format!(
+                            "Table {table} in database {db} not found: Sluice looks for {}.json or .toml",
+                            base.join(table).display()
+                        ),
+                    )
+                },
+            )?;
+        spec.schema =
+            Some(crate::schema::load(&path).map_err(|e| ApiError::new(ErrorKind::InvalidArgument, e.to_string()))?);
         Ok(())
     }
 }
@@ -193,7 +191,11 @@ pub fn validate_name(name: &str) -> Result<(), ApiError> {
         return Err(ApiError::validation(name, "deliveryStreamName", "have length less than or equal to 64"));
     }
     if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')) {
-        return Err(ApiError::validation(name, "deliveryStreamName", "satisfy regular expression pattern: [a-zA-Z0-9_.-]+"));
+        return Err(ApiError::validation(
+            name,
+            "deliveryStreamName",
+            "satisfy regular expression pattern: [a-zA-Z0-9_.-]+",
+        ));
     }
     Ok(())
 }

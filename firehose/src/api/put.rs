@@ -37,9 +37,9 @@ pub struct BatchRequest {
 }
 
 fn decode(e: &Entry, member: &str) -> Result<Vec<u8>, ApiError> {
-    let data = base64::engine::general_purpose::STANDARD
-        .decode(&e.data)
-        .map_err(|_| ApiError::new(ErrorKind::Serialization, format!("Value of {member}Data is not valid base64 data.")))?;
+    let data = base64::engine::general_purpose::STANDARD.decode(&e.data).map_err(|_| {
+        ApiError::new(ErrorKind::Serialization, format!("Value of {member}Data is not valid base64 data."))
+    })?;
     if data.len() > RECORD_BYTES_MAX {
         let v = format!("java.nio.HeapByteBuffer[pos=0 lim={n} cap={n}]", n = data.len());
         return Err(ApiError::validation(v, &format!("{member}data"), "have length less than or equal to 1024000"));
@@ -54,13 +54,17 @@ fn put(f: &Firehose, name: &str, records: &[Vec<u8>]) -> Result<Vec<String>, Api
         return Err(invalid("This operation is not permitted on KinesisStreamAsSource delivery stream type."));
     }
     let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
-    let first = entry.put(&refs).map_err(|e| ApiError::new(ErrorKind::ServiceUnavailable, format!("Slow down. ({e})")))?;
+    let first =
+        entry.put(&refs).map_err(|e| ApiError::new(ErrorKind::ServiceUnavailable, format!("Slow down. ({e})")))?;
     let label = Metrics::label(name);
     let metrics = &f.delivery_streams.context().metrics;
     metrics.incoming_records.get_or_create(&label).inc_by(records.len() as u64);
     metrics.incoming_bytes.get_or_create(&label).inc_by(records.iter().map(|r| r.len() as u64).sum());
     Ok((0..records.len() as u64)
-        .map(|i| sluice_engine::sequence_number::SequenceNumber { shard_sequence: first.shard_sequence + i, ..first }.to_string())
+        .map(|i| {
+            sluice_engine::sequence_number::SequenceNumber { shard_sequence: first.shard_sequence + i, ..first }
+                .to_string()
+        })
         .collect())
 }
 

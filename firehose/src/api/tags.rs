@@ -25,13 +25,21 @@ pub fn check_tags(tags: &[Tag], existing: usize) -> Result<(), ApiError> {
     for (i, t) in tags.iter().enumerate() {
         let n = t.key.chars().count();
         if n == 0 || n > 128 {
-            return Err(ApiError::validation(&t.key, &format!("tags.{}.member.key", i + 1), "have length between 1 and 128"));
+            return Err(ApiError::validation(
+                &t.key,
+                &format!("tags.{}.member.key", i + 1),
+                "have length between 1 and 128",
+            ));
         }
         if t.key.starts_with("aws:") {
             return Err(ApiError::new(ErrorKind::InvalidArgument, "Tag keys must not start with 'aws:'."));
         }
         if t.value.as_ref().is_some_and(|v| v.chars().count() > 256) {
-            return Err(ApiError::validation("...", &format!("tags.{}.member.value", i + 1), "have length less than or equal to 256"));
+            return Err(ApiError::validation(
+                "...",
+                &format!("tags.{}.member.value", i + 1),
+                "have length less than or equal to 256",
+            ));
         }
     }
     if existing + tags.len() > TAGS_MAX && existing == 0 {

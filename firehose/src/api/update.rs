@@ -42,13 +42,15 @@ pub fn run(f: &Firehose, r: Request) -> Result<Vec<u8>, ApiError> {
     let mut spec = current.clone();
     spec.destination.merge(update);
     if spec.destination.dynamic_partitioning() != current.destination.dynamic_partitioning() {
-        return Err(invalid("Dynamic partitioning can only be enabled when the delivery stream is created and cannot be disabled."));
+        return Err(invalid(
+            "Dynamic partitioning can only be enabled when the delivery stream is created and cannot be disabled.",
+        ));
     }
     check_destination(&spec.destination, "extendedS3DestinationUpdate")?;
     spec.version += 1;
     spec.updated_ms = f.clock.now_ms();
-    let same_conversion =
-        spec.destination.data_format_conversion_configuration == current.destination.data_format_conversion_configuration;
+    let same_conversion = spec.destination.data_format_conversion_configuration
+        == current.destination.data_format_conversion_configuration;
     if !same_conversion {
         f.load_schema(&mut spec)?;
     }

@@ -1,0 +1,279 @@
+//! The Firehose control plane and put calls through `aws-sdk-firehose`: shapes a client
+//! reads back, versions, tags, and AWS's error types for bad input (nothing created or
+//! written when refused).
+
+use std::sync::Arc;
+
+use aws_sdk_firehose::error::ProvideErrorMetadata;
+use aws_sdk_firehose::primitives::Blob;
+use aws_sdk_firehose::types as fh;
+use sluice_engine::ManualClock;
+
+use crate::firehose_delivery::{beijing_parquet, delivery_config, destination};
+use crate::s3_server::S3Server;
+use crate::support::TestServer;
+
+fn code<T: std::fmt::Debug, E: ProvideErrorMetadata + std::fmt::Debug>(r: Result<T, E>) -> (String, String) {
+    let e = r.expect_err("the call must fail");
+    (e.code().unwrap_or_default().to_owned(), e.message().unwrap_or_default().to_owned())
+}
+
+fn record(data: &[u8]) -> fh::Record {
+    fh::Record::builder().data(Blob::new(data)).build().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_describe_list_update_tag_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3Server::start(&dir.path().join("s3")).await;
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let server =
+        TestServer::start_with(&dir.path().join("data"), clock.clone(), |c| delivery_config(c, s3.lake_config())).await;
+    let f = server.firehose();
+    for name in ["b-stream", "a-stream", "c-stream"] {
+        let out = f
+            .create_delivery_stream()
+            .delivery_stream_name(name)
+            .extended_s3_destination_configuration(destination("raw/", "raw-errors/").build().unwrap())
+            .tags(fh::Tag::builder().key("team").value("data").build().unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            out.delivery_stream_arn(),
+            Some(format!("arn:aws:firehose:us-east-1:000000000000:deliverystream/{name}").as_str())
+        );
+    }
+    let (c, m) = code(
+        f.create_delivery_stream()
+            .delivery_stream_name("a-stream")
+            .extended_s3_destination_configuration(destination("x/", "y/").build().unwrap())
+            .send()
+            .await,
+    );
+    assert_eq!(
+        (c.as_str(), m.as_str()),
+        ("ResourceInUseException", "Firehose a-stream under accountId 000000000000 already exists")
+    );
+
+    let d = f.describe_delivery_stream().delivery_stream_name("a-stream").send().await.unwrap();
+    let d = d.delivery_stream_description().unwrap();
+    assert_eq!(d.delivery_stream_status(), &fh::DeliveryStreamStatus::Active);
+    assert_eq!(d.delivery_stream_type(), &fh::DeliveryStreamType::DirectPut);
+    assert_eq!(d.version_id(), "1");
+    assert_eq!(d.create_timestamp().unwrap().secs(), 1_700_000_000);
+    let dest = &d.destinations()[0];
+    assert_eq!(dest.destination_id(), "destinationId-000000000001");
+    let s3d = dest.extended_s3_destination_description().unwrap();
+    assert_eq!(s3d.bucket_arn(), "arn:aws:s3:::lake");
+    assert_eq!(s3d.prefix(), Some("raw/"));
+    assert_eq!(s3d.compression_format(), &fh::CompressionFormat::Uncompressed);
+    assert_eq!(s3d.buffering_hints().unwrap().interval_in_seconds(), Some(1));
+
+    let l = f.list_delivery_streams().limit(2).send().await.unwrap();
+    assert_eq!(l.delivery_stream_names(), ["a-stream", "b-stream"]);
+    assert!(l.has_more_delivery_streams());
+    let l = f.list_delivery_streams().exclusive_start_delivery_stream_name("b-stream").send().await.unwrap();
+    assert_eq!(l.delivery_stream_names(), ["c-stream"]);
+    assert!(!l.has_more_delivery_streams());
+    let l = f
+        .list_delivery_streams()
+        .delivery_stream_type(fh::DeliveryStreamType::KinesisStreamAsSource)
+        .send()
+        .await
+        .unwrap();
+    assert!(l.delivery_stream_names().is_empty());
+
+    // UpdateDestination: only with the current version; the version then goes up.
+    let (c, _) = code(
+        f.update_destination()
+            .delivery_stream_name("a-stream")
+            .current_delivery_stream_version_id("7")
+            .destination_id("destinationId-000000000001")
+            .extended_s3_destination_update(fh::ExtendedS3DestinationUpdate::builder().prefix("new/").build())
+            .send()
+            .await,
+    );
+    assert_eq!(c, "ConcurrentModificationException");
+    clock.advance(5_000);
+    f.update_destination()
+        .delivery_stream_name("a-stream")
+        .current_delivery_stream_version_id("1")
+        .destination_id("destinationId-000000000001")
+        .extended_s3_destination_update(fh::ExtendedS3DestinationUpdate::builder().prefix("new/").build())
+        .send()
+        .await
+        .unwrap();
+    let d = f.describe_delivery_stream().delivery_stream_name("a-stream").send().await.unwrap();
+    let d = d.delivery_stream_description().unwrap();
+    assert_eq!(d.version_id(), "2");
+    assert_eq!(d.last_update_timestamp().unwrap().secs(), 1_700_000_005);
+    let s3d = d.destinations()[0].extended_s3_destination_description().unwrap();
+    assert_eq!(
+        (s3d.prefix(), s3d.error_output_prefix()),
+        (Some("new/"), Some("raw-errors/")),
+        "members not given are kept"
+    );
+
+    // Tags.
+    f.tag_delivery_stream()
+        .delivery_stream_name("a-stream")
+        .tags(fh::Tag::builder().key("env").value("test").build().unwrap())
+        .tags(fh::Tag::builder().key("team").value("lake").build().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let t = f.list_tags_for_delivery_stream().delivery_stream_name("a-stream").limit(1).send().await.unwrap();
+    assert_eq!(t.tags().iter().map(|t| (t.key(), t.value())).collect::<Vec<_>>(), [("env", Some("test"))]);
+    assert!(t.has_more_tags());
+    f.untag_delivery_stream().delivery_stream_name("a-stream").tag_keys("env").send().await.unwrap();
+    let t = f.list_tags_for_delivery_stream().delivery_stream_name("a-stream").send().await.unwrap();
+    assert_eq!(t.tags().iter().map(|t| (t.key(), t.value())).collect::<Vec<_>>(), [("team", Some("lake"))]);
+
+    // Delete.
+    f.delete_delivery_stream().delivery_stream_name("a-stream").send().await.unwrap();
+    let (c, m) = code(f.describe_delivery_stream().delivery_stream_name("a-stream").send().await);
+    assert_eq!(
+        (c.as_str(), m.as_str()),
+        ("ResourceNotFoundException", "Firehose a-stream under account 000000000000 not found.")
+    );
+    let (c, _) = code(f.put_record().delivery_stream_name("a-stream").record(record(b"x")).send().await);
+    assert_eq!(c, "ResourceNotFoundException");
+
+    // Definitions survive a restart.
+    server.stop().await;
+    let server =
+        TestServer::start_with(&dir.path().join("data"), clock.clone(), |c| delivery_config(c, s3.lake_config())).await;
+    let l = server.firehose().list_delivery_streams().send().await.unwrap();
+    assert_eq!(l.delivery_stream_names(), ["b-stream", "c-stream"]);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_aws_errors_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3Server::start(&dir.path().join("s3")).await;
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let server =
+        TestServer::start_with(&dir.path().join("data"), clock, |c| delivery_config(c, s3.lake_config())).await;
+    server.client().create_stream().stream_name("src").shard_count(1).send().await.unwrap();
+    let f = server.firehose();
+    let create = |name: &str, d: fh::ExtendedS3DestinationConfiguration| {
+        f.create_delivery_stream().delivery_stream_name(name).extended_s3_destination_configuration(d).send()
+    };
+    let cases: Vec<(&str, fh::ExtendedS3DestinationConfiguration, &str, &str)> = vec![
+        ("bad name!", destination("a/", "b/").build().unwrap(), "ValidationException", "deliveryStreamName"),
+        (
+            "p1",
+            destination("a/!{firehose:error-output-type}/", "b/").build().unwrap(),
+            "InvalidArgumentException",
+            "must not contain any occurrence of !{firehose:error-output-type}",
+        ),
+        (
+            "p2",
+            fh::ExtendedS3DestinationConfiguration::builder()
+                .role_arn("arn:aws:iam::000000000000:role/r")
+                .bucket_arn("arn:aws:s3:::lake")
+                .prefix("a/!{timestamp:yyyy}/")
+                .build()
+                .unwrap(),
+            "InvalidArgumentException",
+            "ErrorOutputPrefix cannot be null or empty when Prefix contains expressions",
+        ),
+        (
+            "p3",
+            destination("a/!{timestamp:QQQ}/", "b/").build().unwrap(),
+            "InvalidArgumentException",
+            "unsupported pattern letters",
+        ),
+        (
+            "p4",
+            destination("a/!{partitionKeyFromQuery:k}/", "b/").build().unwrap(),
+            "InvalidArgumentException",
+            "Dynamic Partitioning",
+        ),
+        (
+            "p5",
+            destination("a/", "b/!{timestamp:yyyy}/").build().unwrap(),
+            "InvalidArgumentException",
+            "error-output-type",
+        ),
+        (
+            "p6",
+            destination("a/", "b/")
+                .compression_format(fh::CompressionFormat::Gzip)
+                .data_format_conversion_configuration(beijing_parquet())
+                .build()
+                .unwrap(),
+            "InvalidArgumentException",
+            "UNCOMPRESSED when data format conversion is enabled",
+        ),
+        (
+            "p7",
+            destination("a/", "b/")
+                .buffering_hints(fh::BufferingHints::builder().size_in_mbs(129).interval_in_seconds(60).build())
+                .build()
+                .unwrap(),
+            "ValidationException",
+            "sizeInMBs",
+        ),
+        ("p8", destination("a/", "b/").bucket_arn("not-an-arn").build().unwrap(), "ValidationException", "bucketARN"),
+    ];
+    for (name, d, want_code, want_message) in cases {
+        let (c, m) = code(create(name, d).await);
+        assert_eq!(c, want_code, "{name}: {m}");
+        assert!(m.contains(want_message), "{name}: {m}");
+    }
+    let (c, m) = code(
+        f.create_delivery_stream()
+            .delivery_stream_name("nosrc")
+            .delivery_stream_type(fh::DeliveryStreamType::KinesisStreamAsSource)
+            .kinesis_stream_source_configuration(
+                fh::KinesisStreamSourceConfiguration::builder()
+                    .kinesis_stream_arn("arn:aws:kinesis:us-east-1:000000000000:stream/missing")
+                    .role_arn("arn:aws:iam::000000000000:role/r")
+                    .build()
+                    .unwrap(),
+            )
+            .extended_s3_destination_configuration(destination("a/", "b/").build().unwrap())
+            .send()
+            .await,
+    );
+    assert_eq!(c, "InvalidArgumentException", "{m}");
+    assert!(f.list_delivery_streams().send().await.unwrap().delivery_stream_names().is_empty(), "nothing was created");
+
+    // Puts: limits and a Kinesis-sourced delivery stream.
+    create("ok", destination("ok/", "ok-errors/").build().unwrap()).await.unwrap();
+    let too_many: Vec<fh::Record> = (0..501).map(|_| record(b"x")).collect();
+    let (c, m) = code(f.put_record_batch().delivery_stream_name("ok").set_records(Some(too_many)).send().await);
+    assert_eq!(c, "ValidationException", "{m}");
+    let big: Vec<fh::Record> = (0..5).map(|_| record(&vec![b'x'; 1_000_000])).collect();
+    let (c, m) = code(f.put_record_batch().delivery_stream_name("ok").set_records(Some(big)).send().await);
+    assert_eq!((c.as_str(), m.as_str()), ("InvalidArgumentException", "Records size exceeds 4 MB limit"));
+    let (c, m) = code(f.put_record().delivery_stream_name("ok").record(record(&vec![b'x'; 1_024_001])).send().await);
+    assert_eq!(c, "ValidationException", "{m}");
+    assert!(m.contains("1024000"), "{m}");
+    f.create_delivery_stream()
+        .delivery_stream_name("from-kinesis")
+        .delivery_stream_type(fh::DeliveryStreamType::KinesisStreamAsSource)
+        .kinesis_stream_source_configuration(
+            fh::KinesisStreamSourceConfiguration::builder()
+                .kinesis_stream_arn("arn:aws:kinesis:us-east-1:000000000000:stream/src")
+                .role_arn("arn:aws:iam::000000000000:role/r")
+                .build()
+                .unwrap(),
+        )
+        .extended_s3_destination_configuration(destination("k/", "k-errors/").build().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let (c, m) = code(f.put_record().delivery_stream_name("from-kinesis").record(record(b"x")).send().await);
+    assert_eq!(
+        (c.as_str(), m.as_str()),
+        ("InvalidArgumentException", "This operation is not permitted on KinesisStreamAsSource delivery stream type.")
+    );
+    // The refused puts wrote nothing: one good record is the only one delivered.
+    let id = f.put_record().delivery_stream_name("ok").record(record(b"only")).send().await.unwrap();
+    assert_eq!(id.record_id(), "0", "the first record of the internal stream");
+    server.stop().await;
+}

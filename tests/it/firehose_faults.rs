@@ -1,0 +1,213 @@
+//! Faults during delivery: the S3 server goes away and comes back; Sluice itself is killed
+//! with SIGKILL and restarted. Every record lands exactly once either way: object keys are
+//! derived from what the object holds, and a cut-short delivery is redone with the same
+//! range, so retries overwrite instead of duplicating.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_firehose::primitives::Blob;
+use aws_sdk_firehose::types as fh;
+use sluice_engine::ManualClock;
+
+use crate::datasets::{beijing, BeijingDigest};
+use crate::firehose_delivery::{
+    beijing_parquet, delivery_config, destination, partition_by, rows, schema_dir, wait_for,
+};
+use crate::s3_server::{objects, S3Server, BUCKET, S3_ACCESS_KEY, S3_SECRET_KEY};
+use crate::support::{TestServer, ACCESS_KEY, SECRET_KEY};
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+async fn put_all(firehose: &aws_sdk_firehose::Client, name: &str, records: &[String]) {
+    for chunk in records.chunks(500) {
+        let batch =
+            chunk.iter().map(|r| fh::Record::builder().data(Blob::new(r.as_bytes())).build().unwrap()).collect();
+        let out = firehose.put_record_batch().delivery_stream_name(name).set_records(Some(batch)).send().await.unwrap();
+        assert_eq!(out.failed_put_count(), 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_down_mid_delivery_then_back_lands_everything_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3Server::start(&dir.path().join("s3")).await;
+    let clock = Arc::new(ManualClock::new(now_ms()));
+    let server =
+        TestServer::start_with(&dir.path().join("data"), clock.clone(), |c| delivery_config(c, s3.lake_config())).await;
+    let firehose = server.firehose();
+    firehose
+        .create_delivery_stream()
+        .delivery_stream_name("outage")
+        .extended_s3_destination_configuration(
+            destination("outage/!{partitionKeyFromQuery:station}/", "outage-errors/!{firehose:error-output-type}/")
+                .dynamic_partitioning_configuration(
+                    fh::DynamicPartitioningConfiguration::builder().enabled(true).build(),
+                )
+                .processing_configuration(partition_by("{station: .station}"))
+                .data_format_conversion_configuration(beijing_parquet())
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let input = beijing(12_000);
+    let (first, second) = input.split_at(6_000);
+    put_all(&firehose, "outage", first).await;
+    let s3c = s3.client();
+    wait_for(&clock, || objects(&s3c, "outage/"), |o| !o.is_empty()).await;
+
+    s3.stop();
+    put_all(&firehose, "outage", second).await;
+    // Deliveries fail and back off while the clock runs past several buffering intervals.
+    for _ in 0..10 {
+        clock.advance(1_000);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    s3.restart().await;
+
+    let landed = wait_for(&clock, || objects(&s3c, "outage/"), |o| rows(o) >= input.len()).await;
+    // A short settle: nothing more may arrive (a duplicate would show up here).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let landed = if rows(&landed) == input.len() { objects(&s3c, "outage/").await } else { landed };
+    assert_eq!(BeijingDigest::of_parquet(&landed).0, BeijingDigest::of_json(&input), "each reading exactly once");
+    assert!(objects(&s3c, "outage-errors/").await.is_empty(), "the outage was shorter than the retry duration");
+    let metrics = reqwest_metrics(server.addr).await;
+    assert!(metrics.contains("sluice_firehose_delivery_to_s3_failures_total{delivery_stream=\"outage\"}"), "{metrics}");
+    server.stop().await;
+}
+
+/// `GET /metrics` of a server.
+async fn reqwest_metrics(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out
+}
+
+/// A `sluice serve` child process.
+struct Child {
+    process: std::process::Child,
+}
+
+impl Child {
+    async fn start(config: &std::path::Path, addr: std::net::SocketAddr) -> Self {
+        let process = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            assert!(std::time::Instant::now() < deadline, "sluice did not start listening");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self { process }
+    }
+
+    fn kill(mut self) {
+        self.process.kill().unwrap();
+        self.process.wait().unwrap();
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sluice_killed_mid_delivery_then_restarted_lands_everything_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3Server::start(&dir.path().join("s3")).await;
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+bind = "{addr}"
+data_dir = "{data}"
+throttle = "off"
+schema_dir = "{schemas}"
+[[access_keys]]
+access_key_id = "{ACCESS_KEY}"
+secret_access_key = "{SECRET_KEY}"
+[lake]
+url = "s3://"
+endpoint = "http://{s3}"
+access_key_id = "{S3_ACCESS_KEY}"
+secret_access_key = "{S3_SECRET_KEY}"
+[[delivery_streams]]
+name = "crashy"
+bucket = "{BUCKET}"
+prefix = "crash/!{{partitionKeyFromQuery:station}}/"
+error_output_prefix = "crash-errors/!{{firehose:error-output-type}}/"
+buffer_size_mb = 1
+buffer_interval_s = 0
+format = "parquet"
+schema = "beijing/air_quality"
+partition_query = "{{station: .station}}"
+"#,
+            data = dir.path().join("data").display(),
+            schemas = schema_dir().display(),
+            s3 = s3.addr,
+        ),
+    )
+    .unwrap();
+    let child = Child::start(&config, addr).await;
+    let firehose = {
+        let conf = aws_sdk_firehose::Config::builder()
+            .behavior_version(aws_sdk_firehose::config::BehaviorVersion::latest())
+            .region(aws_sdk_firehose::config::Region::new("us-east-1"))
+            .endpoint_url(format!("http://{addr}"))
+            .credentials_provider(aws_sdk_firehose::config::Credentials::new(
+                ACCESS_KEY, SECRET_KEY, None, None, "test",
+            ))
+            .http_client(aws_smithy_http_client::Builder::new().build_http())
+            .build();
+        aws_sdk_firehose::Client::from_conf(conf)
+    };
+    let input = beijing(24_000);
+    put_all(&firehose, "crashy", &input).await;
+    let s3c = s3.client();
+    // Kill as soon as the first objects are landing: deliveries are under way.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while objects(&s3c, "crash/").await.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "nothing landed before the kill");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    child.kill();
+    let at_kill = rows(&objects(&s3c, "crash/").await);
+    assert!(at_kill < input.len(), "the kill came after delivery finished ({at_kill} rows); the test proves nothing");
+
+    let child = Child::start(&config, addr).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let landed = loop {
+        let o = objects(&s3c, "crash/").await;
+        if rows(&o) >= input.len() {
+            break o;
+        }
+        assert!(std::time::Instant::now() < deadline, "delivery did not finish after the restart");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let landed = if rows(&landed) == input.len() { objects(&s3c, "crash/").await } else { landed };
+    assert_eq!(BeijingDigest::of_parquet(&landed).0, BeijingDigest::of_json(&input), "each reading exactly once");
+    assert!(objects(&s3c, "crash-errors/").await.is_empty());
+    child.kill();
+}
