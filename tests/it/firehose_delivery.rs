@@ -347,3 +347,91 @@ async fn malformed_and_schema_violating_records_land_in_format_conversion_failed
     assert_eq!(raw, expected, "exactly the bad records, each once, with their original bytes");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kinesis_source_is_followed_through_splits_and_merges_from_latest() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3Server::start(&dir.path().join("s3")).await;
+    let clock = Arc::new(ManualClock::new(now_ms()));
+    let server = TestServer::start_with(&dir.path().join("data"), clock.clone(), |c| delivery_config(c, s3.lake_config())).await;
+    let kinesis = server.client();
+    kinesis.create_stream().stream_name("events").shard_count(2).send().await.unwrap();
+    let put = async |from: usize, to: usize| {
+        let entries = (from..to)
+            .map(|i| {
+                PutRecordsRequestEntry::builder()
+                    .data(aws_sdk_kinesis::primitives::Blob::new(format!("event-{i}")))
+                    .partition_key(format!("key-{}", i % 37))
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        kinesis.put_records().stream_name("events").set_records(Some(entries)).send().await.unwrap();
+    };
+    // Records from before the delivery stream exists are not delivered (LATEST).
+    put(0, 100).await;
+    server
+        .firehose()
+        .create_delivery_stream()
+        .delivery_stream_name("events-raw")
+        .delivery_stream_type(fh::DeliveryStreamType::KinesisStreamAsSource)
+        .kinesis_stream_source_configuration(
+            fh::KinesisStreamSourceConfiguration::builder()
+                .kinesis_stream_arn("arn:aws:kinesis:us-east-1:000000000000:stream/events")
+                .role_arn("arn:aws:iam::000000000000:role/firehose")
+                .build()
+                .unwrap(),
+        )
+        .extended_s3_destination_configuration(
+            destination("events/", "events-errors/")
+                .processing_configuration(
+                    fh::ProcessingConfiguration::builder()
+                        .enabled(true)
+                        .processors(fh::Processor::builder().r#type(fh::ProcessorType::AppendDelimiterToRecord).build().unwrap())
+                        .build(),
+                )
+                .compression_format(fh::CompressionFormat::Gzip)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    put(100, 300).await;
+    kinesis
+        .split_shard()
+        .stream_name("events")
+        .shard_to_split("shardId-000000000000")
+        .new_starting_hash_key((1u128 << 125).to_string())
+        .send()
+        .await
+        .unwrap();
+    put(300, 500).await;
+    kinesis
+        .merge_shards()
+        .stream_name("events")
+        .shard_to_merge("shardId-000000000003")
+        .adjacent_shard_to_merge("shardId-000000000001")
+        .send()
+        .await
+        .unwrap();
+    put(500, 700).await;
+    let s3c = s3.client();
+    let lines = |o: &Vec<(String, Vec<u8>)>| -> Vec<String> {
+        let mut all = Vec::new();
+        for (key, gz) in o {
+            assert!(key.ends_with(".gz"), "{key}");
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(gz.as_slice()), &mut text).unwrap();
+            all.extend(text.lines().map(str::to_owned));
+        }
+        all.sort();
+        all
+    };
+    let landed = wait_for(&clock, || objects(&s3c, "events/"), |o| lines(o).len() >= 600).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut expected: Vec<String> = (100..700).map(|i| format!("event-{i}")).collect();
+    expected.sort();
+    assert_eq!(lines(&landed), expected, "every record since creation once, none from before");
+    server.stop().await;
+}
