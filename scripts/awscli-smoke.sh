@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Drives a real `sluice serve` with the AWS CLI (installed from PyPI into a cached venv):
-# create-stream, put-record, get-shard-iterator, get-records. Prints "awscli: N passed, M failed".
+# create-stream, put-record, get-shard-iterator, get-records, then a Firehose delivery stream into a
+# folder: create-delivery-stream, describe-delivery-stream, put-record-batch. Prints "awscli: N passed, M failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,9 +16,10 @@ fi
 cargo build --quiet --locked --bin sluice
 data=$(mktemp -d)
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-target/debug/sluice serve --bind "127.0.0.1:$port" --data-dir "$data" >"$data.log" 2>&1 &
+printf '[lake]\nurl = "file://%s/lake"\n' "$data" >"$data.toml"
+target/debug/sluice serve --config "$data.toml" --bind "127.0.0.1:$port" --data-dir "$data" >"$data.log" 2>&1 &
 pid=$!
-trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$data" "$data.log"' EXIT
+trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$data" "$data.log" "$data.toml"' EXIT
 
 export AWS_ACCESS_KEY_ID=sluice AWS_SECRET_ACCESS_KEY=sluice-secret AWS_DEFAULT_REGION=us-east-1 AWS_PAGER=""
 aws() { "$venv/bin/aws" --endpoint-url "http://127.0.0.1:$port" "$@"; }
@@ -45,6 +47,22 @@ it=$(aws kinesis get-shard-iterator --stream-name cli --shard-id "$shard" --shar
 check get-shard-iterator "$([ -n "$it" ] && echo issued)" issued
 got=$(aws kinesis get-records --shard-iterator "$it" --query 'Records[0].[SequenceNumber,PartitionKey,Data]' --output text)
 check get-records "$got" "$seq"$'\t'k$'\t'aGVsbG8=
+
+aws firehose create-delivery-stream --delivery-stream-name cli-lake --extended-s3-destination-configuration \
+  '{"RoleARN":"arn:aws:iam::000000000000:role/r","BucketARN":"arn:aws:s3:::lake","Prefix":"cli/",
+    "BufferingHints":{"SizeInMBs":1,"IntervalInSeconds":0},
+    "ProcessingConfiguration":{"Enabled":true,"Processors":[{"Type":"AppendDelimiterToRecord"}]}}' >/dev/null
+check describe-delivery-stream \
+  "$(aws firehose describe-delivery-stream --delivery-stream-name cli-lake --query DeliveryStreamDescription.DeliveryStreamStatus --output text)" ACTIVE
+# CLI v1 base64-encodes blob text, as for kinesis put-record.
+check put-record-batch "$(aws firehose put-record-batch --delivery-stream-name cli-lake --records Data=one Data=two --query FailedPutCount --output text)" 0
+landed=""
+for _ in $(seq 100); do
+  landed=$(find "$data/lake/lake/cli" -type f -exec cat {} + 2>/dev/null || true)
+  [ -n "$landed" ] && break
+  sleep 0.1
+done
+check firehose-delivery "$landed" $'one\ntwo'
 
 echo "awscli: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -94,6 +94,14 @@ pub struct Config {
     /// `DatabaseName`/`TableName` name `<schema_dir>/<DatabaseName>/<TableName>.json` (default
     /// `./schemas`).
     pub schema_dir: PathBuf,
+    /// Where `Lambda` processors' WASM components are: `LambdaArn` `x.wasm` or
+    /// `arn:aws:lambda:...:function:x` is `<transform_dir>/x.wasm` (default `./wasm`).
+    pub transform_dir: PathBuf,
+    /// Most linear memory one transform invocation may use, MiB (default 64).
+    pub transform_memory_mb: usize,
+    /// Most time one transform invocation may take, ms (default 1,000); past it the
+    /// invocation fails and is retried (`NumberOfRetries`).
+    pub transform_deadline_ms: u64,
     /// Delivery streams created at start when missing (`[[delivery_streams]]`).
     pub delivery_streams: Vec<DeliveryStreamDeclaration>,
 }
@@ -116,6 +124,9 @@ impl Default for Config {
             access_keys: vec![AccessKey { access_key_id: "sluice".into(), secret_access_key: "sluice-secret".into() }],
             lake: LakeConfig::default(),
             schema_dir: PathBuf::from("./schemas"),
+            transform_dir: PathBuf::from("./wasm"),
+            transform_memory_mb: 64,
+            transform_deadline_ms: 1_000,
             delivery_streams: Vec::new(),
         }
     }
@@ -185,6 +196,15 @@ impl Config {
             off: self.throttle == Throttle::Off,
             rates: self.throttle_rates,
             per_stream: self.stream_throttle_rates.clone(),
+        }
+    }
+
+    /// Limits of WASM transforms.
+    pub fn transform_limits(&self) -> sluice_transforms::TransformLimits {
+        sluice_transforms::TransformLimits {
+            memory_bytes: self.transform_memory_mb << 20,
+            deadline: Duration::from_millis(self.transform_deadline_ms),
+            ..sluice_transforms::TransformLimits::default()
         }
     }
 

@@ -14,7 +14,9 @@ use sluice_firehose::api::FirehoseConfig;
 use sluice_firehose::delivery_streams::{DeliveryStreams, TransformResolver};
 use sluice_firehose::metrics::Metrics;
 use sluice_firehose::worker::WorkerContext;
+use sluice_firehose::wasm::WasmTransforms;
 use sluice_firehose::{Firehose, Lake};
+use sluice_transforms::TransformHost;
 
 /// Why the server state could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +28,9 @@ pub enum StartError {
     /// The lake's settings are unusable.
     #[error(transparent)]
     Lake(#[from] sluice_firehose::lake::LakeError),
+    /// The WASM engine could not start.
+    #[error("the WASM transform host cannot start: {0}")]
+    Transforms(String),
     /// A delivery stream declared in the config was refused.
     #[error("delivery stream {name} in the config: {error}")]
     Declaration {
@@ -38,17 +43,14 @@ pub enum StartError {
 
 /// Opens the streams and delivery streams under the config's data directory, starts the
 /// delivery workers on the current tokio runtime, and builds the server state. Delivery
-/// streams declared in the config are created when missing.
+/// streams declared in the config are created when missing; `Lambda` processors run the
+/// WASM components of `transform_dir` (compiled code cached in `<data_dir>/wasm-cache`).
 pub fn open_state(config: &config::Config, clock: Arc<dyn Clock>) -> Result<Arc<server::AppState>, StartError> {
-    open_state_with(config, clock, None)
-}
-
-/// As [`open_state`], with the resolver that loads WASM transforms for `Lambda` processors.
-pub fn open_state_with(
-    config: &config::Config,
-    clock: Arc<dyn Clock>,
-    transforms: Option<Arc<dyn TransformResolver>>,
-) -> Result<Arc<server::AppState>, StartError> {
+    let host = TransformHost::with_precompiled_dir(Some(config.data_dir.join("wasm-cache")))
+        .map_err(|e| StartError::Transforms(format!("{e:#}")))?;
+    let transforms: Arc<dyn TransformResolver> =
+        Arc::new(WasmTransforms::new(Arc::new(host), config.transform_dir.clone(), config.transform_limits()));
+    let transforms = Some(transforms);
     let log_options =
         ShardLogOptions { durability: config.durability(), clock: clock.clone(), ..ShardLogOptions::default() };
     let streams = Streams::open(&config.data_dir, log_options.clone(), config.throttling(), config.shard_limit)?;

@@ -13,3 +13,15 @@ pub fn payloads(count: usize, bytes: usize) -> Vec<Vec<u8>> {
         })
         .collect()
 }
+
+/// The first `n` lines of a gzipped JSON Lines dataset in the repository's `examples/data/`.
+pub fn dataset_lines(file: &str, n: usize) -> Vec<Vec<u8>> {
+    use std::io::BufRead;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/data").join(file);
+    let f = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    std::io::BufReader::new(flate2::read::GzDecoder::new(f))
+        .split(b'\n')
+        .take(n)
+        .map(|l| l.expect("a readable dataset"))
+        .collect()
+}

@@ -33,6 +33,7 @@ pub mod prefix;
 pub mod schema;
 pub mod spec;
 pub mod timestamp_pattern;
+pub mod wasm;
 pub mod worker;
 
 pub use api::{Action, Firehose, TARGET_PREFIX};

@@ -57,8 +57,9 @@ pub enum TransformOutcome {
 
 /// A record transform: Lambda's contract. Implemented by the WASM host.
 pub trait RecordTransform: Send + Sync + std::fmt::Debug {
-    /// One outcome per input record, in input order.
-    fn process(&self, records: &[SourceRecord]) -> Vec<TransformOutcome>;
+    /// One outcome per input record, in input order. `kinesis_shard` is the source shard's
+    /// index when the delivery stream reads a Kinesis stream.
+    fn process(&self, records: &[SourceRecord], kinesis_shard: Option<u32>) -> Vec<TransformOutcome>;
     /// The name shown as `lambdaArn` in error records.
     fn arn(&self) -> &str;
 }
@@ -269,7 +270,7 @@ impl Pipeline {
                 .map(|r| State::Ok { data: Cow::Borrowed(&r.data), lambda_keys: PartitionKeys::new() })
                 .collect(),
             Some(t) => t
-                .process(records)
+                .process(records, self.kinesis_source.then_some(shard))
                 .into_iter()
                 .map(|o| match o {
                     TransformOutcome::Ok { data, partition_keys } => {

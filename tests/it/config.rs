@@ -18,6 +18,38 @@ fn the_example_config_parses_and_states_the_defaults() {
     assert_eq!(c.fsync_interval_ms, d.fsync_interval_ms);
     assert_eq!(c.stream_transition_ms, d.stream_transition_ms);
     assert_eq!((c.throttle, c.throttle_rates), (d.throttle, d.throttle_rates));
+    assert_eq!((&c.lake, &c.schema_dir, &c.delivery_streams), (&d.lake, &d.schema_dir, &d.delivery_streams));
+}
+
+#[test]
+fn delivery_streams_declared_in_the_config_become_create_requests() {
+    let c = load(
+        r#"
+[[delivery_streams]]
+name = "telemetry-lake"
+kinesis_stream = "telemetry"
+bucket = "lake"
+prefix = "t/!{partitionKeyFromQuery:station}/"
+error_output_prefix = "e/!{firehose:error-output-type}/"
+format = "parquet"
+schema = "beijing/air_quality"
+partition_query = "{station: .station}"
+"#,
+    )
+    .unwrap();
+    let r = c.delivery_streams[0].create_request("us-east-1", "000000000000");
+    assert_eq!(r["DeliveryStreamType"], "KinesisStreamAsSource");
+    assert_eq!(r["KinesisStreamSourceConfiguration"]["KinesisStreamARN"], "arn:aws:kinesis:us-east-1:000000000000:stream/telemetry");
+    let d = &r["ExtendedS3DestinationConfiguration"];
+    assert_eq!(d["BucketARN"], "arn:aws:s3:::lake");
+    assert_eq!(d["BufferingHints"]["IntervalInSeconds"], 60);
+    assert_eq!(d["DynamicPartitioningConfiguration"]["Enabled"], true);
+    assert_eq!(d["DataFormatConversionConfiguration"]["SchemaConfiguration"]["TableName"], "air_quality");
+    let twice = load("[[delivery_streams]]\nname = \"a\"\nbucket = \"b\"\n[[delivery_streams]]\nname = \"a\"\nbucket = \"c\"");
+    assert!(twice.unwrap_err().to_string().contains("declared twice"));
+    let typo = load("[[delivery_streams]]\nname = \"a\"\nbucket = \"b\"\nbufer_size_mb = 3").unwrap_err().to_string();
+    assert!(typo.contains("unknown field `bufer_size_mb`"), "{typo}");
+    assert!(load("[lake]\nurl = \"ftp://x\"").unwrap_err().to_string().contains("file:// or s3://"));
 }
 
 fn load(text: &str) -> Result<Config, ConfigError> {

@@ -1,6 +1,9 @@
-//! A real S3-compatible server for the tests: s3s-fs on 127.0.0.1 over HTTP, SigV4 checked,
-//! objects as files under a folder. It can be stopped and started again on the same port
-//! (fault tests), and `aws-sdk-s3` reads what Sluice landed, as an independent client.
+//! A real S3-compatible server for the tests, on 127.0.0.1 over HTTP with SigV4 checked:
+//! s3s-fs in this process (objects as files under a folder), or, with
+//! `SLUICE_S3_BACKEND=garage`, a Garage server process (`SLUICE_GARAGE_BIN`, default `garage`
+//! on the PATH), so the same delivery tests run against the store people run in production.
+//! Either can be stopped and started again on the same port (fault tests), and `aws-sdk-s3`
+//! reads what Sluice landed, as an independent client.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -9,29 +12,98 @@ use std::sync::{Arc, Mutex};
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use tokio::task::AbortHandle;
 
-/// Key pair the S3 server accepts.
-pub const S3_ACCESS_KEY: &str = "S3TESTKEY";
-/// Secret of [`S3_ACCESS_KEY`].
-pub const S3_SECRET_KEY: &str = "s3-test-secret";
+/// Key pair the S3 server accepts (in Garage's format: `GK` and 24 hex digits).
+pub const S3_ACCESS_KEY: &str = "GK0123456789abcdef01234567";
+/// Secret of [`S3_ACCESS_KEY`] (64 hex digits, as Garage wants).
+pub const S3_SECRET_KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 /// The bucket tests land in.
 pub const BUCKET: &str = "lake";
 
-/// An s3s-fs server on a loopback port.
+/// An S3-compatible server on a loopback port.
 pub struct S3Server {
     pub addr: SocketAddr,
     root: PathBuf,
     tasks: Arc<Mutex<Vec<AbortHandle>>>,
+    garage: Option<Garage>,
+}
+
+/// A Garage server process and how to start it again.
+struct Garage {
+    bin: PathBuf,
+    config: PathBuf,
+    child: Mutex<Option<std::process::Child>>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl S3Server {
-    /// Starts a server over `root` (created, with the bucket [`BUCKET`]) on an ephemeral port.
+    /// Starts a server over `root` (created, with the bucket [`BUCKET`]) on an ephemeral port:
+    /// s3s-fs, or Garage when `SLUICE_S3_BACKEND=garage`.
     pub async fn start(root: &Path) -> Self {
+        if std::env::var("SLUICE_S3_BACKEND").as_deref() == Ok("garage") {
+            return Self::start_garage(root).await;
+        }
         std::fs::create_dir_all(root.join(BUCKET)).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let server = Self { addr, root: root.to_owned(), tasks: Arc::new(Mutex::new(Vec::new())) };
+        let server = Self { addr, root: root.to_owned(), tasks: Arc::new(Mutex::new(Vec::new())), garage: None };
         server.serve(listener);
         server
+    }
+
+    async fn start_garage(root: &Path) -> Self {
+        std::fs::create_dir_all(root).unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let config = root.join("garage.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"metadata_dir = "{root}/meta"
+data_dir = "{root}/data"
+db_engine = "sqlite"
+replication_factor = 1
+rpc_bind_addr = "127.0.0.1:{rpc}"
+rpc_secret = "{S3_SECRET_KEY}"
+
+[s3_api]
+s3_region = "us-east-1"
+api_bind_addr = "{addr}"
+"#,
+                root = root.display(),
+                rpc = free_port(),
+            ),
+        )
+        .unwrap();
+        let bin = std::env::var_os("SLUICE_GARAGE_BIN").map_or_else(|| PathBuf::from("garage"), PathBuf::from);
+        let garage = Garage { bin, config, child: Mutex::new(None) };
+        let server = Self { addr, root: root.to_owned(), tasks: Arc::new(Mutex::new(Vec::new())), garage: Some(garage) };
+        server.spawn_garage().await;
+        server
+    }
+
+    async fn spawn_garage(&self) {
+        let g = self.garage.as_ref().expect("a Garage server");
+        let child = std::process::Command::new(&g.bin)
+            .arg("-c")
+            .arg(&g.config)
+            .args(["server", "--single-node", "--default-bucket"])
+            .env("GARAGE_DEFAULT_ACCESS_KEY", S3_ACCESS_KEY)
+            .env("GARAGE_DEFAULT_SECRET_KEY", S3_SECRET_KEY)
+            .env("GARAGE_DEFAULT_BUCKET", BUCKET)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {} (SLUICE_GARAGE_BIN): {e}", g.bin.display()));
+        *g.child.lock().unwrap() = Some(child);
+        // Ready when the bucket answers.
+        let s3 = self.client();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while s3.list_objects_v2().bucket(BUCKET).send().await.is_err() {
+            assert!(std::time::Instant::now() < deadline, "garage did not become ready");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
     }
 
     fn serve(&self, listener: tokio::net::TcpListener) {
@@ -59,10 +131,19 @@ impl S3Server {
         for t in self.tasks.lock().unwrap().drain(..) {
             t.abort();
         }
+        if let Some(g) = &self.garage {
+            if let Some(mut c) = g.child.lock().unwrap().take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
     }
 
     /// Starts serving again on the same port.
     pub async fn restart(&self) {
+        if self.garage.is_some() {
+            return self.spawn_garage().await;
+        }
         let listener = loop {
             match tokio::net::TcpListener::bind(self.addr).await {
                 Ok(l) => break l,
