@@ -14,7 +14,7 @@
 //!
 //! ```no_run
 //! use sluice_transforms::{InputRecord, TransformHost, TransformLimits};
-//! let host = TransformHost::new()?;
+//! let host = std::sync::Arc::new(TransformHost::new()?);
 //! let t = host.load(std::path::Path::new("clickstream.wasm"), TransformLimits::default(), vec![])?;
 //! let outcomes = t.process(&[InputRecord { record_id: "1".into(), approximate_arrival_timestamp: 0, data: b"{}".to_vec(), kinesis: None }]);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
