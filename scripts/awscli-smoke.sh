@@ -55,7 +55,7 @@ aws firehose create-delivery-stream --delivery-stream-name cli-lake --extended-s
 check describe-delivery-stream \
   "$(aws firehose describe-delivery-stream --delivery-stream-name cli-lake --query DeliveryStreamDescription.DeliveryStreamStatus --output text)" ACTIVE
 # CLI v1 base64-encodes blob text, as for kinesis put-record.
-check put-record-batch "$(aws firehose put-record-batch --delivery-stream-name cli-lake --records Data=one Data=two --query FailedPutCount --output text)" 0
+check put-record-batch "$(aws firehose put-record-batch --delivery-stream-name cli-lake --records '[{"Data":"one"},{"Data":"two"}]' --query FailedPutCount --output text)" 0
 landed=""
 for _ in $(seq 100); do
   landed=$(find "$data/lake/lake/cli" -type f -exec cat {} + 2>/dev/null || true)

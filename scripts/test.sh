@@ -4,7 +4,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo fmt --all --check
+cargo fmt --all --check --manifest-path transforms/guests/Cargo.toml
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The guest components (example transforms, test components) are WebAssembly.
+cargo clippy --locked --target wasm32-wasip2 --manifest-path transforms/guests/Cargo.toml \
+  --target-dir target/wasm-guests -- -D warnings
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -13,8 +13,8 @@ use sluice_engine::{Clock, OpenError, ShardLogOptions};
 use sluice_firehose::api::FirehoseConfig;
 use sluice_firehose::delivery_streams::{DeliveryStreams, TransformResolver};
 use sluice_firehose::metrics::Metrics;
-use sluice_firehose::worker::WorkerContext;
 use sluice_firehose::wasm::WasmTransforms;
+use sluice_firehose::worker::WorkerContext;
 use sluice_firehose::{Firehose, Lake};
 use sluice_transforms::TransformHost;
 

@@ -69,7 +69,12 @@ fn encode(c: &mut Criterion) {
     let source: Vec<SourceRecord> = lines
         .iter()
         .enumerate()
-        .map(|(i, l)| SourceRecord { sequence: i as u64, arrival_ms: 1_700_000_000_000, partition_key: "0".into(), data: l.clone() })
+        .map(|(i, l)| SourceRecord {
+            sequence: i as u64,
+            arrival_ms: 1_700_000_000_000,
+            partition_key: "0".into(),
+            data: l.clone(),
+        })
         .collect();
     let source = Arc::new(source);
     group.bench_function("plan_partitioned/SNAPPY", |b| {

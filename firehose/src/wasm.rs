@@ -19,7 +19,8 @@ use crate::plan::{RecordTransform, SourceRecord, TransformOutcome};
 use crate::spec::DeliveryStreamSpec;
 
 /// Processor parameters Firehose defines for `Lambda`; others go to the transform.
-const FIREHOSE_PARAMETERS: [&str; 5] = ["LambdaArn", "NumberOfRetries", "RoleArn", "BufferSizeInMBs", "BufferIntervalInSeconds"];
+const FIREHOSE_PARAMETERS: [&str; 5] =
+    ["LambdaArn", "NumberOfRetries", "RoleArn", "BufferSizeInMBs", "BufferIntervalInSeconds"];
 
 /// Most retries `NumberOfRetries` takes: 300. Source: Firehose API reference.
 pub const RETRIES_MAX: u32 = 300;
@@ -104,9 +105,12 @@ impl RecordTransform for WasmTransform {
             .map(|o| match o {
                 Outcome::Ok { data, partition_keys } => TransformOutcome::Ok { data, partition_keys },
                 Outcome::Dropped => TransformOutcome::Dropped,
-                Outcome::Failed { code, message, attempts } => {
-                    TransformOutcome::Failed(Failure { output_type: PROCESSING_FAILED, code: code.into(), message, attempts })
-                }
+                Outcome::Failed { code, message, attempts } => TransformOutcome::Failed(Failure {
+                    output_type: PROCESSING_FAILED,
+                    code: code.into(),
+                    message,
+                    attempts,
+                }),
             })
             .collect()
     }

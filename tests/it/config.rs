@@ -39,13 +39,17 @@ partition_query = "{station: .station}"
     .unwrap();
     let r = c.delivery_streams[0].create_request("us-east-1", "000000000000");
     assert_eq!(r["DeliveryStreamType"], "KinesisStreamAsSource");
-    assert_eq!(r["KinesisStreamSourceConfiguration"]["KinesisStreamARN"], "arn:aws:kinesis:us-east-1:000000000000:stream/telemetry");
+    assert_eq!(
+        r["KinesisStreamSourceConfiguration"]["KinesisStreamARN"],
+        "arn:aws:kinesis:us-east-1:000000000000:stream/telemetry"
+    );
     let d = &r["ExtendedS3DestinationConfiguration"];
     assert_eq!(d["BucketARN"], "arn:aws:s3:::lake");
     assert_eq!(d["BufferingHints"]["IntervalInSeconds"], 60);
     assert_eq!(d["DynamicPartitioningConfiguration"]["Enabled"], true);
     assert_eq!(d["DataFormatConversionConfiguration"]["SchemaConfiguration"]["TableName"], "air_quality");
-    let twice = load("[[delivery_streams]]\nname = \"a\"\nbucket = \"b\"\n[[delivery_streams]]\nname = \"a\"\nbucket = \"c\"");
+    let twice =
+        load("[[delivery_streams]]\nname = \"a\"\nbucket = \"b\"\n[[delivery_streams]]\nname = \"a\"\nbucket = \"c\"");
     assert!(twice.unwrap_err().to_string().contains("declared twice"));
     let typo = load("[[delivery_streams]]\nname = \"a\"\nbucket = \"b\"\nbufer_size_mb = 3").unwrap_err().to_string();
     assert!(typo.contains("unknown field `bufer_size_mb`"), "{typo}");

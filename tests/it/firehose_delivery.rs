@@ -353,7 +353,8 @@ async fn kinesis_source_is_followed_through_splits_and_merges_from_latest() {
     let dir = tempfile::tempdir().unwrap();
     let s3 = S3Server::start(&dir.path().join("s3")).await;
     let clock = Arc::new(ManualClock::new(now_ms()));
-    let server = TestServer::start_with(&dir.path().join("data"), clock.clone(), |c| delivery_config(c, s3.lake_config())).await;
+    let server =
+        TestServer::start_with(&dir.path().join("data"), clock.clone(), |c| delivery_config(c, s3.lake_config())).await;
     let kinesis = server.client();
     kinesis.create_stream().stream_name("events").shard_count(2).send().await.unwrap();
     let put = async |from: usize, to: usize| {
@@ -387,7 +388,12 @@ async fn kinesis_source_is_followed_through_splits_and_merges_from_latest() {
                 .processing_configuration(
                     fh::ProcessingConfiguration::builder()
                         .enabled(true)
-                        .processors(fh::Processor::builder().r#type(fh::ProcessorType::AppendDelimiterToRecord).build().unwrap())
+                        .processors(
+                            fh::Processor::builder()
+                                .r#type(fh::ProcessorType::AppendDelimiterToRecord)
+                                .build()
+                                .unwrap(),
+                        )
                         .build(),
                 )
                 .compression_format(fh::CompressionFormat::Gzip)

@@ -6,6 +6,7 @@ mod datasets;
 mod firehose_api;
 mod firehose_delivery;
 mod firehose_faults;
+mod firehose_transform;
 mod h2c;
 mod kinesis_sdk;
 mod resharding;

@@ -78,7 +78,8 @@ api_bind_addr = "{addr}"
         .unwrap();
         let bin = std::env::var_os("SLUICE_GARAGE_BIN").map_or_else(|| PathBuf::from("garage"), PathBuf::from);
         let garage = Garage { bin, config, child: Mutex::new(None) };
-        let server = Self { addr, root: root.to_owned(), tasks: Arc::new(Mutex::new(Vec::new())), garage: Some(garage) };
+        let server =
+            Self { addr, root: root.to_owned(), tasks: Arc::new(Mutex::new(Vec::new())), garage: Some(garage) };
         server.spawn_garage().await;
         server
     }

@@ -117,14 +117,7 @@ impl TransformHost {
             std::fs::create_dir_all(d).map_err(wasmtime::Error::from)?;
         }
         let linker = Linker::new(&engine);
-        Ok(Self {
-            engine,
-            linker,
-            cache: Mutex::new(HashMap::new()),
-            precompiled_dir: dir,
-            ticker: Some(ticker),
-            stop,
-        })
+        Ok(Self { engine, linker, cache: Mutex::new(HashMap::new()), precompiled_dir: dir, ticker: Some(ticker), stop })
     }
 
     fn component(&self, path: &Path) -> Result<Component, LoadError> {
@@ -257,7 +250,9 @@ impl Transform {
             .iter()
             .map(|_| Outcome::Failed {
                 code: FUNCTION_ERROR,
-                message: format!("The Lambda function was successfully invoked but it returned an error result. ({last_error})"),
+                message: format!(
+                    "The Lambda function was successfully invoked but it returned an error result. ({last_error})"
+                ),
                 attempts,
             })
             .collect()

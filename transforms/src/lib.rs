@@ -24,6 +24,9 @@ mod contract;
 mod guest_build;
 mod host;
 
-pub use contract::{InputRecord, KinesisMetadata, Outcome, FUNCTION_ERROR, DUPLICATED_RECORD_ID, MISSING_RECORD_ID, PROCESSING_FAILED_STATUS};
+pub use contract::{
+    InputRecord, KinesisMetadata, Outcome, DUPLICATED_RECORD_ID, FUNCTION_ERROR, MISSING_RECORD_ID,
+    PROCESSING_FAILED_STATUS,
+};
 pub use guest_build::{build_guests, GuestBuildError};
 pub use host::{LoadError, Transform, TransformHost, TransformLimits};

@@ -44,7 +44,9 @@ mod tests {
     #[test]
     fn drops_bots_and_buckets_edits() {
         assert_eq!(transform(br##"{"channel":"#en.wikipedia","isRobot":true,"delta":5}"##), Verdict::Dropped);
-        let Verdict::Ok { data, partition_keys } = transform(br##"{"channel":"#de.wikipedia","isRobot":false,"delta":-250}"##) else {
+        let Verdict::Ok { data, partition_keys } =
+            transform(br##"{"channel":"#de.wikipedia","isRobot":false,"delta":-250}"##)
+        else {
             panic!("a human edit is kept")
         };
         let v: serde_json::Value = serde_json::from_slice(&data).unwrap();

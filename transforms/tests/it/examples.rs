@@ -8,7 +8,9 @@ use crate::guests::{dataset, inputs, load};
 
 fn native(v: Verdict) -> Outcome {
     match v {
-        Verdict::Ok { data, partition_keys } => Outcome::Ok { data, partition_keys: partition_keys.into_iter().collect() },
+        Verdict::Ok { data, partition_keys } => {
+            Outcome::Ok { data, partition_keys: partition_keys.into_iter().collect() }
+        }
         Verdict::Dropped => Outcome::Dropped,
         Verdict::Failed(message) => Outcome::Failed { code: PROCESSING_FAILED_STATUS, message, attempts: 1 },
     }
@@ -30,9 +32,15 @@ fn check(component: &str, file: &str, n: usize, logic: fn(&[u8]) -> Verdict) -> 
 
 #[test]
 fn clickstream_drops_bot_edits_buckets_sizes_and_keys_by_channel() {
-    let got = check("clickstream", "wikiticker-2015-09-12-sampled.json.gz", 5_000, sluice_example_transforms::clickstream::transform);
+    let got = check(
+        "clickstream",
+        "wikiticker-2015-09-12-sampled.json.gz",
+        5_000,
+        sluice_example_transforms::clickstream::transform,
+    );
     let records = dataset("wikiticker-2015-09-12-sampled.json.gz", 5_000);
-    let bots = records.iter().filter(|r| serde_json::from_slice::<serde_json::Value>(r).unwrap()["isRobot"] == true).count();
+    let bots =
+        records.iter().filter(|r| serde_json::from_slice::<serde_json::Value>(r).unwrap()["isRobot"] == true).count();
     assert_eq!(got.iter().filter(|o| matches!(o, Outcome::Dropped)).count(), bots);
     assert!(bots > 0 && bots < records.len());
     for o in &got {
@@ -62,13 +70,20 @@ fn telemetry_adds_timestamps_and_flags_impossible_readings() {
         br#"{"year":2013,"month":3,"day":1,"hour":0,"PM2.5":-5,"station":"X"}"#.to_vec(),
         dataset("beijing_multisite_air_quality_2013_2017.jsonl.gz", 1)[0].clone(),
     ]));
-    assert!(matches!(&out[0], Outcome::Failed { code, message, .. } if *code == PROCESSING_FAILED_STATUS && message.contains("PM2.5")));
+    assert!(
+        matches!(&out[0], Outcome::Failed { code, message, .. } if *code == PROCESSING_FAILED_STATUS && message.contains("PM2.5"))
+    );
     assert!(matches!(out[1], Outcome::Ok { .. }));
 }
 
 #[test]
 fn pii_redaction_masks_ip_user_names() {
-    let got = check("pii-redaction", "wikiticker-2015-09-12-sampled.json.gz", 5_000, sluice_example_transforms::redaction::transform);
+    let got = check(
+        "pii-redaction",
+        "wikiticker-2015-09-12-sampled.json.gz",
+        5_000,
+        sluice_example_transforms::redaction::transform,
+    );
     let records = dataset("wikiticker-2015-09-12-sampled.json.gz", 5_000);
     let mut masked = 0;
     for (o, r) in got.iter().zip(&records) {
@@ -79,7 +94,9 @@ fn pii_redaction_masks_ip_user_names() {
         if user.parse::<std::net::IpAddr>().is_ok() {
             masked += 1;
             assert_ne!(after["user"], before["user"]);
-            assert!(after["user"].as_str().unwrap().contains(".x.x") || after["user"].as_str().unwrap().contains(":x:"));
+            assert!(
+                after["user"].as_str().unwrap().contains(".x.x") || after["user"].as_str().unwrap().contains(":x:")
+            );
         } else {
             assert_eq!(after["user"], before["user"]);
         }

@@ -13,7 +13,8 @@ fn repo() -> PathBuf {
 /// The `.wasm` of guest `name` (crate names use `_` in file names).
 pub fn component(name: &str) -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    let dir = BUILT.get_or_init(|| sluice_transforms::build_guests(&repo(), &repo().join("target/wasm-guests")).unwrap());
+    let dir =
+        BUILT.get_or_init(|| sluice_transforms::build_guests(&repo(), &repo().join("target/wasm-guests")).unwrap());
     dir.join(format!("{}.wasm", name.replace('-', "_")))
 }
 

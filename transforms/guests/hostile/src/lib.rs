@@ -13,7 +13,12 @@ use sluice_transform_guest::{Guest, Outcome, OutputRecord, Record};
 struct Hostile;
 
 fn echo(r: &Record) -> OutputRecord {
-    OutputRecord { record_id: r.record_id.clone(), result: Outcome::Ok, data: r.data.clone(), partition_keys: Vec::new() }
+    OutputRecord {
+        record_id: r.record_id.clone(),
+        result: Outcome::Ok,
+        data: r.data.clone(),
+        partition_keys: Vec::new(),
+    }
 }
 
 impl Guest for Hostile {

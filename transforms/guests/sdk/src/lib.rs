@@ -61,7 +61,11 @@ impl Output {
 }
 
 /// Runs `f` on every record of a batch and answers with one output per record.
-pub fn run(records: Vec<Record>, parameters: Vec<(String, String)>, f: impl Fn(&Record, &Parameters) -> Output) -> Vec<OutputRecord> {
+pub fn run(
+    records: Vec<Record>,
+    parameters: Vec<(String, String)>,
+    f: impl Fn(&Record, &Parameters) -> Output,
+) -> Vec<OutputRecord> {
     let parameters = Parameters(parameters);
     records
         .into_iter()
