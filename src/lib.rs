@@ -1,9 +1,12 @@
 //! The `sluice` server: configuration, the HTTP server that routes `X-Amz-Target` to the
 //! Kinesis or Firehose API, and SigV4 verification.
 
+pub mod client;
 pub mod config;
+pub mod demo;
 pub mod server;
 pub mod sigv4;
+pub mod tail;
 
 use std::sync::Arc;
 
@@ -28,6 +31,9 @@ pub enum StartError {
     /// The lake's settings are unusable.
     #[error(transparent)]
     Lake(#[from] sluice_firehose::lake::LakeError),
+    /// Another Sluice process has the data directory.
+    #[error("{0} is in use by another sluice process (its LOCK file is locked)")]
+    Locked(std::path::PathBuf),
     /// The WASM engine could not start.
     #[error("the WASM transform host cannot start: {0}")]
     Transforms(String),
@@ -46,6 +52,7 @@ pub enum StartError {
 /// streams declared in the config are created when missing; `Lambda` processors run the
 /// WASM components of `transform_dir` (compiled code cached in `<data_dir>/wasm-cache`).
 pub fn open_state(config: &config::Config, clock: Arc<dyn Clock>) -> Result<Arc<server::AppState>, StartError> {
+    let lock = lock_data_dir(&config.data_dir)?;
     let host = TransformHost::with_precompiled_dir(Some(config.data_dir.join("wasm-cache")))
         .map_err(|e| StartError::Transforms(format!("{e:#}")))?;
     let transforms: Arc<dyn TransformResolver> =
@@ -86,5 +93,19 @@ pub fn open_state(config: &config::Config, clock: Arc<dyn Clock>) -> Result<Arc<
             .declare(&d.create_request(&config.region, &config.account_id))
             .map_err(|error| StartError::Declaration { name: d.name.clone(), error })?;
     }
-    Ok(Arc::new(server::AppState::new(kinesis, firehose, config.auth, config.access_keys.clone())))
+    Ok(Arc::new(server::AppState::new(kinesis, firehose, config.auth, config.access_keys.clone(), lock)))
+}
+
+/// Takes `<data_dir>/LOCK` for this process: two processes appending to the same shard
+/// logs would corrupt them. The lock goes with the file handle (process exit included).
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, StartError> {
+    let io = |e: std::io::Error| StartError::Open(OpenError::Io(sluice_engine::error::IoError::new(dir, e)));
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let file =
+        std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("LOCK")).map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StartError::Locked(dir.to_owned())),
+        Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
+    }
 }

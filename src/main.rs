@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use sluice::config::Config;
+use sluice::demo::DemoOptions;
+use sluice_engine::sequence_number::SequenceNumber;
 use sluice_engine::SystemClock;
+use sluice_firehose::replay::{ReplayPoint, ReplayRequest};
 
 /// Sluice: Kinesis Data Streams and Firehose, on your own machines.
 #[derive(Debug, Parser)]
@@ -35,6 +38,87 @@ enum Command {
         /// The TOML file.
         file: PathBuf,
     },
+    /// Run the whole pipeline on the real datasets: Kinesis streams, WASM transforms,
+    /// Parquet in ./lake. Re-running starts from scratch.
+    Demo {
+        /// Records of each dataset to replay (default: all, 39,244 edits and 420,768 readings).
+        #[arg(long)]
+        records: Option<usize>,
+        /// Data directory (default ./sluice-data).
+        #[arg(long, default_value = "./sluice-data")]
+        data_dir: PathBuf,
+        /// Lake folder (default ./lake); the demo writes its bucket demo/ there.
+        #[arg(long, default_value = "./lake")]
+        lake: PathBuf,
+    },
+    /// Deliver a range of a stream again through a delivery stream (a new transform, a new
+    /// prefix). Run it with the server stopped: it opens the data directory itself.
+    /// Re-running it over the same range overwrites the same objects.
+    Replay {
+        /// TOML configuration file (the server's).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Data directory, overriding the config.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The Kinesis stream to read.
+        #[arg(long)]
+        stream: String,
+        /// Start: an RFC 3339 time (2026-11-27T08:00:00Z) or a sequence number.
+        #[arg(long)]
+        from: String,
+        /// End: a time (exclusive) or a sequence number (inclusive); default the end.
+        #[arg(long)]
+        to: Option<String>,
+        /// The delivery stream whose configuration delivers the records.
+        #[arg(long)]
+        delivery_stream: String,
+        /// Deliver under this prefix instead of the delivery stream's.
+        #[arg(long)]
+        prefix: Option<String>,
+    },
+    /// Print a stream's records as they arrive (text when printable, else base64), without
+    /// checkpointing.
+    Tail {
+        /// The stream.
+        #[arg(long)]
+        stream: String,
+        /// The server.
+        #[arg(long, default_value = "http://127.0.0.1:4567")]
+        endpoint: String,
+        /// Start with the oldest retained records instead of new ones.
+        #[arg(long)]
+        from_start: bool,
+        /// Region to sign for.
+        #[arg(long, env = "AWS_DEFAULT_REGION", default_value = "us-east-1")]
+        region: String,
+        /// Access key id.
+        #[arg(long, env = "AWS_ACCESS_KEY_ID", default_value = "sluice")]
+        access_key_id: String,
+        /// Secret access key.
+        #[arg(long, env = "AWS_SECRET_ACCESS_KEY", default_value = "sluice-secret", hide_env_values = true)]
+        secret_access_key: String,
+    },
+}
+
+fn load_config(config: Option<PathBuf>) -> Result<Config, ExitCode> {
+    config.map(|f| Config::load(&f)).transpose().map(Option::unwrap_or_default).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::FAILURE
+    })
+}
+
+fn replay_point(s: &str) -> Result<ReplayPoint, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(ReplayPoint::Timestamp(t.timestamp_millis().max(0) as u64));
+    }
+    s.parse::<SequenceNumber>()
+        .map(ReplayPoint::Sequence)
+        .map_err(|_| format!("'{s}' is neither an RFC 3339 time (2026-11-27T08:00:00Z) nor a sequence number"))
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Runtime::new().expect("tokio runtime")
 }
 
 async fn shutdown_signal() {
@@ -67,13 +151,105 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Serve { config, bind, data_dir } => {
-            let mut cfg = match config.map(|f| Config::load(&f)).transpose() {
-                Ok(c) => c.unwrap_or_default(),
+        Command::Demo { records, data_dir, lake } => runtime().block_on(async move {
+            let options = DemoOptions {
+                data_dir,
+                lake_dir: lake,
+                repo: PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+                records,
+                progress: true,
+            };
+            match sluice::demo::run(&options).await {
+                Ok(report) => {
+                    println!("{}", sluice::demo::summary(&report));
+                    ExitCode::SUCCESS
+                }
                 Err(e) => {
+                    eprintln!("demo failed: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }),
+        Command::Replay { config, data_dir, stream, from, to, delivery_stream, prefix } => {
+            let mut cfg = match load_config(config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            cfg.data_dir = data_dir.unwrap_or(cfg.data_dir);
+            let (from, to) = match (replay_point(&from), to.as_deref().map(replay_point).transpose()) {
+                (Ok(f), Ok(t)) => (f, t),
+                (Err(e), _) | (_, Err(e)) => {
                     eprintln!("{e}");
                     return ExitCode::FAILURE;
                 }
+            };
+            runtime().block_on(async move {
+                let state = match sluice::open_state(&cfg, Arc::new(SystemClock)) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        eprintln!("cannot open {}: {e}", cfg.data_dir.display());
+                        return ExitCode::FAILURE;
+                    }
+                };
+                let Some(source) = state.kinesis.streams.get(&stream) else {
+                    eprintln!("stream {stream} not found in {}", cfg.data_dir.display());
+                    return ExitCode::FAILURE;
+                };
+                let total: u64 = source
+                    .meta()
+                    .shards
+                    .iter()
+                    .filter_map(|s| source.log(s.index))
+                    .map(|l| {
+                        let b = l.bounds();
+                        b.next_sequence_number - b.first_sequence_number
+                    })
+                    .sum();
+                let bar = indicatif::ProgressBar::new(total);
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template("replay [{bar:40}] {pos}/{len} records {per_sec}")
+                        .expect("a template"),
+                );
+                let request = ReplayRequest { delivery_stream, from, to, prefix };
+                let result =
+                    sluice_firehose::replay::replay(&state.firehose.delivery_streams, &source, &request, &|n| {
+                        bar.set_position(n)
+                    })
+                    .await;
+                bar.finish();
+                state.firehose.delivery_streams.shutdown().await;
+                match result {
+                    Ok(r) => {
+                        println!(
+                            "replayed {} records: {} objects, {} delivered, {} dropped, {} failed",
+                            r.records, r.objects, r.delivered, r.dropped, r.failed
+                        );
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("replay failed: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            })
+        }
+        Command::Tail { stream, endpoint, from_start, region, access_key_id, secret_access_key } => {
+            runtime().block_on(async move {
+                let client = sluice::client::KinesisClient::new(&endpoint, &region, &access_key_id, &secret_access_key);
+                let kind = if from_start { "TRIM_HORIZON" } else { "LATEST" };
+                match sluice::tail::tail(&client, &stream, kind, |line| println!("{line}"), shutdown_signal()).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("tail failed: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            })
+        }
+        Command::Serve { config, bind, data_dir } => {
+            let mut cfg = match load_config(config) {
+                Ok(c) => c,
+                Err(code) => return code,
             };
             cfg.bind = bind.unwrap_or(cfg.bind);
             cfg.data_dir = data_dir.unwrap_or(cfg.data_dir);
@@ -81,8 +257,7 @@ fn main() -> ExitCode {
                 eprintln!("{e}");
                 return ExitCode::FAILURE;
             }
-            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-            runtime.block_on(async move {
+            runtime().block_on(async move {
                 let state = match sluice::open_state(&cfg, Arc::new(SystemClock)) {
                     Ok(s) => s,
                     Err(e) => {

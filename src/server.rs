@@ -39,13 +39,29 @@ pub struct AppState {
     pub access_keys: Vec<AccessKey>,
     request_counter: AtomicU64,
     request_id_base: u64,
+    /// The data directory's lock, held as long as the state lives.
+    _lock: std::fs::File,
 }
 
 impl AppState {
     /// State around the Kinesis and Firehose APIs.
-    pub fn new(kinesis: Kinesis, firehose: Firehose, auth: Auth, access_keys: Vec<AccessKey>) -> Self {
+    pub fn new(
+        kinesis: Kinesis,
+        firehose: Firehose,
+        auth: Auth,
+        access_keys: Vec<AccessKey>,
+        lock: std::fs::File,
+    ) -> Self {
         let base = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-        Self { kinesis, firehose, auth, access_keys, request_counter: AtomicU64::new(0), request_id_base: base }
+        Self {
+            kinesis,
+            firehose,
+            auth,
+            access_keys,
+            request_counter: AtomicU64::new(0),
+            request_id_base: base,
+            _lock: lock,
+        }
     }
 
     fn request_id(&self) -> String {

@@ -30,6 +30,7 @@ pub mod object_key;
 pub mod partition;
 pub mod plan;
 pub mod prefix;
+pub mod replay;
 pub mod schema;
 pub mod spec;
 pub mod timestamp_pattern;

@@ -84,7 +84,7 @@ pub fn data_type(type_name: &str) -> Option<DataType> {
         "double" | "float64" => DataType::Float64,
         "float" | "float32" => DataType::Float32,
         "boolean" | "bool" => DataType::Boolean,
-        "timestamp" => DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+        "timestamp" => DataType::Timestamp(TimeUnit::Millisecond, Some("+00:00".into())),
         "date" => DataType::Date32,
         _ => return None,
     })

@@ -256,7 +256,20 @@ impl Worker {
         let transform = self.entry.transform();
         let p = plan::build(&spec, schema, transform.clone()).map_err(StepError::Failed)?;
         if matches!(p.format, Format::ParquetInferred) {
-            let fields = crate::schema::infer(records.iter().take(INFER_RECORDS_MAX).map(|r| r.data.as_slice()))
+            // The schema describes what is converted: the transform's output, when there is one.
+            let sample = &records[..records.len().min(INFER_RECORDS_MAX)];
+            let transformed: Vec<Vec<u8>> = match &transform {
+                None => sample.iter().map(|r| r.data.clone()).collect(),
+                Some(t) => t
+                    .process(sample, None)
+                    .into_iter()
+                    .filter_map(|o| match o {
+                        plan::TransformOutcome::Ok { data, .. } => Some(data),
+                        _ => None,
+                    })
+                    .collect(),
+            };
+            let fields = crate::schema::infer(transformed.iter().map(Vec::as_slice))
                 .ok_or_else(|| StepError::Failed("no JSON object to infer a schema from".into()))?;
             tracing::info!(delivery_stream = %spec.name, columns = fields.len(), "schema inferred from the first buffer and fixed");
             self.entry.update(|s| s.schema = Some(fields)).map_err(|e| StepError::Failed(e.to_string()))?;

@@ -75,3 +75,24 @@ fn bad_configs_are_refused_with_the_reason() {
     let ok = load("fsync = \"always\"\nauth = \"none\"").unwrap();
     assert_eq!((ok.fsync, ok.auth), (Fsync::Always, Auth::None));
 }
+
+#[test]
+fn every_example_config_in_the_repository_parses() {
+    let mut checked = Vec::new();
+    for dir in ["deploy", "examples"] {
+        for entry in std::fs::read_dir(repo_file(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+                    .arg("check-config")
+                    .arg(&path)
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+                checked.push(path.file_name().unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    checked.sort();
+    assert_eq!(checked, ["sluice-container.toml", "sluice-minio.toml", "sluice.toml"]);
+}

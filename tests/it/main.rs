@@ -3,6 +3,7 @@
 mod bad_input;
 mod config;
 mod datasets;
+mod demo;
 mod firehose_api;
 mod firehose_delivery;
 mod firehose_faults;
