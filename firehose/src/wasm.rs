@@ -3,8 +3,11 @@
 //!
 //! `LambdaArn` names a component in the transform directory: `clickstream.wasm` (a path,
 //! relative to the directory unless absolute) or `arn:aws:lambda:<region>:<account>:function:clickstream`
-//! (`<dir>/clickstream.wasm`). `NumberOfRetries` (0–300, default 3) sets the retries; any
-//! parameter name Firehose does not define is passed to the transform as a parameter.
+//! (`<dir>/clickstream.wasm`). `NumberOfRetries` (0–300, default 3) sets the retries;
+//! `BufferSizeInMBs` (default 1, as Firehose invokes Lambda with up to 1 MB by default) caps
+//! the data of one invocation, so a large delivery buffer is transformed in several
+//! invocations, each in its own sandbox; any parameter name Firehose does not define is
+//! passed to the transform as a parameter.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,6 +27,10 @@ const FIREHOSE_PARAMETERS: [&str; 5] =
 
 /// Most retries `NumberOfRetries` takes: 300. Source: Firehose API reference.
 pub const RETRIES_MAX: u32 = 300;
+
+/// Data of one invocation by default, bytes: 1 MiB (`BufferSizeInMBs` of a Lambda processor;
+/// Firehose's default is 1 MB, at most 3 MB). Source: Firehose developer guide.
+pub const INVOCATION_BYTES_DEFAULT: usize = 1 << 20;
 
 /// Loads `Lambda` processors' components from a directory.
 #[derive(Debug)]
@@ -70,9 +77,18 @@ impl TransformResolver for WasmTransforms {
             .filter(|q| !FIREHOSE_PARAMETERS.contains(&q.parameter_name.as_str()))
             .map(|q| (q.parameter_name.clone(), q.parameter_value.clone()))
             .collect();
+        let invocation_bytes = match p.parameter("BufferSizeInMBs") {
+            None => INVOCATION_BYTES_DEFAULT,
+            Some(m) => m
+                .parse::<f64>()
+                .ok()
+                .filter(|m| (0.2..=3.0).contains(m))
+                .map(|m| (m * f64::from(1u32 << 20)) as usize)
+                .ok_or_else(|| format!("BufferSizeInMBs '{m}' must be from 0.2 to 3."))?,
+        };
         let limits = TransformLimits { retries, ..self.limits };
         let transform = self.host.load(&self.path_of(arn), limits, parameters).map_err(|e| e.to_string())?;
-        Ok(Some(Arc::new(WasmTransform { transform, arn: arn.to_owned() })))
+        Ok(Some(Arc::new(WasmTransform { transform, arn: arn.to_owned(), invocation_bytes })))
     }
 }
 
@@ -81,6 +97,7 @@ impl TransformResolver for WasmTransforms {
 pub struct WasmTransform {
     transform: Transform,
     arn: String,
+    invocation_bytes: usize,
 }
 
 impl RecordTransform for WasmTransform {
@@ -99,8 +116,20 @@ impl RecordTransform for WasmTransform {
                 }),
             })
             .collect();
-        self.transform
-            .process(&inputs)
+        let mut outcomes = Vec::with_capacity(inputs.len());
+        let mut start = 0;
+        while start < inputs.len() {
+            // At least one record per invocation, then as many as fit the invocation size.
+            let mut end = start + 1;
+            let mut bytes = inputs[start].data.len();
+            while end < inputs.len() && bytes + inputs[end].data.len() <= self.invocation_bytes {
+                bytes += inputs[end].data.len();
+                end += 1;
+            }
+            outcomes.extend(self.transform.process(&inputs[start..end]));
+            start = end;
+        }
+        outcomes
             .into_iter()
             .map(|o| match o {
                 Outcome::Ok { data, partition_keys } => TransformOutcome::Ok { data, partition_keys },
