@@ -301,7 +301,9 @@ struct StreamTarget {
     stream_arn: Option<String>,
 }
 
-fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+/// Parses a JSON 1.1 request body (empty means `{}`) into an action's request shape; a body
+/// that does not fit is AWS's `SerializationException`. Shared by the Kinesis and Firehose APIs.
+pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let body = if body.is_empty() { b"{}".as_slice() } else { body };
     serde_json::from_slice(body).map_err(|e| {
         // serde names our Rust types and byte positions; clients need neither.
@@ -311,7 +313,8 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     })
 }
 
-fn respond<T: Serialize>(value: &T) -> Result<Vec<u8>, ApiError> {
+/// Serializes an action's response shape as the JSON body.
+pub fn respond<T: Serialize>(value: &T) -> Result<Vec<u8>, ApiError> {
     let mut out = Vec::with_capacity(4096);
     serde_json::to_writer(&mut out, value).map_err(|e| ApiError::new(ErrorKind::InternalFailure, e.to_string()))?;
     Ok(out)

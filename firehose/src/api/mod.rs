@@ -13,9 +13,7 @@ mod update;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use serde::de::DeserializeOwned;
-use serde::Serialize;
-use sluice_engine::api::{ApiError, ErrorKind};
+use sluice_engine::api::{parse, respond, ApiError, ErrorKind};
 use sluice_engine::Clock;
 
 use crate::delivery_streams::{DeliveryStreamEntry, DeliveryStreams};
@@ -198,19 +196,6 @@ pub fn validate_name(name: &str) -> Result<(), ApiError> {
         ));
     }
     Ok(())
-}
-
-fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let body = if body.is_empty() { b"{}".as_slice() } else { body };
-    serde_json::from_slice(body).map_err(|e| {
-        let message = e.to_string();
-        let message = message.split(" at line ").next().unwrap_or(&message);
-        ApiError::new(ErrorKind::Serialization, message.replace("expected struct Request", "expected a JSON object"))
-    })
-}
-
-fn respond<T: Serialize>(value: &T) -> Result<Vec<u8>, ApiError> {
-    serde_json::to_vec(value).map_err(|e| ApiError::new(ErrorKind::InternalFailure, e.to_string()))
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
