@@ -441,3 +441,37 @@ async fn kinesis_source_is_followed_through_splits_and_merges_from_latest() {
     assert_eq!(lines(&landed), expected, "every record since creation once, none from before");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_over_16_mib_are_written_whole_with_a_multipart_upload() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3Server::start(&dir.path().join("s3")).await;
+    let clock = Arc::new(ManualClock::new(now_ms()));
+    let server =
+        TestServer::start_with(&dir.path().join("data"), clock.clone(), |c| delivery_config(c, s3.lake_config())).await;
+    let firehose = server.firehose();
+    firehose
+        .create_delivery_stream()
+        .delivery_stream_name("big")
+        .extended_s3_destination_configuration(
+            destination("big/", "big-errors/")
+                .buffering_hints(fh::BufferingHints::builder().size_in_mbs(32).interval_in_seconds(1).build())
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    // 18 records of 1,000,000 bytes: one object of 18 MB, above the multipart threshold.
+    let records: Vec<Vec<u8>> = (0..18u8).map(|i| vec![b'a' + i; 1_000_000]).collect();
+    for chunk in records.chunks(4) {
+        let batch = chunk.iter().map(|r| fh::Record::builder().data(Blob::new(r.clone())).build().unwrap()).collect();
+        firehose.put_record_batch().delivery_stream_name("big").set_records(Some(batch)).send().await.unwrap();
+    }
+    let s3c = s3.client();
+    let landed = wait_for(&clock, || objects(&s3c, "big/"), |o| !o.is_empty()).await;
+    assert_eq!(landed.len(), 1, "one object");
+    assert!(landed[0].1.len() > sluice_firehose::lake::MULTIPART_THRESHOLD_BYTES);
+    assert_eq!(landed[0].1, records.concat(), "the object holds every record, in order");
+    server.stop().await;
+}
