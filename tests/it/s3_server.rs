@@ -65,6 +65,7 @@ data_dir = "{root}/data"
 db_engine = "sqlite"
 replication_factor = 1
 rpc_bind_addr = "127.0.0.1:{rpc}"
+rpc_public_addr = "127.0.0.1:{rpc}"
 rpc_secret = "{S3_SECRET_KEY}"
 
 [s3_api]
@@ -93,7 +94,7 @@ api_bind_addr = "{addr}"
             .env("GARAGE_DEFAULT_ACCESS_KEY", S3_ACCESS_KEY)
             .env("GARAGE_DEFAULT_SECRET_KEY", S3_SECRET_KEY)
             .env("GARAGE_DEFAULT_BUCKET", BUCKET)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "error")
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {} (SLUICE_GARAGE_BIN): {e}", g.bin.display()));
