@@ -39,8 +39,8 @@ pub struct AppState {
     pub access_keys: Vec<AccessKey>,
     request_counter: AtomicU64,
     request_id_base: u64,
-    /// The data directory's lock, held as long as the state lives.
-    _lock: std::fs::File,
+    /// The data directory's lock: held while the state lives, released when `serve` ends.
+    lock: std::sync::Mutex<Option<std::fs::File>>,
 }
 
 impl AppState {
@@ -60,7 +60,7 @@ impl AppState {
             access_keys,
             request_counter: AtomicU64::new(0),
             request_id_base: base,
-            _lock: lock,
+            lock: std::sync::Mutex::new(Some(lock)),
         }
     }
 
@@ -197,6 +197,9 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl F
     drop(listener);
     retention.abort();
     graceful.shutdown().await;
+    let _ = retention.await;
     // Delivery workers land what they buffered before the server stops.
     state.firehose.delivery_streams.shutdown().await;
+    // Another server may open the data directory now (the logs sync when the state drops).
+    state.lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
 }

@@ -1,0 +1,93 @@
+//! The request path without HTTP: routing (MD5 of the partition key → the shard whose hash
+//! key range holds it) and whole Kinesis actions in process (parse, validate, route, append
+//! or read, serialize the response).
+//!
+//! Run: `cargo bench -p sluice-benches --bench api`.
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use sluice_engine::api::{Action, Kinesis, KinesisConfig};
+use sluice_engine::hash_key::{hash_key_of, HashKeyRange};
+use sluice_engine::stream::{ShardMeta, Stream, StreamMeta};
+use sluice_engine::streams::{Streams, Throttling};
+use sluice_engine::{Durability, ShardLogOptions, SystemClock};
+
+fn routing(c: &mut Criterion) {
+    let keys: Vec<String> = (0..10_000).map(|i| format!("user-{i}")).collect();
+    let mut group = c.benchmark_group("routing");
+    group.sample_size(20).measurement_time(Duration::from_secs(3));
+    group.throughput(Throughput::Elements(keys.len() as u64));
+    for shards in [4u32, 64, 500] {
+        let meta = StreamMeta {
+            name: "s".into(),
+            created_ms: 0,
+            retention_hours: 24,
+            shards: HashKeyRange::split_evenly(shards)
+                .into_iter()
+                .enumerate()
+                .map(|(i, hash_key_range)| ShardMeta {
+                    index: i as u32,
+                    hash_key_range,
+                    parent: None,
+                    adjacent_parent: None,
+                    closed: false,
+                })
+                .collect(),
+            tags: BTreeMap::new(),
+        };
+        group.bench_function(BenchmarkId::new("md5_then_shard", shards), |b| {
+            b.iter(|| keys.iter().map(|k| Stream::route_in(&meta, hash_key_of(black_box(k)))).sum::<u32>())
+        });
+    }
+    group.finish();
+}
+
+fn actions(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let options = ShardLogOptions { durability: Durability::Never, ..ShardLogOptions::default() };
+    let streams = Streams::open(dir.path(), options, Throttling { off: true, ..Throttling::default() }, 500).unwrap();
+    let config = KinesisConfig { stream_transition_ms: 0, ..KinesisConfig::default() };
+    let k = Kinesis::new(streams, config, Arc::new(SystemClock));
+    k.handle(Action::CreateStream, br#"{"StreamName":"bench","ShardCount":4}"#).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let records: Vec<serde_json::Value> = sluice_benches::payloads(500, 100)
+        .iter()
+        .enumerate()
+        .map(|(i, d)| serde_json::json!({"Data": b64.encode(d), "PartitionKey": format!("device-{}", i % 97)}))
+        .collect();
+    let put = serde_json::to_vec(&serde_json::json!({"StreamName": "bench", "Records": records})).unwrap();
+
+    let mut group = c.benchmark_group("api");
+    group.sample_size(20).measurement_time(Duration::from_secs(3));
+    group.throughput(Throughput::Elements(500));
+    group.bench_function("put_records/500x100B", |b| {
+        b.iter(|| k.handle(Action::PutRecords, black_box(&put)).unwrap().len())
+    });
+    // Enough records for full pages, then reads from the start of shard 0.
+    for _ in 0..100 {
+        k.handle(Action::PutRecords, &put).unwrap();
+    }
+    let it = k
+        .handle(
+            Action::GetShardIterator,
+            br#"{"StreamName":"bench","ShardId":"shardId-000000000000","ShardIteratorType":"TRIM_HORIZON"}"#,
+        )
+        .unwrap();
+    let it: serde_json::Value = serde_json::from_slice(&it).unwrap();
+    let get = serde_json::to_vec(&serde_json::json!({"ShardIterator": it["ShardIterator"], "Limit": 10_000})).unwrap();
+    let page: serde_json::Value = serde_json::from_slice(&k.handle(Action::GetRecords, &get).unwrap()).unwrap();
+    let n = page["Records"].as_array().unwrap().len() as u64;
+    group.throughput(Throughput::Elements(n));
+    group.bench_function(format!("get_records/{n}x100B"), |b| {
+        b.iter(|| k.handle(Action::GetRecords, black_box(&get)).unwrap().len())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, routing, actions);
+criterion_main!(benches);

@@ -1,0 +1,103 @@
+//! Firehose end to end on the Beijing telemetry: PutRecords over HTTP into a 4-shard Kinesis
+//! stream → a delivery stream converting to Parquet (SNAPPY, the Beijing schema, no transform,
+//! no partitioning) → files in a local lake. Reports records/s and MB/s from the first put to
+//! the last row landed. `benches/firehose_vs_duckdb.sh` runs it next to DuckDB's
+//! `read_json` → Parquet on the same file.
+//!
+//! Run: `cargo run --release -p sluice-benches --example firehose_e2e [records]`.
+
+use std::io::BufRead;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sluice::client::{KinesisClient, PutEntry};
+use sluice::config::{Config, Fsync, Throttle};
+use sluice_engine::SystemClock;
+
+#[tokio::main]
+async fn main() {
+    let limit: usize = std::env::args().nth(1).map_or(usize::MAX, |n| n.parse().expect("a record count"));
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let file = repo.join("examples/data/beijing_multisite_air_quality_2013_2017.jsonl.gz");
+    let lines: Vec<Vec<u8>> =
+        std::io::BufReader::new(flate2::read::GzDecoder::new(std::fs::File::open(&file).unwrap()))
+            .split(b'\n')
+            .take(limit)
+            .map(Result::unwrap)
+            .collect();
+    let keys: Vec<String> = lines
+        .iter()
+        .map(|l| serde_json::from_slice::<serde_json::Value>(l).unwrap()["station"].as_str().unwrap().to_owned())
+        .collect();
+    let bytes: usize = lines.iter().map(Vec::len).sum();
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().join("data"),
+        throttle: Throttle::Off,
+        fsync: Fsync::Interval,
+        stream_transition_ms: 0,
+        lake: sluice_firehose::LakeConfig {
+            url: format!("file://{}", dir.path().join("lake").display()),
+            ..Default::default()
+        },
+        schema_dir: repo.join("examples/schemas"),
+        ..Config::default()
+    };
+    let state = sluice::open_state(&config, Arc::new(SystemClock)).unwrap();
+    let listener = tokio::net::TcpListener::bind(config.bind).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(sluice::server::serve(listener, state.clone(), async {
+        let _ = stopped.await;
+    }));
+    let c = KinesisClient::new(&format!("http://{addr}"), "us-east-1", "sluice", "sluice-secret");
+    c.kinesis("CreateStream", &json!({"StreamName": "telemetry", "ShardCount": 4})).await.unwrap();
+    c.firehose("CreateDeliveryStream", &json!({
+        "DeliveryStreamName": "telemetry-lake",
+        "DeliveryStreamType": "KinesisStreamAsSource",
+        "KinesisStreamSourceConfiguration": {"KinesisStreamARN": "arn:aws:kinesis:us-east-1:000000000000:stream/telemetry", "RoleARN": "arn:aws:iam::000000000000:role/r"},
+        "ExtendedS3DestinationConfiguration": {
+            "RoleARN": "arn:aws:iam::000000000000:role/r", "BucketARN": "arn:aws:s3:::lake", "Prefix": "telemetry/",
+            "BufferingHints": {"SizeInMBs": 128, "IntervalInSeconds": 1},
+            "DataFormatConversionConfiguration": {"Enabled": true, "SchemaConfiguration": {"DatabaseName": "beijing", "TableName": "air_quality"}},
+        },
+    })).await.unwrap();
+
+    let start = Instant::now();
+    let lines = Arc::new(lines);
+    let keys = Arc::new(keys);
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..4usize {
+        let (c, lines, keys) = (c.clone(), lines.clone(), keys.clone());
+        tasks.spawn(async move {
+            for chunk in (0..lines.len()).collect::<Vec<_>>().chunks(500).skip(worker).step_by(4) {
+                let entries: Vec<PutEntry<'_>> =
+                    chunk.iter().map(|&i| PutEntry { partition_key: &keys[i], data: &lines[i] }).collect();
+                let failed = c.put_records("telemetry", &entries).await.unwrap();
+                assert!(failed.is_empty(), "throttling is off");
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    let put_secs = start.elapsed().as_secs_f64();
+    let metrics = state.firehose.delivery_streams.context().metrics.clone();
+    let label = sluice_firehose::metrics::Metrics::label("telemetry-lake");
+    while metrics.delivered_records.get_or_create(&label).get() < lines.len() as u64 {
+        assert!(start.elapsed() < Duration::from_secs(600), "delivery did not finish");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let parquet_bytes = metrics.delivered_bytes.get_or_create(&label).get();
+    println!(
+        "{}",
+        json!({"records": lines.len(), "json_bytes": bytes, "put_seconds": put_secs, "seconds": secs,
+               "records_per_s": lines.len() as f64 / secs, "mb_per_s": bytes as f64 / secs / 1e6, "parquet_bytes": parquet_bytes})
+    );
+    let _ = stop.send(());
+    let _ = server.await;
+}

@@ -1,0 +1,398 @@
+//! The load generator: drives any Kinesis endpoint (Sluice, kinesalite, kinesis-mock) with
+//! SigV4-signed JSON requests over HTTP/1.1 (hyper; not the AWS SDK, whose overhead would
+//! hide the server's), then verifies what it was told.
+//!
+//! Phases (each prints one JSON line, then a table at the end):
+//! - `ingest`: PutRecords of `--record-bytes` records in batches of `--batch`, `--concurrency`
+//!   requests in flight, `--keys` distinct partition keys, for `--seconds`;
+//! - `latency`: PutRecord round trips, one at a time: p50 / p99;
+//! - `e2e`: a record put → seen by a consumer polling GetRecords on every shard: p50 / p99;
+//! - `replay`: GetRecords from TRIM_HORIZON on all shards, one consumer per shard;
+//! - verification: every acknowledged record read back exactly once, in increasing sequence
+//!   order per shard, byte-identical, on the shard its partition key's MD5 selects.
+//!
+//! Run: `cargo run --release -p sluice-benches --example loadgen -- --endpoint http://127.0.0.1:4567`
+//! (`--server-pid P` adds the server's CPU time and RSS).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::{json, Value};
+use sluice::client::{KinesisClient, PutEntry};
+
+#[derive(Debug, Clone)]
+struct Options {
+    endpoint: String,
+    stream: String,
+    shards: u32,
+    record_bytes: usize,
+    batch: usize,
+    concurrency: usize,
+    keys: usize,
+    seconds: f64,
+    latency_samples: usize,
+    server_pid: Option<u32>,
+    label: String,
+}
+
+fn options() -> Options {
+    let mut o = Options {
+        endpoint: "http://127.0.0.1:4567".into(),
+        stream: format!("loadgen-{}", std::process::id()),
+        shards: 4,
+        record_bytes: 100,
+        batch: 500,
+        concurrency: 8,
+        keys: 10_000,
+        seconds: 5.0,
+        latency_samples: 500,
+        server_pid: None,
+        label: "sluice".into(),
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    for pair in args.chunks(2) {
+        let (k, v) = (pair[0].as_str(), pair.get(1).map(String::as_str).unwrap_or_default());
+        match k {
+            "--endpoint" => o.endpoint = v.into(),
+            "--stream" => o.stream = v.into(),
+            "--shards" => o.shards = v.parse().expect("--shards N"),
+            "--record-bytes" => o.record_bytes = v.parse().expect("--record-bytes N"),
+            "--batch" => o.batch = v.parse().expect("--batch N"),
+            "--concurrency" => o.concurrency = v.parse().expect("--concurrency N"),
+            "--keys" => o.keys = v.parse().expect("--keys N"),
+            "--seconds" => o.seconds = v.parse().expect("--seconds S"),
+            "--latency-samples" => o.latency_samples = v.parse().expect("--latency-samples N"),
+            "--server-pid" => o.server_pid = Some(v.parse().expect("--server-pid P")),
+            "--label" => o.label = v.into(),
+            other => panic!("unknown option {other}"),
+        }
+    }
+    o
+}
+
+/// The data of record `n` of producer `p`: an id the verifier parses back, padded to size
+/// with bytes derived from the id, so a corrupted byte anywhere is caught.
+fn record_data(p: usize, n: u64, bytes: usize) -> Vec<u8> {
+    let mut d = format!("{p}:{n}:").into_bytes();
+    let mut x = (p as u64) << 40 ^ n;
+    while d.len() < bytes {
+        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        d.push(b'a' + (x >> 59) as u8 % 26);
+    }
+    d.truncate(bytes);
+    d
+}
+
+fn key_of(p: usize, n: u64, keys: usize) -> String {
+    format!("key-{}", (n as usize * 7919 + p * 104_729) % keys)
+}
+
+/// What a replay read, per shard: (sequence number, partition key, data), in read order.
+type ReadBack = HashMap<String, Vec<(u128, String, Vec<u8>)>>;
+
+/// A record the server acknowledged.
+#[derive(Debug, Clone)]
+struct Acked {
+    producer: usize,
+    n: u64,
+    shard: String,
+    sequence: u128,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// (user + system CPU seconds, RSS bytes) of a process, from /proc.
+fn process_usage(pid: u32) -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kb: u64 = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some((ticks / 100.0, rss_kb * 1024))
+}
+
+async fn wait_active(c: &KinesisClient, stream: &str) {
+    for _ in 0..200 {
+        if let Ok(d) = c.kinesis("DescribeStreamSummary", &json!({"StreamName": stream})).await {
+            if d["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE" {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("stream {stream} did not become ACTIVE");
+}
+
+async fn ingest(c: &KinesisClient, o: &Options) -> (Vec<Acked>, f64) {
+    let deadline = Instant::now() + Duration::from_secs_f64(o.seconds);
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for p in 0..o.concurrency {
+        let (c, o) = (c.clone(), o.clone());
+        tasks.spawn(async move {
+            let mut acked = Vec::new();
+            let mut n: u64 = 0;
+            while Instant::now() < deadline {
+                let batch: Vec<(u64, String, Vec<u8>)> = (n..n + o.batch as u64)
+                    .map(|i| (i, key_of(p, i, o.keys), record_data(p, i, o.record_bytes)))
+                    .collect();
+                n += o.batch as u64;
+                let b64 = base64::engine::general_purpose::STANDARD;
+                let entries: Vec<Value> =
+                    batch.iter().map(|(_, k, d)| json!({"PartitionKey": k, "Data": b64.encode(d)})).collect();
+                let out = c
+                    .kinesis("PutRecords", &json!({"StreamName": o.stream, "Records": entries}))
+                    .await
+                    .expect("PutRecords");
+                for ((i, _, _), r) in batch.iter().zip(out["Records"].as_array().expect("Records")) {
+                    if let (Some(shard), Some(seq)) = (r["ShardId"].as_str(), r["SequenceNumber"].as_str()) {
+                        acked.push(Acked {
+                            producer: p,
+                            n: *i,
+                            shard: shard.into(),
+                            sequence: seq.parse().expect("decimal"),
+                        });
+                    }
+                }
+            }
+            acked
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        all.extend(r.expect("producer"));
+    }
+    (all, start.elapsed().as_secs_f64())
+}
+
+async fn latency(c: &KinesisClient, o: &Options) -> Vec<f64> {
+    let mut ms = Vec::with_capacity(o.latency_samples);
+    for i in 0..o.latency_samples {
+        let t = Instant::now();
+        let data = format!("latency-{i}");
+        let entry = [PutEntry { partition_key: "latency", data: data.as_bytes() }];
+        c.put_records(&o.stream, &entry).await.expect("put");
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    ms.sort_by(f64::total_cmp);
+    ms
+}
+
+async fn shard_ids(c: &KinesisClient, stream: &str) -> Vec<(String, u128, u128)> {
+    let out = c.kinesis("ListShards", &json!({"StreamName": stream})).await.expect("ListShards");
+    out["Shards"]
+        .as_array()
+        .expect("Shards")
+        .iter()
+        .map(|s| {
+            let r = &s["HashKeyRange"];
+            (
+                s["ShardId"].as_str().unwrap().to_owned(),
+                r["StartingHashKey"].as_str().unwrap().parse().unwrap(),
+                r["EndingHashKey"].as_str().unwrap().parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+async fn iterator(c: &KinesisClient, stream: &str, shard: &str, kind: &str) -> String {
+    let out = c
+        .kinesis("GetShardIterator", &json!({"StreamName": stream, "ShardId": shard, "ShardIteratorType": kind}))
+        .await
+        .expect("GetShardIterator");
+    out["ShardIterator"].as_str().expect("iterator").to_owned()
+}
+
+/// Put → visible latencies: a consumer polls every shard from LATEST while one record at a
+/// time is put with its send time inside.
+async fn e2e(c: &KinesisClient, o: &Options) -> Vec<f64> {
+    let shards = shard_ids(c, &o.stream).await;
+    let start = Instant::now();
+    let seen = Arc::new(std::sync::Mutex::new(HashMap::<u64, f64>::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut consumers = tokio::task::JoinSet::new();
+    for (id, _, _) in &shards {
+        let mut it = iterator(c, &o.stream, id, "LATEST").await;
+        let (c, seen, stop) = (c.clone(), seen.clone(), stop.clone());
+        consumers.spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok(out) = c.kinesis("GetRecords", &json!({"ShardIterator": it})).await else { continue };
+                let now = start.elapsed().as_secs_f64() * 1e3;
+                for r in out["Records"].as_array().into_iter().flatten() {
+                    let d = base64::engine::general_purpose::STANDARD
+                        .decode(r["Data"].as_str().unwrap_or_default())
+                        .unwrap_or_default();
+                    if let Some(n) =
+                        std::str::from_utf8(&d).ok().and_then(|s| s.strip_prefix("e2e-")).and_then(|s| s.parse().ok())
+                    {
+                        seen.lock().unwrap().insert(n, now);
+                    }
+                }
+                it = out["NextShardIterator"].as_str().unwrap_or_default().to_owned();
+            }
+        });
+    }
+    let mut sent = Vec::new();
+    for n in 0..o.latency_samples as u64 / 2 {
+        let data = format!("e2e-{n}");
+        sent.push((n, start.elapsed().as_secs_f64() * 1e3));
+        c.put_records(&o.stream, &[PutEntry { partition_key: &format!("e2e-{}", n % 16), data: data.as_bytes() }])
+            .await
+            .expect("put");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    while consumers.join_next().await.is_some() {}
+    let seen = seen.lock().unwrap();
+    let mut ms: Vec<f64> = sent.iter().filter_map(|(n, t)| seen.get(n).map(|s| s - t)).collect();
+    assert_eq!(ms.len(), sent.len(), "every e2e record was seen");
+    ms.sort_by(f64::total_cmp);
+    ms
+}
+
+/// Reads every shard from TRIM_HORIZON (one consumer per shard) and returns, per shard,
+/// the (sequence number, partition key, data) of every record, in the order read.
+async fn replay(c: &KinesisClient, o: &Options) -> (ReadBack, f64, u64) {
+    let shards = shard_ids(c, &o.stream).await;
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (id, _, _) in shards {
+        let it = iterator(c, &o.stream, &id, "TRIM_HORIZON").await;
+        let c = c.clone();
+        tasks.spawn(async move {
+            let mut it = it;
+            let mut got = Vec::new();
+            loop {
+                let out =
+                    c.kinesis("GetRecords", &json!({"ShardIterator": it, "Limit": 10_000})).await.expect("GetRecords");
+                let records = out["Records"].as_array().cloned().unwrap_or_default();
+                for r in &records {
+                    got.push((
+                        r["SequenceNumber"].as_str().unwrap().parse::<u128>().unwrap(),
+                        r["PartitionKey"].as_str().unwrap().to_owned(),
+                        base64::engine::general_purpose::STANDARD.decode(r["Data"].as_str().unwrap()).unwrap(),
+                    ));
+                }
+                if records.is_empty() || out["MillisBehindLatest"].as_u64() == Some(0) && records.len() < 10_000 {
+                    break;
+                }
+                it = out["NextShardIterator"].as_str().unwrap().to_owned();
+            }
+            (id, got)
+        });
+    }
+    let mut all = HashMap::new();
+    let mut bytes = 0;
+    while let Some(r) = tasks.join_next().await {
+        let (id, got) = r.expect("consumer");
+        bytes += got.iter().map(|(_, _, d)| d.len() as u64).sum::<u64>();
+        all.insert(id, got);
+    }
+    (all, start.elapsed().as_secs_f64(), bytes)
+}
+
+/// Checks the replay against the acknowledgements; returns the problems found.
+fn verify(o: &Options, acked: &[Acked], read: &ReadBack, shards: &[(String, u128, u128)]) -> Vec<String> {
+    use md5::Digest as _;
+    let mut problems = Vec::new();
+    let mut by_sequence: HashMap<(&str, u128), (String, Vec<u8>, usize)> = HashMap::new();
+    for (shard, records) in read {
+        if records.windows(2).any(|w| w[0].0 >= w[1].0) {
+            problems.push(format!("{shard}: sequence numbers not increasing"));
+        }
+        for (seq, key, data) in records {
+            let entry = by_sequence.entry((shard.as_str(), *seq)).or_insert((key.clone(), data.clone(), 0));
+            entry.2 += 1;
+        }
+    }
+    for a in acked {
+        let key = key_of(a.producer, a.n, o.keys);
+        match by_sequence.get(&(a.shard.as_str(), a.sequence)) {
+            None => problems
+                .push(format!("acked record {}:{} ({}, {}) was not read back", a.producer, a.n, a.shard, a.sequence)),
+            Some((k, d, count)) => {
+                if *count != 1 {
+                    problems.push(format!("record {} read {count} times", a.sequence));
+                }
+                if *k != key || *d != record_data(a.producer, a.n, o.record_bytes) {
+                    problems.push(format!("record {}:{} differs from what was put", a.producer, a.n));
+                }
+                let hash = u128::from_be_bytes(md5::Md5::digest(key.as_bytes()).into());
+                let owner = shards.iter().find(|(_, lo, hi)| (*lo..=*hi).contains(&hash)).map(|(id, _, _)| id.as_str());
+                if owner != Some(a.shard.as_str()) {
+                    problems.push(format!("key {key} landed on {} but its MD5 selects {owner:?}", a.shard));
+                }
+            }
+        }
+        if problems.len() > 20 {
+            problems.push("…".into());
+            break;
+        }
+    }
+    problems
+}
+
+#[tokio::main]
+async fn main() {
+    let o = options();
+    let c = KinesisClient::new(&o.endpoint, "us-east-1", "sluice", "sluice-secret");
+    let _ = c.kinesis("DeleteStream", &json!({"StreamName": o.stream})).await;
+    c.kinesis("CreateStream", &json!({"StreamName": o.stream, "ShardCount": o.shards})).await.expect("CreateStream");
+    wait_active(&c, &o.stream).await;
+    let server_before = o.server_pid.and_then(process_usage);
+    let client_before = process_usage(std::process::id());
+
+    let (acked, secs) = ingest(&c, &o).await;
+    let ingest_rps = acked.len() as f64 / secs;
+    let ingest_mbs = ingest_rps * o.record_bytes as f64 / 1e6;
+    println!(
+        "{}",
+        json!({"label": o.label, "phase": "ingest", "records": acked.len(), "seconds": secs, "records_per_s": ingest_rps, "mb_per_s": ingest_mbs, "record_bytes": o.record_bytes, "batch": o.batch, "concurrency": o.concurrency})
+    );
+    let lat = latency(&c, &o).await;
+    println!(
+        "{}",
+        json!({"label": o.label, "phase": "latency", "p50_ms": percentile(&lat, 0.5), "p99_ms": percentile(&lat, 0.99), "samples": lat.len()})
+    );
+    let e = e2e(&c, &o).await;
+    println!(
+        "{}",
+        json!({"label": o.label, "phase": "e2e", "p50_ms": percentile(&e, 0.5), "p99_ms": percentile(&e, 0.99), "samples": e.len()})
+    );
+    let (read, rsecs, rbytes) = replay(&c, &o).await;
+    let nread: usize = read.values().map(Vec::len).sum();
+    println!(
+        "{}",
+        json!({"label": o.label, "phase": "replay", "records": nread, "seconds": rsecs, "records_per_s": nread as f64 / rsecs, "mb_per_s": rbytes as f64 / rsecs / 1e6})
+    );
+    let shards = shard_ids(&c, &o.stream).await;
+    let problems = verify(&o, &acked, &read, &shards);
+    let server_after = o.server_pid.and_then(process_usage);
+    let client_after = process_usage(std::process::id());
+    let cpu = |a: Option<(f64, u64)>, b: Option<(f64, u64)>| a.zip(b).map(|(a, b)| b.0 - a.0);
+    println!(
+        "{}",
+        json!({"label": o.label, "phase": "verify", "acked": acked.len(), "problems": problems.len(), "client_cpu_s": cpu(client_before, client_after), "server_cpu_s": cpu(server_before, server_after), "server_rss_bytes": server_after.map(|s| s.1)})
+    );
+    eprintln!(
+        "\n{:<10} {:>14} {:>10} {:>12} {:>12} {:>14} {:>10}\n{:<10} {:>14.0} {:>10.1} {:>12.2} {:>12.2} {:>14.0} {:>10}",
+        "server", "ingest rec/s", "MB/s", "put p99 ms", "e2e p99 ms", "replay rec/s", "verified",
+        o.label, ingest_rps, ingest_mbs, percentile(&lat, 0.99), percentile(&e, 0.99), nread as f64 / rsecs,
+        if problems.is_empty() { "yes" } else { "NO" }
+    );
+    for p in &problems {
+        eprintln!("  {p}");
+    }
+    let _ = c.kinesis("DeleteStream", &json!({"StreamName": o.stream})).await;
+    if !problems.is_empty() {
+        std::process::exit(1);
+    }
+}
