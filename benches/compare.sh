@@ -41,8 +41,9 @@ for bytes in 100 1024; do
   node "$cache/node_modules/kinesalite/cli.js" --port "$p" --createStreamMs 0 --deleteStreamMs 0 --shardLimit 100 >/dev/null 2>&1 & pid=$!
   wait_port "$p"; run "kinesalite-${bytes}B" "$pid" "$p" "$bytes"; kill "$pid"; wait "$pid" 2>/dev/null || true
   p=$(port)
-  KINESIS_MOCK_PLAIN_PORT=$p KINESIS_MOCK_TLS_PORT=$(port) CREATE_STREAM_DURATION=0ms DELETE_STREAM_DURATION=0ms LOG_LEVEL=ERROR \
-    node "$cache/node_modules/kinesis-local/main.js" >/dev/null 2>&1 & pid=$!
+  # kinesis-mock reads its TLS certificate (server.json) from the working directory.
+  (cd "$cache/node_modules/kinesis-local" && KINESIS_MOCK_PLAIN_PORT=$p KINESIS_MOCK_TLS_PORT=$(port) \
+    CREATE_STREAM_DURATION=0ms DELETE_STREAM_DURATION=0ms LOG_LEVEL=ERROR exec node main.js >/dev/null 2>&1) & pid=$!
   wait_port "$p"; run "kinesis-mock-${bytes}B" "$pid" "$p" "$bytes"; kill "$pid"; wait "$pid" 2>/dev/null || true
 done
 

@@ -67,16 +67,15 @@ impl KinesisClient {
     /// `signing_name` is `kinesis` or `firehose`.
     pub async fn call(&self, target: &str, signing_name: &str, body: &Value) -> Result<Value, ClientError> {
         let body = serde_json::to_vec(body).expect("JSON serializes");
+        let bytes = self.call_raw(target, signing_name, body).await?;
+        Ok(serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    /// As [`KinesisClient::call`], with a body already serialized and the answer's bytes
+    /// returned unparsed (load generators avoid building JSON trees).
+    pub async fn call_raw(&self, target: &str, signing_name: &str, body: Vec<u8>) -> Result<Bytes, ClientError> {
         let uri = format!("{}/", self.endpoint);
         let host = self.endpoint.split("://").nth(1).unwrap_or(&self.endpoint).to_owned();
-        let mut request = http::Request::builder()
-            .method("POST")
-            .uri(&uri)
-            .header("host", &host)
-            .header("content-type", "application/x-amz-json-1.1")
-            .header("x-amz-target", target)
-            .body(Full::new(Bytes::from(body.clone())))
-            .map_err(|e| ClientError::Http(e.to_string()))?;
         let identity = self.credentials.clone().into();
         let params = SigningParams::builder()
             .identity(&identity)
@@ -92,14 +91,22 @@ impl KinesisClient {
         let signable = SignableRequest::new("POST", &uri, headers.into_iter(), SignableBody::Bytes(&body))
             .map_err(|e| ClientError::Http(e.to_string()))?;
         let (instructions, _) = sign(signable, &params).map_err(|e| ClientError::Http(e.to_string()))?.into_parts();
+        let mut request = http::Request::builder()
+            .method("POST")
+            .uri(&uri)
+            .header("host", &host)
+            .header("content-type", "application/x-amz-json-1.1")
+            .header("x-amz-target", target)
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| ClientError::Http(e.to_string()))?;
         instructions.apply_to_request_http1x(&mut request);
         let response = self.http.request(request).await.map_err(|e| ClientError::Http(e.to_string()))?;
         let status = response.status();
         let bytes = response.into_body().collect().await.map_err(|e| ClientError::Http(e.to_string()))?.to_bytes();
-        let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         if status.is_success() {
-            return Ok(value);
+            return Ok(bytes);
         }
+        let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         Err(ClientError::Api {
             kind: value["__type"].as_str().unwrap_or("HTTP error").to_owned(),
             message: value["message"].as_str().map_or_else(|| status.to_string(), str::to_owned),

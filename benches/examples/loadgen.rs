@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use serde_json::{json, Value};
+use serde_json::json;
 use sluice::client::{KinesisClient, PutEntry};
 
 #[derive(Debug, Clone)]
@@ -90,7 +90,51 @@ fn key_of(p: usize, n: u64, keys: usize) -> String {
 }
 
 /// What a replay read, per shard: (sequence number, partition key, data), in read order.
-type ReadBack = HashMap<String, Vec<(u128, String, Vec<u8>)>>;
+type ReadBack = HashMap<String, Vec<(Seq, String, Vec<u8>)>>;
+
+/// A sequence number: a decimal string of up to 56 digits (AWS's length), ordered numerically.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Seq(usize, String);
+
+impl Seq {
+    fn parse(s: &str) -> Self {
+        let digits = s.trim_start_matches('0');
+        Self(digits.len(), digits.to_owned())
+    }
+}
+
+/// The parts of a PutRecords answer the generator keeps, borrowed from the body.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct PutOut<'a> {
+    #[serde(borrow)]
+    records: Vec<PutOutEntry<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct PutOutEntry<'a> {
+    shard_id: Option<&'a str>,
+    sequence_number: Option<&'a str>,
+}
+
+/// The parts of a GetRecords answer the replay keeps, borrowed from the body.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Page<'a> {
+    #[serde(borrow)]
+    records: Vec<PageRecord<'a>>,
+    next_shard_iterator: Option<&'a str>,
+    millis_behind_latest: Option<u64>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct PageRecord<'a> {
+    sequence_number: &'a str,
+    partition_key: &'a str,
+    data: &'a str,
+}
 
 /// A record the server acknowledged.
 #[derive(Debug, Clone)]
@@ -98,7 +142,7 @@ struct Acked {
     producer: usize,
     n: u64,
     shard: String,
-    sequence: u128,
+    sequence: Seq,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -139,28 +183,30 @@ async fn ingest(c: &KinesisClient, o: &Options) -> (Vec<Acked>, f64) {
         tasks.spawn(async move {
             let mut acked = Vec::new();
             let mut n: u64 = 0;
+            let b64 = base64::engine::general_purpose::STANDARD;
             while Instant::now() < deadline {
-                let batch: Vec<(u64, String, Vec<u8>)> = (n..n + o.batch as u64)
-                    .map(|i| (i, key_of(p, i, o.keys), record_data(p, i, o.record_bytes)))
-                    .collect();
-                n += o.batch as u64;
-                let b64 = base64::engine::general_purpose::STANDARD;
-                let entries: Vec<Value> =
-                    batch.iter().map(|(_, k, d)| json!({"PartitionKey": k, "Data": b64.encode(d)})).collect();
-                let out = c
-                    .kinesis("PutRecords", &json!({"StreamName": o.stream, "Records": entries}))
-                    .await
-                    .expect("PutRecords");
-                for ((i, _, _), r) in batch.iter().zip(out["Records"].as_array().expect("Records")) {
-                    if let (Some(shard), Some(seq)) = (r["ShardId"].as_str(), r["SequenceNumber"].as_str()) {
-                        acked.push(Acked {
-                            producer: p,
-                            n: *i,
-                            shard: shard.into(),
-                            sequence: seq.parse().expect("decimal"),
-                        });
+                // The body is written by hand and the answer read into borrowed fields: a
+                // JSON tree per request would make the client, not the server, the limit.
+                let mut body = format!("{{\"StreamName\":\"{}\",\"Records\":[", o.stream).into_bytes();
+                for i in n..n + o.batch as u64 {
+                    if i > n {
+                        body.push(b',');
+                    }
+                    body.extend_from_slice(b"{\"PartitionKey\":\"");
+                    body.extend_from_slice(key_of(p, i, o.keys).as_bytes());
+                    body.extend_from_slice(b"\",\"Data\":\"");
+                    body.extend_from_slice(b64.encode(record_data(p, i, o.record_bytes)).as_bytes());
+                    body.extend_from_slice(b"\"}");
+                }
+                body.extend_from_slice(b"]}");
+                let out = c.call_raw("Kinesis_20131202.PutRecords", "kinesis", body).await.expect("PutRecords");
+                let out: PutOut<'_> = serde_json::from_slice(&out).expect("a PutRecords answer");
+                for (i, r) in (n..).zip(out.records) {
+                    if let (Some(shard), Some(seq)) = (r.shard_id, r.sequence_number) {
+                        acked.push(Acked { producer: p, n: i, shard: shard.to_owned(), sequence: Seq::parse(seq) });
                     }
                 }
+                n += o.batch as u64;
             }
             acked
         });
@@ -271,20 +317,18 @@ async fn replay(c: &KinesisClient, o: &Options) -> (ReadBack, f64, u64) {
             let mut it = it;
             let mut got = Vec::new();
             loop {
-                let out =
-                    c.kinesis("GetRecords", &json!({"ShardIterator": it, "Limit": 10_000})).await.expect("GetRecords");
-                let records = out["Records"].as_array().cloned().unwrap_or_default();
-                for r in &records {
-                    got.push((
-                        r["SequenceNumber"].as_str().unwrap().parse::<u128>().unwrap(),
-                        r["PartitionKey"].as_str().unwrap().to_owned(),
-                        base64::engine::general_purpose::STANDARD.decode(r["Data"].as_str().unwrap()).unwrap(),
-                    ));
+                let body = serde_json::to_vec(&json!({"ShardIterator": it, "Limit": 10_000})).expect("JSON");
+                let bytes = c.call_raw("Kinesis_20131202.GetRecords", "kinesis", body).await.expect("GetRecords");
+                let page: Page<'_> = serde_json::from_slice(&bytes).expect("a GetRecords answer");
+                let n = page.records.len();
+                for r in page.records {
+                    let data = base64::engine::general_purpose::STANDARD.decode(r.data).expect("base64");
+                    got.push((Seq::parse(r.sequence_number), r.partition_key.to_owned(), data));
                 }
-                if records.is_empty() || out["MillisBehindLatest"].as_u64() == Some(0) && records.len() < 10_000 {
+                if n == 0 || page.millis_behind_latest == Some(0) && n < 10_000 {
                     break;
                 }
-                it = out["NextShardIterator"].as_str().unwrap().to_owned();
+                it = page.next_shard_iterator.expect("an open shard has a next iterator").to_owned();
             }
             (id, got)
         });
@@ -303,24 +347,24 @@ async fn replay(c: &KinesisClient, o: &Options) -> (ReadBack, f64, u64) {
 fn verify(o: &Options, acked: &[Acked], read: &ReadBack, shards: &[(String, u128, u128)]) -> Vec<String> {
     use md5::Digest as _;
     let mut problems = Vec::new();
-    let mut by_sequence: HashMap<(&str, u128), (String, Vec<u8>, usize)> = HashMap::new();
+    let mut by_sequence: HashMap<(&str, &Seq), (String, Vec<u8>, usize)> = HashMap::new();
     for (shard, records) in read {
         if records.windows(2).any(|w| w[0].0 >= w[1].0) {
             problems.push(format!("{shard}: sequence numbers not increasing"));
         }
         for (seq, key, data) in records {
-            let entry = by_sequence.entry((shard.as_str(), *seq)).or_insert((key.clone(), data.clone(), 0));
+            let entry = by_sequence.entry((shard.as_str(), seq)).or_insert((key.clone(), data.clone(), 0));
             entry.2 += 1;
         }
     }
     for a in acked {
         let key = key_of(a.producer, a.n, o.keys);
-        match by_sequence.get(&(a.shard.as_str(), a.sequence)) {
+        match by_sequence.get(&(a.shard.as_str(), &a.sequence)) {
             None => problems
-                .push(format!("acked record {}:{} ({}, {}) was not read back", a.producer, a.n, a.shard, a.sequence)),
+                .push(format!("acked record {}:{} ({}, {}) was not read back", a.producer, a.n, a.shard, a.sequence.1)),
             Some((k, d, count)) => {
                 if *count != 1 {
-                    problems.push(format!("record {} read {count} times", a.sequence));
+                    problems.push(format!("record {} read {count} times", a.sequence.1));
                 }
                 if *k != key || *d != record_data(a.producer, a.n, o.record_bytes) {
                     problems.push(format!("record {}:{} differs from what was put", a.producer, a.n));
