@@ -4,8 +4,9 @@
 #
 #   benches/compare.sh [seconds per ingest phase, default 5]
 #
-# The peers keep data in memory, never fsync and never throttle, so Sluice runs with
-# throttle = "off" under each fsync setting; "never" is the like-for-like row. Results go to
+# The peers keep data in memory, never fsync, never throttle and never check signatures, so
+# Sluice runs with throttle = "off" and auth = "none" (the load generator still signs every
+# request) under each fsync setting; "never" is the like-for-like row. Results go to
 # target/compare/results.jsonl and a table with ratios to kinesalite is printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,7 +33,7 @@ run() { # label, pid, port, record bytes
 for bytes in 100 1024; do
   for fsync in never interval always; do
     p=$(port); data=$(mktemp -d)
-    printf 'bind = "127.0.0.1:%s"\ndata_dir = "%s"\nthrottle = "off"\nfsync = "%s"\nstream_transition_ms = 0\n' "$p" "$data" "$fsync" >"$data.toml"
+    printf 'bind = "127.0.0.1:%s"\ndata_dir = "%s"\nthrottle = "off"\nauth = "none"\nfsync = "%s"\nstream_transition_ms = 0\n' "$p" "$data" "$fsync" >"$data.toml"
     target/release/sluice serve --config "$data.toml" >"$data.log" 2>&1 & pid=$!
     wait_port "$p"; run "sluice-$fsync-${bytes}B" "$pid" "$p" "$bytes"
     kill "$pid"; wait "$pid" 2>/dev/null || true; rm -rf "$data" "$data.toml" "$data.log"
