@@ -155,6 +155,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl F
             loop {
                 every.tick().await;
                 let state = state.clone();
+                state.kinesis.prune_deleted();
                 match tokio::task::spawn_blocking(move || {
                     state.kinesis.streams.trim_expired() + state.firehose.delivery_streams.trim_expired()
                 })

@@ -450,7 +450,11 @@ impl Pipeline {
                             )
                         })
                         .collect();
-                    let landed = (0..data.len()).filter(|i| !failed.iter().any(|(j, _)| j == i)).collect();
+                    let mut ok = vec![true; data.len()];
+                    for (i, _) in &failed {
+                        ok[*i] = false;
+                    }
+                    let landed = (0..data.len()).filter(|&i| ok[i]).collect();
                     (c.bytes, landed, failed)
                 }
                 Err(e) => {

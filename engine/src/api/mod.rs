@@ -176,8 +176,21 @@ impl Kinesis {
         if !self.streams.delete(&name).map_err(internal)? {
             return Err(self.not_found(&name));
         }
-        self.deleting.lock().unwrap_or_else(PoisonError::into_inner).insert(name, (until, stream));
+        let now = self.clock.now_ms();
+        let mut deleting = self.deleting.lock().unwrap_or_else(PoisonError::into_inner);
+        // Streams past their DELETING time go now, so their mapped segments are released
+        // without waiting for a lookup of their name.
+        deleting.retain(|_, (until, _)| now < *until);
+        if now < until {
+            deleting.insert(name, (until, stream));
+        }
         Ok(())
+    }
+
+    /// Forgets deleted streams whose DELETING time is over, releasing their mapped segments.
+    pub fn prune_deleted(&self) {
+        let now = self.clock.now_ms();
+        self.deleting.lock().unwrap_or_else(PoisonError::into_inner).retain(|_, (until, _)| now < *until);
     }
 
     /// Whether stream `name` was deleted and is still shown as DELETING at `now_ms`.
