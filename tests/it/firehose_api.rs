@@ -2,15 +2,11 @@
 //! reads back, versions, tags, and AWS's error types for bad input (nothing created or
 //! written when refused).
 
-use std::sync::Arc;
-
 use aws_sdk_firehose::error::ProvideErrorMetadata;
 use aws_sdk_firehose::primitives::Blob;
 use aws_sdk_firehose::types as fh;
-use sluice_engine::ManualClock;
 
-use crate::firehose_delivery::{beijing_parquet, delivery_config, destination};
-use crate::s3_server::S3Server;
+use crate::firehose_delivery::{beijing_parquet, delivery_config, destination, Harness};
 use crate::support::TestServer;
 
 fn code<T: std::fmt::Debug, E: ProvideErrorMetadata + std::fmt::Debug>(r: Result<T, E>) -> (String, String) {
@@ -24,11 +20,7 @@ fn record(data: &[u8]) -> fh::Record {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_describe_list_update_tag_delete() {
-    let dir = tempfile::tempdir().unwrap();
-    let s3 = S3Server::start(&dir.path().join("s3")).await;
-    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
-    let server =
-        TestServer::start_with(&dir.path().join("data"), clock.clone(), |c| delivery_config(c, s3.lake_config())).await;
+    let Harness { dir, s3, clock, server } = Harness::start(Some(1_700_000_000_000), |_| {}).await;
     let f = server.firehose();
     for name in ["b-stream", "a-stream", "c-stream"] {
         let out = f
@@ -151,11 +143,7 @@ async fn create_describe_list_update_tag_delete() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_aws_errors_and_change_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let s3 = S3Server::start(&dir.path().join("s3")).await;
-    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
-    let server =
-        TestServer::start_with(&dir.path().join("data"), clock, |c| delivery_config(c, s3.lake_config())).await;
+    let Harness { dir: _dir, s3: _s3, clock: _clock, server } = Harness::start(Some(1_700_000_000_000), |_| {}).await;
     server.client().create_stream().stream_name("src").shard_count(1).send().await.unwrap();
     let f = server.firehose();
     let create = |name: &str, d: fh::ExtendedS3DestinationConfiguration| {

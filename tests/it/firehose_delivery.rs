@@ -23,6 +23,31 @@ fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
 }
 
+/// A delivery test's world: an S3-compatible server, and Sluice landing in it with a manual
+/// clock. Fields drop in order: the server stops first, the folder goes last.
+pub struct Harness {
+    pub server: TestServer,
+    pub clock: Arc<ManualClock>,
+    pub s3: S3Server,
+    pub dir: tempfile::TempDir,
+}
+
+impl Harness {
+    /// Starts both; the clock starts at `start_ms` or the real time. `adjust` changes the
+    /// delivery settings further.
+    pub async fn start(start_ms: Option<u64>, adjust: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let s3 = S3Server::start(&dir.path().join("s3")).await;
+        let clock = Arc::new(ManualClock::new(start_ms.unwrap_or_else(now_ms)));
+        let server = TestServer::start_with(&dir.path().join("data"), clock.clone(), |c| {
+            delivery_config(c, s3.lake_config());
+            adjust(c);
+        })
+        .await;
+        Self { server, clock, s3, dir }
+    }
+}
+
 /// Test server settings for delivery: no throttling, schemas from `examples/schemas`.
 pub fn delivery_config(c: &mut Config, lake: sluice_firehose::LakeConfig) {
     c.throttle = Throttle::Off;
@@ -112,11 +137,7 @@ pub fn rows(objects: &[(String, Vec<u8>)]) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kinesis_stream_of_beijing_telemetry_lands_as_partitioned_parquet_in_s3() {
-    let dir = tempfile::tempdir().unwrap();
-    let s3 = S3Server::start(&dir.path().join("s3")).await;
-    let clock = Arc::new(ManualClock::new(now_ms()));
-    let server =
-        TestServer::start_with(&dir.path().join("data"), clock.clone(), |c| delivery_config(c, s3.lake_config())).await;
+    let Harness { dir: _dir, s3, clock, server } = Harness::start(None, |_| {}).await;
     let kinesis = server.client();
     kinesis.create_stream().stream_name("telemetry").shard_count(4).send().await.unwrap();
     let firehose = server.firehose();
@@ -269,11 +290,7 @@ pub fn local_objects(root: &std::path::Path) -> Vec<(String, Vec<u8>)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_and_schema_violating_records_land_in_format_conversion_failed_alone() {
-    let dir = tempfile::tempdir().unwrap();
-    let s3 = S3Server::start(&dir.path().join("s3")).await;
-    let clock = Arc::new(ManualClock::new(now_ms()));
-    let server =
-        TestServer::start_with(&dir.path().join("data"), clock.clone(), |c| delivery_config(c, s3.lake_config())).await;
+    let Harness { dir: _dir, s3, clock, server } = Harness::start(None, |_| {}).await;
     let firehose = server.firehose();
     firehose
         .create_delivery_stream()
@@ -350,11 +367,7 @@ async fn malformed_and_schema_violating_records_land_in_format_conversion_failed
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kinesis_source_is_followed_through_splits_and_merges_from_latest() {
-    let dir = tempfile::tempdir().unwrap();
-    let s3 = S3Server::start(&dir.path().join("s3")).await;
-    let clock = Arc::new(ManualClock::new(now_ms()));
-    let server =
-        TestServer::start_with(&dir.path().join("data"), clock.clone(), |c| delivery_config(c, s3.lake_config())).await;
+    let Harness { dir: _dir, s3, clock, server } = Harness::start(None, |_| {}).await;
     let kinesis = server.client();
     kinesis.create_stream().stream_name("events").shard_count(2).send().await.unwrap();
     let put = async |from: usize, to: usize| {
@@ -444,11 +457,7 @@ async fn kinesis_source_is_followed_through_splits_and_merges_from_latest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn objects_over_16_mib_are_written_whole_with_a_multipart_upload() {
-    let dir = tempfile::tempdir().unwrap();
-    let s3 = S3Server::start(&dir.path().join("s3")).await;
-    let clock = Arc::new(ManualClock::new(now_ms()));
-    let server =
-        TestServer::start_with(&dir.path().join("data"), clock.clone(), |c| delivery_config(c, s3.lake_config())).await;
+    let Harness { dir: _dir, s3, clock, server } = Harness::start(None, |_| {}).await;
     let firehose = server.firehose();
     firehose
         .create_delivery_stream()

@@ -3,23 +3,15 @@
 //! derived from what the object holds, and a cut-short delivery is redone with the same
 //! range, so retries overwrite instead of duplicating.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_firehose::primitives::Blob;
 use aws_sdk_firehose::types as fh;
-use sluice_engine::ManualClock;
 
 use crate::datasets::{beijing, BeijingDigest};
-use crate::firehose_delivery::{
-    beijing_parquet, delivery_config, destination, partition_by, rows, schema_dir, wait_for,
-};
+use crate::firehose_delivery::{beijing_parquet, destination, partition_by, rows, schema_dir, wait_for, Harness};
 use crate::s3_server::{objects, S3Server, BUCKET, S3_ACCESS_KEY, S3_SECRET_KEY};
-use crate::support::{TestServer, ACCESS_KEY, SECRET_KEY};
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
-}
+use crate::support::{ACCESS_KEY, SECRET_KEY};
 
 async fn put_all(firehose: &aws_sdk_firehose::Client, name: &str, records: &[String]) {
     for chunk in records.chunks(500) {
@@ -32,11 +24,7 @@ async fn put_all(firehose: &aws_sdk_firehose::Client, name: &str, records: &[Str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_down_mid_delivery_then_back_lands_everything_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let s3 = S3Server::start(&dir.path().join("s3")).await;
-    let clock = Arc::new(ManualClock::new(now_ms()));
-    let server =
-        TestServer::start_with(&dir.path().join("data"), clock.clone(), |c| delivery_config(c, s3.lake_config())).await;
+    let Harness { dir: _dir, s3, clock, server } = Harness::start(None, |_| {}).await;
     let firehose = server.firehose();
     firehose
         .create_delivery_stream()
