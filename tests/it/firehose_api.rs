@@ -6,7 +6,7 @@ use aws_sdk_firehose::error::ProvideErrorMetadata;
 use aws_sdk_firehose::primitives::Blob;
 use aws_sdk_firehose::types as fh;
 
-use crate::firehose_delivery::{beijing_parquet, delivery_config, destination, Harness};
+use crate::firehose_delivery::{beijing_parquet, delivery_config, destination, kinesis_source, Harness};
 use crate::support::TestServer;
 
 fn code<T: std::fmt::Debug, E: ProvideErrorMetadata + std::fmt::Debug>(r: Result<T, E>) -> (String, String) {
@@ -216,13 +216,7 @@ async fn bad_requests_get_aws_errors_and_change_nothing() {
         f.create_delivery_stream()
             .delivery_stream_name("nosrc")
             .delivery_stream_type(fh::DeliveryStreamType::KinesisStreamAsSource)
-            .kinesis_stream_source_configuration(
-                fh::KinesisStreamSourceConfiguration::builder()
-                    .kinesis_stream_arn("arn:aws:kinesis:us-east-1:000000000000:stream/missing")
-                    .role_arn("arn:aws:iam::000000000000:role/r")
-                    .build()
-                    .unwrap(),
-            )
+            .kinesis_stream_source_configuration(kinesis_source("missing"))
             .extended_s3_destination_configuration(destination("a/", "b/").build().unwrap())
             .send()
             .await,
@@ -244,13 +238,7 @@ async fn bad_requests_get_aws_errors_and_change_nothing() {
     f.create_delivery_stream()
         .delivery_stream_name("from-kinesis")
         .delivery_stream_type(fh::DeliveryStreamType::KinesisStreamAsSource)
-        .kinesis_stream_source_configuration(
-            fh::KinesisStreamSourceConfiguration::builder()
-                .kinesis_stream_arn("arn:aws:kinesis:us-east-1:000000000000:stream/src")
-                .role_arn("arn:aws:iam::000000000000:role/r")
-                .build()
-                .unwrap(),
-        )
+        .kinesis_stream_source_configuration(kinesis_source("src"))
         .extended_s3_destination_configuration(destination("k/", "k-errors/").build().unwrap())
         .send()
         .await

@@ -85,6 +85,15 @@ pub fn beijing_parquet() -> fh::DataFormatConversionConfiguration {
         .build()
 }
 
+/// A Kinesis stream source: `stream` of the test account.
+pub fn kinesis_source(stream: &str) -> fh::KinesisStreamSourceConfiguration {
+    fh::KinesisStreamSourceConfiguration::builder()
+        .kinesis_stream_arn(format!("arn:aws:kinesis:us-east-1:000000000000:stream/{stream}"))
+        .role_arn("arn:aws:iam::000000000000:role/firehose")
+        .build()
+        .unwrap()
+}
+
 /// A `MetadataExtraction` processor with `query`.
 pub fn partition_by(query: &str) -> fh::ProcessingConfiguration {
     let param = |n, v: &str| fh::ProcessorParameter::builder().parameter_name(n).parameter_value(v).build().unwrap();
@@ -145,13 +154,7 @@ async fn kinesis_stream_of_beijing_telemetry_lands_as_partitioned_parquet_in_s3(
         .create_delivery_stream()
         .delivery_stream_name("telemetry-lake")
         .delivery_stream_type(fh::DeliveryStreamType::KinesisStreamAsSource)
-        .kinesis_stream_source_configuration(
-            fh::KinesisStreamSourceConfiguration::builder()
-                .kinesis_stream_arn("arn:aws:kinesis:us-east-1:000000000000:stream/telemetry")
-                .role_arn("arn:aws:iam::000000000000:role/firehose")
-                .build()
-                .unwrap(),
-        )
+        .kinesis_stream_source_configuration(kinesis_source("telemetry"))
         .extended_s3_destination_configuration(
             destination(
                 "telemetry/station=!{partitionKeyFromQuery:station}/!{timestamp:yyyy/MM/dd}/",
@@ -389,13 +392,7 @@ async fn kinesis_source_is_followed_through_splits_and_merges_from_latest() {
         .create_delivery_stream()
         .delivery_stream_name("events-raw")
         .delivery_stream_type(fh::DeliveryStreamType::KinesisStreamAsSource)
-        .kinesis_stream_source_configuration(
-            fh::KinesisStreamSourceConfiguration::builder()
-                .kinesis_stream_arn("arn:aws:kinesis:us-east-1:000000000000:stream/events")
-                .role_arn("arn:aws:iam::000000000000:role/firehose")
-                .build()
-                .unwrap(),
-        )
+        .kinesis_stream_source_configuration(kinesis_source("events"))
         .extended_s3_destination_configuration(
             destination("events/", "events-errors/")
                 .processing_configuration(

@@ -10,7 +10,7 @@ use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use sluice_engine::ManualClock;
 
 use crate::datasets::lines;
-use crate::firehose_delivery::{delivery_config, destination, wait_for};
+use crate::firehose_delivery::{delivery_config, destination, kinesis_source, wait_for};
 use crate::s3_server::{objects, S3Server};
 use crate::support::TestServer;
 
@@ -55,13 +55,7 @@ async fn clickstream_transform_lands_human_edits_by_channel_and_failures_in_proc
         .create_delivery_stream()
         .delivery_stream_name("clicks-lake")
         .delivery_stream_type(fh::DeliveryStreamType::KinesisStreamAsSource)
-        .kinesis_stream_source_configuration(
-            fh::KinesisStreamSourceConfiguration::builder()
-                .kinesis_stream_arn("arn:aws:kinesis:us-east-1:000000000000:stream/clicks")
-                .role_arn("arn:aws:iam::000000000000:role/firehose")
-                .build()
-                .unwrap(),
-        )
+        .kinesis_stream_source_configuration(kinesis_source("clicks"))
         .extended_s3_destination_configuration(
             destination(
                 "clicks/channel=!{partitionKeyFromLambda:channel}/",
