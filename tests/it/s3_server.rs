@@ -186,6 +186,12 @@ impl Drop for S3Server {
     }
 }
 
+/// Whether any object is under `prefix` in [`BUCKET`] (one list request, no reads).
+pub async fn any_object(s3: &aws_sdk_s3::Client, prefix: &str) -> bool {
+    let page = s3.list_objects_v2().bucket(BUCKET).prefix(prefix).max_keys(1).send().await.unwrap();
+    !page.contents().is_empty()
+}
+
 /// Every object under `prefix` in [`BUCKET`], as (key, bytes), read with `aws-sdk-s3`.
 pub async fn objects(s3: &aws_sdk_s3::Client, prefix: &str) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
