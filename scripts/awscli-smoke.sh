@@ -13,7 +13,9 @@ if [ ! -x "$venv/bin/aws" ]; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check awscli
 fi
 
-cargo build --quiet --locked --bin sluice
+# `cargo test --workspace` already built target/debug/sluice; `cargo build --bin sluice` would
+# resolve features without the dev-dependencies and rebuild every crate a second time.
+cargo test --workspace --locked --no-run --quiet
 data=$(mktemp -d)
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 printf '[lake]\nurl = "file://%s/lake"\n' "$data" >"$data.toml"

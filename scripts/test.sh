@@ -15,7 +15,7 @@ trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$log"
 # The delivery suite once more against Garage, when a Garage binary is given (CI installs one).
 if [ -n "${SLUICE_GARAGE_BIN:-}" ]; then
-  SLUICE_S3_BACKEND=garage cargo test --locked --test it firehose 2>&1 | tee -a "$log"
+  SLUICE_S3_BACKEND=garage cargo test --workspace --locked --test it firehose 2>&1 | tee -a "$log"
 fi
 # The AWS CLI against a running `sluice serve` (installs awscli into a cached venv).
 scripts/awscli-smoke.sh | tee -a "$log"
