@@ -11,6 +11,20 @@ use sluice_engine::sequence_number::SequenceNumber;
 use sluice_engine::SystemClock;
 use sluice_firehose::replay::{ReplayPoint, ReplayRequest};
 
+// glibc's malloc kept about 30 MiB of freed request buffers in each of its per-thread arenas
+// (345 MiB resident after an 8 s ingest of 1 KiB records). jemalloc, with a background thread
+// returning pages a second after they are freed, held 21 MiB after the same run.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's settings, read when it starts: freed pages go back to the system after 1 s (by
+/// a background thread, so an idle server shrinks too). `oversize_threshold:0` keeps large
+/// buffers (GetRecords answers reach 14 MB) in the normal arenas: jemalloc's default gives
+/// them an arena that unmaps on every free, and replay ran 22 % slower refaulting them.
+#[allow(non_upper_case_globals)]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0,oversize_threshold:0\0";
+
 /// Sluice: Kinesis Data Streams and Firehose, on your own machines.
 #[derive(Debug, Parser)]
 #[command(version)]

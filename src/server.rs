@@ -145,6 +145,10 @@ async fn dispatch(state: Arc<AppState>, req: Request<Incoming>) -> Result<Vec<u8
 /// at most this, plus the span of one segment.
 pub const RETENTION_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// How often the segment pages readers mapped in are unmapped again: every second, so a
+/// replay of a whole stream does not leave the stream resident in the server's memory.
+pub const PAGE_RELEASE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Serves connections from `listener` until `shutdown` completes, then stops accepting and
 /// waits for requests in flight to finish. Enforces retention in the background meanwhile.
 pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl Future<Output = ()>) {
@@ -165,6 +169,21 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl F
                     Ok(n) => tracing::info!(records = n, "retention deleted expired records"),
                     Err(e) => tracing::error!(error = %e, "retention task failed"),
                 }
+            }
+        })
+    };
+    let page_release = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(PAGE_RELEASE_INTERVAL);
+            loop {
+                every.tick().await;
+                let state = state.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    state.kinesis.streams.release_pages();
+                    state.firehose.delivery_streams.release_pages();
+                })
+                .await;
             }
         })
     };
@@ -197,8 +216,10 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl F
     }
     drop(listener);
     retention.abort();
+    page_release.abort();
     graceful.shutdown().await;
     let _ = retention.await;
+    let _ = page_release.await;
     // Delivery workers land what they buffered before the server stops.
     state.firehose.delivery_streams.shutdown().await;
     // Another server may open the data directory now (the logs sync when the state drops).

@@ -621,6 +621,19 @@ impl ShardLog {
         }
         Ok(report)
     }
+
+    /// Unmaps the segment pages readers faulted in since the last call, so the process's
+    /// resident memory holds recently read pages only, not every stored byte; see
+    /// [`SegmentMap::release_pages`]. Nothing is lost or waited for: a reader maps the pages
+    /// it needs again.
+    ///
+    /// Errors: `madvise` failed on a segment; later segments are left as they were.
+    pub fn release_pages(&self) -> Result<(), IoError> {
+        // Outside the lock: unmapping pages other cores used interrupts them, and appends
+        // must not wait for that.
+        let maps: Vec<Arc<SegmentMap>> = self.inner.state().segments.iter().map(|s| s.map.clone()).collect();
+        maps.iter().try_for_each(|m| m.release_pages())
+    }
 }
 
 /// What one append shows readers of one segment.

@@ -369,6 +369,11 @@ impl Stream {
         self.shard(index).map(|s| s.log.clone())
     }
 
+    /// The logs of every shard, closed ones included, in shard order.
+    pub fn logs(&self) -> Vec<Arc<ShardLog>> {
+        self.shards.read().unwrap_or_else(PoisonError::into_inner).iter().map(|s| s.log.clone()).collect()
+    }
+
     /// The open shard whose hash key range holds `key`. Open shards cover the whole space,
     /// so there always is one.
     pub fn route(&self, key: HashKey) -> u32 {

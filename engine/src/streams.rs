@@ -150,6 +150,19 @@ impl Streams {
         records
     }
 
+    /// Unmaps the segment pages readers faulted in, in every shard of every stream, so the
+    /// server's resident memory follows what is being read rather than what is stored (see
+    /// [`crate::ShardLog::release_pages`]). A failure is logged; the other shards go on.
+    pub fn release_pages(&self) {
+        for stream in self.list() {
+            for log in stream.logs() {
+                if let Err(e) = log.release_pages() {
+                    tracing::warn!(error = %e, "releasing mapped segment pages failed");
+                }
+            }
+        }
+    }
+
     /// The configured shard limit.
     pub fn shard_limit(&self) -> u32 {
         self.shard_limit

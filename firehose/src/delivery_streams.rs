@@ -275,6 +275,12 @@ impl DeliveryStreams {
         self.internal.trim_expired()
     }
 
+    /// Unmaps the segment pages of the internal streams that readers faulted in; see
+    /// [`sluice_engine::Streams::release_pages`].
+    pub fn release_pages(&self) {
+        self.internal.release_pages();
+    }
+
     /// The worker context (lake, metrics, clock).
     pub fn context(&self) -> &WorkerContext {
         &self.ctx

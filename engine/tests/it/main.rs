@@ -4,5 +4,6 @@ mod basic;
 mod crash;
 mod model;
 mod recovery;
+mod resident;
 mod streams;
 mod support;
