@@ -23,23 +23,18 @@ fn routing(c: &mut Criterion) {
     group.sample_size(20).measurement_time(Duration::from_secs(3));
     group.throughput(Throughput::Elements(keys.len() as u64));
     for shards in [4u32, 64, 500] {
-        let meta = StreamMeta {
-            name: "s".into(),
-            created_ms: 0,
-            retention_hours: 24,
-            shards: HashKeyRange::split_evenly(shards)
-                .into_iter()
-                .enumerate()
-                .map(|(i, hash_key_range)| ShardMeta {
-                    index: i as u32,
-                    hash_key_range,
-                    parent: None,
-                    adjacent_parent: None,
-                    closed: false,
-                })
-                .collect(),
-            tags: BTreeMap::new(),
-        };
+        let shard_metas = HashKeyRange::split_evenly(shards)
+            .into_iter()
+            .enumerate()
+            .map(|(i, hash_key_range)| ShardMeta {
+                index: i as u32,
+                hash_key_range,
+                parent: None,
+                adjacent_parent: None,
+                closed: false,
+            })
+            .collect();
+        let meta = StreamMeta::new("s".into(), 0, 24, shard_metas, BTreeMap::new());
         group.bench_function(BenchmarkId::new("md5_then_shard", shards), |b| {
             b.iter(|| keys.iter().map(|k| Stream::route_in(&meta, hash_key_of(black_box(k)))).sum::<u32>())
         });

@@ -30,6 +30,7 @@ mod index;
 pub mod limits;
 mod options;
 mod read;
+pub mod routing;
 pub mod segment;
 pub mod sequence_number;
 mod shard_log;

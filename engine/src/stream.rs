@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::IoError;
 use crate::hash_key::{HashKey, HashKeyRange};
 use crate::options::ShardLogOptions;
+use crate::routing::RoutingTable;
 use crate::segment::sync_dir;
 use crate::shard_log::ShardLog;
 use crate::throttle::{ShardThrottle, ThrottleRates};
@@ -53,6 +54,22 @@ pub struct ShardMeta {
 }
 
 impl StreamMeta {
+    /// Metadata of a stream with these shards, of which the open ones cover the hash key space.
+    pub fn new(
+        name: String,
+        created_ms: u64,
+        retention_hours: u32,
+        shards: Vec<ShardMeta>,
+        tags: BTreeMap<String, String>,
+    ) -> Self {
+        let routes = RoutingTable::new(&shards);
+        Self { name, created_ms, retention_hours, shards, tags, routes }
+    }
+
+    /// The open shard whose hash key range holds `key`.
+    pub fn route(&self, key: HashKey) -> u32 {
+        self.routes.route(key)
+    }
     /// Shards that take records (not closed by a split or merge).
     pub fn open_shards(&self) -> u32 {
         self.shards.iter().filter(|s| !s.closed).count() as u32
@@ -72,6 +89,9 @@ pub struct StreamMeta {
     pub shards: Vec<ShardMeta>,
     /// Tags.
     pub tags: BTreeMap<String, String>,
+    /// Which open shard owns a hash key; derived from `shards`.
+    #[serde(skip)]
+    routes: RoutingTable,
 }
 
 /// Where a stream stands, as `StreamStatus` shows it. Source: AWS Kinesis API reference.
@@ -187,13 +207,7 @@ impl Stream {
                 closed: false,
             })
             .collect();
-        let meta = StreamMeta {
-            name: name.to_owned(),
-            created_ms,
-            retention_hours: RETENTION_HOURS_DEFAULT,
-            shards,
-            tags: BTreeMap::new(),
-        };
+        let meta = StreamMeta::new(name.to_owned(), created_ms, RETENTION_HOURS_DEFAULT, shards, BTreeMap::new());
         let stream = Self::with_meta(dir, meta, log_options, throttle)?;
         stream.persist()?;
         sync_dir(dir.parent().expect("streams live in a directory"))?;
@@ -204,8 +218,9 @@ impl Stream {
     pub fn open(dir: &Path, log_options: &ShardLogOptions, throttle: Option<ThrottleRates>) -> Result<Self, OpenError> {
         let path = dir.join("stream.json");
         let bytes = fs::read(&path).map_err(|e| IoError::new(&path, e))?;
-        let meta: StreamMeta = serde_json::from_slice(&bytes)
+        let mut meta: StreamMeta = serde_json::from_slice(&bytes)
             .map_err(|e| OpenError::InvalidOptions(format!("{}: {e}", path.display())))?;
+        meta.routes = RoutingTable::new(&meta.shards);
         Self::with_meta(dir, meta, log_options, throttle)
     }
 
@@ -267,6 +282,7 @@ impl Stream {
         }
         let indexes = children.iter().map(|c| c.index).collect();
         meta.shards.extend(children);
+        meta.routes = RoutingTable::new(&meta.shards);
         self.shards.write().unwrap_or_else(PoisonError::into_inner).extend(opened);
         let bytes = serde_json::to_vec_pretty(&*meta).expect("metadata serializes");
         write_atomically(&self.dir.join("stream.json"), &bytes)?;
@@ -382,11 +398,7 @@ impl Stream {
 
     /// As [`Stream::route`], under a metadata lock the caller already holds.
     pub fn route_in(meta: &StreamMeta, key: HashKey) -> u32 {
-        meta.shards
-            .iter()
-            .find(|s| !s.closed && s.hash_key_range.contains(key))
-            .map(|s| s.index)
-            .expect("open shards cover the hash key space")
+        meta.route(key)
     }
 
     /// The stream's directory.
