@@ -149,44 +149,34 @@ pub const RETENTION_CHECK_INTERVAL: std::time::Duration = std::time::Duration::f
 /// replay of a whole stream does not leave the stream resident in the server's memory.
 pub const PAGE_RELEASE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Runs `work` on a blocking thread every `interval`, the first time at once, until aborted.
+fn every(interval: std::time::Duration, state: Arc<AppState>, work: fn(&AppState)) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        loop {
+            ticks.tick().await;
+            let state = state.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || work(&state)).await {
+                tracing::error!(error = %e, "background task failed");
+            }
+        }
+    })
+}
+
 /// Serves connections from `listener` until `shutdown` completes, then stops accepting and
 /// waits for requests in flight to finish. Enforces retention in the background meanwhile.
 pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl Future<Output = ()>) {
-    let retention = {
-        let state = state.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(RETENTION_CHECK_INTERVAL);
-            loop {
-                every.tick().await;
-                let state = state.clone();
-                state.kinesis.prune_deleted();
-                match tokio::task::spawn_blocking(move || {
-                    state.kinesis.streams.trim_expired() + state.firehose.delivery_streams.trim_expired()
-                })
-                .await
-                {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(records = n, "retention deleted expired records"),
-                    Err(e) => tracing::error!(error = %e, "retention task failed"),
-                }
-            }
-        })
-    };
-    let page_release = {
-        let state = state.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(PAGE_RELEASE_INTERVAL);
-            loop {
-                every.tick().await;
-                let state = state.clone();
-                let _ = tokio::task::spawn_blocking(move || {
-                    state.kinesis.streams.release_pages();
-                    state.firehose.delivery_streams.release_pages();
-                })
-                .await;
-            }
-        })
-    };
+    let retention = every(RETENTION_CHECK_INTERVAL, state.clone(), |state| {
+        state.kinesis.prune_deleted();
+        match state.kinesis.streams.trim_expired() + state.firehose.delivery_streams.trim_expired() {
+            0 => {}
+            n => tracing::info!(records = n, "retention deleted expired records"),
+        }
+    });
+    let page_release = every(PAGE_RELEASE_INTERVAL, state.clone(), |state| {
+        state.kinesis.streams.release_pages();
+        state.firehose.delivery_streams.release_pages();
+    });
     let graceful = GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());
     tokio::pin!(shutdown);

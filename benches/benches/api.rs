@@ -12,7 +12,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use sluice_engine::api::{Action, Kinesis, KinesisConfig};
-use sluice_engine::hash_key::{hash_key_of, HashKeyRange};
+use sluice_engine::hash_key::hash_key_of;
 use sluice_engine::stream::{ShardMeta, Stream, StreamMeta};
 use sluice_engine::streams::{Streams, Throttling};
 use sluice_engine::{Durability, ShardLogOptions, SystemClock};
@@ -23,18 +23,7 @@ fn routing(c: &mut Criterion) {
     group.sample_size(20).measurement_time(Duration::from_secs(3));
     group.throughput(Throughput::Elements(keys.len() as u64));
     for shards in [4u32, 64, 500] {
-        let shard_metas = HashKeyRange::split_evenly(shards)
-            .into_iter()
-            .enumerate()
-            .map(|(i, hash_key_range)| ShardMeta {
-                index: i as u32,
-                hash_key_range,
-                parent: None,
-                adjacent_parent: None,
-                closed: false,
-            })
-            .collect();
-        let meta = StreamMeta::new("s".into(), 0, 24, shard_metas, BTreeMap::new());
+        let meta = StreamMeta::new("s".into(), 0, 24, ShardMeta::split_evenly(shards), BTreeMap::new());
         group.bench_function(BenchmarkId::new("md5_then_shard", shards), |b| {
             b.iter(|| keys.iter().map(|k| Stream::route_in(&meta, hash_key_of(black_box(k)))).sum::<u32>())
         });

@@ -76,11 +76,7 @@ mod tests {
     #[test]
     fn even_splits_route_like_a_scan() {
         for n in [1, 2, 3, 7, 500] {
-            let shards: Vec<ShardMeta> = HashKeyRange::split_evenly(n)
-                .into_iter()
-                .enumerate()
-                .map(|(i, r)| shard(i as u32, r.starting, r.ending, false))
-                .collect();
+            let shards = ShardMeta::split_evenly(n);
             let table = RoutingTable::new(&shards);
             for i in 0..2_000u128 {
                 let key = i.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835);

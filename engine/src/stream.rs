@@ -53,6 +53,24 @@ pub struct ShardMeta {
     pub closed: bool,
 }
 
+impl ShardMeta {
+    /// The `n` shards of a new stream: indexes 0 to n − 1 over [`HashKeyRange::split_evenly`],
+    /// open, with no parents. `n` ≥ 1.
+    pub fn split_evenly(n: u32) -> Vec<Self> {
+        HashKeyRange::split_evenly(n)
+            .into_iter()
+            .enumerate()
+            .map(|(i, hash_key_range)| Self {
+                index: i as u32,
+                hash_key_range,
+                parent: None,
+                adjacent_parent: None,
+                closed: false,
+            })
+            .collect()
+    }
+}
+
 impl StreamMeta {
     /// Metadata of a stream with these shards, of which the open ones cover the hash key space.
     pub fn new(
@@ -196,17 +214,7 @@ impl Stream {
         throttle: Option<ThrottleRates>,
     ) -> Result<Self, OpenError> {
         fs::create_dir_all(dir).map_err(|e| IoError::new(dir, e))?;
-        let shards = HashKeyRange::split_evenly(shard_count)
-            .into_iter()
-            .enumerate()
-            .map(|(i, hash_key_range)| ShardMeta {
-                index: i as u32,
-                hash_key_range,
-                parent: None,
-                adjacent_parent: None,
-                closed: false,
-            })
-            .collect();
+        let shards = ShardMeta::split_evenly(shard_count);
         let meta = StreamMeta::new(name.to_owned(), created_ms, RETENTION_HOURS_DEFAULT, shards, BTreeMap::new());
         let stream = Self::with_meta(dir, meta, log_options, throttle)?;
         stream.persist()?;
