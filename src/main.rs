@@ -25,6 +25,14 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[unsafe(export_name = "_rjem_malloc_conf")]
 pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0,oversize_threshold:0\0";
 
+/// The server state on the configured data directory, or the failure exit after saying why.
+fn open_state(cfg: &Config) -> Result<Arc<sluice::server::AppState>, ExitCode> {
+    sluice::open_state(cfg, Arc::new(SystemClock)).map_err(|e| {
+        eprintln!("cannot open {}: {e}", cfg.data_dir.display());
+        ExitCode::FAILURE
+    })
+}
+
 /// Sluice: Kinesis Data Streams and Firehose, on your own machines.
 #[derive(Debug, Parser)]
 #[command(version)]
@@ -198,12 +206,9 @@ fn main() -> ExitCode {
                 }
             };
             runtime().block_on(async move {
-                let state = match sluice::open_state(&cfg, Arc::new(SystemClock)) {
+                let state = match open_state(&cfg) {
                     Ok(s) => s,
-                    Err(e) => {
-                        eprintln!("cannot open {}: {e}", cfg.data_dir.display());
-                        return ExitCode::FAILURE;
-                    }
+                    Err(code) => return code,
                 };
                 let Some(source) = state.kinesis.streams.get(&stream) else {
                     eprintln!("stream {stream} not found in {}", cfg.data_dir.display());
@@ -272,12 +277,9 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
             runtime().block_on(async move {
-                let state = match sluice::open_state(&cfg, Arc::new(SystemClock)) {
+                let state = match open_state(&cfg) {
                     Ok(s) => s,
-                    Err(e) => {
-                        eprintln!("cannot open {}: {e}", cfg.data_dir.display());
-                        return ExitCode::FAILURE;
-                    }
+                    Err(code) => return code,
                 };
                 let listener = match tokio::net::TcpListener::bind(cfg.bind).await {
                     Ok(l) => l,

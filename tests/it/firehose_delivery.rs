@@ -120,6 +120,17 @@ pub fn destination(prefix: &str, error_prefix: &str) -> fh::builders::ExtendedS3
         .buffering_hints(fh::BufferingHints::builder().size_in_mbs(1).interval_in_seconds(1).build())
 }
 
+/// Beijing readings as Parquet under `prefix`, partitioned by station with a jq query
+/// (`!{partitionKeyFromQuery:station}` in the prefix); failures under `error_prefix`.
+pub fn beijing_by_station(prefix: &str, error_prefix: &str) -> fh::ExtendedS3DestinationConfiguration {
+    destination(prefix, error_prefix)
+        .dynamic_partitioning_configuration(fh::DynamicPartitioningConfiguration::builder().enabled(true).build())
+        .processing_configuration(partition_by("{station: .station}"))
+        .data_format_conversion_configuration(beijing_parquet())
+        .build()
+        .unwrap()
+}
+
 /// Waits until `done` says the landed objects are complete, moving the server's clock a
 /// second at a time so buffering intervals pass. Panics after 60 s of real time.
 pub async fn wait_for<T>(
@@ -155,17 +166,10 @@ async fn kinesis_stream_of_beijing_telemetry_lands_as_partitioned_parquet_in_s3(
         .delivery_stream_name("telemetry-lake")
         .delivery_stream_type(fh::DeliveryStreamType::KinesisStreamAsSource)
         .kinesis_stream_source_configuration(kinesis_source("telemetry"))
-        .extended_s3_destination_configuration(
-            destination(
-                "telemetry/station=!{partitionKeyFromQuery:station}/!{timestamp:yyyy/MM/dd}/",
-                "errors/!{firehose:error-output-type}/",
-            )
-            .dynamic_partitioning_configuration(fh::DynamicPartitioningConfiguration::builder().enabled(true).build())
-            .processing_configuration(partition_by("{station: .station}"))
-            .data_format_conversion_configuration(beijing_parquet())
-            .build()
-            .unwrap(),
-        )
+        .extended_s3_destination_configuration(beijing_by_station(
+            "telemetry/station=!{partitionKeyFromQuery:station}/!{timestamp:yyyy/MM/dd}/",
+            "errors/!{firehose:error-output-type}/",
+        ))
         .send()
         .await
         .unwrap();

@@ -9,7 +9,7 @@ use aws_sdk_firehose::primitives::Blob;
 use aws_sdk_firehose::types as fh;
 
 use crate::datasets::{beijing, BeijingDigest};
-use crate::firehose_delivery::{beijing_parquet, destination, partition_by, rows, schema_dir, wait_for, Harness};
+use crate::firehose_delivery::{beijing_by_station, rows, schema_dir, wait_for, Harness};
 use crate::s3_server::{any_object, objects, S3Server, BUCKET, S3_ACCESS_KEY, S3_SECRET_KEY};
 use crate::support::{ACCESS_KEY, SECRET_KEY};
 
@@ -29,16 +29,10 @@ async fn s3_down_mid_delivery_then_back_lands_everything_once() {
     firehose
         .create_delivery_stream()
         .delivery_stream_name("outage")
-        .extended_s3_destination_configuration(
-            destination("outage/!{partitionKeyFromQuery:station}/", "outage-errors/!{firehose:error-output-type}/")
-                .dynamic_partitioning_configuration(
-                    fh::DynamicPartitioningConfiguration::builder().enabled(true).build(),
-                )
-                .processing_configuration(partition_by("{station: .station}"))
-                .data_format_conversion_configuration(beijing_parquet())
-                .build()
-                .unwrap(),
-        )
+        .extended_s3_destination_configuration(beijing_by_station(
+            "outage/!{partitionKeyFromQuery:station}/",
+            "outage-errors/!{firehose:error-output-type}/",
+        ))
         .send()
         .await
         .unwrap();
