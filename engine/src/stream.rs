@@ -1,8 +1,10 @@
 //! Streams: named sets of shards, their metadata on disk, and routing records to shards.
 //!
-//! On disk: `<data_dir>/streams/<name>/stream.json` (metadata, written atomically: temp
-//! file, fsync, rename, fsync of the directory) and one shard log per shard in
-//! `<data_dir>/streams/<name>/shardId-<12 digits>/`.
+//! On disk: `<data_dir>/streams/<stream-id>/stream.json` (metadata, written atomically:
+//! temp file, fsync, rename, fsync of the directory) and one shard log per shard in
+//! `<data_dir>/streams/<stream-id>/shardId-<12 digits>/`. The stream id is chosen by the
+//! server (16 hex digits); the user's stream name lives only in the metadata, so no name
+//! (`.` and `..` are valid Kinesis names) ever becomes a path component.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -87,6 +89,36 @@ impl StreamMeta {
     /// The open shard whose hash key range holds `key`.
     pub fn route(&self, key: HashKey) -> u32 {
         self.routes.route(key)
+    }
+
+    /// Checks what a `stream.json` read from disk must satisfy before it is used: shard
+    /// `i` has index `i`, parents name earlier shards, and the open shards cover the hash
+    /// key space exactly once (else routing would have a gap).
+    pub fn validate(&self) -> Result<(), String> {
+        for (i, s) in self.shards.iter().enumerate() {
+            if s.index as usize != i {
+                return Err(format!("shard {i} has index {}", s.index));
+            }
+            if [s.parent, s.adjacent_parent].iter().flatten().any(|&p| p >= s.index) {
+                return Err(format!("shard {i} names a parent that is not older"));
+            }
+            if s.hash_key_range.starting > s.hash_key_range.ending {
+                return Err(format!("shard {i} has an empty hash key range"));
+            }
+        }
+        let mut open: Vec<&HashKeyRange> = self.shards.iter().filter(|s| !s.closed).map(|s| &s.hash_key_range).collect();
+        open.sort_by_key(|r| r.starting);
+        let mut next: Option<HashKey> = Some(0);
+        for r in open {
+            if Some(r.starting) != next {
+                return Err("the open shards do not cover the hash key space exactly once".into());
+            }
+            next = r.ending.checked_add(1);
+        }
+        if next.is_some() {
+            return Err("the open shards do not cover the hash key space".into());
+        }
+        Ok(())
     }
     /// Shards that take records (not closed by a split or merge).
     pub fn open_shards(&self) -> u32 {
@@ -189,18 +221,36 @@ pub enum ReshardError {
     Io(#[from] IoError),
 }
 
-/// Writes `bytes` to `path` atomically: a temp file beside it, fsync, rename, fsync of the
-/// directory. Readers see the old or the new contents, never a mix, also after a crash.
+/// Writes `bytes` to `path` atomically: a temp file beside it (a name of its own per call,
+/// so concurrent writers never share one), fsync, rename, fsync of the directory. Readers
+/// see the old or the new contents, never a mix or an empty file, also after a crash. A
+/// failed write removes its temp file and leaves `path` as it was.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
-    let tmp = path.with_extension("json.tmp");
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let file_name = path.file_name().map_or_else(Default::default, |f| f.to_string_lossy().into_owned());
+    let tmp = path.with_file_name(format!(".{file_name}.tmp-{}-{n}", std::process::id()));
     let write = || -> std::io::Result<()> {
         let mut f = fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         fs::rename(&tmp, path)
     };
-    write().map_err(|e| IoError::new(path, e))?;
+    if let Err(e) = write() {
+        let _ = fs::remove_file(&tmp);
+        return Err(IoError::new(path, e));
+    }
     sync_dir(path.parent().expect("metadata lives in a directory"))
+}
+
+/// A fresh random 64-bit value from the OS's randomness (std's `RandomState` seeds), for
+/// ids and secrets that must differ between streams, incarnations and processes.
+pub fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    h.finish()
 }
 
 impl Stream {
@@ -222,14 +272,23 @@ impl Stream {
         Ok(stream)
     }
 
-    /// Opens a stream from its directory.
-    pub fn open(dir: &Path, log_options: &ShardLogOptions, throttle: Option<ThrottleRates>) -> Result<Self, OpenError> {
+    /// Opens a stream from its directory; `throttle` gives the rates of a stream by name.
+    ///
+    /// Errors: unreadable or invalid `stream.json` (naming the file), or a shard log that
+    /// does not open (naming the segment file and offset).
+    pub fn open(
+        dir: &Path,
+        log_options: &ShardLogOptions,
+        throttle: impl FnOnce(&str) -> Option<ThrottleRates>,
+    ) -> Result<Self, OpenError> {
         let path = dir.join("stream.json");
         let bytes = fs::read(&path).map_err(|e| IoError::new(&path, e))?;
         let mut meta: StreamMeta = serde_json::from_slice(&bytes)
             .map_err(|e| OpenError::InvalidOptions(format!("{}: {e}", path.display())))?;
+        meta.validate().map_err(|e| OpenError::InvalidOptions(format!("{}: {e}", path.display())))?;
         meta.routes = RoutingTable::new(&meta.shards);
-        Self::with_meta(dir, meta, log_options, throttle)
+        let rates = throttle(&meta.name);
+        Self::with_meta(dir, meta, log_options, rates)
     }
 
     fn with_meta(
@@ -285,15 +344,19 @@ impl Stream {
         for c in &children {
             opened.push(Self::open_shard(&self.dir, c.index, &self.log_options, self.throttle)?);
         }
+        // The new metadata is written first and applied after: a failed write leaves the
+        // stream as it was (the children's empty logs are reopened by a later reshard).
+        let mut next = meta.clone();
         for &p in parents {
-            meta.shards[p as usize].closed = true;
+            next.shards[p as usize].closed = true;
         }
         let indexes = children.iter().map(|c| c.index).collect();
-        meta.shards.extend(children);
-        meta.routes = RoutingTable::new(&meta.shards);
-        self.shards.write().unwrap_or_else(PoisonError::into_inner).extend(opened);
-        let bytes = serde_json::to_vec_pretty(&*meta).expect("metadata serializes");
+        next.shards.extend(children);
+        next.routes = RoutingTable::new(&next.shards);
+        let bytes = serde_json::to_vec_pretty(&next).expect("metadata serializes");
         write_atomically(&self.dir.join("stream.json"), &bytes)?;
+        *meta = next;
+        self.shards.write().unwrap_or_else(PoisonError::into_inner).extend(opened);
         Ok(indexes)
     }
 
@@ -365,7 +428,8 @@ impl Stream {
         self.meta.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The metadata, write-locked; call [`Stream::persist`] after changing it.
+    /// The metadata, write-locked; call [`Stream::persist`] after changing it. Prefer
+    /// [`Stream::update_meta`], which writes before it applies.
     pub fn meta_mut(&self) -> RwLockWriteGuard<'_, StreamMeta> {
         self.meta.write().unwrap_or_else(PoisonError::into_inner)
     }
@@ -412,5 +476,31 @@ impl Stream {
     /// The stream's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Which incarnation of its name this stream is: a number taken from its directory (its
+    /// server-chosen id), so a stream deleted and created again under the same name is
+    /// another incarnation, and tokens issued for the old one (shard iterators) are refused.
+    pub fn incarnation(&self) -> u64 {
+        let id = self.dir.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        u64::from_str_radix(&id, 16).unwrap_or_else(|_| {
+            // Directories of older versions were named after the stream: hash the name.
+            id.bytes().fold(0xcbf2_9ce4_8422_2325, |h: u64, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+        })
+    }
+
+    /// Changes the metadata durably: `change` edits a copy, the copy is written to
+    /// `stream.json`, and only then does it replace the metadata in memory, so a failed
+    /// write changes nothing and what readers see is always what is on disk. Holds the
+    /// metadata write lock meanwhile, so concurrent changes apply one after the other.
+    pub fn update_meta<R, E: From<IoError>>(&self, change: impl FnOnce(&mut StreamMeta) -> Result<R, E>) -> Result<R, E> {
+        let mut meta = self.meta_mut();
+        let mut next = meta.clone();
+        let out = change(&mut next)?;
+        next.routes = RoutingTable::new(&next.shards);
+        let bytes = serde_json::to_vec_pretty(&next).expect("metadata serializes");
+        write_atomically(&self.dir.join("stream.json"), &bytes)?;
+        *meta = next;
+        Ok(out)
     }
 }

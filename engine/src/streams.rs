@@ -1,4 +1,12 @@
 //! The set of streams on one server: create, find, list, delete; reopened at start.
+//!
+//! - Each stream lives in `streams/<stream-id>/`, the id chosen here (16 hex digits), never
+//!   derived from the stream's name: a name is user input and never a path component.
+//! - A delete first renames the directory to `.deleted-<stream-id>` (atomic), then removes it;
+//!   a crash in between leaves a directory that the next open removes, never half a stream.
+//! - A stream that cannot be opened (corrupt metadata or segment) is quarantined: the error,
+//!   naming the file and offset, is logged and kept in [`Streams::quarantined`]; the other
+//!   streams are served.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -7,6 +15,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::error::IoError;
 use crate::options::ShardLogOptions;
+use crate::segment::sync_dir;
 use crate::stream::Stream;
 use crate::throttle::ThrottleRates;
 use crate::OpenError;
@@ -59,7 +68,21 @@ pub struct Streams {
     throttling: Throttling,
     shard_limit: u32,
     streams: RwLock<BTreeMap<String, Arc<Stream>>>,
+    quarantined: Vec<Quarantined>,
 }
+
+/// A stream directory that could not be opened at start, and why. Its files are left as
+/// they were, for an operator to inspect; the stream is not served.
+#[derive(Debug, Clone)]
+pub struct Quarantined {
+    /// The stream's directory.
+    pub dir: PathBuf,
+    /// Why it could not be opened (names the file and, for a corrupt segment, the offset).
+    pub error: String,
+}
+
+/// Prefix of a stream directory being deleted.
+const DELETED_PREFIX: &str = ".deleted-";
 
 impl Streams {
     /// Opens every stream under `<data_dir>/streams/`, creating the folder if needed.
@@ -72,17 +95,42 @@ impl Streams {
     ) -> Result<Self, OpenError> {
         let dir = data_dir.join("streams");
         fs::create_dir_all(&dir).map_err(|e| IoError::new(&dir, e))?;
-        let mut streams = BTreeMap::new();
+        let mut streams: BTreeMap<String, Arc<Stream>> = BTreeMap::new();
+        let mut quarantined = Vec::new();
         for entry in fs::read_dir(&dir).map_err(|e| IoError::new(&dir, e))? {
             let entry = entry.map_err(|e| IoError::new(&dir, e))?;
-            if entry.path().join("stream.json").exists() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let stream = Stream::open(&entry.path(), &log_options, throttling.rates_for(&name))?;
-                let name = stream.meta().name.clone();
-                streams.insert(name, Arc::new(stream));
+            let path = entry.path();
+            let file_name = entry.file_name().to_string_lossy().into_owned();
+            if file_name.starts_with(DELETED_PREFIX) {
+                // A delete that a crash interrupted: finish it.
+                if let Err(e) = fs::remove_dir_all(&path) {
+                    tracing::warn!(dir = %path.display(), error = %e, "could not remove a deleted stream's directory");
+                }
+                continue;
+            }
+            if file_name.starts_with('.') || !path.join("stream.json").exists() {
+                continue;
+            }
+            match Stream::open(&path, &log_options, |name| throttling.rates_for(name)) {
+                Ok(stream) => {
+                    let name = stream.meta().name.clone();
+                    if streams.contains_key(&name) {
+                        let error = format!("a second directory for stream {name}");
+                        tracing::error!(dir = %path.display(), %error, "stream quarantined");
+                        quarantined.push(Quarantined { dir: path, error });
+                        continue;
+                    }
+                    streams.insert(name, Arc::new(stream));
+                }
+                Err(e) => quarantine(&mut quarantined, path, &e),
             }
         }
-        Ok(Self { dir, log_options, throttling, shard_limit, streams: RwLock::new(streams) })
+        Ok(Self { dir, log_options, throttling, shard_limit, streams: RwLock::new(streams), quarantined })
+    }
+
+    /// Stream directories that could not be opened at start.
+    pub fn quarantined(&self) -> &[Quarantined] {
+        &self.quarantined
     }
 
     /// The stream called `name`.
@@ -107,14 +155,36 @@ impl Streams {
             return Err(CreateStreamError::Exists(name.to_owned()));
         }
         let open: u32 = streams.values().map(|s| s.meta().open_shards()).sum();
-        if open + shard_count > self.shard_limit {
+        // In u64: a ShardCount from the wire near u32::MAX must not wrap past the limit.
+        if u64::from(open) + u64::from(shard_count) > u64::from(self.shard_limit) || shard_count == 0 {
             return Err(CreateStreamError::ShardLimit { limit: self.shard_limit, open, requested: shard_count });
         }
         let rates = self.throttling.rates_for(name);
-        let stream =
-            Arc::new(Stream::create(&self.dir.join(name), name, shard_count, now_ms, &self.log_options, rates)?);
-        streams.insert(name.to_owned(), stream.clone());
-        Ok(stream)
+        let dir = self.new_stream_dir()?;
+        match Stream::create(&dir, name, shard_count, now_ms, &self.log_options, rates) {
+            Ok(stream) => {
+                let stream = Arc::new(stream);
+                streams.insert(name.to_owned(), stream.clone());
+                Ok(stream)
+            }
+            Err(e) => {
+                // Nothing of a stream that failed to be made stays behind.
+                let _ = fs::remove_dir_all(&dir);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Makes the directory of a new stream, named by a fresh random id.
+    fn new_stream_dir(&self) -> Result<PathBuf, OpenError> {
+        loop {
+            let dir = self.dir.join(format!("{:016x}", crate::stream::random_u64()));
+            match fs::create_dir(&dir) {
+                Ok(()) => return Ok(dir),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(IoError::new(&dir, e).into()),
+            }
+        }
     }
 
     /// Deletes a stream and its data; false if there was none of that name.
@@ -124,7 +194,15 @@ impl Streams {
         };
         let dir = stream.dir().to_owned();
         drop(stream);
-        fs::remove_dir_all(&dir).map_err(|e| IoError::new(&dir, e))?;
+        let id = dir.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        let trash = self.dir.join(format!("{DELETED_PREFIX}{id}"));
+        // The rename is the delete: atomic, and durable once the parent is synced. Removing
+        // the files after it can fail or be cut short by a crash; the next open finishes it.
+        fs::rename(&dir, &trash).map_err(|e| IoError::new(&dir, e))?;
+        sync_dir(&self.dir)?;
+        if let Err(e) = fs::remove_dir_all(&trash) {
+            tracing::warn!(dir = %trash.display(), error = %e, "removing a deleted stream's files failed; retried at next start");
+        }
         Ok(true)
     }
 
@@ -167,4 +245,9 @@ impl Streams {
     pub fn shard_limit(&self) -> u32 {
         self.shard_limit
     }
+}
+
+fn quarantine(list: &mut Vec<Quarantined>, dir: PathBuf, e: &OpenError) {
+    tracing::error!(dir = %dir.display(), error = %e, "stream cannot be opened: quarantined, the other streams are served");
+    list.push(Quarantined { dir, error: e.to_string() });
 }

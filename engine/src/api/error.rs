@@ -123,3 +123,10 @@ impl std::fmt::Display for ApiError {
 }
 
 impl std::error::Error for ApiError {}
+
+impl From<crate::error::IoError> for ApiError {
+    /// A failed write of the server's own files: `InternalFailure` (status 500), nothing applied.
+    fn from(e: crate::error::IoError) -> Self {
+        Self::new(ErrorKind::InternalFailure, e.to_string())
+    }
+}

@@ -81,7 +81,13 @@ pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
             return Err(k.rate_exceeded(&name, index));
         }
     }
-    let token = IteratorState { stream: name, shard_index: index, position, issued_ms: k.clock.now_ms() }
+    let token = IteratorState {
+        stream: name,
+        shard_index: index,
+        position,
+        issued_ms: k.clock.now_ms(),
+        incarnation: stream.incarnation(),
+    }
         .encode(&k.config.iterator_secret);
     respond(&serde_json::json!({ "ShardIterator": token }))
 }

@@ -2,8 +2,9 @@
 //! server's secret so a forged or altered one is refused, and valid for 5 minutes.
 //!
 //! Layout before base64 (URL-safe, no padding): version (1 byte), issue time ms (u64 LE),
-//! shard index (u32 LE), shard sequence (u64 LE), stream name (UTF-8), then the first 16
-//! bytes of HMAC-SHA256 over all of it.
+//! shard index (u32 LE), shard sequence (u64 LE), stream incarnation (u64 LE), stream name
+//! (UTF-8), then the first 16 bytes of HMAC-SHA256 over all of it. The incarnation makes
+//! an iterator of a deleted stream useless on a new stream of the same name.
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
@@ -13,9 +14,9 @@ use sha2::Sha256;
 /// `GetShardIterator`.
 pub const ITERATOR_LIFETIME_MS: u64 = 300_000;
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 const TAG_BYTES: usize = 16;
-const FIXED_BYTES: usize = 1 + 8 + 4 + 8;
+const FIXED_BYTES: usize = 1 + 8 + 4 + 8 + 8;
 
 /// What an iterator carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +29,8 @@ pub struct IteratorState {
     pub position: u64,
     /// When it was issued, ms since the Unix epoch.
     pub issued_ms: u64,
+    /// The stream's incarnation ([`crate::stream::Stream::incarnation`]).
+    pub incarnation: u64,
 }
 
 fn tag(secret: &[u8], bytes: &[u8]) -> [u8; TAG_BYTES] {
@@ -45,6 +48,7 @@ impl IteratorState {
         b.extend_from_slice(&self.issued_ms.to_le_bytes());
         b.extend_from_slice(&self.shard_index.to_le_bytes());
         b.extend_from_slice(&self.position.to_le_bytes());
+        b.extend_from_slice(&self.incarnation.to_le_bytes());
         b.extend_from_slice(self.stream.as_bytes());
         let t = tag(secret, &b);
         b.extend_from_slice(&t);
@@ -65,6 +69,7 @@ impl IteratorState {
             issued_ms: u64::from_le_bytes(body[1..9].try_into().ok()?),
             shard_index: u32::from_le_bytes(body[9..13].try_into().ok()?),
             position: u64::from_le_bytes(body[13..21].try_into().ok()?),
+            incarnation: u64::from_le_bytes(body[21..29].try_into().ok()?),
             stream: String::from_utf8(body[FIXED_BYTES..].to_vec()).ok()?,
         })
     }
@@ -77,7 +82,13 @@ mod tests {
     #[test]
     fn round_trips_and_refuses_any_change() {
         let s =
-            IteratorState { stream: "clickstream".into(), shard_index: 3, position: 42, issued_ms: 1_700_000_000_000 };
+            IteratorState {
+            stream: "clickstream".into(),
+            shard_index: 3,
+            position: 42,
+            issued_ms: 1_700_000_000_000,
+            incarnation: 7,
+        };
         let token = s.encode(b"secret");
         assert!(token.len() <= 512);
         assert_eq!(IteratorState::decode(&token, b"secret"), Some(s));

@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use super::{internal, respond, ApiError, ErrorKind, Kinesis, StreamTarget};
+use super::{respond, ApiError, ErrorKind, Kinesis, StreamTarget};
 
 /// Shortest retention, hours: 24. Source: AWS Kinesis API reference.
 pub const RETENTION_HOURS_MIN: i64 = 24;
@@ -32,8 +32,7 @@ fn change(k: &Kinesis, r: Request, increase: bool) -> Result<Vec<u8>, ApiError> 
             format!("Maximum allowed retention period is {RETENTION_HOURS_MAX} hours. Requested retention period ({hours} hours) is too long."),
         ));
     }
-    {
-        let mut meta = stream.meta_mut();
+    stream.update_meta(|meta| {
         let current = i64::from(meta.retention_hours);
         if increase && hours < current {
             return Err(ApiError::new(
@@ -54,8 +53,8 @@ fn change(k: &Kinesis, r: Request, increase: bool) -> Result<Vec<u8>, ApiError> 
             ));
         }
         meta.retention_hours = hours as u32;
-    }
-    stream.persist().map_err(internal)?;
+        Ok(())
+    })?;
     respond(&serde_json::json!({}))
 }
 

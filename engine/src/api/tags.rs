@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::{internal, page_limit, respond, ApiError, ErrorKind, Kinesis, StreamTarget};
+use super::{page_limit, respond, ApiError, ErrorKind, Kinesis, StreamTarget};
 
 /// Most tags per stream: 50. Source: AWS Kinesis API reference, `AddTagsToStream`.
 pub const TAGS_PER_STREAM_MAX: usize = 50;
@@ -57,8 +57,7 @@ pub fn run_add(k: &Kinesis, r: AddRequest) -> Result<Vec<u8>, ApiError> {
         }
     }
     let stream = k.stream_for_change(&r.target)?;
-    {
-        let mut meta = stream.meta_mut();
+    stream.update_meta(|meta| {
         let mut tags = meta.tags.clone();
         tags.extend(r.tags);
         if tags.len() > TAGS_PER_STREAM_MAX {
@@ -68,21 +67,20 @@ pub fn run_add(k: &Kinesis, r: AddRequest) -> Result<Vec<u8>, ApiError> {
             ));
         }
         meta.tags = tags;
-    }
-    stream.persist().map_err(internal)?;
+        Ok(())
+    })?;
     respond(&serde_json::json!({}))
 }
 
 pub fn run_remove(k: &Kinesis, r: RemoveRequest) -> Result<Vec<u8>, ApiError> {
     check_count(r.tag_keys.len(), "tagKeys")?;
     let stream = k.stream_for_change(&r.target)?;
-    {
-        let mut meta = stream.meta_mut();
+    stream.update_meta(|meta| {
         for key in &r.tag_keys {
             meta.tags.remove(key);
         }
-    }
-    stream.persist().map_err(internal)?;
+        Ok::<_, ApiError>(())
+    })?;
     respond(&serde_json::json!({}))
 }
 
