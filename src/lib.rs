@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod config;
+mod idle;
 pub mod demo;
 pub mod server;
 pub mod sigv4;

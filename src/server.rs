@@ -26,6 +26,43 @@ use crate::sigv4;
 /// Largest request body taken, bytes: 12 MiB, above PutRecords' 5 MiB of data once base64 grows it by 4/3.
 pub const REQUEST_BYTES_MAX: usize = 12 << 20;
 
+/// What clients may hold of the server: connections, body bytes, time. Every resource a
+/// client can make the server keep has a bound here; defaults in [`ServerLimits::default`].
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    /// Open connections at most (default 4,096); past it the server stops accepting until
+    /// one closes (the kernel's backlog holds the rest).
+    pub max_connections: usize,
+    /// Request body bytes held by all requests together (default 256 MiB); a request
+    /// waits for its share before its body is read.
+    pub body_bytes_in_flight: usize,
+    /// Time to receive a request's headers (default 30 s).
+    pub header_read_timeout: std::time::Duration,
+    /// Time to receive a request's body, its wait for a share of the body budget included
+    /// (default 60 s).
+    pub body_read_timeout: std::time::Duration,
+    /// A connection with no bytes read or written for this long is closed (default 120 s).
+    pub idle_timeout: std::time::Duration,
+    /// Concurrent HTTP/2 streams per connection (default 128).
+    pub h2_max_concurrent_streams: u32,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 4096,
+            body_bytes_in_flight: 256 << 20,
+            header_read_timeout: std::time::Duration::from_secs(30),
+            body_read_timeout: std::time::Duration::from_secs(60),
+            idle_timeout: std::time::Duration::from_secs(120),
+            h2_max_concurrent_streams: 128,
+        }
+    }
+}
+
+// Every request body fits the budget, so a lone large request never waits forever.
+const _: () = assert!(REQUEST_BYTES_MAX <= 256 << 20);
+
 /// What the server needs to answer requests.
 #[derive(Debug)]
 pub struct AppState {
@@ -41,6 +78,10 @@ pub struct AppState {
     request_id_base: u64,
     /// The data directory's lock: held while the state lives, released when `serve` ends.
     lock: std::sync::Mutex<Option<std::fs::File>>,
+    /// Bounds on what clients may hold.
+    pub limits: ServerLimits,
+    /// Body bytes that requests may still reserve ([`ServerLimits::body_bytes_in_flight`]).
+    body_budget: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -52,6 +93,18 @@ impl AppState {
         access_keys: Vec<AccessKey>,
         lock: std::fs::File,
     ) -> Self {
+        Self::with_limits(kinesis, firehose, auth, access_keys, lock, ServerLimits::default())
+    }
+
+    /// As [`AppState::new`], with other limits.
+    pub fn with_limits(
+        kinesis: Kinesis,
+        firehose: Firehose,
+        auth: Auth,
+        access_keys: Vec<AccessKey>,
+        lock: std::fs::File,
+        limits: ServerLimits,
+    ) -> Self {
         let base = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
         Self {
             kinesis,
@@ -61,6 +114,8 @@ impl AppState {
             request_counter: AtomicU64::new(0),
             request_id_base: base,
             lock: std::sync::Mutex::new(Some(lock)),
+            limits,
+            body_budget: Arc::new(tokio::sync::Semaphore::new(limits.body_bytes_in_flight)),
         }
     }
 
@@ -119,27 +174,115 @@ async fn dispatch(state: Arc<AppState>, req: Request<Incoming>) -> Result<Vec<u8
         _ => None,
     }
     .ok_or_else(|| ApiError::new(ErrorKind::UnknownOperation, format!("Unknown operation {target}")))?;
-    let body = Limited::new(body, REQUEST_BYTES_MAX)
-        .collect()
-        .await
-        .map_err(|e| ApiError::new(ErrorKind::Serialization, format!("Request body could not be read: {e}")))?
-        .to_bytes();
-    if state.auth == Auth::Sigv4 {
-        let headers: Vec<(&str, &str)> =
-            parts.headers.iter().filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v))).collect();
-        let uri = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        sigv4::verify(&state.access_keys, parts.method.as_str(), uri, &headers, &body, SystemTime::now())?;
+    let mut headers: Vec<(&str, &str)> =
+        parts.headers.iter().filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v))).collect();
+    // HTTP/2 has no Host header: the signer signed `:authority` under the name `host`.
+    let authority = parts.uri.authority().map(|a| a.as_str().to_owned());
+    if let (Some(a), false) = (&authority, parts.headers.contains_key(http::header::HOST)) {
+        headers.push(("host", a));
     }
-    match action {
+    let scope = sigv4::Scope {
+        region: &state.kinesis.config.region,
+        service: match action {
+            Target::Kinesis(_) => "kinesis",
+            Target::Firehose(_) => "firehose",
+        },
+    };
+    // Credentials are checked before the body is read: without them a client cannot make
+    // the server read, or hold, a byte of its body.
+    let checked = match state.auth {
+        Auth::Sigv4 => Some(sigv4::check_headers(&state.access_keys, &headers, scope, SystemTime::now())?),
+        Auth::None => None,
+    };
+    let body = read_body(&state, &parts.headers, body).await?;
+    if let Some(checked) = checked {
+        let uri = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        checked.verify_body(parts.method.as_str(), uri, &body.bytes)?;
+    }
+    let bytes = body.bytes.clone();
+    let answer = match action {
         Target::Kinesis(action) => {
             let worker = state.clone();
-            tokio::task::spawn_blocking(move || worker.kinesis.handle(action, &body))
+            tokio::task::spawn_blocking(move || worker.kinesis.handle(action, &bytes))
                 .await
                 .map_err(|e| ApiError::new(ErrorKind::InternalFailure, e.to_string()))?
         }
-        Target::Firehose(action) => state.firehose.handle(action, &body).await,
-    }
+        Target::Firehose(action) => {
+            // Firehose actions sync files, compile WASM and remove directories: off the
+            // runtime's worker threads, so a slow one never stalls other requests.
+            let worker = state.clone();
+            let runtime = tokio::runtime::Handle::current();
+            tokio::task::spawn_blocking(move || runtime.block_on(worker.firehose.handle(action, &bytes)))
+                .await
+                .map_err(|e| ApiError::new(ErrorKind::InternalFailure, e.to_string()))?
+        }
+    };
+    drop(body);
+    answer
 }
+
+/// A request body and its share of the body budget, given back when dropped.
+struct HeldBody {
+    bytes: Bytes,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// Reads a request body of at most [`REQUEST_BYTES_MAX`] bytes within the body timeout,
+/// after reserving its size (`Content-Length`, or the maximum when unknown) from the
+/// server's body budget.
+async fn read_body(state: &AppState, headers: &http::HeaderMap, body: Incoming) -> Result<HeldBody, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            ErrorKind::Serialization,
+            format!("Request body could not be read: the body is larger than {REQUEST_BYTES_MAX} bytes"),
+        )
+    };
+    let declared = match headers.get(http::header::CONTENT_LENGTH) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| ApiError::new(ErrorKind::Serialization, "Content-Length is not a number"))?,
+        ),
+    };
+    let reserve = match declared {
+        Some(n) if n > REQUEST_BYTES_MAX as u64 => return Err(too_large()),
+        Some(n) => n as usize,
+        None => REQUEST_BYTES_MAX,
+    };
+    let timeout = state.limits.body_read_timeout;
+    let budget = state.body_budget.clone();
+    let read = async move {
+        let permit = budget
+            .acquire_many_owned(u32::try_from(reserve.max(1)).unwrap_or(u32::MAX))
+            .await
+            .map_err(|e| ApiError::new(ErrorKind::InternalFailure, e.to_string()))?;
+        let bytes = Limited::new(body, reserve)
+            .collect()
+            .await
+            .map_err(|e| {
+                if declared.is_some() {
+                    ApiError::new(ErrorKind::Serialization, format!("Request body could not be read: {e}"))
+                } else {
+                    too_large()
+                }
+            })?
+            .to_bytes();
+        Ok(HeldBody { bytes, _permit: permit })
+    };
+    tokio::time::timeout(timeout, read).await.unwrap_or_else(|_| {
+        Err(ApiError::new(
+            ErrorKind::Serialization,
+            format!("Request body could not be read: not received within {} s", timeout.as_secs()),
+        ))
+    })
+}
+
+/// First wait after a failed `accept` (descriptors exhausted, ...), doubling to 1 s.
+const ACCEPT_BACKOFF_MIN: std::time::Duration = std::time::Duration::from_millis(10);
+/// Longest wait after a failed `accept`.
+const ACCEPT_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How often retention is enforced: every 60 s. Records outlive their retention period by
 /// at most this, plus the span of one segment.
@@ -178,26 +321,52 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl F
         state.firehose.delivery_streams.release_pages();
     });
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(state.limits.header_read_timeout);
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_concurrent_streams(state.limits.h2_max_concurrent_streams)
+        .max_header_list_size(64 << 10);
+    let connections = Arc::new(tokio::sync::Semaphore::new(state.limits.max_connections));
+    let mut accept_backoff = ACCEPT_BACKOFF_MIN;
     tokio::pin!(shutdown);
     loop {
+        // A connection slot first: at the limit the server stops accepting until one frees.
+        let slot = tokio::select! {
+            slot = connections.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
                     Ok(a) => a,
                     Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
+                        // EMFILE and friends: back off instead of spinning on the error.
+                        tracing::warn!(error = %e, backoff_ms = accept_backoff.as_millis() as u64, "accept failed");
+                        tokio::time::sleep(accept_backoff).await;
+                        accept_backoff = (accept_backoff * 2).min(ACCEPT_BACKOFF_MAX);
                         continue;
                     }
                 };
+                accept_backoff = ACCEPT_BACKOFF_MIN;
                 let _ = stream.set_nodelay(true);
                 let state = state.clone();
+                let idle = state.limits.idle_timeout;
                 let service = service_fn(move |req| handle(state.clone(), req));
-                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                let (io, activity) = crate::idle::IdleIo::new(stream);
+                let conn = builder.serve_connection(TokioIo::new(io), service).into_owned();
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    let _slot = slot;
+                    tokio::select! {
+                        ended = conn => if let Err(e) = ended {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        },
+                        () = activity.idle_for(idle) => tracing::debug!(%peer, "idle connection closed"),
                     }
                 });
             }

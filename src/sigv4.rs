@@ -78,20 +78,44 @@ fn denied(kind: ErrorKind, message: &str) -> ApiError {
 
 const MISMATCH: &str = "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.";
 
-/// Checks a request's signature. `headers` are the request's headers (names lower-case),
-/// `now` the server's time.
+/// A request whose signature headers passed [`check_headers`]: what is left to check is
+/// the signature itself, which covers the body.
+#[derive(Debug)]
+pub struct HeadersChecked<'a> {
+    key: &'a AccessKey,
+    auth: Authorization<'a>,
+    time: SystemTime,
+    token: Option<String>,
+    signed: Vec<(&'a str, &'a str)>,
+}
+
+/// The signing scope a request must carry: the server's region and the API's service name
+/// (`kinesis`, `firehose`). Source: AWS General Reference, "Signature Version 4".
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a> {
+    /// The server's region (config `region`).
+    pub region: &'a str,
+    /// The signing name of the API the request is for.
+    pub service: &'a str,
+}
+
+/// Checks everything about a request's signature that does not need the body: the
+/// `Authorization` header's form, the access key, the date and its skew, the credential
+/// scope (region and service) and that `host` is signed. Runs before the body is read, so
+/// a client without valid credentials never gets the server to read or hold its body.
+/// `headers` are the request's headers (names lower-case; over HTTP/2, `host` is the
+/// `:authority`), `now` the server's time.
 ///
 /// Errors: no `Authorization` header → `MissingAuthenticationTokenException`; an unknown
-/// access key → `UnrecognizedClientException`; a malformed header, a wrong signature or a
-/// date more than 15 minutes off → `InvalidSignatureException`.
-pub fn verify(
-    keys: &[AccessKey],
-    method: &str,
-    uri: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
+/// access key → `UnrecognizedClientException`; a malformed header, a date more than 15
+/// minutes off, another region or service in the scope, or `host` not signed →
+/// `InvalidSignatureException`.
+pub fn check_headers<'a>(
+    keys: &'a [AccessKey],
+    headers: &'a [(&'a str, &'a str)],
+    scope: Scope<'_>,
     now: SystemTime,
-) -> Result<(), ApiError> {
+) -> Result<HeadersChecked<'a>, ApiError> {
     let header = |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| *v);
     let Some(auth) = header("authorization") else {
         return Err(denied(ErrorKind::MissingAuthenticationToken, "Missing Authentication Token"));
@@ -118,6 +142,24 @@ pub fn verify(
             ),
         ));
     }
+    if auth.region != scope.region {
+        return Err(denied(
+            ErrorKind::InvalidSignature,
+            &format!("Credential should be scoped to a valid region, not '{}'. ", auth.region),
+        ));
+    }
+    if auth.service != scope.service {
+        return Err(denied(
+            ErrorKind::InvalidSignature,
+            &format!("Credential should be scoped to correct service: '{}'. ", scope.service),
+        ));
+    }
+    if !auth.signed_headers.contains(&"host") {
+        return Err(denied(
+            ErrorKind::InvalidSignature,
+            "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.",
+        ));
+    }
     let token = header("x-amz-security-token").map(str::to_owned);
     // The signer adds x-amz-date (from `time`) and the session token itself.
     let signed: Vec<(&str, &str)> = auth
@@ -126,25 +168,55 @@ pub fn verify(
         .filter(|h| !matches!(**h, "x-amz-date" | "x-amz-security-token"))
         .map(|h| header(h).map(|v| (*h, v)).ok_or_else(|| denied(ErrorKind::InvalidSignature, MISMATCH)))
         .collect::<Result<_, _>>()?;
-    let identity = Credentials::new(&key.access_key_id, &key.secret_access_key, token, None, "sluice").into();
-    let mut settings = SigningSettings::default();
-    settings.excluded_headers = None;
-    let params: aws_sigv4::http_request::SigningParams = SigningParams::builder()
-        .identity(&identity)
-        .region(auth.region)
-        .name(auth.service)
-        .time(time)
-        .settings(settings)
-        .build()
-        .map_err(|_| denied(ErrorKind::InvalidSignature, MISMATCH))?
-        .into();
-    let request = SignableRequest::new(method, uri, signed.into_iter(), SignableBody::Bytes(body))
-        .map_err(|_| denied(ErrorKind::InvalidSignature, MISMATCH))?;
-    let expected = sign(request, &params).map_err(|_| denied(ErrorKind::InvalidSignature, MISMATCH))?;
-    if expected.signature() != auth.signature {
-        return Err(denied(ErrorKind::InvalidSignature, MISMATCH));
+    Ok(HeadersChecked { key, auth, time, token, signed })
+}
+
+impl HeadersChecked<'_> {
+    /// Recomputes the signature over the method, URI (path and query), signed headers and
+    /// `body`, and compares it in constant time.
+    ///
+    /// Errors: `InvalidSignatureException` with AWS's mismatch message.
+    pub fn verify_body(self, method: &str, uri: &str, body: &[u8]) -> Result<(), ApiError> {
+        let identity =
+            Credentials::new(&self.key.access_key_id, &self.key.secret_access_key, self.token, None, "sluice").into();
+        let mut settings = SigningSettings::default();
+        settings.excluded_headers = None;
+        let params: aws_sigv4::http_request::SigningParams = SigningParams::builder()
+            .identity(&identity)
+            .region(self.auth.region)
+            .name(self.auth.service)
+            .time(self.time)
+            .settings(settings)
+            .build()
+            .map_err(|_| denied(ErrorKind::InvalidSignature, MISMATCH))?
+            .into();
+        let request = SignableRequest::new(method, uri, self.signed.into_iter(), SignableBody::Bytes(body))
+            .map_err(|_| denied(ErrorKind::InvalidSignature, MISMATCH))?;
+        let expected = sign(request, &params).map_err(|_| denied(ErrorKind::InvalidSignature, MISMATCH))?;
+        if !constant_time_eq(expected.signature().as_bytes(), self.auth.signature.as_bytes()) {
+            return Err(denied(ErrorKind::InvalidSignature, MISMATCH));
+        }
+        Ok(())
     }
-    Ok(())
+}
+
+/// Whether `a == b`, in time that depends only on the lengths: a signature compared byte
+/// by byte with an early exit tells an attacker how many leading bytes were right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Checks a whole request's signature: [`check_headers`], then [`HeadersChecked::verify_body`].
+pub fn verify(
+    keys: &[AccessKey],
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    scope: Scope<'_>,
+    now: SystemTime,
+) -> Result<(), ApiError> {
+    check_headers(keys, headers, scope, now)?.verify_body(method, uri, body)
 }
 
 #[cfg(test)]
@@ -162,6 +234,14 @@ mod tests {
         assert_eq!(a.signed_headers, ["content-type", "host", "x-amz-date"]);
         assert_eq!(a.signature, "abc");
         assert!(parse_authorization("Bearer x").is_none());
+    }
+
+    #[test]
+    fn compares_in_constant_time_and_exactly() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+        assert!(constant_time_eq(b"", b""));
     }
 
     #[test]

@@ -187,7 +187,8 @@ struct Flusher {
 }
 
 impl Flusher {
-    fn start(inner: Arc<Inner>, every: Duration) -> Self {
+    /// Errors: no thread could be started (threads or memory exhausted).
+    fn start(inner: Arc<Inner>, every: Duration) -> std::io::Result<Self> {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let signal = stop.clone();
         let thread = std::thread::Builder::new()
@@ -202,9 +203,8 @@ impl Flusher {
                         let _ = inner.sync_all();
                     }
                 }
-            })
-            .expect("spawn the shard log sync thread");
-        Self { stop, thread }
+            })?;
+        Ok(Self { stop, thread })
     }
 
     fn stop(self) {
@@ -242,12 +242,18 @@ fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, IoError> {
     Ok(found)
 }
 
-fn spawn_prepare(dir: &Path, capacity: usize) -> JoinHandle<Result<PreparedSegment, IoError>> {
+/// Starts preparing a segment of `capacity` bytes in the background. `None` when no thread
+/// can be started (threads or memory exhausted): the next roll then makes the segment
+/// itself, and the append that asked has lost nothing.
+fn spawn_prepare(dir: &Path, capacity: usize) -> Option<JoinHandle<Result<PreparedSegment, IoError>>> {
     let dir = dir.to_owned();
-    std::thread::Builder::new()
-        .name("segment-prepare".into())
-        .spawn(move || PreparedSegment::create(&dir, capacity))
-        .expect("spawn the segment preparer thread")
+    match std::thread::Builder::new().name("segment-prepare".into()).spawn(move || PreparedSegment::create(&dir, capacity)) {
+        Ok(handle) => Some(handle),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start a segment preparer thread; the next roll prepares inline");
+            None
+        }
+    }
 }
 
 fn view_of_sealed(s: SealedSegment) -> SegmentView {
@@ -346,7 +352,9 @@ impl ShardLog {
             options,
         });
         let flusher = match inner.options.durability {
-            Durability::Interval(every) => Some(Flusher::start(inner.clone(), every)),
+            Durability::Interval(every) => {
+                Some(Flusher::start(inner.clone(), every).map_err(|e| IoError::new(&inner.dir, e))?)
+            }
             Durability::Always | Durability::Never => None,
         };
         Ok(Self { inner, flusher, recovery })
@@ -495,7 +503,7 @@ impl ShardLog {
         let half_full = w.active.remaining() < w.active.map().capacity() / 2;
         if w.next_segment.is_none() && (rolled || half_full) {
             let capacity = inner.options.grown_segment_bytes(w.active.map().capacity());
-            w.next_segment = Some((capacity, spawn_prepare(&inner.dir, capacity)));
+            w.next_segment = spawn_prepare(&inner.dir, capacity).map(|handle| (capacity, handle));
         }
         let next = first + records.len() as u64;
         w.next_sequence_number = next;

@@ -25,6 +25,15 @@ pub struct ShardCheckpoint {
     /// the delivery stream existed): children may be read.
     #[serde(default)]
     pub done: bool,
+    /// Attempts made at the pending range, counted before each one starts, so attempts that
+    /// a crash cut short count too; past [`crate::worker::DELIVERY_ATTEMPTS_MAX`] the range's
+    /// records go to the error output and the shard moves on (no crash loop).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempts: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Every source shard's checkpoint, by shard index.
@@ -33,31 +42,37 @@ pub struct Checkpoints {
     path: PathBuf,
     /// The checkpoints.
     pub shards: BTreeMap<u32, ShardCheckpoint>,
+    /// Incarnation of the source Kinesis stream the checkpoints belong to
+    /// ([`sluice_engine::stream::Stream::incarnation`]): a source deleted and created again
+    /// under its name is read from its start, not from the old stream's positions.
+    pub source_incarnation: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize)]
 struct File {
     shards: BTreeMap<u32, ShardCheckpoint>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    source_incarnation: Option<u64>,
 }
 
 impl Checkpoints {
     /// Reads `path`; none yet is an empty set.
     pub fn load(path: &Path) -> Result<Self, IoError> {
-        let shards = match std::fs::read(path) {
-            Ok(bytes) => {
-                serde_json::from_slice::<File>(&bytes)
-                    .map_err(|e| IoError::new(path, std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?
-                    .shards
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+        let file = match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice::<File>(&bytes)
+                .map_err(|e| IoError::new(path, std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => File { shards: BTreeMap::new(), source_incarnation: None },
             Err(e) => return Err(IoError::new(path, e)),
         };
-        Ok(Self { path: path.to_owned(), shards })
+        Ok(Self { path: path.to_owned(), shards: file.shards, source_incarnation: file.source_incarnation })
     }
 
     /// Writes the checkpoints, atomically and durably.
     pub fn save(&self) -> Result<(), IoError> {
-        let bytes = serde_json::to_vec_pretty(&File { shards: self.shards.clone() }).expect("checkpoints serialize");
+        let bytes = serde_json::to_vec_pretty(&File {
+            shards: self.shards.clone(),
+            source_incarnation: self.source_incarnation,
+        }).expect("checkpoints serialize");
         write_atomically(&self.path, &bytes)
     }
 }

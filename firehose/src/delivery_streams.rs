@@ -1,7 +1,13 @@
 //! The set of delivery streams on one server: definitions under
-//! `<data_dir>/firehose/delivery-streams/<name>/` (`delivery.json`, `checkpoints.json`),
-//! the internal streams behind `DirectPut` delivery streams under
+//! `<data_dir>/firehose/delivery-streams/<id>/` (`delivery.json`, `checkpoints.json`; the id
+//! is chosen by the server, the name lives in `delivery.json`: a user's name is never a path
+//! component), the internal streams behind `DirectPut` delivery streams under
 //! `<data_dir>/firehose/streams/`, and one running worker per delivery stream.
+//!
+//! - A delete renames the directory to `.deleted-<id>` first (atomic), then removes it; the
+//!   next open finishes a delete that a crash cut short.
+//! - A definition that cannot be read is quarantined (logged, kept on disk, not served);
+//!   the other delivery streams start.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -117,7 +123,11 @@ pub struct DeliveryStreams {
     runtime: tokio::runtime::Handle,
     resolver: Option<Arc<dyn TransformResolver>>,
     entries: RwLock<BTreeMap<String, Arc<DeliveryStreamEntry>>>,
+    quarantined: Mutex<Vec<PathBuf>>,
 }
+
+/// Prefix of a delivery stream directory being deleted.
+const DELETED_PREFIX: &str = ".deleted-";
 
 impl DeliveryStreams {
     /// Opens every delivery stream under `<data_dir>/firehose/` and starts its worker on
@@ -133,16 +143,48 @@ impl DeliveryStreams {
         let dir = root.join("delivery-streams");
         fs::create_dir_all(&dir).map_err(|e| IoError::new(&dir, e))?;
         let internal = Streams::open(&root, log_options, Throttling { off: true, ..Throttling::default() }, u32::MAX)?;
-        let this = Self { dir: dir.clone(), internal, ctx, runtime, resolver, entries: RwLock::new(BTreeMap::new()) };
+        let this = Self {
+            dir: dir.clone(),
+            internal,
+            ctx,
+            runtime,
+            resolver,
+            entries: RwLock::new(BTreeMap::new()),
+            quarantined: Mutex::new(Vec::new()),
+        };
         for e in fs::read_dir(&dir).map_err(|e| IoError::new(&dir, e))? {
             let e = e.map_err(|e| IoError::new(&dir, e))?;
-            let path = e.path().join("delivery.json");
-            if !path.exists() {
+            let file_name = e.file_name().to_string_lossy().into_owned();
+            if file_name.starts_with(DELETED_PREFIX) {
+                if let Err(err) = fs::remove_dir_all(e.path()) {
+                    tracing::warn!(dir = %e.path().display(), error = %err, "could not remove a deleted delivery stream");
+                }
                 continue;
             }
-            let bytes = fs::read(&path).map_err(|e| IoError::new(&path, e))?;
-            let spec: DeliveryStreamSpec = serde_json::from_slice(&bytes)
-                .map_err(|err| OpenError::InvalidOptions(format!("{}: {err}", path.display())))?;
+            let path = e.path().join("delivery.json");
+            if file_name.starts_with('.') || !path.exists() {
+                continue;
+            }
+            let loaded = fs::read(&path)
+                .map_err(|err| err.to_string())
+                .and_then(|bytes| serde_json::from_slice::<DeliveryStreamSpec>(&bytes).map_err(|err| err.to_string()))
+                .and_then(|spec| {
+                    let cps = Checkpoints::load(&e.path().join("checkpoints.json")).map_err(|err| err.to_string())?;
+                    Ok((spec, cps))
+                });
+            let (spec, checkpoints) = match loaded {
+                Ok(l) => l,
+                Err(err) => {
+                    tracing::error!(dir = %e.path().display(), error = %err, "delivery stream cannot be opened: quarantined, the others start");
+                    this.quarantined.lock().unwrap_or_else(PoisonError::into_inner).push(e.path());
+                    continue;
+                }
+            };
+            if this.get(&spec.name).is_some() {
+                tracing::error!(dir = %e.path().display(), name = %spec.name, "a second directory for a delivery stream: quarantined");
+                this.quarantined.lock().unwrap_or_else(PoisonError::into_inner).push(e.path());
+                continue;
+            }
             let internal = match spec.source {
                 SourceSpec::DirectPut => this.internal.get(&spec.name),
                 SourceSpec::KinesisStream { .. } => None,
@@ -154,7 +196,6 @@ impl DeliveryStreams {
                 }),
                 None => None,
             };
-            let checkpoints = Checkpoints::load(&e.path().join("checkpoints.json"))?;
             this.start(e.path(), spec, internal, transform, checkpoints);
         }
         Ok(this)
@@ -201,8 +242,36 @@ impl DeliveryStreams {
         if self.get(&spec.name).is_some() {
             return Err(CreateError::Exists(spec.name));
         }
-        let dir = self.dir.join(&spec.name);
-        fs::create_dir_all(&dir).map_err(|e| IoError::new(&dir, e))?;
+        let dir = self.new_dir()?;
+        match self.create_in(&dir, spec, transform) {
+            Ok(entry) => Ok(entry),
+            Err(e) => {
+                // Nothing of a delivery stream that failed to be made stays behind.
+                let _ = fs::remove_dir_all(&dir);
+                Err(e)
+            }
+        }
+    }
+
+    /// Makes the directory of a new delivery stream, named by a fresh random id.
+    fn new_dir(&self) -> Result<PathBuf, IoError> {
+        loop {
+            let dir = self.dir.join(format!("{:016x}", sluice_engine::stream::random_u64()));
+            match fs::create_dir(&dir) {
+                Ok(()) => return Ok(dir),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(IoError::new(&dir, e)),
+            }
+        }
+    }
+
+    fn create_in(
+        &self,
+        dir: &Path,
+        spec: DeliveryStreamSpec,
+        transform: Option<Arc<dyn RecordTransform>>,
+    ) -> Result<Arc<DeliveryStreamEntry>, CreateError> {
+        let dir = dir.to_owned();
         let mut checkpoints = Checkpoints::load(&dir.join("checkpoints.json"))?;
         checkpoints.shards.clear();
         let internal = match &spec.source {
@@ -215,9 +284,10 @@ impl DeliveryStreams {
                 let stream =
                     self.ctx.kinesis.get(stream_name).ok_or_else(|| CreateError::NoSource(stream_name.clone()))?;
                 let meta = stream.meta().clone();
+                checkpoints.source_incarnation = Some(stream.incarnation());
                 for s in &meta.shards {
                     let next = stream.log(s.index).map_or(0, |l| l.bounds().next_sequence_number);
-                    checkpoints.shards.insert(s.index, ShardCheckpoint { next, pending_last: None, done: s.closed });
+                    checkpoints.shards.insert(s.index, ShardCheckpoint { next, pending_last: None, done: s.closed, attempts: 0 });
                 }
                 None
             }
@@ -253,10 +323,18 @@ impl DeliveryStreams {
         if let Some(h) = handle {
             h.stop(Command::Discard).await;
         }
+        // The rename is the delete (atomic, durable once the parent is synced); the internal
+        // stream and the files go after it, and a crash in between is finished at next open.
+        let id = entry.dir.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        let trash = self.dir.join(format!("{DELETED_PREFIX}{id}"));
+        fs::rename(&entry.dir, &trash).map_err(|e| IoError::new(&entry.dir, e))?;
+        sluice_engine::segment::sync_dir(&self.dir)?;
         if entry.internal.is_some() {
             self.internal.delete(name)?;
         }
-        fs::remove_dir_all(&entry.dir).map_err(|e| IoError::new(&entry.dir, e))?;
+        if let Err(e) = fs::remove_dir_all(&trash) {
+            tracing::warn!(dir = %trash.display(), error = %e, "removing a deleted delivery stream's files failed; retried at next start");
+        }
         Ok(true)
     }
 
@@ -279,6 +357,16 @@ impl DeliveryStreams {
     /// [`sluice_engine::Streams::release_pages`].
     pub fn release_pages(&self) {
         self.internal.release_pages();
+    }
+
+    /// Delivery stream directories that could not be opened at start (kept on disk, not served).
+    pub fn quarantined(&self) -> Vec<PathBuf> {
+        self.quarantined.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Kinesis-side stream directories of `DirectPut` delivery streams that could not be opened.
+    pub fn quarantined_internal(&self) -> &[sluice_engine::streams::Quarantined] {
+        self.internal.quarantined()
     }
 
     /// The worker context (lake, metrics, clock).

@@ -24,6 +24,7 @@ pub mod config;
 pub mod convert;
 pub mod delivery_streams;
 pub mod error_output;
+pub mod json_depth;
 pub mod lake;
 pub mod metrics;
 pub mod object_key;

@@ -47,6 +47,12 @@ impl PartitionQuery {
     /// Runs the query on one record: it must give one JSON object whose values are strings,
     /// numbers or booleans; they become the partition keys, as text.
     pub fn keys(&self, record: &[u8]) -> Result<PartitionKeys, String> {
+        if crate::json_depth::nests_deeper_than(record, crate::json_depth::JSON_DEPTH_MAX) {
+            return Err(format!(
+                "the record nests arrays and objects more than {} levels deep",
+                crate::json_depth::JSON_DEPTH_MAX
+            ));
+        }
         let input = jaq_json::read::parse_single(record).map_err(|e| format!("the record is not JSON: {e}"))?;
         let ctx = Ctx::<JustLut<Val>>::new(&self.filter.lut, Vars::new([]));
         let mut outputs = self.filter.id.run((ctx, input));

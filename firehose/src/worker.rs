@@ -36,6 +36,13 @@ pub const RETRY_BACKOFF_MS_MIN: u64 = 100;
 pub const RETRY_BACKOFF_MS_MAX: u64 = 10_000;
 /// Records a schema is inferred from at most: the first 10,000 of the first buffer.
 pub const INFER_RECORDS_MAX: usize = 10_000;
+/// Attempts at one pending range before its records go to the error output instead: 5.
+/// An attempt is counted (durably) before it starts, so a record that crashes the process
+/// while being planned, or a range whose planning fails every time, stops the shard for at
+/// most this many attempts instead of crash-looping the server.
+pub const DELIVERY_ATTEMPTS_MAX: u32 = 5;
+/// `errorCode` of records sent to the error output after [`DELIVERY_ATTEMPTS_MAX`] attempts.
+pub const ATTEMPTS_EXHAUSTED: &str = "Sluice.DeliveryAttemptsExhausted";
 /// `!{firehose:error-output-type}` of records whose objects could not be written within
 /// the retry duration (Firehose names destination failures `<destination>-failed`).
 pub const S3_FAILED: &str = "s3-failed";
@@ -152,15 +159,28 @@ impl Worker {
     /// One pass over the source shards. Returns whether anything was read or delivered.
     async fn step(&mut self, flushing: bool) -> Result<bool, StepError> {
         let Some(source) = self.source() else { return Ok(false) };
-        let shards = source.meta().shards.clone();
         let mut dirty = false;
+        if matches!(self.entry.spec().source, SourceSpec::KinesisStream { .. })
+            && self.checkpoints.source_incarnation != Some(source.incarnation())
+        {
+            if self.checkpoints.source_incarnation.is_some() {
+                // The source was deleted and created again: its positions mean nothing for the
+                // new stream, which is read from its start (nothing of it is skipped).
+                tracing::warn!(delivery_stream = %self.entry.name(), "source stream was re-created; reading it from the start");
+                self.checkpoints.shards.clear();
+                self.buffers.clear();
+            }
+            self.checkpoints.source_incarnation = Some(source.incarnation());
+            dirty = true;
+        }
+        let shards = source.meta().shards.clone();
         for s in &shards {
             if let std::collections::btree_map::Entry::Vacant(slot) = self.checkpoints.shards.entry(s.index) {
                 let Some(log) = source.log(s.index) else { continue };
                 // A shard born after the delivery stream (a split or merge child) is read from
                 // its start, once its parents are delivered.
                 let next = log.bounds().first_sequence_number;
-                slot.insert(ShardCheckpoint { next, pending_last: None, done: false });
+                slot.insert(ShardCheckpoint { next, pending_last: None, done: false, attempts: 0 });
                 dirty = true;
             }
         }
@@ -284,12 +304,85 @@ impl Worker {
         else {
             return Ok(());
         };
-        {
+        let attempts = {
             let cp = self.checkpoints.shards.get_mut(&shard).expect("a checkpoint per shard");
-            cp.next = first;
-            cp.pending_last = Some(last);
-        }
+            if cp.next == first && cp.pending_last == Some(last) {
+                cp.attempts = cp.attempts.saturating_add(1);
+            } else {
+                cp.next = first;
+                cp.pending_last = Some(last);
+                cp.attempts = 1;
+            }
+            cp.attempts
+        };
         self.checkpoints.save().map_err(|e| StepError::Failed(e.to_string()))?;
+        let result = if attempts > DELIVERY_ATTEMPTS_MAX {
+            self.fail_range(shard, first, last, records, attempts).await
+        } else {
+            self.deliver_range(shard, first, last, records).await
+        };
+        match result {
+            Ok(()) => {
+                let cp = self.checkpoints.shards.get_mut(&shard).expect("a checkpoint per shard");
+                cp.next = last + 1;
+                cp.pending_last = None;
+                cp.attempts = 0;
+                self.checkpoints.save().map_err(|e| StepError::Failed(e.to_string()))
+            }
+            Err(StepError::Interrupted) => {
+                // A stop asked for while storage was down is not a failed attempt.
+                let cp = self.checkpoints.shards.get_mut(&shard).expect("a checkpoint per shard");
+                cp.attempts = cp.attempts.saturating_sub(1);
+                let _ = self.checkpoints.save();
+                Err(StepError::Interrupted)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends every record of a range that failed [`DELIVERY_ATTEMPTS_MAX`] attempts to the
+    /// error output (`processing-failed`, [`ATTEMPTS_EXHAUSTED`]), so the shard moves on.
+    async fn fail_range(
+        &mut self,
+        shard: u32,
+        first: u64,
+        last: u64,
+        records: Vec<SourceRecord>,
+        attempts: u32,
+    ) -> Result<(), StepError> {
+        let spec = self.entry.spec();
+        tracing::error!(delivery_stream = %spec.name, shard, first, last, attempts, "delivery failed repeatedly; the range goes to the error output");
+        // A pipeline without schema or transform: error objects need neither, and building
+        // them must not be what fails again.
+        let pipeline = plan::build(&spec, None, None).map_err(StepError::Failed)?;
+        let failure = Failure {
+            output_type: crate::error_output::PROCESSING_FAILED,
+            code: ATTEMPTS_EXHAUSTED.into(),
+            message: format!(
+                "Delivery of this record's batch failed {} times (the server stopped or planning failed during each attempt); the records were sent to the error output so delivery goes on.",
+                attempts - 1
+            ),
+            attempts: attempts - 1,
+        };
+        let now = self.ctx.clock.now_ms();
+        let mut bytes = Vec::new();
+        for r in &records {
+            error_output::write_line(&mut bytes, &failure, &r.data, r.arrival_ms, now, None, None);
+        }
+        let members = (0..records.len()).collect();
+        let object =
+            pipeline.error_object(shard, first, last, crate::error_output::PROCESSING_FAILED, &records, members, bytes);
+        self.write(&pipeline, shard, first, last, &records, object).await
+    }
+
+    /// Plans and writes one range's objects.
+    async fn deliver_range(
+        &mut self,
+        shard: u32,
+        first: u64,
+        last: u64,
+        records: Vec<SourceRecord>,
+    ) -> Result<(), StepError> {
         let pipeline = self.pipeline(&records)?;
         let now = self.ctx.clock.now_ms();
         let (plan, records) = {
@@ -307,10 +400,6 @@ impl Worker {
         }
         self.ctx.metrics.delivered_records.get_or_create(&label).inc_by(plan.delivered as u64);
         self.ctx.metrics.dropped_records.get_or_create(&label).inc_by(plan.dropped as u64);
-        let cp = self.checkpoints.shards.get_mut(&shard).expect("a checkpoint per shard");
-        cp.next = last + 1;
-        cp.pending_last = None;
-        self.checkpoints.save().map_err(|e| StepError::Failed(e.to_string()))?;
         tracing::debug!(delivery_stream = %self.entry.name(), shard, first, last, delivered = plan.delivered, "delivered");
         Ok(())
     }

@@ -68,13 +68,13 @@ impl ErrorKind {
         }
     }
 
-    /// The HTTP status AWS answers with: 500 for internal failures, 403 for authentication,
-    /// 400 otherwise.
+    /// The HTTP status AWS answers with: 500 for internal failures, 503 for Firehose's
+    /// ServiceUnavailable, 400 otherwise (the JSON protocol answers authentication errors
+    /// with 400 too: `Status Code: 400; Error Code: InvalidSignatureException`).
     pub fn status(self) -> u16 {
         match self {
             Self::InternalFailure => 500,
             Self::ServiceUnavailable => 503,
-            Self::MissingAuthenticationToken | Self::InvalidSignature | Self::UnrecognizedClient => 403,
             _ => 400,
         }
     }
