@@ -55,6 +55,14 @@ pub struct AccessKey {
     pub secret_access_key: String,
 }
 
+/// Secret of the default key pair (`sluice` / `sluice-secret`): documented, so public;
+/// [`Config::check`] refuses it on a non-loopback `bind`.
+pub const DEFAULT_SECRET_ACCESS_KEY: &str = "sluice-secret";
+/// Environment variable that, with [`ENV_SECRET_ACCESS_KEY`], replaces the key pairs.
+pub const ENV_ACCESS_KEY_ID: &str = "SLUICE_ACCESS_KEY_ID";
+/// Environment variable holding the secret of [`ENV_ACCESS_KEY_ID`].
+pub const ENV_SECRET_ACCESS_KEY: &str = "SLUICE_SECRET_ACCESS_KEY";
+
 /// `sluice.toml`. See `deploy/sluice.toml` for a documented example.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -121,7 +129,10 @@ impl Default for Config {
             throttle: Throttle::On,
             throttle_rates: ThrottleRates::default(),
             stream_throttle_rates: BTreeMap::new(),
-            access_keys: vec![AccessKey { access_key_id: "sluice".into(), secret_access_key: "sluice-secret".into() }],
+            access_keys: vec![AccessKey {
+                access_key_id: "sluice".into(),
+                secret_access_key: DEFAULT_SECRET_ACCESS_KEY.into(),
+            }],
             lake: LakeConfig::default(),
             schema_dir: PathBuf::from("./schemas"),
             transform_dir: PathBuf::from("./wasm"),
@@ -163,12 +174,37 @@ impl Config {
     pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
         let config: Self = toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })?;
+        let config = config.with_env_keys();
         config.check()?;
         Ok(config)
     }
 
+    /// Replaces the key pairs with the one that `SLUICE_ACCESS_KEY_ID` and
+    /// `SLUICE_SECRET_ACCESS_KEY` give, when both are set: containers get their secret from
+    /// the environment (a Kubernetes Secret, compose's `environment`), never from a file in
+    /// the image.
+    pub fn with_env_keys(mut self) -> Self {
+        if let (Ok(id), Ok(secret)) = (std::env::var(ENV_ACCESS_KEY_ID), std::env::var(ENV_SECRET_ACCESS_KEY)) {
+            self.access_keys = vec![AccessKey { access_key_id: id, secret_access_key: secret }];
+        }
+        self
+    }
+
     /// Refuses settings that cannot work together.
+    ///
+    /// Errors: `auth = "none"` off loopback; the documented default key pair
+    /// (`sluice`/`sluice-secret`, public in this repository) on a non-loopback `bind`; no key
+    /// pair under `sigv4`; an unusable lake; a delivery stream declared twice.
     pub fn check(&self) -> Result<(), ConfigError> {
+        if self.auth == Auth::Sigv4
+            && !self.bind.ip().is_loopback()
+            && self.access_keys.iter().any(|k| k.secret_access_key == DEFAULT_SECRET_ACCESS_KEY)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "the default key pair (secret \"{DEFAULT_SECRET_ACCESS_KEY}\") is public and only allowed on a loopback address, and bind is {}: set [[access_keys]], or {ENV_ACCESS_KEY_ID} and {ENV_SECRET_ACCESS_KEY}",
+                self.bind
+            )));
+        }
         if self.auth == Auth::None && !self.bind.ip().is_loopback() {
             return Err(ConfigError::Invalid(format!(
                 "auth = \"none\" is only allowed on a loopback address, and bind is {}",

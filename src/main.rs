@@ -124,10 +124,14 @@ enum Command {
 }
 
 fn load_config(config: Option<PathBuf>) -> Result<Config, ExitCode> {
-    config.map(|f| Config::load(&f)).transpose().map(Option::unwrap_or_default).map_err(|e| {
-        eprintln!("{e}");
-        ExitCode::FAILURE
-    })
+    config
+        .map(|f| Config::load(&f))
+        .transpose()
+        .map(|c| c.unwrap_or_else(|| Config::default().with_env_keys()))
+        .map_err(|e| {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        })
 }
 
 fn replay_point(s: &str) -> Result<ReplayPoint, String> {

@@ -86,6 +86,10 @@ fn every_example_config_in_the_repository_parses() {
                 let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
                     .arg("check-config")
                     .arg(&path)
+                    // The container configs listen on every interface: their keys come from
+                    // the environment, as compose and Kubernetes give them.
+                    .env("SLUICE_ACCESS_KEY_ID", "container-key")
+                    .env("SLUICE_SECRET_ACCESS_KEY", "a-secret-from-the-environment")
                     .output()
                     .unwrap();
                 assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
@@ -95,4 +99,19 @@ fn every_example_config_in_the_repository_parses() {
     }
     checked.sort();
     assert_eq!(checked, ["sluice-container.toml", "sluice-minio.toml", "sluice.toml"]);
+    // Without keys from the environment, a container config would serve the public default
+    // pair on every interface: refused.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("check-config")
+        .arg(repo_file("deploy/sluice-container.toml"))
+        .env_remove("SLUICE_ACCESS_KEY_ID")
+        .env_remove("SLUICE_SECRET_ACCESS_KEY")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("default key pair"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -1,0 +1,319 @@
+//! Hostile input through the real API: names that look like paths, integers that wrap,
+//! signatures for another region or service, bodies without credentials, records that nest
+//! without end. Each test failed on the code before the fix it guards.
+
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_firehose::primitives::Blob as FhBlob;
+use aws_sdk_kinesis::error::ProvideErrorMetadata;
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::ShardIteratorType;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::firehose_delivery::{destination, kinesis_source, partition_by, wait_for, Harness};
+use crate::s3_server::objects;
+use crate::support::{TestServer, ACCESS_KEY, SECRET_KEY};
+
+fn code<T: std::fmt::Debug, E: ProvideErrorMetadata + std::fmt::Debug>(r: Result<T, E>) -> (String, String) {
+    let e = r.expect_err("the call must fail");
+    (e.code().unwrap_or_default().to_owned(), e.message().unwrap_or_default().to_owned())
+}
+
+/// `.` and `..` are valid stream names (`[a-zA-Z0-9_.-]+`). Creating and deleting them once
+/// emptied the whole data directory; now they are streams like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_named_dot_and_dot_dot_are_ordinary_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let k = server.client();
+    for name in ["keep", "..", ".", "..."] {
+        k.create_stream().stream_name(name).shard_count(1).send().await.unwrap();
+        k.put_record().stream_name(name).partition_key("p").data(Blob::new(name.as_bytes())).send().await.unwrap();
+    }
+    let firehose = server.firehose();
+    firehose
+        .create_delivery_stream()
+        .delivery_stream_name("..")
+        .extended_s3_destination_configuration(destination("dots/", "dots-errors/").build().unwrap())
+        .send()
+        .await
+        .unwrap();
+    firehose.delete_delivery_stream().delivery_stream_name("..").send().await.unwrap();
+    k.delete_stream().stream_name("..").send().await.unwrap();
+    k.delete_stream().stream_name(".").send().await.unwrap();
+    assert!(dir.path().join("LOCK").exists(), "the data directory's lock file is still there");
+    server.stop().await;
+
+    let server = TestServer::start(dir.path()).await;
+    let k = server.client();
+    let names = k.list_streams().send().await.unwrap().stream_names().to_vec();
+    assert_eq!(names, ["...", "keep"]);
+    for name in ["keep", "..."] {
+        let it = k
+            .get_shard_iterator()
+            .stream_name(name)
+            .shard_id("shardId-000000000000")
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .unwrap();
+        let got = k.get_records().shard_iterator(it.shard_iterator().unwrap()).send().await.unwrap();
+        assert_eq!(got.records().len(), 1, "{name}");
+        assert_eq!(got.records()[0].data().as_ref(), name.as_bytes());
+    }
+    // ".." can be made again, empty.
+    k.create_stream().stream_name("..").shard_count(1).send().await.unwrap();
+    server.stop().await;
+}
+
+/// A ShardCount past u32 once wrapped in release builds, passed the shard limit and
+/// aborted the process allocating ~137 GB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_shard_counts_are_refused_by_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let k = server.client();
+    for count in [9_999_999_999_i64, 4_294_967_296, 4_294_967_295, 2_147_483_647, 501] {
+        let body = serde_json::json!({"StreamName": "big", "ShardCount": count}).to_string();
+        let (status, answer) = signed_request(server.addr, "Kinesis_20131202.CreateStream", body.as_bytes()).await;
+        assert_eq!(status, 400, "{count}: {answer}");
+        assert_eq!(answer["__type"], "LimitExceededException", "{count}: {answer}");
+    }
+    assert!(k.list_streams().send().await.unwrap().stream_names().is_empty());
+    server.stop().await;
+}
+
+/// A signature for another region or service is refused, as AWS refuses it; so is one
+/// that does not sign `host`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signatures_for_another_region_or_service_or_without_host_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let body = br#"{"StreamName":"s","ShardCount":1}"#;
+    let target = "Kinesis_20131202.CreateStream";
+    let send = |region: &'static str, service: &'static str, sign_host: bool| {
+        let addr = server.addr;
+        async move { signed_request_as(addr, target, body, region, service, sign_host).await }
+    };
+    let (status, answer) = send("eu-west-1", "kinesis", true).await;
+    assert_eq!((status, answer["__type"].as_str()), (400, Some("InvalidSignatureException")), "{answer}");
+    assert_eq!(answer["message"], "Credential should be scoped to a valid region, not 'eu-west-1'. ");
+    let (status, answer) = send("us-east-1", "firehose", true).await;
+    assert_eq!((status, answer["__type"].as_str()), (400, Some("InvalidSignatureException")), "{answer}");
+    assert_eq!(answer["message"], "Credential should be scoped to correct service: 'kinesis'. ");
+    let (status, answer) = send("us-east-1", "kinesis", false).await;
+    assert_eq!((status, answer["__type"].as_str()), (400, Some("InvalidSignatureException")), "{answer}");
+    assert_eq!(answer["message"], "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.");
+    // The same request signed properly goes through: the refusals above were about scope.
+    let (status, answer) = send("us-east-1", "kinesis", true).await;
+    assert_eq!(status, 200, "{answer}");
+    server.stop().await;
+}
+
+/// A client without credentials gets its answer without sending its body: the server no
+/// longer reads (and holds) up to 12 MiB per request before checking the signature.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_requests_are_answered_before_their_body_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: {}\r\nX-Amz-Target: Kinesis_20131202.PutRecords\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\n\r\n",
+        server.addr,
+        10 << 20
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // No body is sent. Before the fix the server waited for all 10 MiB and this read hung.
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(20), stream.read(&mut buf))
+        .await
+        .expect("the server answers without the body")
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(text.contains("MissingAuthenticationTokenException"), "{text}");
+    server.stop().await;
+}
+
+/// A shard iterator names a stream; once that stream is deleted and another is made under
+/// the same name, the old iterator reads nothing of the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iterators_do_not_survive_a_delete_and_recreate() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let k = server.client();
+    k.create_stream().stream_name("s").shard_count(1).send().await.unwrap();
+    let it = k
+        .get_shard_iterator()
+        .stream_name("s")
+        .shard_id("shardId-000000000000")
+        .shard_iterator_type(ShardIteratorType::TrimHorizon)
+        .send()
+        .await
+        .unwrap();
+    k.delete_stream().stream_name("s").send().await.unwrap();
+    k.create_stream().stream_name("s").shard_count(1).send().await.unwrap();
+    k.put_record().stream_name("s").partition_key("p").data(Blob::new("secret of the new owner")).send().await.unwrap();
+    let (c, _) = code(k.get_records().shard_iterator(it.shard_iterator().unwrap()).send().await);
+    assert_eq!(c, "ResourceNotFoundException");
+    server.stop().await;
+}
+
+/// One record of a million `[` with a jq partitioning query once overflowed the parser's
+/// stack and aborted the server, and every restart crashed again. Now that record fails
+/// alone and the others land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deeply_nested_record_fails_alone_and_the_server_goes_on() {
+    let h = Harness::start(Some(1_700_000_000_000), |_| {}).await;
+    let s3c = h.s3.client();
+    let f = h.server.firehose();
+    let dest = destination("nested/!{partitionKeyFromQuery:k}/", "nested-errors/!{firehose:error-output-type}/")
+        .dynamic_partitioning_configuration(
+            aws_sdk_firehose::types::DynamicPartitioningConfiguration::builder().enabled(true).build(),
+        )
+        .processing_configuration(partition_by("{k: .k}"))
+        .buffering_hints(aws_sdk_firehose::types::BufferingHints::builder().interval_in_seconds(1).build());
+    f.create_delivery_stream()
+        .delivery_stream_name("nested")
+        .extended_s3_destination_configuration(dest.build().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let bomb = vec![b'['; 1_000_000];
+    let records = [br#"{"k":"a"}"#.to_vec(), bomb, br#"{"k":"b"}"#.to_vec()];
+    let batch: Vec<_> = records
+        .iter()
+        .map(|d| aws_sdk_firehose::types::Record::builder().data(FhBlob::new(d.clone())).build().unwrap())
+        .collect();
+    f.put_record_batch().delivery_stream_name("nested").set_records(Some(batch)).send().await.unwrap();
+    h.clock.advance(2_000);
+    let landed = wait_for(&h.clock, || objects(&s3c, "nested/"), |o| o.len() >= 2).await;
+    assert_eq!(landed.len(), 2, "one object per partition key");
+    let errors = wait_for(&h.clock, || objects(&s3c, "nested-errors/processing-failed/"), |o| !o.is_empty()).await;
+    let lines: Vec<serde_json::Value> = errors
+        .iter()
+        .flat_map(|(_, bytes)| {
+            bytes
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(|l| serde_json::from_slice(l).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0]["errorMessage"].as_str().unwrap().contains("levels deep"), "{}", lines[0]);
+    // The server still answers.
+    f.list_delivery_streams().send().await.unwrap();
+    h.server.stop().await;
+}
+
+/// A Kinesis source deleted and created again under its name was read from the old
+/// stream's positions, silently skipping the new stream's first records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreated_source_stream_is_read_from_its_start() {
+    let h = Harness::start(Some(1_700_000_000_000), |_| {}).await;
+    let s3c = h.s3.client();
+    let k = h.server.client();
+    k.create_stream().stream_name("src").shard_count(1).send().await.unwrap();
+    let f = h.server.firehose();
+    let dest = destination("re/", "re-errors/")
+        .buffering_hints(aws_sdk_firehose::types::BufferingHints::builder().interval_in_seconds(1).build());
+    f.create_delivery_stream()
+        .delivery_stream_name("re")
+        .delivery_stream_type(aws_sdk_firehose::types::DeliveryStreamType::KinesisStreamAsSource)
+        .kinesis_stream_source_configuration(kinesis_source("src"))
+        .extended_s3_destination_configuration(dest.build().unwrap())
+        .send()
+        .await
+        .unwrap();
+    for i in 0..20 {
+        k.put_record()
+            .stream_name("src")
+            .partition_key("p")
+            .data(Blob::new(format!("old-{i}\n")))
+            .send()
+            .await
+            .unwrap();
+    }
+    h.clock.advance(2_000);
+    wait_for(&h.clock, || objects(&s3c, "re/"), |o| lines_of(o).len() >= 20).await;
+    k.delete_stream().stream_name("src").send().await.unwrap();
+    k.create_stream().stream_name("src").shard_count(1).send().await.unwrap();
+    for i in 0..5 {
+        k.put_record()
+            .stream_name("src")
+            .partition_key("p")
+            .data(Blob::new(format!("new-{i}\n")))
+            .send()
+            .await
+            .unwrap();
+    }
+    h.clock.advance(2_000);
+    let landed = wait_for(&h.clock, || objects(&s3c, "re/"), |o| lines_of(o).len() >= 25).await;
+    let mut lines = lines_of(&landed);
+    lines.sort();
+    let mut want: Vec<String> = (0..5).map(|i| format!("new-{i}")).chain((0..20).map(|i| format!("old-{i}"))).collect();
+    want.sort();
+    assert_eq!(lines, want);
+    h.server.stop().await;
+}
+
+fn lines_of(objects: &[(String, Vec<u8>)]) -> Vec<String> {
+    objects
+        .iter()
+        .flat_map(|(_, b)| String::from_utf8_lossy(b).lines().map(str::to_owned).collect::<Vec<_>>())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// A raw HTTP/1.1 request signed with the test key for us-east-1 / kinesis.
+async fn signed_request(addr: std::net::SocketAddr, target: &str, body: &[u8]) -> (u16, serde_json::Value) {
+    signed_request_as(addr, target, body, "us-east-1", "kinesis", true).await
+}
+
+/// A raw HTTP/1.1 request signed (with `aws-sigv4`, as the SDKs sign) for `region` and
+/// `service`; `host` is among the signed headers only if `sign_host`.
+async fn signed_request_as(
+    addr: std::net::SocketAddr,
+    target: &str,
+    body: &[u8],
+    region: &str,
+    service: &str,
+    sign_host: bool,
+) -> (u16, serde_json::Value) {
+    use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+    use aws_sigv4::sign::v4::SigningParams;
+    let host = addr.to_string();
+    let identity = aws_credential_types::Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test").into();
+    let params = SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name(service)
+        .time(SystemTime::now())
+        .settings(SigningSettings::default())
+        .build()
+        .unwrap()
+        .into();
+    let headers = [("content-type", "application/x-amz-json-1.1"), ("x-amz-target", target), ("host", host.as_str())];
+    let request = SignableRequest::new("POST", "/", headers.iter().copied(), SignableBody::Bytes(body)).unwrap();
+    let (instructions, _) = sign(request, &params).unwrap().into_parts();
+    let mut head = format!(
+        "POST / HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-amz-json-1.1\r\nX-Amz-Target: {target}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (name, value) in instructions.headers() {
+        // Without `host` in SignedHeaders (the signer always signs it, so it is cut out).
+        let value = if sign_host { value.to_owned() } else { value.replace("host;", "") };
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let text = String::from_utf8(response).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+}
