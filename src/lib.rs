@@ -3,8 +3,8 @@
 
 pub mod client;
 pub mod config;
-mod idle;
 pub mod demo;
+mod idle;
 pub mod server;
 pub mod sigv4;
 pub mod tail;

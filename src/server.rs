@@ -322,10 +322,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl F
     });
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(state.limits.header_read_timeout);
+    builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(state.limits.header_read_timeout);
     builder
         .http2()
         .timer(hyper_util::rt::TokioTimer::new())

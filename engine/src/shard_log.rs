@@ -191,19 +191,17 @@ impl Flusher {
     fn start(inner: Arc<Inner>, every: Duration) -> std::io::Result<Self> {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let signal = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("shard-log-sync".into())
-            .spawn(move || {
-                let (lock, cv) = &*signal;
-                let mut stopped = lock.lock().unwrap_or_else(PoisonError::into_inner);
-                while !*stopped {
-                    stopped = cv.wait_timeout(stopped, every).unwrap_or_else(PoisonError::into_inner).0;
-                    if inner.commit.failed().is_none() {
-                        // The error is kept in the commit state and reported to appenders.
-                        let _ = inner.sync_all();
-                    }
+        let thread = std::thread::Builder::new().name("shard-log-sync".into()).spawn(move || {
+            let (lock, cv) = &*signal;
+            let mut stopped = lock.lock().unwrap_or_else(PoisonError::into_inner);
+            while !*stopped {
+                stopped = cv.wait_timeout(stopped, every).unwrap_or_else(PoisonError::into_inner).0;
+                if inner.commit.failed().is_none() {
+                    // The error is kept in the commit state and reported to appenders.
+                    let _ = inner.sync_all();
                 }
-            })?;
+            }
+        })?;
         Ok(Self { stop, thread })
     }
 
@@ -247,7 +245,10 @@ fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, IoError> {
 /// itself, and the append that asked has lost nothing.
 fn spawn_prepare(dir: &Path, capacity: usize) -> Option<JoinHandle<Result<PreparedSegment, IoError>>> {
     let dir = dir.to_owned();
-    match std::thread::Builder::new().name("segment-prepare".into()).spawn(move || PreparedSegment::create(&dir, capacity)) {
+    match std::thread::Builder::new()
+        .name("segment-prepare".into())
+        .spawn(move || PreparedSegment::create(&dir, capacity))
+    {
         Ok(handle) => Some(handle),
         Err(e) => {
             tracing::warn!(error = %e, "cannot start a segment preparer thread; the next roll prepares inline");

@@ -106,7 +106,8 @@ impl StreamMeta {
                 return Err(format!("shard {i} has an empty hash key range"));
             }
         }
-        let mut open: Vec<&HashKeyRange> = self.shards.iter().filter(|s| !s.closed).map(|s| &s.hash_key_range).collect();
+        let mut open: Vec<&HashKeyRange> =
+            self.shards.iter().filter(|s| !s.closed).map(|s| &s.hash_key_range).collect();
         open.sort_by_key(|r| r.starting);
         let mut next: Option<HashKey> = Some(0);
         for r in open {
@@ -493,7 +494,10 @@ impl Stream {
     /// `stream.json`, and only then does it replace the metadata in memory, so a failed
     /// write changes nothing and what readers see is always what is on disk. Holds the
     /// metadata write lock meanwhile, so concurrent changes apply one after the other.
-    pub fn update_meta<R, E: From<IoError>>(&self, change: impl FnOnce(&mut StreamMeta) -> Result<R, E>) -> Result<R, E> {
+    pub fn update_meta<R, E: From<IoError>>(
+        &self,
+        change: impl FnOnce(&mut StreamMeta) -> Result<R, E>,
+    ) -> Result<R, E> {
         let mut meta = self.meta_mut();
         let mut next = meta.clone();
         let out = change(&mut next)?;

@@ -61,7 +61,9 @@ impl Checkpoints {
         let file = match std::fs::read(path) {
             Ok(bytes) => serde_json::from_slice::<File>(&bytes)
                 .map_err(|e| IoError::new(path, std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => File { shards: BTreeMap::new(), source_incarnation: None },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                File { shards: BTreeMap::new(), source_incarnation: None }
+            }
             Err(e) => return Err(IoError::new(path, e)),
         };
         Ok(Self { path: path.to_owned(), shards: file.shards, source_incarnation: file.source_incarnation })
@@ -72,7 +74,8 @@ impl Checkpoints {
         let bytes = serde_json::to_vec_pretty(&File {
             shards: self.shards.clone(),
             source_incarnation: self.source_incarnation,
-        }).expect("checkpoints serialize");
+        })
+        .expect("checkpoints serialize");
         write_atomically(&self.path, &bytes)
     }
 }

@@ -287,7 +287,9 @@ impl DeliveryStreams {
                 checkpoints.source_incarnation = Some(stream.incarnation());
                 for s in &meta.shards {
                     let next = stream.log(s.index).map_or(0, |l| l.bounds().next_sequence_number);
-                    checkpoints.shards.insert(s.index, ShardCheckpoint { next, pending_last: None, done: s.closed, attempts: 0 });
+                    checkpoints
+                        .shards
+                        .insert(s.index, ShardCheckpoint { next, pending_last: None, done: s.closed, attempts: 0 });
                 }
                 None
             }

@@ -33,7 +33,11 @@ pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
         ));
     }
     // An iterator of a deleted stream does not read a new stream of the same name.
-    let stream = k.streams.get(&it.stream).filter(|s| s.incarnation() == it.incarnation).ok_or_else(|| k.not_found(&it.stream))?;
+    let stream = k
+        .streams
+        .get(&it.stream)
+        .filter(|s| s.incarnation() == it.incarnation)
+        .ok_or_else(|| k.not_found(&it.stream))?;
     let shard = stream.shard(it.shard_index).ok_or_else(|| k.not_found(&it.stream))?;
     if let Some(mut t) = shard.throttle() {
         if !t.admit_read(now) {

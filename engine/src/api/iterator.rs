@@ -81,8 +81,7 @@ mod tests {
 
     #[test]
     fn round_trips_and_refuses_any_change() {
-        let s =
-            IteratorState {
+        let s = IteratorState {
             stream: "clickstream".into(),
             shard_index: 3,
             position: 42,
