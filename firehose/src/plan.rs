@@ -352,13 +352,21 @@ impl Pipeline {
                 lambda_keys,
             };
             let prefix = self.prefix.evaluate(&values).expect("partition keys were checked");
+            let key = format!("{prefix}{}", object_name(&self.name, self.version, oldest, &id, &self.extension));
+            if let Err(message) = check_object_key(&key) {
+                // A key no store can hold is not retried: its records fail now, alone.
+                for &i in &landed {
+                    states[i] = State::Failed(Failure {
+                        output_type: crate::worker::S3_FAILED,
+                        code: "S3.KeyTooLongError".into(),
+                        message: message.clone(),
+                        attempts: 1,
+                    });
+                }
+                continue;
+            }
             plan.delivered += landed.len();
-            plan.objects.push(PlannedObject {
-                key: format!("{prefix}{}", object_name(&self.name, self.version, oldest, &id, &self.extension)),
-                bytes,
-                records: landed,
-                error_output_type: None,
-            });
+            plan.objects.push(PlannedObject { key, bytes, records: landed, error_output_type: None });
         }
 
         let mut failed: BTreeMap<&'static str, Vec<usize>> = BTreeMap::new();
@@ -479,4 +487,27 @@ fn partition_failure(message: String) -> State<'static> {
         message,
         attempts: 1,
     })
+}
+
+/// Longest object key, bytes: 1,024. Source: Amazon S3 user guide, "Naming Amazon S3 objects".
+pub const OBJECT_KEY_BYTES_MAX: usize = 1024;
+/// Longest `/`-separated part of an object key, bytes: 255, the file name limit of the file
+/// systems under a `file://` lake and under MinIO or Garage.
+pub const KEY_COMPONENT_BYTES_MAX: usize = 255;
+
+/// Checks that every store can hold `key`; the error says which limit it breaks.
+pub fn check_object_key(key: &str) -> Result<(), String> {
+    if key.len() > OBJECT_KEY_BYTES_MAX {
+        return Err(format!(
+            "The object key is {} bytes long; object keys hold at most {OBJECT_KEY_BYTES_MAX} bytes.",
+            key.len()
+        ));
+    }
+    if let Some(part) = key.split('/').find(|p| p.len() > KEY_COMPONENT_BYTES_MAX) {
+        return Err(format!(
+            "A part of the object key between slashes is {} bytes long; at most {KEY_COMPONENT_BYTES_MAX} bytes fit a file name.",
+            part.len()
+        ));
+    }
+    Ok(())
 }

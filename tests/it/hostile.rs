@@ -317,3 +317,67 @@ async fn signed_request_as(
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
     (status, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
 }
+
+/// A partition key value longer than a file name made an object key no store could hold;
+/// its write was retried without end. Now its record fails at once and the rest land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_value_too_long_for_a_key_fails_its_record_alone() {
+    let h = Harness::start(Some(1_700_000_000_000), |_| {}).await;
+    let s3c = h.s3.client();
+    let f = h.server.firehose();
+    let dest = destination("long/!{partitionKeyFromQuery:k}/", "long-errors/!{firehose:error-output-type}/")
+        .dynamic_partitioning_configuration(
+            aws_sdk_firehose::types::DynamicPartitioningConfiguration::builder().enabled(true).build(),
+        )
+        .processing_configuration(partition_by("{k: .k}"));
+    f.create_delivery_stream()
+        .delivery_stream_name("long")
+        .extended_s3_destination_configuration(dest.build().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let long = "x".repeat(300);
+    let records = [r#"{"k":"a"}"#.to_owned(), format!(r#"{{"k":"{long}"}}"#)];
+    let batch: Vec<_> = records
+        .iter()
+        .map(|d| aws_sdk_firehose::types::Record::builder().data(FhBlob::new(d.as_bytes())).build().unwrap())
+        .collect();
+    f.put_record_batch().delivery_stream_name("long").set_records(Some(batch)).send().await.unwrap();
+    let errors = wait_for(&h.clock, || objects(&s3c, "long-errors/s3-failed/"), |o| !o.is_empty()).await;
+    let line: serde_json::Value =
+        serde_json::from_slice(errors[0].1.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(line["errorCode"], "S3.KeyTooLongError", "{line}");
+    let landed = wait_for(&h.clock, || objects(&s3c, "long/"), |o| !o.is_empty()).await;
+    assert_eq!(landed.len(), 1);
+    assert!(landed[0].0.starts_with("long/a/"), "{}", landed[0].0);
+    h.server.stop().await;
+}
+
+/// One stream whose metadata is corrupt once kept the whole server from starting. Now
+/// that stream is quarantined (its files kept) and every other stream is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_stream_is_quarantined_and_the_server_serves_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let k = server.client();
+    for name in ["good", "bad"] {
+        k.create_stream().stream_name(name).shard_count(1).send().await.unwrap();
+        k.put_record().stream_name(name).partition_key("p").data(Blob::new(name)).send().await.unwrap();
+    }
+    server.stop().await;
+    let mut damaged = 0;
+    for e in std::fs::read_dir(dir.path().join("streams")).unwrap() {
+        let meta = e.unwrap().path().join("stream.json");
+        let text = std::fs::read_to_string(&meta).unwrap();
+        if text.contains("\"bad\"") {
+            std::fs::write(&meta, &text[..text.len() / 2]).unwrap();
+            damaged += 1;
+        }
+    }
+    assert_eq!(damaged, 1);
+    let server = TestServer::start(dir.path()).await;
+    let k = server.client();
+    assert_eq!(k.list_streams().send().await.unwrap().stream_names(), ["good"]);
+    k.put_record().stream_name("good").partition_key("p").data(Blob::new("more")).send().await.unwrap();
+    server.stop().await;
+}
