@@ -412,7 +412,24 @@ impl Pipeline {
         members: Vec<usize>,
         bytes: Vec<u8>,
     ) -> PlannedObject {
-        let origin = ObjectOrigin { delivery_stream: &self.name, shard, first, last, partition: "", kind: output_type };
+        self.error_object_for(shard, first, last, "", output_type, records, members, bytes)
+    }
+
+    /// As [`Pipeline::error_object`], for records set apart under `partition` (its own key,
+    /// so it never overwrites the error object of the same range's ordinary plan).
+    #[allow(clippy::too_many_arguments)]
+    pub fn error_object_for(
+        &self,
+        shard: u32,
+        first: u64,
+        last: u64,
+        partition: &str,
+        output_type: &'static str,
+        records: &[SourceRecord],
+        members: Vec<usize>,
+        bytes: Vec<u8>,
+    ) -> PlannedObject {
+        let origin = ObjectOrigin { delivery_stream: &self.name, shard, first, last, partition, kind: output_type };
         let id = ObjectId::of(&origin);
         let random = id.random_string();
         let oldest = members.iter().map(|&i| records[i].arrival_ms).min().unwrap_or(0);

@@ -40,7 +40,13 @@ pub const INFER_RECORDS_MAX: usize = 10_000;
 /// An attempt is counted (durably) before it starts, so a record that crashes the process
 /// while being planned, or a range whose planning fails every time, stops the shard for at
 /// most this many attempts instead of crash-looping the server.
+///
+/// The attempt after the last one plans each record alone, so a record whose planning
+/// panics goes to the error output by itself and the others land; only if that attempt
+/// too is cut short (a crash no panic handler sees) does the whole range go.
 pub const DELIVERY_ATTEMPTS_MAX: u32 = 5;
+/// `errorCode` of a record whose planning (transform, partitioning, conversion) panicked.
+pub const PLANNING_FAILED: &str = "Sluice.ProcessingPanicked";
 /// `errorCode` of records sent to the error output after [`DELIVERY_ATTEMPTS_MAX`] attempts.
 pub const ATTEMPTS_EXHAUSTED: &str = "Sluice.DeliveryAttemptsExhausted";
 /// `!{firehose:error-output-type}` of records whose objects could not be written within
@@ -316,8 +322,10 @@ impl Worker {
             cp.attempts
         };
         self.checkpoints.save().map_err(|e| StepError::Failed(e.to_string()))?;
-        let result = if attempts > DELIVERY_ATTEMPTS_MAX {
+        let result = if attempts > DELIVERY_ATTEMPTS_MAX + 1 {
             self.fail_range(shard, first, last, records, attempts).await
+        } else if attempts == DELIVERY_ATTEMPTS_MAX + 1 {
+            self.deliver_isolating(shard, first, last, records).await
         } else {
             self.deliver_range(shard, first, last, records).await
         };
@@ -373,6 +381,75 @@ impl Worker {
         let object =
             pipeline.error_object(shard, first, last, crate::error_output::PROCESSING_FAILED, &records, members, bytes);
         self.write(&pipeline, shard, first, last, &records, object).await
+    }
+
+    /// Plans each record of a range that failed every attempt on its own; those whose
+    /// planning panics go to the error output (`processing-failed`), the rest are delivered
+    /// together as usual.
+    async fn deliver_isolating(
+        &mut self,
+        shard: u32,
+        first: u64,
+        last: u64,
+        records: Vec<SourceRecord>,
+    ) -> Result<(), StepError> {
+        let pipeline = self.pipeline(&records)?;
+        let now = self.ctx.clock.now_ms();
+        let p = pipeline.clone();
+        let (good, bad) = tokio::task::spawn_blocking(move || {
+            let mut good = Vec::new();
+            let mut bad = Vec::new();
+            for r in records {
+                let one = std::slice::from_ref(&r);
+                let planned =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.plan(shard, first, last, one, now)));
+                match planned {
+                    Ok(_) => good.push(r),
+                    Err(panic) => {
+                        let message = panic
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                            .unwrap_or_else(|| "a panic without a message".into());
+                        bad.push((r, message));
+                    }
+                }
+            }
+            (good, bad)
+        })
+        .await
+        .map_err(|e| StepError::Failed(format!("isolating records panicked: {e}")))?;
+        tracing::warn!(delivery_stream = %self.entry.name(), shard, first, last, failed = bad.len(), "records whose planning panics were set apart");
+        if !bad.is_empty() {
+            let failed_at = self.ctx.clock.now_ms();
+            let mut bytes = Vec::new();
+            for (r, message) in &bad {
+                let failure = Failure {
+                    output_type: crate::error_output::PROCESSING_FAILED,
+                    code: PLANNING_FAILED.into(),
+                    message: format!("Processing this record failed: {message}"),
+                    attempts: DELIVERY_ATTEMPTS_MAX + 1,
+                };
+                error_output::write_line(&mut bytes, &failure, &r.data, r.arrival_ms, failed_at, None, None);
+            }
+            let bad_records: Vec<SourceRecord> = bad.into_iter().map(|(r, _)| r).collect();
+            let members = (0..bad_records.len()).collect();
+            let object = pipeline.error_object_for(
+                shard,
+                first,
+                last,
+                "isolated",
+                crate::error_output::PROCESSING_FAILED,
+                &bad_records,
+                members,
+                bytes,
+            );
+            self.write(&pipeline, shard, first, last, &bad_records, object).await?;
+        }
+        if good.is_empty() {
+            return Ok(());
+        }
+        self.deliver_range(shard, first, last, good).await
     }
 
     /// Plans and writes one range's objects.

@@ -75,16 +75,7 @@ impl TestServer {
 
     /// A client signing with the given key pair.
     pub fn client_with(&self, access_key: &str, secret: &str) -> aws_sdk_kinesis::Client {
-        let config = aws_sdk_kinesis::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .endpoint_url(format!("http://{}", self.addr))
-            .credentials_provider(Credentials::new(access_key, secret, None, None, "test"))
-            .http_client(aws_smithy_http_client::Builder::new().build_http())
-            // Tests look at each answer; the SDK would retry throttling errors on its own.
-            .retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled())
-            .build();
-        aws_sdk_kinesis::Client::from_conf(config)
+        kinesis_client(self.addr, access_key, secret)
     }
 
     /// An `aws-sdk-firehose` client signing with the server's key.
@@ -117,6 +108,24 @@ impl Drop for TestServer {
             let _ = s.send(());
         }
     }
+}
+
+fn kinesis_client(addr: SocketAddr, access_key: &str, secret: &str) -> aws_sdk_kinesis::Client {
+    let config = aws_sdk_kinesis::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(format!("http://{addr}"))
+        .credentials_provider(Credentials::new(access_key, secret, None, None, "test"))
+        .http_client(aws_smithy_http_client::Builder::new().build_http())
+        // Tests look at each answer; the SDK would retry throttling errors on its own.
+        .retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled())
+        .timeout_config(
+            aws_sdk_kinesis::config::timeout::TimeoutConfig::builder()
+                .operation_timeout(std::time::Duration::from_secs(30))
+                .build(),
+        )
+        .build();
+    aws_sdk_kinesis::Client::from_conf(config)
 }
 
 /// Sends one raw HTTP/1.1 request with `X-Amz-Target: <target>` (omitted when empty) and
