@@ -112,6 +112,56 @@ pub struct Config {
     pub transform_deadline_ms: u64,
     /// Delivery streams created at start when missing (`[[delivery_streams]]`).
     pub delivery_streams: Vec<DeliveryStreamDeclaration>,
+    /// What clients may hold of the server (`[server]`): connections, body bytes, time.
+    pub server: ServerSettings,
+}
+
+/// `[server]`: bounds on what clients may hold. Defaults in [`ServerSettings::default`],
+/// stated in `deploy/sluice.toml`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Open connections at most (default 4,096).
+    pub max_connections: usize,
+    /// Request body bytes held by all requests together, MiB (default 256; at least 12, the
+    /// largest body).
+    pub body_bytes_in_flight_mb: usize,
+    /// Time to receive a request's headers, ms (default 30,000).
+    pub header_read_timeout_ms: u64,
+    /// Time to receive a request's body, ms (default 60,000).
+    pub body_read_timeout_ms: u64,
+    /// A connection that moves no byte for this long is closed, ms (default 120,000).
+    pub idle_timeout_ms: u64,
+    /// Concurrent HTTP/2 streams per connection (default 128).
+    pub h2_max_concurrent_streams: u32,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        let d = crate::server::ServerLimits::default();
+        Self {
+            max_connections: d.max_connections,
+            body_bytes_in_flight_mb: d.body_bytes_in_flight >> 20,
+            header_read_timeout_ms: d.header_read_timeout.as_millis() as u64,
+            body_read_timeout_ms: d.body_read_timeout.as_millis() as u64,
+            idle_timeout_ms: d.idle_timeout.as_millis() as u64,
+            h2_max_concurrent_streams: d.h2_max_concurrent_streams,
+        }
+    }
+}
+
+impl ServerSettings {
+    /// The server's limits.
+    pub fn limits(&self) -> crate::server::ServerLimits {
+        crate::server::ServerLimits {
+            max_connections: self.max_connections,
+            body_bytes_in_flight: self.body_bytes_in_flight_mb << 20,
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+            body_read_timeout: Duration::from_millis(self.body_read_timeout_ms),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            h2_max_concurrent_streams: self.h2_max_concurrent_streams,
+        }
+    }
 }
 
 impl Default for Config {
@@ -139,6 +189,7 @@ impl Default for Config {
             transform_memory_mb: 64,
             transform_deadline_ms: 1_000,
             delivery_streams: Vec::new(),
+            server: ServerSettings::default(),
         }
     }
 }
@@ -219,6 +270,21 @@ impl Config {
         names.sort_unstable();
         if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
             return Err(ConfigError::Invalid(format!("delivery stream {} is declared twice", w[0])));
+        }
+        let s = &self.server;
+        if s.max_connections == 0 || s.h2_max_concurrent_streams == 0 {
+            return Err(ConfigError::Invalid(
+                "[server] max_connections and h2_max_concurrent_streams must be above zero".into(),
+            ));
+        }
+        if s.body_bytes_in_flight_mb < crate::server::REQUEST_BYTES_MAX >> 20 || s.body_bytes_in_flight_mb > 4095 {
+            return Err(ConfigError::Invalid(format!(
+                "[server] body_bytes_in_flight_mb must be from {} (the largest request body) to 4095",
+                crate::server::REQUEST_BYTES_MAX >> 20
+            )));
+        }
+        if s.header_read_timeout_ms == 0 || s.body_read_timeout_ms == 0 || s.idle_timeout_ms == 0 {
+            return Err(ConfigError::Invalid("[server] timeouts must be above zero".into()));
         }
         if self.fsync == Fsync::Interval && self.fsync_interval_ms == 0 {
             return Err(ConfigError::Invalid("fsync_interval_ms must be above zero".into()));

@@ -94,7 +94,14 @@ pub fn open_state(config: &config::Config, clock: Arc<dyn Clock>) -> Result<Arc<
             .declare(&d.create_request(&config.region, &config.account_id))
             .map_err(|error| StartError::Declaration { name: d.name.clone(), error })?;
     }
-    Ok(Arc::new(server::AppState::new(kinesis, firehose, config.auth, config.access_keys.clone(), lock)))
+    Ok(Arc::new(server::AppState::with_limits(
+        kinesis,
+        firehose,
+        config.auth,
+        config.access_keys.clone(),
+        lock,
+        config.server.limits(),
+    )))
 }
 
 /// Takes `<data_dir>/LOCK` for this process: two processes appending to the same shard

@@ -115,7 +115,7 @@ impl AppState {
             request_id_base: base,
             lock: std::sync::Mutex::new(Some(lock)),
             limits,
-            body_budget: Arc::new(tokio::sync::Semaphore::new(limits.body_bytes_in_flight)),
+            body_budget: Arc::new(tokio::sync::Semaphore::new(limits.body_bytes_in_flight.max(REQUEST_BYTES_MAX))),
         }
     }
 

@@ -19,6 +19,7 @@ fn the_example_config_parses_and_states_the_defaults() {
     assert_eq!(c.stream_transition_ms, d.stream_transition_ms);
     assert_eq!((c.throttle, c.throttle_rates), (d.throttle, d.throttle_rates));
     assert_eq!((&c.lake, &c.schema_dir, &c.delivery_streams), (&d.lake, &d.schema_dir, &d.delivery_streams));
+    assert_eq!(c.server, d.server);
 }
 
 #[test]

@@ -281,6 +281,31 @@ async fn signed_request_as(
     service: &str,
     sign_host: bool,
 ) -> (u16, serde_json::Value) {
+    let head = signed_head(addr, target, body, region, service, sign_host);
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    parse_response(&response)
+}
+
+fn parse_response(response: &[u8]) -> (u16, serde_json::Value) {
+    let text = String::from_utf8_lossy(response);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+}
+
+/// The head (request line and headers, with the blank line) of a signed request for `body`.
+fn signed_head(
+    addr: std::net::SocketAddr,
+    target: &str,
+    body: &[u8],
+    region: &str,
+    service: &str,
+    sign_host: bool,
+) -> String {
     use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
     use aws_sigv4::sign::v4::SigningParams;
     let host = addr.to_string();
@@ -307,15 +332,75 @@ async fn signed_request_as(
         head.push_str(&format!("{name}: {value}\r\n"));
     }
     head.push_str("\r\n");
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(body).await.unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.unwrap();
-    let text = String::from_utf8(response).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+    head
+}
+
+/// A server whose `[server]` limits are `adjust`ed.
+async fn server_with_limits(
+    dir: &std::path::Path,
+    adjust: impl FnOnce(&mut sluice::config::ServerSettings),
+) -> TestServer {
+    let now = SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    TestServer::start_with(dir, std::sync::Arc::new(sluice_engine::ManualClock::new(now)), |c| adjust(&mut c.server))
+        .await
+}
+
+/// Reads until the server closes the connection; `None` if it has not within 20 s.
+async fn read_until_closed(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut out)).await.ok()?.ok()?;
+    Some(out)
+}
+
+/// Connections a client opens and leaves (no byte sent, or half a request) are closed: each
+/// held a descriptor and buffers for good before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_half_sent_connections_are_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_limits(dir.path(), |s| {
+        s.idle_timeout_ms = 300;
+        s.header_read_timeout_ms = 300;
+    })
+    .await;
+    let mut idle = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    assert!(read_until_closed(&mut idle).await.is_some(), "an idle connection must be closed");
+    let mut half = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    half.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Tar").await.unwrap();
+    assert!(read_until_closed(&mut half).await.is_some(), "a request whose headers never end must be closed");
+    // A signed request whose body never comes gets an error once the body time is up.
+    let server2_dir = tempfile::tempdir().unwrap();
+    let server2 = server_with_limits(server2_dir.path(), |s| s.body_read_timeout_ms = 300).await;
+    let body = br#"{"StreamName":"s","ShardCount":1}"#;
+    let head = signed_head(server2.addr, "Kinesis_20131202.CreateStream", body, "us-east-1", "kinesis", true);
+    let mut slow = tokio::net::TcpStream::connect(server2.addr).await.unwrap();
+    slow.write_all(head.as_bytes()).await.unwrap();
+    slow.write_all(&body[..5]).await.unwrap();
+    let answer = read_until_closed(&mut slow).await.expect("the server answers a body that never completes");
+    let (status, answer) = parse_response(&answer);
+    assert_eq!((status, answer["__type"].as_str()), (400, Some("SerializationException")), "{answer}");
+    assert!(server2.client().list_streams().send().await.unwrap().stream_names().is_empty());
+    server.stop().await;
+    server2.stop().await;
+}
+
+/// Past `max_connections` the server stops accepting until a connection closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_limit_wait_until_one_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_limits(dir.path(), |s| s.max_connections = 3).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(tokio::net::TcpStream::connect(server.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let client = server.client();
+    let waiting = tokio::spawn(async move { client.list_streams().send().await.map(|_| ()) });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished(), "a fourth connection must not be served while three are open");
+    held.pop();
+    let answered = tokio::time::timeout(Duration::from_secs(20), waiting).await.expect("served once a slot frees");
+    answered.unwrap().unwrap();
+    server.stop().await;
 }
 
 /// A partition key value longer than a file name made an object key no store could hold;
@@ -344,8 +429,7 @@ async fn a_partition_value_too_long_for_a_key_fails_its_record_alone() {
         .collect();
     f.put_record_batch().delivery_stream_name("long").set_records(Some(batch)).send().await.unwrap();
     let errors = wait_for(&h.clock, || objects(&s3c, "long-errors/s3-failed/"), |o| !o.is_empty()).await;
-    let line: serde_json::Value =
-        serde_json::from_slice(errors[0].1.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    let line: serde_json::Value = serde_json::from_slice(errors[0].1.split(|b| *b == b'\n').next().unwrap()).unwrap();
     assert_eq!(line["errorCode"], "S3.KeyTooLongError", "{line}");
     let landed = wait_for(&h.clock, || objects(&s3c, "long/"), |o| !o.is_empty()).await;
     assert_eq!(landed.len(), 1);
