@@ -380,3 +380,91 @@ async fn descriptor_exhaustion_fails_requests_without_poisoning_shards() {
     }
     server.stop().await;
 }
+
+/// A `file://` lake on a full disk: deliveries fail and are retried, puts go on (the data
+/// directory has room), and once space returns every record lands exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_lake_delays_delivery_and_loses_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let fs = match Tmpfs::mount(&root.path().join("lake"), 8) {
+        Ok(fs) => fs,
+        Err(why) => {
+            println!("SKIPPED a_full_lake_delays_delivery_and_loses_nothing: cannot mount a tmpfs here ({why})");
+            return;
+        }
+    };
+    let clock = Arc::new(ManualClock::new(now_ms()));
+    let lake = sluice_firehose::LakeConfig { url: format!("file://{}", fs.dir.display()), ..Default::default() };
+    let server = TestServer::start_with(&root.path().join("data"), clock.clone(), |c| {
+        crate::firehose_delivery::delivery_config(c, lake)
+    })
+    .await;
+    let f = server.firehose();
+    f.create_delivery_stream()
+        .delivery_stream_name("to-full-lake")
+        .extended_s3_destination_configuration(
+            crate::firehose_delivery::destination("raw/", "raw-errors/").build().unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    std::fs::create_dir_all(fs.dir.join("lake")).unwrap();
+    let ballast = {
+        let path = fs.dir.join("ballast");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 4096];
+        while std::io::Write::write_all(&mut file, &chunk).is_ok() {}
+        path
+    };
+    let records: Vec<String> = (0..200).map(|i| format!("{{\"n\":{i}}}\n")).collect();
+    for chunk in records.chunks(50) {
+        let batch: Vec<_> = chunk
+            .iter()
+            .map(|d| {
+                aws_sdk_firehose::types::Record::builder()
+                    .data(aws_sdk_firehose::primitives::Blob::new(d.as_bytes()))
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        let out =
+            f.put_record_batch().delivery_stream_name("to-full-lake").set_records(Some(batch)).send().await.unwrap();
+        assert_eq!(out.failed_put_count(), 0);
+    }
+    // Intervals pass; every write fails on the full disk (well inside the 300 s retry time).
+    for _ in 0..5 {
+        clock.advance(1_000);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let landed = crate::firehose_delivery::local_objects(&fs.dir.join("lake"));
+    assert!(landed.is_empty(), "nothing can land on a full disk: {landed:?}");
+    // The server goes on answering meanwhile.
+    f.list_delivery_streams().send().await.unwrap();
+
+    std::fs::remove_file(&ballast).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let lines = loop {
+        clock.advance(1_000);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let landed = crate::firehose_delivery::local_objects(&fs.dir.join("lake"));
+        let lines: Vec<String> = landed
+            .iter()
+            .filter(|(k, _)| k.contains("raw/"))
+            .flat_map(|(_, b)| String::from_utf8_lossy(b).lines().map(|l| format!("{l}\n")).collect::<Vec<_>>())
+            .collect();
+        if lines.len() >= records.len() {
+            break lines;
+        }
+        assert!(std::time::Instant::now() < deadline, "delivery did not resume once space returned");
+    };
+    let mut lines = lines;
+    lines.sort();
+    let mut want = records.clone();
+    want.sort();
+    assert_eq!(lines, want, "every record exactly once");
+    assert!(
+        crate::firehose_delivery::local_objects(&fs.dir.join("lake")).iter().all(|(k, _)| !k.contains("raw-errors")),
+        "the outage was shorter than the retry time: no error objects"
+    );
+    server.stop().await;
+}
