@@ -94,10 +94,24 @@ fn hostile_value() -> impl Strategy<Value = Value> {
         Just(json!(1e300)),
         any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| json!(f)),
         prop::sample::select(vec![
-            "", ".", "..", "../x", "/etc/passwd", "a/b", "shardId-", "shardId-99999999999999",
-            "340282366920938463463374607431768211456", "-5", "99999999999999999999999999999999999999999999999999999999999",
-            "arn:aws:kinesis:us-east-1:000000000000:stream/..", "arn:aws:lambda:us-east-1:1:function:../x",
-            "!{partitionKeyFromQuery:k}", "\u{0}", "é", "TRIM_HORIZON", "AT_TIMESTAMP",
+            "",
+            ".",
+            "..",
+            "../x",
+            "/etc/passwd",
+            "a/b",
+            "shardId-",
+            "shardId-99999999999999",
+            "340282366920938463463374607431768211456",
+            "-5",
+            "99999999999999999999999999999999999999999999999999999999999",
+            "arn:aws:kinesis:us-east-1:000000000000:stream/..",
+            "arn:aws:lambda:us-east-1:1:function:../x",
+            "!{partitionKeyFromQuery:k}",
+            "\u{0}",
+            "é",
+            "TRIM_HORIZON",
+            "AT_TIMESTAMP",
         ])
         .prop_map(|s| json!(s)),
         "[a-zA-Z0-9_.-]{0,300}".prop_map(Value::String),
@@ -260,7 +274,9 @@ fn every_decoder_survives_arbitrary_bytes_and_mutated_bodies_without_500s_or_sta
     let bytes = (0..cases.len(), prop::collection::vec(any::<u8>(), 0..256));
     runner.run(&bytes, |(i, body)| fixture.check(&cases[i], &body)).unwrap();
     let mut runner = TestRunner::new(config.clone());
-    runner.run(&(0..cases.len(), hostile_value()), |(i, v)| fixture.check(&cases[i], v.to_string().as_bytes())).unwrap();
+    runner
+        .run(&(0..cases.len(), hostile_value()), |(i, v)| fixture.check(&cases[i], v.to_string().as_bytes()))
+        .unwrap();
 
     // Structure-aware: each action's valid body with one member broken.
     let mut runner = TestRunner::new(ProptestConfig { cases: cases_per_strategy() * 4, ..config });
