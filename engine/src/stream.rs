@@ -244,6 +244,21 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
     sync_dir(path.parent().expect("metadata lives in a directory"))
 }
 
+/// Removes the temp files that [`write_atomically`] calls cut short by a crash left in `dir`
+/// (`.<name>.tmp-<pid>-<n>`), so a crash-looping server does not fill the folder. Best
+/// effort: a failure is logged.
+pub fn remove_stale_temp_files(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && name.contains(".tmp-") {
+            if let Err(err) = fs::remove_file(e.path()) {
+                tracing::warn!(file = %e.path().display(), error = %err, "cannot remove a stale temp file");
+            }
+        }
+    }
+}
+
 /// A fresh random 64-bit value from the OS's randomness (std's `RandomState` seeds), for
 /// ids and secrets that must differ between streams, incarnations and processes.
 pub fn random_u64() -> u64 {
@@ -283,6 +298,7 @@ impl Stream {
         throttle: impl FnOnce(&str) -> Option<ThrottleRates>,
     ) -> Result<Self, OpenError> {
         let path = dir.join("stream.json");
+        remove_stale_temp_files(dir);
         let bytes = fs::read(&path).map_err(|e| IoError::new(&path, e))?;
         let mut meta: StreamMeta = serde_json::from_slice(&bytes)
             .map_err(|e| OpenError::InvalidOptions(format!("{}: {e}", path.display())))?;

@@ -165,6 +165,7 @@ impl DeliveryStreams {
             if file_name.starts_with('.') || !path.exists() {
                 continue;
             }
+            sluice_engine::stream::remove_stale_temp_files(&e.path());
             let loaded = fs::read(&path)
                 .map_err(|err| err.to_string())
                 .and_then(|bytes| serde_json::from_slice::<DeliveryStreamSpec>(&bytes).map_err(|err| err.to_string()))

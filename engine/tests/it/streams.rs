@@ -94,6 +94,14 @@ fn interrupted_deletes_finish_and_a_corrupt_stream_is_quarantined_not_fatal() {
     std::fs::write(bad_dir.join("stream.json"), b"{\"name\": \"bad\", \"created_ms\": ").unwrap();
     let trash = gone_dir.with_file_name(format!(".deleted-{}", gone_dir.file_name().unwrap().to_string_lossy()));
     std::fs::rename(&gone_dir, &trash).unwrap();
+    // A metadata write that a crash cut short left its temp file.
+    let good_dir = std::fs::read_dir(dir.path().join("streams"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p != &bad_dir && !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .unwrap();
+    let stale = good_dir.join(".stream.json.tmp-4242-7");
+    std::fs::write(&stale, b"{").unwrap();
 
     let streams = open();
     let names: Vec<String> = streams.list().iter().map(|s| s.meta().name.clone()).collect();
@@ -102,6 +110,7 @@ fn interrupted_deletes_finish_and_a_corrupt_stream_is_quarantined_not_fatal() {
     assert_eq!(streams.quarantined()[0].dir, bad_dir);
     assert!(streams.quarantined()[0].error.contains("stream.json"), "{}", streams.quarantined()[0].error);
     assert!(!trash.exists(), "the interrupted delete was finished");
+    assert!(!stale.exists(), "a crashed write's temp file is removed at open");
     assert!(bad_dir.join("stream.json").exists(), "a quarantined stream's files are kept for inspection");
 }
 
