@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Drives a real `sluice serve` with the AWS CLI (installed from PyPI into a cached venv):
 # create-stream, put-record, get-shard-iterator, get-records, then a Firehose delivery stream into a
-# folder: create-delivery-stream, describe-delivery-stream, put-record-batch. Prints "awscli: N passed, M failed".
+# folder: create-delivery-stream, describe-delivery-stream, put-record-batch; then boto3 (same
+# venv) runs tests/clients/boto3_kinesis.py. Prints "awscli: N passed, M failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cache="${SLUICE_CACHE_DIR:-$HOME/.cache/sluice}"
 venv="$cache/awscli-venv"
-if [ ! -x "$venv/bin/aws" ]; then
+if [ ! -x "$venv/bin/aws" ] || ! "$venv/bin/python" -c 'import boto3' 2>/dev/null; then
   mkdir -p "$cache"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check awscli
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check awscli boto3
 fi
 
 # `cargo test --workspace` already built target/debug/sluice; `cargo build --bin sluice` would
@@ -65,6 +66,7 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 check firehose-delivery "$landed" $'one\ntwo'
+check boto3 "$("$venv/bin/python" tests/clients/boto3_kinesis.py "http://127.0.0.1:$port" sluice sluice-secret 2>&1 | tail -1)" "boto3: ok"
 
 echo "awscli: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

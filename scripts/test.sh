@@ -19,8 +19,10 @@ if [ -n "${SLUICE_GARAGE_BIN:-}" ]; then
 fi
 # The AWS CLI against a running `sluice serve` (installs awscli into a cached venv).
 scripts/awscli-smoke.sh | tee -a "$log"
+# The JavaScript SDK v3 over its default HTTP/2 transport and over HTTP/1.1 (npm, cached).
+scripts/js-sdk-smoke.sh | tee -a "$log"
 # One closing line for the whole run: cargo prints a result per test binary, and the last
 # one is often a crate with no doc tests.
 awk '/^test result:/ { p += $4; f += $6; s += $8 }
-     /^awscli: / { p += $2; f += $4 }
+     /^(awscli|jssdk): / { p += $2; f += $4 }
      END { printf "%d passed, %d failed, %d skipped\n", p, f, s }' "$log"

@@ -176,10 +176,14 @@ async fn dispatch(state: Arc<AppState>, req: Request<Incoming>) -> Result<Vec<u8
     .ok_or_else(|| ApiError::new(ErrorKind::UnknownOperation, format!("Unknown operation {target}")))?;
     let mut headers: Vec<(&str, &str)> =
         parts.headers.iter().filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v))).collect();
-    // HTTP/2 has no Host header: the signer signed `:authority` under the name `host`.
+    // HTTP/2 has no Host header: clients sign `:authority` (the JavaScript SDK) or name it
+    // `host` (others); both are offered to the signature check.
     let authority = parts.uri.authority().map(|a| a.as_str().to_owned());
-    if let (Some(a), false) = (&authority, parts.headers.contains_key(http::header::HOST)) {
-        headers.push(("host", a));
+    if let Some(a) = &authority {
+        headers.push((":authority", a));
+        if !parts.headers.contains_key(http::header::HOST) {
+            headers.push(("host", a));
+        }
     }
     let scope = sigv4::Scope {
         region: &state.kinesis.config.region,

@@ -1,12 +1,14 @@
-//! AWS Signature Version 4 verification: the server recomputes the signature of each
-//! request with the `aws-sigv4` crate (the same code the AWS SDK for Rust signs with) from
-//! the signed headers, the body and the caller's secret key, and compares.
+//! AWS Signature Version 4 verification: the server rebuilds the canonical request from the
+//! signed headers (HTTP/2's `:authority` among them, as the JavaScript SDK signs it), the
+//! query and the body, derives the signing key from the caller's secret, and compares the
+//! signatures in constant time. Source: AWS General Reference, "Create a signed AWS API
+//! request" (Signature Version 4). The `aws-sigv4` signer cannot sign pseudo-headers, so it
+//! serves as the reference in the tests rather than as the verifier.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_credential_types::Credentials;
-use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
-use aws_sigv4::sign::v4::SigningParams;
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
 use sluice_engine::api::{ApiError, ErrorKind};
 
 use crate::config::AccessKey;
@@ -84,9 +86,8 @@ const MISMATCH: &str = "The request signature we calculated does not match the s
 pub struct HeadersChecked<'a> {
     key: &'a AccessKey,
     auth: Authorization<'a>,
-    time: SystemTime,
-    token: Option<String>,
-    signed: Vec<(&'a str, &'a str)>,
+    amz_date: &'a str,
+    canonical_headers: String,
 }
 
 /// The signing scope a request must carry: the server's region and the API's service name
@@ -154,21 +155,26 @@ pub fn check_headers<'a>(
             &format!("Credential should be scoped to correct service: '{}'. ", scope.service),
         ));
     }
-    if !auth.signed_headers.contains(&"host") {
+    if !auth.signed_headers.iter().any(|h| *h == "host" || *h == ":authority") {
         return Err(denied(
             ErrorKind::InvalidSignature,
             "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.",
         ));
     }
-    let token = header("x-amz-security-token").map(str::to_owned);
-    // The signer adds x-amz-date (from `time`) and the session token itself.
-    let signed: Vec<(&str, &str)> = auth
-        .signed_headers
-        .iter()
-        .filter(|h| !matches!(**h, "x-amz-date" | "x-amz-security-token"))
-        .map(|h| header(h).map(|v| (*h, v)).ok_or_else(|| denied(ErrorKind::InvalidSignature, MISMATCH)))
-        .collect::<Result<_, _>>()?;
-    Ok(HeadersChecked { key, auth, time, token, signed })
+    let mut canonical_headers = String::new();
+    for name in &auth.signed_headers {
+        // Every value of a header, in order, joined by commas; spaces trimmed and collapsed.
+        let values: Vec<String> = headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect();
+        if values.is_empty() {
+            return Err(denied(ErrorKind::InvalidSignature, MISMATCH));
+        }
+        canonical_headers.push_str(&format!("{name}:{}\n", values.join(",")));
+    }
+    Ok(HeadersChecked { key, auth, amz_date, canonical_headers })
 }
 
 impl HeadersChecked<'_> {
@@ -177,27 +183,98 @@ impl HeadersChecked<'_> {
     ///
     /// Errors: `InvalidSignatureException` with AWS's mismatch message.
     pub fn verify_body(self, method: &str, uri: &str, body: &[u8]) -> Result<(), ApiError> {
-        let identity =
-            Credentials::new(&self.key.access_key_id, &self.key.secret_access_key, self.token, None, "sluice").into();
-        let mut settings = SigningSettings::default();
-        settings.excluded_headers = None;
-        let params: aws_sigv4::http_request::SigningParams = SigningParams::builder()
-            .identity(&identity)
-            .region(self.auth.region)
-            .name(self.auth.service)
-            .time(self.time)
-            .settings(settings)
-            .build()
-            .map_err(|_| denied(ErrorKind::InvalidSignature, MISMATCH))?
-            .into();
-        let request = SignableRequest::new(method, uri, self.signed.into_iter(), SignableBody::Bytes(body))
-            .map_err(|_| denied(ErrorKind::InvalidSignature, MISMATCH))?;
-        let expected = sign(request, &params).map_err(|_| denied(ErrorKind::InvalidSignature, MISMATCH))?;
-        if !constant_time_eq(expected.signature().as_bytes(), self.auth.signature.as_bytes()) {
+        let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
+        let canonical_request = format!(
+            "{method}\n{}\n{}\n{}\n{}\n{}",
+            canonical_path(path),
+            canonical_query(query),
+            self.canonical_headers,
+            self.auth.signed_headers.join(";"),
+            hex(&Sha256::digest(body)),
+        );
+        let scope = format!("{}/{}/{}/aws4_request", self.auth.date, self.auth.region, self.auth.service);
+        let string_to_sign = format!(
+            "AWS4-HMAC-SHA256\n{}\n{scope}\n{}",
+            self.amz_date,
+            hex(&Sha256::digest(canonical_request.as_bytes()))
+        );
+        let mut key = hmac(format!("AWS4{}", self.key.secret_access_key).as_bytes(), self.auth.date.as_bytes());
+        for part in [self.auth.region, self.auth.service, "aws4_request"] {
+            key = hmac(&key, part.as_bytes());
+        }
+        let expected = hex(&hmac(&key, string_to_sign.as_bytes()));
+        if !constant_time_eq(expected.as_bytes(), self.auth.signature.as_bytes()) {
             return Err(denied(ErrorKind::InvalidSignature, MISMATCH));
         }
         Ok(())
     }
+}
+
+fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any size");
+    mac.update(data);
+    mac.finalize().into_bytes().to_vec()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// RFC 3986 percent-encoding of everything but the unreserved characters, as SigV4 wants.
+fn uri_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Percent-decodes `s` (`+` stays `+`); invalid escapes are kept as they are.
+fn uri_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex_at = |j: usize| b.get(j).and_then(|c| (*c as char).to_digit(16));
+        match (b[i], hex_at(i + 1), hex_at(i + 2)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The canonical URI: each path segment as received, decoded and encoded again (AWS
+/// services other than S3 sign the path encoded twice; the signer encodes once more).
+fn canonical_path(path: &str) -> String {
+    if path.is_empty() {
+        return "/".into();
+    }
+    path.split('/').map(|seg| uri_encode(&uri_encode(&uri_decode(seg)))).collect::<Vec<_>>().join("/")
+}
+
+/// The canonical query string: parameters sorted by name then value, each encoded.
+fn canonical_query(query: &str) -> String {
+    let mut pairs: Vec<(String, String)> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (uri_encode(&uri_decode(k)), uri_encode(&uri_decode(v)))
+        })
+        .collect();
+    pairs.sort();
+    pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&")
 }
 
 /// Whether `a == b`, in time that depends only on the lengths: a signature compared byte
@@ -234,6 +311,58 @@ mod tests {
         assert_eq!(a.signed_headers, ["content-type", "host", "x-amz-date"]);
         assert_eq!(a.signature, "abc");
         assert!(parse_authorization("Bearer x").is_none());
+    }
+
+    /// The AWS SDK for Rust's signer is the reference: what it signs verifies, with a session
+    /// token and a query string too, and a changed body, header or secret does not.
+    #[test]
+    fn verifies_what_the_aws_sdk_signer_signs() {
+        use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+        use aws_sigv4::sign::v4::SigningParams;
+        let keys = [AccessKey { access_key_id: "AKID".into(), secret_access_key: "secret/with+chars".into() }];
+        let now = UNIX_EPOCH + Duration::from_secs(1_764_000_000);
+        let body = br#"{"StreamName":"s","ShardCount":1}"#;
+        for (uri, token) in [("/", None), ("/?b=2&a=1&sp=a%20b", Some("session-token"))] {
+            let identity = aws_credential_types::Credentials::new(
+                "AKID",
+                "secret/with+chars",
+                token.map(str::to_owned),
+                None,
+                "t",
+            )
+            .into();
+            let params = SigningParams::builder()
+                .identity(&identity)
+                .region("us-east-1")
+                .name("kinesis")
+                .time(now)
+                .settings(SigningSettings::default())
+                .build()
+                .unwrap()
+                .into();
+            let base = [
+                ("host", "127.0.0.1:4567"),
+                ("content-type", "application/x-amz-json-1.1"),
+                ("x-amz-target", "Kinesis_20131202.CreateStream"),
+            ];
+            let full_uri = format!("http://127.0.0.1:4567{uri}");
+            let request =
+                SignableRequest::new("POST", &full_uri, base.iter().copied(), SignableBody::Bytes(body)).unwrap();
+            let (instructions, _) = sign(request, &params).unwrap().into_parts();
+            let mut headers: Vec<(String, String)> =
+                base.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+            headers.extend(instructions.headers().map(|(k, v)| (k.to_owned(), v.to_owned())));
+            let as_refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let scope = Scope { region: "us-east-1", service: "kinesis" };
+            verify(&keys, "POST", uri, &as_refs, body, scope, now).unwrap();
+            let e = verify(&keys, "POST", uri, &as_refs, b"{}", scope, now).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::InvalidSignature);
+            let mut changed = as_refs.clone();
+            changed[2].1 = "Kinesis_20131202.DeleteStream";
+            assert!(verify(&keys, "POST", uri, &changed, body, scope, now).is_err());
+            let other = [AccessKey { access_key_id: "AKID".into(), secret_access_key: "other".into() }];
+            assert!(verify(&other, "POST", uri, &as_refs, body, scope, now).is_err());
+        }
     }
 
     #[test]

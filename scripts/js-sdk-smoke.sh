@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Drives a real `sluice serve` with the AWS SDK for JavaScript v3 (@aws-sdk/client-kinesis and
+# client-firehose from npm, installed into a cache): tests/clients/js-kinesis.mjs once in the
+# Kinesis client's default transport (HTTP/2, h2c on an http:// endpoint) and once over
+# HTTP/1.1. Prints "jssdk: N passed, M failed".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cache="${SLUICE_CACHE_DIR:-$HOME/.cache/sluice}"
+modules="$cache/npm/node_modules"
+# The version the test was written against; bump it here.
+version=3.1143.0
+if [ "$(node -p "require('$modules/@aws-sdk/client-kinesis/package.json').version" 2>/dev/null)" != "$version" ]; then
+  mkdir -p "$cache/npm"
+  [ -f "$cache/npm/package.json" ] || echo '{"name":"sluice-clients","private":true}' >"$cache/npm/package.json"
+  (cd "$cache/npm" && npm install --no-audit --no-fund --silent \
+    "@aws-sdk/client-kinesis@$version" "@aws-sdk/client-firehose@$version" "@smithy/node-http-handler")
+fi
+
+# The test build made target/debug/sluice already (see awscli-smoke.sh for why not cargo build).
+cargo test --workspace --locked --no-run --quiet
+data=$(mktemp -d)
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+printf 'stream_transition_ms = 0\n[lake]\nurl = "file://%s/lake"\n' "$data" >"$data.toml"
+target/debug/sluice serve --config "$data.toml" --bind "127.0.0.1:$port" --data-dir "$data" >"$data.log" 2>&1 &
+pid=$!
+trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$data" "$data.log" "$data.toml"' EXIT
+for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+
+passed=0 failed=0
+for http1 in 0 1; do
+  if SLUICE_JS_HTTP1=$http1 SLUICE_NODE_MODULES="$modules" NODE_NO_WARNINGS=1 \
+    node tests/clients/js-kinesis.mjs "http://127.0.0.1:$port" sluice sluice-secret; then
+    passed=$((passed + 1))
+  else
+    failed=$((failed + 1))
+    echo "jssdk (SLUICE_JS_HTTP1=$http1) failed; server log:"
+    tail -20 "$data.log"
+  fi
+done
+echo "jssdk: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
