@@ -142,6 +142,19 @@ fn answer(request_id: &str, result: Result<Vec<u8>, ApiError>) -> Response<Full<
     r
 }
 
+/// AWS's answer to a method its JSON APIs do not take (GET, PUT, DELETE, ...): an XML
+/// `AccessDeniedException`, status 403.
+fn access_denied(request_id: &str) -> Response<Full<Bytes>> {
+    let body = "<AccessDeniedException>\n  <Message>Unable to determine service/operation name to be authorized</Message>\n</AccessDeniedException>\n";
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = StatusCode::FORBIDDEN;
+    r.headers_mut().insert("content-type", HeaderValue::from_static("text/xml"));
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        r.headers_mut().insert("x-amzn-requestid", v);
+    }
+    r
+}
+
 async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     if req.method() == http::Method::GET && req.uri().path() == "/metrics" {
         let mut r = Response::new(Full::new(Bytes::from(state.firehose.delivery_streams.context().metrics.render())));
@@ -152,6 +165,9 @@ async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response
         return Ok(r);
     }
     let request_id = state.request_id();
+    if req.method() != http::Method::POST {
+        return Ok(access_denied(&request_id));
+    }
     Ok(answer(&request_id, dispatch(state, req).await))
 }
 
@@ -173,7 +189,8 @@ async fn dispatch(state: Arc<AppState>, req: Request<Incoming>) -> Result<Vec<u8
         }
         _ => None,
     }
-    .ok_or_else(|| ApiError::new(ErrorKind::UnknownOperation, format!("Unknown operation {target}")))?;
+    // AWS names no operation and sends no message here.
+    .ok_or_else(|| ApiError::new(ErrorKind::UnknownOperation, ""))?;
     let mut headers: Vec<(&str, &str)> =
         parts.headers.iter().filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v))).collect();
     // HTTP/2 has no Host header: clients sign `:authority` (the JavaScript SDK) or name it

@@ -1,11 +1,13 @@
 //! Sequence numbers as clients see them.
 //!
 //! Within a shard log, sequence numbers are dense `u64`s. On the wire, Kinesis sequence
-//! numbers are decimal strings (AWS's are 56 digits) that increase per shard and are unique
-//! per stream. Sluice writes `shard_index × 2^64 + shard_sequence` in decimal: unique per
+//! numbers are decimal strings of 56 digits that increase per shard and are unique per
+//! stream. Sluice writes `49` followed by `shard_index × 2^64 + shard_sequence` in 54 digits:
+//! 56 digits and a leading `49` as AWS's (clients that check the form pass), unique per
 //! stream because the shard index is, increasing within a shard, larger in child shards than
 //! in their parents (children get higher indexes), and stable across restarts, so a client
-//! can resume `AT_SEQUENCE_NUMBER` after one.
+//! can resume `AT_SEQUENCE_NUMBER` after one. The short form of earlier versions (the value
+//! alone) is still read, so checkpoints clients stored then stay valid.
 
 use std::fmt;
 use std::str::FromStr;
@@ -26,9 +28,14 @@ impl SequenceNumber {
     }
 }
 
+/// Digits of a sequence number on the wire: 56, as AWS's.
+pub const SEQUENCE_NUMBER_DIGITS: usize = 56;
+/// The leading digits of every sequence number Sluice writes (AWS's start with `49` too).
+const PREFIX: &str = "49";
+
 impl fmt::Display for SequenceNumber {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.value())
+        write!(f, "{PREFIX}{:054}", self.value())
     }
 }
 
@@ -46,7 +53,13 @@ impl FromStr for SequenceNumber {
         if !canonical || !s.bytes().all(|b| b.is_ascii_digit()) {
             return Err(InvalidSequenceNumber);
         }
-        let v: u128 = s.parse().map_err(|_| InvalidSequenceNumber)?;
+        let digits = match s.len() {
+            SEQUENCE_NUMBER_DIGITS => s.strip_prefix(PREFIX).ok_or(InvalidSequenceNumber)?,
+            // The short form of earlier versions: the value itself.
+            1..=39 => s,
+            _ => return Err(InvalidSequenceNumber),
+        };
+        let v: u128 = digits.parse().map_err(|_| InvalidSequenceNumber)?;
         let shard_index = u32::try_from(v >> 64).map_err(|_| InvalidSequenceNumber)?;
         Ok(Self { shard_index, shard_sequence: v as u64 })
     }
@@ -60,11 +73,25 @@ mod tests {
     fn round_trips_and_orders_like_the_numbers() {
         let a = SequenceNumber { shard_index: 0, shard_sequence: 41 };
         let b = SequenceNumber { shard_index: 3, shard_sequence: 0 };
-        assert_eq!(a.to_string(), "41");
-        assert_eq!(b.to_string(), "55340232221128654848");
+        assert_eq!(a.to_string(), "49000000000000000000000000000000000000000000000000000041");
+        assert_eq!(b.to_string(), "49000000000000000000000000000000000055340232221128654848");
+        assert_eq!(b.to_string().len(), 56);
         assert_eq!(b.to_string().parse::<SequenceNumber>(), Ok(b));
+        assert_eq!(a.to_string().parse::<SequenceNumber>(), Ok(a));
+        // The short form of earlier versions still reads.
+        assert_eq!("55340232221128654848".parse::<SequenceNumber>(), Ok(b));
         assert!(a < b);
-        for bad in ["", "01", "-1", "x", "1e5", "340282366920938463463374607431768211456"] {
+        assert!(a.to_string() < b.to_string(), "text order is number order");
+        for bad in [
+            "",
+            "01",
+            "-1",
+            "x",
+            "1e5",
+            "340282366920938463463374607431768211456",
+            "50000000000000000000000000000000000000000000000000000041",
+            "4900000000000000000000000000000000000000000000000000004",
+        ] {
             assert!(bad.parse::<SequenceNumber>().is_err(), "{bad}");
         }
     }

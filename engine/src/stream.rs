@@ -31,9 +31,11 @@ pub fn shard_id(index: u32) -> String {
     format!("shardId-{index:012}")
 }
 
-/// Parses a shard id of the form `shardId-<digits>` to its index.
+/// The shard index a shard id names: the number after its last hyphen, as AWS reads it
+/// (`shardId-000000000002`, `shard-2` and `anything-2` all name shard 2). `None` when that
+/// part is not a number of at most 12 digits (shard ids have 12).
 pub fn parse_shard_id(id: &str) -> Option<u32> {
-    let digits = id.strip_prefix("shardId-")?;
+    let digits = id.rsplit('-').next()?;
     (!digits.is_empty() && digits.len() <= 12 && digits.bytes().all(|b| b.is_ascii_digit()))
         .then(|| digits.parse().ok())
         .flatten()

@@ -23,7 +23,8 @@ async fn the_api_answers_over_h2c_and_http1_on_one_port() {
         assert_eq!(resp.version(), want);
         assert_eq!(resp.status(), 200);
         assert!(resp.headers().contains_key("x-amzn-requestid"));
-        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "{}");
+        // CreateStream has no output shape: AWS answers an empty body.
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "");
     }
     server.stop().await;
 }

@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use super::{internal, respond, validate_stream_name, ApiError, ErrorKind, Kinesis};
+use super::{internal, no_output, validate_stream_name, ApiError, ErrorKind, Kinesis};
 use crate::stream::StreamStatus;
 use crate::streams::CreateStreamError;
 
@@ -59,7 +59,7 @@ pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
     match k.streams.create(&r.stream_name, shards, now) {
         Ok(stream) => {
             stream.begin(StreamStatus::Creating, now + k.config.stream_transition_ms);
-            respond(&serde_json::json!({}))
+            no_output()
         }
         Err(CreateStreamError::Exists(name)) => Err(ApiError::new(
             ErrorKind::ResourceInUse,

@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use super::{respond, ApiError, Kinesis, StreamTarget};
+use super::{no_output, ApiError, Kinesis, StreamTarget};
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -14,7 +14,7 @@ pub struct Request {
 }
 
 pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
-    let stream = k.stream_for_change(&r.target)?;
+    let stream = k.stream_for_delete(&r.target)?;
     k.delete(stream)?;
-    respond(&serde_json::json!({}))
+    no_output()
 }

@@ -104,12 +104,14 @@ impl ApiError {
         )
     }
 
-    /// The JSON body.
+    /// The JSON body; without `message` when the message is empty.
     pub fn body(&self) -> Vec<u8> {
         #[derive(Serialize)]
         struct Body<'a> {
             #[serde(rename = "__type")]
             kind: &'a str,
+            // AWS sends no message at all with some errors (UnknownOperationException).
+            #[serde(skip_serializing_if = "str::is_empty")]
             message: &'a str,
         }
         serde_json::to_vec(&Body { kind: self.kind.name(), message: &self.message }).expect("error body serializes")

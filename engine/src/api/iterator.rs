@@ -1,7 +1,7 @@
 //! Shard iterators: opaque tokens naming a stream, a shard and a position, signed with the
 //! server's secret so a forged or altered one is refused, and valid for 5 minutes.
 //!
-//! Layout before base64 (URL-safe, no padding): version (1 byte), issue time ms (u64 LE),
+//! Layout before base64 (standard alphabet, padded, as AWS's iterators): version (1 byte), issue time ms (u64 LE),
 //! shard index (u32 LE), shard sequence (u64 LE), stream incarnation (u64 LE), stream name
 //! (UTF-8), then the first 16 bytes of HMAC-SHA256 over all of it. The incarnation makes
 //! an iterator of a deleted stream useless on a new stream of the same name.
@@ -52,12 +52,12 @@ impl IteratorState {
         b.extend_from_slice(self.stream.as_bytes());
         let t = tag(secret, &b);
         b.extend_from_slice(&t);
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+        base64::engine::general_purpose::STANDARD.encode(b)
     }
 
     /// Checks and reads a token; `None` if it is not one this secret signed.
     pub fn decode(token: &str, secret: &[u8]) -> Option<Self> {
-        let b = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).ok()?;
+        let b = base64::engine::general_purpose::STANDARD.decode(token).ok()?;
         if b.len() < FIXED_BYTES + TAG_BYTES || b[0] != VERSION {
             return None;
         }

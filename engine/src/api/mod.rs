@@ -208,6 +208,16 @@ impl Kinesis {
         }
     }
 
+    /// The stream, if it may be deleted now: in any state but DELETING (AWS deletes a stream
+    /// that is still CREATING or UPDATING).
+    fn stream_for_delete(&self, target: &StreamTarget) -> Result<Arc<Stream>, ApiError> {
+        let stream = self.stream(target)?;
+        match stream.status(self.clock.now_ms()) {
+            StreamStatus::Deleting => Err(self.not_found(&stream.meta().name)),
+            StreamStatus::Creating | StreamStatus::Updating | StreamStatus::Active => Ok(stream),
+        }
+    }
+
     /// The stream, if it may be changed now: ACTIVE only.
     fn stream_for_change(&self, target: &StreamTarget) -> Result<Arc<Stream>, ApiError> {
         let stream = self.stream(target)?;
@@ -331,6 +341,13 @@ pub fn respond<T: Serialize>(value: &T) -> Result<Vec<u8>, ApiError> {
     let mut out = Vec::with_capacity(4096);
     serde_json::to_writer(&mut out, value).map_err(|e| ApiError::new(ErrorKind::InternalFailure, e.to_string()))?;
     Ok(out)
+}
+
+/// The answer of an action without an output shape (CreateStream, DeleteStream, tags,
+/// retention, SplitShard, MergeShards): an empty body, as AWS sends (botocore's model gives
+/// these operations no `output`).
+fn no_output() -> Result<Vec<u8>, ApiError> {
+    Ok(Vec::new())
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {

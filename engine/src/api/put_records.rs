@@ -68,13 +68,26 @@ pub fn validate_entry(e: &Entry, member: &str) -> Result<Checked, ApiError> {
     }
     let hash_key = match &e.explicit_hash_key {
         None => hash_key_of(&e.partition_key),
-        Some(h) => parse_explicit_hash_key(h).ok_or_else(|| {
-            ApiError::validation(
-                h,
-                &format!("{member}explicitHashKey"),
-                "satisfy regular expression pattern: 0|([1-9]\\d{0,38})",
-            )
-        })?,
+        Some(h) => {
+            let pattern = !h.is_empty()
+                && h.len() <= 39
+                && h.bytes().all(|b| b.is_ascii_digit())
+                && (h == "0" || !h.starts_with('0'));
+            if !pattern {
+                return Err(ApiError::validation(
+                    h,
+                    &format!("{member}explicitHashKey"),
+                    "satisfy regular expression pattern: 0|([1-9]\\d{0,38})",
+                ));
+            }
+            // 39 digits fit the pattern but can pass 2^128 - 1: AWS answers that apart.
+            parse_explicit_hash_key(h).ok_or_else(|| {
+                ApiError::new(
+                    ErrorKind::InvalidArgument,
+                    format!("Invalid ExplicitHashKey. ExplicitHashKey must be in the range: [0, 2^128-1]. Specified value was {h}"),
+                )
+            })?
+        }
     };
     if data.len() + e.partition_key.len() > RECORD_BYTES_DEFAULT {
         return Err(ApiError::new(

@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use super::{internal, respond, ApiError, ErrorKind, Kinesis, StreamTarget};
+use super::{internal, no_output, respond, ApiError, ErrorKind, Kinesis, StreamTarget};
 use crate::hash_key::{parse_explicit_hash_key, HashKeyRange};
 use crate::stream::{parse_shard_id, shard_id, ReshardError, Stream, StreamStatus};
 
@@ -103,7 +103,7 @@ pub fn run_split(k: &Kinesis, r: SplitRequest) -> Result<Vec<u8>, ApiError> {
     check_limit(k, 1)?;
     stream.split(index, key).map_err(reshard_error)?;
     updating(k, &stream);
-    respond(&serde_json::json!({}))
+    no_output()
 }
 
 pub fn run_merge(k: &Kinesis, r: MergeRequest) -> Result<Vec<u8>, ApiError> {
@@ -112,7 +112,7 @@ pub fn run_merge(k: &Kinesis, r: MergeRequest) -> Result<Vec<u8>, ApiError> {
     let b = shard_arg(k, &stream, &r.adjacent_shard_to_merge)?;
     stream.merge(a, b).map_err(reshard_error)?;
     updating(k, &stream);
-    respond(&serde_json::json!({}))
+    no_output()
 }
 
 /// Reaches `target` open shards splitting the key space evenly, through splits at every new

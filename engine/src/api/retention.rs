@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use super::{respond, ApiError, ErrorKind, Kinesis, StreamTarget};
+use super::{no_output, ApiError, ErrorKind, Kinesis, StreamTarget};
 
 /// Shortest retention, hours: 24. Source: AWS Kinesis API reference.
 pub const RETENTION_HOURS_MIN: i64 = 24;
@@ -55,7 +55,7 @@ fn change(k: &Kinesis, r: Request, increase: bool) -> Result<Vec<u8>, ApiError> 
         meta.retention_hours = hours as u32;
         Ok(())
     })?;
-    respond(&serde_json::json!({}))
+    no_output()
 }
 
 pub fn run_increase(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::{page_limit, respond, ApiError, ErrorKind, Kinesis, StreamTarget};
+use super::{no_output, page_limit, respond, ApiError, ErrorKind, Kinesis, StreamTarget};
 
 /// Most tags per stream: 50. Source: AWS Kinesis API reference, `AddTagsToStream`.
 pub const TAGS_PER_STREAM_MAX: usize = 50;
@@ -69,7 +69,7 @@ pub fn run_add(k: &Kinesis, r: AddRequest) -> Result<Vec<u8>, ApiError> {
         meta.tags = tags;
         Ok(())
     })?;
-    respond(&serde_json::json!({}))
+    no_output()
 }
 
 pub fn run_remove(k: &Kinesis, r: RemoveRequest) -> Result<Vec<u8>, ApiError> {
@@ -81,7 +81,7 @@ pub fn run_remove(k: &Kinesis, r: RemoveRequest) -> Result<Vec<u8>, ApiError> {
         }
         Ok::<_, ApiError>(())
     })?;
-    respond(&serde_json::json!({}))
+    no_output()
 }
 
 pub fn run_list(k: &Kinesis, r: ListRequest) -> Result<Vec<u8>, ApiError> {
