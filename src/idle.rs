@@ -18,11 +18,13 @@ pub struct IdleIo<T> {
     activity: Activity,
 }
 
-/// When a connection last moved a byte: ms since it was opened.
+/// When a connection last moved a byte (ms since it was opened), and whether the client
+/// has sent any.
 #[derive(Debug, Clone)]
 pub struct Activity {
     opened: Instant,
     last_ms: Arc<AtomicU64>,
+    read_any: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Activity {
@@ -30,11 +32,16 @@ impl Activity {
         self.last_ms.store(self.opened.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
-    /// Completes once the connection has moved no byte for `limit`.
-    pub async fn idle_for(&self, limit: Duration) {
+    /// Completes once the client has sent nothing for `first_byte` after connecting, or the
+    /// connection has moved no byte for `idle` after that: a client that connects and stays
+    /// silent is held no longer than one that sends half a request.
+    pub async fn idle(&self, first_byte: Duration, idle: Duration) {
         loop {
-            let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-            let deadline = self.opened + last + limit;
+            let deadline = if self.read_any.load(Ordering::Relaxed) {
+                self.opened + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + idle
+            } else {
+                self.opened + first_byte
+            };
             if Instant::now() >= deadline {
                 return;
             }
@@ -46,7 +53,11 @@ impl Activity {
 impl<T> IdleIo<T> {
     /// Wraps `inner`; the [`Activity`] watches it.
     pub fn new(inner: T) -> (Self, Activity) {
-        let activity = Activity { opened: Instant::now(), last_ms: Arc::new(AtomicU64::new(0)) };
+        let activity = Activity {
+            opened: Instant::now(),
+            last_ms: Arc::new(AtomicU64::new(0)),
+            read_any: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        };
         (Self { inner, activity: activity.clone() }, activity)
     }
 }
@@ -56,6 +67,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
+            self.activity.read_any.store(true, Ordering::Relaxed);
             self.activity.touch();
         }
         polled

@@ -82,7 +82,17 @@ pub struct AppState {
     pub limits: ServerLimits,
     /// Body bytes that requests may still reserve ([`ServerLimits::body_bytes_in_flight`]).
     body_budget: Arc<tokio::sync::Semaphore>,
+    /// Body bytes of small requests ([`SMALL_BODY_BYTES`] or less), kept apart so that they
+    /// never queue behind large bodies waiting for the shared budget.
+    small_body_budget: Arc<tokio::sync::Semaphore>,
 }
+
+/// A body of at most this many bytes is small (64 KiB): it takes its share from a budget of
+/// its own ([`SMALL_BODIES_BYTES`]), so ListStreams and the like are answered while large
+/// bodies wait for theirs.
+pub const SMALL_BODY_BYTES: usize = 64 << 10;
+/// The budget of small bodies, bytes: 32 MiB (512 small bodies at once).
+pub const SMALL_BODIES_BYTES: usize = 32 << 20;
 
 impl AppState {
     /// State around the Kinesis and Firehose APIs.
@@ -116,6 +126,7 @@ impl AppState {
             lock: std::sync::Mutex::new(Some(lock)),
             limits,
             body_budget: Arc::new(tokio::sync::Semaphore::new(limits.body_bytes_in_flight.max(REQUEST_BYTES_MAX))),
+            small_body_budget: Arc::new(tokio::sync::Semaphore::new(SMALL_BODIES_BYTES)),
         }
     }
 
@@ -273,7 +284,7 @@ async fn read_body(state: &AppState, headers: &http::HeaderMap, body: Incoming) 
         None => REQUEST_BYTES_MAX,
     };
     let timeout = state.limits.body_read_timeout;
-    let budget = state.body_budget.clone();
+    let budget = if reserve <= SMALL_BODY_BYTES { state.small_body_budget.clone() } else { state.body_budget.clone() };
     let read = async move {
         let permit = budget
             .acquire_many_owned(u32::try_from(reserve.max(1)).unwrap_or(u32::MAX))
@@ -373,7 +384,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl F
                 accept_backoff = ACCEPT_BACKOFF_MIN;
                 let _ = stream.set_nodelay(true);
                 let state = state.clone();
-                let idle = state.limits.idle_timeout;
+                let (first_byte, idle) = (state.limits.header_read_timeout, state.limits.idle_timeout);
                 let service = service_fn(move |req| handle(state.clone(), req));
                 let (io, activity) = crate::idle::IdleIo::new(stream);
                 let conn = builder.serve_connection(TokioIo::new(io), service).into_owned();
@@ -384,7 +395,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl F
                         ended = conn => if let Err(e) = ended {
                             tracing::debug!(%peer, error = %e, "connection ended with an error");
                         },
-                        () = activity.idle_for(idle) => tracing::debug!(%peer, "idle connection closed"),
+                        () = activity.idle(first_byte, idle) => tracing::debug!(%peer, "idle connection closed"),
                     }
                 });
             }

@@ -3,7 +3,9 @@
 //!
 //! A delivery stream names a bucket by ARN (`arn:aws:s3:::<bucket>`); under `file://ROOT`
 //! the bucket is the folder `ROOT/<bucket>`, under `s3://` it is that bucket of the
-//! configured endpoint.
+//! configured endpoint. Bucket names follow S3's naming rules ([`check_bucket_name`]), so a
+//! name is always one plain folder name. Objects written under `file://` are durable when the
+//! write returns (file and folders fsynced), as checkpoints are.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -71,6 +73,9 @@ pub enum LakeError {
         #[source]
         source: std::io::Error,
     },
+    /// The bucket name breaks S3's naming rules.
+    #[error("{0}")]
+    BucketName(String),
     /// The object store refused the settings or the request.
     #[error(transparent)]
     Store(#[from] object_store::Error),
@@ -113,9 +118,14 @@ impl Lake {
             return Ok(b.clone());
         }
         let store: Arc<dyn ObjectStore> = if let Some(root) = self.config.url.strip_prefix("file://") {
+            // Checked when the delivery stream was created or updated; checked again as the
+            // name becomes a folder.
+            check_bucket_name(name).map_err(LakeError::BucketName)?;
             let path = PathBuf::from(root).join(name);
-            std::fs::create_dir_all(&path).map_err(|source| LakeError::Folder { path: path.clone(), source })?;
-            Arc::new(LocalFileSystem::new_with_prefix(&path)?)
+            create_dir_all_durably(&path).map_err(|source| LakeError::Folder { path: path.clone(), source })?;
+            // Writes go to a temporary file that is fsynced, renamed into place, and its
+            // folder (and any folder created for it) fsynced before `put` returns.
+            Arc::new(LocalFileSystem::new_with_prefix(&path)?.with_fsync(true))
         } else {
             let mut b = AmazonS3Builder::new()
                 .with_bucket_name(name)
@@ -176,6 +186,133 @@ pub fn s3_error_code(e: &LakeError) -> &'static str {
         LakeError::Store(
             object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. },
         ) => "S3.AccessDenied",
+        LakeError::BucketName(_) => "S3.NoSuchBucket",
         LakeError::Url(_) | LakeError::Folder { .. } | LakeError::Store(_) => "S3.InternalError",
+    }
+}
+
+/// Checks S3's naming rules for general purpose buckets: 3 to 63 characters of lowercase
+/// letters, digits, `.` and `-`; starting and ending with a letter or digit; no `..`; not
+/// an IP address (`192.168.5.4`); none of the prefixes `xn--`, `sthree-`, `amzn-s3-demo-`
+/// or the suffixes `-s3alias`, `--ol-s3`, `.mrap`, `--x-s3`, `--table-s3` S3 reserves.
+/// Source: Amazon S3 user guide, "General purpose bucket naming rules". The error is a
+/// message for `InvalidArgumentException`.
+pub fn check_bucket_name(name: &str) -> Result<(), String> {
+    let fail = |why: &str| Err(format!("Bucket name '{name}' is not valid: {why}."));
+    if !(3..=63).contains(&name.len()) {
+        return fail("bucket names are 3 to 63 characters long");
+    }
+    if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-') {
+        return fail("bucket names have only lowercase letters, digits, '.' and '-'");
+    }
+    let edge = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    if !edge(name.as_bytes()[0]) || !edge(name.as_bytes()[name.len() - 1]) {
+        return fail("bucket names start and end with a letter or digit");
+    }
+    if name.contains("..") {
+        return fail("bucket names have no two adjacent periods");
+    }
+    if name.parse::<std::net::Ipv4Addr>().is_ok() || {
+        let parts: Vec<&str> = name.split('.').collect();
+        parts.len() == 4 && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    } {
+        return fail("bucket names are not formatted as IP addresses");
+    }
+    if ["xn--", "sthree-", "amzn-s3-demo-"].iter().any(|p| name.starts_with(p))
+        || ["-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3"].iter().any(|s| name.ends_with(s))
+    {
+        return fail("bucket names do not use a prefix or suffix S3 reserves");
+    }
+    Ok(())
+}
+
+/// Creates `path` and its missing parents, then fsyncs each folder created and the parent of
+/// the first, so the new folders survive a power cut.
+fn create_dir_all_durably(path: &std::path::Path) -> std::io::Result<()> {
+    let mut missing = Vec::new();
+    let mut p = Some(path);
+    while let Some(dir) = p {
+        if dir.as_os_str().is_empty() || dir.exists() {
+            break;
+        }
+        missing.push(dir.to_owned());
+        p = dir.parent();
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(path)?;
+    for dir in &missing {
+        sync_dir(dir)?;
+    }
+    let top = missing.last().expect("not empty");
+    match top.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
+        _ => sync_dir(std::path::Path::new(".")),
+    }
+}
+
+/// Fsyncs a folder's entries (Unix; elsewhere folders cannot be opened to sync).
+fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::fs::File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_names_follow_s3_rules() {
+        for ok in ["lake", "my-bucket.2024", "abc", "a1-b2.c3", &"a".repeat(63)] {
+            assert_eq!(check_bucket_name(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "..",
+            ".",
+            "a",
+            "ab",
+            "UPPER",
+            "a..b",
+            "-ab",
+            "ab-",
+            ".ab",
+            "ab.",
+            "a_b",
+            "a/b",
+            "a\\b",
+            "192.168.5.4",
+            "1.2.3.4",
+            "xn--abc",
+            "abc-s3alias",
+            "abc--ol-s3",
+            &"a".repeat(64),
+        ] {
+            assert!(check_bucket_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_bad_bucket_name_never_becomes_a_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::new(LakeConfig {
+            url: format!("file://{}", dir.path().join("root").display()),
+            ..Default::default()
+        })
+        .unwrap();
+        for bad in ["..", "a", "UPPER", "a..b"] {
+            assert!(matches!(lake.bucket(bad), Err(LakeError::BucketName(_))), "{bad}");
+        }
+        assert!(!dir.path().join("root").exists());
+        lake.bucket("lake").unwrap();
+        assert!(dir.path().join("root/lake").is_dir());
     }
 }

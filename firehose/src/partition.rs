@@ -5,15 +5,15 @@
 //!
 //! Source: AWS Firehose developer guide, "Partitioning keys with inline parsing".
 
-use jaq_core::compile::Filter;
-use jaq_core::data::JustLut;
-use jaq_core::load::{Arena, File, Loader};
-use jaq_core::{Compiler, Ctx, Native, Vars};
-use jaq_json::Val;
+use std::sync::{Mutex, PoisonError};
 
-/// A compiled `MetadataExtractionQuery`.
+use sluice_transforms::{JqLimits, JqQuery};
+
+/// A compiled `MetadataExtractionQuery`, run in jq's WebAssembly sandbox
+/// ([`sluice_transforms::JqQuery`]): every record gets a budget of steps, memory and stack,
+/// and a query that exceeds it fails that record (`processing-failed`), never the server.
 pub struct PartitionQuery {
-    filter: Filter<Native<JustLut<Val>>>,
+    query: Mutex<JqQuery>,
 }
 
 impl std::fmt::Debug for PartitionQuery {
@@ -26,22 +26,12 @@ impl std::fmt::Debug for PartitionQuery {
 pub type PartitionKeys = std::collections::BTreeMap<String, String>;
 
 impl PartitionQuery {
-    /// Compiles `query`; the error message says what is wrong, for `InvalidArgumentException`.
+    /// Compiles `query`; the error message says what is wrong, for `InvalidArgumentException`
+    /// (a syntax error, or a builtin that reads the clock, the environment or files).
     pub fn compile(query: &str) -> Result<Self, String> {
-        let defs = jaq_core::defs().chain(jaq_std::defs()).chain(jaq_json::defs());
-        // `env` would show user queries the server's environment, secrets included.
-        let funs =
-            jaq_core::funs().chain(jaq_std::funs().filter(|(name, _, _)| *name != "env")).chain(jaq_json::funs());
-        let loader = Loader::new(defs);
-        let arena = Arena::default();
-        let modules = loader
-            .load(&arena, File { code: query, path: () })
-            .map_err(|errs| format!("MetadataExtractionQuery '{query}' does not parse as jq: {errs:?}"))?;
-        let filter = Compiler::default()
-            .with_funs(funs)
-            .compile(modules)
-            .map_err(|errs| format!("MetadataExtractionQuery '{query}' does not compile: {errs:?}"))?;
-        Ok(Self { filter })
+        let compiled = JqQuery::compile(query, JqLimits::default())
+            .map_err(|e| format!("MetadataExtractionQuery '{query}' is not a valid jq query: {e}"))?;
+        Ok(Self { query: Mutex::new(compiled) })
     }
 
     /// Runs the query on one record: it must give one JSON object whose values are strings,
@@ -53,33 +43,7 @@ impl PartitionQuery {
                 crate::json_depth::JSON_DEPTH_MAX
             ));
         }
-        let input = jaq_json::read::parse_single(record).map_err(|e| format!("the record is not JSON: {e}"))?;
-        let ctx = Ctx::<JustLut<Val>>::new(&self.filter.lut, Vars::new([]));
-        let mut outputs = self.filter.id.run((ctx, input));
-        let first = match outputs.next() {
-            None => return Err("the query gave no result".into()),
-            Some(Err(e)) => {
-                return Err(match e.get_err() {
-                    Ok(err) => format!("the query failed: {err}"),
-                    Err(_) => "the query halted".into(),
-                })
-            }
-            Some(Ok(v)) => v,
-        };
-        // A query result is small JSON; serde reads it back as plain values.
-        let value: serde_json::Value =
-            serde_json::from_str(&first.to_string()).map_err(|e| format!("the query result is not JSON: {e}"))?;
-        let serde_json::Value::Object(map) = value else {
-            return Err(format!("the query result is not a JSON object: {first}"));
-        };
-        map.into_iter()
-            .map(|(k, v)| match v {
-                serde_json::Value::String(s) => Ok((k, s)),
-                serde_json::Value::Number(n) => Ok((k, n.to_string())),
-                serde_json::Value::Bool(b) => Ok((k, b.to_string())),
-                other => Err(format!("partition key '{k}' is {other}, not a string, number or boolean")),
-            })
-            .collect()
+        self.query.lock().unwrap_or_else(PoisonError::into_inner).keys(record)
     }
 }
 
@@ -97,5 +61,8 @@ mod tests {
         assert!(q.keys(br#"{"station": {"nested": 1}}"#).is_err());
         assert!(PartitionQuery::compile("{station: .station").is_err());
         assert!(PartitionQuery::compile("env").is_err());
+        assert!(PartitionQuery::compile("{t: now}").is_err());
+        let loop_ = PartitionQuery::compile("def f: f; f").unwrap();
+        assert!(loop_.keys(b"{}").unwrap_err().contains("budget"));
     }
 }

@@ -12,12 +12,21 @@
 //! (`float64`), `float` (`float32`), `boolean` (`bool`), `timestamp` (ISO-8601 text or epoch
 //! ms, stored as ms in UTC), `date` (`YYYY-MM-DD`). Columns are nullable unless
 //! `"nullable": false`. JSON keys not in the schema are ignored, as Firehose does.
+//!
+//! `SchemaConfiguration`'s `DatabaseName` and `TableName` are found with [`find`]: the schema
+//! folder is listed for a folder of exactly that database name, and it for a regular file
+//! `<TableName>.json` or `.toml`; names are compared, never made into paths, and links are not
+//! followed. A schema file is at most [`SCHEMA_FILE_BYTES_MAX`] bytes.
 
-use std::path::Path;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde::{Deserialize, Serialize};
+
+/// Largest schema file, bytes: 1 MiB (a schema of thousands of columns is a few hundred KiB).
+pub const SCHEMA_FILE_BYTES_MAX: u64 = 1 << 20;
 
 /// One column.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +70,15 @@ pub enum SchemaError {
         /// The I/O error.
         #[source]
         source: std::io::Error,
+    },
+    /// No schema file of that database and table, or it is not a regular file.
+    #[error("{0}")]
+    NotFound(String),
+    /// The file is larger than [`SCHEMA_FILE_BYTES_MAX`].
+    #[error("schema file {path} is larger than {SCHEMA_FILE_BYTES_MAX} bytes")]
+    TooLarge {
+        /// The file.
+        path: String,
     },
     /// The file is not a schema.
     #[error("schema file {path} is malformed: {reason}")]
@@ -111,10 +129,62 @@ pub fn to_arrow(fields: &[FieldSpec]) -> Result<SchemaRef, SchemaError> {
     Ok(Arc::new(Schema::new(out)))
 }
 
-/// Reads a schema file (`.json` or `.toml`).
+/// The schema file of `table` in `database` under `schema_dir`: the folder entry named exactly
+/// `database` (a folder, not a link), and in it the entry named exactly `<table>.json`, else
+/// `<table>.toml` (a regular file, not a link). Blocks (lists folders).
+pub fn find(schema_dir: &Path, database: &str, table: &str) -> Result<PathBuf, SchemaError> {
+    let not_found = || {
+        SchemaError::NotFound(format!(
+            "Table {table} in database {database} not found: Sluice looks for the file {database}/{table}.json or \
+             .toml in its schema folder."
+        ))
+    };
+    let listing_failed =
+        |e: std::io::Error| SchemaError::NotFound(format!("Cannot list the schema folder to find {database}: {e}"));
+    let mut db_dir = None;
+    for e in std::fs::read_dir(schema_dir).map_err(listing_failed)? {
+        let e = e.map_err(listing_failed)?;
+        if e.file_name() == OsStr::new(database) {
+            // The entry's own type: a link is not followed.
+            if !e.file_type().map_err(listing_failed)?.is_dir() {
+                return Err(SchemaError::NotFound(format!(
+                    "Database {database} is not a folder of Sluice's schema folder (links are not followed)."
+                )));
+            }
+            db_dir = Some(e.path());
+            break;
+        }
+    }
+    let db_dir = db_dir.ok_or_else(not_found)?;
+    let listing_failed =
+        |e: std::io::Error| SchemaError::NotFound(format!("Cannot list database {database} to find {table}: {e}"));
+    let mut found: [Option<PathBuf>; 2] = [None, None];
+    for e in std::fs::read_dir(&db_dir).map_err(listing_failed)? {
+        let e = e.map_err(listing_failed)?;
+        let name = e.file_name();
+        let Some(slot) = ["json", "toml"].iter().position(|ext| name == OsStr::new(&format!("{table}.{ext}"))) else {
+            continue;
+        };
+        if !e.file_type().map_err(listing_failed)?.is_file() {
+            return Err(SchemaError::NotFound(format!(
+                "Schema file {database}/{} is not a regular file (links are not followed).",
+                name.to_string_lossy()
+            )));
+        }
+        found[slot] = Some(e.path());
+    }
+    let [json, toml] = found;
+    json.or(toml).ok_or_else(not_found)
+}
+
+/// Reads a schema file (`.json` or `.toml`): a regular file of at most
+/// [`SCHEMA_FILE_BYTES_MAX`] bytes.
 pub fn load(path: &Path) -> Result<Vec<FieldSpec>, SchemaError> {
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| SchemaError::Read { path: shown.clone(), source })?;
+    let text = read_capped(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::FileTooLarge => SchemaError::TooLarge { path: shown.clone() },
+        _ => SchemaError::Read { path: shown.clone(), source },
+    })?;
     let parsed: SchemaFile = if path.extension().is_some_and(|e| e == "toml") {
         toml::from_str(&text).map_err(|e| SchemaError::Malformed { path: shown.clone(), reason: e.to_string() })?
     } else {
@@ -126,6 +196,42 @@ pub fn load(path: &Path) -> Result<Vec<FieldSpec>, SchemaError> {
     };
     to_arrow(&fields)?;
     Ok(fields)
+}
+
+/// The text of `path` if it is a regular file (not a link) of at most
+/// [`SCHEMA_FILE_BYTES_MAX`] bytes (`FileTooLarge` otherwise; at most that many bytes and one
+/// are read, whatever the metadata says).
+fn read_capped(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let not_regular = || std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file");
+    // Checked before opening, so a FIFO or device is never opened (opening a FIFO blocks).
+    let before = std::fs::symlink_metadata(path)?;
+    if !before.is_file() {
+        return Err(not_regular());
+    }
+    let file = std::fs::File::open(path)?;
+    let opened = file.metadata()?;
+    // The file opened is the one checked (not swapped for something else in between).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if (opened.dev(), opened.ino()) != (before.dev(), before.ino()) {
+            return Err(not_regular());
+        }
+    }
+    if !opened.is_file() {
+        return Err(not_regular());
+    }
+    let too_large = || std::io::Error::new(std::io::ErrorKind::FileTooLarge, "schema file too large");
+    if opened.len() > SCHEMA_FILE_BYTES_MAX {
+        return Err(too_large());
+    }
+    let mut text = String::new();
+    file.take(SCHEMA_FILE_BYTES_MAX + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > SCHEMA_FILE_BYTES_MAX {
+        return Err(too_large());
+    }
+    Ok(text)
 }
 
 /// Infers a schema from JSON records: the union of their top-level keys, in first-seen

@@ -2,15 +2,20 @@
 
 mod bad_input;
 mod config;
+mod crash_loop;
 mod datasets;
 mod demo;
 mod firehose_api;
 mod firehose_delivery;
 mod firehose_faults;
 mod firehose_transform;
+mod fuzz;
 mod h2c;
+mod hostile;
+mod hostile_firehose;
 mod kinesis_sdk;
 mod resharding;
+mod resource_faults;
 mod s3_server;
 mod stream_status;
 mod support;

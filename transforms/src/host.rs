@@ -1,11 +1,14 @@
 //! The wasmtime host: one engine, compiled components cached, a fresh sandboxed store per
-//! batch with a memory limit and an epoch deadline.
+//! batch with a memory limit and an epoch deadline. Loading a component reads at most
+//! [`TransformHost::COMPONENT_BYTES_MAX`] bytes of a regular file and instantiates it once in
+//! such a store, so its start functions are held to the same limits.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use sha2::{Digest as _, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
 
@@ -43,6 +46,28 @@ impl Default for TransformLimits {
     }
 }
 
+/// Largest component file a host loads, bytes: 32 MiB ([`TransformHost::COMPONENT_BYTES_MAX`]).
+const COMPONENT_BYTES_MAX: u64 = 32 << 20;
+
+/// Largest compiled-code cache file a host writes or reads back, bytes: 256 MiB, eight times
+/// [`COMPONENT_BYTES_MAX`] (compiled code is a few times the component's size); larger code
+/// is not cached.
+const CACHED_BYTES_MAX: u64 = 8 * COMPONENT_BYTES_MAX;
+
+/// Most core instances one store may create: 64 (a component of the transform world makes a
+/// handful: its modules and the shims that tie them together).
+const INSTANCES_MAX: usize = 64;
+/// Most linear memories one store may create: 8 (each at most the transform's memory limit).
+const MEMORIES_MAX: usize = 8;
+/// Most tables one store may create: 16.
+const TABLES_MAX: usize = 16;
+/// Most elements of one table: 256 Ki (a Rust component's function table has a few
+/// thousand), so tables cannot allocate around the memory limit.
+const TABLE_ELEMENTS_MAX: usize = 256 << 10;
+
+/// First bytes of a compiled-code cache file, then the SHA-256 of key and code, then the code.
+const CACHE_MAGIC: &[u8; 8] = b"SLUICEC1";
+
 /// Why a component could not be loaded.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -56,6 +81,20 @@ pub enum LoadError {
         #[source]
         source: std::io::Error,
     },
+    /// The path is not a regular file (a directory, device, FIFO, socket or symbolic link).
+    #[error("transform {path} is not a regular file")]
+    NotAFile {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file is larger than [`TransformHost::COMPONENT_BYTES_MAX`].
+    #[error("transform {path} is larger than {limit} bytes")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The cap, bytes.
+        limit: u64,
+    },
     /// The file is not a component of the `sluice:transform/transformer` world.
     #[error("{path} is not a usable transform component: {reason}")]
     Invalid {
@@ -64,14 +103,30 @@ pub enum LoadError {
         /// What wasmtime said.
         reason: String,
     },
+    /// Instantiating the component (its start functions) trapped, ran out of its memory
+    /// limit or did not finish within its deadline.
+    #[error("transform {path} cannot be instantiated within its limits: {reason}")]
+    Instantiate {
+        /// The file.
+        path: PathBuf,
+        /// What happened.
+        reason: String,
+    },
 }
+
+/// SHA-256 of some bytes.
+type Digest = [u8; 32];
 
 /// The process's transform host.
 pub struct TransformHost {
     engine: Engine,
     linker: Linker<Sandbox>,
-    cache: Mutex<HashMap<PathBuf, Component>>,
+    /// Compiled components by the SHA-256 of their bytes.
+    cache: Mutex<HashMap<Digest, Component>>,
     precompiled_dir: Option<PathBuf>,
+    /// SHA-256 of the engine's precompile compatibility hash (wasmtime's version, its
+    /// configuration, the CPU features compiled for).
+    compatibility: Digest,
     ticker: Option<std::thread::JoinHandle<()>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -87,14 +142,35 @@ struct Sandbox {
     limits: StoreLimits,
 }
 
+/// Feeds what a [`std::hash::Hash`] writes into SHA-256.
+struct DigestHasher<'a>(&'a mut Sha256);
+
+impl std::hash::Hasher for DigestHasher<'_> {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    fn finish(&self) -> u64 {
+        // Never asked for: the digest is read from the `Sha256` itself.
+        0
+    }
+}
+
 impl TransformHost {
+    /// Largest component file a host loads, bytes: 32 MiB. The example transforms are 0.1
+    /// to 2 MiB; a file over the cap is refused before it is compiled, which bounds the work
+    /// of one compile (wasmtime has no compile-time budget of its own: its parser's fixed
+    /// implementation limits bound each function, and compile work grows with the size).
+    pub const COMPONENT_BYTES_MAX: u64 = COMPONENT_BYTES_MAX;
+
     /// A host with its engine and epoch ticker.
     pub fn new() -> Result<Self, wasmtime::Error> {
         Self::with_precompiled_dir(None)
     }
 
     /// A host that keeps compiled code of each component in `dir` (created), so a restart
-    /// loads it without compiling.
+    /// loads it without compiling. Files are named by the SHA-256 of the component and of the
+    /// engine's compatibility hash, written atomically, and checked before they are loaded.
     pub fn with_precompiled_dir(dir: Option<PathBuf>) -> Result<Self, wasmtime::Error> {
         let mut config = Config::new();
         config.epoch_interruption(true);
@@ -115,71 +191,175 @@ impl TransformHost {
         };
         if let Some(d) = &dir {
             std::fs::create_dir_all(d).map_err(wasmtime::Error::from)?;
+            remove_stale_temporaries(d);
         }
+        let compatibility = {
+            use std::hash::Hash;
+            let mut h = Sha256::new();
+            h.update(b"wasmtime precompile compatibility\0");
+            engine.precompile_compatibility_hash().hash(&mut DigestHasher(&mut h));
+            h.finalize().into()
+        };
         let linker = Linker::new(&engine);
-        Ok(Self { engine, linker, cache: Mutex::new(HashMap::new()), precompiled_dir: dir, ticker: Some(ticker), stop })
+        Ok(Self {
+            engine,
+            linker,
+            cache: Mutex::new(HashMap::new()),
+            precompiled_dir: dir,
+            compatibility,
+            ticker: Some(ticker),
+            stop,
+        })
     }
 
-    fn component(&self, path: &Path) -> Result<Component, LoadError> {
-        if let Some(c) = self.cache.lock().unwrap_or_else(PoisonError::into_inner).get(path) {
+    /// A fresh store with `limits`: memory, tables and instances capped, growth past a cap
+    /// trapping, and an epoch deadline.
+    fn store(&self, limits: &TransformLimits) -> Store<Sandbox> {
+        let store_limits = StoreLimitsBuilder::new()
+            .memory_size(limits.memory_bytes)
+            .table_elements(TABLE_ELEMENTS_MAX)
+            .instances(INSTANCES_MAX)
+            .memories(MEMORIES_MAX)
+            .tables(TABLES_MAX)
+            .trap_on_grow_failure(true)
+            .build();
+        let mut store = Store::new(&self.engine, Sandbox { limits: store_limits });
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(deadline_ticks(limits.deadline));
+        store
+    }
+
+    /// The compiled component of `bytes` (read from `path`): from memory, from the on-disk
+    /// cache, or compiled (and then cached).
+    fn compiled(&self, path: &Path, bytes: &[u8]) -> Result<Component, LoadError> {
+        let content: Digest = Sha256::digest(bytes).into();
+        if let Some(c) = self.cache.lock().unwrap_or_else(PoisonError::into_inner).get(&content) {
             return Ok(c.clone());
         }
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Read { path: path.into(), source })?;
         let invalid = |e: wasmtime::Error| LoadError::Invalid { path: path.into(), reason: format!("{e:#}") };
         let component = match &self.precompiled_dir {
             Some(dir) => {
-                // Compiled code is keyed by the component's contents and the engine.
-                let key = format!("{:016x}-{:016x}.cwasm", fnv1a(&bytes), self.compatibility());
-                let cached = dir.join(key);
-                // SAFETY: the file was written by `Component::serialize` of this engine's
-                // configuration (the key includes its compatibility hash), in a directory the
-                // operator gave Sluice for this purpose.
-                match unsafe { Component::deserialize_file(&self.engine, &cached) } {
-                    Ok(c) => c,
-                    Err(_) => {
-                        let c = Component::new(&self.engine, &bytes).map_err(invalid)?;
-                        if let Ok(code) = c.serialize() {
-                            let _ = std::fs::write(&cached, code);
+                let key = self.cache_key(&content);
+                let file = dir.join(format!("{}.cwasm", hex(&key)));
+                match self.read_cached(&file, &key) {
+                    Some(c) => c,
+                    None => {
+                        let c = Component::new(&self.engine, bytes).map_err(invalid)?;
+                        let written = c
+                            .serialize()
+                            .and_then(|code| write_cached(dir, &file, &key, &code).map_err(wasmtime::Error::from));
+                        if let Err(e) = written {
+                            tracing::warn!(file = %file.display(), error = %e, "cannot cache compiled transform");
                         }
                         c
                     }
                 }
             }
-            None => Component::new(&self.engine, &bytes).map_err(invalid)?,
+            None => Component::new(&self.engine, bytes).map_err(invalid)?,
         };
-        // Every import traps: a transform gets no files, network, clocks or randomness.
-        let mut linker = self.linker.clone();
-        linker.define_unknown_imports_as_traps(&component).map_err(invalid)?;
-        // Check the exports now, so a wrong component fails at load, not per batch.
-        let mut store = Store::new(&self.engine, Sandbox { limits: StoreLimitsBuilder::new().build() });
-        store.set_epoch_deadline(u64::MAX / 2);
-        let instance = linker.instantiate(&mut store, &component).map_err(invalid)?;
-        Transformer::new(&mut store, &instance).map_err(invalid)?;
-        self.cache.lock().unwrap_or_else(PoisonError::into_inner).insert(path.to_owned(), component.clone());
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner).insert(content, component.clone());
         Ok(component)
     }
 
-    /// A hash of what compiled code depends on (wasmtime version, configuration, CPU).
-    fn compatibility(&self) -> u64 {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.engine.precompile_compatibility_hash().hash(&mut h);
-        h.finish()
+    /// The cache key of a component whose bytes have SHA-256 `content`: SHA-256 of that and
+    /// of the engine's compatibility hash.
+    fn cache_key(&self, content: &Digest) -> Digest {
+        let mut h = Sha256::new();
+        h.update(b"sluice transform cache v1\0");
+        h.update(self.compatibility);
+        h.update(content);
+        h.finalize().into()
     }
 
-    /// Loads the component at `path` (compiling it once per host) with `limits` and the
-    /// delivery stream's `parameters`.
+    /// The component cached in `file` for `key`, if the file is a regular file (not a
+    /// link) holding our header and code whose SHA-256 (with the key) matches; `None` makes
+    /// the caller compile afresh and rewrite the file.
+    fn read_cached(&self, file: &Path, key: &Digest) -> Option<Component> {
+        let data = match read_regular_file(file, CACHED_BYTES_MAX) {
+            Ok(Some(d)) => d,
+            Ok(None) => {
+                tracing::warn!(file = %file.display(), "compiled transform cache file is too large; compiling afresh");
+                return None;
+            }
+            Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                tracing::warn!(file = %file.display(), error = %e, "cannot read compiled transform; compiling afresh");
+                return None;
+            }
+        };
+        let code = data
+            .strip_prefix(CACHE_MAGIC.as_slice())
+            .and_then(|rest| rest.split_at_checked(32))
+            .filter(|(sum, code)| *sum == cache_checksum(key, code).as_slice())
+            .map(|(_, code)| code);
+        let Some(code) = code else {
+            tracing::warn!(file = %file.display(), "compiled transform cache file is damaged; compiling afresh");
+            return None;
+        };
+        // SAFETY: `Component::deserialize` requires bytes produced by `Component::serialize`
+        // (or `Engine::precompile_component`), unmodified; wasmtime itself rejects, safely,
+        // code of another wasmtime version or an incompatible configuration. These bytes are
+        // exactly what `write_cached` stored: they were read into memory in full from a
+        // regular file (opened without following links) named by `key` in the host's own
+        // cache folder, and their SHA-256 together with `key` matches the checksum written
+        // beside them, so a truncated or damaged file, or another component's file copied
+        // under this name, is refused above. `key` binds the component's contents and the
+        // engine's compatibility hash, so the code is of these bytes for this engine.
+        // (`deserialize_file` would map the file and require it never to change while the
+        // component lives, which Sluice cannot promise for a file on disk; `deserialize`
+        // copies the checked bytes.) Whoever can write the cache folder can also write the
+        // data directory and the binary, so the checksum guards against damage, not an
+        // attacker with that access.
+        match unsafe { Component::deserialize(&self.engine, code) } {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(file = %file.display(), error = %e, "cached transform is unusable; compiling afresh");
+                None
+            }
+        }
+    }
+
+    /// Instantiates `component` once in a sandboxed store with `limits` (so a start
+    /// function that loops or allocates without end fails here, within the deadline and
+    /// the memory limit) and checks its exports; returns the linker to run it with.
+    fn check(
+        &self,
+        path: &Path,
+        component: &Component,
+        limits: &TransformLimits,
+    ) -> Result<Linker<Sandbox>, LoadError> {
+        let invalid = |e: wasmtime::Error| LoadError::Invalid { path: path.into(), reason: format!("{e:#}") };
+        // Every import traps: a transform gets no files, network, clocks or randomness.
+        let mut linker = self.linker.clone();
+        linker.define_unknown_imports_as_traps(component).map_err(invalid)?;
+        let mut store = self.store(limits);
+        let instance = linker
+            .instantiate(&mut store, component)
+            .map_err(|e| LoadError::Instantiate { path: path.into(), reason: describe(&e, limits.deadline) })?;
+        // Check the exports now, so a wrong component fails at load, not per batch.
+        Transformer::new(&mut store, &instance).map_err(invalid)?;
+        Ok(linker)
+    }
+
+    /// Loads the component at `path` (compiling it once per host and contents) with
+    /// `limits` and the delivery stream's `parameters`. The file must be a regular file (a
+    /// symbolic link as the last component is refused) of at most
+    /// [`TransformHost::COMPONENT_BYTES_MAX`] bytes; it is instantiated once with `limits` to
+    /// check it. Blocks: call it off an async runtime's worker threads.
     pub fn load(
         self: &Arc<Self>,
         path: &Path,
         limits: TransformLimits,
         parameters: Vec<(String, String)>,
     ) -> Result<Transform, LoadError> {
-        let component = self.component(path)?;
-        let mut linker = self.linker.clone();
-        linker
-            .define_unknown_imports_as_traps(&component)
-            .map_err(|e| LoadError::Invalid { path: path.into(), reason: format!("{e:#}") })?;
+        let bytes = match read_regular_file(path, COMPONENT_BYTES_MAX) {
+            Ok(Some(b)) => b,
+            Ok(None) => return Err(LoadError::TooLarge { path: path.into(), limit: COMPONENT_BYTES_MAX }),
+            Err(ReadError::NotAFile) => return Err(LoadError::NotAFile { path: path.into() }),
+            Err(ReadError::Io(source)) => return Err(LoadError::Read { path: path.into(), source }),
+        };
+        let component = self.compiled(path, &bytes)?;
+        let linker = self.check(path, &component, &limits)?;
         Ok(Transform { host: self.clone(), component, linker, limits, parameters, name: path.display().to_string() })
     }
 }
@@ -193,8 +373,117 @@ impl Drop for TransformHost {
     }
 }
 
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+/// Epoch ticks of a deadline: whole ticks, at least one.
+fn deadline_ticks(deadline: Duration) -> u64 {
+    u64::try_from(deadline.as_millis().div_ceil(u128::from(EPOCH_TICK_MS)).max(1)).unwrap_or(u64::MAX / 2)
+}
+
+/// What went wrong in a store, for messages: a timeout names the deadline.
+fn describe(e: &wasmtime::Error, deadline: Duration) -> String {
+    match e.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => format!("timed out after {deadline:?}"),
+        Some(t) => format!("trapped: {t}"),
+        None => format!("{e:#}"),
+    }
+}
+
+/// Why [`read_regular_file`] failed.
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error("not a regular file")]
+    NotAFile,
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Reads `path` if it is a regular file (opened without following a symbolic link as its
+/// last component and without blocking on a FIFO) of at most `limit` bytes; `Ok(None)` when
+/// larger. Reads at most `limit + 1` bytes, whatever the metadata says.
+fn read_regular_file(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, ReadError> {
+    use std::io::Read;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    }
+    let file = match options.open(path) {
+        Ok(f) => f,
+        // O_NOFOLLOW on a symbolic link.
+        #[cfg(unix)]
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(ReadError::NotAFile),
+        Err(e) => return Err(e.into()),
+    };
+    let metadata = file.metadata()?;
+    if !metadata.is_file() {
+        return Err(ReadError::NotAFile);
+    }
+    if metadata.len() > limit {
+        return Ok(None);
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    Ok((bytes.len() as u64 <= limit).then_some(bytes))
+}
+
+/// SHA-256 of a cache entry's key and code: binds the code to the file's name.
+fn cache_checksum(key: &Digest, code: &[u8]) -> Digest {
+    let mut h = Sha256::new();
+    h.update(key);
+    h.update(code);
+    h.finalize().into()
+}
+
+/// Suffix of cache files being written.
+const TEMPORARY_SUFFIX: &str = ".cwasm.tmp";
+
+/// Writes `code` to `file` in `dir` atomically: a uniquely named temporary file in `dir`,
+/// synced, renamed over `file`, and the folder synced.
+fn write_cached(dir: &Path, file: &Path, key: &Digest, code: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    if (CACHE_MAGIC.len() + 32 + code.len()) as u64 > CACHED_BYTES_MAX {
+        return Err(std::io::Error::new(std::io::ErrorKind::FileTooLarge, "compiled code over the cache's cap"));
+    }
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let temporary = dir.join(format!(".{}.{}.{n}{TEMPORARY_SUFFIX}", hex(key), std::process::id()));
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&temporary)?;
+        f.write_all(CACHE_MAGIC)?;
+        f.write_all(&cache_checksum(key, code))?;
+        f.write_all(code)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&temporary, file)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written
+}
+
+/// Removes temporary cache files a crash left behind (the data directory's lock keeps
+/// other processes out).
+fn remove_stale_temporaries(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let is_ours = name.to_str().is_some_and(|n| n.starts_with('.') && n.ends_with(TEMPORARY_SUFFIX));
+        if is_ours && e.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Lowercase hex of `bytes`.
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
 
 /// A loaded transform: a compiled component with its limits and parameters.
@@ -259,18 +548,10 @@ impl Transform {
     }
 
     fn invoke(&self, inputs: &[wit::InputRecord]) -> Result<Vec<Returned>, String> {
-        let limits = StoreLimitsBuilder::new().memory_size(self.limits.memory_bytes).trap_on_grow_failure(true).build();
-        let mut store = Store::new(&self.host.engine, Sandbox { limits });
-        store.limiter(|s| &mut s.limits);
-        let ticks = self.limits.deadline.as_millis().div_ceil(u128::from(EPOCH_TICK_MS)).max(1) as u64;
-        store.set_epoch_deadline(ticks);
-        let describe = |e: wasmtime::Error| match e.downcast_ref::<wasmtime::Trap>() {
-            Some(wasmtime::Trap::Interrupt) => format!("timed out after {:?}", self.limits.deadline),
-            Some(t) => format!("trapped: {t}"),
-            None => format!("{e:#}"),
-        };
-        let bindings = Transformer::instantiate(&mut store, &self.component, &self.linker).map_err(describe)?;
-        let out = bindings.call_transform(&mut store, inputs, &self.parameters).map_err(describe)?;
+        let mut store = self.host.store(&self.limits);
+        let fail = |e: wasmtime::Error| describe(&e, self.limits.deadline);
+        let bindings = Transformer::instantiate(&mut store, &self.component, &self.linker).map_err(fail)?;
+        let out = bindings.call_transform(&mut store, inputs, &self.parameters).map_err(fail)?;
         Ok(out
             .into_iter()
             .map(|o| Returned {

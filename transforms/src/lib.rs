@@ -11,6 +11,9 @@
 //!   with `Lambda.FunctionError`; a record whose id is not returned fails with
 //!   `Lambda.MissingRecordId`, one returned twice with `Lambda.DuplicatedRecordId`, one the
 //!   transform marks `processing-failed` with `Lambda.ProcessingFailedStatus`.
+//! - [`JqQuery`]: dynamic partitioning's `MetadataExtractionQuery` (jq, run by jaq) in a
+//!   sandbox of its own (an embedded component, built from `guests/jq` by `build.rs`), with
+//!   fuel, memory and stack budgets per record.
 //!
 //! ```no_run
 //! use sluice_transforms::{InputRecord, TransformHost, TransformLimits};
@@ -23,6 +26,7 @@
 mod contract;
 mod guest_build;
 mod host;
+mod jq;
 
 pub use contract::{
     InputRecord, KinesisMetadata, Outcome, DUPLICATED_RECORD_ID, FUNCTION_ERROR, MISSING_RECORD_ID,
@@ -30,3 +34,7 @@ pub use contract::{
 };
 pub use guest_build::{build_guests, GuestBuildError};
 pub use host::{LoadError, Transform, TransformHost, TransformLimits};
+pub use jq::{
+    JqLimits, JqQuery, COMPILE_FUEL, DEFAULT_FUEL_PER_BYTE, DEFAULT_FUEL_PER_RECORD, DEFAULT_MEMORY_BYTES,
+    JQ_COMPONENT_WASM, MAX_WASM_STACK_BYTES,
+};

@@ -2,12 +2,14 @@
 //! Extended S3 destination. ACTIVE at once.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::Deserialize;
 use sluice_engine::api::ApiError;
 
 use super::{invalid, respond, tags::check_tags, validate_name, Firehose};
 use crate::delivery_streams::CreateError;
+use crate::plan::RecordTransform;
 use crate::spec::{
     DeliveryStreamSpec, ExtendedS3Destination, SourceSpec, BUFFER_INTERVAL_S_RANGE, BUFFER_SIZE_MB_RANGE,
 };
@@ -37,9 +39,9 @@ pub struct Request {
     other: BTreeMap<String, serde_json::Value>,
 }
 
-/// Checks the members of a destination that the model constrains: required ARNs and the
-/// ranges of the buffering hints. `member` is `extendedS3DestinationConfiguration` or the
-/// update's name.
+/// Checks the members of a destination that the model constrains: required ARNs, the
+/// ranges of the buffering hints, and S3's bucket naming rules. `member` is
+/// `extendedS3DestinationConfiguration` or the update's name.
 pub fn check_destination(d: &ExtendedS3Destination, member: &str) -> Result<(), ApiError> {
     if d.role_arn.is_empty() {
         return Err(ApiError::validation("null", &format!("{member}.roleARN"), "not be null"));
@@ -64,17 +66,35 @@ pub fn check_destination(d: &ExtendedS3Destination, member: &str) -> Result<(), 
             ));
         }
     }
-    if d.bucket().is_none() {
+    let Some(bucket) = d.bucket() else {
         return Err(ApiError::validation(
             &d.bucket_arn,
             &format!("{member}.bucketARN"),
             "satisfy regular expression pattern: arn:.*:s3:::[\\w\\.\\-]{1,255}",
         ));
-    }
+    };
+    // Under a `file://` lake the bucket is a folder: S3's naming rules keep it one plain name.
+    crate::lake::check_bucket_name(bucket).map_err(invalid)?;
     Ok(())
 }
 
-pub fn run(f: &Firehose, r: Request) -> Result<Vec<u8>, ApiError> {
+/// `CreateDeliveryStream`; the schema and the transform are loaded on tokio's blocking pool.
+pub async fn run(f: &Firehose, r: Request) -> Result<Vec<u8>, ApiError> {
+    let spec = check(f, r)?;
+    let (spec, transform) = f.load_files(spec, true).await?;
+    create(f, spec, transform)
+}
+
+/// `CreateDeliveryStream` on the calling thread (delivery streams declared in the config,
+/// created while the server starts).
+pub fn run_blocking(f: &Firehose, r: Request) -> Result<Vec<u8>, ApiError> {
+    let spec = check(f, r)?;
+    let (spec, transform) = super::load_files(&f.config.schema_dir, &f.delivery_streams, spec, true)?;
+    create(f, spec, transform)
+}
+
+/// The checked definition a request asks for (without its schema).
+fn check(f: &Firehose, r: Request) -> Result<DeliveryStreamSpec, ApiError> {
     validate_name(&r.delivery_stream_name)?;
     let destinations: Vec<&String> = r.other.keys().filter(|k| k.ends_with("DestinationConfiguration")).collect();
     let destination =
@@ -122,8 +142,8 @@ pub fn run(f: &Firehose, r: Request) -> Result<Vec<u8>, ApiError> {
         }
     };
     let now = f.clock.now_ms();
-    let mut spec = DeliveryStreamSpec {
-        name: r.delivery_stream_name.clone(),
+    Ok(DeliveryStreamSpec {
+        name: r.delivery_stream_name,
         created_ms: now,
         updated_ms: now,
         version: 1,
@@ -131,9 +151,16 @@ pub fn run(f: &Firehose, r: Request) -> Result<Vec<u8>, ApiError> {
         destination,
         schema: None,
         tags: r.tags.into_iter().map(|t| (t.key, t.value.unwrap_or_default())).collect(),
-    };
-    f.load_schema(&mut spec)?;
-    let transform = f.delivery_streams.resolve_transform(&spec).map_err(invalid)?;
+    })
+}
+
+/// Creates the delivery stream of `spec` (checked, with its schema) and `transform`.
+fn create(
+    f: &Firehose,
+    spec: DeliveryStreamSpec,
+    transform: Option<Arc<dyn RecordTransform>>,
+) -> Result<Vec<u8>, ApiError> {
+    let name = spec.name.clone();
     let schema = spec.schema.as_deref().map(crate::schema::to_arrow).transpose().map_err(|e| invalid(e.to_string()))?;
     crate::plan::build(&spec, schema, transform.clone()).map_err(invalid)?;
     match f.delivery_streams.create(spec, transform) {
@@ -156,5 +183,5 @@ pub fn run(f: &Firehose, r: Request) -> Result<Vec<u8>, ApiError> {
         #[serde(rename = "DeliveryStreamARN")]
         delivery_stream_arn: String,
     }
-    respond(&Response { delivery_stream_arn: f.arn(&r.delivery_stream_name) })
+    respond(&Response { delivery_stream_arn: f.arn(&name) })
 }

@@ -10,13 +10,14 @@ mod put;
 mod tags;
 mod update;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use sluice_engine::api::{parse, respond, ApiError, ErrorKind};
 use sluice_engine::Clock;
 
 use crate::delivery_streams::{DeliveryStreamEntry, DeliveryStreams};
+use crate::plan::RecordTransform;
 use crate::spec::DeliveryStreamSpec;
 
 /// The service prefix of `X-Amz-Target` for Firehose.
@@ -78,7 +79,8 @@ pub struct FirehoseConfig {
     /// Account id shown in ARNs and messages (default `000000000000`).
     pub account_id: String,
     /// Sluice's Glue Data Catalog: `SchemaConfiguration` `DatabaseName`/`TableName` name the
-    /// file `<schema_dir>/<DatabaseName>/<TableName>.json` (or `.toml`). Default `./schemas`.
+    /// file `<schema_dir>/<DatabaseName>/<TableName>.json` (or `.toml`), found by listing the
+    /// folders (see [`crate::schema::find`]). Default `./schemas`.
     pub schema_dir: PathBuf,
 }
 
@@ -108,11 +110,11 @@ impl Firehose {
     /// Runs `action` on a JSON `body`; returns the JSON response body.
     pub async fn handle(&self, action: Action, body: &[u8]) -> Result<Vec<u8>, ApiError> {
         match action {
-            Action::CreateDeliveryStream => create::run(self, parse(body)?),
+            Action::CreateDeliveryStream => create::run(self, parse(body)?).await,
             Action::DescribeDeliveryStream => describe::run(self, parse(body)?),
             Action::ListDeliveryStreams => describe::run_list(self, parse(body)?),
             Action::DeleteDeliveryStream => delete::run(self, parse(body)?).await,
-            Action::UpdateDestination => update::run(self, parse(body)?),
+            Action::UpdateDestination => update::run(self, parse(body)?).await,
             Action::PutRecord => put::run_one(self, parse(body)?),
             Action::PutRecordBatch => put::run_batch(self, parse(body)?),
             Action::TagDeliveryStream => tags::run_tag(self, parse(body)?),
@@ -128,7 +130,7 @@ impl Firehose {
         if self.delivery_streams.get(name).is_some() {
             return Ok(false);
         }
-        create::run(self, serde_json::from_value(request.clone()).map_err(|e| invalid(e.to_string()))?)?;
+        create::run_blocking(self, serde_json::from_value(request.clone()).map_err(|e| invalid(e.to_string()))?)?;
         Ok(true)
     }
 
@@ -150,34 +152,50 @@ impl Firehose {
         )
     }
 
-    /// Loads the schema file `spec`'s `SchemaConfiguration` names, if it names one.
-    fn load_schema(&self, spec: &mut DeliveryStreamSpec) -> Result<(), ApiError> {
-        spec.schema = None;
-        let Some(conv) = spec.destination.conversion() else { return Ok(()) };
-        let Some(sc) = &conv.schema_configuration else { return Ok(()) };
-        let Some(table) = sc.table_name.as_deref() else { return Ok(()) };
-        let db = sc.database_name.as_deref().unwrap_or("default");
-        let safe = |s: &str| !s.is_empty() && !s.contains(['/', '\\']) && s != ".." && s != ".";
-        if !safe(db) || !safe(table) {
-            return Err(ApiError::new(ErrorKind::InvalidArgument, "DatabaseName and TableName must be plain names."));
-        }
-        let base = self.config.schema_dir.join(db);
-        let path =
-            ["json", "toml"].iter().map(|ext| base.join(format!("{table}.{ext}"))).find(|p| p.exists()).ok_or_else(
-                || {
-                    ApiError::new(
-                        ErrorKind::InvalidArgument,
-                        format!(
-                            "Table {table} in database {db} not found: Sluice looks for {}.json or .toml",
-                            base.join(table).display()
-                        ),
-                    )
-                },
-            )?;
-        spec.schema =
-            Some(crate::schema::load(&path).map_err(|e| ApiError::new(ErrorKind::InvalidArgument, e.to_string()))?);
-        Ok(())
+    /// Loads what `spec` names in files: its schema (when `with_schema`) and the transform of
+    /// its `Lambda` processor. Reading, compiling and instantiating a component and reading a
+    /// schema block, so they run on tokio's blocking pool, not on the runtime's workers.
+    async fn load_files(
+        &self,
+        spec: DeliveryStreamSpec,
+        with_schema: bool,
+    ) -> Result<(DeliveryStreamSpec, Option<Arc<dyn RecordTransform>>), ApiError> {
+        let schema_dir = self.config.schema_dir.clone();
+        let delivery_streams = self.delivery_streams.clone();
+        tokio::task::spawn_blocking(move || load_files(&schema_dir, &delivery_streams, spec, with_schema))
+            .await
+            .map_err(internal)?
     }
+}
+
+/// [`Firehose::load_files`] on the calling thread.
+fn load_files(
+    schema_dir: &Path,
+    delivery_streams: &DeliveryStreams,
+    mut spec: DeliveryStreamSpec,
+    with_schema: bool,
+) -> Result<(DeliveryStreamSpec, Option<Arc<dyn RecordTransform>>), ApiError> {
+    if with_schema {
+        load_schema(schema_dir, &mut spec)?;
+    }
+    let transform = delivery_streams.resolve_transform(&spec).map_err(invalid)?;
+    Ok((spec, transform))
+}
+
+/// Loads the schema file `spec`'s `SchemaConfiguration` names, if it names one.
+fn load_schema(schema_dir: &Path, spec: &mut DeliveryStreamSpec) -> Result<(), ApiError> {
+    spec.schema = None;
+    let Some(conv) = spec.destination.conversion() else { return Ok(()) };
+    let Some(sc) = &conv.schema_configuration else { return Ok(()) };
+    let Some(table) = sc.table_name.as_deref() else { return Ok(()) };
+    let db = sc.database_name.as_deref().unwrap_or("default");
+    let safe = |s: &str| !s.is_empty() && !s.contains(['/', '\\', '\0']) && s != ".." && s != ".";
+    if !safe(db) || !safe(table) {
+        return Err(invalid("DatabaseName and TableName must be plain names."));
+    }
+    let path = crate::schema::find(schema_dir, db, table).map_err(|e| invalid(e.to_string()))?;
+    spec.schema = Some(crate::schema::load(&path).map_err(|e| invalid(e.to_string()))?);
+    Ok(())
 }
 
 /// Delivery stream names: 1 to 64 characters of `[a-zA-Z0-9_.-]`. Source: Firehose API reference.

@@ -19,17 +19,21 @@ pub struct Request {
     s3_destination_update: Option<ExtendedS3DestinationUpdate>,
 }
 
-pub fn run(f: &Firehose, r: Request) -> Result<Vec<u8>, ApiError> {
+/// `UpdateDestination`; the schema and the transform are loaded on tokio's blocking pool.
+pub async fn run(f: &Firehose, r: Request) -> Result<Vec<u8>, ApiError> {
     let entry = f.entry(&r.delivery_stream_name)?;
     let current = entry.spec();
-    if r.current_delivery_stream_version_id != current.version.to_string() {
-        return Err(ApiError::new(
+    let version_mismatch = |current: &crate::spec::DeliveryStreamSpec| {
+        ApiError::new(
             ErrorKind::ConcurrentModification,
             format!(
                 "Cannot update firehose: {} since the current version id: {} and specified version id: {} do not match",
                 current.name, current.version, r.current_delivery_stream_version_id
             ),
-        ));
+        )
+    };
+    if r.current_delivery_stream_version_id != current.version.to_string() {
+        return Err(version_mismatch(&current));
     }
     if r.destination_id != DESTINATION_ID {
         return Err(invalid(format!("Destination Id {} not found", r.destination_id)));
@@ -51,10 +55,12 @@ pub fn run(f: &Firehose, r: Request) -> Result<Vec<u8>, ApiError> {
     spec.updated_ms = f.clock.now_ms();
     let same_conversion = spec.destination.data_format_conversion_configuration
         == current.destination.data_format_conversion_configuration;
-    if !same_conversion {
-        f.load_schema(&mut spec)?;
+    let (spec, transform) = f.load_files(spec, !same_conversion).await?;
+    // Another update may have finished while the files loaded.
+    let now_current = entry.spec();
+    if now_current.version != current.version {
+        return Err(version_mismatch(&now_current));
     }
-    let transform = f.delivery_streams.resolve_transform(&spec).map_err(invalid)?;
     let schema = spec.schema.as_deref().map(crate::schema::to_arrow).transpose().map_err(|e| invalid(e.to_string()))?;
     crate::plan::build(&spec, schema, transform.clone()).map_err(invalid)?;
     f.delivery_streams.set_transform(&entry, transform);

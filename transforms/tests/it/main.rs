@@ -4,3 +4,5 @@
 mod examples;
 mod guests;
 mod hostile;
+mod jq;
+mod loading;

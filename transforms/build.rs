@@ -1,0 +1,112 @@
+//! Builds the jq sandbox component (`guests/jq`, the `jq` world of `wit/jq.wit`) for
+//! `wasm32-wasip2` in release mode and leaves it at `$OUT_DIR/jq.wasm`, where `src/jq.rs`
+//! embeds it.
+//!
+//! The nested `cargo build` uses `<target dir>/wasm-guests`, the folder the tests build every
+//! guest into, so the debug, release, test and clippy builds of this crate share one guest
+//! build (cold: about two minutes; warm: well under a second). `SLUICE_JQ_WASM=<path>` takes a
+//! prebuilt component instead (for builds without the wasm32-wasip2 target).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const TARGET: &str = "wasm32-wasip2";
+
+fn main() {
+    let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let out = out_dir.join("jq.wasm");
+    for input in ["guests/jq", "guests/Cargo.toml", "guests/Cargo.lock", "wit/jq.wit"] {
+        println!("cargo:rerun-if-changed={input}");
+    }
+    println!("cargo:rerun-if-env-changed=SLUICE_JQ_WASM");
+    if let Some(prebuilt) = std::env::var_os("SLUICE_JQ_WASM") {
+        copy(Path::new(&prebuilt), &out);
+        return;
+    }
+
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let installed = Command::new(&rustc)
+        .args(["--print", "target-libdir", "--target", TARGET])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+        .is_some_and(|libdir| libdir.is_dir());
+    if !installed {
+        fail(&format!(
+            "the {TARGET} target is not installed; sluice-transforms builds its jq sandbox for it: \
+             rustup target add {TARGET}"
+        ));
+    }
+
+    let target_dir = guests_target_dir(&out_dir);
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(cargo);
+    build
+        .current_dir(manifest_dir.join("guests"))
+        .args(["build", "--release", "--locked", "-p", "jq", "--target", TARGET, "--manifest-path"])
+        .arg(manifest_dir.join("guests/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target_dir);
+    // What cargo tells this build script about the outer build (its target, flags, wrappers,
+    // jobserver, clippy's driver) must not leak into the nested one.
+    let keep = ["CARGO_HOME", "CARGO_NET_", "CARGO_HTTP_", "CARGO_REGISTRIES_", "CARGO_REGISTRY_", "CARGO_TERM_"];
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        let cargo_var =
+            (name.starts_with("CARGO_") && !keep.iter().any(|k| name.starts_with(k))) || name.starts_with("__CARGO");
+        let outer = matches!(
+            name,
+            "RUSTFLAGS"
+                | "RUSTDOCFLAGS"
+                | "RUSTC_WRAPPER"
+                | "RUSTC_WORKSPACE_WRAPPER"
+                | "MAKEFLAGS"
+                | "MFLAGS"
+                | "CLIPPY_ARGS"
+                | "CLIPPY_CONF_DIR"
+                | "TARGET"
+                | "HOST"
+                | "OUT_DIR"
+                | "OPT_LEVEL"
+                | "PROFILE"
+                | "DEBUG"
+                | "NUM_JOBS"
+                | "RUSTC_LINKER"
+        );
+        if cargo_var || outer {
+            build.env_remove(name);
+        }
+    }
+    match build.status() {
+        Ok(status) if status.success() => {}
+        Ok(status) => fail(&format!("building the jq sandbox (transforms/guests/jq) failed: {status}")),
+        Err(e) => fail(&format!("cannot run cargo to build the jq sandbox: {e}")),
+    }
+    copy(&target_dir.join(TARGET).join("release/jq.wasm"), &out);
+}
+
+/// `<target dir>/wasm-guests`: the target dir is the nearest ancestor of `OUT_DIR`
+/// (`<target dir>/[<triple>/]<profile>/build/<package>-<hash>/out`) holding cargo's
+/// `CACHEDIR.TAG`; `$OUT_DIR/guests` if there is none.
+fn guests_target_dir(out_dir: &Path) -> PathBuf {
+    out_dir
+        .ancestors()
+        .skip(3)
+        .find(|dir| dir.join("CACHEDIR.TAG").is_file())
+        .map(|dir| dir.join("wasm-guests"))
+        .unwrap_or_else(|| out_dir.join("guests"))
+}
+
+fn copy(from: &Path, to: &Path) {
+    if let Err(e) = std::fs::copy(from, to) {
+        fail(&format!("cannot copy the jq sandbox component {} to {}: {e}", from.display(), to.display()));
+    }
+}
+
+fn fail(message: &str) -> ! {
+    eprintln!("error: {message}");
+    println!("cargo:warning={message}");
+    std::process::exit(1);
+}
