@@ -379,8 +379,19 @@ async fn idle_and_half_sent_connections_are_closed() {
     let (status, answer) = parse_response(&answer);
     assert_eq!((status, answer["__type"].as_str()), (400, Some("SerializationException")), "{answer}");
     assert!(server2.client().list_streams().send().await.unwrap().stream_names().is_empty());
+    // A connection that never sends a byte is held no longer than the header time, however
+    // long the idle time is.
+    let server3_dir = tempfile::tempdir().unwrap();
+    let server3 = server_with_limits(server3_dir.path(), |s| {
+        s.header_read_timeout_ms = 300;
+        s.idle_timeout_ms = 600_000;
+    })
+    .await;
+    let mut silent = tokio::net::TcpStream::connect(server3.addr).await.unwrap();
+    assert!(read_until_closed(&mut silent).await.is_some(), "a silent connection must be closed at the header time");
     server.stop().await;
     server2.stop().await;
+    server3.stop().await;
 }
 
 /// Past `max_connections` the server stops accepting until a connection closes.
@@ -463,5 +474,99 @@ async fn a_corrupt_stream_is_quarantined_and_the_server_serves_the_rest() {
     let k = server.client();
     assert_eq!(k.list_streams().send().await.unwrap().stream_names(), ["good"]);
     k.put_record().stream_name("good").partition_key("p").data(Blob::new("more")).send().await.unwrap();
+    server.stop().await;
+}
+
+/// A jq query that loops, or builds without end, once hung a blocking thread forever (and
+/// then DeleteDeliveryStream and SIGTERM with it) or exhausted memory; one that reads the
+/// clock made re-delivered object keys differ. Now the query runs with a budget per record:
+/// the records it cannot finish fail alone, the others land, and the delivery stream can
+/// be deleted. Builtins that read the clock or the environment are refused at creation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jq_queries_run_on_a_budget_and_cannot_read_the_clock() {
+    let h = Harness::start(Some(1_700_000_000_000), |_| {}).await;
+    let s3c = h.s3.client();
+    let f = h.server.firehose();
+    let with_query = |q: &str| {
+        destination("jq/!{partitionKeyFromQuery:k}/", "jq-errors/!{firehose:error-output-type}/")
+            .dynamic_partitioning_configuration(
+                aws_sdk_firehose::types::DynamicPartitioningConfiguration::builder().enabled(true).build(),
+            )
+            .processing_configuration(partition_by(q))
+            .build()
+            .unwrap()
+    };
+    for q in ["{k: now | tostring}", "{k: env.HOME}", "{k: (\"x\" | stderr)}"] {
+        let refused = f
+            .create_delivery_stream()
+            .delivery_stream_name("clock")
+            .extended_s3_destination_configuration(with_query(q))
+            .send()
+            .await;
+        let (c, m) = code(refused);
+        assert_eq!(c, "InvalidArgumentException", "{q}: {m}");
+    }
+    let q = r#"if .k == "loop" then (def f: f; f) elif .k == "bomb" then {k: ([range(1e10)] | length | tostring)} else {k: .k} end"#;
+    f.create_delivery_stream()
+        .delivery_stream_name("budget")
+        .extended_s3_destination_configuration(with_query(q))
+        .send()
+        .await
+        .unwrap();
+    let records = [r#"{"k":"a"}"#, r#"{"k":"loop"}"#, r#"{"k":"bomb"}"#, r#"{"k":"b"}"#];
+    let batch: Vec<_> = records
+        .iter()
+        .map(|d| aws_sdk_firehose::types::Record::builder().data(FhBlob::new(d.as_bytes())).build().unwrap())
+        .collect();
+    f.put_record_batch().delivery_stream_name("budget").set_records(Some(batch)).send().await.unwrap();
+    let landed = wait_for(&h.clock, || objects(&s3c, "jq/"), |o| o.len() >= 2).await;
+    let mut keys: Vec<&str> = landed.iter().map(|(k, _)| k.split('/').nth(1).unwrap()).collect();
+    keys.sort();
+    assert_eq!(keys, ["a", "b"]);
+    let errors = wait_for(&h.clock, || objects(&s3c, "jq-errors/processing-failed/"), |o| !o.is_empty()).await;
+    let lines: Vec<serde_json::Value> = errors
+        .iter()
+        .flat_map(|(_, b)| {
+            b.split(|c| *c == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(|l| serde_json::from_slice(l).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines.iter().all(|l| l["errorMessage"].as_str().unwrap().contains("budget")), "{lines:?}");
+    // Nothing is left running: the delivery stream is deleted at once.
+    tokio::time::timeout(Duration::from_secs(30), f.delete_delivery_stream().delivery_stream_name("budget").send())
+        .await
+        .expect("DeleteDeliveryStream does not wait on a query")
+        .unwrap();
+    h.server.stop().await;
+}
+
+/// Large bodies wait for their share of the body budget; a small request never queues
+/// behind them (before, one ListStreams waited behind every 10 MiB body in line).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_requests_do_not_queue_behind_large_bodies_waiting_for_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_limits(dir.path(), |s| {
+        s.body_bytes_in_flight_mb = 12;
+        s.body_read_timeout_ms = 60_000;
+    })
+    .await;
+    let body = vec![b' '; 12 << 20];
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        // Signed headers for a 12 MiB body, then a trickle of it: the first takes the whole
+        // budget, the others wait in line.
+        let head = signed_head(server.addr, "Kinesis_20131202.PutRecords", &body, "us-east-1", "kinesis", true);
+        let mut c = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        c.write_all(head.as_bytes()).await.unwrap();
+        c.write_all(&body[..1024]).await.unwrap();
+        held.push(c);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let listed = tokio::time::timeout(Duration::from_secs(10), server.client().list_streams().send()).await;
+    assert!(listed.expect("ListStreams is answered while large bodies wait").is_ok());
+    drop(held);
     server.stop().await;
 }
