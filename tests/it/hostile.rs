@@ -181,25 +181,12 @@ async fn a_deeply_nested_record_fails_alone_and_the_server_goes_on() {
         .unwrap();
     let bomb = vec![b'['; 1_000_000];
     let records = [br#"{"k":"a"}"#.to_vec(), bomb, br#"{"k":"b"}"#.to_vec()];
-    let batch: Vec<_> = records
-        .iter()
-        .map(|d| aws_sdk_firehose::types::Record::builder().data(FhBlob::new(d.clone())).build().unwrap())
-        .collect();
-    f.put_record_batch().delivery_stream_name("nested").set_records(Some(batch)).send().await.unwrap();
+    put_batch(&f, "nested", &records).await;
     h.clock.advance(2_000);
     let landed = wait_for(&h.clock, || objects(&s3c, "nested/"), |o| o.len() >= 2).await;
     assert_eq!(landed.len(), 2, "one object per partition key");
     let errors = wait_for(&h.clock, || objects(&s3c, "nested-errors/processing-failed/"), |o| !o.is_empty()).await;
-    let lines: Vec<serde_json::Value> = errors
-        .iter()
-        .flat_map(|(_, bytes)| {
-            bytes
-                .split(|b| *b == b'\n')
-                .filter(|l| !l.is_empty())
-                .map(|l| serde_json::from_slice(l).unwrap())
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let lines = error_lines(&errors);
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(lines[0]["errorMessage"].as_str().unwrap().contains("levels deep"), "{}", lines[0]);
     // The server still answers.
@@ -256,6 +243,29 @@ async fn a_recreated_source_stream_is_read_from_its_start() {
     want.sort();
     assert_eq!(lines, want);
     h.server.stop().await;
+}
+
+/// Puts `records` into delivery stream `name` with one PutRecordBatch; all must be taken.
+async fn put_batch(f: &aws_sdk_firehose::Client, name: &str, records: &[impl AsRef<[u8]>]) {
+    let batch: Vec<_> = records
+        .iter()
+        .map(|d| aws_sdk_firehose::types::Record::builder().data(FhBlob::new(d.as_ref())).build().unwrap())
+        .collect();
+    let out = f.put_record_batch().delivery_stream_name(name).set_records(Some(batch)).send().await.unwrap();
+    assert_eq!(out.failed_put_count(), 0);
+}
+
+/// The error records (one JSON object a line) of error objects.
+fn error_lines(objects: &[(String, Vec<u8>)]) -> Vec<serde_json::Value> {
+    objects
+        .iter()
+        .flat_map(|(_, b)| {
+            b.split(|c| *c == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(|l| serde_json::from_slice(l).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 fn lines_of(objects: &[(String, Vec<u8>)]) -> Vec<String> {
@@ -434,11 +444,7 @@ async fn a_partition_value_too_long_for_a_key_fails_its_record_alone() {
         .unwrap();
     let long = "x".repeat(300);
     let records = [r#"{"k":"a"}"#.to_owned(), format!(r#"{{"k":"{long}"}}"#)];
-    let batch: Vec<_> = records
-        .iter()
-        .map(|d| aws_sdk_firehose::types::Record::builder().data(FhBlob::new(d.as_bytes())).build().unwrap())
-        .collect();
-    f.put_record_batch().delivery_stream_name("long").set_records(Some(batch)).send().await.unwrap();
+    put_batch(&f, "long", &records).await;
     let errors = wait_for(&h.clock, || objects(&s3c, "long-errors/s3-failed/"), |o| !o.is_empty()).await;
     let line: serde_json::Value = serde_json::from_slice(errors[0].1.split(|b| *b == b'\n').next().unwrap()).unwrap();
     assert_eq!(line["errorCode"], "S3.KeyTooLongError", "{line}");
@@ -514,25 +520,13 @@ async fn jq_queries_run_on_a_budget_and_cannot_read_the_clock() {
         .await
         .unwrap();
     let records = [r#"{"k":"a"}"#, r#"{"k":"loop"}"#, r#"{"k":"bomb"}"#, r#"{"k":"b"}"#];
-    let batch: Vec<_> = records
-        .iter()
-        .map(|d| aws_sdk_firehose::types::Record::builder().data(FhBlob::new(d.as_bytes())).build().unwrap())
-        .collect();
-    f.put_record_batch().delivery_stream_name("budget").set_records(Some(batch)).send().await.unwrap();
+    put_batch(&f, "budget", &records).await;
     let landed = wait_for(&h.clock, || objects(&s3c, "jq/"), |o| o.len() >= 2).await;
     let mut keys: Vec<&str> = landed.iter().map(|(k, _)| k.split('/').nth(1).unwrap()).collect();
     keys.sort();
     assert_eq!(keys, ["a", "b"]);
     let errors = wait_for(&h.clock, || objects(&s3c, "jq-errors/processing-failed/"), |o| !o.is_empty()).await;
-    let lines: Vec<serde_json::Value> = errors
-        .iter()
-        .flat_map(|(_, b)| {
-            b.split(|c| *c == b'\n')
-                .filter(|l| !l.is_empty())
-                .map(|l| serde_json::from_slice(l).unwrap())
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let lines = error_lines(&errors);
     assert_eq!(lines.len(), 2, "{lines:?}");
     assert!(lines.iter().all(|l| l["errorMessage"].as_str().unwrap().contains("budget")), "{lines:?}");
     // Nothing is left running: the delivery stream is deleted at once.
