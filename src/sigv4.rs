@@ -27,11 +27,24 @@ struct Authorization<'a> {
     signature: &'a str,
 }
 
-fn parse_authorization(h: &str) -> Option<Authorization<'_>> {
-    let rest = h.strip_prefix("AWS4-HMAC-SHA256 ")?;
+/// Why an `Authorization` header is not a SigV4 one, in AWS's words
+/// (`IncompleteSignatureException`).
+fn incomplete(message: String) -> ApiError {
+    ApiError::new(ErrorKind::IncompleteSignature, message)
+}
+
+/// Parses an `Authorization` header. Errors as AWS words them: a part without `=`, or the
+/// list of missing parameters (and a missing date header) followed by the header itself.
+fn parse_authorization<'a>(h: &'a str, has_date: bool) -> Result<Authorization<'a>, ApiError> {
+    // Without a space there is no parameter list at all (a bare token, say).
+    let params = h.split_once(' ').map_or("", |(_, rest)| rest);
     let (mut credential, mut signed, mut signature) = (None, None, None);
-    for part in rest.split(',') {
-        let (k, v) = part.trim().split_once('=')?;
+    for part in params.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((k, v)) = part.split_once('=') else {
+            return Err(incomplete(format!(
+                "'{part}' not a valid key=value pair (missing equal-sign) in Authorization header: '{h}'."
+            )));
+        };
         match k {
             "Credential" => credential = Some(v),
             "SignedHeaders" => signed = Some(v),
@@ -39,16 +52,42 @@ fn parse_authorization(h: &str) -> Option<Authorization<'_>> {
             _ => {}
         }
     }
-    let mut scope = credential?.split('/');
-    let a = Authorization {
-        access_key_id: scope.next()?,
-        date: scope.next()?,
-        region: scope.next()?,
-        service: scope.next()?,
-        signed_headers: signed?.split(';').collect(),
-        signature: signature?,
+    let mut missing = String::new();
+    for (name, value) in [("Credential", credential), ("Signature", signature), ("SignedHeaders", signed)] {
+        if value.is_none() {
+            missing.push_str(&format!("Authorization header requires '{name}' parameter. "));
+        }
+    }
+    if !has_date {
+        missing.push_str("Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header. ");
+    }
+    if !missing.is_empty() {
+        return Err(incomplete(format!("{missing}Authorization={h}")));
+    }
+    let (Some(credential), Some(signed), Some(signature)) = (credential, signed, signature) else {
+        unreachable!("each missing parameter was reported above")
     };
-    (scope.next()? == "aws4_request").then_some(a)
+    let malformed = || {
+        incomplete(format!(
+            "Credential '{credential}' is not <access key id>/<date>/<region>/<service>/aws4_request. Authorization={h}"
+        ))
+    };
+    if !h.starts_with("AWS4-HMAC-SHA256 ") {
+        return Err(incomplete(format!("Unsupported AWS 'algorithm': '{}'.", h.split(' ').next().unwrap_or(""))));
+    }
+    let mut scope = credential.split('/');
+    let a = Authorization {
+        access_key_id: scope.next().ok_or_else(malformed)?,
+        date: scope.next().ok_or_else(malformed)?,
+        region: scope.next().ok_or_else(malformed)?,
+        service: scope.next().ok_or_else(malformed)?,
+        signed_headers: signed.split(';').collect(),
+        signature,
+    };
+    match scope.next() {
+        Some("aws4_request") if scope.next().is_none() => Ok(a),
+        _ => Err(malformed()),
+    }
 }
 
 /// Parses `YYYYMMDDTHHMMSSZ`.
@@ -121,12 +160,8 @@ pub fn check_headers<'a>(
     let Some(auth) = header("authorization") else {
         return Err(denied(ErrorKind::MissingAuthenticationToken, "Missing Authentication Token"));
     };
-    let auth = parse_authorization(auth).ok_or_else(|| {
-        denied(
-            ErrorKind::InvalidSignature,
-            "Authorization header requires 'Credential', 'Signature' and 'SignedHeaders' parameters.",
-        )
-    })?;
+    let has_date = header("x-amz-date").is_some() || header("date").is_some();
+    let auth = parse_authorization(auth, has_date)?;
     let key = keys.iter().find(|k| k.access_key_id == auth.access_key_id).ok_or_else(|| {
         denied(ErrorKind::UnrecognizedClient, "The security token included in the request is invalid.")
     })?;
@@ -304,13 +339,29 @@ mod tests {
     fn parses_the_authorization_header() {
         let a = parse_authorization(
             "AWS4-HMAC-SHA256 Credential=AKID/20240102/us-east-1/kinesis/aws4_request, SignedHeaders=content-type;host;x-amz-date, Signature=abc",
+            true,
         )
         .unwrap();
         assert_eq!(a.access_key_id, "AKID");
         assert_eq!((a.date, a.region, a.service), ("20240102", "us-east-1", "kinesis"));
         assert_eq!(a.signed_headers, ["content-type", "host", "x-amz-date"]);
         assert_eq!(a.signature, "abc");
-        assert!(parse_authorization("Bearer x").is_none());
+        let e = parse_authorization("Bearer x", true).unwrap_err();
+        assert_eq!(
+            (e.kind, e.message.as_str()),
+            (
+                ErrorKind::IncompleteSignature,
+                "'x' not a valid key=value pair (missing equal-sign) in Authorization header: 'Bearer x'."
+            )
+        );
+        let e = parse_authorization("token", false).unwrap_err();
+        assert_eq!(
+            e.message,
+            "Authorization header requires 'Credential' parameter. Authorization header requires 'Signature' parameter. Authorization header requires 'SignedHeaders' parameter. Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header. Authorization=token"
+        );
+        let e = parse_authorization("AWS4-HMAC-SHA256 Credential=AKID/20240102/us-east-1/kinesis/aws4_request", true)
+            .unwrap_err();
+        assert!(e.message.starts_with("Authorization header requires 'Signature' parameter. Authorization header requires 'SignedHeaders' parameter. Authorization=AWS4"), "{}", e.message);
     }
 
     /// The AWS SDK for Rust's signer is the reference: what it signs verifies, with a session

@@ -564,3 +564,38 @@ async fn small_requests_do_not_queue_behind_large_bodies_waiting_for_the_budget(
     drop(held);
     server.stop().await;
 }
+
+/// A malformed `Authorization` header is `IncompleteSignatureException` naming each missing
+/// part, as AWS words it, not a signature mismatch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_authorization_headers_name_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let send = |authorization: &'static str| {
+        let addr = server.addr;
+        async move {
+            let head = format!(
+                "POST / HTTP/1.1\r\nHost: {addr}\r\nX-Amz-Target: Kinesis_20131202.ListStreams\r\nContent-Type: application/x-amz-json-1.1\r\nAuthorization: {authorization}\r\nX-Amz-Date: 20261129T000000Z\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+            );
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            stream.write_all(head.as_bytes()).await.unwrap();
+            let mut response = Vec::new();
+            stream.read_to_end(&mut response).await.unwrap();
+            parse_response(&response)
+        }
+    };
+    let (status, answer) =
+        send("AWS4-HMAC-SHA256 Credential=AKIDSLUICETEST/20261129/us-east-1/kinesis/aws4_request").await;
+    assert_eq!((status, answer["__type"].as_str()), (400, Some("IncompleteSignatureException")), "{answer}");
+    assert_eq!(
+        answer["message"],
+        "Authorization header requires 'Signature' parameter. Authorization header requires 'SignedHeaders' parameter. Authorization=AWS4-HMAC-SHA256 Credential=AKIDSLUICETEST/20261129/us-east-1/kinesis/aws4_request"
+    );
+    let (_, answer) = send("AWS4-HMAC-SHA256 Credential=AKIDSLUICETEST/x, SignedHeaders=host, Signature").await;
+    assert_eq!(answer["__type"], "IncompleteSignatureException");
+    assert_eq!(
+        answer["message"],
+        "'Signature' not a valid key=value pair (missing equal-sign) in Authorization header: 'AWS4-HMAC-SHA256 Credential=AKIDSLUICETEST/x, SignedHeaders=host, Signature'."
+    );
+    server.stop().await;
+}

@@ -32,6 +32,8 @@ pub enum ErrorKind {
     MissingAuthenticationToken,
     /// The signature does not match, or is stale.
     InvalidSignature,
+    /// The `Authorization` header lacks a part SigV4 needs, or a part is malformed.
+    IncompleteSignature,
     /// The access key is unknown.
     UnrecognizedClient,
     /// The server failed.
@@ -60,6 +62,7 @@ impl ErrorKind {
             Self::UnknownOperation => "UnknownOperationException",
             Self::MissingAuthenticationToken => "MissingAuthenticationTokenException",
             Self::InvalidSignature => "InvalidSignatureException",
+            Self::IncompleteSignature => "IncompleteSignatureException",
             Self::UnrecognizedClient => "UnrecognizedClientException",
             Self::InternalFailure => "InternalFailure",
             Self::ServiceUnavailable => "ServiceUnavailableException",
