@@ -171,7 +171,10 @@ pub fn build(
                 }
                 query = Some(Arc::new(PartitionQuery::compile(q)?));
             }
-            "AppendDelimiterToRecord" => delimiter = b"\n".to_vec(),
+            // A disabled processing configuration runs none of its processors (AWS Firehose
+            // developer guide); the delimiter is a processor like the others.
+            "AppendDelimiterToRecord" if processing.enabled.unwrap_or(false) => delimiter = b"\n".to_vec(),
+            "AppendDelimiterToRecord" => {}
             "Lambda" => {
                 if processing.enabled.unwrap_or(false) && transform.is_none() {
                     return Err("Lambda processor: no WASM transform is loaded for it.".into());

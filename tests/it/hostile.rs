@@ -599,3 +599,40 @@ async fn malformed_authorization_headers_name_what_is_missing() {
     );
     server.stop().await;
 }
+
+/// `ProcessingConfiguration.Enabled: false` turns every processor off: the delimiter
+/// processor once still appended `\n` to every record of a disabled configuration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_processing_configuration_appends_no_delimiter() {
+    let h = Harness::start(Some(1_700_000_000_000), |_| {}).await;
+    let s3c = h.s3.client();
+    let f = h.server.firehose();
+    for (name, enabled, want) in [("delim-off", false, "onetwo"), ("delim-on", true, "one\ntwo\n")] {
+        let processing = aws_sdk_firehose::types::ProcessingConfiguration::builder()
+            .enabled(enabled)
+            .processors(
+                aws_sdk_firehose::types::Processor::builder()
+                    .r#type(aws_sdk_firehose::types::ProcessorType::AppendDelimiterToRecord)
+                    .build()
+                    .unwrap(),
+            )
+            .build();
+        f.create_delivery_stream()
+            .delivery_stream_name(name)
+            .extended_s3_destination_configuration(
+                destination(&format!("{name}/"), &format!("{name}-errors/"))
+                    .processing_configuration(processing)
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+        put_batch(&f, name, &["one", "two"]).await;
+        let prefix = format!("{name}/");
+        let landed = wait_for(&h.clock, || objects(&s3c, &prefix), |o| !o.is_empty()).await;
+        assert_eq!(landed.len(), 1, "{name}");
+        assert_eq!(String::from_utf8_lossy(&landed[0].1), want, "{name}");
+    }
+    h.server.stop().await;
+}
