@@ -253,21 +253,7 @@ async fn create_streams(world: &World) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // No TableName: the schema is inferred from the first buffer and then fixed.
-    let parquet = fh::DataFormatConversionConfiguration::builder()
-        .enabled(true)
-        .input_format_configuration(
-            fh::InputFormatConfiguration::builder()
-                .deserializer(
-                    fh::Deserializer::builder().open_x_json_ser_de(fh::OpenXJsonSerDe::builder().build()).build(),
-                )
-                .build(),
-        )
-        .output_format_configuration(
-            fh::OutputFormatConfiguration::builder()
-                .serializer(fh::Serializer::builder().parquet_ser_de(fh::ParquetSerDe::builder().build()).build())
-                .build(),
-        )
-        .build();
+    let parquet = crate::firehose_delivery::json_to_parquet(None);
     firehose(world.addr)
         .create_delivery_stream()
         .delivery_stream_name(DELIVERY)

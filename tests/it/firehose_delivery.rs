@@ -55,6 +55,34 @@ pub fn delivery_config(c: &mut Config, lake: sluice_firehose::LakeConfig) {
     c.schema_dir = schema_dir();
 }
 
+/// JSON (OpenX) to Parquet with the schema of `table` (database, table), or inferred from the
+/// first buffer when `None`.
+pub fn json_to_parquet(table: Option<(&str, &str)>) -> fh::DataFormatConversionConfiguration {
+    let schema = table.map(|(database, table)| {
+        fh::SchemaConfiguration::builder()
+            .database_name(database)
+            .table_name(table)
+            .role_arn("arn:aws:iam::000000000000:role/firehose")
+            .build()
+    });
+    fh::DataFormatConversionConfiguration::builder()
+        .enabled(true)
+        .set_schema_configuration(schema)
+        .input_format_configuration(
+            fh::InputFormatConfiguration::builder()
+                .deserializer(
+                    fh::Deserializer::builder().open_x_json_ser_de(fh::OpenXJsonSerDe::builder().build()).build(),
+                )
+                .build(),
+        )
+        .output_format_configuration(
+            fh::OutputFormatConfiguration::builder()
+                .serializer(fh::Serializer::builder().parquet_ser_de(fh::ParquetSerDe::builder().build()).build())
+                .build(),
+        )
+        .build()
+}
+
 /// The Parquet conversion of the Beijing schema, as `CreateDeliveryStream` takes it.
 pub fn beijing_parquet() -> fh::DataFormatConversionConfiguration {
     fh::DataFormatConversionConfiguration::builder()

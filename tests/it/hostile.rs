@@ -167,11 +167,7 @@ async fn a_deeply_nested_record_fails_alone_and_the_server_goes_on() {
     let h = Harness::start(Some(1_700_000_000_000), |_| {}).await;
     let s3c = h.s3.client();
     let f = h.server.firehose();
-    let dest = destination("nested/!{partitionKeyFromQuery:k}/", "nested-errors/!{firehose:error-output-type}/")
-        .dynamic_partitioning_configuration(
-            aws_sdk_firehose::types::DynamicPartitioningConfiguration::builder().enabled(true).build(),
-        )
-        .processing_configuration(partition_by("{k: .k}"))
+    let dest = partitioned_by("nested", "{k: .k}")
         .buffering_hints(aws_sdk_firehose::types::BufferingHints::builder().interval_in_seconds(1).build());
     f.create_delivery_stream()
         .delivery_stream_name("nested")
@@ -243,6 +239,22 @@ async fn a_recreated_source_stream_is_read_from_its_start() {
     want.sort();
     assert_eq!(lines, want);
     h.server.stop().await;
+}
+
+/// A destination under `<name>/<k>/` partitioned by jq `query` (which gives `k`), errors under
+/// `<name>-errors/<error output type>/`.
+fn partitioned_by(
+    name: &str,
+    query: &str,
+) -> aws_sdk_firehose::types::builders::ExtendedS3DestinationConfigurationBuilder {
+    destination(
+        &format!("{name}/!{{partitionKeyFromQuery:k}}/"),
+        &format!("{name}-errors/!{{firehose:error-output-type}}/"),
+    )
+    .dynamic_partitioning_configuration(
+        aws_sdk_firehose::types::DynamicPartitioningConfiguration::builder().enabled(true).build(),
+    )
+    .processing_configuration(partition_by(query))
 }
 
 /// Puts `records` into delivery stream `name` with one PutRecordBatch; all must be taken.
@@ -431,11 +443,7 @@ async fn a_partition_value_too_long_for_a_key_fails_its_record_alone() {
     let h = Harness::start(Some(1_700_000_000_000), |_| {}).await;
     let s3c = h.s3.client();
     let f = h.server.firehose();
-    let dest = destination("long/!{partitionKeyFromQuery:k}/", "long-errors/!{firehose:error-output-type}/")
-        .dynamic_partitioning_configuration(
-            aws_sdk_firehose::types::DynamicPartitioningConfiguration::builder().enabled(true).build(),
-        )
-        .processing_configuration(partition_by("{k: .k}"));
+    let dest = partitioned_by("long", "{k: .k}");
     f.create_delivery_stream()
         .delivery_stream_name("long")
         .extended_s3_destination_configuration(dest.build().unwrap())
@@ -493,15 +501,7 @@ async fn jq_queries_run_on_a_budget_and_cannot_read_the_clock() {
     let h = Harness::start(Some(1_700_000_000_000), |_| {}).await;
     let s3c = h.s3.client();
     let f = h.server.firehose();
-    let with_query = |q: &str| {
-        destination("jq/!{partitionKeyFromQuery:k}/", "jq-errors/!{firehose:error-output-type}/")
-            .dynamic_partitioning_configuration(
-                aws_sdk_firehose::types::DynamicPartitioningConfiguration::builder().enabled(true).build(),
-            )
-            .processing_configuration(partition_by(q))
-            .build()
-            .unwrap()
-    };
+    let with_query = |q: &str| partitioned_by("jq", q).build().unwrap();
     for q in ["{k: now | tostring}", "{k: env.HOME}", "{k: (\"x\" | stderr)}"] {
         let refused = f
             .create_delivery_stream()

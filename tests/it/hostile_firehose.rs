@@ -105,28 +105,7 @@ fn lambda(arn: &str) -> fh::ProcessingConfiguration {
 
 /// JSON to Parquet with the schema of `table` in `database`.
 fn parquet(database: &str, table: &str) -> fh::DataFormatConversionConfiguration {
-    fh::DataFormatConversionConfiguration::builder()
-        .enabled(true)
-        .schema_configuration(
-            fh::SchemaConfiguration::builder()
-                .database_name(database)
-                .table_name(table)
-                .role_arn("arn:aws:iam::000000000000:role/firehose")
-                .build(),
-        )
-        .input_format_configuration(
-            fh::InputFormatConfiguration::builder()
-                .deserializer(
-                    fh::Deserializer::builder().open_x_json_ser_de(fh::OpenXJsonSerDe::builder().build()).build(),
-                )
-                .build(),
-        )
-        .output_format_configuration(
-            fh::OutputFormatConfiguration::builder()
-                .serializer(fh::Serializer::builder().parquet_ser_de(fh::ParquetSerDe::builder().build()).build())
-                .build(),
-        )
-        .build()
+    crate::firehose_delivery::json_to_parquet(Some((database, table)))
 }
 
 async fn create(w: &World, name: &str, d: fh::ExtendedS3DestinationConfiguration) -> Result<(), String> {
