@@ -1,6 +1,7 @@
 //! The `sluice` server: configuration, the HTTP server that routes `X-Amz-Target` to the
 //! Kinesis or Firehose API, and SigV4 verification.
 
+pub mod api;
 pub mod client;
 pub mod config;
 pub mod demo;

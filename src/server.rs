@@ -20,6 +20,7 @@ use sluice_engine::api::{Action, ApiError, ErrorKind, Kinesis, TARGET_PREFIX};
 use sluice_firehose::{Action as FirehoseAction, Firehose, TARGET_PREFIX as FIREHOSE_TARGET_PREFIX};
 use tokio::net::TcpListener;
 
+use crate::api::{self, Codec};
 use crate::config::{AccessKey, Auth};
 use crate::sigv4;
 
@@ -138,15 +139,15 @@ impl AppState {
     }
 }
 
-fn answer(request_id: &str, result: Result<Vec<u8>, ApiError>) -> Response<Full<Bytes>> {
+fn answer(request_id: &str, codec: Codec, result: Result<Vec<u8>, ApiError>) -> Response<Full<Bytes>> {
     let (status, body) = match result {
         Ok(body) => (StatusCode::OK, body),
-        Err(e) => (StatusCode::from_u16(e.kind.status()).unwrap_or(StatusCode::BAD_REQUEST), e.body()),
+        Err(e) => (StatusCode::from_u16(e.kind.status()).unwrap_or(StatusCode::BAD_REQUEST), codec.error_body(&e)),
     };
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
     let h = r.headers_mut();
-    h.insert("content-type", HeaderValue::from_static("application/x-amz-json-1.1"));
+    h.insert("content-type", HeaderValue::from_static(codec.content_type()));
     if let Ok(v) = HeaderValue::from_str(request_id) {
         h.insert("x-amzn-requestid", v);
     }
@@ -179,7 +180,8 @@ async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response
     if req.method() != http::Method::POST {
         return Ok(access_denied(&request_id));
     }
-    Ok(answer(&request_id, dispatch(state, req).await))
+    let codec = Codec::from_content_type(req.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()));
+    Ok(answer(&request_id, codec, dispatch(state, codec, req).await))
 }
 
 /// The API an `X-Amz-Target` names.
@@ -188,7 +190,7 @@ enum Target {
     Firehose(FirehoseAction),
 }
 
-async fn dispatch(state: Arc<AppState>, req: Request<Incoming>) -> Result<Vec<u8>, ApiError> {
+async fn dispatch(state: Arc<AppState>, codec: Codec, req: Request<Incoming>) -> Result<Vec<u8>, ApiError> {
     let (parts, body) = req.into_parts();
     let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("");
     let action = match target.split_once('.') {
@@ -231,25 +233,29 @@ async fn dispatch(state: Arc<AppState>, req: Request<Incoming>) -> Result<Vec<u8
         let uri = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         checked.verify_body(parts.method.as_str(), uri, &body.bytes)?;
     }
-    let bytes = body.bytes.clone();
-    let answer = match action {
-        Target::Kinesis(action) => {
-            let worker = state.clone();
-            tokio::task::spawn_blocking(move || worker.kinesis.handle(action, &bytes))
-                .await
-                .map_err(|e| ApiError::new(ErrorKind::InternalFailure, e.to_string()))?
-        }
-        Target::Firehose(action) => {
-            // Firehose actions sync files, compile WASM and remove directories: off the
-            // runtime's worker threads, so a slow one never stalls other requests.
-            let worker = state.clone();
-            let runtime = tokio::runtime::Handle::current();
-            tokio::task::spawn_blocking(move || runtime.block_on(worker.firehose.handle(action, &bytes)))
-                .await
-                .map_err(|e| ApiError::new(ErrorKind::InternalFailure, e.to_string()))?
-        }
-    };
-    drop(body);
+    let operation = target.split_once('.').map_or("", |(_, name)| name).to_owned();
+    // Decoding, the model's checks (before any action looks at a stream, as AWS's front end
+    // does), the action and encoding run on a blocking thread: a large body's parse or a
+    // Firehose action's file syncs never stall other requests. Firehose actions are async,
+    // so their thread drives them on the runtime.
+    let worker = state.clone();
+    let runtime = tokio::runtime::Handle::current();
+    let answer = tokio::task::spawn_blocking(move || {
+        let model = match action {
+            Target::Kinesis(_) => api::model::kinesis(),
+            Target::Firehose(_) => api::model::firehose(),
+        };
+        let request = api::decode_request(codec, model, &operation, &body.bytes)?;
+        let answer = match action {
+            Target::Kinesis(action) => worker.kinesis.handle(action, &request),
+            Target::Firehose(action) => runtime.block_on(worker.firehose.handle(action, &request)),
+        }?;
+        // The body's share of the budget is held until the action is done with its copy.
+        drop(body);
+        api::encode_response(codec, model, &operation, answer)
+    })
+    .await
+    .map_err(|e| ApiError::new(ErrorKind::InternalFailure, e.to_string()))?;
     answer
 }
 

@@ -17,8 +17,8 @@ pub struct Request {
 }
 
 pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
-    let stream = k.stream_for_data(&r.target)?;
     let record = validate_entry(&r.entry, "")?;
+    let stream = k.stream_for_data(&r.target)?;
     let results = append_routed(k, &stream, vec![record])?;
     let placed = results.into_iter().next().expect("one record in, one result out")?;
     respond(&serde_json::json!({

@@ -23,7 +23,9 @@ pub const PUT_RECORDS_BYTES_MAX: usize = 5 << 20;
 #[serde(rename_all = "PascalCase")]
 pub struct Entry {
     data: String,
-    partition_key: String,
+    // The model no longer marks it required (records may be spread by the stream's record
+    // distribution strategy); Sluice routes by it, so its absence is the old model's error.
+    partition_key: Option<String>,
     explicit_hash_key: Option<String>,
 }
 
@@ -51,23 +53,29 @@ pub fn validate_entry(e: &Entry, member: &str) -> Result<Checked, ApiError> {
         let v = format!("java.nio.HeapByteBuffer[pos=0 lim={n} cap={n}]", n = data.len());
         return Err(ApiError::validation(v, &format!("{member}data"), "have length less than or equal to 1048576"));
     }
-    let chars = e.partition_key.chars().count();
+    let Some(partition_key) = &e.partition_key else {
+        return Err(ApiError::new(
+            ErrorKind::Validation,
+            format!("1 validation error detected: Value null at '{member}partitionKey' failed to satisfy constraint: Member must not be null"),
+        ));
+    };
+    let chars = partition_key.chars().count();
     if chars < 1 {
         return Err(ApiError::validation(
-            &e.partition_key,
+            partition_key,
             &format!("{member}partitionKey"),
             "have length greater than or equal to 1",
         ));
     }
     if chars > PARTITION_KEY_CHARS_MAX {
         return Err(ApiError::validation(
-            &e.partition_key,
+            partition_key,
             &format!("{member}partitionKey"),
             "have length less than or equal to 256",
         ));
     }
     let hash_key = match &e.explicit_hash_key {
-        None => hash_key_of(&e.partition_key),
+        None => hash_key_of(partition_key),
         Some(h) => {
             let pattern = !h.is_empty()
                 && h.len() <= 39
@@ -89,13 +97,13 @@ pub fn validate_entry(e: &Entry, member: &str) -> Result<Checked, ApiError> {
             })?
         }
     };
-    if data.len() + e.partition_key.len() > RECORD_BYTES_DEFAULT {
+    if data.len() + partition_key.len() > RECORD_BYTES_DEFAULT {
         return Err(ApiError::new(
             ErrorKind::InvalidArgument,
             "The record size (data plus partition key) exceeds 1 MiB.",
         ));
     }
-    Ok(Checked { data, partition_key: e.partition_key.clone(), hash_key })
+    Ok(Checked { data, partition_key: partition_key.clone(), hash_key })
 }
 
 /// Where one record landed: its shard id and sequence number, as Kinesis shows them.
@@ -177,7 +185,6 @@ pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
             "have length less than or equal to 500",
         ));
     }
-    let stream = k.stream_for_data(&r.target)?;
     let checked = r
         .records
         .iter()
@@ -188,6 +195,7 @@ pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
     if total > PUT_RECORDS_BYTES_MAX {
         return Err(ApiError::new(ErrorKind::InvalidArgument, "Records size exceeds 5 MB limit"));
     }
+    let stream = k.stream_for_data(&r.target)?;
     let results = append_routed(k, &stream, checked)?;
     let failed = results.iter().filter(|r| r.is_err()).count();
     let records: Vec<_> = results

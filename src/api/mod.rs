@@ -1,0 +1,28 @@
+//! The wire layer shared by the Kinesis and Firehose APIs: AWS's service models, request
+//! checking driven by them, and the JSON and CBOR codecs.
+
+pub mod codec;
+pub mod model;
+pub mod validate;
+
+use sluice_engine::api::{ApiError, ErrorKind};
+
+pub use codec::Codec;
+pub use model::Model;
+
+/// Decodes `body` in `codec` for operation `operation` of `model` and checks it against the
+/// model (types, then constraints); returns the checked request as the JSON the action
+/// parses.
+pub fn decode_request(codec: Codec, model: &Model, operation: &str, body: &[u8]) -> Result<Vec<u8>, ApiError> {
+    let op = model.operation(operation).ok_or_else(|| ApiError::new(ErrorKind::UnknownOperation, ""))?;
+    let Some(input) = op.input else { return Ok(b"{}".to_vec()) };
+    let value = codec.decode(model, Some(input), body)?;
+    let value = validate::request(model, input, value)?;
+    serde_json::to_vec(&value).map_err(|e| ApiError::new(ErrorKind::InternalFailure, e.to_string()))
+}
+
+/// Encodes an action's JSON answer in `codec` for operation `operation` of `model`.
+pub fn encode_response(codec: Codec, model: &Model, operation: &str, json: Vec<u8>) -> Result<Vec<u8>, ApiError> {
+    let output = model.operation(operation).and_then(|op| op.output);
+    codec.encode(model, output, json)
+}

@@ -1,0 +1,501 @@
+//! Request checking as AWS's front end (Coral) does it, driven by the service model:
+//!
+//! 1. **Types** ([`coerce`]): each member must have its shape's JSON type; the first that does
+//!    not is a `SerializationException` with Coral's text (`Expected map or null`, `class
+//!    java.lang.Boolean can not be converted to an String`, ...). Numbers are truncated to
+//!    their shape's integer type, `null` counts as absent, members the model does not know are
+//!    dropped.
+//! 2. **Constraints** ([`violations`]): every member, in the model's order, against
+//!    `required`, `min`/`max`, `pattern` and `enum`; all violations (at most 10) in one
+//!    `ValidationException`: `2 validation errors detected: Value '' at 'streamName' failed to
+//!    satisfy constraint: Member must ...; Value null at 'records' ...`.
+//!
+//! Both run before an action looks at a stream, so a request with bad members never reaches
+//! an existence check. Sources of each text: the table in [`RULES`].
+
+use base64::Engine as _;
+use serde_json::{Map, Value};
+use sluice_engine::api::{ApiError, ErrorKind};
+
+use super::model::{Model, ShapeId, ShapeKind};
+
+/// Where each message comes from. Observed AWS behaviour was recorded by kinesalite's test
+/// suite (run against AWS Kinesis; `test/helpers.js` `assertType`, `assertValidation`) and by
+/// issue 13's probes; constraints themselves come from botocore's models.
+pub const RULES: &[(&str, &str)] = &[
+    ("Member must not be null", "model `required`; kinesalite validations/index.js notNull"),
+    ("Member must have length greater than or equal to N", "model `min` on strings, blobs, lists, maps"),
+    ("Member must have length less than or equal to N", "model `max` on strings, blobs, lists, maps"),
+    ("Member must have value greater than or equal to N", "model `min` on numbers"),
+    ("Member must have value less than or equal to N", "model `max` on numbers"),
+    ("Member must satisfy regular expression pattern: P", "model `pattern`, checked before lengths (AWS's order)"),
+    ("Member must satisfy enum value set: [A, B]", "model `enum`"),
+    ("Member must satisfy constraint: [..]", "list members' constraints, reported once at the list (AWS)"),
+    ("Map keys must satisfy constraint: [..] / Map value must ...", "map keys and values (AWS, AddTagsToStream)"),
+    ("at most 10 violations listed", "kinesalite validations/index.js, observed on AWS"),
+    ("Expected list or null / Expected map or null / Expected null", "a scalar where a list, map, structure is"),
+    ("Start of list found where not expected", "an array where a scalar, map or structure is"),
+    ("Start of structure or map found where not expected.", "an object where a scalar or list is"),
+    ("class java.lang.Boolean can not be converted to an String", "issue 13 probe of AWS; kinesalite"),
+    ("class com.amazon.coral.value.json.numbers.TruncatingBigNumber ...", "a number where a string, blob, boolean is"),
+    ("'..' can not be converted to a Blob: ...", "base64 checks of Coral (length, character, last character)"),
+];
+
+/// Enum value sets AWS prints in an order of its own (observed on AWS by kinesalite's
+/// `test/getShardIterator.js`); other enums print in the model's order.
+const OBSERVED_ENUM_ORDER: &[(&str, &str)] =
+    &[("ShardIteratorType", "AFTER_SEQUENCE_NUMBER, LATEST, AT_TIMESTAMP, AT_SEQUENCE_NUMBER, TRIM_HORIZON")];
+
+fn enum_set(shape_name: &str, allowed: &[String]) -> String {
+    match OBSERVED_ENUM_ORDER.iter().find(|(name, _)| *name == shape_name) {
+        Some((_, order)) => format!("[{order}]"),
+        None => format!("[{}]", allowed.join(", ")),
+    }
+}
+
+/// Most violations one `ValidationException` lists (AWS stops counting at 10).
+pub const VIOLATIONS_MAX: usize = 10;
+
+fn serialization(message: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorKind::Serialization, message)
+}
+
+/// Checks `value` against `shape`'s types (step 1); returns it normalized, `None` for null.
+pub fn coerce(model: &Model, shape: ShapeId, value: Value) -> Result<Option<Value>, ApiError> {
+    if value.is_null() {
+        return Ok(None);
+    }
+    let s = model.shape(shape);
+    let not_expected = |v: &Value| match v {
+        Value::Array(_) => Some(serialization("Start of list found where not expected")),
+        Value::Object(_) => Some(serialization("Start of structure or map found where not expected.")),
+        _ => None,
+    };
+    Ok(Some(match &s.kind {
+        ShapeKind::Structure { members } => match value {
+            Value::Object(mut fields) => {
+                let mut out = Map::new();
+                for m in members {
+                    if let Some(v) = fields.remove(&m.name) {
+                        if let Some(v) = coerce(model, m.shape, v)? {
+                            out.insert(m.name.clone(), v);
+                        }
+                    }
+                }
+                Value::Object(out)
+            }
+            Value::Array(_) => return Err(serialization("Start of list found where not expected")),
+            _ => return Err(serialization("Expected null")),
+        },
+        ShapeKind::List { member } => match value {
+            Value::Array(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for v in items {
+                    out.push(coerce(model, *member, v)?.unwrap_or(Value::Null));
+                }
+                Value::Array(out)
+            }
+            Value::Object(_) => return Err(serialization("Start of structure or map found where not expected.")),
+            _ => return Err(serialization("Expected list or null")),
+        },
+        ShapeKind::Map { value: value_shape, .. } => match value {
+            Value::Object(fields) => {
+                let mut out = Map::new();
+                for (k, v) in fields {
+                    if let Some(v) = coerce(model, *value_shape, v)? {
+                        out.insert(k, v);
+                    }
+                }
+                Value::Object(out)
+            }
+            Value::Array(_) => return Err(serialization("Start of list found where not expected")),
+            _ => return Err(serialization("Expected map or null")),
+        },
+        ShapeKind::String { .. } => match value {
+            Value::String(_) => value,
+            Value::Bool(_) => return Err(serialization("class java.lang.Boolean can not be converted to an String")),
+            Value::Number(_) => return Err(truncating("an String")),
+            v => return Err(not_expected(&v).expect("array or object")),
+        },
+        ShapeKind::Integer | ShapeKind::Long | ShapeKind::Double => {
+            let (name, range) = match s.kind {
+                ShapeKind::Integer => ("Integer", Some((i32::MIN as f64, i32::MAX as f64))),
+                ShapeKind::Long => ("Long", Some((i64::MIN as f64, i64::MAX as f64))),
+                _ => ("Double", None),
+            };
+            match value {
+                Value::Number(n) => match range {
+                    // Coral truncates a JSON number to the member's integer type.
+                    Some((lo, hi)) => match n.as_i64() {
+                        Some(i) if (lo..=hi).contains(&(i as f64)) => Value::from(i),
+                        _ => {
+                            let f = n.as_f64().unwrap_or(0.0).trunc().clamp(lo, hi);
+                            Value::from(f as i64)
+                        }
+                    },
+                    None => Value::Number(n),
+                },
+                Value::Bool(_) => {
+                    return Err(serialization(format!("class java.lang.Boolean can not be converted to an {name}")))
+                }
+                Value::String(_) => {
+                    return Err(serialization(format!("class java.lang.String can not be converted to an {name}")))
+                }
+                v => return Err(not_expected(&v).expect("array or object")),
+            }
+        }
+        ShapeKind::Boolean => match value {
+            Value::Bool(_) => value,
+            Value::Number(_) => return Err(truncating("an Boolean")),
+            Value::String(text) => match text.to_ascii_lowercase().as_str() {
+                "true" | "yes" | "1" => Value::Bool(true),
+                "false" | "no" | "0" => Value::Bool(false),
+                _ => {
+                    return Err(serialization(format!("'{}' can not be converted to an Boolean", text.to_uppercase())))
+                }
+            },
+            v => return Err(not_expected(&v).expect("array or object")),
+        },
+        ShapeKind::Blob => match value {
+            Value::String(text) => {
+                check_base64(&text)?;
+                Value::String(text)
+            }
+            Value::Bool(_) => return Err(serialization("class java.lang.Boolean can not be converted to a Blob")),
+            Value::Number(_) => return Err(truncating("a Blob")),
+            v => return Err(not_expected(&v).expect("array or object")),
+        },
+        ShapeKind::Timestamp => match value {
+            Value::Number(_) => value,
+            Value::Bool(_) => {
+                return Err(serialization("class java.lang.Boolean can not be converted to milliseconds since epoch"))
+            }
+            Value::String(_) => {
+                return Err(serialization("class java.lang.String can not be converted to milliseconds since epoch"))
+            }
+            v => return Err(not_expected(&v).expect("array or object")),
+        },
+    }))
+}
+
+fn truncating(target: &str) -> ApiError {
+    serialization(format!(
+        "class com.amazon.coral.value.json.numbers.TruncatingBigNumber can not be converted to {target}"
+    ))
+}
+
+/// Coral's base64 checks, in its order and words (`dectected` is AWS's spelling).
+fn check_base64(text: &str) -> Result<(), ApiError> {
+    let fail = |why: String| Err(serialization(format!("'{text}' can not be converted to a Blob: {why}")));
+    if !text.len().is_multiple_of(4) {
+        return fail(format!("Base64 encoded length is expected a multiple of 4 bytes but found: {}", text.len()));
+    }
+    let bytes = text.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        let valid = b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=';
+        let pad_misplaced = b == b'=' && bytes.get(i + 1).is_some_and(|&next| next != b'=');
+        if !valid || pad_misplaced {
+            let c = text[i..].chars().next().unwrap_or('?');
+            return fail(format!("Invalid Base64 character: '{c}'"));
+        }
+    }
+    if base64::engine::general_purpose::STANDARD.decode(text).is_err() {
+        return fail("Invalid last non-pad Base64 character dectected".into());
+    }
+    Ok(())
+}
+
+/// Checks a coerced request (step 2); `Ok` when no constraint is broken.
+pub fn check(model: &Model, shape: ShapeId, value: &Value) -> Result<(), ApiError> {
+    let mut found = Vec::new();
+    let mut counted = 0;
+    struct_violations(model, shape, value, "", &mut found, &mut counted);
+    if found.is_empty() {
+        return Ok(());
+    }
+    let n = found.len();
+    let plural = if n == 1 { "error" } else { "errors" };
+    Err(ApiError::new(ErrorKind::Validation, format!("{n} validation {plural} detected: {}", found.join("; "))))
+}
+
+/// Lower-cases the first letter, as Coral names members in messages (`StreamARN` → `streamARN`).
+fn lower_first(name: &str) -> String {
+    let mut chars = name.chars();
+    match chars.next() {
+        Some(c) => c.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+fn struct_violations(
+    model: &Model,
+    shape: ShapeId,
+    value: &Value,
+    parent: &str,
+    found: &mut Vec<String>,
+    n: &mut usize,
+) {
+    let ShapeKind::Structure { members } = &model.shape(shape).kind else { return };
+    for m in members {
+        let path = format!("{parent}{}", lower_first(&m.name));
+        let v = value.get(&m.name).filter(|v| !v.is_null());
+        member_violations(model, m.shape, v, m.required, &path, found, n);
+    }
+}
+
+fn push(found: &mut Vec<String>, n: &mut usize, rendered: &str, path: &str, constraint: &str) {
+    *n += 1;
+    if found.len() < VIOLATIONS_MAX {
+        found.push(format!("Value {rendered} at '{path}' failed to satisfy constraint: {constraint}"));
+    }
+}
+
+fn member_violations(
+    model: &Model,
+    shape: ShapeId,
+    value: Option<&Value>,
+    required: bool,
+    path: &str,
+    found: &mut Vec<String>,
+    n: &mut usize,
+) {
+    let Some(value) = value else {
+        if required {
+            push(found, n, "null", path, "Member must not be null");
+        }
+        return;
+    };
+    let rendered = format!("'{}'", render(model, shape, value));
+    for constraint in own_violations(model, shape, value) {
+        push(found, n, &rendered, path, &constraint);
+    }
+    match &model.shape(shape).kind {
+        ShapeKind::Structure { .. } => struct_violations(model, shape, value, &format!("{path}."), found, n),
+        ShapeKind::List { member } => {
+            let items = value.as_array().map(Vec::as_slice).unwrap_or_default();
+            if matches!(model.shape(*member).kind, ShapeKind::Structure { .. }) {
+                for (i, item) in items.iter().enumerate() {
+                    let item_path = format!("{path}.{}.member", i + 1);
+                    if item.is_null() {
+                        push(found, n, "null", &item_path, "Member must not be null");
+                    } else {
+                        struct_violations(model, *member, item, &format!("{item_path}."), found, n);
+                    }
+                }
+            } else if items.iter().any(|item| !own_violations(model, *member, item).is_empty()) {
+                let all = constraint_list(model, *member);
+                push(found, n, &rendered, path, &format!("Member must satisfy constraint: [{all}]"));
+            }
+        }
+        ShapeKind::Map { key, value: value_shape } => {
+            let fields = value.as_object();
+            let keys_bad = fields
+                .is_some_and(|f| f.keys().any(|k| !own_violations(model, *key, &Value::from(k.as_str())).is_empty()));
+            if keys_bad {
+                let all = constraint_list(model, *key);
+                push(found, n, &rendered, path, &format!("Map keys must satisfy constraint: [{all}]"));
+            }
+            let values_bad =
+                fields.is_some_and(|f| f.values().any(|v| !own_violations(model, *value_shape, v).is_empty()));
+            if values_bad {
+                let all = constraint_list(model, *value_shape);
+                push(found, n, &rendered, path, &format!("Map value must satisfy constraint: [{all}]"));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Length as Coral counts it: UTF-16 units of strings, decoded bytes of blobs, entries of
+/// lists and maps.
+fn length(model: &Model, shape: ShapeId, value: &Value) -> Option<i64> {
+    Some(match (&model.shape(shape).kind, value) {
+        (ShapeKind::String { .. }, Value::String(s)) => s.encode_utf16().count() as i64,
+        (ShapeKind::Blob, Value::String(s)) => base64_decoded_len(s) as i64,
+        (ShapeKind::List { .. }, Value::Array(a)) => a.len() as i64,
+        (ShapeKind::Map { .. }, Value::Object(o)) => o.len() as i64,
+        _ => return None,
+    })
+}
+
+fn base64_decoded_len(s: &str) -> usize {
+    let pad = s.bytes().rev().take_while(|&b| b == b'=').count();
+    (s.len() / 4 * 3).saturating_sub(pad)
+}
+
+/// The constraints `value` breaks of `shape`'s own (not its members'), in AWS's order:
+/// pattern, then lengths or values, then the enum.
+fn own_violations(model: &Model, shape: ShapeId, value: &Value) -> Vec<String> {
+    let s = model.shape(shape);
+    let mut out = Vec::new();
+    if let (Some(p), Some(text)) = (&s.pattern, value.as_str()) {
+        if !p.matches(text) {
+            out.push(format!("Member must satisfy regular expression pattern: {}", p.source));
+        }
+    }
+    let numeric = matches!(s.kind, ShapeKind::Integer | ShapeKind::Long | ShapeKind::Double);
+    if numeric {
+        let v = value.as_f64().unwrap_or(0.0);
+        if let Some(min) = s.min.filter(|&min| v < min as f64) {
+            out.push(format!("Member must have value greater than or equal to {min}"));
+        }
+        if let Some(max) = s.max.filter(|&max| v > max as f64) {
+            out.push(format!("Member must have value less than or equal to {max}"));
+        }
+    } else if let Some(len) = length(model, shape, value) {
+        if let Some(min) = s.min.filter(|&min| len < min) {
+            out.push(format!("Member must have length greater than or equal to {min}"));
+        }
+        if let Some(max) = s.max.filter(|&max| len > max) {
+            out.push(format!("Member must have length less than or equal to {max}"));
+        }
+    }
+    if let (ShapeKind::String { allowed: Some(allowed) }, Some(text)) = (&s.kind, value.as_str()) {
+        if !allowed.iter().any(|a| a == text) {
+            out.push(format!("Member must satisfy enum value set: {}", enum_set(&s.name, allowed)));
+        }
+    }
+    out
+}
+
+/// Every constraint of `shape`, as AWS lists a list member's or map key's constraints:
+/// upper bound first (`[Member must have length less than or equal to 128, Member must have
+/// length greater than or equal to 1]`).
+fn constraint_list(model: &Model, shape: ShapeId) -> String {
+    let s = model.shape(shape);
+    let what =
+        if matches!(s.kind, ShapeKind::Integer | ShapeKind::Long | ShapeKind::Double) { "value" } else { "length" };
+    let mut out = Vec::new();
+    if let Some(max) = s.max {
+        out.push(format!("Member must have {what} less than or equal to {max}"));
+    }
+    if let Some(min) = s.min {
+        out.push(format!("Member must have {what} greater than or equal to {min}"));
+    }
+    if let Some(p) = &s.pattern {
+        out.push(format!("Member must satisfy regular expression pattern: {}", p.source));
+    }
+    if let ShapeKind::String { allowed: Some(allowed) } = &s.kind {
+        out.push(format!("Member must satisfy enum value set: {}", enum_set(&s.name, allowed)));
+    }
+    out.join(", ")
+}
+
+/// A value as AWS prints it in a message: strings bare, blobs as the Java buffer that held
+/// them, lists `[a, b]`, maps `{k=v, k2=v2}`, structures by Java class and hash.
+pub fn render(model: &Model, shape: ShapeId, value: &Value) -> String {
+    let s = model.shape(shape);
+    match (&s.kind, value) {
+        (_, Value::Null) => "null".into(),
+        (ShapeKind::Blob, Value::String(b64)) => {
+            let n = base64_decoded_len(b64);
+            format!("java.nio.HeapByteBuffer[pos=0 lim={n} cap={n}]")
+        }
+        (ShapeKind::List { member }, Value::Array(items)) => {
+            let parts: Vec<String> = items.iter().map(|v| render(model, *member, v)).collect();
+            format!("[{}]", parts.join(", "))
+        }
+        (ShapeKind::Map { value: value_shape, .. }, Value::Object(fields)) => {
+            let parts: Vec<String> =
+                fields.iter().map(|(k, v)| format!("{k}={}", render(model, *value_shape, v))).collect();
+            format!("{{{}}}", parts.join(", "))
+        }
+        (ShapeKind::Structure { .. }, v) => {
+            // Java's Object.toString: class name and identity hash; any stable hash will do.
+            let hash = crc32fast::hash(v.to_string().as_bytes());
+            format!("{}.{}@{hash:08x}", model.java_package, s.name)
+        }
+        (_, Value::String(text)) => text.clone(),
+        (_, other) => other.to_string(),
+    }
+}
+
+/// Checks a request body's value for operation input `shape`: types first, then
+/// constraints. Returns the normalized value the action parses.
+pub fn request(model: &Model, shape: ShapeId, value: Value) -> Result<Value, ApiError> {
+    if !value.is_object() {
+        // Coral answers a body that is not a JSON object with no message at all.
+        return Err(serialization(""));
+    }
+    let value = coerce(model, shape, value)?.unwrap_or_else(|| Value::Object(Map::new()));
+    check(model, shape, &value)?;
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::api::model;
+
+    fn run(op: &str, body: Value) -> Result<Value, ApiError> {
+        let m = model::kinesis();
+        request(m, m.operation(op).unwrap().input.unwrap(), body)
+    }
+
+    #[test]
+    fn violations_are_listed_in_the_models_member_order_with_awss_renderings() {
+        let e = run("AddTagsToStream", json!({"StreamName": "", "Tags": {}})).unwrap_err();
+        assert_eq!(
+            e.message,
+            "3 validation errors detected: \
+             Value '' at 'streamName' failed to satisfy constraint: Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+; \
+             Value '' at 'streamName' failed to satisfy constraint: Member must have length greater than or equal to 1; \
+             Value '{}' at 'tags' failed to satisfy constraint: Member must have length greater than or equal to 1"
+        );
+        let e = run("PutRecords", json!({"Records": [{"Data": "AAAA", "PartitionKey": ""}, null]})).unwrap_err();
+        assert_eq!(
+            e.message,
+            "2 validation errors detected: \
+             Value '' at 'records.1.member.partitionKey' failed to satisfy constraint: Member must have length greater than or equal to 1; \
+             Value null at 'records.2.member' failed to satisfy constraint: Member must not be null"
+        );
+        let e = run("RemoveTagsFromStream", json!({"StreamName": "s", "TagKeys": ["a", ""]})).unwrap_err();
+        assert_eq!(
+            e.message,
+            "1 validation error detected: Value '[a, ]' at 'tagKeys' failed to satisfy constraint: \
+             Member must satisfy constraint: [Member must have length less than or equal to 128, Member must have length greater than or equal to 1]"
+        );
+        assert!(run("PutRecord", json!({"StreamName": "s", "Data": "AAAA", "PartitionKey": "k"})).is_ok());
+    }
+
+    #[test]
+    fn a_member_of_the_wrong_type_is_corals_serialization_text() {
+        let cases = [
+            (json!({"StreamName": true}), "class java.lang.Boolean can not be converted to an String"),
+            (
+                json!({"StreamName": 5}),
+                "class com.amazon.coral.value.json.numbers.TruncatingBigNumber can not be converted to an String",
+            ),
+            (json!({"StreamName": "s", "Tags": "x"}), "Expected map or null"),
+            (json!({"StreamName": "s", "Tags": []}), "Start of list found where not expected"),
+            (
+                json!({"StreamName": "s", "ShardCount": "2"}),
+                "class java.lang.String can not be converted to an Integer",
+            ),
+            (json!({"StreamName": {}}), "Start of structure or map found where not expected."),
+            (json!({"StreamName": "s", "StreamModeDetails": 1}), "Expected null"),
+        ];
+        for (body, message) in cases {
+            let e = run("CreateStream", body.clone()).unwrap_err();
+            assert_eq!((e.kind, e.message.as_str()), (ErrorKind::Serialization, message), "{body}");
+        }
+        let blob =
+            |d: &str| run("PutRecord", json!({"StreamName": "s", "PartitionKey": "k", "Data": d})).unwrap_err().message;
+        assert_eq!(blob("23456"), "'23456' can not be converted to a Blob: Base64 encoded length is expected a multiple of 4 bytes but found: 5");
+        assert_eq!(blob("=+/="), "'=+/=' can not be converted to a Blob: Invalid Base64 character: '='");
+        assert_eq!(
+            blob("+/+="),
+            "'+/+=' can not be converted to a Blob: Invalid last non-pad Base64 character dectected"
+        );
+    }
+
+    #[test]
+    fn numbers_are_truncated_to_their_type_and_unknown_members_dropped() {
+        let v = run("CreateStream", json!({"StreamName": "s", "ShardCount": 2.9, "Extra": 1, "Tags": null})).unwrap();
+        assert_eq!(v, json!({"StreamName": "s", "ShardCount": 2}));
+        let e = run("CreateStream", json!({"StreamName": "s", "ShardCount": 0})).unwrap_err();
+        assert_eq!(e.message, "1 validation error detected: Value '0' at 'shardCount' failed to satisfy constraint: Member must have value greater than or equal to 1");
+    }
+}
