@@ -108,7 +108,24 @@ fn cbor_to_json(model: &Model, shape: Option<ShapeId>, value: Cbor) -> Result<Va
         Cbor::Null => Value::Null,
         Cbor::Bool(b) => Value::Bool(b),
         Cbor::Text(s) => Value::String(s),
-        Cbor::Bytes(b) => Value::String(base64::engine::general_purpose::STANDARD.encode(b)),
+        Cbor::Bytes(b) => match shape_kind {
+            Some(ShapeKind::Blob) | None => Value::String(base64::engine::general_purpose::STANDARD.encode(b)),
+            // Coral's words for a byte array (`byte[]`, `[B` in Java) where another type is.
+            Some(ShapeKind::List { .. }) => return Err(bad("Expected list or null")),
+            Some(ShapeKind::Map { .. }) => return Err(bad("Expected map or null")),
+            Some(ShapeKind::Structure { .. }) => return Err(bad("Expected null")),
+            Some(ShapeKind::Timestamp) => return Err(bad("class [B can not be converted to milliseconds since epoch")),
+            Some(other) => {
+                let name = match other {
+                    ShapeKind::Integer => "Integer",
+                    ShapeKind::Long => "Long",
+                    ShapeKind::Double => "Double",
+                    ShapeKind::Boolean => "Boolean",
+                    _ => "String",
+                };
+                return Err(bad(&format!("class [B can not be converted to an {name}")));
+            }
+        },
         Cbor::Integer(i) => {
             let i = i128::from(i);
             match shape_kind {

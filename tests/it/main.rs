@@ -1,6 +1,7 @@
 //! Integration tests of the `sluice` server, driven by the real AWS SDK for Rust.
 
 mod bad_input;
+mod cbor;
 mod config;
 mod crash_loop;
 mod datasets;
@@ -20,3 +21,4 @@ mod s3_server;
 mod stream_status;
 mod support;
 mod throttling;
+mod validation_table;
