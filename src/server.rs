@@ -225,7 +225,10 @@ async fn dispatch(state: Arc<AppState>, codec: Codec, req: Request<Incoming>) ->
     // Credentials are checked before the body is read: without them a client cannot make
     // the server read, or hold, a byte of its body.
     let checked = match state.auth {
-        Auth::Sigv4 => Some(sigv4::check_headers(&state.access_keys, &headers, scope, SystemTime::now())?),
+        Auth::Sigv4 => {
+            let query = parts.uri.query().unwrap_or("");
+            Some(sigv4::check_headers(&state.access_keys, &headers, query, scope, SystemTime::now())?)
+        }
         Auth::None => None,
     };
     let body = read_body(&state, &parts.headers, body).await?;

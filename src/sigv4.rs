@@ -18,13 +18,13 @@ pub const CLOCK_SKEW_MAX: Duration = Duration::from_secs(15 * 60);
 
 /// The parts of an `Authorization: AWS4-HMAC-SHA256 ...` header.
 #[derive(Debug, PartialEq, Eq)]
-struct Authorization<'a> {
-    access_key_id: &'a str,
-    date: &'a str,
-    region: &'a str,
-    service: &'a str,
-    signed_headers: Vec<&'a str>,
-    signature: &'a str,
+struct Authorization {
+    access_key_id: String,
+    date: String,
+    region: String,
+    service: String,
+    signed_headers: Vec<String>,
+    signature: String,
 }
 
 /// Why an `Authorization` header is not a SigV4 one, in AWS's words
@@ -35,7 +35,7 @@ fn incomplete(message: String) -> ApiError {
 
 /// Parses an `Authorization` header. Errors as AWS words them: a part without `=`, or the
 /// list of missing parameters (and a missing date header) followed by the header itself.
-fn parse_authorization<'a>(h: &'a str, has_date: bool) -> Result<Authorization<'a>, ApiError> {
+fn parse_authorization(h: &str, has_date: bool) -> Result<Authorization, ApiError> {
     // Without a space there is no parameter list at all (a bare token, say).
     let params = h.split_once(' ').map_or("", |(_, rest)| rest);
     let (mut credential, mut signed, mut signature) = (None, None, None);
@@ -75,19 +75,85 @@ fn parse_authorization<'a>(h: &'a str, has_date: bool) -> Result<Authorization<'
     if !h.starts_with("AWS4-HMAC-SHA256 ") {
         return Err(incomplete(format!("Unsupported AWS 'algorithm': '{}'.", h.split(' ').next().unwrap_or(""))));
     }
+    parse_scope(credential, signed, signature).ok_or_else(malformed)
+}
+
+/// An `Authorization` from a credential `<key>/<date>/<region>/<service>/aws4_request`,
+/// signed header names joined by `;`, and a signature; `None` when the credential has
+/// another form.
+fn parse_scope(credential: &str, signed: &str, signature: &str) -> Option<Authorization> {
     let mut scope = credential.split('/');
     let a = Authorization {
-        access_key_id: scope.next().ok_or_else(malformed)?,
-        date: scope.next().ok_or_else(malformed)?,
-        region: scope.next().ok_or_else(malformed)?,
-        service: scope.next().ok_or_else(malformed)?,
-        signed_headers: signed.split(';').collect(),
-        signature,
+        access_key_id: scope.next()?.to_owned(),
+        date: scope.next()?.to_owned(),
+        region: scope.next()?.to_owned(),
+        service: scope.next()?.to_owned(),
+        signed_headers: signed.split(';').map(str::to_owned).collect(),
+        signature: signature.to_owned(),
     };
     match scope.next() {
-        Some("aws4_request") if scope.next().is_none() => Ok(a),
-        _ => Err(malformed()),
+        Some("aws4_request") if scope.next().is_none() => Some(a),
+        _ => None,
     }
+}
+
+/// The query parameters AWS requires of a presigned (query-string) request, in the order
+/// its message lists the missing ones.
+const QUERY_AUTH_PARAMS: [&str; 5] =
+    ["X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Signature", "X-Amz-SignedHeaders", "X-Amz-Date"];
+
+/// Longest validity of a presigned request: 7 days (604,800 s), as SigV4 allows.
+const PRESIGNED_EXPIRES_MAX_S: u64 = 604_800;
+
+/// The signature of a presigned request, from its query parameters (decoded). Errors as
+/// AWS words them: the missing parameters, then `Re-examine the query-string parameters.`
+fn parse_query_auth(params: &[(String, String)]) -> Result<(Authorization, String, Option<u64>), ApiError> {
+    let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let mut missing = String::new();
+    for name in QUERY_AUTH_PARAMS {
+        if param(name).is_none_or(str::is_empty) {
+            missing.push_str(&format!("AWS query-string parameters must include '{name}'. "));
+        }
+    }
+    if !missing.is_empty() {
+        return Err(incomplete(format!("{missing}Re-examine the query-string parameters.")));
+    }
+    let algorithm = param("X-Amz-Algorithm").unwrap_or_default();
+    if algorithm != "AWS4-HMAC-SHA256" {
+        return Err(incomplete(format!("Unsupported AWS 'algorithm': '{algorithm}'.")));
+    }
+    let credential = param("X-Amz-Credential").unwrap_or_default();
+    let auth = parse_scope(
+        credential,
+        param("X-Amz-SignedHeaders").unwrap_or_default(),
+        param("X-Amz-Signature").unwrap_or_default(),
+    )
+    .ok_or_else(|| {
+        incomplete(format!(
+            "Credential '{credential}' is not <access key id>/<date>/<region>/<service>/aws4_request. Re-examine the query-string parameters."
+        ))
+    })?;
+    let expires = match param("X-Amz-Expires") {
+        None => None,
+        Some(e) => Some(e.parse::<u64>().ok().filter(|&e| e <= PRESIGNED_EXPIRES_MAX_S).ok_or_else(|| {
+            incomplete(format!(
+                "X-Amz-Expires must be a number of seconds from 0 to {PRESIGNED_EXPIRES_MAX_S}, not '{e}'. Re-examine the query-string parameters."
+            ))
+        })?),
+    };
+    Ok((auth, param("X-Amz-Date").unwrap_or_default().to_owned(), expires))
+}
+
+/// A query string's parameters, percent-decoded, in order.
+fn query_params(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (uri_decode(k), uri_decode(v))
+        })
+        .collect()
 }
 
 /// Parses `YYYYMMDDTHHMMSSZ`.
@@ -124,9 +190,11 @@ const MISMATCH: &str = "The request signature we calculated does not match the s
 #[derive(Debug)]
 pub struct HeadersChecked<'a> {
     key: &'a AccessKey,
-    auth: Authorization<'a>,
-    amz_date: &'a str,
+    auth: Authorization,
+    amz_date: String,
     canonical_headers: String,
+    /// Presigned: the signature travels in the query, which it does not cover.
+    query_auth: bool,
 }
 
 /// The signing scope a request must carry: the server's region and the API's service name
@@ -140,43 +208,72 @@ pub struct Scope<'a> {
 }
 
 /// Checks everything about a request's signature that does not need the body: the
-/// `Authorization` header's form, the access key, the date and its skew, the credential
-/// scope (region and service) and that `host` is signed. Runs before the body is read, so
-/// a client without valid credentials never gets the server to read or hold its body.
-/// `headers` are the request's headers (names lower-case; over HTTP/2, `host` is the
-/// `:authority`), `now` the server's time.
+/// `Authorization` header's form (or, for a presigned request, the `X-Amz-*` query
+/// parameters'), the access key, the date and its skew (or the presigned request's expiry),
+/// the credential scope (region and service) and that `host` is signed. Runs before the body
+/// is read, so a client without valid credentials never gets the server to read or hold its
+/// body. `headers` are the request's headers (names lower-case; over HTTP/2, `host` is the
+/// `:authority`), `query` the raw query string, `now` the server's time.
 ///
-/// Errors: no `Authorization` header → `MissingAuthenticationTokenException`; an unknown
-/// access key → `UnrecognizedClientException`; a malformed header, a date more than 15
-/// minutes off, another region or service in the scope, or `host` not signed →
-/// `InvalidSignatureException`.
+/// Errors: no signature at all → `MissingAuthenticationTokenException`; both an
+/// `Authorization` header and `X-Amz-Algorithm` in the query, a date more than 15 minutes
+/// off, an expired presigned request, another region or service in the scope, or `host` not
+/// signed → `InvalidSignatureException`; a malformed header or missing query parameters →
+/// `IncompleteSignatureException`; an unknown access key → `UnrecognizedClientException`.
 pub fn check_headers<'a>(
     keys: &'a [AccessKey],
-    headers: &'a [(&'a str, &'a str)],
+    headers: &[(&str, &str)],
+    query: &str,
     scope: Scope<'_>,
     now: SystemTime,
 ) -> Result<HeadersChecked<'a>, ApiError> {
     let header = |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| *v);
-    let Some(auth) = header("authorization") else {
-        return Err(denied(ErrorKind::MissingAuthenticationToken, "Missing Authentication Token"));
+    let params = query_params(query);
+    let query_auth = params.iter().any(|(k, _)| k == "X-Amz-Algorithm");
+    let (auth, amz_date, expires) = match (header("authorization"), query_auth) {
+        (Some(_), true) => {
+            return Err(denied(
+                ErrorKind::InvalidSignature,
+                "Found both 'X-Amz-Algorithm' as a query-string param and 'Authorization' as HTTP header.",
+            ))
+        }
+        (None, false) => return Err(denied(ErrorKind::MissingAuthenticationToken, "Missing Authentication Token")),
+        (Some(h), false) => {
+            let has_date = header("x-amz-date").is_some() || header("date").is_some();
+            let auth = parse_authorization(h, has_date)?;
+            let amz_date = header("x-amz-date").ok_or_else(|| denied(ErrorKind::InvalidSignature, MISMATCH))?;
+            (auth, amz_date.to_owned(), None)
+        }
+        (None, true) => parse_query_auth(&params)?,
     };
-    let has_date = header("x-amz-date").is_some() || header("date").is_some();
-    let auth = parse_authorization(auth, has_date)?;
     let key = keys.iter().find(|k| k.access_key_id == auth.access_key_id).ok_or_else(|| {
         denied(ErrorKind::UnrecognizedClient, "The security token included in the request is invalid.")
     })?;
-    let amz_date = header("x-amz-date").ok_or_else(|| denied(ErrorKind::InvalidSignature, MISMATCH))?;
-    let time = parse_amz_date(amz_date)
-        .filter(|_| amz_date.starts_with(auth.date))
+    let time = parse_amz_date(&amz_date)
+        .filter(|_| amz_date.starts_with(&auth.date))
         .ok_or_else(|| denied(ErrorKind::InvalidSignature, MISMATCH))?;
-    let skew = now.duration_since(time).or_else(|_| time.duration_since(now)).unwrap_or_default();
-    if skew > CLOCK_SKEW_MAX {
-        return Err(denied(
-            ErrorKind::InvalidSignature,
-            &format!(
-                "Signature expired: {amz_date} is now earlier or later than the server's time by more than 15 min."
-            ),
-        ));
+    match expires {
+        // A presigned request is valid from its date for X-Amz-Expires seconds.
+        Some(expires) => {
+            let until = time + Duration::from_secs(expires);
+            if now > until || time > now + CLOCK_SKEW_MAX {
+                return Err(denied(
+                    ErrorKind::InvalidSignature,
+                    &format!("Signature expired: {amz_date} is now earlier or later than the server's time, or past its X-Amz-Expires of {expires} s."),
+                ));
+            }
+        }
+        None => {
+            let skew = now.duration_since(time).or_else(|_| time.duration_since(now)).unwrap_or_default();
+            if skew > CLOCK_SKEW_MAX {
+                return Err(denied(
+                    ErrorKind::InvalidSignature,
+                    &format!(
+                        "Signature expired: {amz_date} is now earlier or later than the server's time by more than 15 min."
+                    ),
+                ));
+            }
+        }
     }
     if auth.region != scope.region {
         return Err(denied(
@@ -190,7 +287,7 @@ pub fn check_headers<'a>(
             &format!("Credential should be scoped to correct service: '{}'. ", scope.service),
         ));
     }
-    if !auth.signed_headers.iter().any(|h| *h == "host" || *h == ":authority") {
+    if !auth.signed_headers.iter().any(|h| h == "host" || h == ":authority") {
         return Err(denied(
             ErrorKind::InvalidSignature,
             "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.",
@@ -209,20 +306,26 @@ pub fn check_headers<'a>(
         }
         canonical_headers.push_str(&format!("{name}:{}\n", values.join(",")));
     }
-    Ok(HeadersChecked { key, auth, amz_date, canonical_headers })
+    Ok(HeadersChecked { key, auth, amz_date, canonical_headers, query_auth })
 }
 
 impl HeadersChecked<'_> {
-    /// Recomputes the signature over the method, URI (path and query), signed headers and
-    /// `body`, and compares it in constant time.
+    /// Recomputes the signature over the method, URI (path and query, without a presigned
+    /// request's `X-Amz-Signature`), signed headers and `body`, and compares it in constant
+    /// time.
     ///
     /// Errors: `InvalidSignatureException` with AWS's mismatch message.
     pub fn verify_body(self, method: &str, uri: &str, body: &[u8]) -> Result<(), ApiError> {
         let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
+        let query = if self.query_auth {
+            query.split('&').filter(|p| uri_decode(p.split('=').next().unwrap_or("")) != "X-Amz-Signature").collect::<Vec<_>>().join("&")
+        } else {
+            query.to_owned()
+        };
         let canonical_request = format!(
             "{method}\n{}\n{}\n{}\n{}\n{}",
             canonical_path(path),
-            canonical_query(query),
+            canonical_query(&query),
             self.canonical_headers,
             self.auth.signed_headers.join(";"),
             hex(&Sha256::digest(body)),
@@ -234,7 +337,7 @@ impl HeadersChecked<'_> {
             hex(&Sha256::digest(canonical_request.as_bytes()))
         );
         let mut key = hmac(format!("AWS4{}", self.key.secret_access_key).as_bytes(), self.auth.date.as_bytes());
-        for part in [self.auth.region, self.auth.service, "aws4_request"] {
+        for part in [&self.auth.region, &self.auth.service, "aws4_request"] {
             key = hmac(&key, part.as_bytes());
         }
         let expected = hex(&hmac(&key, string_to_sign.as_bytes()));
@@ -328,7 +431,8 @@ pub fn verify(
     scope: Scope<'_>,
     now: SystemTime,
 ) -> Result<(), ApiError> {
-    check_headers(keys, headers, scope, now)?.verify_body(method, uri, body)
+    let query = uri.split_once('?').map_or("", |(_, q)| q);
+    check_headers(keys, headers, query, scope, now)?.verify_body(method, uri, body)
 }
 
 #[cfg(test)]
@@ -343,7 +447,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(a.access_key_id, "AKID");
-        assert_eq!((a.date, a.region, a.service), ("20240102", "us-east-1", "kinesis"));
+        assert_eq!((a.date.as_str(), a.region.as_str(), a.service.as_str()), ("20240102", "us-east-1", "kinesis"));
         assert_eq!(a.signed_headers, ["content-type", "host", "x-amz-date"]);
         assert_eq!(a.signature, "abc");
         let e = parse_authorization("Bearer x", true).unwrap_err();
@@ -414,6 +518,61 @@ mod tests {
             let other = [AccessKey { access_key_id: "AKID".into(), secret_access_key: "other".into() }];
             assert!(verify(&other, "POST", uri, &as_refs, body, scope, now).is_err());
         }
+    }
+
+    /// A presigned request (signature in the query, as `aws-sigv4` writes it with
+    /// `SignatureLocation::QueryParams`) verifies; AWS's errors for mixed and partial ones.
+    #[test]
+    fn verifies_presigned_requests_and_words_their_errors_as_aws() {
+        use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SignatureLocation, SigningSettings};
+        use aws_sigv4::sign::v4::SigningParams;
+        let keys = [AccessKey { access_key_id: "AKID".into(), secret_access_key: "secret".into() }];
+        let now = UNIX_EPOCH + Duration::from_secs(1_764_000_000);
+        let body = br#"{"StreamName":"s"}"#;
+        let identity = aws_credential_types::Credentials::new("AKID", "secret", None, None, "t").into();
+        let mut settings = SigningSettings::default();
+        settings.signature_location = SignatureLocation::QueryParams;
+        settings.expires_in = Some(Duration::from_secs(300));
+        let params = SigningParams::builder()
+            .identity(&identity)
+            .region("us-east-1")
+            .name("kinesis")
+            .time(now)
+            .settings(settings)
+            .build()
+            .unwrap()
+            .into();
+        let base = [("host", "127.0.0.1:4567"), ("x-amz-target", "Kinesis_20131202.DescribeStream")];
+        let request =
+            SignableRequest::new("POST", "http://127.0.0.1:4567/", base.iter().copied(), SignableBody::Bytes(body))
+                .unwrap();
+        let (instructions, _) = sign(request, &params).unwrap().into_parts();
+        let query: Vec<String> = instructions.params().iter().map(|(k, v)| format!("{k}={}", uri_encode(v))).collect();
+        let uri = format!("/?{}", query.join("&"));
+        let scope = Scope { region: "us-east-1", service: "kinesis" };
+        verify(&keys, "POST", &uri, &base, body, scope, now).unwrap();
+        let later = now + Duration::from_secs(301);
+        let e = verify(&keys, "POST", &uri, &base, body, scope, later).unwrap_err();
+        assert!(e.message.starts_with("Signature expired"), "{}", e.message);
+        assert_eq!(verify(&keys, "POST", &uri, &base, b"{}", scope, now).unwrap_err().message, MISMATCH);
+
+        let both = [base[0], base[1], ("authorization", "AWS4-HMAC-SHA256 Credential=x")];
+        let e = verify(&keys, "POST", &uri, &both, body, scope, now).unwrap_err();
+        assert_eq!(
+            (e.kind, e.message.as_str()),
+            (ErrorKind::InvalidSignature, "Found both 'X-Amz-Algorithm' as a query-string param and 'Authorization' as HTTP header.")
+        );
+        let e = verify(&keys, "POST", "/?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Date=20251124T000000Z", &base, body, scope, now)
+            .unwrap_err();
+        assert_eq!(
+            (e.kind, e.message.as_str()),
+            (
+                ErrorKind::IncompleteSignature,
+                "AWS query-string parameters must include 'X-Amz-Credential'. AWS query-string parameters must include 'X-Amz-Signature'. AWS query-string parameters must include 'X-Amz-SignedHeaders'. Re-examine the query-string parameters."
+            )
+        );
+        let e = verify(&keys, "POST", "/", &base, body, scope, now).unwrap_err();
+        assert_eq!((e.kind, e.message.as_str()), (ErrorKind::MissingAuthenticationToken, "Missing Authentication Token"));
     }
 
     #[test]
