@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Drives a real `sluice serve` with the AWS CLI (installed from PyPI into a cached venv):
-# create-stream, put-record, get-shard-iterator, get-records, then a Firehose delivery stream into a
-# folder: create-delivery-stream, describe-delivery-stream, put-record-batch; then boto3 (same
-# venv) runs tests/clients/boto3_kinesis.py. Prints "awscli: N passed, M failed".
+# create-stream, put-record, get-shard-iterator, get-records, split-shard, delete-stream, STS
+# get-caller-identity, then a Firehose delivery stream into a folder: create-delivery-stream,
+# describe-delivery-stream, put-record-batch; boto3 (same venv) runs
+# tests/clients/boto3_kinesis.py; last, a second server with --tls-self-signed, which the CLI
+# reaches over HTTPS with --ca-bundle. Prints "awscli: N passed, M failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,7 +24,8 @@ port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0));
 printf '[lake]\nurl = "file://%s/lake"\n' "$data" >"$data.toml"
 target/debug/sluice serve --config "$data.toml" --bind "127.0.0.1:$port" --data-dir "$data" >"$data.log" 2>&1 &
 pid=$!
-trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$data" "$data.log" "$data.toml"' EXIT
+tls_pid=""
+trap 'kill $pid $tls_pid 2>/dev/null; wait $pid $tls_pid 2>/dev/null; rm -rf "$data" "$data.log" "$data.toml" "$data-tls"*' EXIT
 
 export AWS_ACCESS_KEY_ID=sluice AWS_SECRET_ACCESS_KEY=sluice-secret AWS_DEFAULT_REGION=us-east-1 AWS_PAGER=""
 aws() { "$venv/bin/aws" --endpoint-url "http://127.0.0.1:$port" "$@"; }
@@ -50,6 +53,20 @@ it=$(aws kinesis get-shard-iterator --stream-name cli --shard-id "$shard" --shar
 check get-shard-iterator "$([ -n "$it" ] && echo issued)" issued
 got=$(aws kinesis get-records --shard-iterator "$it" --query 'Records[0].[SequenceNumber,PartitionKey,Data]' --output text)
 check get-records "$got" "$seq"$'\t'k$'\t'aGVsbG8=
+aws kinesis split-shard --stream-name cli --shard-to-split shardId-000000000000 \
+  --new-starting-hash-key 85070591730234615865843651857942052864
+for _ in $(seq 50); do
+  [ "$(aws kinesis describe-stream-summary --stream-name cli --query StreamDescriptionSummary.StreamStatus --output text)" = ACTIVE ] && break
+  sleep 0.1
+done
+check split-shard "$(aws kinesis describe-stream-summary --stream-name cli --query StreamDescriptionSummary.OpenShardCount --output text)" 3
+aws kinesis delete-stream --stream-name cli
+for _ in $(seq 50); do
+  aws kinesis describe-stream-summary --stream-name cli >/dev/null 2>&1 || break
+  sleep 0.1
+done
+check delete-stream "$(aws kinesis list-streams --query 'length(StreamNames)' --output text)" 0
+check sts-get-caller-identity "$(aws sts get-caller-identity --query Account --output text)" 000000000000
 
 aws firehose create-delivery-stream --delivery-stream-name cli-lake --extended-s3-destination-configuration \
   '{"RoleARN":"arn:aws:iam::000000000000:role/r","BucketARN":"arn:aws:s3:::lake","Prefix":"cli/",
@@ -67,6 +84,29 @@ for _ in $(seq 100); do
 done
 check firehose-delivery "$landed" $'one\ntwo'
 check boto3 "$("$venv/bin/python" tests/clients/boto3_kinesis.py "http://127.0.0.1:$port" sluice sluice-secret 2>&1 | tail -1)" "boto3: ok"
+
+# HTTPS: --tls-self-signed makes a local authority under the data directory and prints its path.
+tls_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+mkdir -p "$data-tls"
+target/debug/sluice serve --tls-self-signed --config "$data.toml" --bind "127.0.0.1:$tls_port" --data-dir "$data-tls" \
+  >"$data-tls.log" 2>&1 &
+tls_pid=$!
+ca=""
+for _ in $(seq 100); do
+  ca=$(sed -n 's/^TLS certificate authority: //p' "$data-tls.log")
+  [ -n "$ca" ] && (echo >"/dev/tcp/127.0.0.1/$tls_port") 2>/dev/null && break
+  sleep 0.1
+done
+aws_tls() { "$venv/bin/aws" --endpoint-url "https://localhost:$tls_port" --ca-bundle "$ca" "$@"; }
+aws_tls kinesis create-stream --stream-name tls --shard-count 1
+for _ in $(seq 50); do
+  [ "$(aws_tls kinesis describe-stream-summary --stream-name tls --query StreamDescriptionSummary.StreamStatus --output text)" = ACTIVE ] && break
+  sleep 0.1
+done
+check https-put-record "$(aws_tls kinesis put-record --stream-name tls --partition-key k --data aGk= --query ShardId --output text)" shardId-000000000000
+check https-list-streams "$(aws_tls kinesis list-streams --query 'StreamNames[0]' --output text)" tls
+# Without the authority the CLI refuses the certificate.
+check https-untrusted "$("$venv/bin/aws" --endpoint-url "https://localhost:$tls_port" kinesis list-streams >/dev/null 2>&1 && echo trusted || echo refused)" refused
 
 echo "awscli: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Drives a real `sluice serve` with the AWS SDK for JavaScript v3 (@aws-sdk/client-kinesis and
 # client-firehose from npm, installed into a cache): tests/clients/js-kinesis.mjs once in the
-# Kinesis client's default transport (HTTP/2, h2c on an http:// endpoint) and once over
-# HTTP/1.1. Prints "jssdk: N passed, M failed".
+# Kinesis client's default transport (HTTP/2, h2c on an http:// endpoint), once over
+# HTTP/1.1, and once in the default transport over HTTPS (HTTP/2 by ALPN) against a second
+# server started with --tls-self-signed. Prints "jssdk: N passed, M failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,8 +25,19 @@ port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0));
 printf 'stream_transition_ms = 0\n[lake]\nurl = "file://%s/lake"\n' "$data" >"$data.toml"
 target/debug/sluice serve --config "$data.toml" --bind "127.0.0.1:$port" --data-dir "$data" >"$data.log" 2>&1 &
 pid=$!
-trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$data" "$data.log" "$data.toml"' EXIT
+tls_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+mkdir -p "$data-tls"
+target/debug/sluice serve --tls-self-signed --config "$data.toml" --bind "127.0.0.1:$tls_port" --data-dir "$data-tls" \
+  >"$data-tls.log" 2>&1 &
+tls_pid=$!
+trap 'kill $pid $tls_pid 2>/dev/null; wait $pid $tls_pid 2>/dev/null; rm -rf "$data" "$data.log" "$data.toml" "$data-tls"*' EXIT
 for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+ca=""
+for _ in $(seq 100); do
+  ca=$(sed -n 's/^TLS certificate authority: //p' "$data-tls.log")
+  [ -n "$ca" ] && (echo >"/dev/tcp/127.0.0.1/$tls_port") 2>/dev/null && break
+  sleep 0.1
+done
 
 passed=0 failed=0
 for http1 in 0 1; do
@@ -38,5 +50,15 @@ for http1 in 0 1; do
     tail -20 "$data.log"
   fi
 done
+# HTTPS, default transport: Node's HTTP/2 client negotiates h2 by ALPN; it trusts the
+# generated authority through NODE_EXTRA_CA_CERTS.
+if NODE_EXTRA_CA_CERTS="$ca" SLUICE_NODE_MODULES="$modules" NODE_NO_WARNINGS=1 \
+  node tests/clients/js-kinesis.mjs "https://localhost:$tls_port" sluice sluice-secret; then
+  passed=$((passed + 1))
+else
+  failed=$((failed + 1))
+  echo "jssdk (https) failed; server log:"
+  tail -20 "$data-tls.log"
+fi
 echo "jssdk: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -114,6 +114,11 @@ pub struct Config {
     pub delivery_streams: Vec<DeliveryStreamDeclaration>,
     /// What clients may hold of the server (`[server]`): connections, body bytes, time.
     pub server: ServerSettings,
+    /// TLS certificate chain, PEM (server certificate first); with `tls_key`, the port
+    /// speaks HTTPS only (HTTP/2 or HTTP/1.1 by ALPN). Default: none, plain HTTP and h2c.
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `tls_cert`, PEM.
+    pub tls_key: Option<PathBuf>,
 }
 
 /// `[server]`: bounds on what clients may hold. Defaults in [`ServerSettings::default`],
@@ -190,6 +195,8 @@ impl Default for Config {
             transform_deadline_ms: 1_000,
             delivery_streams: Vec::new(),
             server: ServerSettings::default(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -264,6 +271,9 @@ impl Config {
         }
         if self.auth == Auth::Sigv4 && self.access_keys.is_empty() {
             return Err(ConfigError::Invalid("auth = \"sigv4\" needs at least one [[access_keys]] entry".into()));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError::Invalid("tls_cert and tls_key go together: set both or neither".into()));
         }
         self.lake.check().map_err(|e| ConfigError::Invalid(e.to_string()))?;
         let mut names: Vec<&str> = self.delivery_streams.iter().map(|d| d.name.as_str()).collect();

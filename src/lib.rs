@@ -9,6 +9,7 @@ mod idle;
 pub mod server;
 pub mod sigv4;
 pub mod tail;
+pub mod tls;
 
 use std::sync::Arc;
 

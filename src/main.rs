@@ -54,6 +54,11 @@ enum Command {
         /// Data directory, overriding the config (default ./sluice-data).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Serve HTTPS with a local certificate authority and server certificate made under
+        /// <data_dir>/tls/ (kept across restarts); prints the authority's path for clients
+        /// (`aws --ca-bundle`). Overrides tls_cert and tls_key.
+        #[arg(long)]
+        tls_self_signed: bool,
     },
     /// Check that a configuration file parses and its settings fit together.
     CheckConfig {
@@ -269,17 +274,42 @@ fn main() -> ExitCode {
                 }
             })
         }
-        Command::Serve { config, bind, data_dir } => {
+        Command::Serve { config, bind, data_dir, tls_self_signed } => {
             let mut cfg = match load_config(config) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
             cfg.bind = bind.unwrap_or(cfg.bind);
             cfg.data_dir = data_dir.unwrap_or(cfg.data_dir);
+            if tls_self_signed {
+                let names = if cfg.bind.ip().is_unspecified() { vec![] } else { vec![cfg.bind.ip().to_string()] };
+                match sluice::tls::self_signed(&cfg.data_dir.join("tls"), &names) {
+                    Ok(files) => {
+                        // The one line clients need: trust this authority.
+                        println!("TLS certificate authority: {}", files.ca.display());
+                        cfg.tls_cert = Some(files.cert);
+                        cfg.tls_key = Some(files.key);
+                    }
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
             if let Err(e) = cfg.check() {
                 eprintln!("{e}");
                 return ExitCode::FAILURE;
             }
+            let tls = match (&cfg.tls_cert, &cfg.tls_key) {
+                (Some(cert), Some(key)) => match sluice::tls::acceptor(cert, key) {
+                    Ok(a) => Some(a),
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return ExitCode::FAILURE;
+                    }
+                },
+                _ => None,
+            };
             runtime().block_on(async move {
                 let state = match open_state(&cfg) {
                     Ok(s) => s,
@@ -292,8 +322,9 @@ fn main() -> ExitCode {
                         return ExitCode::FAILURE;
                     }
                 };
-                tracing::info!(bind = %cfg.bind, data_dir = %cfg.data_dir.display(), "sluice serving the Kinesis API");
-                sluice::server::serve(listener, state.clone(), shutdown_signal()).await;
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                tracing::info!(bind = %cfg.bind, scheme, data_dir = %cfg.data_dir.display(), "sluice serving the Kinesis API");
+                sluice::server::serve_with(listener, state.clone(), tls, shutdown_signal()).await;
                 // Dropping the state closes every shard log, which syncs it.
                 drop(state);
                 tracing::info!("sluice stopped");

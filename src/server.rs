@@ -180,7 +180,11 @@ async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response
     if req.method() != http::Method::POST {
         return Ok(access_denied(&request_id));
     }
-    let codec = Codec::from_content_type(req.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()));
+    let content_type = req.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    if !req.headers().contains_key("x-amz-target") && api::sts::is_sts(content_type, req.uri().query().unwrap_or("")) {
+        return Ok(sts_request(state, req, &request_id).await);
+    }
+    let codec = Codec::from_content_type(content_type);
     Ok(answer(&request_id, codec, dispatch(state, codec, req).await))
 }
 
@@ -204,17 +208,7 @@ async fn dispatch(state: Arc<AppState>, codec: Codec, req: Request<Incoming>) ->
     }
     // AWS names no operation and sends no message here.
     .ok_or_else(|| ApiError::new(ErrorKind::UnknownOperation, ""))?;
-    let mut headers: Vec<(&str, &str)> =
-        parts.headers.iter().filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v))).collect();
-    // HTTP/2 has no Host header: clients sign `:authority` (the JavaScript SDK) or name it
-    // `host` (others); both are offered to the signature check.
-    let authority = parts.uri.authority().map(|a| a.as_str().to_owned());
-    if let Some(a) = &authority {
-        headers.push((":authority", a));
-        if !parts.headers.contains_key(http::header::HOST) {
-            headers.push(("host", a));
-        }
-    }
+    let headers = signing_headers(&parts);
     let scope = sigv4::Scope {
         region: &state.kinesis.config.region,
         service: match action {
@@ -260,6 +254,57 @@ async fn dispatch(state: Arc<AppState>, codec: Codec, req: Request<Incoming>) ->
     .await
     .map_err(|e| ApiError::new(ErrorKind::InternalFailure, e.to_string()))?;
     answer
+}
+
+/// A request's headers as the signature check takes them. HTTP/2 has no Host header:
+/// clients sign `:authority` (the JavaScript SDK) or name it `host` (others); both are
+/// offered.
+fn signing_headers(parts: &http::request::Parts) -> Vec<(&str, &str)> {
+    let mut headers: Vec<(&str, &str)> =
+        parts.headers.iter().filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v))).collect();
+    if let Some(a) = parts.uri.authority() {
+        headers.push((":authority", a.as_str()));
+        if !parts.headers.contains_key(http::header::HOST) {
+            headers.push(("host", a.as_str()));
+        }
+    }
+    headers
+}
+
+/// Answers an STS query-protocol request (`GetCallerIdentity`), signed for service `sts`.
+async fn sts_request(state: Arc<AppState>, req: Request<Incoming>, request_id: &str) -> Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let query = parts.uri.query().unwrap_or("");
+    let (status, xml) = 'answer: {
+        let headers = signing_headers(&parts);
+        let scope = sigv4::Scope { region: &state.kinesis.config.region, service: "sts" };
+        let checked = match state.auth {
+            Auth::Sigv4 => match sigv4::check_headers(&state.access_keys, &headers, query, scope, SystemTime::now()) {
+                Ok(c) => Some(c),
+                Err(e) => break 'answer api::sts::auth_error(&e, request_id),
+            },
+            Auth::None => None,
+        };
+        let body = match read_body(&state, &parts.headers, body).await {
+            Ok(b) => b,
+            Err(e) => break 'answer api::sts::auth_error(&e, request_id),
+        };
+        let key = checked.as_ref().map(|c| c.access_key_id().to_owned());
+        if let Some(checked) = checked {
+            let uri = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            if let Err(e) = checked.verify_body(parts.method.as_str(), uri, &body.bytes) {
+                break 'answer api::sts::auth_error(&e, request_id);
+            }
+        }
+        api::sts::answer(query, &body.bytes, key.as_deref(), &state.kinesis.config.account_id, request_id)
+    };
+    let mut r = Response::new(Full::new(Bytes::from(xml)));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+    r.headers_mut().insert("content-type", HeaderValue::from_static("text/xml"));
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        r.headers_mut().insert("x-amzn-requestid", v);
+    }
+    r
 }
 
 /// A request body and its share of the body budget, given back when dropped.
@@ -350,6 +395,17 @@ fn every(interval: std::time::Duration, state: Arc<AppState>, work: fn(&AppState
 /// Serves connections from `listener` until `shutdown` completes, then stops accepting and
 /// waits for requests in flight to finish. Enforces retention in the background meanwhile.
 pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl Future<Output = ()>) {
+    serve_with(listener, state, None, shutdown).await;
+}
+
+/// As [`serve`]; with `tls`, every connection starts with a TLS handshake (bounded by the
+/// header read timeout), and HTTP/2 or HTTP/1.1 follows as ALPN chose.
+pub async fn serve_with(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+) {
     let retention = every(RETENTION_CHECK_INTERVAL, state.clone(), |state| {
         state.kinesis.prune_deleted();
         match state.kinesis.streams.trim_expired() + state.firehose.delivery_streams.trim_expired() {
@@ -396,17 +452,40 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl F
                 let (first_byte, idle) = (state.limits.header_read_timeout, state.limits.idle_timeout);
                 let service = service_fn(move |req| handle(state.clone(), req));
                 let (io, activity) = crate::idle::IdleIo::new(stream);
-                let conn = builder.serve_connection(TokioIo::new(io), service).into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    let _slot = slot;
-                    tokio::select! {
-                        ended = conn => if let Err(e) = ended {
-                            tracing::debug!(%peer, error = %e, "connection ended with an error");
-                        },
-                        () = activity.idle(first_byte, idle) => tracing::debug!(%peer, "idle connection closed"),
+                match &tls {
+                    None => {
+                        let conn = graceful.watch(builder.serve_connection(TokioIo::new(io), service).into_owned());
+                        tokio::spawn(async move {
+                            let _slot = slot;
+                            tokio::select! {
+                                ended = conn => if let Err(e) = ended {
+                                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                                },
+                                () = activity.idle(first_byte, idle) => tracing::debug!(%peer, "idle connection closed"),
+                            }
+                        });
                     }
-                });
+                    Some(tls) => {
+                        // The handshake runs in the connection's task, so a slow client never
+                        // holds up the accept loop; it must finish within the header timeout.
+                        let (tls, builder, watcher) = (tls.clone(), builder.clone(), graceful.watcher());
+                        tokio::spawn(async move {
+                            let _slot = slot;
+                            let stream = match tokio::time::timeout(first_byte, tls.accept(io)).await {
+                                Ok(Ok(s)) => s,
+                                Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                                Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+                            };
+                            let conn = watcher.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned());
+                            tokio::select! {
+                                ended = conn => if let Err(e) = ended {
+                                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                                },
+                                () = activity.idle(first_byte, idle) => tracing::debug!(%peer, "idle connection closed"),
+                            }
+                        });
+                    }
+                }
             }
             () = &mut shutdown => break,
         }

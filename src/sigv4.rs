@@ -310,6 +310,11 @@ pub fn check_headers<'a>(
 }
 
 impl HeadersChecked<'_> {
+    /// The access key id that signed the request.
+    pub fn access_key_id(&self) -> &str {
+        &self.key.access_key_id
+    }
+
     /// Recomputes the signature over the method, URI (path and query, without a presigned
     /// request's `X-Amz-Signature`), signed headers and `body`, and compares it in constant
     /// time.
@@ -318,7 +323,11 @@ impl HeadersChecked<'_> {
     pub fn verify_body(self, method: &str, uri: &str, body: &[u8]) -> Result<(), ApiError> {
         let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
         let query = if self.query_auth {
-            query.split('&').filter(|p| uri_decode(p.split('=').next().unwrap_or("")) != "X-Amz-Signature").collect::<Vec<_>>().join("&")
+            query
+                .split('&')
+                .filter(|p| uri_decode(p.split('=').next().unwrap_or("")) != "X-Amz-Signature")
+                .collect::<Vec<_>>()
+                .join("&")
         } else {
             query.to_owned()
         };
@@ -372,7 +381,7 @@ fn uri_encode(s: &str) -> String {
 }
 
 /// Percent-decodes `s` (`+` stays `+`); invalid escapes are kept as they are.
-fn uri_decode(s: &str) -> String {
+pub(crate) fn uri_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -560,10 +569,21 @@ mod tests {
         let e = verify(&keys, "POST", &uri, &both, body, scope, now).unwrap_err();
         assert_eq!(
             (e.kind, e.message.as_str()),
-            (ErrorKind::InvalidSignature, "Found both 'X-Amz-Algorithm' as a query-string param and 'Authorization' as HTTP header.")
+            (
+                ErrorKind::InvalidSignature,
+                "Found both 'X-Amz-Algorithm' as a query-string param and 'Authorization' as HTTP header."
+            )
         );
-        let e = verify(&keys, "POST", "/?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Date=20251124T000000Z", &base, body, scope, now)
-            .unwrap_err();
+        let e = verify(
+            &keys,
+            "POST",
+            "/?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Date=20251124T000000Z",
+            &base,
+            body,
+            scope,
+            now,
+        )
+        .unwrap_err();
         assert_eq!(
             (e.kind, e.message.as_str()),
             (
@@ -572,7 +592,10 @@ mod tests {
             )
         );
         let e = verify(&keys, "POST", "/", &base, body, scope, now).unwrap_err();
-        assert_eq!((e.kind, e.message.as_str()), (ErrorKind::MissingAuthenticationToken, "Missing Authentication Token"));
+        assert_eq!(
+            (e.kind, e.message.as_str()),
+            (ErrorKind::MissingAuthenticationToken, "Missing Authentication Token")
+        );
     }
 
     #[test]

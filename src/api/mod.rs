@@ -3,6 +3,7 @@
 
 pub mod codec;
 pub mod model;
+pub mod sts;
 pub mod validate;
 
 use sluice_engine::api::{ApiError, ErrorKind};

@@ -1,5 +1,5 @@
 """boto3 (PyPI) against a running Sluice: create / put / read back exactly once / split /
-delete, typed errors, and the Firehose client. Usage: boto3_kinesis.py <endpoint> <key> <secret>.
+delete, typed errors, validation messages, the Firehose client and STS. Usage: boto3_kinesis.py <endpoint> <key> <secret>.
 Exits 0 when every check held."""
 import sys
 import time
@@ -47,4 +47,19 @@ k.delete_stream(StreamName=stream)
 
 f = session.client("firehose", endpoint_url=endpoint, config=config)
 assert isinstance(f.list_delivery_streams()["DeliveryStreamNames"], list)
+
+# STS on the same port: the identity of the signing key.
+identity = session.client("sts", endpoint_url=endpoint, config=config).get_caller_identity()
+assert identity["Account"] == "000000000000" and identity["Arn"].endswith(f"user/{key}"), identity
+
+# AWS's validation text (botocore checks lengths and ranges itself, not patterns).
+try:
+    k.create_stream(StreamName="bad name", ShardCount=1)
+    raise AssertionError("an invalid request must be an error")
+except k.exceptions.ClientError as e:
+    assert e.response["Error"]["Code"] == "ValidationException", e.response
+    assert e.response["Error"]["Message"] == (
+        "1 validation error detected: Value 'bad name' at 'streamName' failed to satisfy constraint: "
+        "Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+"
+    ), e.response
 print("boto3: ok")

@@ -62,6 +62,6 @@ await kinesis.send(new k.DeleteStreamCommand({ StreamName: stream }));
 const firehose = new fh.FirehoseClient(http1 ? { ...base, requestHandler: new NodeHttpHandler() } : base);
 const list = await firehose.send(new fh.ListDeliveryStreamsCommand({}));
 assert.ok(Array.isArray(list.DeliveryStreamNames));
-console.log(`js sdk (${http1 ? "HTTP/1.1" : "default transport"}): ok`);
+console.log(`js sdk (${http1 ? "HTTP/1.1" : "default transport, HTTP/2"} over ${endpoint.split(":")[0]}): ok`);
 kinesis.destroy();
 firehose.destroy();

@@ -21,4 +21,5 @@ mod s3_server;
 mod stream_status;
 mod support;
 mod throttling;
+mod tls;
 mod validation_table;

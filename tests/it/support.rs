@@ -55,12 +55,16 @@ impl TestServer {
             ..Config::default()
         };
         adjust(&mut config);
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(sluice::tls::acceptor(cert, key).unwrap()),
+            _ => None,
+        };
         let state = sluice::open_state(&config, clock.clone()).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            sluice::server::serve(listener, state, async {
+            sluice::server::serve_with(listener, state, tls, async {
                 let _ = stopped.await;
             })
             .await;
