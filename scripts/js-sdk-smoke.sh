@@ -3,7 +3,9 @@
 # client-firehose from npm, installed into a cache): tests/clients/js-kinesis.mjs once in the
 # Kinesis client's default transport (HTTP/2, h2c on an http:// endpoint), once over
 # HTTP/1.1, and once in the default transport over HTTPS (HTTP/2 by ALPN) against a second
-# server started with --tls-self-signed. Prints "jssdk: N passed, M failed".
+# server started with --tls-self-signed; then the browser build of the SDK in headless Chromium
+# (tests/clients/browser-kinesis.mjs: a page on another origin puts records through CORS).
+# Prints "jssdk: N passed, M failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,18 +13,25 @@ cache="${SLUICE_CACHE_DIR:-$HOME/.cache/sluice}"
 modules="$cache/npm/node_modules"
 # The version the test was written against; bump it here.
 version=3.1143.0
-if [ "$(node -p "require('$modules/@aws-sdk/client-kinesis/package.json').version" 2>/dev/null)" != "$version" ]; then
+# The browser test's bundler and Chromium driver (playwright-core never downloads a browser).
+esbuild=0.25.12 playwright=1.65.1
+installed() { node -p "require('$modules/$1/package.json').version" 2>/dev/null; }
+if [ "$(installed @aws-sdk/client-kinesis)" != "$version" ] || [ "$(installed esbuild)" != "$esbuild" ] \
+  || [ "$(installed playwright-core)" != "$playwright" ]; then
   mkdir -p "$cache/npm"
   [ -f "$cache/npm/package.json" ] || echo '{"name":"sluice-clients","private":true}' >"$cache/npm/package.json"
   (cd "$cache/npm" && npm install --no-audit --no-fund --silent \
-    "@aws-sdk/client-kinesis@$version" "@aws-sdk/client-firehose@$version" "@smithy/node-http-handler")
+    "@aws-sdk/client-kinesis@$version" "@aws-sdk/client-firehose@$version" "@smithy/node-http-handler" \
+    "esbuild@$esbuild" "playwright-core@$playwright")
 fi
 
 # The test build made target/debug/sluice already (see awscli-smoke.sh for why not cargo build).
 cargo test --workspace --locked --no-run --quiet
 data=$(mktemp -d)
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-printf 'stream_transition_ms = 0\n[lake]\nurl = "file://%s/lake"\n' "$data" >"$data.toml"
+page_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+printf 'stream_transition_ms = 0\ncors_allowed_origins = ["http://127.0.0.1:%s"]\n[lake]\nurl = "file://%s/lake"\n' \
+  "$page_port" "$data" >"$data.toml"
 target/debug/sluice serve --config "$data.toml" --bind "127.0.0.1:$port" --data-dir "$data" >"$data.log" 2>&1 &
 pid=$!
 tls_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -59,6 +68,14 @@ else
   failed=$((failed + 1))
   echo "jssdk (https) failed; server log:"
   tail -20 "$data-tls.log"
+fi
+if SLUICE_NODE_MODULES="$modules" NODE_NO_WARNINGS=1 \
+  node tests/clients/browser-kinesis.mjs "http://127.0.0.1:$port" sluice sluice-secret "$page_port"; then
+  passed=$((passed + 1))
+else
+  failed=$((failed + 1))
+  echo "jssdk (browser) failed; server log:"
+  tail -20 "$data.log"
 fi
 echo "jssdk: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -19,7 +19,8 @@ if [ -n "${SLUICE_GARAGE_BIN:-}" ]; then
 fi
 # The AWS CLI against a running `sluice serve` (installs awscli into a cached venv).
 scripts/awscli-smoke.sh | tee -a "$log"
-# The JavaScript SDK v3 over its default HTTP/2 transport and over HTTP/1.1 (npm, cached).
+# The JavaScript SDK v3 over its default HTTP/2 transport (h2c and HTTPS) and over HTTP/1.1,
+# and its browser build in headless Chromium through CORS (npm, cached).
 scripts/js-sdk-smoke.sh | tee -a "$log"
 # One closing line for the whole run: cargo prints a result per test binary, and the last
 # one is often a crate with no doc tests.

@@ -119,6 +119,9 @@ pub struct Config {
     pub tls_cert: Option<PathBuf>,
     /// The private key of `tls_cert`, PEM.
     pub tls_key: Option<PathBuf>,
+    /// Origins (`https://app.example.com`, or `*`) whose web pages may call the APIs with
+    /// the browser SDK: CORS preflights and headers for them. Default: none.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 /// `[server]`: bounds on what clients may hold. Defaults in [`ServerSettings::default`],
@@ -197,6 +200,7 @@ impl Default for Config {
             server: ServerSettings::default(),
             tls_cert: None,
             tls_key: None,
+            cors_allowed_origins: Vec::new(),
         }
     }
 }

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod client;
 pub mod config;
+pub mod cors;
 pub mod demo;
 mod idle;
 pub mod server;
@@ -96,14 +97,16 @@ pub fn open_state(config: &config::Config, clock: Arc<dyn Clock>) -> Result<Arc<
             .declare(&d.create_request(&config.region, &config.account_id))
             .map_err(|error| StartError::Declaration { name: d.name.clone(), error })?;
     }
-    Ok(Arc::new(server::AppState::with_limits(
+    let mut state = server::AppState::with_limits(
         kinesis,
         firehose,
         config.auth,
         config.access_keys.clone(),
         lock,
         config.server.limits(),
-    )))
+    );
+    state.cors = cors::Cors::new(config.cors_allowed_origins.clone());
+    Ok(Arc::new(state))
 }
 
 /// Takes `<data_dir>/LOCK` for this process: two processes appending to the same shard

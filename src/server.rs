@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 
 use crate::api::{self, Codec};
 use crate::config::{AccessKey, Auth};
+use crate::cors::Cors;
 use crate::sigv4;
 
 /// Largest request body taken, bytes: 12 MiB, above PutRecords' 5 MiB of data once base64 grows it by 4/3.
@@ -86,6 +87,8 @@ pub struct AppState {
     /// Body bytes of small requests ([`SMALL_BODY_BYTES`] or less), kept apart so that they
     /// never queue behind large bodies waiting for the shared budget.
     small_body_budget: Arc<tokio::sync::Semaphore>,
+    /// Origins web pages may call from (none unless configured).
+    pub cors: Cors,
 }
 
 /// A body of at most this many bytes is small (64 KiB): it takes its share from a budget of
@@ -128,6 +131,7 @@ impl AppState {
             limits,
             body_budget: Arc::new(tokio::sync::Semaphore::new(limits.body_bytes_in_flight.max(REQUEST_BYTES_MAX))),
             small_body_budget: Arc::new(tokio::sync::Semaphore::new(SMALL_BODIES_BYTES)),
+            cors: Cors::default(),
         }
     }
 
@@ -168,6 +172,21 @@ fn access_denied(request_id: &str) -> Response<Full<Bytes>> {
 }
 
 async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let Some(allowed) = state.cors.allow(req.headers().get(http::header::ORIGIN)) else {
+        return respond(state, req).await;
+    };
+    // A browser's preflight carries no credentials: it is answered before any check.
+    if req.method() == http::Method::OPTIONS {
+        let mut r = Response::new(Full::new(Bytes::new()));
+        Cors::preflight(req.headers(), r.headers_mut(), allowed);
+        return Ok(r);
+    }
+    let mut r = respond(state, req).await?;
+    Cors::decorate(r.headers_mut(), allowed);
+    Ok(r)
+}
+
+async fn respond(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     if req.method() == http::Method::GET && req.uri().path() == "/metrics" {
         let mut r = Response::new(Full::new(Bytes::from(state.firehose.delivery_streams.context().metrics.render())));
         r.headers_mut().insert(

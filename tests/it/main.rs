@@ -3,6 +3,7 @@
 mod bad_input;
 mod cbor;
 mod config;
+mod cors;
 mod crash_loop;
 mod datasets;
 mod demo;
