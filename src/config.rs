@@ -183,7 +183,7 @@ impl Default for Config {
             fsync: Fsync::Interval,
             fsync_interval_ms: sluice_engine::limits::SYNC_INTERVAL_MS_DEFAULT,
             auth: Auth::Sigv4,
-            stream_transition_ms: sluice_engine::api::STREAM_TRANSITION_MS_DEFAULT,
+            stream_transition_ms: crate::api::kinesis::STREAM_TRANSITION_MS_DEFAULT,
             throttle: Throttle::On,
             throttle_rates: ThrottleRates::default(),
             stream_throttle_rates: BTreeMap::new(),

@@ -14,15 +14,15 @@ pub mod tls;
 
 use std::sync::Arc;
 
-use sluice_engine::api::{Kinesis, KinesisConfig};
+use api::firehose::{Firehose, FirehoseConfig};
+use api::kinesis::{Kinesis, KinesisConfig};
 use sluice_engine::streams::Streams;
 use sluice_engine::{Clock, OpenError, ShardLogOptions};
-use sluice_firehose::api::FirehoseConfig;
 use sluice_firehose::delivery_streams::{DeliveryStreams, TransformResolver};
 use sluice_firehose::metrics::Metrics;
 use sluice_firehose::wasm::WasmTransforms;
 use sluice_firehose::worker::WorkerContext;
-use sluice_firehose::{Firehose, Lake};
+use sluice_firehose::Lake;
 use sluice_transforms::TransformHost;
 
 /// Why the server state could not be built.
@@ -47,7 +47,7 @@ pub enum StartError {
         /// The delivery stream.
         name: String,
         /// Why.
-        error: sluice_engine::api::ApiError,
+        error: api::ApiError,
     },
 }
 

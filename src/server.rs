@@ -8,6 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::api::firehose::{Action as FirehoseAction, Firehose, TARGET_PREFIX as FIREHOSE_TARGET_PREFIX};
+use crate::api::kinesis::{Action, Kinesis, TARGET_PREFIX};
+use crate::api::{ApiError, ErrorKind};
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -16,8 +19,6 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use sluice_engine::api::{Action, ApiError, ErrorKind, Kinesis, TARGET_PREFIX};
-use sluice_firehose::{Action as FirehoseAction, Firehose, TARGET_PREFIX as FIREHOSE_TARGET_PREFIX};
 use tokio::net::TcpListener;
 
 use crate::api::{self, Codec};

@@ -7,9 +7,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::api::{ApiError, ErrorKind};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
-use sluice_engine::api::{ApiError, ErrorKind};
 
 use crate::config::AccessKey;
 

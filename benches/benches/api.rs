@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use sluice_engine::api::{Action, Kinesis, KinesisConfig};
+use sluice::api::kinesis::{Action, Kinesis, KinesisConfig};
 use sluice_engine::hash_key::hash_key_of;
 use sluice_engine::stream::{ShardMeta, Stream, StreamMeta};
 use sluice_engine::streams::{Streams, Throttling};

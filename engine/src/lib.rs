@@ -20,13 +20,13 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-pub mod api;
 pub mod clock;
 mod durability;
 pub mod error;
 pub mod frame;
 pub mod hash_key;
 mod index;
+pub mod iterator;
 pub mod limits;
 mod options;
 mod read;

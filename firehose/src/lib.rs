@@ -18,7 +18,6 @@
 //! Before writing, the planned range is recorded in the checkpoint file, so a delivery cut
 //! short by a crash is redone with exactly the same records and keys.
 
-pub mod api;
 pub mod checkpoint;
 pub mod config;
 pub mod convert;
@@ -38,6 +37,5 @@ pub mod timestamp_pattern;
 pub mod wasm;
 pub mod worker;
 
-pub use api::{Action, Firehose, TARGET_PREFIX};
 pub use delivery_streams::DeliveryStreams;
 pub use lake::{Lake, LakeConfig};

@@ -7,10 +7,10 @@
 //! **milliseconds**, as the Java SDKs' `SdkCborGenerator` writes and their unmarshallers read
 //! it; epoch seconds in JSON).
 
+use crate::api::{ApiError, ErrorKind};
 use base64::Engine as _;
 use ciborium::value::{Integer, Value as Cbor};
 use serde_json::{Map, Number, Value};
-use sluice_engine::api::{ApiError, ErrorKind};
 
 use super::model::{Model, ShapeId, ShapeKind};
 

@@ -2,11 +2,14 @@
 //! checking driven by them, and the JSON and CBOR codecs.
 
 pub mod codec;
+pub mod error;
+pub mod firehose;
+pub mod kinesis;
 pub mod model;
 pub mod sts;
 pub mod validate;
 
-use sluice_engine::api::{ApiError, ErrorKind};
+pub use error::{ApiError, ErrorKind};
 
 pub use codec::Codec;
 pub use model::Model;

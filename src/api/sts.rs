@@ -3,7 +3,7 @@
 //! call it at start to learn their account; Sluice answers with the identity of the access
 //! key that signed the request. Source: AWS STS API reference, GetCallerIdentity.
 
-use sluice_engine::api::{ApiError, ErrorKind};
+use crate::api::{ApiError, ErrorKind};
 
 /// The STS API version the query protocol names.
 pub const STS_VERSION: &str = "2011-06-15";

@@ -13,9 +13,9 @@
 //! Both run before an action looks at a stream, so a request with bad members never reaches
 //! an existence check. Sources of each text: the table in [`RULES`].
 
+use crate::api::{ApiError, ErrorKind};
 use base64::Engine as _;
 use serde_json::{Map, Value};
-use sluice_engine::api::{ApiError, ErrorKind};
 
 use super::model::{Model, ShapeId, ShapeKind};
 

@@ -12,9 +12,10 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 use serde_json::{json, Value};
+use sluice::api::firehose::Action as FirehoseAction;
+use sluice::api::kinesis::Action;
+use sluice::api::ErrorKind;
 use sluice::server::AppState;
-use sluice_engine::api::{Action, ErrorKind};
-use sluice_firehose::Action as FirehoseAction;
 
 /// One decoder: the API, the action's name, and a body it accepts.
 struct Case {

@@ -8,6 +8,7 @@ mod crash_loop;
 mod datasets;
 mod demo;
 mod firehose_api;
+mod firehose_crash_guard;
 mod firehose_delivery;
 mod firehose_faults;
 mod firehose_transform;

@@ -1,18 +1,18 @@
 //! The Kinesis Data Streams API (JSON 1.1): one module per action, dispatched from one enum.
 //!
-//! Each action module parses its request shape, validates it with AWS's error names and
-//! messages, applies it to the streams, and builds the response shape. The wire framing
-//! (HTTP, `X-Amz-Target`, signatures) belongs to the server; here an action is a name and a
-//! JSON body in, a JSON body or an [`ApiError`] out.
+//! Each action module parses its request shape (already checked against botocore's model by
+//! [`crate::api::validate`]), applies the checks the model cannot express (ranges of hash
+//! keys, stream states, limits) with AWS's error names and messages, calls the engine, and
+//! builds the response shape. The wire framing (HTTP, `X-Amz-Target`, signatures, JSON or
+//! CBOR) belongs to the server; here an action is a name and a JSON body in, a JSON body or
+//! an [`ApiError`] out.
 
 mod create_stream;
 mod delete_stream;
 mod describe_limits;
 mod describe_stream;
-pub mod error;
 mod get_records;
 mod get_shard_iterator;
-pub mod iterator;
 mod list_shards;
 mod list_streams;
 mod put_record;
@@ -27,11 +27,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-pub use error::{ApiError, ErrorKind};
+pub use crate::api::error::{ApiError, ErrorKind};
 
-use crate::clock::Clock;
-use crate::stream::{Stream, StreamStatus};
-use crate::streams::Streams;
+use sluice_engine::clock::Clock;
+use sluice_engine::stream::{Stream, StreamStatus};
+use sluice_engine::streams::Streams;
 
 /// The service prefix of `X-Amz-Target` for Kinesis Data Streams.
 pub const TARGET_PREFIX: &str = "Kinesis_20131202";
@@ -301,7 +301,7 @@ impl Kinesis {
             ErrorKind::ProvisionedThroughputExceeded,
             format!(
                 "Rate exceeded for shard {} in stream {name} under account {}.",
-                crate::stream::shard_id(index),
+                sluice_engine::stream::shard_id(index),
                 self.config.account_id
             ),
         )

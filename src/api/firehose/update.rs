@@ -2,12 +2,12 @@
 //! `CurrentDeliveryStreamVersionId` is the current version, then bumps the version (which
 //! is part of every object name from then on).
 
+use crate::api::error::{ApiError, ErrorKind};
 use serde::Deserialize;
-use sluice_engine::api::{ApiError, ErrorKind};
 
 use super::create::check_destination;
 use super::{internal, invalid, respond, Firehose, DESTINATION_ID};
-use crate::spec::ExtendedS3DestinationUpdate;
+use sluice_firehose::spec::ExtendedS3DestinationUpdate;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -23,7 +23,7 @@ pub struct Request {
 pub async fn run(f: &Firehose, r: Request) -> Result<Vec<u8>, ApiError> {
     let entry = f.entry(&r.delivery_stream_name)?;
     let current = entry.spec();
-    let version_mismatch = |current: &crate::spec::DeliveryStreamSpec| {
+    let version_mismatch = |current: &sluice_firehose::spec::DeliveryStreamSpec| {
         ApiError::new(
             ErrorKind::ConcurrentModification,
             format!(
@@ -61,8 +61,13 @@ pub async fn run(f: &Firehose, r: Request) -> Result<Vec<u8>, ApiError> {
     if now_current.version != current.version {
         return Err(version_mismatch(&now_current));
     }
-    let schema = spec.schema.as_deref().map(crate::schema::to_arrow).transpose().map_err(|e| invalid(e.to_string()))?;
-    crate::plan::build(&spec, schema, transform.clone()).map_err(invalid)?;
+    let schema = spec
+        .schema
+        .as_deref()
+        .map(sluice_firehose::schema::to_arrow)
+        .transpose()
+        .map_err(|e| invalid(e.to_string()))?;
+    sluice_firehose::plan::build(&spec, schema, transform.clone()).map_err(invalid)?;
     f.delivery_streams.set_transform(&entry, transform);
     entry.update(|s| *s = spec).map_err(internal)?;
     respond(&serde_json::json!({}))

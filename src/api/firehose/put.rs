@@ -1,13 +1,13 @@
 //! `PutRecord` and `PutRecordBatch`: records into a `DirectPut` delivery stream's internal
 //! stream, durable as the server's fsync setting says before the call returns.
 
+use crate::api::error::{ApiError, ErrorKind};
 use base64::Engine as _;
 use serde::Deserialize;
-use sluice_engine::api::{ApiError, ErrorKind};
 
 use super::{invalid, respond, Firehose};
-use crate::metrics::Metrics;
-use crate::spec::SourceSpec;
+use sluice_firehose::metrics::Metrics;
+use sluice_firehose::spec::SourceSpec;
 
 /// Largest record, bytes of data: 1,024,000 (1,000 KiB). Source: Firehose API reference.
 pub const RECORD_BYTES_MAX: usize = 1_024_000;

@@ -2,11 +2,11 @@
 
 use serde::Deserialize;
 
-use super::iterator::{IteratorState, ITERATOR_LIFETIME_MS};
 use super::{epoch_seconds, page_limit, ApiError, ErrorKind, Kinesis};
-use crate::read::{ReadBatch, ReadLimits};
-use crate::sequence_number::SequenceNumber;
-use crate::stream::shard_id;
+use sluice_engine::iterator::{IteratorState, ITERATOR_LIFETIME_MS};
+use sluice_engine::sequence_number::SequenceNumber;
+use sluice_engine::stream::shard_id;
+use sluice_engine::{ReadBatch, ReadLimits};
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]

@@ -1,7 +1,7 @@
 //! `TagDeliveryStream`, `UntagDeliveryStream`, `ListTagsForDeliveryStream`.
 
+use crate::api::error::{ApiError, ErrorKind};
 use serde::{Deserialize, Serialize};
-use sluice_engine::api::{ApiError, ErrorKind};
 
 use super::{internal, respond, Firehose};
 

@@ -129,9 +129,9 @@ impl std::fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
-impl From<crate::error::IoError> for ApiError {
+impl From<sluice_engine::IoError> for ApiError {
     /// A failed write of the server's own files: `InternalFailure` (status 500), nothing applied.
-    fn from(e: crate::error::IoError) -> Self {
+    fn from(e: sluice_engine::IoError) -> Self {
         Self::new(ErrorKind::InternalFailure, e.to_string())
     }
 }

@@ -1,10 +1,10 @@
 //! `DescribeDeliveryStream` and `ListDeliveryStreams`.
 
+use crate::api::error::ApiError;
 use serde::{Deserialize, Serialize};
-use sluice_engine::api::ApiError;
 
 use super::{epoch_seconds, respond, validate_name, Firehose, DESTINATION_ID};
-use crate::spec::{ExtendedS3Destination, SourceSpec};
+use sluice_firehose::spec::{ExtendedS3Destination, SourceSpec};
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -26,7 +26,7 @@ struct S3Description {
     prefix: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error_output_prefix: Option<String>,
-    buffering_hints: Option<crate::spec::BufferingHints>,
+    buffering_hints: Option<sluice_firehose::spec::BufferingHints>,
     compression_format: Option<String>,
     encryption_configuration: Option<serde_json::Value>,
     #[serde(rename = "CloudWatchLoggingOptions")]

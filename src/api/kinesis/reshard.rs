@@ -4,8 +4,8 @@
 use serde::Deserialize;
 
 use super::{internal, no_output, respond, ApiError, ErrorKind, Kinesis, StreamTarget};
-use crate::hash_key::{parse_explicit_hash_key, HashKeyRange};
-use crate::stream::{parse_shard_id, shard_id, ReshardError, Stream, StreamStatus};
+use sluice_engine::hash_key::{parse_explicit_hash_key, HashKeyRange};
+use sluice_engine::stream::{parse_shard_id, shard_id, ReshardError, Stream, StreamStatus};
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]

@@ -4,13 +4,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::api::error::ApiError;
 use serde::Deserialize;
-use sluice_engine::api::ApiError;
 
 use super::{invalid, respond, tags::check_tags, validate_name, Firehose};
-use crate::delivery_streams::CreateError;
-use crate::plan::RecordTransform;
-use crate::spec::{
+use sluice_firehose::delivery_streams::CreateError;
+use sluice_firehose::plan::RecordTransform;
+use sluice_firehose::spec::{
     DeliveryStreamSpec, ExtendedS3Destination, SourceSpec, BUFFER_INTERVAL_S_RANGE, BUFFER_SIZE_MB_RANGE,
 };
 
@@ -74,7 +74,7 @@ pub fn check_destination(d: &ExtendedS3Destination, member: &str) -> Result<(), 
         ));
     };
     // Under a `file://` lake the bucket is a folder: S3's naming rules keep it one plain name.
-    crate::lake::check_bucket_name(bucket).map_err(invalid)?;
+    sluice_firehose::lake::check_bucket_name(bucket).map_err(invalid)?;
     Ok(())
 }
 
@@ -161,13 +161,18 @@ fn create(
     transform: Option<Arc<dyn RecordTransform>>,
 ) -> Result<Vec<u8>, ApiError> {
     let name = spec.name.clone();
-    let schema = spec.schema.as_deref().map(crate::schema::to_arrow).transpose().map_err(|e| invalid(e.to_string()))?;
-    crate::plan::build(&spec, schema, transform.clone()).map_err(invalid)?;
+    let schema = spec
+        .schema
+        .as_deref()
+        .map(sluice_firehose::schema::to_arrow)
+        .transpose()
+        .map_err(|e| invalid(e.to_string()))?;
+    sluice_firehose::plan::build(&spec, schema, transform.clone()).map_err(invalid)?;
     match f.delivery_streams.create(spec, transform) {
         Ok(_) => {}
         Err(CreateError::Exists(name)) => {
             return Err(ApiError::new(
-                sluice_engine::api::ErrorKind::ResourceInUse,
+                crate::api::error::ErrorKind::ResourceInUse,
                 format!("Firehose {name} under accountId {} already exists", f.config.account_id),
             ))
         }

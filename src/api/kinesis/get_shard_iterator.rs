@@ -2,12 +2,12 @@
 
 use serde::Deserialize;
 
-use super::iterator::IteratorState;
 use super::{respond, ApiError, ErrorKind, Kinesis, StreamTarget};
-use crate::error::ReadError;
-use crate::read::StartingPosition;
-use crate::sequence_number::SequenceNumber;
-use crate::stream::{parse_shard_id, shard_id};
+use sluice_engine::error::ReadError;
+use sluice_engine::iterator::IteratorState;
+use sluice_engine::sequence_number::SequenceNumber;
+use sluice_engine::stream::{parse_shard_id, shard_id};
+use sluice_engine::StartingPosition;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]

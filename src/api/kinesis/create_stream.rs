@@ -3,8 +3,8 @@
 use serde::Deserialize;
 
 use super::{internal, no_output, validate_stream_name, ApiError, ErrorKind, Kinesis};
-use crate::stream::StreamStatus;
-use crate::streams::CreateStreamError;
+use sluice_engine::stream::StreamStatus;
+use sluice_engine::streams::CreateStreamError;
 
 /// Shards an `ON_DEMAND` stream starts with: 4. Source: AWS Kinesis Data Streams, on-demand mode.
 const ON_DEMAND_SHARDS: u32 = 4;

@@ -5,11 +5,11 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 use super::{internal, respond, ApiError, ErrorKind, Kinesis, StreamTarget};
-use crate::hash_key::{hash_key_of, parse_explicit_hash_key, HashKey};
-use crate::limits::{PARTITION_KEY_CHARS_MAX, RECORD_BYTES_DEFAULT};
-use crate::sequence_number::SequenceNumber;
-use crate::shard_log::Record;
-use crate::stream::{shard_id, Stream};
+use sluice_engine::hash_key::{hash_key_of, parse_explicit_hash_key, HashKey};
+use sluice_engine::limits::{PARTITION_KEY_CHARS_MAX, RECORD_BYTES_DEFAULT};
+use sluice_engine::sequence_number::SequenceNumber;
+use sluice_engine::stream::{shard_id, Stream};
+use sluice_engine::Record;
 
 /// Most records in one `PutRecords`: 500. Source: AWS Kinesis API reference.
 pub const PUT_RECORDS_RECORDS_MAX: usize = 500;

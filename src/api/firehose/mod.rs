@@ -13,12 +13,13 @@ mod update;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use sluice_engine::api::{parse, respond, ApiError, ErrorKind};
+use crate::api::kinesis::{parse, respond};
+use crate::api::{ApiError, ErrorKind};
 use sluice_engine::Clock;
 
-use crate::delivery_streams::{DeliveryStreamEntry, DeliveryStreams};
-use crate::plan::RecordTransform;
-use crate::spec::DeliveryStreamSpec;
+use sluice_firehose::delivery_streams::{DeliveryStreamEntry, DeliveryStreams};
+use sluice_firehose::plan::RecordTransform;
+use sluice_firehose::spec::DeliveryStreamSpec;
 
 /// The service prefix of `X-Amz-Target` for Firehose.
 pub const TARGET_PREFIX: &str = "Firehose_20150804";
@@ -80,7 +81,7 @@ pub struct FirehoseConfig {
     pub account_id: String,
     /// Sluice's Glue Data Catalog: `SchemaConfiguration` `DatabaseName`/`TableName` name the
     /// file `<schema_dir>/<DatabaseName>/<TableName>.json` (or `.toml`), found by listing the
-    /// folders (see [`crate::schema::find`]). Default `./schemas`.
+    /// folders (see [`sluice_firehose::schema::find`]). Default `./schemas`.
     pub schema_dir: PathBuf,
 }
 
@@ -193,8 +194,8 @@ fn load_schema(schema_dir: &Path, spec: &mut DeliveryStreamSpec) -> Result<(), A
     if !safe(db) || !safe(table) {
         return Err(invalid("DatabaseName and TableName must be plain names."));
     }
-    let path = crate::schema::find(schema_dir, db, table).map_err(|e| invalid(e.to_string()))?;
-    spec.schema = Some(crate::schema::load(&path).map_err(|e| invalid(e.to_string()))?);
+    let path = sluice_firehose::schema::find(schema_dir, db, table).map_err(|e| invalid(e.to_string()))?;
+    spec.schema = Some(sluice_firehose::schema::load(&path).map_err(|e| invalid(e.to_string()))?);
     Ok(())
 }
 

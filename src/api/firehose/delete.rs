@@ -1,8 +1,8 @@
 //! `DeleteDeliveryStream`: stops the worker (what it buffered is not delivered, as on AWS)
 //! and removes the definition, checkpoints and internal stream.
 
+use crate::api::error::ApiError;
 use serde::Deserialize;
-use sluice_engine::api::ApiError;
 
 use super::{internal, respond, Firehose};
 

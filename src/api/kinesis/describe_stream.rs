@@ -3,8 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{epoch_seconds, page_limit, respond, ApiError, Kinesis, StreamTarget};
-use crate::sequence_number::SequenceNumber;
-use crate::stream::{parse_shard_id, shard_id, ShardMeta, Stream};
+use sluice_engine::sequence_number::SequenceNumber;
+use sluice_engine::stream::{parse_shard_id, shard_id, ShardMeta, Stream};
 
 /// Most shards one `DescribeStream` returns: 100. Source: AWS Kinesis API reference.
 const DESCRIBE_SHARDS_MAX: usize = 100;

@@ -5,15 +5,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use sluice::api::firehose::{Action, Firehose, FirehoseConfig};
 use sluice_engine::streams::{Streams, Throttling};
 use sluice_engine::{Clock, ManualClock, ShardLogOptions};
-use sluice_firehose::api::FirehoseConfig;
 use sluice_firehose::delivery_streams::{DeliveryStreams, TransformResolver};
 use sluice_firehose::metrics::Metrics;
 use sluice_firehose::plan::{RecordTransform, SourceRecord, TransformOutcome};
 use sluice_firehose::spec::DeliveryStreamSpec;
 use sluice_firehose::worker::{WorkerContext, DELIVERY_ATTEMPTS_MAX, PLANNING_FAILED};
-use sluice_firehose::{Action, Firehose, Lake, LakeConfig};
+use sluice_firehose::{Lake, LakeConfig};
 
 /// Passes records through, and panics on any record containing `boom`.
 #[derive(Debug)]

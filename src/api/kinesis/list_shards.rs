@@ -5,7 +5,7 @@ use serde::Deserialize;
 
 use super::describe_stream::shard_shape;
 use super::{page_limit, respond, ApiError, ErrorKind, Kinesis, StreamTarget};
-use crate::stream::parse_shard_id;
+use sluice_engine::stream::parse_shard_id;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
