@@ -204,8 +204,37 @@ async fn respond(state: Arc<AppState>, req: Request<Incoming>) -> Result<Respons
     if !req.headers().contains_key("x-amz-target") && api::sts::is_sts(content_type, req.uri().query().unwrap_or("")) {
         return Ok(sts_request(state, req, &request_id).await);
     }
-    let codec = Codec::from_content_type(content_type);
+    let Some(codec) = Codec::from_content_type(content_type) else {
+        // Another content type: AWS answers in XML, UnknownOperationException (404) when the
+        // target names an operation, AccessDeniedException otherwise.
+        return Ok(match target_of(&req) {
+            Some(_) => unknown_operation_xml(&request_id),
+            None => access_denied(&request_id),
+        });
+    };
     Ok(answer(&request_id, codec, dispatch(state, codec, req).await))
+}
+
+/// AWS's answer to an operation sent with a content type it does not take: an empty XML
+/// `UnknownOperationException`, status 404.
+fn unknown_operation_xml(request_id: &str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from_static(b"<UnknownOperationException/>\n")));
+    *r.status_mut() = StatusCode::NOT_FOUND;
+    r.headers_mut().insert("content-type", HeaderValue::from_static("text/xml"));
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        r.headers_mut().insert("x-amzn-requestid", v);
+    }
+    r
+}
+
+/// The action a request's `X-Amz-Target` names, if Sluice serves it.
+fn target_of<B>(req: &Request<B>) -> Option<Target> {
+    let target = req.headers().get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("");
+    match target.split_once('.') {
+        Some((TARGET_PREFIX, name)) => Action::from_name(name).map(Target::Kinesis),
+        Some((FIREHOSE_TARGET_PREFIX, name)) => FirehoseAction::from_name(name).map(Target::Firehose),
+        _ => None,
+    }
 }
 
 /// The API an `X-Amz-Target` names.
@@ -215,19 +244,10 @@ enum Target {
 }
 
 async fn dispatch(state: Arc<AppState>, codec: Codec, req: Request<Incoming>) -> Result<Vec<u8>, ApiError> {
+    // AWS names no operation and sends no message here.
+    let action = target_of(&req).ok_or_else(|| ApiError::new(ErrorKind::UnknownOperation, ""))?;
     let (parts, body) = req.into_parts();
     let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("");
-    let action = match target.split_once('.') {
-        Some((TARGET_PREFIX, name)) if parts.method == http::Method::POST => {
-            Action::from_name(name).map(Target::Kinesis)
-        }
-        Some((FIREHOSE_TARGET_PREFIX, name)) if parts.method == http::Method::POST => {
-            FirehoseAction::from_name(name).map(Target::Firehose)
-        }
-        _ => None,
-    }
-    // AWS names no operation and sends no message here.
-    .ok_or_else(|| ApiError::new(ErrorKind::UnknownOperation, ""))?;
     let headers = signing_headers(&parts);
     let scope = sigv4::Scope {
         region: &state.kinesis.config.region,

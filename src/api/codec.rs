@@ -28,13 +28,17 @@ pub enum Codec {
 }
 
 impl Codec {
-    /// The codec of a request with `content_type` (parameters ignored).
-    pub fn from_content_type(content_type: Option<&str>) -> Self {
-        let essence = content_type.unwrap_or("").split(';').next().unwrap_or("").trim();
-        if essence.eq_ignore_ascii_case("application/x-amz-cbor-1.1") {
-            Self::Cbor
-        } else {
-            Self::Json
+    /// The codec of a request with `content_type` (parameters ignored): CBOR for
+    /// `application/x-amz-cbor-1.1`; JSON for `application/x-amz-json-1.1`, `application/json`
+    /// and no content type at all (a hand-written request); `None` for any other type, which
+    /// AWS does not serve either.
+    pub fn from_content_type(content_type: Option<&str>) -> Option<Self> {
+        let Some(content_type) = content_type else { return Some(Self::Json) };
+        let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        match essence.as_str() {
+            "application/x-amz-cbor-1.1" => Some(Self::Cbor),
+            "application/x-amz-json-1.1" | "application/json" => Some(Self::Json),
+            _ => None,
         }
     }
 
@@ -84,7 +88,7 @@ impl Codec {
             Self::Cbor => {
                 let mut fields = vec![(Cbor::Text("__type".into()), Cbor::Text(error.kind.name().into()))];
                 if !error.message.is_empty() {
-                    fields.push((Cbor::Text("message".into()), Cbor::Text(error.message.clone())));
+                    fields.push((Cbor::Text(error.message_member().into()), Cbor::Text(error.message.clone())));
                 }
                 let mut out = Vec::new();
                 ciborium::ser::into_writer(&Cbor::Map(fields), &mut out).expect("writing to a Vec cannot fail");

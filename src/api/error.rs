@@ -1,7 +1,5 @@
 //! Kinesis and Firehose API errors: the `__type` names and message forms AWS clients expect.
 
-use serde::Serialize;
-
 /// The error names of the Kinesis and Firehose APIs (`__type`). Source: AWS Kinesis and
 /// Firehose API references and the botocore service models `kinesis/2013-12-02` and
 /// `firehose/2015-08-04`.
@@ -107,17 +105,25 @@ impl ApiError {
         )
     }
 
-    /// The JSON body; without `message` when the message is empty.
-    pub fn body(&self) -> Vec<u8> {
-        #[derive(Serialize)]
-        struct Body<'a> {
-            #[serde(rename = "__type")]
-            kind: &'a str,
-            // AWS sends no message at all with some errors (UnknownOperationException).
-            #[serde(skip_serializing_if = "str::is_empty")]
-            message: &'a str,
+    /// The member the message travels in: `Message` for `SerializationException` (it comes
+    /// from Coral's deserializer, which capitalizes it; observed on AWS by kinesalite's
+    /// `assertSerialization`), `message` for every other error.
+    pub fn message_member(&self) -> &'static str {
+        match self.kind {
+            ErrorKind::Serialization => "Message",
+            _ => "message",
         }
-        serde_json::to_vec(&Body { kind: self.kind.name(), message: &self.message }).expect("error body serializes")
+    }
+
+    /// The JSON body: `{"__type": ..., "message": ...}`, without a message member when the
+    /// message is empty (AWS sends none with UnknownOperationException).
+    pub fn body(&self) -> Vec<u8> {
+        let mut body = serde_json::Map::new();
+        body.insert("__type".into(), self.kind.name().into());
+        if !self.message.is_empty() {
+            body.insert(self.message_member().into(), self.message.clone().into());
+        }
+        serde_json::to_vec(&body).expect("error body serializes")
     }
 }
 

@@ -2,19 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::support::TestServer;
-
-/// Sends a raw request and returns the status and the response head, lower-cased.
-async fn head_of(addr: std::net::SocketAddr, request: String) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.unwrap();
-    let text = String::from_utf8_lossy(&response).to_ascii_lowercase();
-    let head = text.split("\r\n\r\n").next().unwrap().to_owned();
-    (head.split(' ').nth(1).unwrap().parse().unwrap(), head)
-}
+use crate::support::{head_of, TestServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_allowed_origins_get_preflights_and_cors_headers() {

@@ -17,6 +17,7 @@ mod h2c;
 mod hostile;
 mod hostile_firehose;
 mod kinesis_sdk;
+mod protocol;
 mod resharding;
 mod resource_faults;
 mod s3_server;

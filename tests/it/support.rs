@@ -152,3 +152,15 @@ pub async fn raw_request(addr: SocketAddr, target: &str, body: &[u8]) -> (u16, s
     assert!(head.to_ascii_lowercase().contains("x-amzn-requestid: "), "no request id in {head}");
     (status, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
 }
+
+/// Sends `request` (a whole HTTP/1.1 request, `Connection: close`) and returns the status and
+/// the response, head and body, lower-cased.
+pub async fn head_of(addr: SocketAddr, request: String) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let text = String::from_utf8_lossy(&response).to_ascii_lowercase();
+    (text.split(' ').nth(1).unwrap().parse().unwrap(), text)
+}
