@@ -28,5 +28,14 @@ pub fn decode_request(codec: Codec, model: &Model, operation: &str, body: &[u8])
 /// Encodes an action's JSON answer in `codec` for operation `operation` of `model`.
 pub fn encode_response(codec: Codec, model: &Model, operation: &str, json: Vec<u8>) -> Result<Vec<u8>, ApiError> {
     let output = model.operation(operation).and_then(|op| op.output);
+    // Debug builds (every test) check each answer against AWS's output shape: a member
+    // name, type or required member that a client would trip on is a 500 with the reason.
+    #[cfg(debug_assertions)]
+    if let (Some(shape), false) = (output, json.is_empty()) {
+        let value: serde_json::Value =
+            serde_json::from_slice(&json).map_err(|e| ApiError::new(ErrorKind::InternalFailure, e.to_string()))?;
+        validate::conforms(model, shape, &value, operation)
+            .map_err(|e| ApiError::new(ErrorKind::InternalFailure, format!("answer off the model: {e}")))?;
+    }
     codec.encode(model, output, json)
 }

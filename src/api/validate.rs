@@ -422,6 +422,62 @@ pub fn request(model: &Model, shape: ShapeId, value: Value) -> Result<Value, Api
     Ok(value)
 }
 
+/// Whether an answer `value` fits output shape `shape`: every member known to the model,
+/// of its type, every required member present. `Err` names the first misfit by its path.
+/// The server checks every answer with it in debug builds, so each test run also checks the
+/// answers' shapes against AWS's model.
+pub fn conforms(model: &Model, shape: ShapeId, value: &Value, path: &str) -> Result<(), String> {
+    let s = model.shape(shape);
+    let misfit = |what: &str| Err(format!("{path}: {what}, the model has a {} ({})", kind_name(&s.kind), s.name));
+    match (&s.kind, value) {
+        (_, Value::Null) => misfit("null"),
+        (ShapeKind::Structure { members }, Value::Object(fields)) => {
+            for (name, v) in fields {
+                let Some(m) = members.iter().find(|m| &m.name == name) else {
+                    return Err(format!("{path}: member {name} is not in {}", s.name));
+                };
+                conforms(model, m.shape, v, &format!("{path}.{name}"))?;
+            }
+            match members.iter().find(|m| m.required && !fields.contains_key(&m.name)) {
+                Some(m) => Err(format!("{path}: required member {} missing from {}", m.name, s.name)),
+                None => Ok(()),
+            }
+        }
+        (ShapeKind::List { member }, Value::Array(items)) => {
+            items.iter().enumerate().try_for_each(|(i, v)| conforms(model, *member, v, &format!("{path}[{i}]")))
+        }
+        (ShapeKind::Map { value: value_shape, .. }, Value::Object(fields)) => {
+            fields.iter().try_for_each(|(k, v)| conforms(model, *value_shape, v, &format!("{path}.{k}")))
+        }
+        (ShapeKind::String { allowed }, Value::String(text)) => match allowed {
+            Some(allowed) if !allowed.iter().any(|a| a == text) => misfit(&format!("'{text}' outside the enum")),
+            _ => Ok(()),
+        },
+        (ShapeKind::Integer | ShapeKind::Long, Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(()),
+        (ShapeKind::Double | ShapeKind::Timestamp, Value::Number(_)) => Ok(()),
+        (ShapeKind::Boolean, Value::Bool(_)) => Ok(()),
+        (ShapeKind::Blob, Value::String(text)) if base64::engine::general_purpose::STANDARD.decode(text).is_ok() => {
+            Ok(())
+        }
+        (_, other) => misfit(&format!("{other} found")),
+    }
+}
+
+fn kind_name(kind: &ShapeKind) -> &'static str {
+    match kind {
+        ShapeKind::Structure { .. } => "structure",
+        ShapeKind::List { .. } => "list",
+        ShapeKind::Map { .. } => "map",
+        ShapeKind::String { .. } => "string",
+        ShapeKind::Integer => "integer",
+        ShapeKind::Long => "long",
+        ShapeKind::Double => "double",
+        ShapeKind::Boolean => "boolean",
+        ShapeKind::Blob => "blob",
+        ShapeKind::Timestamp => "timestamp",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -489,6 +545,26 @@ mod tests {
             blob("+/+="),
             "'+/+=' can not be converted to a Blob: Invalid last non-pad Base64 character dectected"
         );
+    }
+
+    #[test]
+    fn answers_are_checked_against_the_output_shape() {
+        let m = model::kinesis();
+        let out = m.operation("PutRecord").unwrap().output.unwrap();
+        assert!(conforms(
+            m,
+            out,
+            &json!({"ShardId": "shardId-000000000000", "SequenceNumber": "1", "EncryptionType": "NONE"}),
+            ""
+        )
+        .is_ok());
+        let e =
+            conforms(m, out, &json!({"ShardId": "s", "SequenceNumber": "1", "Encryption": "NONE"}), "").unwrap_err();
+        assert_eq!(e, ": member Encryption is not in PutRecordOutput");
+        let e = conforms(m, out, &json!({"ShardId": "s"}), "").unwrap_err();
+        assert_eq!(e, ": required member SequenceNumber missing from PutRecordOutput");
+        let e = conforms(m, out, &json!({"ShardId": "s", "SequenceNumber": 1}), "").unwrap_err();
+        assert_eq!(e, ".SequenceNumber: 1 found, the model has a string (SequenceNumber)");
     }
 
     #[test]
