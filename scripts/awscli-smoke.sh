@@ -10,10 +10,12 @@ cd "$(dirname "$0")/.."
 
 cache="${SLUICE_CACHE_DIR:-$HOME/.cache/sluice}"
 venv="$cache/awscli-venv"
-if [ ! -x "$venv/bin/aws" ] || ! "$venv/bin/python" -c 'import boto3' 2>/dev/null; then
+# pyarrow and cramjam read the delivered Parquet and compressed objects back
+# (tests/clients/firehose_conversion.py), independently of Sluice's own readers.
+if [ ! -x "$venv/bin/aws" ] || ! "$venv/bin/python" -c 'import boto3, pyarrow, cramjam' 2>/dev/null; then
   mkdir -p "$cache"
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check awscli boto3
+  "$venv/bin/pip" install --quiet --disable-pip-version-check awscli boto3 pyarrow cramjam
 fi
 
 # `cargo test --workspace` already built target/debug/sluice; `cargo build --bin sluice` would
@@ -21,11 +23,12 @@ fi
 cargo test --workspace --locked --no-run --quiet
 data=$(mktemp -d)
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-printf '[lake]\nurl = "file://%s/lake"\n' "$data" >"$data.toml"
+mkdir -p "$data-schemas"
+printf 'schema_dir = "%s-schemas"\n[lake]\nurl = "file://%s/lake"\n' "$data" "$data" >"$data.toml"
 target/debug/sluice serve --config "$data.toml" --bind "127.0.0.1:$port" --data-dir "$data" >"$data.log" 2>&1 &
 pid=$!
 tls_pid=""
-trap 'kill $pid $tls_pid 2>/dev/null; wait $pid $tls_pid 2>/dev/null; rm -rf "$data" "$data.log" "$data.toml" "$data-tls"*' EXIT
+trap 'kill $pid $tls_pid 2>/dev/null; wait $pid $tls_pid 2>/dev/null; rm -rf "$data" "$data.log" "$data.toml" "$data-tls"* "$data-schemas"' EXIT
 
 export AWS_ACCESS_KEY_ID=sluice AWS_SECRET_ACCESS_KEY=sluice-secret AWS_DEFAULT_REGION=us-east-1 AWS_PAGER=""
 aws() { "$venv/bin/aws" --endpoint-url "http://127.0.0.1:$port" "$@"; }
@@ -84,6 +87,14 @@ for _ in $(seq 100); do
 done
 check firehose-delivery "$landed" $'one\ntwo'
 check boto3 "$("$venv/bin/python" tests/clients/boto3_kinesis.py "http://127.0.0.1:$port" sluice sluice-secret 2>&1 | tail -1)" "boto3: ok"
+# Firehose data correctness (issue 22's table), read back with pyarrow; prints its own line.
+conversion_failed=0
+if ! "$venv/bin/python" tests/clients/firehose_conversion.py "http://127.0.0.1:$port" sluice sluice-secret \
+  "$data/lake" "$data-schemas"; then
+  conversion_failed=1
+  echo "conversion cases failed; server log:"
+  tail -5 "$data.log"
+fi
 
 # HTTPS: --tls-self-signed makes a local authority under the data directory and prints its path.
 tls_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -109,4 +120,4 @@ check https-list-streams "$(aws_tls kinesis list-streams --query 'StreamNames[0]
 check https-untrusted "$("$venv/bin/aws" --endpoint-url "https://localhost:$tls_port" kinesis list-streams >/dev/null 2>&1 && echo trusted || echo refused)" refused
 
 echo "awscli: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+[ "$failed" -eq 0 ] && [ "$conversion_failed" -eq 0 ]

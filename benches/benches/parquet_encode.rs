@@ -12,6 +12,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sluice_benches::dataset_lines;
 use sluice_firehose::convert::ParquetEncoder;
+use sluice_firehose::deserializer::JsonSerDe;
 use sluice_firehose::plan::SourceRecord;
 use sluice_firehose::spec::{DeliveryStreamSpec, ExtendedS3Destination, ParquetSerDe, SourceSpec};
 
@@ -33,7 +34,7 @@ fn encode(c: &mut Criterion) {
     group.throughput(Throughput::Bytes(bytes as u64));
     for compression in ["SNAPPY", "ZSTD", "UNCOMPRESSED"] {
         let serde = ParquetSerDe { compression: Some(compression.into()), ..ParquetSerDe::default() };
-        let encoder = ParquetEncoder::new(arrow.clone(), &serde);
+        let encoder = ParquetEncoder::new(arrow.clone(), &serde, JsonSerDe::default());
         group.bench_function(format!("encode/{compression}"), |b| {
             b.iter(|| {
                 let out = encoder.encode(black_box(&records)).unwrap();

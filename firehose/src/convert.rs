@@ -1,9 +1,11 @@
 //! Record format conversion: JSON records to one Parquet object, and raw records to one
 //! object (concatenated as Firehose does, no delimiter, optionally compressed).
 //!
-//! Conversion decodes the whole buffer with one `arrow-json` decoder. Only when that fails
-//! does it bisect the buffer to find the records at fault, so a bad record costs
-//! O(log n) extra decodes and fails alone: the others still land.
+//! Each record first goes through the delivery stream's JSON deserializer
+//! ([`crate::deserializer`]: OpenX or Hive rules, one row per JSON object in the record, every
+//! value checked against its column); a record that does not fit fails alone, with the
+//! reason. The rows of the others are decoded with one `arrow-json` decoder; should that
+//! still fail, the buffer is bisected to find the records at fault, so they fail alone too.
 
 use std::io::Write;
 
@@ -14,6 +16,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, GzipLevel, ZstdLevel};
 use parquet::file::properties::{WriterProperties, WriterVersion};
 
+use crate::deserializer::{JsonSerDe, RecordError, RowDecoder};
 use crate::spec::ParquetSerDe;
 
 /// Rows per Parquet row group at most: 1 Mi. Objects are bounded by the buffer (≤ 128 MiB of
@@ -57,6 +60,7 @@ pub struct EncodeError(#[from] parquet::errors::ParquetError);
 pub struct ParquetEncoder {
     schema: SchemaRef,
     properties: WriterProperties,
+    rows: RowDecoder,
 }
 
 /// Parquet compression named by `ParquetSerDe.Compression`: `SNAPPY` (default), `GZIP`,
@@ -72,9 +76,10 @@ pub fn parquet_compression(name: Option<&str>) -> Option<Compression> {
 }
 
 impl ParquetEncoder {
-    /// An encoder writing `schema` with the `ParquetSerDe` settings. The compression name
-    /// must have been checked with [`parquet_compression`].
-    pub fn new(schema: SchemaRef, serde: &ParquetSerDe) -> Self {
+    /// An encoder writing `schema` with the `ParquetSerDe` settings, reading records with
+    /// `deserializer`. The compression name must have been checked with
+    /// [`parquet_compression`].
+    pub fn new(schema: SchemaRef, serde: &ParquetSerDe, deserializer: JsonSerDe) -> Self {
         let mut b = WriterProperties::builder()
             .set_compression(parquet_compression(serde.compression.as_deref()).unwrap_or(Compression::SNAPPY))
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS_MAX))
@@ -86,7 +91,12 @@ impl ParquetEncoder {
         if let Some(page) = serde.page_size_bytes {
             b = b.set_data_page_size_limit(page as usize);
         }
-        Self { schema, properties: b.build() }
+        if let Some(block) = serde.block_size_bytes {
+            // Row groups are bounded by rows; the byte target is the writer's closest knob.
+            b = b.set_max_row_group_bytes(Some(block as usize));
+        }
+        let rows = RowDecoder::new(schema.clone(), deserializer);
+        Self { schema, properties: b.build(), rows }
     }
 
     /// The schema.
@@ -94,13 +104,32 @@ impl ParquetEncoder {
         &self.schema
     }
 
-    /// Converts `records` (one JSON object each) to one Parquet file; records that do not
-    /// fit are returned as failures and the rest are written in input order.
+    /// Converts `records` (JSON objects, one or more each) to one Parquet file; records that
+    /// do not fit are returned as failures and the rows of the rest are written in input order.
     pub fn encode(&self, records: &[&[u8]]) -> Result<Converted, EncodeError> {
-        let mut batches = Vec::new();
         let mut failed = Vec::new();
-        let all: Vec<usize> = (0..records.len()).collect();
-        self.isolate(records, &all, &mut batches, &mut failed);
+        // Each fitting record as newline-delimited rows, with its row count.
+        let mut fitting: Vec<(usize, Vec<u8>, usize)> = Vec::with_capacity(records.len());
+        for (index, record) in records.iter().enumerate() {
+            match self.rows.rows(record) {
+                Ok(rows) => {
+                    let mut text = Vec::with_capacity(record.len() + 16);
+                    for row in &rows {
+                        serde_json::to_writer(&mut text, row).expect("writing JSON into memory cannot fail");
+                        text.push(b'\n');
+                    }
+                    fitting.push((index, text, rows.len()));
+                }
+                Err(RecordError::Parse(message)) => {
+                    failed.push(ConversionFailure { index, code: PARSE_ERROR, message })
+                }
+                Err(RecordError::Malformed(message)) => {
+                    failed.push(ConversionFailure { index, code: MALFORMED_DATA, message })
+                }
+            }
+        }
+        let mut batches = Vec::new();
+        self.isolate(&fitting, &mut batches, &mut failed);
         failed.sort_by_key(|f| f.index);
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
         if rows == 0 {
@@ -116,39 +145,37 @@ impl ParquetEncoder {
 
     fn isolate(
         &self,
-        records: &[&[u8]],
-        indexes: &[usize],
+        fitting: &[(usize, Vec<u8>, usize)],
         batches: &mut Vec<RecordBatch>,
         failed: &mut Vec<ConversionFailure>,
     ) {
-        if indexes.is_empty() {
+        if fitting.is_empty() {
             return;
         }
-        match self.decode(records, indexes) {
+        match self.decode(fitting) {
             Ok(b) => batches.push(b),
-            Err(e) if indexes.len() == 1 => failed.push(classify(indexes[0], records[indexes[0]], &e)),
+            Err(e) if fitting.len() == 1 => failed.push(ConversionFailure {
+                index: fitting[0].0,
+                code: MALFORMED_DATA,
+                message: format!("Data does not match the schema: {}", strip(&e)),
+            }),
             Err(_) => {
-                let (a, b) = indexes.split_at(indexes.len() / 2);
-                self.isolate(records, a, batches, failed);
-                self.isolate(records, b, batches, failed);
+                let (a, b) = fitting.split_at(fitting.len() / 2);
+                self.isolate(a, batches, failed);
+                self.isolate(b, batches, failed);
             }
         }
     }
 
-    fn decode(&self, records: &[&[u8]], indexes: &[usize]) -> Result<RecordBatch, ArrowError> {
-        let mut decoder = ReaderBuilder::new(self.schema.clone()).with_batch_size(indexes.len()).build_decoder()?;
-        for &i in indexes {
-            feed(&mut decoder, records[i])?;
-            // Firehose records carry no delimiter; a newline keeps values apart.
-            feed(&mut decoder, b"\n")?;
+    fn decode(&self, fitting: &[(usize, Vec<u8>, usize)]) -> Result<RecordBatch, ArrowError> {
+        let expected: usize = fitting.iter().map(|(_, _, n)| n).sum();
+        let mut decoder = ReaderBuilder::new(self.schema.clone()).with_batch_size(expected.max(1)).build_decoder()?;
+        for (_, text, _) in fitting {
+            feed(&mut decoder, text)?;
         }
         let batch = decoder.flush()?.unwrap_or_else(|| RecordBatch::new_empty(self.schema.clone()));
-        if batch.num_rows() != indexes.len() {
-            return Err(ArrowError::JsonError(format!(
-                "expected {} JSON objects, found {}",
-                indexes.len(),
-                batch.num_rows()
-            )));
+        if batch.num_rows() != expected {
+            return Err(ArrowError::JsonError(format!("expected {expected} rows, decoded {}", batch.num_rows())));
         }
         Ok(batch)
     }
@@ -158,28 +185,12 @@ fn feed(decoder: &mut Decoder, mut bytes: &[u8]) -> Result<(), ArrowError> {
     while !bytes.is_empty() {
         let n = decoder.decode(bytes)?;
         if n == 0 {
-            // The decoder is full: more JSON values than records.
-            return Err(ArrowError::JsonError("a record holds more than one JSON value".into()));
+            // The decoder is full: more JSON values than rows counted.
+            return Err(ArrowError::JsonError("more rows than counted".into()));
         }
         bytes = &bytes[n..];
     }
     Ok(())
-}
-
-fn classify(index: usize, record: &[u8], e: &ArrowError) -> ConversionFailure {
-    match serde_json::from_slice::<serde_json::Value>(record) {
-        Ok(serde_json::Value::Object(_)) => ConversionFailure {
-            index,
-            code: MALFORMED_DATA,
-            message: format!("Data does not match the schema: {}", strip(e)),
-        },
-        Ok(_) => ConversionFailure {
-            index,
-            code: MALFORMED_DATA,
-            message: "The record is not a JSON object; conversion takes one JSON object per record.".into(),
-        },
-        Err(p) => ConversionFailure { index, code: PARSE_ERROR, message: format!("Encountered malformed JSON: {p}") },
-    }
 }
 
 fn strip(e: &ArrowError) -> String {
@@ -187,24 +198,38 @@ fn strip(e: &ArrowError) -> String {
     s.strip_prefix("Json error: ").map(str::to_owned).unwrap_or(s)
 }
 
-/// Compression of raw (unconverted) objects: `CompressionFormat`.
+/// Compression of raw (unconverted) objects: `CompressionFormat`, with the extensions AWS
+/// appends (Firehose developer guide, "S3 object name format").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RawCompression {
     /// `UNCOMPRESSED`.
     None,
     /// `GZIP`, extension `.gz`.
     Gzip,
+    /// `ZIP`: a zip archive of one entry (deflated), extension `.zip`.
+    Zip,
+    /// `Snappy`: the Snappy framing format, extension `.snappy`.
+    Snappy,
+    /// `HADOOP_SNAPPY`: Hadoop's block format (what Hadoop's `SnappyCodec` reads), extension
+    /// `.hsnappy`.
+    HadoopSnappy,
     /// `ZSTD` (Sluice), extension `.zst`.
     Zstd,
 }
 
+/// Uncompressed bytes per Hadoop Snappy block: 256 KiB, Hadoop's
+/// `io.compression.codec.snappy.buffersize` default.
+pub const HADOOP_SNAPPY_BLOCK_BYTES: usize = 256 << 10;
+
 impl RawCompression {
-    /// The compression named by `CompressionFormat`; `None` for names Sluice does not write
-    /// (`ZIP`, `Snappy`, `HADOOP_SNAPPY`).
+    /// The compression named by `CompressionFormat`; `None` for other names.
     pub fn from_name(name: Option<&str>) -> Option<Self> {
         Some(match name.unwrap_or("UNCOMPRESSED") {
             "UNCOMPRESSED" => Self::None,
             "GZIP" => Self::Gzip,
+            "ZIP" => Self::Zip,
+            "Snappy" => Self::Snappy,
+            "HADOOP_SNAPPY" => Self::HadoopSnappy,
             "ZSTD" => Self::Zstd,
             _ => return None,
         })
@@ -215,12 +240,21 @@ impl RawCompression {
         match self {
             Self::None => "",
             Self::Gzip => ".gz",
+            Self::Zip => ".zip",
+            Self::Snappy => ".snappy",
+            Self::HadoopSnappy => ".hsnappy",
             Self::Zstd => ".zst",
         }
     }
 
-    /// Concatenates `records`, each followed by `delimiter`, and compresses the result.
-    pub fn encode<'a>(self, records: impl IntoIterator<Item = &'a [u8]>, delimiter: &[u8]) -> std::io::Result<Vec<u8>> {
+    /// Concatenates `records`, each followed by `delimiter`, and compresses the result; a
+    /// zip archive names its one entry `entry`.
+    pub fn encode<'a>(
+        self,
+        records: impl IntoIterator<Item = &'a [u8]>,
+        delimiter: &[u8],
+        entry: &str,
+    ) -> std::io::Result<Vec<u8>> {
         let mut raw = Vec::new();
         for r in records {
             raw.extend_from_slice(r);
@@ -232,6 +266,33 @@ impl RawCompression {
                 let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
                 e.write_all(&raw)?;
                 e.finish()
+            }
+            Self::Zip => {
+                let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+                let options = zip::write::SimpleFileOptions::default()
+                    .compression_method(zip::CompressionMethod::Deflated)
+                    .large_file(raw.len() >= u32::MAX as usize);
+                z.start_file(entry, options).map_err(std::io::Error::other)?;
+                z.write_all(&raw)?;
+                Ok(z.finish().map_err(std::io::Error::other)?.into_inner())
+            }
+            Self::Snappy => {
+                let mut e = snap::write::FrameEncoder::new(Vec::new());
+                e.write_all(&raw)?;
+                e.into_inner().map_err(|e| std::io::Error::other(e.to_string()))
+            }
+            Self::HadoopSnappy => {
+                // Per block: uncompressed length, then one chunk: compressed length and the
+                // raw Snappy bytes; all lengths 32-bit big-endian.
+                let mut out = Vec::with_capacity(raw.len() / 2 + 16);
+                let mut encoder = snap::raw::Encoder::new();
+                for block in raw.chunks(HADOOP_SNAPPY_BLOCK_BYTES) {
+                    let compressed = encoder.compress_vec(block).map_err(std::io::Error::other)?;
+                    out.extend_from_slice(&(block.len() as u32).to_be_bytes());
+                    out.extend_from_slice(&(compressed.len() as u32).to_be_bytes());
+                    out.extend_from_slice(&compressed);
+                }
+                Ok(out)
             }
             Self::Zstd => zstd::encode_all(raw.as_slice(), 3),
         }
@@ -249,7 +310,7 @@ mod tests {
 
     fn encoder() -> ParquetEncoder {
         let schema = Schema::new(vec![Field::new("a", DataType::Int64, true), Field::new("b", DataType::Utf8, true)]);
-        ParquetEncoder::new(Arc::new(schema), &ParquetSerDe::default())
+        ParquetEncoder::new(Arc::new(schema), &ParquetSerDe::default(), JsonSerDe::default())
     }
 
     #[test]
@@ -266,26 +327,135 @@ mod tests {
         ];
         let c = encoder().encode(&records).unwrap();
         let failed: Vec<(usize, &str)> = c.failed.iter().map(|f| (f.index, f.code)).collect();
-        assert_eq!(
-            failed,
-            [(1, PARSE_ERROR), (3, MALFORMED_DATA), (4, MALFORMED_DATA), (5, PARSE_ERROR), (6, PARSE_ERROR)]
-        );
-        assert_eq!(c.rows, 3);
+        // Two documents in one record are two rows (AWS: `{"a":1}{"b":1}` is valid input).
+        assert_eq!(failed, [(1, PARSE_ERROR), (3, MALFORMED_DATA), (4, MALFORMED_DATA), (6, PARSE_ERROR)]);
+        assert_eq!(c.rows, 5);
         let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(c.bytes)).unwrap().build().unwrap();
         let batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
         let a = arrow_array::cast::AsArray::as_primitive::<arrow_array::types::Int64Type>(batches[0].column(0));
-        assert_eq!(a.iter().collect::<Vec<_>>(), [Some(1), Some(2), None]);
+        assert_eq!(a.iter().collect::<Vec<_>>(), [Some(1), Some(2), Some(3), Some(4), None]);
+    }
+
+    /// Reads a Parquet file back as JSON rows (arrow-json's writer), to compare values.
+    fn read_back(bytes: Vec<u8>) -> Vec<serde_json::Value> {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes)).unwrap().build().unwrap();
+        let mut writer = arrow_json::ArrayWriter::new(Vec::new());
+        for b in reader {
+            writer.write(&b.unwrap()).unwrap();
+        }
+        writer.finish().unwrap();
+        serde_json::from_slice(&writer.into_inner()).unwrap()
+    }
+
+    #[test]
+    fn glue_types_land_with_their_values() {
+        let fields: Vec<Field> = [
+            ("id", "tinyint"),
+            ("price", "decimal(8,2)"),
+            ("at", "timestamp"),
+            ("day", "date"),
+            ("geo", "struct<lat:double,lon:double>"),
+            ("tags", "array<string>"),
+            ("attrs", "map<string,int>"),
+            ("code", "varchar(3)"),
+        ]
+        .iter()
+        .map(|(n, t)| crate::schema::field(n, t, true).unwrap())
+        .collect();
+        let enc = ParquetEncoder::new(Arc::new(Schema::new(fields)), &ParquetSerDe::default(), JsonSerDe::default());
+        let records: Vec<&[u8]> = vec![
+            br#"{"ID":7,"Price":"19.999","At":1704164645,"Day":"2024-01-02","Geo":{"Lat":52.5,"Lon":13.4},"Tags":["a","b"],"Attrs":{"Clicks":3},"code":"abc"}"#,
+            br#"{"id":1,"code":"abcd"}"#,
+            br#"{"id":300}"#,
+        ];
+        let c = enc.encode(&records).unwrap();
+        let failed: Vec<usize> = c.failed.iter().map(|f| f.index).collect();
+        assert_eq!(failed, [1, 2], "{:?}", c.failed);
+        let rows = read_back(c.bytes);
+        assert_eq!(
+            rows,
+            [serde_json::json!({"id": 7, "price": 20.0, "at": "2024-01-02T03:04:05Z", "day": "2024-01-02",
+                "geo": {"lat": 52.5, "lon": 13.4}, "tags": ["a", "b"], "attrs": {"Clicks": 3}, "code": "abc"})]
+        );
+    }
+
+    proptest::proptest! {
+        /// Every record either lands with its values (under the documented coercions) or
+        /// fails with a reason: never both, never neither, never another value.
+        #[test]
+        fn every_record_lands_exactly_or_fails(values in proptest::collection::vec(
+            (proptest::option::of(proptest::num::i64::ANY), proptest::option::of(-1e6f64..1e6),
+             proptest::option::of("[a-z]{0,6}"), proptest::option::of(proptest::bool::ANY), 0u8..4),
+            1..40)) {
+            let fields = vec![
+                Field::new("i", DataType::Int32, true),
+                Field::new("d", DataType::Float64, true),
+                Field::new("s", DataType::Utf8, true),
+                Field::new("b", DataType::Boolean, true),
+            ];
+            let enc = ParquetEncoder::new(Arc::new(Schema::new(fields)), &ParquetSerDe::default(), JsonSerDe::default());
+            // Some records put a value of another kind into a column (a string into `i`,
+            // a fraction into `i`, a number into `b`), so failures are generated too.
+            let records: Vec<String> = values.iter().map(|(i, d, s, b, twist)| {
+                let mut o = serde_json::Map::new();
+                if let Some(i) = i { o.insert("i".into(), (*i).into()); }
+                if let Some(d) = d { o.insert("d".into(), (*d).into()); }
+                if let Some(s) = s { o.insert("s".into(), s.clone().into()); }
+                if let Some(b) = b { o.insert("b".into(), (*b).into()); }
+                match twist { 1 => { o.insert("i".into(), "x".into()); } 2 => { o.insert("i".into(), 0.5.into()); } 3 => { o.insert("b".into(), 1.into()); } _ => {} }
+                serde_json::Value::Object(o).to_string()
+            }).collect();
+            let refs: Vec<&[u8]> = records.iter().map(|r| r.as_bytes()).collect();
+            let c = enc.encode(&refs).unwrap();
+            let rows = if c.rows == 0 { Vec::new() } else { read_back(c.bytes) };
+            let failed: Vec<usize> = c.failed.iter().map(|f| f.index).collect();
+            proptest::prop_assert_eq!(rows.len() + failed.len(), records.len());
+            let mut landed = rows.iter();
+            for (n, (i, d, s, b, twist)) in values.iter().enumerate() {
+                let fits = *twist == 0 && i.is_none_or(|i| i32::try_from(i).is_ok());
+                proptest::prop_assert_eq!(fits, !failed.contains(&n), "record {}: {}", n, &records[n]);
+                if fits {
+                    let row = landed.next().unwrap();
+                    proptest::prop_assert_eq!(row.get("i").and_then(|v| v.as_i64()), *i);
+                    proptest::prop_assert_eq!(row.get("d").and_then(|v| v.as_f64()), *d);
+                    proptest::prop_assert_eq!(row.get("s").and_then(|v| v.as_str()), s.as_deref());
+                    proptest::prop_assert_eq!(row.get("b").and_then(|v| v.as_bool()), *b);
+                }
+            }
+        }
     }
 
     #[test]
     fn raw_objects_concatenate_and_compress() {
         let recs: [&[u8]; 2] = [b"ab", b"cd"];
-        assert_eq!(RawCompression::None.encode(recs, b"").unwrap(), b"abcd");
-        assert_eq!(RawCompression::None.encode(recs, b"\n").unwrap(), b"ab\ncd\n");
-        let gz = RawCompression::Gzip.encode(recs, b"").unwrap();
+        assert_eq!(RawCompression::None.encode(recs, b"", "e").unwrap(), b"abcd");
+        assert_eq!(RawCompression::None.encode(recs, b"\n", "e").unwrap(), b"ab\ncd\n");
+        let gz = RawCompression::Gzip.encode(recs, b"", "e").unwrap();
         let mut out = String::new();
         std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(gz.as_slice()), &mut out).unwrap();
         assert_eq!(out, "abcd");
-        assert_eq!(zstd::decode_all(RawCompression::Zstd.encode(recs, b"").unwrap().as_slice()).unwrap(), b"abcd");
+        assert_eq!(zstd::decode_all(RawCompression::Zstd.encode(recs, b"", "e").unwrap().as_slice()).unwrap(), b"abcd");
+        let framed = RawCompression::Snappy.encode(recs, b"\n", "e").unwrap();
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut snap::read::FrameDecoder::new(framed.as_slice()), &mut out).unwrap();
+        assert_eq!(out, b"ab\ncd\n");
+        let big: Vec<u8> = (0..600_000u32).map(|i| (i % 251) as u8).collect();
+        let hadoop = RawCompression::HadoopSnappy.encode([big.as_slice()], b"", "e").unwrap();
+        let (mut at, mut back) = (0, Vec::new());
+        while at < hadoop.len() {
+            let n = u32::from_be_bytes(hadoop[at..at + 4].try_into().unwrap()) as usize;
+            let c = u32::from_be_bytes(hadoop[at + 4..at + 8].try_into().unwrap()) as usize;
+            let block = snap::raw::Decoder::new().decompress_vec(&hadoop[at + 8..at + 8 + c]).unwrap();
+            assert_eq!(block.len(), n);
+            back.extend(block);
+            at += 8 + c;
+        }
+        assert_eq!(back, big, "three 256 KiB blocks decode back");
+        let zipped = RawCompression::Zip.encode(recs, b"", "stream-1").unwrap();
+        let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zipped)).unwrap();
+        let mut entry = archive.by_name("stream-1").unwrap();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut entry, &mut text).unwrap();
+        assert_eq!(text, "abcd");
     }
 }

@@ -21,7 +21,9 @@
 pub mod checkpoint;
 pub mod config;
 pub mod convert;
+pub mod deaggregate;
 pub mod delivery_streams;
+pub mod deserializer;
 pub mod error_output;
 pub mod json_depth;
 pub mod lake;

@@ -16,6 +16,8 @@ use sluice_engine::sequence_number::SequenceNumber;
 use sluice_engine::stream::shard_id;
 
 use crate::convert::{parquet_compression, ParquetEncoder, RawCompression};
+use crate::deaggregate::{decode_delimiter, Deaggregation};
+use crate::deserializer::JsonSerDe;
 use crate::error_output::{self, Failure, KinesisRecordMetadata, FORMAT_CONVERSION_FAILED, PROCESSING_FAILED};
 use crate::object_key::{object_name, ObjectId, ObjectOrigin};
 use crate::partition::{PartitionKeys, PartitionQuery};
@@ -25,6 +27,14 @@ use crate::spec::DeliveryStreamSpec;
 /// Error code of a record whose partition keys could not be extracted. Source: AWS Firehose
 /// developer guide, "Handle errors in dynamic partitioning".
 pub const METADATA_EXTRACTION_FAILED: &str = "DynamicPartitioning.MetadataExtractionFailed";
+
+/// Most partitions one delivery writes to: 500, Firehose's active partitions per delivery
+/// stream. Records of partitions past it go to the error prefix. Source: AWS Firehose
+/// developer guide, "Dynamic partitioning" limits.
+pub const ACTIVE_PARTITIONS_MAX: usize = 500;
+
+/// Error code of a record whose partition is past [`ACTIVE_PARTITIONS_MAX`].
+pub const ACTIVE_PARTITIONS_EXCEEDED: &str = "DynamicPartitioning.ActivePartitionsLimitExceeded";
 
 /// A record read from the delivery stream's source shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,6 +121,7 @@ pub struct Pipeline {
     prefix: Prefix,
     error_prefix: Prefix,
     query: Option<Arc<PartitionQuery>>,
+    deaggregation: Option<Deaggregation>,
     delimiter: Vec<u8>,
     /// The output format.
     pub format: Format,
@@ -154,6 +165,7 @@ pub fn build(
         .map_err(|e| e.0)?,
     };
     let mut query = None;
+    let mut deaggregation = None;
     let mut delimiter = Vec::new();
     for p in &processing.processors {
         match p.kind.as_str() {
@@ -173,8 +185,18 @@ pub fn build(
             }
             // A disabled processing configuration runs none of its processors (AWS Firehose
             // developer guide); the delimiter is a processor like the others.
-            "AppendDelimiterToRecord" if processing.enabled.unwrap_or(false) => delimiter = b"\n".to_vec(),
-            "AppendDelimiterToRecord" => {}
+            // `Delimiter` is base64, as for RecordDeAggregation; a newline without it.
+            "AppendDelimiterToRecord" if processing.enabled.unwrap_or(false) => {
+                delimiter = match p.parameter("Delimiter") {
+                    Some(d) => decode_delimiter(d)?,
+                    None => b"\n".to_vec(),
+                }
+            }
+            "RecordDeAggregation" if processing.enabled.unwrap_or(false) => {
+                deaggregation =
+                    Some(Deaggregation::from_parameters(p.parameter("SubRecordType"), p.parameter("Delimiter"))?);
+            }
+            "AppendDelimiterToRecord" | "RecordDeAggregation" => {}
             "Lambda" => {
                 if processing.enabled.unwrap_or(false) && transform.is_none() {
                     return Err("Lambda processor: no WASM transform is loaded for it.".into());
@@ -189,7 +211,7 @@ pub fn build(
     }
     let compression = RawCompression::from_name(d.compression_format.as_deref()).ok_or_else(|| {
         format!(
-            "CompressionFormat '{}' is not supported by Sluice; use UNCOMPRESSED, GZIP or ZSTD.",
+            "CompressionFormat '{}' is not supported; use UNCOMPRESSED, GZIP, ZIP, Snappy, HADOOP_SNAPPY or ZSTD.",
             d.compression_format.as_deref().unwrap_or("")
         )
     })?;
@@ -213,8 +235,9 @@ pub fn build(
                     parquet.compression.as_deref().unwrap_or("")
                 ));
             }
+            let deserializer = JsonSerDe::from_input_format(c.input_format_configuration.as_ref())?;
             match schema {
-                Some(s) => Format::Parquet(Box::new(ParquetEncoder::new(s, &parquet))),
+                Some(s) => Format::Parquet(Box::new(ParquetEncoder::new(s, &parquet, deserializer))),
                 None => Format::ParquetInferred,
             }
         }
@@ -244,6 +267,7 @@ pub fn build(
         prefix,
         error_prefix,
         query,
+        deaggregation,
         delimiter,
         format,
         extension,
@@ -262,6 +286,15 @@ impl Pipeline {
     /// The configuration version this pipeline was built from.
     pub fn version(&self) -> u64 {
         self.version
+    }
+
+    /// The records to plan: `records` split by the `RecordDeAggregation` processor, when
+    /// there is one (before any transform, as on AWS), else as they are.
+    pub fn deaggregate(&self, records: Vec<SourceRecord>) -> Vec<SourceRecord> {
+        match &self.deaggregation {
+            Some(d) => d.split(records),
+            None => records,
+        }
     }
 
     /// Plans the delivery of `records`, the range `first..=last` of source shard `shard`.
@@ -321,6 +354,17 @@ impl Pipeline {
             }
             for k in &needs_lambda {
                 group.push_str(&format!("l:{k}={}\u{0}", lambda_keys[*k]));
+            }
+            if !groups.contains_key(&group) && groups.len() == ACTIVE_PARTITIONS_MAX {
+                *state = State::Failed(Failure {
+                    output_type: PROCESSING_FAILED,
+                    code: ACTIVE_PARTITIONS_EXCEEDED.into(),
+                    message: format!(
+                        "The delivery already writes to {ACTIVE_PARTITIONS_MAX} partitions, the most a delivery stream has active."
+                    ),
+                    attempts: 1,
+                });
+                continue;
             }
             let lambda = lambda_keys.clone();
             groups.entry(group).or_insert_with(|| (query_keys, lambda, Vec::new())).2.push(i);
@@ -457,8 +501,9 @@ impl Pipeline {
     fn encode(&self, data: &[&[u8]]) -> (Vec<u8>, Vec<usize>, Vec<(usize, Failure)>) {
         match &self.format {
             Format::Raw(c) => {
-                let bytes =
-                    c.encode(data.iter().copied(), &self.delimiter).expect("compressing into memory cannot fail");
+                let bytes = c
+                    .encode(data.iter().copied(), &self.delimiter, &self.name)
+                    .expect("compressing into memory cannot fail");
                 (bytes, (0..data.len()).collect(), Vec::new())
             }
             Format::Parquet(enc) => match enc.encode(data) {

@@ -152,7 +152,7 @@ pub async fn replay(
             let p = pipeline.clone();
             let now = ctx.clock.now_ms();
             let n = records.len() as u64;
-            let plan = tokio::task::spawn_blocking(move || p.plan(shard, first, last, &records, now))
+            let plan = tokio::task::spawn_blocking(move || p.plan(shard, first, last, &p.deaggregate(records), now))
                 .await
                 .map_err(|e| ReplayError::Invalid(format!("planning panicked: {e}")))?;
             for o in plan.objects {

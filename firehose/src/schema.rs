@@ -7,11 +7,13 @@
 //!             {"name": "year", "type": "bigint", "nullable": false}]}
 //! ```
 //!
-//! Types use the Glue / Hive names Firehose users know, with Arrow names as synonyms:
-//! `string` (`utf8`), `bigint` (`int64`, `long`), `int` (`int32`, `integer`), `double`
-//! (`float64`), `float` (`float32`), `boolean` (`bool`), `timestamp` (ISO-8601 text or epoch
-//! ms, stored as ms in UTC), `date` (`YYYY-MM-DD`). Columns are nullable unless
-//! `"nullable": false`. JSON keys not in the schema are ignored, as Firehose does.
+//! Types use the Glue / Hive names Firehose users know (see [`field`] for the grammar):
+//! `string`, `varchar(n)`, `char(n)`, `tinyint`, `smallint`, `int`, `bigint`, `float`,
+//! `double`, `boolean`, `timestamp` (stored as ms in UTC), `date`, `decimal(p,s)`,
+//! `array<T>`, `map<string,T>`, `struct<name:T,...>`, with Arrow names as synonyms. How JSON
+//! values fit them is `crate::deserializer` (and `docs/format-conversion.md`). Columns are
+//! nullable unless `"nullable": false`. JSON keys not in the schema are ignored, as Firehose
+//! does.
 //!
 //! `SchemaConfiguration`'s `DatabaseName` and `TableName` are found with [`find`]: the schema
 //! folder is listed for a folder of exactly that database name, and it for a regular file
@@ -93,19 +95,157 @@ pub enum SchemaError {
     Invalid(String),
 }
 
-/// The Arrow type of a type name.
+/// The Arrow type of a type name (see [`field`] for the whole grammar).
 pub fn data_type(type_name: &str) -> Option<DataType> {
-    Some(match type_name.to_ascii_lowercase().as_str() {
-        "string" | "utf8" | "varchar" => DataType::Utf8,
-        "bigint" | "int64" | "long" => DataType::Int64,
-        "int" | "int32" | "integer" => DataType::Int32,
-        "double" | "float64" => DataType::Float64,
-        "float" | "float32" => DataType::Float32,
-        "boolean" | "bool" => DataType::Boolean,
-        "timestamp" => DataType::Timestamp(TimeUnit::Millisecond, Some("+00:00".into())),
-        "date" => DataType::Date32,
-        _ => return None,
-    })
+    field("x", type_name, true).ok().map(|f| f.data_type().clone())
+}
+
+/// A column of `type_name`, in Glue's (Hive's) type grammar: `string`, `varchar(n)`,
+/// `char(n)`, `tinyint`, `smallint`, `int`, `bigint`, `float`, `double`, `boolean`,
+/// `timestamp`, `date`, `decimal`, `decimal(p)`, `decimal(p,s)` (p ≤ 38; default 10,0),
+/// `array<T>`, `map<string,T>`, `struct<name:T,...>`; Arrow names (`utf8`, `int64`, ...) as
+/// synonyms. `varchar(n)`/`char(n)` keep their limit in the field's metadata
+/// ([`crate::deserializer::MAX_LENGTH_KEY`]): longer values are refused, not cut.
+pub fn field(name: &str, type_name: &str, nullable: bool) -> Result<Field, String> {
+    let mut p = TypeParser { text: type_name.trim(), pos: 0 };
+    let f = p.parse(name, nullable)?;
+    p.skip_space();
+    if p.pos != p.text.len() {
+        return Err(format!("unexpected '{}' in type '{type_name}'", &p.text[p.pos..]));
+    }
+    Ok(f)
+}
+
+/// A recursive-descent parser of Glue type names.
+struct TypeParser<'a> {
+    text: &'a str,
+    pos: usize,
+}
+
+impl TypeParser<'_> {
+    fn skip_space(&mut self) {
+        while self.text[self.pos..].starts_with(' ') {
+            self.pos += 1;
+        }
+    }
+
+    fn eat(&mut self, c: char) -> bool {
+        self.skip_space();
+        if self.text[self.pos..].starts_with(c) {
+            self.pos += c.len_utf8();
+            true
+        } else {
+            false
+        }
+    }
+
+    fn expect(&mut self, c: char) -> Result<(), String> {
+        if self.eat(c) {
+            Ok(())
+        } else {
+            Err(format!("expected '{c}' at position {} of type '{}'", self.pos, self.text))
+        }
+    }
+
+    fn word(&mut self) -> String {
+        self.skip_space();
+        let rest = &self.text[self.pos..];
+        let n = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+        self.pos += n;
+        rest[..n].to_ascii_lowercase()
+    }
+
+    fn number(&mut self) -> Result<u32, String> {
+        self.skip_space();
+        let rest = &self.text[self.pos..];
+        let n = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        self.pos += n;
+        rest[..n].parse().map_err(|_| format!("expected a number in type '{}'", self.text))
+    }
+
+    fn parse(&mut self, name: &str, nullable: bool) -> Result<Field, String> {
+        let word = self.word();
+        let mut metadata = std::collections::HashMap::new();
+        let t = match word.as_str() {
+            "string" | "utf8" => DataType::Utf8,
+            "varchar" | "char" => {
+                self.expect('(')?;
+                let n = self.number()?;
+                self.expect(')')?;
+                metadata.insert(crate::deserializer::MAX_LENGTH_KEY.to_owned(), n.to_string());
+                DataType::Utf8
+            }
+            "tinyint" | "int8" => DataType::Int8,
+            "smallint" | "int16" => DataType::Int16,
+            "int" | "int32" | "integer" => DataType::Int32,
+            "bigint" | "int64" | "long" => DataType::Int64,
+            "double" | "float64" => DataType::Float64,
+            "float" | "float32" => DataType::Float32,
+            "boolean" | "bool" => DataType::Boolean,
+            "timestamp" => DataType::Timestamp(TimeUnit::Millisecond, Some("+00:00".into())),
+            "date" => DataType::Date32,
+            "decimal" => {
+                let (mut precision, mut scale) = (10, 0);
+                if self.eat('(') {
+                    precision = self.number()?;
+                    if self.eat(',') {
+                        scale = self.number()?;
+                    }
+                    self.expect(')')?;
+                }
+                if !(1..=38).contains(&precision) || scale > precision {
+                    return Err(format!("decimal({precision},{scale}): precision must be 1 to 38 and scale at most the precision"));
+                }
+                DataType::Decimal128(precision as u8, scale as i8)
+            }
+            "array" => {
+                self.expect('<')?;
+                let item = self.parse("item", true)?;
+                self.expect('>')?;
+                DataType::List(Arc::new(item))
+            }
+            "map" => {
+                self.expect('<')?;
+                let key = self.parse("key", false)?;
+                if key.data_type() != &DataType::Utf8 {
+                    return Err(format!("map keys must be strings, not {}", key.data_type()));
+                }
+                self.expect(',')?;
+                let value = self.parse("value", true)?;
+                self.expect('>')?;
+                let entries = Field::new("entries", DataType::Struct(vec![key, value].into()), false);
+                DataType::Map(Arc::new(entries), false)
+            }
+            "struct" => {
+                self.expect('<')?;
+                let mut children: Vec<Field> = Vec::new();
+                loop {
+                    self.skip_space();
+                    let rest = &self.text[self.pos..];
+                    let n = rest.find(':').ok_or_else(|| format!("expected 'name:type' in type '{}'", self.text))?;
+                    let child = rest[..n].trim().to_owned();
+                    self.pos += n + 1;
+                    if child.is_empty() || children.iter().any(|c| c.name() == &child) {
+                        return Err(format!("struct field names must be unique and not empty in type '{}'", self.text));
+                    }
+                    children.push(self.parse(&child, true)?);
+                    if self.eat('>') {
+                        break;
+                    }
+                    self.expect(',')?;
+                }
+                DataType::Struct(children.into())
+            }
+            "" => return Err(format!("expected a type at position {} of '{}'", self.pos, self.text)),
+            other => {
+                return Err(format!(
+                    "unknown type '{other}'; use string, varchar(n), char(n), tinyint, smallint, int, bigint, float, double, \
+                     boolean, timestamp, date, decimal(p,s), array<T>, map<string,T> or struct<name:T,...>"
+                ))
+            }
+        };
+        Ok(Field::new(name, t, nullable).with_metadata(metadata))
+    }
 }
 
 /// Checks `fields` and builds the Arrow schema.
@@ -118,13 +258,9 @@ pub fn to_arrow(fields: &[FieldSpec]) -> Result<SchemaRef, SchemaError> {
         if fields[..i].iter().any(|g| g.name == f.name) {
             return Err(SchemaError::Invalid(format!("field '{}' appears twice", f.name)));
         }
-        let t = data_type(&f.type_name).ok_or_else(|| {
-            SchemaError::Invalid(format!(
-                "field '{}' has unknown type '{}'; use string, bigint, int, double, float, boolean, timestamp or date",
-                f.name, f.type_name
-            ))
-        })?;
-        out.push(Field::new(&f.name, t, f.nullable));
+        let field = field(&f.name, &f.type_name, f.nullable)
+            .map_err(|e| SchemaError::Invalid(format!("field '{}' has type '{}': {e}", f.name, f.type_name)))?;
+        out.push(field);
     }
     Ok(Arc::new(Schema::new(out)))
 }
@@ -309,7 +445,31 @@ mod tests {
         let f = |n: &str, t: &str| FieldSpec { name: n.into(), type_name: t.into(), nullable: true };
         assert!(to_arrow(&[]).is_err());
         assert!(to_arrow(&[f("a", "int"), f("a", "string")]).is_err());
-        assert!(to_arrow(&[f("a", "decimal")]).is_err());
+        for bad in [
+            "interval",
+            "decimal(40,2)",
+            "decimal(4,5)",
+            "map<int,string>",
+            "array<int",
+            "struct<a:int,a:int>",
+            "int x",
+        ] {
+            assert!(to_arrow(&[f("a", bad)]).is_err(), "{bad}");
+        }
         assert_eq!(to_arrow(&[f("a", "bigint")]).unwrap().field(0).data_type(), &DataType::Int64);
+    }
+
+    #[test]
+    fn parses_glue_types_nested_and_decimal() {
+        let t = |s: &str| field("c", s, true).unwrap();
+        assert_eq!(t("decimal(12, 3)").data_type(), &DataType::Decimal128(12, 3));
+        assert_eq!(t("decimal").data_type(), &DataType::Decimal128(10, 0));
+        assert_eq!(t("varchar(5)").metadata()[crate::deserializer::MAX_LENGTH_KEY], "5");
+        let s = t("struct<lat:double, tags:array<string>, attrs:map<string,int>>");
+        let DataType::Struct(children) = s.data_type() else { panic!("a struct") };
+        let names: Vec<&str> = children.iter().map(|c| c.name().as_str()).collect();
+        assert_eq!(names, ["lat", "tags", "attrs"]);
+        assert!(matches!(children[1].data_type(), DataType::List(_)));
+        assert!(matches!(children[2].data_type(), DataType::Map(_, false)));
     }
 }

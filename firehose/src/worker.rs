@@ -465,6 +465,7 @@ impl Worker {
         let (plan, records) = {
             let p = pipeline.clone();
             tokio::task::spawn_blocking(move || {
+                let records = p.deaggregate(records);
                 let plan = p.plan(shard, first, last, &records, now);
                 (plan, records)
             })

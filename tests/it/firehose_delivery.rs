@@ -346,7 +346,7 @@ async fn malformed_and_schema_violating_records_land_in_format_conversion_failed
         r#"{"No": "one", "year": 2013, "month": 3, "day": 1, "hour": 0, "station": "X"}"#.into(), // a string for a bigint
         r#"{"No": 7, "year": 2013, "month": 3, "day": 1, "hour": 0}"#.into(), // station missing (not nullable)
         r#"[1, 2, 3]"#.into(),                                                // not an object
-        r#"{"No": 8, "year": 2013, "month": 3, "day": 1, "hour": 0, "station": {"n": 1}}"#.into(), // object for a string
+        r#"{"No": 8, "year": 2013, "month": 3, "day": 1, "hour": 0.5, "station": "X"}"#.into(), // a fraction for an int
     ];
     // Bad records spread through the good ones, in one batch.
     let mut mixed: Vec<String> = good.clone();
