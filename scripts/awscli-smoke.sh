@@ -75,6 +75,11 @@ aws firehose create-delivery-stream --delivery-stream-name cli-lake --extended-s
   '{"RoleARN":"arn:aws:iam::000000000000:role/r","BucketARN":"arn:aws:s3:::lake","Prefix":"cli/",
     "BufferingHints":{"SizeInMBs":1,"IntervalInSeconds":0},
     "ProcessingConfiguration":{"Enabled":true,"Processors":[{"Type":"AppendDelimiterToRecord"}]}}' >/dev/null
+# CREATING for stream_transition_ms (100 ms by default), then ACTIVE, as on AWS.
+for _ in $(seq 50); do
+  [ "$(aws firehose describe-delivery-stream --delivery-stream-name cli-lake --query DeliveryStreamDescription.DeliveryStreamStatus --output text)" = ACTIVE ] && break
+  sleep 0.1
+done
 check describe-delivery-stream \
   "$(aws firehose describe-delivery-stream --delivery-stream-name cli-lake --query DeliveryStreamDescription.DeliveryStreamStatus --output text)" ACTIVE
 # CLI v1 base64-encodes blob text, as for kinesis put-record.
@@ -97,17 +102,9 @@ if ! "$venv/bin/python" tests/clients/firehose_conversion.py "http://127.0.0.1:$
 fi
 
 # HTTPS: --tls-self-signed makes a local authority under the data directory and prints its path.
-tls_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-mkdir -p "$data-tls"
-target/debug/sluice serve --tls-self-signed --config "$data.toml" --bind "127.0.0.1:$tls_port" --data-dir "$data-tls" \
-  >"$data-tls.log" 2>&1 &
-tls_pid=$!
-ca=""
-for _ in $(seq 100); do
-  ca=$(sed -n 's/^TLS certificate authority: //p' "$data-tls.log")
-  [ -n "$ca" ] && (echo >"/dev/tcp/127.0.0.1/$tls_port") 2>/dev/null && break
-  sleep 0.1
-done
+. scripts/serve-lib.sh
+tls_port=$(free_port)
+start_tls_sluice "$data.toml" "$data-tls" "$tls_port"
 aws_tls() { "$venv/bin/aws" --endpoint-url "https://localhost:$tls_port" --ca-bundle "$ca" "$@"; }
 aws_tls kinesis create-stream --stream-name tls --shard-count 1
 for _ in $(seq 50); do

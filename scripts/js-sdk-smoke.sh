@@ -27,55 +27,31 @@ fi
 
 # The test build made target/debug/sluice already (see awscli-smoke.sh for why not cargo build).
 cargo test --workspace --locked --no-run --quiet
+. scripts/serve-lib.sh
 data=$(mktemp -d)
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-page_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(free_port)
+page_port=$(free_port)
 printf 'stream_transition_ms = 0\ncors_allowed_origins = ["http://127.0.0.1:%s"]\n[lake]\nurl = "file://%s/lake"\n' \
   "$page_port" "$data" >"$data.toml"
 target/debug/sluice serve --config "$data.toml" --bind "127.0.0.1:$port" --data-dir "$data" >"$data.log" 2>&1 &
 pid=$!
-tls_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-mkdir -p "$data-tls"
-target/debug/sluice serve --tls-self-signed --config "$data.toml" --bind "127.0.0.1:$tls_port" --data-dir "$data-tls" \
-  >"$data-tls.log" 2>&1 &
-tls_pid=$!
+tls_pid=""
 trap 'kill $pid $tls_pid 2>/dev/null; wait $pid $tls_pid 2>/dev/null; rm -rf "$data" "$data.log" "$data.toml" "$data-tls"*' EXIT
+tls_port=$(free_port)
+start_tls_sluice "$data.toml" "$data-tls" "$tls_port"
 for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
-ca=""
-for _ in $(seq 100); do
-  ca=$(sed -n 's/^TLS certificate authority: //p' "$data-tls.log")
-  [ -n "$ca" ] && (echo >"/dev/tcp/127.0.0.1/$tls_port") 2>/dev/null && break
-  sleep 0.1
-done
 
+export SLUICE_NODE_MODULES="$modules" NODE_NO_WARNINGS=1
 passed=0 failed=0
 for http1 in 0 1; do
-  if SLUICE_JS_HTTP1=$http1 SLUICE_NODE_MODULES="$modules" NODE_NO_WARNINGS=1 \
-    node tests/clients/js-kinesis.mjs "http://127.0.0.1:$port" sluice sluice-secret; then
-    passed=$((passed + 1))
-  else
-    failed=$((failed + 1))
-    echo "jssdk (SLUICE_JS_HTTP1=$http1) failed; server log:"
-    tail -20 "$data.log"
-  fi
+  run_counted "jssdk (SLUICE_JS_HTTP1=$http1)" "$data.log" \
+    env SLUICE_JS_HTTP1=$http1 node tests/clients/js-kinesis.mjs "http://127.0.0.1:$port" sluice sluice-secret
 done
 # HTTPS, default transport: Node's HTTP/2 client negotiates h2 by ALPN; it trusts the
 # generated authority through NODE_EXTRA_CA_CERTS.
-if NODE_EXTRA_CA_CERTS="$ca" SLUICE_NODE_MODULES="$modules" NODE_NO_WARNINGS=1 \
-  node tests/clients/js-kinesis.mjs "https://localhost:$tls_port" sluice sluice-secret; then
-  passed=$((passed + 1))
-else
-  failed=$((failed + 1))
-  echo "jssdk (https) failed; server log:"
-  tail -20 "$data-tls.log"
-fi
-if SLUICE_NODE_MODULES="$modules" NODE_NO_WARNINGS=1 \
-  node tests/clients/browser-kinesis.mjs "http://127.0.0.1:$port" sluice sluice-secret "$page_port"; then
-  passed=$((passed + 1))
-else
-  failed=$((failed + 1))
-  echo "jssdk (browser) failed; server log:"
-  tail -20 "$data.log"
-fi
+run_counted "jssdk (https)" "$data-tls.log" \
+  env NODE_EXTRA_CA_CERTS="$ca" node tests/clients/js-kinesis.mjs "https://localhost:$tls_port" sluice sluice-secret
+run_counted "jssdk (browser)" "$data.log" \
+  node tests/clients/browser-kinesis.mjs "http://127.0.0.1:$port" sluice sluice-secret "$page_port"
 echo "jssdk: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

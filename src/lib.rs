@@ -89,6 +89,7 @@ pub fn open_state(config: &config::Config, clock: Arc<dyn Clock>) -> Result<Arc<
             region: config.region.clone(),
             account_id: config.account_id.clone(),
             schema_dir: config.schema_dir.clone(),
+            status_transition_ms: config.stream_transition_ms,
         },
         clock,
     );

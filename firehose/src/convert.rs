@@ -111,6 +111,15 @@ impl ParquetEncoder {
         // Each fitting record as newline-delimited rows, with its row count.
         let mut fitting: Vec<(usize, Vec<u8>, usize)> = Vec::with_capacity(records.len());
         for (index, record) in records.iter().enumerate() {
+            // Most records already name their columns exactly with values in their form:
+            // arrow-json reads those as they are.
+            if self.rows.is_canonical(record) {
+                let mut text = Vec::with_capacity(record.len() + 1);
+                text.extend_from_slice(record);
+                text.push(b'\n');
+                fitting.push((index, text, 1));
+                continue;
+            }
             match self.rows.rows(record) {
                 Ok(rows) => {
                     let mut text = Vec::with_capacity(record.len() + 16);

@@ -233,13 +233,58 @@ pub struct RowDecoder {
     serde: JsonSerDe,
     /// For each column, the JSON key (deserializer form) that fills it.
     keys: Vec<String>,
+    /// Column index by exact column name, for [`RowDecoder::is_canonical`].
+    exact: std::collections::HashMap<String, usize>,
+    /// Column index by the deserializer's form of its key.
+    folded: std::collections::HashMap<String, usize>,
+    /// For each column, whether a JSON key equal to its name fills it (no mapping elsewhere).
+    exact_is_key: Vec<bool>,
 }
 
 impl RowDecoder {
     /// A decoder for `schema` with `serde`.
     pub fn new(schema: SchemaRef, serde: JsonSerDe) -> Self {
-        let keys = schema.fields().iter().map(|f| serde.column_key(f.name())).collect();
-        Self { schema, serde, keys }
+        let keys: Vec<String> = schema.fields().iter().map(|f| serde.column_key(f.name())).collect();
+        let exact = schema.fields().iter().enumerate().map(|(i, f)| (f.name().clone(), i)).collect();
+        let folded = keys.iter().enumerate().map(|(i, k)| (k.clone(), i)).collect();
+        let exact_is_key = schema.fields().iter().zip(&keys).map(|(f, k)| serde.key(f.name()) == *k).collect();
+        Self { schema, serde, keys, exact, folded, exact_is_key }
+    }
+
+    /// Whether `record` is one JSON object that arrow-json reads exactly as these rules
+    /// would: every key naming a column names it exactly (no case folding, mapping or dots),
+    /// every value already in its column's form (an integer in range for an integer column,
+    /// a string for a string column without a length limit, a number for a float column, a
+    /// boolean, an RFC 3339 string for a timestamp, `yyyy-MM-dd` for a date, null where the
+    /// column allows it), every non-nullable column present. Such a record is passed to
+    /// arrow-json as it is; any other goes through [`RowDecoder::rows`]. The check reads
+    /// each value's raw text once and allocates only the member list.
+    pub fn is_canonical(&self, record: &[u8]) -> bool {
+        let fields = self.schema.fields();
+        // Columns present are tracked in a bit set; wider schemas always take the full path.
+        if fields.len() > 64 {
+            return false;
+        }
+        let mut stream = serde_json::Deserializer::from_slice(record).into_iter::<RawObject<'_>>();
+        let Some(Ok(RawObject(members))) = stream.next() else { return false };
+        // One object only: more documents mean more rows.
+        if record[stream.byte_offset()..].iter().any(|b| !b.is_ascii_whitespace()) {
+            return false;
+        }
+        let mut seen = 0u64;
+        for (key, raw) in &members {
+            let column = match self.exact.get(key.as_ref()) {
+                Some(&i) if self.exact_is_key[i] => i,
+                // A key that fills a column only after folding (case, dots, a mapping).
+                _ if self.folded.contains_key(&self.serde.key(key)) => return false,
+                _ => continue,
+            };
+            if seen & (1 << column) != 0 || !canonical_value(&fields[column], raw.get()) {
+                return false;
+            }
+            seen |= 1 << column;
+        }
+        fields.iter().enumerate().all(|(i, f)| f.is_nullable() || seen & (1 << i) != 0)
     }
 
     /// The rows of one record: one per JSON object in it, each an object keyed by exact
@@ -437,6 +482,65 @@ impl RowDecoder {
                 _ => None,
             }),
         }
+    }
+}
+
+/// A JSON object's members, keys borrowed where they have no escapes, values as raw text.
+struct RawObject<'a>(Vec<(std::borrow::Cow<'a, str>, &'a serde_json::value::RawValue)>);
+
+impl<'de> serde::Deserialize<'de> for RawObject<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawObject<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(16));
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    members.push((key, map.next_value::<&'de serde_json::value::RawValue>()?));
+                }
+                Ok(RawObject(members))
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
+}
+
+/// Whether raw JSON `raw` is already the form arrow-json reads for `field` the way these
+/// rules read it.
+fn canonical_value(field: &Field, raw: &str) -> bool {
+    let b = raw.as_bytes();
+    if raw == "null" {
+        return field.is_nullable();
+    }
+    let is_string = b.first() == Some(&b'"');
+    let is_integer = !b.is_empty() && (b[0] == b'-' || b[0].is_ascii_digit()) && b[1..].iter().all(u8::is_ascii_digit);
+    match field.data_type() {
+        DataType::Utf8 | DataType::LargeUtf8 => is_string && !field.metadata().contains_key(MAX_LENGTH_KEY),
+        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => {
+            let (lo, hi) = match field.data_type() {
+                DataType::Int8 => (i8::MIN as i64, i8::MAX as i64),
+                DataType::Int16 => (i16::MIN as i64, i16::MAX as i64),
+                DataType::Int32 => (i32::MIN as i64, i32::MAX as i64),
+                _ => (i64::MIN, i64::MAX),
+            };
+            is_integer && raw.parse::<i64>().is_ok_and(|i| (lo..=hi).contains(&i))
+        }
+        // Any JSON number; arrow-json parses it to the nearest float as serde_json does.
+        DataType::Float64 => !b.is_empty() && (b[0] == b'-' || b[0].is_ascii_digit()),
+        DataType::Boolean => raw == "true" || raw == "false",
+        DataType::Timestamp(TimeUnit::Millisecond, _) => {
+            is_string
+                && serde_json::from_str::<&str>(raw).is_ok_and(|s| chrono::DateTime::parse_from_rfc3339(s).is_ok())
+        }
+        DataType::Date32 => {
+            is_string
+                && raw.len() == 12
+                && serde_json::from_str::<&str>(raw).is_ok_and(|s| NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok())
+        }
+        _ => false,
     }
 }
 
@@ -643,6 +747,32 @@ mod tests {
             d.rows(br#"{"i":"12","b":"TRUE","s":{"x":[1,2]},"n":12.0}"#).unwrap(),
             [json!({"i": 12, "b": true, "s": "{\"x\":[1,2]}", "n": 12})]
         );
+    }
+
+    #[test]
+    fn only_records_arrow_json_reads_the_same_take_the_fast_path() {
+        let d = decoder(
+            vec![
+                Field::new("No", DataType::Int64, false),
+                Field::new("t", ts(), true),
+                Field::new("i", DataType::Int32, true),
+                Field::new("s", DataType::Utf8, true),
+            ],
+            JsonSerDe::default(),
+        );
+        assert!(d.is_canonical(br#"{"No":1,"t":"2024-01-02T03:04:05Z","i":5,"s":"x","other":[1]}"#));
+        for slow in [
+            &br#"{"no":1}"#[..],                  // folded key
+            br#"{"No":1,"t":1704164645}"#,         // epoch seconds: arrow-json would read ms
+            br#"{"No":1,"i":11.7}"#,               // a fraction for an int
+            br#"{"No":1,"i":3000000000}"#,         // out of range
+            br#"{"No":1,"s":5}"#,                  // a number for a string
+            br#"{"i":1}"#,                         // non-nullable column missing
+            br#"{"No":1}{"No":2}"#,                // two rows
+            br#"{"No":1,"NO":2}"#,                 // the column twice
+        ] {
+            assert!(!d.is_canonical(slow), "{}", String::from_utf8_lossy(slow));
+        }
     }
 
     #[test]

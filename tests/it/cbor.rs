@@ -10,24 +10,7 @@ const CBOR: &str = "application/x-amz-cbor-1.1";
 
 /// Sends one raw HTTP/1.1 request with a CBOR body; returns status, content type, body.
 async fn call(addr: std::net::SocketAddr, target: &str, body: &[u8]) -> (u16, String, Vec<u8>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let head = format!(
-        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {CBOR}\r\nAccept: {CBOR}\r\nX-Amz-Target: {target}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(body).await.unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.unwrap();
-    let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let head = String::from_utf8(response[..split].to_vec()).unwrap();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let content_type = head
-        .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-type: ").map(str::to_owned))
-        .unwrap_or_default();
-    (status, content_type, response[split + 4..].to_vec())
+    crate::support::raw_call(addr, target, CBOR, body).await
 }
 
 /// A CBOR map from `(key, value)` pairs.

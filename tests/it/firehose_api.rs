@@ -257,3 +257,36 @@ async fn bad_requests_get_aws_errors_and_change_nothing() {
     );
     server.stop().await;
 }
+
+/// A delivery stream shows CREATING, then ACTIVE; after deletion DELETING, then it is gone,
+/// as `DescribeDeliveryStream` shows it on AWS (the SDK waiters rely on it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_streams_show_creating_and_deleting() {
+    let Harness { dir: _dir, s3: _s3, clock, server } =
+        Harness::start(Some(1_700_000_000_000), |c| c.stream_transition_ms = 1_000).await;
+    let f = server.firehose();
+    f.create_delivery_stream()
+        .delivery_stream_name("slow")
+        .extended_s3_destination_configuration(destination("raw/", "raw-errors/").build().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let status = |f: &aws_sdk_firehose::Client| {
+        let f = f.clone();
+        async move {
+            let d = f.describe_delivery_stream().delivery_stream_name("slow").send().await;
+            d.map(|d| d.delivery_stream_description().unwrap().delivery_stream_status().clone())
+        }
+    };
+    assert_eq!(status(&f).await.unwrap(), fh::DeliveryStreamStatus::Creating);
+    clock.advance(1_000);
+    assert_eq!(status(&f).await.unwrap(), fh::DeliveryStreamStatus::Active);
+    f.delete_delivery_stream().delivery_stream_name("slow").send().await.unwrap();
+    assert_eq!(status(&f).await.unwrap(), fh::DeliveryStreamStatus::Deleting);
+    let (c, _) = code(f.put_record().delivery_stream_name("slow").record(record(b"x")).send().await);
+    assert_eq!(c, "ResourceNotFoundException", "a DELETING delivery stream takes no records");
+    clock.advance(1_000);
+    let (c, _) = code(status(&f).await);
+    assert_eq!(c, "ResourceNotFoundException");
+    server.stop().await;
+}

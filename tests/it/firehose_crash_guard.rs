@@ -80,7 +80,7 @@ async fn a_record_whose_processing_panics_fails_alone_and_the_rest_lands() {
         DeliveryStreams::open(dir.path(), log_options, ctx, tokio::runtime::Handle::current(), Some(resolver)).unwrap();
     let firehose = Firehose::new(
         Arc::new(delivery),
-        FirehoseConfig { region: "us-east-1".into(), account_id: "000000000000".into(), schema_dir: dir.path().into() },
+        FirehoseConfig { schema_dir: dir.path().into(), status_transition_ms: 0, ..FirehoseConfig::default() },
         clock_dyn,
     );
     let create = serde_json::json!({

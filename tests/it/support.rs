@@ -135,22 +135,33 @@ fn kinesis_client(addr: SocketAddr, access_key: &str, secret: &str) -> aws_sdk_k
 /// Sends one raw HTTP/1.1 request with `X-Amz-Target: <target>` (omitted when empty) and
 /// returns the status and the JSON body.
 pub async fn raw_request(addr: SocketAddr, target: &str, body: &[u8]) -> (u16, serde_json::Value) {
+    let (status, _, body) = raw_call(addr, target, "application/x-amz-json-1.1", body).await;
+    (status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
+}
+
+/// Sends one raw HTTP/1.1 request with `X-Amz-Target: <target>` (omitted when empty) and a
+/// body of `content_type`; returns the status, the answer's content type and its body.
+pub async fn raw_call(addr: SocketAddr, target: &str, content_type: &str, body: &[u8]) -> (u16, String, Vec<u8>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let target_header = if target.is_empty() { String::new() } else { format!("X-Amz-Target: {target}\r\n") };
     let head = format!(
-        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-amz-json-1.1\r\n{target_header}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\n{target_header}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(body).await.unwrap();
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await.unwrap();
-    let text = String::from_utf8(response).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8(response[..split].to_vec()).unwrap();
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
     assert!(head.to_ascii_lowercase().contains("x-amzn-requestid: "), "no request id in {head}");
-    (status, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+    let answer_type = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-type: ").map(str::to_owned))
+        .unwrap_or_default();
+    (status, answer_type, response[split + 4..].to_vec())
 }
 
 /// Sends `request` (a whole HTTP/1.1 request, `Connection: close`) and returns the status and

@@ -1,5 +1,5 @@
 //! `CreateDeliveryStream`: a `DirectPut` or `KinesisStreamAsSource` delivery stream with one
-//! Extended S3 destination. ACTIVE at once.
+//! Extended S3 destination. CREATING for `status_transition_ms`, then ACTIVE.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,5 +1,6 @@
 //! `DeleteDeliveryStream`: stops the worker (what it buffered is not delivered, as on AWS)
-//! and removes the definition, checkpoints and internal stream.
+//! and removes the definition, checkpoints and internal stream; DescribeDeliveryStream
+//! shows it DELETING for `status_transition_ms`, then not found.
 
 use crate::api::error::ApiError;
 use serde::Deserialize;
@@ -15,9 +16,15 @@ pub struct Request {
 }
 
 pub async fn run(f: &Firehose, r: Request) -> Result<Vec<u8>, ApiError> {
-    f.entry(&r.delivery_stream_name)?;
-    if !f.delivery_streams.delete(&r.delivery_stream_name).await.map_err(internal)? {
-        return Err(f.not_found(&r.delivery_stream_name));
+    let name = r.delivery_stream_name;
+    // Shown as DELETING for a while, as AWS does, then gone.
+    let description = super::describe::description(
+        f,
+        super::describe::Request { delivery_stream_name: name.clone(), limit: None, exclusive_start_destination_id: None },
+    )?;
+    if !f.delivery_streams.delete(&name).await.map_err(internal)? {
+        return Err(f.not_found(&name));
     }
+    f.begin_deleting(&name, description);
     respond(&serde_json::json!({}))
 }

@@ -9,9 +9,9 @@ use sluice_firehose::spec::{ExtendedS3Destination, SourceSpec};
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct Request {
-    delivery_stream_name: String,
-    limit: Option<i64>,
-    exclusive_start_destination_id: Option<String>,
+    pub(super) delivery_stream_name: String,
+    pub(super) limit: Option<i64>,
+    pub(super) exclusive_start_destination_id: Option<String>,
 }
 
 /// `S3DestinationDescription`: the plain-S3 view AWS also shows of an Extended S3 destination.
@@ -47,6 +47,14 @@ fn s3_view(d: &ExtendedS3Destination) -> S3Description {
 }
 
 pub fn run(f: &Firehose, r: Request) -> Result<Vec<u8>, ApiError> {
+    if let Some(d) = f.deleting(&r.delivery_stream_name) {
+        return respond(&serde_json::json!({ "DeliveryStreamDescription": d }));
+    }
+    respond(&serde_json::json!({ "DeliveryStreamDescription": description(f, r)? }))
+}
+
+/// The `DeliveryStreamDescription` of a delivery stream that exists.
+pub fn description(f: &Firehose, r: Request) -> Result<serde_json::Value, ApiError> {
     let entry = f.entry(&r.delivery_stream_name)?;
     if let Some(l) = r.limit {
         if !(1..=10_000).contains(&l) {
@@ -77,7 +85,7 @@ pub fn run(f: &Firehose, r: Request) -> Result<Vec<u8>, ApiError> {
     let mut d = serde_json::json!({
         "DeliveryStreamName": spec.name,
         "DeliveryStreamARN": f.arn(&spec.name),
-        "DeliveryStreamStatus": "ACTIVE",
+        "DeliveryStreamStatus": f.status(spec.created_ms),
         "DeliveryStreamEncryptionConfiguration": {"Status": "DISABLED"},
         "DeliveryStreamType": spec.stream_type(),
         "VersionId": spec.version.to_string(),
@@ -91,7 +99,7 @@ pub fn run(f: &Firehose, r: Request) -> Result<Vec<u8>, ApiError> {
     if let Some(s) = source {
         d["Source"] = s;
     }
-    respond(&serde_json::json!({ "DeliveryStreamDescription": d }))
+    Ok(d)
 }
 
 #[derive(Debug, Deserialize)]

@@ -83,11 +83,19 @@ pub struct FirehoseConfig {
     /// file `<schema_dir>/<DatabaseName>/<TableName>.json` (or `.toml`), found by listing the
     /// folders (see [`sluice_firehose::schema::find`]). Default `./schemas`.
     pub schema_dir: PathBuf,
+    /// How long a delivery stream shows CREATING after creation and DELETING after deletion,
+    /// ms (default 100, the server's `stream_transition_ms`; AWS takes seconds to minutes).
+    pub status_transition_ms: u64,
 }
 
 impl Default for FirehoseConfig {
     fn default() -> Self {
-        Self { region: "us-east-1".into(), account_id: "000000000000".into(), schema_dir: PathBuf::from("./schemas") }
+        Self {
+            region: "us-east-1".into(),
+            account_id: "000000000000".into(),
+            schema_dir: PathBuf::from("./schemas"),
+            status_transition_ms: crate::api::kinesis::STREAM_TRANSITION_MS_DEFAULT,
+        }
     }
 }
 
@@ -100,12 +108,40 @@ pub struct Firehose {
     pub config: FirehoseConfig,
     /// Time for timestamps.
     pub clock: Arc<dyn Clock>,
+    /// Deleted delivery streams still shown as DELETING: the time (ms) they vanish, and
+    /// their last description.
+    deleting: std::sync::Mutex<std::collections::BTreeMap<String, (u64, serde_json::Value)>>,
 }
 
 impl Firehose {
+    /// The description of delivery stream `name` if it was deleted and still shows as
+    /// DELETING; forgets the ones whose time is over.
+    fn deleting(&self, name: &str) -> Option<serde_json::Value> {
+        let now = self.clock.now_ms();
+        let mut deleting = self.deleting.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        deleting.retain(|_, (until, _)| now < *until);
+        deleting.get(name).map(|(_, d)| d.clone())
+    }
+
+    /// Shows `description` (of a delivery stream being deleted) as DELETING for a while.
+    fn begin_deleting(&self, name: &str, mut description: serde_json::Value) {
+        description["DeliveryStreamStatus"] = "DELETING".into();
+        let until = self.clock.now_ms() + self.config.status_transition_ms;
+        self.deleting.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(name.to_owned(), (until, description));
+    }
+
+    /// The status a delivery stream created at `created_ms` shows now: CREATING, then ACTIVE.
+    fn status(&self, created_ms: u64) -> &'static str {
+        if self.clock.now_ms() < created_ms.saturating_add(self.config.status_transition_ms) {
+            "CREATING"
+        } else {
+            "ACTIVE"
+        }
+    }
+
     /// The API over `delivery_streams`.
     pub fn new(delivery_streams: Arc<DeliveryStreams>, config: FirehoseConfig, clock: Arc<dyn Clock>) -> Self {
-        Self { delivery_streams, config, clock }
+        Self { delivery_streams, config, clock, deleting: Default::default() }
     }
 
     /// Runs `action` on a JSON `body`; returns the JSON response body.
