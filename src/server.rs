@@ -284,8 +284,8 @@ async fn dispatch(state: Arc<AppState>, codec: Codec, req: Request<Incoming>) ->
         };
         let request = api::decode_request(codec, model, &operation, &body.bytes)?;
         let answer = match action {
-            Target::Kinesis(action) => worker.kinesis.handle(action, &request),
-            Target::Firehose(action) => runtime.block_on(worker.firehose.handle(action, &request)),
+            Target::Kinesis(action) => worker.kinesis.handle_value(action, request),
+            Target::Firehose(action) => runtime.block_on(worker.firehose.handle_value(action, request)),
         }?;
         // The body's share of the budget is held until the action is done with its copy.
         drop(body);

@@ -27,8 +27,13 @@ struct Page {
     next_shard_iterator: String,
 }
 
+/// Calls `action`; its JSON answer, `Null` for actions that answer an empty body (CreateStream).
 async fn call(client: &HttpClient, addr: &str, action: &str, body: Bytes) -> serde_json::Value {
-    serde_json::from_slice(&call_raw(client, addr, action, body).await).expect("JSON")
+    let answer = call_raw(client, addr, action, body).await;
+    if answer.is_empty() {
+        return serde_json::Value::Null;
+    }
+    serde_json::from_slice(&answer).expect("JSON")
 }
 
 async fn call_raw(client: &HttpClient, addr: &str, action: &str, body: Bytes) -> Bytes {

@@ -7,6 +7,7 @@
 //! reason. The rows of the others are decoded with one `arrow-json` decoder; should that
 //! still fail, the buffer is bisected to find the records at fault, so they fail alone too.
 
+use std::borrow::Cow;
 use std::io::Write;
 
 use arrow_array::RecordBatch;
@@ -108,16 +109,14 @@ impl ParquetEncoder {
     /// do not fit are returned as failures and the rows of the rest are written in input order.
     pub fn encode(&self, records: &[&[u8]]) -> Result<Converted, EncodeError> {
         let mut failed = Vec::new();
-        // Each fitting record as newline-delimited rows, with its row count.
-        let mut fitting: Vec<(usize, Vec<u8>, usize)> = Vec::with_capacity(records.len());
+        // Each fitting record as newline-delimited rows (the record itself when it is already
+        // in its columns' form), with its row count.
+        let mut fitting: Vec<(usize, Cow<'_, [u8]>, usize)> = Vec::with_capacity(records.len());
         for (index, record) in records.iter().enumerate() {
             // Most records already name their columns exactly with values in their form:
             // arrow-json reads those as they are.
             if self.rows.is_canonical(record) {
-                let mut text = Vec::with_capacity(record.len() + 1);
-                text.extend_from_slice(record);
-                text.push(b'\n');
-                fitting.push((index, text, 1));
+                fitting.push((index, Cow::Borrowed(*record), 1));
                 continue;
             }
             match self.rows.rows(record) {
@@ -127,7 +126,7 @@ impl ParquetEncoder {
                         serde_json::to_writer(&mut text, row).expect("writing JSON into memory cannot fail");
                         text.push(b'\n');
                     }
-                    fitting.push((index, text, rows.len()));
+                    fitting.push((index, Cow::Owned(text), rows.len()));
                 }
                 Err(RecordError::Parse(message)) => {
                     failed.push(ConversionFailure { index, code: PARSE_ERROR, message })
@@ -154,7 +153,7 @@ impl ParquetEncoder {
 
     fn isolate(
         &self,
-        fitting: &[(usize, Vec<u8>, usize)],
+        fitting: &[(usize, Cow<'_, [u8]>, usize)],
         batches: &mut Vec<RecordBatch>,
         failed: &mut Vec<ConversionFailure>,
     ) {
@@ -176,11 +175,15 @@ impl ParquetEncoder {
         }
     }
 
-    fn decode(&self, fitting: &[(usize, Vec<u8>, usize)]) -> Result<RecordBatch, ArrowError> {
+    fn decode(&self, fitting: &[(usize, Cow<'_, [u8]>, usize)]) -> Result<RecordBatch, ArrowError> {
         let expected: usize = fitting.iter().map(|(_, _, n)| n).sum();
         let mut decoder = ReaderBuilder::new(self.schema.clone()).with_batch_size(expected.max(1)).build_decoder()?;
         for (_, text, _) in fitting {
             feed(&mut decoder, text)?;
+            // Rows end with a newline; a record passed as it is gets one here.
+            if let Cow::Borrowed(_) = text {
+                feed(&mut decoder, b"\n")?;
+            }
         }
         let batch = decoder.flush()?.unwrap_or_else(|| RecordBatch::new_empty(self.schema.clone()));
         if batch.num_rows() != expected {

@@ -260,31 +260,30 @@ impl RowDecoder {
     /// arrow-json as it is; any other goes through [`RowDecoder::rows`]. The check reads
     /// each value's raw text once and allocates only the member list.
     pub fn is_canonical(&self, record: &[u8]) -> bool {
-        let fields = self.schema.fields();
         // Columns present are tracked in a bit set; wider schemas always take the full path.
-        if fields.len() > 64 {
+        if self.schema.fields().len() > 64 {
             return false;
         }
-        let mut stream = serde_json::Deserializer::from_slice(record).into_iter::<RawObject<'_>>();
-        let Some(Ok(RawObject(members))) = stream.next() else { return false };
+        let mut de = serde_json::Deserializer::from_slice(record);
+        // The check runs while the object is parsed and stops at the first value that is not
+        // in its column's form (an error here means "take the full path", nothing more).
+        let Ok(seen) = serde::de::DeserializeSeed::deserialize(CanonicalSeed(self), &mut de) else { return false };
         // One object only: more documents mean more rows.
-        if record[stream.byte_offset()..].iter().any(|b| !b.is_ascii_whitespace()) {
-            return false;
+        de.end().is_ok()
+            && self.schema.fields().iter().enumerate().all(|(i, f)| f.is_nullable() || seen & (1 << i) != 0)
+    }
+
+    /// The column a JSON key names exactly, `Err` when it names one only after folding, `Ok(None)`
+    /// when it names none. Keys usually come in the schema's order, so member `position` is
+    /// tried against column `position` first.
+    fn exact_column(&self, key: &str, position: usize) -> Result<Option<usize>, ()> {
+        let fields = self.schema.fields();
+        let guess = fields.get(position).filter(|f| f.name() == key).map(|_| position);
+        match guess.or_else(|| self.exact.get(key).copied()) {
+            Some(i) if self.exact_is_key[i] => Ok(Some(i)),
+            _ if self.folded.contains_key(&self.serde.key(key)) => Err(()),
+            _ => Ok(None),
         }
-        let mut seen = 0u64;
-        for (key, raw) in &members {
-            let column = match self.exact.get(key.as_ref()) {
-                Some(&i) if self.exact_is_key[i] => i,
-                // A key that fills a column only after folding (case, dots, a mapping).
-                _ if self.folded.contains_key(&self.serde.key(key)) => return false,
-                _ => continue,
-            };
-            if seen & (1 << column) != 0 || !canonical_value(&fields[column], raw.get()) {
-                return false;
-            }
-            seen |= 1 << column;
-        }
-        fields.iter().enumerate().all(|(i, f)| f.is_nullable() || seen & (1 << i) != 0)
     }
 
     /// The rows of one record: one per JSON object in it, each an object keyed by exact
@@ -485,26 +484,40 @@ impl RowDecoder {
     }
 }
 
-/// A JSON object's members, keys borrowed where they have no escapes, values as raw text.
-struct RawObject<'a>(Vec<(std::borrow::Cow<'a, str>, &'a serde_json::value::RawValue)>);
+/// Parses one JSON object checking, member by member, that it is canonical for a
+/// [`RowDecoder`]; yields the bit set of columns present, or an error at the first member that
+/// is not.
+struct CanonicalSeed<'a>(&'a RowDecoder);
 
-impl<'de> serde::Deserialize<'de> for RawObject<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = RawObject<'de>;
+impl<'de> serde::de::DeserializeSeed<'de> for CanonicalSeed<'_> {
+    type Value = u64;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<u64, D::Error> {
+        struct Visitor<'a>(&'a RowDecoder);
+        impl<'de> serde::de::Visitor<'de> for Visitor<'_> {
+            type Value = u64;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a JSON object")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(16));
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<u64, A::Error> {
+                use serde::de::Error as _;
+                let not_canonical = || A::Error::custom("not canonical");
+                let fields = self.0.schema.fields();
+                let (mut seen, mut position) = (0u64, 0usize);
                 while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                    members.push((key, map.next_value::<&'de serde_json::value::RawValue>()?));
+                    let raw = map.next_value::<&'de serde_json::value::RawValue>()?;
+                    let column = self.0.exact_column(&key, position).map_err(|()| not_canonical())?;
+                    position += 1;
+                    let Some(column) = column else { continue };
+                    if seen & (1 << column) != 0 || !canonical_value(&fields[column], raw.get()) {
+                        return Err(not_canonical());
+                    }
+                    seen |= 1 << column;
                 }
-                Ok(RawObject(members))
+                Ok(seen)
             }
         }
-        d.deserialize_map(Visitor)
+        d.deserialize_map(Visitor(self.0))
     }
 }
 
@@ -762,14 +775,14 @@ mod tests {
         );
         assert!(d.is_canonical(br#"{"No":1,"t":"2024-01-02T03:04:05Z","i":5,"s":"x","other":[1]}"#));
         for slow in [
-            &br#"{"no":1}"#[..],                  // folded key
-            br#"{"No":1,"t":1704164645}"#,         // epoch seconds: arrow-json would read ms
-            br#"{"No":1,"i":11.7}"#,               // a fraction for an int
-            br#"{"No":1,"i":3000000000}"#,         // out of range
-            br#"{"No":1,"s":5}"#,                  // a number for a string
-            br#"{"i":1}"#,                         // non-nullable column missing
-            br#"{"No":1}{"No":2}"#,                // two rows
-            br#"{"No":1,"NO":2}"#,                 // the column twice
+            &br#"{"no":1}"#[..],           // folded key
+            br#"{"No":1,"t":1704164645}"#, // epoch seconds: arrow-json would read ms
+            br#"{"No":1,"i":11.7}"#,       // a fraction for an int
+            br#"{"No":1,"i":3000000000}"#, // out of range
+            br#"{"No":1,"s":5}"#,          // a number for a string
+            br#"{"i":1}"#,                 // non-nullable column missing
+            br#"{"No":1}{"No":2}"#,        // two rows
+            br#"{"No":1,"NO":2}"#,         // the column twice
         ] {
             assert!(!d.is_canonical(slow), "{}", String::from_utf8_lossy(slow));
         }

@@ -15,14 +15,17 @@ pub use codec::Codec;
 pub use model::Model;
 
 /// Decodes `body` in `codec` for operation `operation` of `model` and checks it against the
-/// model (types, then constraints); returns the checked request as the JSON the action
-/// parses.
-pub fn decode_request(codec: Codec, model: &Model, operation: &str, body: &[u8]) -> Result<Vec<u8>, ApiError> {
+/// model (types, then constraints); returns the checked request, which the action takes.
+pub fn decode_request(
+    codec: Codec,
+    model: &Model,
+    operation: &str,
+    body: &[u8],
+) -> Result<serde_json::Value, ApiError> {
     let op = model.operation(operation).ok_or_else(|| ApiError::new(ErrorKind::UnknownOperation, ""))?;
-    let Some(input) = op.input else { return Ok(b"{}".to_vec()) };
+    let Some(input) = op.input else { return Ok(serde_json::Value::Object(Default::default())) };
     let value = codec.decode(model, Some(input), body)?;
-    let value = validate::request(model, input, value)?;
-    serde_json::to_vec(&value).map_err(|e| ApiError::new(ErrorKind::InternalFailure, e.to_string()))
+    validate::request(model, input, value)
 }
 
 /// Encodes an action's JSON answer in `codec` for operation `operation` of `model`.

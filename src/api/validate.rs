@@ -61,61 +61,58 @@ fn serialization(message: impl Into<String>) -> ApiError {
 }
 
 /// Checks `value` against `shape`'s types (step 1); returns it normalized, `None` for null.
-pub fn coerce(model: &Model, shape: ShapeId, value: Value) -> Result<Option<Value>, ApiError> {
+pub fn coerce(model: &Model, shape: ShapeId, mut value: Value) -> Result<Option<Value>, ApiError> {
     if value.is_null() {
         return Ok(None);
     }
+    coerce_mut(model, shape, &mut value)?;
+    Ok(Some(value))
+}
+
+/// [`coerce`] in place, on a value that is not null: members the model does not know and
+/// null members are removed, numbers truncated to their integer type, `"true"`/`"false"`
+/// made booleans. In place because it runs over every record of every put.
+fn coerce_mut(model: &Model, shape: ShapeId, value: &mut Value) -> Result<(), ApiError> {
     let s = model.shape(shape);
     let not_expected = |v: &Value| match v {
-        Value::Array(_) => Some(serialization("Start of list found where not expected")),
-        Value::Object(_) => Some(serialization("Start of structure or map found where not expected.")),
-        _ => None,
+        Value::Array(_) => serialization("Start of list found where not expected"),
+        _ => serialization("Start of structure or map found where not expected."),
     };
-    Ok(Some(match &s.kind {
+    match &s.kind {
         ShapeKind::Structure { members } => match value {
-            Value::Object(mut fields) => {
-                let mut out = Map::new();
+            Value::Object(fields) => {
+                fields.retain(|k, v| !v.is_null() && members.iter().any(|m| m.name == *k));
+                // Model order: the first member of the wrong type in that order is reported.
                 for m in members {
-                    if let Some(v) = fields.remove(&m.name) {
-                        if let Some(v) = coerce(model, m.shape, v)? {
-                            out.insert(m.name.clone(), v);
-                        }
+                    if let Some(v) = fields.get_mut(&m.name) {
+                        coerce_mut(model, m.shape, v)?;
                     }
                 }
-                Value::Object(out)
+                Ok(())
             }
-            Value::Array(_) => return Err(serialization("Start of list found where not expected")),
-            _ => return Err(serialization("Expected null")),
+            Value::Array(_) => Err(serialization("Start of list found where not expected")),
+            _ => Err(serialization("Expected null")),
         },
         ShapeKind::List { member } => match value {
             Value::Array(items) => {
-                let mut out = Vec::with_capacity(items.len());
-                for v in items {
-                    out.push(coerce(model, *member, v)?.unwrap_or(Value::Null));
-                }
-                Value::Array(out)
+                items.iter_mut().filter(|v| !v.is_null()).try_for_each(|v| coerce_mut(model, *member, v))
             }
-            Value::Object(_) => return Err(serialization("Start of structure or map found where not expected.")),
-            _ => return Err(serialization("Expected list or null")),
+            Value::Object(_) => Err(serialization("Start of structure or map found where not expected.")),
+            _ => Err(serialization("Expected list or null")),
         },
         ShapeKind::Map { value: value_shape, .. } => match value {
             Value::Object(fields) => {
-                let mut out = Map::new();
-                for (k, v) in fields {
-                    if let Some(v) = coerce(model, *value_shape, v)? {
-                        out.insert(k, v);
-                    }
-                }
-                Value::Object(out)
+                fields.retain(|_, v| !v.is_null());
+                fields.values_mut().try_for_each(|v| coerce_mut(model, *value_shape, v))
             }
-            Value::Array(_) => return Err(serialization("Start of list found where not expected")),
-            _ => return Err(serialization("Expected map or null")),
+            Value::Array(_) => Err(serialization("Start of list found where not expected")),
+            _ => Err(serialization("Expected map or null")),
         },
         ShapeKind::String { .. } => match value {
-            Value::String(_) => value,
-            Value::Bool(_) => return Err(serialization("class java.lang.Boolean can not be converted to an String")),
-            Value::Number(_) => return Err(truncating("an String")),
-            v => return Err(not_expected(&v).expect("array or object")),
+            Value::String(_) => Ok(()),
+            Value::Bool(_) => Err(serialization("class java.lang.Boolean can not be converted to an String")),
+            Value::Number(_) => Err(truncating("an String")),
+            v => Err(not_expected(v)),
         },
         ShapeKind::Integer | ShapeKind::Long | ShapeKind::Double => {
             let (name, range) = match s.kind {
@@ -124,58 +121,61 @@ pub fn coerce(model: &Model, shape: ShapeId, value: Value) -> Result<Option<Valu
                 _ => ("Double", None),
             };
             match value {
-                Value::Number(n) => match range {
-                    // Coral truncates a JSON number to the member's integer type.
-                    Some((lo, hi)) => match n.as_i64() {
-                        Some(i) if (lo..=hi).contains(&(i as f64)) => Value::from(i),
-                        _ => {
+                // Coral truncates a JSON number to the member's integer type.
+                Value::Number(n) => {
+                    if let Some((lo, hi)) = range {
+                        let fits = n.as_i64().is_some_and(|i| (lo..=hi).contains(&(i as f64)));
+                        if !fits {
                             let f = n.as_f64().unwrap_or(0.0).trunc().clamp(lo, hi);
-                            Value::from(f as i64)
+                            *value = Value::from(f as i64);
                         }
-                    },
-                    None => Value::Number(n),
-                },
+                    }
+                    Ok(())
+                }
                 Value::Bool(_) => {
-                    return Err(serialization(format!("class java.lang.Boolean can not be converted to an {name}")))
+                    Err(serialization(format!("class java.lang.Boolean can not be converted to an {name}")))
                 }
                 Value::String(_) => {
-                    return Err(serialization(format!("class java.lang.String can not be converted to an {name}")))
+                    Err(serialization(format!("class java.lang.String can not be converted to an {name}")))
                 }
-                v => return Err(not_expected(&v).expect("array or object")),
+                v => Err(not_expected(v)),
             }
         }
         ShapeKind::Boolean => match value {
-            Value::Bool(_) => value,
-            Value::Number(_) => return Err(truncating("an Boolean")),
-            Value::String(text) => match text.to_ascii_lowercase().as_str() {
-                "true" | "yes" | "1" => Value::Bool(true),
-                "false" | "no" | "0" => Value::Bool(false),
-                _ => {
-                    return Err(serialization(format!("'{}' can not be converted to an Boolean", text.to_uppercase())))
-                }
-            },
-            v => return Err(not_expected(&v).expect("array or object")),
+            Value::Bool(_) => Ok(()),
+            Value::Number(_) => Err(truncating("an Boolean")),
+            Value::String(text) => {
+                *value = match text.to_ascii_lowercase().as_str() {
+                    "true" | "yes" | "1" => Value::Bool(true),
+                    "false" | "no" | "0" => Value::Bool(false),
+                    _ => {
+                        return Err(serialization(format!(
+                            "'{}' can not be converted to an Boolean",
+                            text.to_uppercase()
+                        )))
+                    }
+                };
+                Ok(())
+            }
+            v => Err(not_expected(v)),
         },
         ShapeKind::Blob => match value {
-            Value::String(text) => {
-                check_base64(&text)?;
-                Value::String(text)
-            }
-            Value::Bool(_) => return Err(serialization("class java.lang.Boolean can not be converted to a Blob")),
-            Value::Number(_) => return Err(truncating("a Blob")),
-            v => return Err(not_expected(&v).expect("array or object")),
+            Value::String(text) => check_base64(text),
+            Value::Bool(_) => Err(serialization("class java.lang.Boolean can not be converted to a Blob")),
+            Value::Number(_) => Err(truncating("a Blob")),
+            v => Err(not_expected(v)),
         },
         ShapeKind::Timestamp => match value {
-            Value::Number(_) => value,
+            Value::Number(_) => Ok(()),
             Value::Bool(_) => {
-                return Err(serialization("class java.lang.Boolean can not be converted to milliseconds since epoch"))
+                Err(serialization("class java.lang.Boolean can not be converted to milliseconds since epoch"))
             }
             Value::String(_) => {
-                return Err(serialization("class java.lang.String can not be converted to milliseconds since epoch"))
+                Err(serialization("class java.lang.String can not be converted to milliseconds since epoch"))
             }
-            v => return Err(not_expected(&v).expect("array or object")),
+            v => Err(not_expected(v)),
         },
-    }))
+    }
 }
 
 fn truncating(target: &str) -> ApiError {
@@ -184,22 +184,27 @@ fn truncating(target: &str) -> ApiError {
     ))
 }
 
-/// Coral's base64 checks, in its order and words (`dectected` is AWS's spelling).
+/// Coral's base64 checks, in its order and words (`dectected` is AWS's spelling). One pass
+/// over the text: it runs on every record of every put.
 fn check_base64(text: &str) -> Result<(), ApiError> {
     let fail = |why: String| Err(serialization(format!("'{text}' can not be converted to a Blob: {why}")));
-    if !text.len().is_multiple_of(4) {
-        return fail(format!("Base64 encoded length is expected a multiple of 4 bytes but found: {}", text.len()));
-    }
     let bytes = text.as_bytes();
-    for (i, &b) in bytes.iter().enumerate() {
-        let valid = b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=';
-        let pad_misplaced = b == b'=' && bytes.get(i + 1).is_some_and(|&next| next != b'=');
-        if !valid || pad_misplaced {
-            let c = text[i..].chars().next().unwrap_or('?');
-            return fail(format!("Invalid Base64 character: '{c}'"));
-        }
+    if !bytes.len().is_multiple_of(4) {
+        return fail(format!("Base64 encoded length is expected a multiple of 4 bytes but found: {}", bytes.len()));
     }
-    if base64::engine::general_purpose::STANDARD.decode(text).is_err() {
+    // Padding may only end the text: from the first '=' on, every byte is '='.
+    let data_end = bytes.iter().position(|&b| b == b'=').unwrap_or(bytes.len());
+    let bad = bytes[..data_end]
+        .iter()
+        .position(|&b| !(b.is_ascii_alphanumeric() || b == b'+' || b == b'/'))
+        .or_else(|| bytes[data_end..].iter().position(|&b| b != b'=').map(|p| data_end + p - 1));
+    if let Some(i) = bad {
+        let c = text[i..].chars().next().unwrap_or('?');
+        return fail(format!("Invalid Base64 character: '{c}'"));
+    }
+    // Only the last quantum can still be wrong (bits left over in its last non-pad character).
+    let last = &text[text.len().saturating_sub(4)..];
+    if base64::engine::general_purpose::STANDARD.decode(last).is_err() {
         return fail("Invalid last non-pad Base64 character dectected".into());
     }
     Ok(())
@@ -207,15 +212,14 @@ fn check_base64(text: &str) -> Result<(), ApiError> {
 
 /// Checks a coerced request (step 2); `Ok` when no constraint is broken.
 pub fn check(model: &Model, shape: ShapeId, value: &Value) -> Result<(), ApiError> {
-    let mut found = Vec::new();
-    let mut counted = 0;
-    struct_violations(model, shape, value, "", &mut found, &mut counted);
-    if found.is_empty() {
+    let mut walk = Walk { model, path: Vec::new(), found: Vec::new() };
+    walk.structure(shape, value);
+    if walk.found.is_empty() {
         return Ok(());
     }
-    let n = found.len();
+    let n = walk.found.len();
     let plural = if n == 1 { "error" } else { "errors" };
-    Err(ApiError::new(ErrorKind::Validation, format!("{n} validation {plural} detected: {}", found.join("; "))))
+    Err(ApiError::new(ErrorKind::Validation, format!("{n} validation {plural} detected: {}", walk.found.join("; "))))
 }
 
 /// Lower-cases the first letter, as Coral names members in messages (`StreamARN` → `streamARN`).
@@ -227,82 +231,110 @@ fn lower_first(name: &str) -> String {
     }
 }
 
-fn struct_violations(
-    model: &Model,
-    shape: ShapeId,
-    value: &Value,
-    parent: &str,
-    found: &mut Vec<String>,
-    n: &mut usize,
-) {
-    let ShapeKind::Structure { members } = &model.shape(shape).kind else { return };
-    for m in members {
-        let path = format!("{parent}{}", lower_first(&m.name));
-        let v = value.get(&m.name).filter(|v| !v.is_null());
-        member_violations(model, m.shape, v, m.required, &path, found, n);
-    }
+/// One step of a member's path: a member name or a list position (1-based, `.N.member`).
+#[derive(Clone, Copy)]
+enum Step<'a> {
+    Member(&'a str),
+    Item(usize),
 }
 
-fn push(found: &mut Vec<String>, n: &mut usize, rendered: &str, path: &str, constraint: &str) {
-    *n += 1;
-    if found.len() < VIOLATIONS_MAX {
-        found.push(format!("Value {rendered} at '{path}' failed to satisfy constraint: {constraint}"));
-    }
+/// The constraint walk. The path is kept as steps and values are rendered only when a
+/// violation is found: a valid request (a PutRecords of 500 records) costs no string work.
+struct Walk<'a> {
+    model: &'a Model,
+    path: Vec<Step<'a>>,
+    found: Vec<String>,
 }
 
-fn member_violations(
-    model: &Model,
-    shape: ShapeId,
-    value: Option<&Value>,
-    required: bool,
-    path: &str,
-    found: &mut Vec<String>,
-    n: &mut usize,
-) {
-    let Some(value) = value else {
-        if required {
-            push(found, n, "null", path, "Member must not be null");
+impl<'a> Walk<'a> {
+    /// The path as Coral writes it: `records.1.member.partitionKey`.
+    fn path(&self) -> String {
+        let mut out = String::new();
+        for step in &self.path {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            match step {
+                Step::Member(name) => out.push_str(&lower_first(name)),
+                Step::Item(i) => out.push_str(&format!("{i}.member")),
+            }
         }
-        return;
-    };
-    let rendered = format!("'{}'", render(model, shape, value));
-    for constraint in own_violations(model, shape, value) {
-        push(found, n, &rendered, path, &constraint);
+        out
     }
-    match &model.shape(shape).kind {
-        ShapeKind::Structure { .. } => struct_violations(model, shape, value, &format!("{path}."), found, n),
-        ShapeKind::List { member } => {
-            let items = value.as_array().map(Vec::as_slice).unwrap_or_default();
-            if matches!(model.shape(*member).kind, ShapeKind::Structure { .. }) {
-                for (i, item) in items.iter().enumerate() {
-                    let item_path = format!("{path}.{}.member", i + 1);
-                    if item.is_null() {
-                        push(found, n, "null", &item_path, "Member must not be null");
-                    } else {
-                        struct_violations(model, *member, item, &format!("{item_path}."), found, n);
+
+    fn push(&mut self, rendered: &str, constraint: &str) {
+        if self.found.len() < VIOLATIONS_MAX {
+            let path = self.path();
+            self.found.push(format!("Value {rendered} at '{path}' failed to satisfy constraint: {constraint}"));
+        }
+    }
+
+    fn structure(&mut self, shape: ShapeId, value: &Value) {
+        let ShapeKind::Structure { members } = &self.model.shape(shape).kind else { return };
+        for m in members {
+            self.path.push(Step::Member(&m.name));
+            let v = value.get(&m.name).filter(|v| !v.is_null());
+            self.member(m.shape, v, m.required);
+            self.path.pop();
+        }
+    }
+
+    fn member(&mut self, shape: ShapeId, value: Option<&Value>, required: bool) {
+        let model = self.model;
+        let Some(value) = value else {
+            if required {
+                self.push("null", "Member must not be null");
+            }
+            return;
+        };
+        let broken = own_violations(model, shape, value);
+        if !broken.is_empty() {
+            let rendered = format!("'{}'", render(model, shape, value));
+            for constraint in broken {
+                self.push(&rendered, &constraint);
+            }
+        }
+        match &model.shape(shape).kind {
+            ShapeKind::Structure { .. } => self.structure(shape, value),
+            ShapeKind::List { member } => {
+                let items = value.as_array().map(Vec::as_slice).unwrap_or_default();
+                if matches!(model.shape(*member).kind, ShapeKind::Structure { .. }) {
+                    for (i, item) in items.iter().enumerate() {
+                        self.path.push(Step::Item(i + 1));
+                        if item.is_null() {
+                            self.push("null", "Member must not be null");
+                        } else {
+                            self.structure(*member, item);
+                        }
+                        self.path.pop();
+                    }
+                } else if items.iter().any(|item| !own_violations(model, *member, item).is_empty()) {
+                    let rendered = format!("'{}'", render(model, shape, value));
+                    let all = constraint_list(model, *member);
+                    self.push(&rendered, &format!("Member must satisfy constraint: [{all}]"));
+                }
+            }
+            ShapeKind::Map { key, value: value_shape } => {
+                let fields = value.as_object();
+                let keys_bad = fields.is_some_and(|f| {
+                    f.keys().any(|k| !own_violations(model, *key, &Value::from(k.as_str())).is_empty())
+                });
+                let values_bad =
+                    fields.is_some_and(|f| f.values().any(|v| !own_violations(model, *value_shape, v).is_empty()));
+                if keys_bad || values_bad {
+                    let rendered = format!("'{}'", render(model, shape, value));
+                    if keys_bad {
+                        let all = constraint_list(model, *key);
+                        self.push(&rendered, &format!("Map keys must satisfy constraint: [{all}]"));
+                    }
+                    if values_bad {
+                        let all = constraint_list(model, *value_shape);
+                        self.push(&rendered, &format!("Map value must satisfy constraint: [{all}]"));
                     }
                 }
-            } else if items.iter().any(|item| !own_violations(model, *member, item).is_empty()) {
-                let all = constraint_list(model, *member);
-                push(found, n, &rendered, path, &format!("Member must satisfy constraint: [{all}]"));
             }
+            _ => {}
         }
-        ShapeKind::Map { key, value: value_shape } => {
-            let fields = value.as_object();
-            let keys_bad = fields
-                .is_some_and(|f| f.keys().any(|k| !own_violations(model, *key, &Value::from(k.as_str())).is_empty()));
-            if keys_bad {
-                let all = constraint_list(model, *key);
-                push(found, n, &rendered, path, &format!("Map keys must satisfy constraint: [{all}]"));
-            }
-            let values_bad =
-                fields.is_some_and(|f| f.values().any(|v| !own_violations(model, *value_shape, v).is_empty()));
-            if values_bad {
-                let all = constraint_list(model, *value_shape);
-                push(found, n, &rendered, path, &format!("Map value must satisfy constraint: [{all}]"));
-            }
-        }
-        _ => {}
     }
 }
 

@@ -20,7 +20,11 @@ pub async fn run(f: &Firehose, r: Request) -> Result<Vec<u8>, ApiError> {
     // Shown as DELETING for a while, as AWS does, then gone.
     let description = super::describe::description(
         f,
-        super::describe::Request { delivery_stream_name: name.clone(), limit: None, exclusive_start_destination_id: None },
+        super::describe::Request {
+            delivery_stream_name: name.clone(),
+            limit: None,
+            exclusive_start_destination_id: None,
+        },
     )?;
     if !f.delivery_streams.delete(&name).await.map_err(internal)? {
         return Err(f.not_found(&name));

@@ -13,7 +13,7 @@ mod update;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::api::kinesis::{parse, respond};
+use crate::api::kinesis::{parse, parse_body, respond};
 use crate::api::{ApiError, ErrorKind};
 use sluice_engine::Clock;
 
@@ -127,7 +127,10 @@ impl Firehose {
     fn begin_deleting(&self, name: &str, mut description: serde_json::Value) {
         description["DeliveryStreamStatus"] = "DELETING".into();
         let until = self.clock.now_ms() + self.config.status_transition_ms;
-        self.deleting.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(name.to_owned(), (until, description));
+        self.deleting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(name.to_owned(), (until, description));
     }
 
     /// The status a delivery stream created at `created_ms` shows now: CREATING, then ACTIVE.
@@ -146,6 +149,12 @@ impl Firehose {
 
     /// Runs `action` on a JSON `body`; returns the JSON response body.
     pub async fn handle(&self, action: Action, body: &[u8]) -> Result<Vec<u8>, ApiError> {
+        self.handle_value(action, parse_body(body)?).await
+    }
+
+    /// Runs `action` on a request already decoded (and checked against the model by the
+    /// server); returns the JSON response body.
+    pub async fn handle_value(&self, action: Action, body: serde_json::Value) -> Result<Vec<u8>, ApiError> {
         match action {
             Action::CreateDeliveryStream => create::run(self, parse(body)?).await,
             Action::DescribeDeliveryStream => describe::run(self, parse(body)?),

@@ -237,6 +237,12 @@ impl Kinesis {
 
     /// Runs `action` on a JSON `body`; returns the JSON response body.
     pub fn handle(&self, action: Action, body: &[u8]) -> Result<Vec<u8>, ApiError> {
+        self.handle_value(action, parse_body(body)?)
+    }
+
+    /// Runs `action` on a request already decoded (and checked against the model by the
+    /// server); returns the JSON response body.
+    pub fn handle_value(&self, action: Action, body: serde_json::Value) -> Result<Vec<u8>, ApiError> {
         match action {
             Action::CreateStream => create_stream::run(self, parse(body)?),
             Action::DeleteStream => delete_stream::run(self, parse(body)?),
@@ -324,16 +330,24 @@ struct StreamTarget {
     stream_arn: Option<String>,
 }
 
-/// Parses a JSON 1.1 request body (empty means `{}`) into an action's request shape; a body
-/// that does not fit is AWS's `SerializationException`. Shared by the Kinesis and Firehose APIs.
-pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+/// Parses a JSON 1.1 request body (empty means `{}`); a body that is not JSON is AWS's
+/// `SerializationException`.
+pub fn parse_body(body: &[u8]) -> Result<serde_json::Value, ApiError> {
     let body = if body.is_empty() { b"{}".as_slice() } else { body };
-    serde_json::from_slice(body).map_err(|e| {
-        // serde names our Rust types and byte positions; clients need neither.
-        let message = e.to_string();
-        let message = message.split(" at line ").next().unwrap_or(&message);
-        ApiError::new(ErrorKind::Serialization, message.replace("expected struct Request", "expected a JSON object"))
-    })
+    serde_json::from_slice(body).map_err(|e| serialization(&e))
+}
+
+/// Takes a decoded request into an action's request shape; a body that does not fit is AWS's
+/// `SerializationException`. Shared by the Kinesis and Firehose APIs.
+pub fn parse<T: DeserializeOwned>(body: serde_json::Value) -> Result<T, ApiError> {
+    serde_json::from_value(body).map_err(|e| serialization(&e))
+}
+
+fn serialization(e: &serde_json::Error) -> ApiError {
+    // serde names our Rust types and byte positions; clients need neither.
+    let message = e.to_string();
+    let message = message.split(" at line ").next().unwrap_or(&message);
+    ApiError::new(ErrorKind::Serialization, message.replace("expected struct Request", "expected a JSON object"))
 }
 
 /// Serializes an action's response shape as the JSON body.
