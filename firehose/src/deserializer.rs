@@ -344,12 +344,7 @@ impl RowDecoder {
                 Ok(Value::String(text))
             }
             DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => {
-                let (lo, hi) = match field.data_type() {
-                    DataType::Int8 => (i8::MIN as i64, i8::MAX as i64),
-                    DataType::Int16 => (i16::MIN as i64, i16::MAX as i64),
-                    DataType::Int32 => (i32::MIN as i64, i32::MAX as i64),
-                    _ => (i64::MIN, i64::MAX),
-                };
+                let (lo, hi) = integer_range(field.data_type());
                 match integer(&value) {
                     Some(i) if (lo..=hi).contains(&i) => Ok(Value::from(i)),
                     Some(_) => bad(format!("{value} is out of the column's range {lo} to {hi}")),
@@ -533,12 +528,7 @@ fn canonical_value(field: &Field, raw: &str) -> bool {
     match field.data_type() {
         DataType::Utf8 | DataType::LargeUtf8 => is_string && !field.metadata().contains_key(MAX_LENGTH_KEY),
         DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => {
-            let (lo, hi) = match field.data_type() {
-                DataType::Int8 => (i8::MIN as i64, i8::MAX as i64),
-                DataType::Int16 => (i16::MIN as i64, i16::MAX as i64),
-                DataType::Int32 => (i32::MIN as i64, i32::MAX as i64),
-                _ => (i64::MIN, i64::MAX),
-            };
+            let (lo, hi) = integer_range(field.data_type());
             is_integer && raw.parse::<i64>().is_ok_and(|i| (lo..=hi).contains(&i))
         }
         // Any JSON number; arrow-json parses it to the nearest float as serde_json does.
@@ -554,6 +544,16 @@ fn canonical_value(field: &Field, raw: &str) -> bool {
                 && serde_json::from_str::<&str>(raw).is_ok_and(|s| NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok())
         }
         _ => false,
+    }
+}
+
+/// The values an integer column holds: `tinyint` to `bigint`.
+fn integer_range(t: &DataType) -> (i64, i64) {
+    match t {
+        DataType::Int8 => (i8::MIN.into(), i8::MAX.into()),
+        DataType::Int16 => (i16::MIN.into(), i16::MAX.into()),
+        DataType::Int32 => (i32::MIN.into(), i32::MAX.into()),
+        _ => (i64::MIN, i64::MAX),
     }
 }
 

@@ -161,13 +161,7 @@ fn create(
     transform: Option<Arc<dyn RecordTransform>>,
 ) -> Result<Vec<u8>, ApiError> {
     let name = spec.name.clone();
-    let schema = spec
-        .schema
-        .as_deref()
-        .map(sluice_firehose::schema::to_arrow)
-        .transpose()
-        .map_err(|e| invalid(e.to_string()))?;
-    sluice_firehose::plan::build(&spec, schema, transform.clone()).map_err(invalid)?;
+    super::check_pipeline(&spec, &transform)?;
     match f.delivery_streams.create(spec, transform) {
         Ok(_) => {}
         Err(CreateError::Exists(name)) => {

@@ -274,3 +274,19 @@ fn invalid(message: impl Into<String>) -> ApiError {
 fn epoch_seconds(ms: u64) -> f64 {
     ms as f64 / 1000.0
 }
+
+/// Checks that `spec` (with its schema and `transform`) builds a delivery pipeline; every
+/// check of a destination configuration lives in `sluice_firehose::plan::build`. Errors are
+/// `InvalidArgumentException` with its message.
+fn check_pipeline(
+    spec: &sluice_firehose::spec::DeliveryStreamSpec,
+    transform: &Option<Arc<dyn sluice_firehose::plan::RecordTransform>>,
+) -> Result<(), ApiError> {
+    let schema = spec
+        .schema
+        .as_deref()
+        .map(sluice_firehose::schema::to_arrow)
+        .transpose()
+        .map_err(|e| invalid(e.to_string()))?;
+    sluice_firehose::plan::build(spec, schema, transform.clone()).map(|_| ()).map_err(invalid)
+}

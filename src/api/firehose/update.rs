@@ -61,13 +61,7 @@ pub async fn run(f: &Firehose, r: Request) -> Result<Vec<u8>, ApiError> {
     if now_current.version != current.version {
         return Err(version_mismatch(&now_current));
     }
-    let schema = spec
-        .schema
-        .as_deref()
-        .map(sluice_firehose::schema::to_arrow)
-        .transpose()
-        .map_err(|e| invalid(e.to_string()))?;
-    sluice_firehose::plan::build(&spec, schema, transform.clone()).map_err(invalid)?;
+    super::check_pipeline(&spec, &transform)?;
     f.delivery_streams.set_transform(&entry, transform);
     entry.update(|s| *s = spec).map_err(internal)?;
     respond(&serde_json::json!({}))
