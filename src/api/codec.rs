@@ -259,3 +259,29 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod hostile {
+    use super::*;
+    use crate::api::model;
+
+    /// Hostile CBOR: lengths far past the body, deep nesting, text keys that are not UTF-8.
+    /// Each is a SerializationException, never a panic or an allocation of the declared size.
+    #[test]
+    fn hostile_cbor_is_refused_without_panicking() {
+        let m = model::kinesis();
+        let op = m.operation("PutRecord").unwrap();
+        let mut bodies: Vec<Vec<u8>> = vec![
+            vec![0xa1, 0x64, b'D', b'a', b't', b'a', 0x5b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+            vec![0xa1, 0x64, b'D', b'a', b't', b'a', 0x7b, 0x00, 0x00, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00],
+            vec![0x9b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+            vec![0xbb, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+            vec![0xa1, 0x62, 0xff, 0xfe, 0x01],
+        ];
+        bodies.push(std::iter::repeat_n(0x81u8, 100_000).collect());
+        for body in bodies {
+            let e = Codec::Cbor.decode(m, op.input, &body).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::Serialization, "{body:x?}");
+        }
+    }
+}
