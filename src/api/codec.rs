@@ -102,6 +102,23 @@ fn kind(model: &Model, shape: Option<ShapeId>) -> Option<&ShapeKind> {
     shape.map(|s| &model.shape(s).kind)
 }
 
+/// The shape of a list's items.
+fn item_shape(kind: Option<&ShapeKind>) -> Option<ShapeId> {
+    match kind {
+        Some(ShapeKind::List { member }) => Some(*member),
+        _ => None,
+    }
+}
+
+/// The shape of member `key` of a structure, or of a map's values.
+fn member_shape(kind: Option<&ShapeKind>, key: &str) -> Option<ShapeId> {
+    match kind {
+        Some(ShapeKind::Structure { members }) => members.iter().find(|m| m.name == key).map(|m| m.shape),
+        Some(ShapeKind::Map { value, .. }) => Some(*value),
+        _ => None,
+    }
+}
+
 /// A CBOR request value as the JSON protocol would carry it: byte strings of blob members
 /// become base64 text, timestamps (tagged or not, milliseconds) epoch seconds.
 fn cbor_to_json(model: &Model, shape: Option<ShapeId>, value: Cbor) -> Result<Value, ApiError> {
@@ -145,21 +162,14 @@ fn cbor_to_json(model: &Model, shape: Option<ShapeId>, value: Cbor) -> Result<Va
             Number::from_f64(f).map(Value::Number).ok_or_else(|| bad("Expected a finite number"))?
         }
         Cbor::Array(items) => {
-            let member = match shape_kind {
-                Some(ShapeKind::List { member }) => Some(*member),
-                _ => None,
-            };
+            let member = item_shape(shape_kind);
             Value::Array(items.into_iter().map(|v| cbor_to_json(model, member, v)).collect::<Result<_, _>>()?)
         }
         Cbor::Map(entries) => {
             let mut out = Map::new();
             for (k, v) in entries {
                 let Cbor::Text(k) = k else { return Err(bad("Map keys must be text")) };
-                let member = match shape_kind {
-                    Some(ShapeKind::Structure { members }) => members.iter().find(|m| m.name == k).map(|m| m.shape),
-                    Some(ShapeKind::Map { value, .. }) => Some(*value),
-                    _ => None,
-                };
+                let member = member_shape(shape_kind, &k);
                 out.insert(k, cbor_to_json(model, member, v)?);
             }
             Value::Object(out)
@@ -196,22 +206,14 @@ fn json_to_cbor(model: &Model, shape: Option<ShapeId>, value: Value) -> Cbor {
             },
         },
         Value::Array(items) => {
-            let member = match shape_kind {
-                Some(ShapeKind::List { member }) => Some(*member),
-                _ => None,
-            };
+            let member = item_shape(shape_kind);
             Cbor::Array(items.into_iter().map(|v| json_to_cbor(model, member, v)).collect())
         }
         Value::Object(fields) => Cbor::Map(
             fields
                 .into_iter()
                 .map(|(k, v)| {
-                    let member = match shape_kind {
-                        Some(ShapeKind::Structure { members }) => members.iter().find(|m| m.name == k).map(|m| m.shape),
-                        Some(ShapeKind::Map { value, .. }) => Some(*value),
-                        _ => None,
-                    };
-                    let v = json_to_cbor(model, member, v);
+                    let v = json_to_cbor(model, member_shape(shape_kind, &k), v);
                     (Cbor::Text(k), v)
                 })
                 .collect(),
@@ -258,12 +260,6 @@ mod tests {
             Cbor::Tag(1, Box::new(Cbor::Integer(Integer::from(1_700_000_000_500i64))))
         );
     }
-}
-
-#[cfg(test)]
-mod hostile {
-    use super::*;
-    use crate::api::model;
 
     /// Hostile CBOR: lengths far past the body, deep nesting, text keys that are not UTF-8.
     /// Each is a SerializationException, never a panic or an allocation of the declared size.
