@@ -33,6 +33,7 @@ mod read;
 pub mod routing;
 pub mod segment;
 pub mod sequence_number;
+pub mod settings;
 mod shard_log;
 pub mod stream;
 pub mod streams;

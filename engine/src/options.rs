@@ -49,10 +49,11 @@ impl Default for ShardLogOptions {
 
 impl ShardLogOptions {
     /// Size of a new shard's first segment, bytes: 2 MiB, or less when `segment_bytes` is
-    /// smaller, or more when a record of `max_record_bytes` needs it. Segments then double up
-    /// to `segment_bytes`, so an idle shard holds 2 MiB, not 64 MiB, of disk and page cache.
+    /// smaller. Segments then double up to `segment_bytes`, so an idle shard holds 2 MiB, not
+    /// 64 MiB, of disk and page cache; a record larger than a segment's size gets a segment
+    /// sized for it (at most `segment_bytes`, which holds any record of `max_record_bytes`).
     pub fn first_segment_bytes(&self) -> usize {
-        FIRST_SEGMENT_BYTES.max(segment_bytes_min(self.max_record_bytes)).min(self.segment_bytes)
+        FIRST_SEGMENT_BYTES.min(self.segment_bytes)
     }
 
     /// Size of the segment after one of `capacity` bytes: double, up to `segment_bytes`.

@@ -222,6 +222,9 @@ pub struct ShardLog {
     pub(crate) inner: Arc<Inner>,
     flusher: Option<Flusher>,
     recovery: RecoveryReport,
+    /// The next sequence number, announced after every append is published, so readers
+    /// that wait for records (enhanced fan-out) wake as soon as there are some.
+    appended: tokio::sync::watch::Sender<u64>,
 }
 
 fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, IoError> {
@@ -358,7 +361,14 @@ impl ShardLog {
             }
             Durability::Always | Durability::Never => None,
         };
-        Ok(Self { inner, flusher, recovery })
+        let appended = tokio::sync::watch::Sender::new(next_sequence_number);
+        Ok(Self { inner, flusher, recovery, appended })
+    }
+
+    /// A receiver that sees the log's next sequence number change each time an append is
+    /// published (readable by [`ShardLog::read`]). Waiting on it costs no polling.
+    pub fn watch_appends(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.appended.subscribe()
     }
 
     /// What opening found and repaired.
@@ -437,6 +447,12 @@ impl ShardLog {
 
         // Plan where each record lands, and create every segment the batch needs before
         // writing anything, so a failure to create one leaves the log as it was.
+        if let Some(r) = records.first() {
+            let len = frame::frame_len(r.partition_key.len(), r.data.len());
+            if w.active.write_offset() == HEADER_BYTES && len > w.active.remaining() {
+                self.replace_empty_active(&mut w, len).map_err(|e| AppendError::Io(Arc::new(e)))?;
+            }
+        }
         let mut starts = Vec::new();
         let mut free = w.active.remaining();
         let mut capacity = w.next_segment.as_ref().map_or_else(|| w.active.map().capacity(), |(c, _)| *c);
@@ -446,6 +462,8 @@ impl ShardLog {
                 if !(starts.is_empty() && w.next_segment.is_some()) {
                     capacity = inner.options.grown_segment_bytes(capacity);
                 }
+                // A record larger than the grown size gets a segment that holds it.
+                capacity = capacity.max(HEADER_BYTES + len);
                 starts.push((i, capacity));
                 free = capacity - HEADER_BYTES;
             }
@@ -511,11 +529,32 @@ impl ShardLog {
         w.last_timestamp_ms = ts;
         self.publish(published, ts);
         drop(w);
+        self.appended.send_replace(next);
 
         if inner.options.durability == Durability::Always {
             inner.commit.wait_durable(next, || inner.take_sync_work()).map_err(AppendError::Poisoned)?;
         }
         Ok(Appended { first_sequence_number: first, record_count: records.len() as u64, arrival_timestamp_ms: ts })
+    }
+
+    /// Puts an empty active segment large enough for a frame of `len` bytes in place of the
+    /// empty one, under the same name (the first segments are small, 2 MiB, and a stream's
+    /// record size limit may rise to 10 MiB later). An empty segment is never sealed, since
+    /// its successor would take its name. A failure leaves the log as it was.
+    fn replace_empty_active(&self, w: &mut Writer, len: usize) -> Result<(), IoError> {
+        let inner = &*self.inner;
+        let capacity = inner.options.grown_segment_bytes(w.active.map().capacity()).max(HEADER_BYTES + len);
+        let first = w.active.first_sequence_number();
+        let fresh = self.next_segment(w, first, capacity)?;
+        w.active = fresh;
+        w.active_synced_to = 0;
+        w.dir_dirty = true;
+        w.sampler = IndexSampler::new(inner.options.index_interval_bytes);
+        let mut state = inner.state_mut();
+        let view = state.segments.back_mut().expect("active segment");
+        view.map = w.active.map().clone();
+        view.end = HEADER_BYTES;
+        Ok(())
     }
 
     /// Marks the log failed after a write error: frames past the published end may be half

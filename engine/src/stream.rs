@@ -19,6 +19,7 @@ use crate::hash_key::{HashKey, HashKeyRange};
 use crate::options::ShardLogOptions;
 use crate::routing::RoutingTable;
 use crate::segment::sync_dir;
+use crate::settings::StreamSettings;
 use crate::shard_log::ShardLog;
 use crate::throttle::{ShardThrottle, ThrottleRates};
 use crate::OpenError;
@@ -85,7 +86,7 @@ impl StreamMeta {
         tags: BTreeMap<String, String>,
     ) -> Self {
         let routes = RoutingTable::new(&shards);
-        Self { name, created_ms, retention_hours, shards, tags, routes }
+        Self { name, created_ms, retention_hours, shards, tags, settings: StreamSettings::default(), routes }
     }
 
     /// The open shard whose hash key range holds `key`.
@@ -142,6 +143,9 @@ pub struct StreamMeta {
     pub shards: Vec<ShardMeta>,
     /// Tags.
     pub tags: BTreeMap<String, String>,
+    /// Mode, limits, encryption, consumers and the rest (defaults when the file predates them).
+    #[serde(default)]
+    pub settings: StreamSettings,
     /// Which open shard owns a hash key; derived from `shards`.
     #[serde(skip)]
     routes: RoutingTable,
@@ -272,7 +276,9 @@ pub fn random_u64() -> u64 {
 }
 
 impl Stream {
-    /// Creates a stream with `shard_count` shards splitting the hash key space evenly.
+    /// Creates a stream with `shard_count` shards splitting the hash key space evenly, and
+    /// these settings and tags.
+    #[allow(clippy::too_many_arguments)]
     pub fn create(
         dir: &Path,
         name: &str,
@@ -280,10 +286,13 @@ impl Stream {
         created_ms: u64,
         log_options: &ShardLogOptions,
         throttle: Option<ThrottleRates>,
+        settings: StreamSettings,
+        tags: BTreeMap<String, String>,
     ) -> Result<Self, OpenError> {
         fs::create_dir_all(dir).map_err(|e| IoError::new(dir, e))?;
         let shards = ShardMeta::split_evenly(shard_count);
-        let meta = StreamMeta::new(name.to_owned(), created_ms, RETENTION_HOURS_DEFAULT, shards, BTreeMap::new());
+        let mut meta = StreamMeta::new(name.to_owned(), created_ms, RETENTION_HOURS_DEFAULT, shards, tags);
+        meta.settings = settings;
         let stream = Self::with_meta(dir, meta, log_options, throttle)?;
         stream.persist()?;
         sync_dir(dir.parent().expect("streams live in a directory"))?;

@@ -16,6 +16,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use crate::error::IoError;
 use crate::options::ShardLogOptions;
 use crate::segment::sync_dir;
+use crate::settings::StreamSettings;
 use crate::stream::Stream;
 use crate::throttle::ThrottleRates;
 use crate::OpenError;
@@ -150,6 +151,18 @@ impl Streams {
 
     /// Creates a stream of `shard_count` shards.
     pub fn create(&self, name: &str, shard_count: u32, now_ms: u64) -> Result<Arc<Stream>, CreateStreamError> {
+        self.create_with(name, shard_count, now_ms, StreamSettings::default(), BTreeMap::new())
+    }
+
+    /// As [`Streams::create`], with the stream's settings and tags given.
+    pub fn create_with(
+        &self,
+        name: &str,
+        shard_count: u32,
+        now_ms: u64,
+        settings: StreamSettings,
+        tags: BTreeMap<String, String>,
+    ) -> Result<Arc<Stream>, CreateStreamError> {
         let mut streams = self.streams.write().unwrap_or_else(PoisonError::into_inner);
         if streams.contains_key(name) {
             return Err(CreateStreamError::Exists(name.to_owned()));
@@ -161,7 +174,7 @@ impl Streams {
         }
         let rates = self.throttling.rates_for(name);
         let dir = self.new_stream_dir()?;
-        match Stream::create(&dir, name, shard_count, now_ms, &self.log_options, rates) {
+        match Stream::create(&dir, name, shard_count, now_ms, &self.log_options, rates, settings, tags) {
             Ok(stream) => {
                 let stream = Arc::new(stream);
                 streams.insert(name.to_owned(), stream.clone());

@@ -267,3 +267,20 @@ fn segments_start_small_and_double_up_to_the_maximum() {
     // 2 MiB holds 2 records, 4 MiB holds 4, 8 MiB holds 8: 12 records need 2 + 4 + 8.
     assert_eq!(sizes, [2, 4, 8]);
 }
+
+#[test]
+fn records_larger_than_the_first_segment_get_segments_that_hold_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = ShardLogOptions { max_record_bytes: 10 << 20, durability: Durability::Never, ..Default::default() };
+    let records = [data(1, 5 << 20), data(2, 100), data(3, (10 << 20) - 1)];
+    {
+        let log = ShardLog::open(dir.path(), options.clone()).unwrap();
+        for d in &records {
+            log.append(&[Record { partition_key: "k", data: d }]).unwrap();
+        }
+        assert_eq!(read_all(&log).into_iter().map(|r| r.3).collect::<Vec<_>>(), records);
+    }
+    let log = ShardLog::open(dir.path(), options).unwrap();
+    let back: Vec<Vec<u8>> = read_all(&log).into_iter().map(|r| r.3).collect();
+    assert_eq!(back, records, "the records are read back after a reopen");
+}
