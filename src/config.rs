@@ -86,6 +86,9 @@ pub struct Config {
     /// How long a stream shows CREATING, UPDATING (after resharding) or DELETING, ms
     /// (default 100). Records are refused while CREATING, as on AWS.
     pub stream_transition_ms: u64,
+    /// How long a `SubscribeToShard` subscription lasts before the server ends it, ms
+    /// (default 300,000: AWS's 5 minutes). Clients then subscribe again.
+    pub subscription_lifetime_ms: u64,
     /// Per-shard throughput quotas (default `on`).
     pub throttle: Throttle,
     /// Per-shard rates of every stream (default: Kinesis' quotas, 1 MiB/s and 1,000
@@ -184,6 +187,7 @@ impl Default for Config {
             fsync_interval_ms: sluice_engine::limits::SYNC_INTERVAL_MS_DEFAULT,
             auth: Auth::Sigv4,
             stream_transition_ms: crate::api::kinesis::STREAM_TRANSITION_MS_DEFAULT,
+            subscription_lifetime_ms: crate::api::kinesis::SUBSCRIPTION_LIFETIME_MS_DEFAULT,
             throttle: Throttle::On,
             throttle_rates: ThrottleRates::default(),
             stream_throttle_rates: BTreeMap::new(),

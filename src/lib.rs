@@ -62,8 +62,14 @@ pub fn open_state(config: &config::Config, clock: Arc<dyn Clock>) -> Result<Arc<
     let transforms: Arc<dyn TransformResolver> =
         Arc::new(WasmTransforms::new(Arc::new(host), config.transform_dir.clone(), config.transform_limits()));
     let transforms = Some(transforms);
-    let log_options =
-        ShardLogOptions { durability: config.durability(), clock: clock.clone(), ..ShardLogOptions::default() };
+    // Logs take records up to 10 MiB, the most a stream may be set to take
+    // (`UpdateMaxRecordSize`); each stream's own limit is checked by the API.
+    let log_options = ShardLogOptions {
+        durability: config.durability(),
+        clock: clock.clone(),
+        max_record_bytes: sluice_engine::limits::RECORD_BYTES_MAX,
+        ..ShardLogOptions::default()
+    };
     let streams = Streams::open(&config.data_dir, log_options.clone(), config.throttling(), config.shard_limit)?;
     let kinesis = Kinesis::new(
         streams,
@@ -71,6 +77,7 @@ pub fn open_state(config: &config::Config, clock: Arc<dyn Clock>) -> Result<Arc<
             region: config.region.clone(),
             account_id: config.account_id.clone(),
             stream_transition_ms: config.stream_transition_ms,
+            subscription_lifetime_ms: config.subscription_lifetime_ms,
             ..KinesisConfig::default()
         },
         clock.clone(),

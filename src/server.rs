@@ -26,8 +26,35 @@ use crate::config::{AccessKey, Auth};
 use crate::cors::Cors;
 use crate::sigv4;
 
-/// Largest request body taken, bytes: 12 MiB, above PutRecords' 5 MiB of data once base64 grows it by 4/3.
-pub const REQUEST_BYTES_MAX: usize = 12 << 20;
+/// A response body: a whole answer, or the events of a `SubscribeToShard` subscription.
+pub type Body = http_body_util::Either<Full<Bytes>, EventBody>;
+
+/// The body of an event-stream response: framed messages as the subscription sends them;
+/// it ends when the subscription does.
+#[derive(Debug)]
+pub struct EventBody(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for EventBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|m| m.map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}
+
+/// What an action answers: a body, or a subscription to stream.
+enum Answer {
+    Body(Vec<u8>),
+    Events(Box<crate::api::kinesis::subscribe::Subscription>),
+}
+
+/// Largest request body taken, bytes: 15 MiB, above a 10 MiB record (the most a stream
+/// may be set to take) once base64 grows it by 4/3, and PutRecords' 5 MiB likewise.
+pub const REQUEST_BYTES_MAX: usize = 15 << 20;
 
 /// What clients may hold of the server: connections, body bytes, time. Every resource a
 /// client can make the server keep has a bound here; defaults in [`ServerLimits::default`].
@@ -90,6 +117,9 @@ pub struct AppState {
     small_body_budget: Arc<tokio::sync::Semaphore>,
     /// Origins web pages may call from (none unless configured).
     pub cors: Cors,
+    /// Turns true when the server stops: open subscriptions end, so shutdown does not wait
+    /// out their 5 minutes.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 /// A body of at most this many bytes is small (64 KiB): it takes its share from a budget of
@@ -133,6 +163,7 @@ impl AppState {
             body_budget: Arc::new(tokio::sync::Semaphore::new(limits.body_bytes_in_flight.max(REQUEST_BYTES_MAX))),
             small_body_budget: Arc::new(tokio::sync::Semaphore::new(SMALL_BODIES_BYTES)),
             cors: Cors::default(),
+            closing: tokio::sync::watch::Sender::new(false),
         }
     }
 
@@ -172,13 +203,13 @@ fn access_denied(request_id: &str) -> Response<Full<Bytes>> {
     r
 }
 
-async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let Some(allowed) = state.cors.allow(req.headers().get(http::header::ORIGIN)) else {
         return respond(state, req).await;
     };
     // A browser's preflight carries no credentials: it is answered before any check.
     if req.method() == http::Method::OPTIONS {
-        let mut r = Response::new(Full::new(Bytes::new()));
+        let mut r = Response::new(Body::Left(Full::new(Bytes::new())));
         Cors::preflight(req.headers(), r.headers_mut(), allowed);
         return Ok(r);
     }
@@ -187,32 +218,63 @@ async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response
     Ok(r)
 }
 
-async fn respond(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn respond(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let whole = |r: Response<Full<Bytes>>| Ok(r.map(Body::Left));
     if req.method() == http::Method::GET && req.uri().path() == "/metrics" {
         let mut r = Response::new(Full::new(Bytes::from(state.firehose.delivery_streams.context().metrics.render())));
         r.headers_mut().insert(
             "content-type",
             HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
         );
-        return Ok(r);
+        return whole(r);
     }
     let request_id = state.request_id();
     if req.method() != http::Method::POST {
-        return Ok(access_denied(&request_id));
+        return whole(access_denied(&request_id));
     }
     let content_type = req.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     if !req.headers().contains_key("x-amz-target") && api::sts::is_sts(content_type, req.uri().query().unwrap_or("")) {
-        return Ok(sts_request(state, req, &request_id).await);
+        return whole(sts_request(state, req, &request_id).await);
     }
     let Some(codec) = Codec::from_content_type(content_type) else {
         // Another content type: AWS answers in XML, UnknownOperationException (404) when the
         // target names an operation, AccessDeniedException otherwise.
-        return Ok(match target_of(&req) {
+        return whole(match target_of(&req) {
             Some(_) => unknown_operation_xml(&request_id),
             None => access_denied(&request_id),
         });
     };
-    Ok(answer(&request_id, codec, dispatch(state, codec, req).await))
+    match dispatch(state.clone(), codec, req).await {
+        Ok(Answer::Events(subscription)) => Ok(events(state, &request_id, codec, *subscription)),
+        Ok(Answer::Body(body)) => whole(answer(&request_id, codec, Ok(body))),
+        Err(e) => whole(answer(&request_id, codec, Err(e))),
+    }
+}
+
+/// The answer of `SubscribeToShard`: status 200 and an event stream fed by the
+/// subscription, which runs in a task of its own until it ends or the client goes away.
+fn events(
+    state: Arc<AppState>,
+    request_id: &str,
+    codec: Codec,
+    subscription: crate::api::kinesis::subscribe::Subscription,
+) -> Response<Body> {
+    use crate::api::kinesis::subscribe;
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    let closing = state.closing.subscribe();
+    // The initial response goes first, so clients waiting for it (botocore, the Rust SDK's
+    // `send`) go on at once; the channel has room for it.
+    let _ = tx.try_send(subscribe::initial_response(codec));
+    tokio::spawn(async move {
+        subscription.pump(&state.kinesis, codec, tx, closing).await;
+    });
+    let mut r = Response::new(Body::Right(EventBody(rx)));
+    let h = r.headers_mut();
+    h.insert("content-type", HeaderValue::from_static("application/vnd.amazon.eventstream"));
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        h.insert("x-amzn-requestid", v);
+    }
+    r
 }
 
 /// AWS's answer to an operation sent with a content type it does not take: an empty XML
@@ -243,7 +305,7 @@ enum Target {
     Firehose(FirehoseAction),
 }
 
-async fn dispatch(state: Arc<AppState>, codec: Codec, req: Request<Incoming>) -> Result<Vec<u8>, ApiError> {
+async fn dispatch(state: Arc<AppState>, codec: Codec, req: Request<Incoming>) -> Result<Answer, ApiError> {
     // AWS names no operation and sends no message here.
     let action = target_of(&req).ok_or_else(|| ApiError::new(ErrorKind::UnknownOperation, ""))?;
     let (parts, body) = req.into_parts();
@@ -283,13 +345,17 @@ async fn dispatch(state: Arc<AppState>, codec: Codec, req: Request<Incoming>) ->
             Target::Firehose(_) => api::model::firehose(),
         };
         let request = api::decode_request(codec, model, &operation, &body.bytes)?;
+        if let Target::Kinesis(Action::SubscribeToShard) = action {
+            let request = api::kinesis::parse(request)?;
+            return Ok(Answer::Events(Box::new(api::kinesis::subscribe::open(&worker.kinesis, request)?)));
+        }
         let answer = match action {
             Target::Kinesis(action) => worker.kinesis.handle_value(action, request),
             Target::Firehose(action) => runtime.block_on(worker.firehose.handle_value(action, request)),
         }?;
         // The body's share of the budget is held until the action is done with its copy.
         drop(body);
-        api::encode_response(codec, model, &operation, answer)
+        api::encode_response(codec, model, &operation, answer).map(Answer::Body)
     })
     .await
     .map_err(|e| ApiError::new(ErrorKind::InternalFailure, e.to_string()))?;
@@ -533,6 +599,7 @@ pub async fn serve_with(
     drop(listener);
     retention.abort();
     page_release.abort();
+    state.closing.send_replace(true);
     graceful.shutdown().await;
     let _ = retention.await;
     let _ = page_release.await;

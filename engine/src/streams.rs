@@ -129,6 +129,11 @@ impl Streams {
         Ok(Self { dir, log_options, throttling, shard_limit, streams: RwLock::new(streams), quarantined })
     }
 
+    /// The folder holding every stream's directory (`<data_dir>/streams`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Stream directories that could not be opened at start.
     pub fn quarantined(&self) -> &[Quarantined] {
         &self.quarantined

@@ -95,9 +95,12 @@ impl ShardThrottle {
         }
     }
 
-    /// Admits one record of `bytes` (data plus partition key), or refuses it.
+    /// Admits one record of `bytes` (data plus partition key), or refuses it. A record
+    /// larger than one second of the rate (streams take up to 10 MiB) is admitted when the
+    /// bucket is full and leaves it in debt, so the average rate still holds.
     pub fn admit_write(&mut self, bytes: usize, now_ms: u64) -> bool {
-        let ok = self.write_bytes.has(bytes as f64, now_ms) && self.write_records.has(1.0, now_ms);
+        let need = (bytes as f64).min(self.write_bytes.capacity);
+        let ok = self.write_bytes.has(need, now_ms) && self.write_records.has(1.0, now_ms);
         if ok {
             self.write_bytes.tokens -= bytes as f64;
             self.write_records.tokens -= 1.0;

@@ -42,6 +42,10 @@ pub enum ErrorKind {
     InvalidSource,
     /// Firehose: `CurrentDeliveryStreamVersionId` is not the delivery stream's version.
     ConcurrentModification,
+    /// `SubscribeToShard` with `DryRun`: the request would have succeeded.
+    DryRunOperation,
+    /// A resource policy denies the caller the action.
+    AccessDenied,
 }
 
 impl ErrorKind {
@@ -66,6 +70,8 @@ impl ErrorKind {
             Self::ServiceUnavailable => "ServiceUnavailableException",
             Self::InvalidSource => "InvalidSourceException",
             Self::ConcurrentModification => "ConcurrentModificationException",
+            Self::DryRunOperation => "DryRunOperationException",
+            Self::AccessDenied => "AccessDeniedException",
         }
     }
 

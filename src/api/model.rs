@@ -120,6 +120,11 @@ impl Model {
         self.operations.get(name).copied()
     }
 
+    /// The index of the shape named `name` (`SubscribeToShardEvent`), if the model has it.
+    pub fn shape_id(&self, name: &str) -> Option<ShapeId> {
+        self.shapes.iter().position(|s| s.name == name)
+    }
+
     /// The shape with index `id`.
     pub fn shape(&self, id: ShapeId) -> &Shape {
         &self.shapes[id]

@@ -1,8 +1,13 @@
 //! `CreateStream`: a stream of `ShardCount` shards splitting the hash key space evenly.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
+use super::stream_settings::WARM_THROUGHPUT_MIBPS_MAX;
+use super::tags::TAGS_PER_STREAM_MAX;
 use super::{internal, no_output, validate_stream_name, ApiError, ErrorKind, Kinesis};
+use sluice_engine::settings::{RecordDistribution, StreamMode, StreamSettings};
 use sluice_engine::stream::StreamStatus;
 use sluice_engine::streams::CreateStreamError;
 
@@ -15,6 +20,11 @@ pub struct Request {
     stream_name: String,
     shard_count: Option<i64>,
     stream_mode_details: Option<StreamModeDetails>,
+    tags: Option<BTreeMap<String, String>>,
+    #[serde(rename = "MaxRecordSizeInKiB")]
+    max_record_size_in_kib: Option<i64>,
+    record_distribution_strategy: Option<String>,
+    warm_throughput_mi_bps: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -49,6 +59,39 @@ pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
             ))
         }
     };
+    let tags = r.tags.unwrap_or_default();
+    if tags.len() > TAGS_PER_STREAM_MAX {
+        return Err(ApiError::new(
+            ErrorKind::InvalidArgument,
+            format!("A stream cannot have more than {TAGS_PER_STREAM_MAX} tags."),
+        ));
+    }
+    let mut settings = StreamSettings {
+        mode: if on_demand { StreamMode::OnDemand } else { StreamMode::Provisioned },
+        ..StreamSettings::default()
+    };
+    if let Some(kib) = r.max_record_size_in_kib {
+        // The model's range (1,024 to 10,240) was checked before the action.
+        settings.max_record_bytes = usize::try_from(kib).unwrap_or(0) << 10;
+    }
+    if r.record_distribution_strategy.as_deref() == Some("AUTO") {
+        if !on_demand {
+            return Err(ApiError::new(
+                ErrorKind::InvalidArgument,
+                "Record distribution strategy AUTO is only supported for streams in ON_DEMAND mode.",
+            ));
+        }
+        settings.distribution = RecordDistribution::Auto;
+    }
+    if let Some(w) = r.warm_throughput_mi_bps {
+        if !on_demand {
+            return Err(ApiError::new(
+                ErrorKind::InvalidArgument,
+                "WarmThroughputMiBps can only be set for streams in ON_DEMAND mode.",
+            ));
+        }
+        settings.warm_throughput_mibps = u32::try_from(w.clamp(0, WARM_THROUGHPUT_MIBPS_MAX)).unwrap_or(0);
+    }
     let now = k.clock.now_ms();
     if k.is_deleting(&r.stream_name, now) {
         return Err(ApiError::new(
@@ -56,7 +99,7 @@ pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
             format!("Stream {} under account {} is being deleted.", r.stream_name, k.config.account_id),
         ));
     }
-    match k.streams.create(&r.stream_name, shards, now) {
+    match k.streams.create_with(&r.stream_name, shards, now, settings, tags) {
         Ok(stream) => {
             stream.begin(StreamStatus::Creating, now + k.config.stream_transition_ms);
             no_output()

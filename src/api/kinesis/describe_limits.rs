@@ -3,6 +3,7 @@
 use serde::Deserialize;
 
 use super::{respond, ApiError, Kinesis};
+use sluice_engine::settings::StreamMode;
 
 /// On-demand streams an account may have: 50. Source: AWS Kinesis Data Streams quotas.
 const ON_DEMAND_STREAM_COUNT_LIMIT: u32 = 50;
@@ -14,7 +15,7 @@ pub fn run(k: &Kinesis, _: Request) -> Result<Vec<u8>, ApiError> {
     respond(&serde_json::json!({
         "ShardLimit": k.streams.shard_limit(),
         "OpenShardCount": k.streams.open_shards(),
-        "OnDemandStreamCount": 0,
+        "OnDemandStreamCount": k.streams.list().iter().filter(|s| s.meta().settings.mode == StreamMode::OnDemand).count(),
         "OnDemandStreamCountLimit": ON_DEMAND_STREAM_COUNT_LIMIT,
     }))
 }

@@ -2,8 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::stream_settings::{distribution_name, mode_name};
 use super::{epoch_seconds, page_limit, respond, ApiError, Kinesis, StreamTarget};
 use sluice_engine::sequence_number::SequenceNumber;
+use sluice_engine::settings::StreamMode;
 use sluice_engine::stream::{parse_shard_id, shard_id, ShardMeta, Stream};
 
 /// Most shards one `DescribeStream` returns: 100. Source: AWS Kinesis API reference.
@@ -76,16 +78,20 @@ pub fn shard_shape(stream: &Stream, s: &ShardMeta) -> ShardShape {
 
 fn common(k: &Kinesis, stream: &Stream) -> serde_json::Map<String, serde_json::Value> {
     let meta = stream.meta();
-    let v = serde_json::json!({
+    let settings = &meta.settings;
+    let mut v = serde_json::json!({
         "StreamName": meta.name,
         "StreamARN": k.stream_arn(&meta.name),
         "StreamStatus": stream.status(k.clock.now_ms()).as_str(),
-        "StreamModeDetails": { "StreamMode": "PROVISIONED" },
+        "StreamModeDetails": { "StreamMode": mode_name(settings.mode) },
         "RetentionPeriodHours": meta.retention_hours,
         "StreamCreationTimestamp": epoch_seconds(meta.created_ms),
-        "EnhancedMonitoring": [{ "ShardLevelMetrics": [] }],
-        "EncryptionType": "NONE",
+        "EnhancedMonitoring": [{ "ShardLevelMetrics": settings.shard_level_metrics }],
+        "EncryptionType": if settings.kms_key_id.is_some() { "KMS" } else { "NONE" },
     });
+    if let Some(key) = &settings.kms_key_id {
+        v["KeyId"] = key.clone().into();
+    }
     match v {
         serde_json::Value::Object(m) => m,
         _ => unreachable!("a JSON object literal"),
@@ -112,6 +118,15 @@ pub fn run_summary(k: &Kinesis, r: SummaryRequest) -> Result<Vec<u8>, ApiError> 
     let open = stream.meta().open_shards();
     let mut d = common(k, &stream);
     d.insert("OpenShardCount".into(), open.into());
-    d.insert("ConsumerCount".into(), 0.into());
+    let meta = stream.meta();
+    let settings = &meta.settings;
+    d.insert("ConsumerCount".into(), settings.consumers.len().into());
+    d.insert("MaxRecordSizeInKiB".into(), (settings.max_record_bytes >> 10).into());
+    d.insert("RecordDistributionStrategy".into(), distribution_name(settings.distribution).into());
+    if settings.mode == StreamMode::OnDemand {
+        let warm = settings.warm_throughput_mibps;
+        d.insert("WarmThroughput".into(), serde_json::json!({ "TargetMiBps": warm, "CurrentMiBps": warm }));
+    }
+    drop(meta);
     respond(&serde_json::json!({ "StreamDescriptionSummary": d }))
 }

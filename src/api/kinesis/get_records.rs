@@ -5,7 +5,7 @@ use serde::Deserialize;
 use super::{epoch_seconds, page_limit, ApiError, ErrorKind, Kinesis};
 use sluice_engine::iterator::{IteratorState, ITERATOR_LIFETIME_MS};
 use sluice_engine::sequence_number::SequenceNumber;
-use sluice_engine::stream::shard_id;
+use sluice_engine::stream::{shard_id, Stream};
 use sluice_engine::{ReadBatch, ReadLimits};
 
 #[derive(Debug, Deserialize)]
@@ -61,21 +61,7 @@ pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
     let closed = stream.meta().shards.get(it.shard_index as usize).is_some_and(|s| s.closed);
     if closed && batch.next_sequence_number() == bounds.next_sequence_number {
         // The end of a closed shard: no next iterator; the children to continue with.
-        let children: Vec<_> = stream
-            .children(it.shard_index)
-            .iter()
-            .map(|c| {
-                let parents: Vec<_> = c.parent.iter().chain(c.adjacent_parent.iter()).map(|p| shard_id(*p)).collect();
-                serde_json::json!({
-                    "ShardId": shard_id(c.index),
-                    "ParentShards": parents,
-                    "HashKeyRange": {
-                        "StartingHashKey": c.hash_key_range.starting.to_string(),
-                        "EndingHashKey": c.hash_key_range.ending.to_string(),
-                    },
-                })
-            })
-            .collect();
+        let children = child_shards(&stream, it.shard_index);
         return respond(&Response {
             records,
             next_shard_iterator: None,
@@ -88,16 +74,36 @@ pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
     respond(&Response { records, next_shard_iterator: Some(next), millis_behind_latest: behind, child_shards: None })
 }
 
+/// The shards made from shard `index` of `stream` by a split or merge, as `ChildShards`
+/// lists them.
+pub(super) fn child_shards(stream: &Stream, index: u32) -> Vec<serde_json::Value> {
+    stream
+        .children(index)
+        .iter()
+        .map(|c| {
+            let parents: Vec<_> = c.parent.iter().chain(c.adjacent_parent.iter()).map(|p| shard_id(*p)).collect();
+            serde_json::json!({
+                "ShardId": shard_id(c.index),
+                "ParentShards": parents,
+                "HashKeyRange": {
+                    "StartingHashKey": c.hash_key_range.starting.to_string(),
+                    "EndingHashKey": c.hash_key_range.ending.to_string(),
+                },
+            })
+        })
+        .collect()
+}
+
 /// The records of a batch, written straight from the mapped segments into the response:
 /// base64 is encoded in place and needs no JSON escaping, which is where a generic
 /// serializer spent most of its time (measured with `perf` on the replay benchmark).
-struct Records<'a> {
-    batch: &'a ReadBatch,
-    shard_index: u32,
+pub(super) struct Records<'a> {
+    pub batch: &'a ReadBatch,
+    pub shard_index: u32,
 }
 
 impl Records<'_> {
-    fn write_json(&self, out: &mut Vec<u8>) {
+    pub fn write_json(&self, out: &mut Vec<u8>) {
         use base64::Engine as _;
         let b64 = base64::engine::general_purpose::STANDARD;
         out.extend_from_slice(b"[");

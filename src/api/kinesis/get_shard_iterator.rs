@@ -32,49 +32,14 @@ pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
     let index = parse_shard_id(&r.shard_id).ok_or_else(missing_shard)?;
     let shard = stream.shard(index).ok_or_else(missing_shard)?;
     let log = &shard.log;
-    let sequence = |what: &str| -> Result<u64, ApiError> {
-        let s = r.starting_sequence_number.as_deref().ok_or_else(|| {
-            ApiError::new(ErrorKind::InvalidArgument, format!("StartingSequenceNumber must be provided for {what}."))
-        })?;
-        let sn: SequenceNumber = s.parse().map_err(|_| {
-            ApiError::validation(s, "startingSequenceNumber", "satisfy regular expression pattern: 0|([1-9]\\d{0,128})")
-        })?;
-        if sn.shard_index != index {
-            return Err(ApiError::new(
-                ErrorKind::InvalidArgument,
-                format!(
-                    "Invalid StartingSequenceNumber. It encodes {}, while it was used in a call to a shard with {}",
-                    shard_id(sn.shard_index),
-                    r.shard_id
-                ),
-            ));
-        }
-        Ok(sn.shard_sequence)
-    };
-    let position = match r.shard_iterator_type.as_str() {
-        "TRIM_HORIZON" => StartingPosition::TrimHorizon,
-        "LATEST" => StartingPosition::Latest,
-        "AT_SEQUENCE_NUMBER" => StartingPosition::AtSequenceNumber(sequence("AT_SEQUENCE_NUMBER")?),
-        "AFTER_SEQUENCE_NUMBER" => StartingPosition::AfterSequenceNumber(sequence("AFTER_SEQUENCE_NUMBER")?),
-        "AT_TIMESTAMP" => {
-            let t = r.timestamp.ok_or_else(|| {
-                ApiError::new(ErrorKind::InvalidArgument, "Timestamp must be provided for AT_TIMESTAMP.")
-            })?;
-            StartingPosition::AtTimestamp((t.max(0.0) * 1000.0) as u64)
-        }
-        other => return Err(ApiError::validation(
-            other,
-            "shardIteratorType",
-            "satisfy enum value set: [AFTER_SEQUENCE_NUMBER, AT_SEQUENCE_NUMBER, AT_TIMESTAMP, TRIM_HORIZON, LATEST]",
-        )),
-    };
-    let position = log.position(position).map_err(|e| match e {
-        ReadError::BeyondEnd { .. } => ApiError::new(
-            ErrorKind::InvalidArgument,
-            format!("Invalid StartingSequenceNumber. It encodes a sequence number beyond the end of {}.", r.shard_id),
-        ),
-        other => ApiError::new(ErrorKind::InternalFailure, other.to_string()),
-    })?;
+    let position = resolve_position(
+        log,
+        index,
+        &r.shard_id,
+        &r.shard_iterator_type,
+        r.starting_sequence_number.as_deref(),
+        r.timestamp,
+    )?;
     // Only a request that would get an iterator counts against the shard's quota.
     if let Some(mut t) = shard.throttle() {
         if !t.admit_iterator(k.clock.now_ms()) {
@@ -90,4 +55,60 @@ pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
     }
     .encode(&k.config.iterator_secret);
     respond(&serde_json::json!({ "ShardIterator": token }))
+}
+
+/// The sequence number a read of shard `index` (named `shard` in messages) starts from, for
+/// a shard iterator type and its sequence number or timestamp (epoch seconds), with AWS's
+/// errors. Shared by `GetShardIterator` and `SubscribeToShard`'s `StartingPosition`.
+pub fn resolve_position(
+    log: &sluice_engine::ShardLog,
+    index: u32,
+    shard: &str,
+    kind: &str,
+    starting_sequence_number: Option<&str>,
+    timestamp: Option<f64>,
+) -> Result<u64, ApiError> {
+    let sequence = |what: &str| -> Result<u64, ApiError> {
+        let s = starting_sequence_number.ok_or_else(|| {
+            ApiError::new(ErrorKind::InvalidArgument, format!("StartingSequenceNumber must be provided for {what}."))
+        })?;
+        let sn: SequenceNumber = s.parse().map_err(|_| {
+            ApiError::validation(s, "startingSequenceNumber", "satisfy regular expression pattern: 0|([1-9]\\d{0,128})")
+        })?;
+        if sn.shard_index != index {
+            return Err(ApiError::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "Invalid StartingSequenceNumber. It encodes {}, while it was used in a call to a shard with {}",
+                    shard_id(sn.shard_index),
+                    shard
+                ),
+            ));
+        }
+        Ok(sn.shard_sequence)
+    };
+    let position = match kind {
+        "TRIM_HORIZON" => StartingPosition::TrimHorizon,
+        "LATEST" => StartingPosition::Latest,
+        "AT_SEQUENCE_NUMBER" => StartingPosition::AtSequenceNumber(sequence("AT_SEQUENCE_NUMBER")?),
+        "AFTER_SEQUENCE_NUMBER" => StartingPosition::AfterSequenceNumber(sequence("AFTER_SEQUENCE_NUMBER")?),
+        "AT_TIMESTAMP" => {
+            let t = timestamp.ok_or_else(|| {
+                ApiError::new(ErrorKind::InvalidArgument, "Timestamp must be provided for AT_TIMESTAMP.")
+            })?;
+            StartingPosition::AtTimestamp((t.max(0.0) * 1000.0) as u64)
+        }
+        other => return Err(ApiError::validation(
+            other,
+            "shardIteratorType",
+            "satisfy enum value set: [AFTER_SEQUENCE_NUMBER, AT_SEQUENCE_NUMBER, AT_TIMESTAMP, TRIM_HORIZON, LATEST]",
+        )),
+    };
+    log.position(position).map_err(|e| match e {
+        ReadError::BeyondEnd { .. } => ApiError::new(
+            ErrorKind::InvalidArgument,
+            format!("Invalid StartingSequenceNumber. It encodes a sequence number beyond the end of {}.", shard),
+        ),
+        other => ApiError::new(ErrorKind::InternalFailure, other.to_string()),
+    })
 }

@@ -37,7 +37,7 @@ pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
                 "StreamName": m.name,
                 "StreamARN": k.stream_arn(&m.name),
                 "StreamStatus": s.status(k.clock.now_ms()).as_str(),
-                "StreamModeDetails": { "StreamMode": "PROVISIONED" },
+                "StreamModeDetails": { "StreamMode": super::stream_settings::mode_name(m.settings.mode) },
                 "StreamCreationTimestamp": epoch_seconds(m.created_ms),
             })
         })

@@ -7,6 +7,8 @@
 //! CBOR) belongs to the server; here an action is a name and a JSON body in, a JSON body or
 //! an [`ApiError`] out.
 
+mod account;
+mod consumers;
 mod create_stream;
 mod delete_stream;
 mod describe_limits;
@@ -18,7 +20,10 @@ mod list_streams;
 mod put_record;
 mod put_records;
 mod reshard;
+mod resources;
 mod retention;
+mod stream_settings;
+pub(crate) mod subscribe;
 mod tags;
 
 use std::collections::BTreeMap;
@@ -30,11 +35,14 @@ use serde::Serialize;
 pub use crate::api::error::{ApiError, ErrorKind};
 
 use sluice_engine::clock::Clock;
+use sluice_engine::settings::ConsumerMeta;
 use sluice_engine::stream::{Stream, StreamStatus};
 use sluice_engine::streams::Streams;
 
 /// The service prefix of `X-Amz-Target` for Kinesis Data Streams.
 pub const TARGET_PREFIX: &str = "Kinesis_20131202";
+
+pub use subscribe::SUBSCRIPTION_LIFETIME_MS_DEFAULT;
 
 /// Default time a stream spends CREATING, UPDATING or DELETING, ms: 100.
 pub const STREAM_TRANSITION_MS_DEFAULT: u64 = 100;
@@ -81,6 +89,48 @@ pub enum Action {
     MergeShards,
     /// `UpdateShardCount`.
     UpdateShardCount,
+    /// `RegisterStreamConsumer`.
+    RegisterStreamConsumer,
+    /// `DescribeStreamConsumer`.
+    DescribeStreamConsumer,
+    /// `ListStreamConsumers`.
+    ListStreamConsumers,
+    /// `DeregisterStreamConsumer`.
+    DeregisterStreamConsumer,
+    /// `SubscribeToShard`.
+    SubscribeToShard,
+    /// `StartStreamEncryption`.
+    StartStreamEncryption,
+    /// `StopStreamEncryption`.
+    StopStreamEncryption,
+    /// `EnableEnhancedMonitoring`.
+    EnableEnhancedMonitoring,
+    /// `DisableEnhancedMonitoring`.
+    DisableEnhancedMonitoring,
+    /// `UpdateMaxRecordSize`.
+    UpdateMaxRecordSize,
+    /// `UpdateStreamMode`.
+    UpdateStreamMode,
+    /// `UpdateStreamWarmThroughput`.
+    UpdateStreamWarmThroughput,
+    /// `UpdateStreamRecordDistributionStrategy`.
+    UpdateStreamRecordDistributionStrategy,
+    /// `TagResource`.
+    TagResource,
+    /// `UntagResource`.
+    UntagResource,
+    /// `ListTagsForResource`.
+    ListTagsForResource,
+    /// `PutResourcePolicy`.
+    PutResourcePolicy,
+    /// `GetResourcePolicy`.
+    GetResourcePolicy,
+    /// `DeleteResourcePolicy`.
+    DeleteResourcePolicy,
+    /// `DescribeAccountSettings`.
+    DescribeAccountSettings,
+    /// `UpdateAccountSettings`.
+    UpdateAccountSettings,
 }
 
 impl Action {
@@ -106,6 +156,27 @@ impl Action {
             "SplitShard" => Self::SplitShard,
             "MergeShards" => Self::MergeShards,
             "UpdateShardCount" => Self::UpdateShardCount,
+            "RegisterStreamConsumer" => Self::RegisterStreamConsumer,
+            "DescribeStreamConsumer" => Self::DescribeStreamConsumer,
+            "ListStreamConsumers" => Self::ListStreamConsumers,
+            "DeregisterStreamConsumer" => Self::DeregisterStreamConsumer,
+            "SubscribeToShard" => Self::SubscribeToShard,
+            "StartStreamEncryption" => Self::StartStreamEncryption,
+            "StopStreamEncryption" => Self::StopStreamEncryption,
+            "EnableEnhancedMonitoring" => Self::EnableEnhancedMonitoring,
+            "DisableEnhancedMonitoring" => Self::DisableEnhancedMonitoring,
+            "UpdateMaxRecordSize" => Self::UpdateMaxRecordSize,
+            "UpdateStreamMode" => Self::UpdateStreamMode,
+            "UpdateStreamWarmThroughput" => Self::UpdateStreamWarmThroughput,
+            "UpdateStreamRecordDistributionStrategy" => Self::UpdateStreamRecordDistributionStrategy,
+            "TagResource" => Self::TagResource,
+            "UntagResource" => Self::UntagResource,
+            "ListTagsForResource" => Self::ListTagsForResource,
+            "PutResourcePolicy" => Self::PutResourcePolicy,
+            "GetResourcePolicy" => Self::GetResourcePolicy,
+            "DeleteResourcePolicy" => Self::DeleteResourcePolicy,
+            "DescribeAccountSettings" => Self::DescribeAccountSettings,
+            "UpdateAccountSettings" => Self::UpdateAccountSettings,
             _ => return None,
         })
     }
@@ -124,6 +195,9 @@ pub struct KinesisConfig {
     /// How long a stream stays CREATING, UPDATING (after resharding) or DELETING, ms
     /// (default 100; AWS takes seconds). Clients wait with the SDKs' `StreamExists` waiter.
     pub stream_transition_ms: u64,
+    /// How long a `SubscribeToShard` subscription lasts, ms (default 300,000, AWS's 5
+    /// minutes; tests shorten it).
+    pub subscription_lifetime_ms: u64,
 }
 
 impl Default for KinesisConfig {
@@ -133,6 +207,7 @@ impl Default for KinesisConfig {
             account_id: "000000000000".into(),
             iterator_secret: random_secret(),
             stream_transition_ms: STREAM_TRANSITION_MS_DEFAULT,
+            subscription_lifetime_ms: subscribe::SUBSCRIPTION_LIFETIME_MS_DEFAULT,
         }
     }
 }
@@ -160,12 +235,43 @@ pub struct Kinesis {
     pub clock: Arc<dyn Clock>,
     /// Deleted streams still shown as DELETING, with the time (ms) they vanish.
     deleting: Mutex<BTreeMap<String, (u64, Arc<Stream>)>>,
+    /// Deregistered consumers still shown as DELETING: stream name, consumer, time (ms)
+    /// they vanish.
+    deleting_consumers: Mutex<Vec<(String, ConsumerMeta, u64)>>,
+    /// Enhanced fan-out subscriptions open now.
+    subscriptions: Arc<subscribe::Subscriptions>,
 }
 
 impl Kinesis {
     /// The API over `streams`.
     pub fn new(streams: Streams, config: KinesisConfig, clock: Arc<dyn Clock>) -> Self {
-        Self { streams: Arc::new(streams), config, clock, deleting: Mutex::new(BTreeMap::new()) }
+        Self {
+            streams: Arc::new(streams),
+            config,
+            clock,
+            deleting: Mutex::new(BTreeMap::new()),
+            deleting_consumers: Mutex::new(Vec::new()),
+            subscriptions: Arc::default(),
+        }
+    }
+
+    /// Shows `consumer` of stream `stream` as DELETING until `until_ms`.
+    fn begin_consumer_deletion(&self, stream: &str, consumer: ConsumerMeta, until_ms: u64) {
+        let mut d = self.deleting_consumers.lock().unwrap_or_else(PoisonError::into_inner);
+        d.retain(|(s, c, _)| !(s == stream && c.name == consumer.name));
+        d.push((stream.to_owned(), consumer, until_ms));
+    }
+
+    /// Consumers of stream `stream` still DELETING at `now_ms`.
+    fn deleting_consumers_of(&self, stream: &str, now_ms: u64) -> Vec<ConsumerMeta> {
+        let mut d = self.deleting_consumers.lock().unwrap_or_else(PoisonError::into_inner);
+        d.retain(|(_, _, until)| now_ms < *until);
+        d.iter().filter(|(s, _, _)| s == stream).map(|(_, c, _)| c.clone()).collect()
+    }
+
+    /// Consumer `name` of stream `stream`, if it is DELETING at `now_ms`.
+    fn deleting_consumer(&self, stream: &str, name: &str, now_ms: u64) -> Option<ConsumerMeta> {
+        self.deleting_consumers_of(stream, now_ms).into_iter().find(|c| c.name == name)
     }
 
     /// Deletes stream `name` (its data at once) and shows it as DELETING for a while.
@@ -235,6 +341,23 @@ impl Kinesis {
         }
     }
 
+    /// The stream, ACTIVE and PROVISIONED: shard counts of on-demand streams are the
+    /// server's to change (`ValidationException`, as AWS answers).
+    fn stream_for_provisioned_change(&self, target: &StreamTarget) -> Result<Arc<Stream>, ApiError> {
+        let stream = self.stream_for_change(target)?;
+        if stream.meta().settings.mode == sluice_engine::settings::StreamMode::OnDemand {
+            return Err(ApiError::new(
+                ErrorKind::Validation,
+                format!(
+                    "Request is invalid. Stream {} under account {} is in On-Demand mode.",
+                    stream.meta().name,
+                    self.config.account_id
+                ),
+            ));
+        }
+        Ok(stream)
+    }
+
     /// Runs `action` on a JSON `body`; returns the JSON response body.
     pub fn handle(&self, action: Action, body: &[u8]) -> Result<Vec<u8>, ApiError> {
         self.handle_value(action, parse_body(body)?)
@@ -263,6 +386,31 @@ impl Kinesis {
             Action::SplitShard => reshard::run_split(self, parse(body)?),
             Action::MergeShards => reshard::run_merge(self, parse(body)?),
             Action::UpdateShardCount => reshard::run_update(self, parse(body)?),
+            Action::RegisterStreamConsumer => consumers::run_register(self, parse(body)?),
+            Action::DescribeStreamConsumer => consumers::run_describe(self, parse(body)?),
+            Action::ListStreamConsumers => consumers::run_list(self, parse(body)?),
+            Action::DeregisterStreamConsumer => consumers::run_deregister(self, parse(body)?),
+            Action::StartStreamEncryption => stream_settings::run_start_encryption(self, parse(body)?),
+            Action::StopStreamEncryption => stream_settings::run_stop_encryption(self, parse(body)?),
+            Action::EnableEnhancedMonitoring => stream_settings::run_enable_monitoring(self, parse(body)?),
+            Action::DisableEnhancedMonitoring => stream_settings::run_disable_monitoring(self, parse(body)?),
+            Action::UpdateMaxRecordSize => stream_settings::run_max_record_size(self, parse(body)?),
+            Action::UpdateStreamMode => stream_settings::run_mode(self, parse(body)?),
+            Action::UpdateStreamWarmThroughput => stream_settings::run_warm_throughput(self, parse(body)?),
+            Action::UpdateStreamRecordDistributionStrategy => stream_settings::run_distribution(self, parse(body)?),
+            Action::TagResource => resources::run_tag(self, parse(body)?),
+            Action::UntagResource => resources::run_untag(self, parse(body)?),
+            Action::ListTagsForResource => resources::run_list_tags(self, parse(body)?),
+            Action::PutResourcePolicy => resources::run_put_policy(self, parse(body)?),
+            Action::GetResourcePolicy => resources::run_get_policy(self, parse(body)?),
+            Action::DeleteResourcePolicy => resources::run_delete_policy(self, parse(body)?),
+            Action::DescribeAccountSettings => account::run_describe(self, parse(body)?),
+            Action::UpdateAccountSettings => account::run_update(self, parse(body)?),
+            // A subscription answers with an event stream, which the server drives.
+            Action::SubscribeToShard => Err(ApiError::new(
+                ErrorKind::InternalFailure,
+                "SubscribeToShard is served as an event stream by the server.",
+            )),
         }
     }
 
@@ -299,6 +447,13 @@ impl Kinesis {
         let mut deleting = self.deleting.lock().unwrap_or_else(PoisonError::into_inner);
         deleting.retain(|_, (until, _)| now < *until);
         deleting.get(&name).map(|(_, s)| s.clone()).ok_or_else(|| self.not_found(&name))
+    }
+
+    /// The record size limit (data plus partition key, bytes) of the stream a request names:
+    /// its `MaxRecordSizeInKiB`, or the default 1 MiB when there is no such stream (the
+    /// request then fails on the stream after its records are checked, as on AWS).
+    fn max_record_bytes(&self, target: &StreamTarget) -> usize {
+        self.stream(target).map_or(sluice_engine::limits::RECORD_BYTES_DEFAULT, |s| s.meta().settings.max_record_bytes)
     }
 
     /// Kinesis' throttling error for shard `index` of stream `name`.

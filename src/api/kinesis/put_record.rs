@@ -17,13 +17,13 @@ pub struct Request {
 }
 
 pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
-    let record = validate_entry(&r.entry, "")?;
+    let record = validate_entry(&r.entry, "", k.max_record_bytes(&r.target))?;
     let stream = k.stream_for_data(&r.target)?;
     let results = append_routed(k, &stream, vec![record])?;
     let placed = results.into_iter().next().expect("one record in, one result out")?;
     respond(&serde_json::json!({
         "ShardId": placed.shard_id,
         "SequenceNumber": placed.sequence_number,
-        "EncryptionType": "NONE",
+        "EncryptionType": if stream.meta().settings.kms_key_id.is_some() { "KMS" } else { "NONE" },
     }))
 }

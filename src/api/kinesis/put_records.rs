@@ -8,6 +8,7 @@ use super::{internal, respond, ApiError, ErrorKind, Kinesis, StreamTarget};
 use sluice_engine::hash_key::{hash_key_of, parse_explicit_hash_key, HashKey};
 use sluice_engine::limits::{PARTITION_KEY_CHARS_MAX, RECORD_BYTES_DEFAULT};
 use sluice_engine::sequence_number::SequenceNumber;
+use sluice_engine::settings::RecordDistribution;
 use sluice_engine::stream::{shard_id, Stream};
 use sluice_engine::Record;
 
@@ -44,12 +45,16 @@ pub struct Checked {
     hash_key: HashKey,
 }
 
-/// Checks one entry; `member` prefixes the member names in messages (`records.3.member.`).
-pub fn validate_entry(e: &Entry, member: &str) -> Result<Checked, ApiError> {
+/// Checks one entry; `member` prefixes the member names in messages (`records.3.member.`);
+/// `max_record_bytes` is the stream's record size limit (data plus partition key).
+pub fn validate_entry(e: &Entry, member: &str, max_record_bytes: usize) -> Result<Checked, ApiError> {
     let data = base64::engine::general_purpose::STANDARD.decode(&e.data).map_err(|_| {
         ApiError::new(ErrorKind::Serialization, format!("Value of {member}Data is not valid base64 data."))
     })?;
-    if data.len() > RECORD_BYTES_DEFAULT {
+    if data.len() > max_record_bytes.max(RECORD_BYTES_DEFAULT) {
+        return Err(too_large(max_record_bytes));
+    }
+    if data.len() > RECORD_BYTES_DEFAULT && max_record_bytes <= RECORD_BYTES_DEFAULT {
         let v = format!("java.nio.HeapByteBuffer[pos=0 lim={n} cap={n}]", n = data.len());
         return Err(ApiError::validation(v, &format!("{member}data"), "have length less than or equal to 1048576"));
     }
@@ -97,13 +102,18 @@ pub fn validate_entry(e: &Entry, member: &str) -> Result<Checked, ApiError> {
             })?
         }
     };
-    if data.len() + partition_key.len() > RECORD_BYTES_DEFAULT {
-        return Err(ApiError::new(
-            ErrorKind::InvalidArgument,
-            "The record size (data plus partition key) exceeds 1 MiB.",
-        ));
+    if data.len() + partition_key.len() > max_record_bytes {
+        return Err(too_large(max_record_bytes));
     }
     Ok(Checked { data, partition_key: partition_key.clone(), hash_key })
+}
+
+fn too_large(max_record_bytes: usize) -> ApiError {
+    let limit = match max_record_bytes {
+        n if n % (1 << 20) == 0 => format!("{} MiB", n >> 20),
+        n => format!("{} KiB", n >> 10),
+    };
+    ApiError::new(ErrorKind::InvalidArgument, format!("The record size (data plus partition key) exceeds {limit}."))
 }
 
 /// Where one record landed: its shard id and sequence number, as Kinesis shows them.
@@ -123,8 +133,17 @@ pub fn append_routed(
     // (which write-locks it) never closes a shard under an append routed to it.
     let meta = stream.meta();
     let mut by_shard: Vec<(u32, Vec<usize>)> = Vec::new();
+    // Record distribution AUTO: the open shards in turn, from a random one, whatever the keys.
+    let open: Vec<u32> = match meta.settings.distribution {
+        RecordDistribution::Auto => meta.shards.iter().filter(|s| !s.closed).map(|s| s.index).collect(),
+        RecordDistribution::UserPartitionKey => Vec::new(),
+    };
+    let turn = sluice_engine::stream::random_u64() as usize;
     for (i, r) in records.iter().enumerate() {
-        let shard = Stream::route_in(&meta, r.hash_key);
+        let shard = match open.len() {
+            0 => Stream::route_in(&meta, r.hash_key),
+            n => open[turn.wrapping_add(i) % n],
+        };
         match by_shard.iter_mut().find(|(s, _)| *s == shard) {
             Some((_, v)) => v.push(i),
             None => by_shard.push((shard, vec![i])),
@@ -185,11 +204,12 @@ pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
             "have length less than or equal to 500",
         ));
     }
+    let max_record_bytes = k.max_record_bytes(&r.target);
     let checked = r
         .records
         .iter()
         .enumerate()
-        .map(|(i, e)| validate_entry(e, &format!("records.{}.member.", i + 1)))
+        .map(|(i, e)| validate_entry(e, &format!("records.{}.member.", i + 1), max_record_bytes))
         .collect::<Result<Vec<_>, _>>()?;
     let total: usize = checked.iter().map(|c| c.data.len() + c.partition_key.len()).sum();
     if total > PUT_RECORDS_BYTES_MAX {
@@ -205,5 +225,6 @@ pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
             Err(e) => serde_json::json!({ "ErrorCode": e.kind.name(), "ErrorMessage": e.message }),
         })
         .collect();
-    respond(&serde_json::json!({ "FailedRecordCount": failed, "Records": records, "EncryptionType": "NONE" }))
+    let encryption = if stream.meta().settings.kms_key_id.is_some() { "KMS" } else { "NONE" };
+    respond(&serde_json::json!({ "FailedRecordCount": failed, "Records": records, "EncryptionType": encryption }))
 }

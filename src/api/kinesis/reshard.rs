@@ -98,7 +98,7 @@ pub fn run_split(k: &Kinesis, r: SplitRequest) -> Result<Vec<u8>, ApiError> {
             "satisfy regular expression pattern: 0|([1-9]\\d{0,38})",
         )
     })?;
-    let stream = k.stream_for_change(&r.target)?;
+    let stream = k.stream_for_provisioned_change(&r.target)?;
     let index = shard_arg(k, &stream, &r.shard_to_split)?;
     check_limit(k, 1)?;
     stream.split(index, key).map_err(reshard_error)?;
@@ -107,7 +107,7 @@ pub fn run_split(k: &Kinesis, r: SplitRequest) -> Result<Vec<u8>, ApiError> {
 }
 
 pub fn run_merge(k: &Kinesis, r: MergeRequest) -> Result<Vec<u8>, ApiError> {
-    let stream = k.stream_for_change(&r.target)?;
+    let stream = k.stream_for_provisioned_change(&r.target)?;
     let a = shard_arg(k, &stream, &r.shard_to_merge)?;
     let b = shard_arg(k, &stream, &r.adjacent_shard_to_merge)?;
     stream.merge(a, b).map_err(reshard_error)?;
@@ -125,7 +125,7 @@ pub fn run_update(k: &Kinesis, r: UpdateRequest) -> Result<Vec<u8>, ApiError> {
     if !(1..=10_000).contains(&r.target_shard_count) {
         return Err(ApiError::validation(r.target_shard_count, "targetShardCount", "have value between 1 and 10000"));
     }
-    let stream = k.stream_for_change(&r.target)?;
+    let stream = k.stream_for_provisioned_change(&r.target)?;
     let target = r.target_shard_count;
     let open: Vec<(u32, HashKeyRange)> = {
         let meta = stream.meta();
