@@ -395,6 +395,24 @@ pub struct DeliveryStreamSpec {
     /// Tags.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// Server-side encryption as last started or stopped (`None`: never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<EncryptionSpec>,
+}
+
+/// Server-side encryption of a delivery stream, as `StartDeliveryStreamEncryption` set it.
+/// Recorded and shown; Sluice's buffers on disk are not encrypted (see the README).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncryptionSpec {
+    /// On (started) or off (stopped).
+    pub enabled: bool,
+    /// `AWS_OWNED_CMK` or `CUSTOMER_MANAGED_CMK`.
+    pub key_type: String,
+    /// The KMS key of `CUSTOMER_MANAGED_CMK`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_arn: Option<String>,
+    /// When it was last started or stopped, ms since the Unix epoch.
+    pub changed_ms: u64,
 }
 
 impl DeliveryStreamSpec {

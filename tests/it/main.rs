@@ -7,6 +7,7 @@ mod cors;
 mod crash_loop;
 mod datasets;
 mod demo;
+mod fan_out;
 mod firehose_api;
 mod firehose_crash_guard;
 mod firehose_delivery;

@@ -142,6 +142,14 @@ fn check(f: &Firehose, r: Request) -> Result<DeliveryStreamSpec, ApiError> {
         }
     };
     let now = f.clock.now_ms();
+    let encryption = match r.other.get("DeliveryStreamEncryptionConfigurationInput") {
+        None => None,
+        Some(v) => {
+            let input: super::encryption::EncryptionInput =
+                serde_json::from_value(v.clone()).map_err(|e| invalid(e.to_string()))?;
+            Some(super::encryption::started(&input, &source, now)?)
+        }
+    };
     Ok(DeliveryStreamSpec {
         name: r.delivery_stream_name,
         created_ms: now,
@@ -151,6 +159,7 @@ fn check(f: &Firehose, r: Request) -> Result<DeliveryStreamSpec, ApiError> {
         destination,
         schema: None,
         tags: r.tags.into_iter().map(|t| (t.key, t.value.unwrap_or_default())).collect(),
+        encryption,
     })
 }
 

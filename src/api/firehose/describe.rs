@@ -86,7 +86,7 @@ pub fn description(f: &Firehose, r: Request) -> Result<serde_json::Value, ApiErr
         "DeliveryStreamName": spec.name,
         "DeliveryStreamARN": f.arn(&spec.name),
         "DeliveryStreamStatus": f.status(spec.created_ms),
-        "DeliveryStreamEncryptionConfiguration": {"Status": "DISABLED"},
+        "DeliveryStreamEncryptionConfiguration": f.encryption_shape(&spec),
         "DeliveryStreamType": spec.stream_type(),
         "VersionId": spec.version.to_string(),
         "CreateTimestamp": epoch_seconds(spec.created_ms),

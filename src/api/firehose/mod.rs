@@ -6,6 +6,7 @@
 mod create;
 mod delete;
 mod describe;
+mod encryption;
 mod put;
 mod tags;
 mod update;
@@ -51,6 +52,10 @@ pub enum Action {
     UntagDeliveryStream,
     /// `ListTagsForDeliveryStream`.
     ListTagsForDeliveryStream,
+    /// `StartDeliveryStreamEncryption`.
+    StartDeliveryStreamEncryption,
+    /// `StopDeliveryStreamEncryption`.
+    StopDeliveryStreamEncryption,
 }
 
 impl Action {
@@ -67,6 +72,8 @@ impl Action {
             "TagDeliveryStream" => Self::TagDeliveryStream,
             "UntagDeliveryStream" => Self::UntagDeliveryStream,
             "ListTagsForDeliveryStream" => Self::ListTagsForDeliveryStream,
+            "StartDeliveryStreamEncryption" => Self::StartDeliveryStreamEncryption,
+            "StopDeliveryStreamEncryption" => Self::StopDeliveryStreamEncryption,
             _ => return None,
         })
     }
@@ -166,6 +173,8 @@ impl Firehose {
             Action::TagDeliveryStream => tags::run_tag(self, parse(body)?),
             Action::UntagDeliveryStream => tags::run_untag(self, parse(body)?),
             Action::ListTagsForDeliveryStream => tags::run_list(self, parse(body)?),
+            Action::StartDeliveryStreamEncryption => encryption::run_start(self, parse(body)?),
+            Action::StopDeliveryStreamEncryption => encryption::run_stop(self, parse(body)?),
         }
     }
 
