@@ -24,7 +24,8 @@ cargo test --workspace --locked --no-run --quiet
 data=$(mktemp -d)
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 mkdir -p "$data-schemas"
-printf 'schema_dir = "%s-schemas"\n[lake]\nurl = "file://%s/lake"\n' "$data" "$data" >"$data.toml"
+# Subscriptions end after 2 s (AWS: 5 minutes), so clients' resubscriptions are exercised.
+printf 'schema_dir = "%s-schemas"\nsubscription_lifetime_ms = 2000\n[lake]\nurl = "file://%s/lake"\n' "$data" "$data" >"$data.toml"
 target/debug/sluice serve --config "$data.toml" --bind "127.0.0.1:$port" --data-dir "$data" >"$data.log" 2>&1 &
 pid=$!
 tls_pid=""
@@ -100,6 +101,14 @@ if ! "$venv/bin/python" tests/clients/firehose_conversion.py "http://127.0.0.1:$
   echo "conversion cases failed; server log:"
   tail -5 "$data.log"
 fi
+# Every operation of botocore's Kinesis and Firehose models, and SubscribeToShard across a
+# split and a merge; prints its own line.
+operations_failed=0
+if ! "$venv/bin/python" tests/clients/operations.py "http://127.0.0.1:$port" sluice sluice-secret; then
+  operations_failed=1
+  echo "operations failed; server log:"
+  tail -5 "$data.log"
+fi
 
 # HTTPS: --tls-self-signed makes a local authority under the data directory and prints its path.
 . scripts/serve-lib.sh
@@ -117,4 +126,4 @@ check https-list-streams "$(aws_tls kinesis list-streams --query 'StreamNames[0]
 check https-untrusted "$("$venv/bin/aws" --endpoint-url "https://localhost:$tls_port" kinesis list-streams >/dev/null 2>&1 && echo trusted || echo refused)" refused
 
 echo "awscli: $passed passed, $failed failed"
-[ "$failed" -eq 0 ] && [ "$conversion_failed" -eq 0 ]
+[ "$failed" -eq 0 ] && [ "$conversion_failed" -eq 0 ] && [ "$operations_failed" -eq 0 ]

@@ -22,6 +22,7 @@ mod protocol;
 mod resharding;
 mod resource_faults;
 mod s3_server;
+mod stream_settings;
 mod stream_status;
 mod support;
 mod throttling;

@@ -51,7 +51,7 @@ pub fn validate_entry(e: &Entry, member: &str, max_record_bytes: usize) -> Resul
     let data = base64::engine::general_purpose::STANDARD.decode(&e.data).map_err(|_| {
         ApiError::new(ErrorKind::Serialization, format!("Value of {member}Data is not valid base64 data."))
     })?;
-    if data.len() > max_record_bytes.max(RECORD_BYTES_DEFAULT) {
+    if data.len() > max_record_bytes && max_record_bytes > RECORD_BYTES_DEFAULT {
         return Err(too_large(max_record_bytes));
     }
     if data.len() > RECORD_BYTES_DEFAULT && max_record_bytes <= RECORD_BYTES_DEFAULT {

@@ -38,9 +38,10 @@ pub const HEARTBEAT_MS: u64 = 5_000;
 /// shared 2 MiB/s. Source: AWS Kinesis developer guide, enhanced fan-out.
 pub const FAN_OUT_BYTES_PER_SEC: u64 = 2 << 20;
 
-/// Least time between two subscriptions of one consumer to one shard, ms: 5 s (when
-/// throttling is on). Source: AWS Kinesis API reference, `SubscribeToShard`.
-pub const SUBSCRIBE_INTERVAL_MS: u64 = 5_000;
+/// Least time between two subscriptions of one consumer to one shard, ms: 1 s (when
+/// throttling is on; "You can make one call to SubscribeToShard per second per registered
+/// consumer per shard"). Source: AWS Kinesis API reference, `SubscribeToShard`.
+pub const SUBSCRIBE_INTERVAL_MS: u64 = 1_000;
 
 /// Largest event, bytes of record data: 2 MiB, one second of a consumer's throughput.
 const EVENT_BYTES_MAX: usize = 2 << 20;
