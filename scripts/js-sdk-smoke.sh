@@ -31,7 +31,7 @@ cargo test --workspace --locked --no-run --quiet
 data=$(mktemp -d)
 port=$(free_port)
 page_port=$(free_port)
-printf 'stream_transition_ms = 0\ncors_allowed_origins = ["http://127.0.0.1:%s"]\n[lake]\nurl = "file://%s/lake"\n' \
+printf 'stream_transition_ms = 0\nsubscription_lifetime_ms = 2000\ncors_allowed_origins = ["http://127.0.0.1:%s"]\n[lake]\nurl = "file://%s/lake"\n' \
   "$page_port" "$data" >"$data.toml"
 target/debug/sluice serve --config "$data.toml" --bind "127.0.0.1:$port" --data-dir "$data" >"$data.log" 2>&1 &
 pid=$!

@@ -55,6 +55,72 @@ for (let i = 0; i < 50; i++) {
 const after = (await kinesis.send(new k.ListShardsCommand({ StreamName: stream }))).Shards;
 assert.equal(after.length, 4);
 
+// Enhanced fan-out: a consumer reads a split and merged stream through SubscribeToShard
+// event streams (HTTP/2 in the default transport), every record once, in order per key, then
+// resubscribes after the server ended its subscription (the server runs with
+// subscription_lifetime_ms = 2000).
+const fan = `${stream}-fan`;
+const fanArn = `arn:aws:kinesis:us-east-1:000000000000:stream/${fan}`;
+await kinesis.send(new k.CreateStreamCommand({ StreamName: fan, ShardCount: 1 }));
+const putRange = async (from, to) => {
+  for (let i = from; i < to; i++) {
+    await kinesis.send(new k.PutRecordCommand({ StreamName: fan, Data: new TextEncoder().encode(`reading ${i}`), PartitionKey: `device-${i % 7}` }));
+  }
+};
+const settle = async () => {
+  for (let i = 0; i < 50; i++) {
+    const s = await kinesis.send(new k.DescribeStreamSummaryCommand({ StreamName: fan }));
+    if (s.StreamDescriptionSummary.StreamStatus === "ACTIVE") return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+};
+await settle();
+const consumer = (await kinesis.send(new k.RegisterStreamConsumerCommand({ StreamARN: fanArn, ConsumerName: "js" }))).Consumer.ConsumerARN;
+await putRange(0, 30);
+await kinesis.send(new k.SplitShardCommand({ StreamName: fan, ShardToSplit: "shardId-000000000000", NewStartingHashKey: (2n ** 127n).toString() }));
+await settle();
+await putRange(30, 60);
+await kinesis.send(new k.MergeShardsCommand({ StreamName: fan, ShardToMerge: "shardId-000000000001", AdjacentShardToMerge: "shardId-000000000002" }));
+await settle();
+await putRange(60, 90);
+// One subscription: its records, last continuation and child shards.
+const subscribe = async (shardId, position, want) => {
+  const out = await kinesis.send(new k.SubscribeToShardCommand({ ConsumerARN: consumer, ShardId: shardId, StartingPosition: position }));
+  const records = [];
+  let continuation, children;
+  for await (const event of out.EventStream) {
+    const e = event.SubscribeToShardEvent;
+    if (!e) throw new Error(`unexpected event ${JSON.stringify(event)}`);
+    records.push(...e.Records.map((r) => new TextDecoder().decode(r.Data)));
+    if (e.ContinuationSequenceNumber) continuation = e.ContinuationSequenceNumber;
+    if (e.ChildShards && e.ChildShards.length) children = e.ChildShards.map((c) => c.ShardId);
+    if (want && records.length >= want) break;
+  }
+  return { records, continuation, children };
+};
+const fanned = [];
+for (const shardId of ["shardId-000000000000", "shardId-000000000001", "shardId-000000000002"]) {
+  const d = await subscribe(shardId, { Type: "TRIM_HORIZON" });
+  assert.ok(d.children, `${shardId} read to its end`);
+  fanned.push(...d.records);
+}
+const open = await subscribe("shardId-000000000003", { Type: "TRIM_HORIZON" }, 30);
+fanned.push(...open.records);
+assert.deepEqual([...fanned].sort(), Array.from({ length: 90 }, (_, i) => `reading ${i}`).sort(), "every fanned-out record once");
+for (let d = 0; d < 7; d++) {
+  const seq = fanned.map((x) => Number(x.split(" ")[1])).filter((n) => n % 7 === d);
+  assert.deepEqual(seq, [...seq].sort((a, b) => a - b), `order of device-${d}`);
+}
+// A subscription with nothing new ends after its lifetime; the next one resumes after it.
+await new Promise((r) => setTimeout(r, 2100));
+const idle = await subscribe("shardId-000000000003", { Type: "AFTER_SEQUENCE_NUMBER", SequenceNumber: open.continuation });
+assert.equal(idle.records.length, 0);
+await putRange(90, 95);
+await new Promise((r) => setTimeout(r, 2100));
+const resumed = await subscribe("shardId-000000000003", { Type: "AFTER_SEQUENCE_NUMBER", SequenceNumber: idle.continuation }, 5);
+assert.deepEqual(resumed.records, Array.from({ length: 5 }, (_, i) => `reading ${90 + i}`));
+await kinesis.send(new k.DeleteStreamCommand({ StreamName: fan }));
+
 // Errors arrive as the SDK's typed exceptions.
 await assert.rejects(kinesis.send(new k.DescribeStreamCommand({ StreamName: "no-such-stream" })), (e) => e.name === "ResourceNotFoundException");
 await kinesis.send(new k.DeleteStreamCommand({ StreamName: stream }));
