@@ -89,6 +89,9 @@ pub struct Config {
     /// How long a `SubscribeToShard` subscription lasts before the server ends it, ms
     /// (default 300,000: AWS's 5 minutes). Clients then subscribe again.
     pub subscription_lifetime_ms: u64,
+    /// How often on-demand streams are measured and their hot shards split or cold ones
+    /// merged, ms (default 10,000).
+    pub on_demand_scaling_interval_ms: u64,
     /// Per-shard throughput quotas (default `on`).
     pub throttle: Throttle,
     /// Per-shard rates of every stream (default: Kinesis' quotas, 1 MiB/s and 1,000
@@ -188,6 +191,7 @@ impl Default for Config {
             auth: Auth::Sigv4,
             stream_transition_ms: crate::api::kinesis::STREAM_TRANSITION_MS_DEFAULT,
             subscription_lifetime_ms: crate::api::kinesis::SUBSCRIPTION_LIFETIME_MS_DEFAULT,
+            on_demand_scaling_interval_ms: crate::api::kinesis::ON_DEMAND_SCALING_INTERVAL_MS_DEFAULT,
             throttle: Throttle::On,
             throttle_rates: ThrottleRates::default(),
             stream_throttle_rates: BTreeMap::new(),

@@ -78,6 +78,7 @@ pub fn open_state(config: &config::Config, clock: Arc<dyn Clock>) -> Result<Arc<
             account_id: config.account_id.clone(),
             stream_transition_ms: config.stream_transition_ms,
             subscription_lifetime_ms: config.subscription_lifetime_ms,
+            on_demand_scaling_interval_ms: config.on_demand_scaling_interval_ms,
             ..KinesisConfig::default()
         },
         clock.clone(),

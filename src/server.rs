@@ -221,7 +221,11 @@ async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response
 async fn respond(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let whole = |r: Response<Full<Bytes>>| Ok(r.map(Body::Left));
     if req.method() == http::Method::GET && req.uri().path() == "/metrics" {
-        let mut r = Response::new(Full::new(Bytes::from(state.firehose.delivery_streams.context().metrics.render())));
+        let mut text = state.firehose.delivery_streams.context().metrics.render();
+        // Enhanced monitoring's shard-level series go before OpenMetrics' closing `# EOF`.
+        let end = text.rfind("# EOF").unwrap_or(text.len());
+        text.insert_str(end, &state.kinesis.render_shard_metrics());
+        let mut r = Response::new(Full::new(Bytes::from(text)));
         r.headers_mut().insert(
             "content-type",
             HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
@@ -519,6 +523,11 @@ pub async fn serve_with(
             n => tracing::info!(records = n, "retention deleted expired records"),
         }
     });
+    let on_demand = every(
+        std::time::Duration::from_millis(state.kinesis.config.on_demand_scaling_interval_ms.max(10)),
+        state.clone(),
+        |state| state.kinesis.scale_on_demand(),
+    );
     let page_release = every(PAGE_RELEASE_INTERVAL, state.clone(), |state| {
         state.kinesis.streams.release_pages();
         state.firehose.delivery_streams.release_pages();
@@ -599,10 +608,12 @@ pub async fn serve_with(
     drop(listener);
     retention.abort();
     page_release.abort();
+    on_demand.abort();
     state.closing.send_replace(true);
     graceful.shutdown().await;
     let _ = retention.await;
     let _ = page_release.await;
+    let _ = on_demand.await;
     // Delivery workers land what they buffered before the server stops.
     state.firehose.delivery_streams.shutdown().await;
     // Another server may open the data directory now (the logs sync when the state drops).

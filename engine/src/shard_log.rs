@@ -225,6 +225,9 @@ pub struct ShardLog {
     /// The next sequence number, announced after every append is published, so readers
     /// that wait for records (enhanced fan-out) wake as soon as there are some.
     appended: tokio::sync::watch::Sender<u64>,
+    /// Bytes (data plus partition keys) and records appended since the log was opened.
+    appended_bytes: std::sync::atomic::AtomicU64,
+    appended_records: std::sync::atomic::AtomicU64,
 }
 
 fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, IoError> {
@@ -362,13 +365,27 @@ impl ShardLog {
             Durability::Always | Durability::Never => None,
         };
         let appended = tokio::sync::watch::Sender::new(next_sequence_number);
-        Ok(Self { inner, flusher, recovery, appended })
+        Ok(Self {
+            inner,
+            flusher,
+            recovery,
+            appended,
+            appended_bytes: Default::default(),
+            appended_records: Default::default(),
+        })
     }
 
     /// A receiver that sees the log's next sequence number change each time an append is
     /// published (readable by [`ShardLog::read`]). Waiting on it costs no polling.
     pub fn watch_appends(&self) -> tokio::sync::watch::Receiver<u64> {
         self.appended.subscribe()
+    }
+
+    /// Bytes (data plus partition keys) and records appended since the log was opened: what
+    /// rates of incoming data are measured from.
+    pub fn appended_totals(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.appended_bytes.load(Relaxed), self.appended_records.load(Relaxed))
     }
 
     /// What opening found and repaired.
@@ -530,6 +547,9 @@ impl ShardLog {
         self.publish(published, ts);
         drop(w);
         self.appended.send_replace(next);
+        let bytes: usize = records.iter().map(|r| r.partition_key.len() + r.data.len()).sum();
+        self.appended_bytes.fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
+        self.appended_records.fetch_add(records.len() as u64, std::sync::atomic::Ordering::Relaxed);
 
         if inner.options.durability == Durability::Always {
             inner.commit.wait_durable(next, || inner.take_sync_work()).map_err(AppendError::Poisoned)?;

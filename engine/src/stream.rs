@@ -182,6 +182,24 @@ pub struct Shard {
     /// The shard's records.
     pub log: Arc<ShardLog>,
     throttle: Option<Mutex<ShardThrottle>>,
+    /// What readers took and what was refused, counted by the API for metrics.
+    pub stats: ShardStats,
+}
+
+/// Counters of a shard's reads and refusals since it was opened (appends are counted by
+/// its log, [`ShardLog::appended_totals`]).
+#[derive(Debug, Default)]
+pub struct ShardStats {
+    /// Bytes (data plus partition keys) returned to readers.
+    pub outgoing_bytes: std::sync::atomic::AtomicU64,
+    /// Records returned to readers.
+    pub outgoing_records: std::sync::atomic::AtomicU64,
+    /// Records refused for the shard's write throughput.
+    pub write_throttled: std::sync::atomic::AtomicU64,
+    /// Reads refused for the shard's read throughput.
+    pub read_throttled: std::sync::atomic::AtomicU64,
+    /// Age of the last record returned when it was read, ms.
+    pub iterator_age_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Shard {
@@ -349,7 +367,7 @@ impl Stream {
         let log = Arc::new(ShardLog::open(dir.join(shard_id(index)), log_options.clone())?);
         let now = log_options.clock.now_ms();
         let throttle = throttle.map(|rates| Mutex::new(ShardThrottle::new(rates, now)));
-        Ok(Arc::new(Shard { log, throttle }))
+        Ok(Arc::new(Shard { log, throttle, stats: ShardStats::default() }))
     }
 
     fn open_meta(meta: &StreamMeta, index: u32) -> Result<&ShardMeta, ReshardError> {

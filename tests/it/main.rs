@@ -18,6 +18,7 @@ mod h2c;
 mod hostile;
 mod hostile_firehose;
 mod kinesis_sdk;
+mod on_demand;
 mod protocol;
 mod resharding;
 mod resource_faults;

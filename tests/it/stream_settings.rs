@@ -7,8 +7,9 @@ use std::sync::Arc;
 use aws_sdk_kinesis::error::ProvideErrorMetadata;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{
-    EncryptionType, MetricsName, MinimumThroughputBillingCommitmentInput, MinimumThroughputBillingCommitmentInputStatus,
-    MinimumThroughputBillingCommitmentOutputStatus, RecordDistributionStrategy, StreamMode, StreamModeDetails,
+    EncryptionType, MetricsName, MinimumThroughputBillingCommitmentInput,
+    MinimumThroughputBillingCommitmentInputStatus, MinimumThroughputBillingCommitmentOutputStatus,
+    RecordDistributionStrategy, StreamMode, StreamModeDetails,
 };
 use sluice_engine::ManualClock;
 
@@ -28,16 +29,36 @@ async fn encryption_monitoring_and_record_size_are_applied_and_reported() {
     let client = server.client();
     client.create_stream().stream_name("s").shard_count(1).send().await.unwrap();
 
-    client.start_stream_encryption().stream_name("s").encryption_type(EncryptionType::Kms).key_id("alias/aws/kinesis").send().await.unwrap();
+    client
+        .start_stream_encryption()
+        .stream_name("s")
+        .encryption_type(EncryptionType::Kms)
+        .key_id("alias/aws/kinesis")
+        .send()
+        .await
+        .unwrap();
     let d = client.describe_stream_summary().stream_name("s").send().await.unwrap().stream_description_summary.unwrap();
     assert_eq!((d.encryption_type, d.key_id.as_deref()), (Some(EncryptionType::Kms), Some("alias/aws/kinesis")));
     let put = client.put_record().stream_name("s").partition_key("k").data(Blob::new("x")).send().await.unwrap();
     assert_eq!(put.encryption_type, Some(EncryptionType::Kms));
-    client.stop_stream_encryption().stream_name("s").encryption_type(EncryptionType::Kms).key_id("alias/aws/kinesis").send().await.unwrap();
+    client
+        .stop_stream_encryption()
+        .stream_name("s")
+        .encryption_type(EncryptionType::Kms)
+        .key_id("alias/aws/kinesis")
+        .send()
+        .await
+        .unwrap();
     let d = client.describe_stream().stream_name("s").send().await.unwrap().stream_description.unwrap();
     assert_eq!(d.encryption_type, Some(EncryptionType::None));
 
-    let on = client.enable_enhanced_monitoring().stream_name("s").shard_level_metrics(MetricsName::All).send().await.unwrap();
+    let on = client
+        .enable_enhanced_monitoring()
+        .stream_name("s")
+        .shard_level_metrics(MetricsName::All)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(on.current_shard_level_metrics(), &[]);
     assert_eq!(on.desired_shard_level_metrics().len(), 7);
     let off = client
@@ -54,14 +75,16 @@ async fn encryption_monitoring_and_record_size_are_applied_and_reported() {
 
     // A 2 MiB record: refused at the default 1 MiB, taken once the stream allows 3 MiB.
     let big = vec![7u8; 2 << 20];
-    let refused = client.put_record().stream_name("s").partition_key("k").data(Blob::new(big.clone())).send().await.unwrap_err();
+    let refused =
+        client.put_record().stream_name("s").partition_key("k").data(Blob::new(big.clone())).send().await.unwrap_err();
     assert_eq!(refused.code(), Some("ValidationException"), "{refused:?}");
     client.update_max_record_size().stream_arn(ARN).max_record_size_in_kib(3072).send().await.unwrap();
     let d = client.describe_stream_summary().stream_name("s").send().await.unwrap().stream_description_summary.unwrap();
     assert_eq!(d.max_record_size_in_kib, Some(3072));
     // A record above the shard's 1 MiB/s is taken when its bucket is full, leaving it in debt.
     clock.advance(1_000);
-    let taken = client.put_record().stream_name("s").partition_key("k").data(Blob::new(big.clone())).send().await.unwrap();
+    let taken =
+        client.put_record().stream_name("s").partition_key("k").data(Blob::new(big.clone())).send().await.unwrap();
     let it = client
         .get_shard_iterator()
         .stream_name("s")
@@ -73,10 +96,12 @@ async fn encryption_monitoring_and_record_size_are_applied_and_reported() {
         .unwrap();
     let got = client.get_records().shard_iterator(it.shard_iterator.unwrap()).send().await.unwrap();
     assert_eq!(got.records[0].data.as_ref(), &big[..]);
-    let again = client.put_record().stream_name("s").partition_key("k").data(Blob::new(big.clone())).send().await.unwrap_err();
+    let again =
+        client.put_record().stream_name("s").partition_key("k").data(Blob::new(big.clone())).send().await.unwrap_err();
     assert_eq!(again.code(), Some("ProvisionedThroughputExceededException"));
     let too_big = vec![7u8; 3 << 20];
-    let refused = client.put_record().stream_name("s").partition_key("k").data(Blob::new(too_big)).send().await.unwrap_err();
+    let refused =
+        client.put_record().stream_name("s").partition_key("k").data(Blob::new(too_big)).send().await.unwrap_err();
     assert_eq!(refused.message(), Some("The record size (data plus partition key) exceeds 3 MiB."));
     server.stop().await;
 }
@@ -87,7 +112,8 @@ async fn on_demand_mode_distribution_and_warm_throughput() {
     let server = TestServer::start(dir.path()).await;
     let client = server.client();
     client.create_stream().stream_name("od").stream_mode_details(mode(StreamMode::OnDemand)).send().await.unwrap();
-    let d = client.describe_stream_summary().stream_name("od").send().await.unwrap().stream_description_summary.unwrap();
+    let d =
+        client.describe_stream_summary().stream_name("od").send().await.unwrap().stream_description_summary.unwrap();
     assert_eq!(d.stream_mode_details.unwrap().stream_mode, StreamMode::OnDemand);
     assert_eq!(d.open_shard_count, 4);
     let listed = client.list_streams().send().await.unwrap();
@@ -103,9 +129,13 @@ async fn on_demand_mode_distribution_and_warm_throughput() {
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Some("ValidationException"));
-    assert_eq!(refused.message(), Some("Request is invalid. Stream od under account 000000000000 is in On-Demand mode."));
+    assert_eq!(
+        refused.message(),
+        Some("Request is invalid. Stream od under account 000000000000 is in On-Demand mode.")
+    );
 
-    let warm = client.update_stream_warm_throughput().stream_name("od").warm_throughput_mibps(100).send().await.unwrap();
+    let warm =
+        client.update_stream_warm_throughput().stream_name("od").warm_throughput_mibps(100).send().await.unwrap();
     assert_eq!(warm.warm_throughput.unwrap().target_mibps, Some(100));
 
     // AUTO: records spread over every open shard, whatever their (single) partition key.
@@ -142,7 +172,13 @@ async fn on_demand_mode_distribution_and_warm_throughput() {
     client.update_stream_mode().stream_arn(ARN).stream_mode_details(mode(StreamMode::OnDemand)).send().await.unwrap();
     let d = client.describe_stream_summary().stream_name("s").send().await.unwrap().stream_description_summary.unwrap();
     assert_eq!(d.stream_mode_details.unwrap().stream_mode, StreamMode::OnDemand);
-    let again = client.update_stream_mode().stream_arn(ARN).stream_mode_details(mode(StreamMode::OnDemand)).send().await.unwrap_err();
+    let again = client
+        .update_stream_mode()
+        .stream_arn(ARN)
+        .stream_mode_details(mode(StreamMode::OnDemand))
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(again.code(), Some("InvalidArgumentException"));
     server.stop().await;
 }

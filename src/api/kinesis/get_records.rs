@@ -1,5 +1,7 @@
 //! `GetRecords`: records from a shard iterator's position, and the iterator for the next call.
 
+use std::sync::atomic::Ordering::Relaxed;
+
 use serde::Deserialize;
 
 use super::{epoch_seconds, page_limit, ApiError, ErrorKind, Kinesis};
@@ -41,6 +43,7 @@ pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
     let shard = stream.shard(it.shard_index).ok_or_else(|| k.not_found(&it.stream))?;
     if let Some(mut t) = shard.throttle() {
         if !t.admit_read(now) {
+            shard.stats.read_throttled.fetch_add(1, Relaxed);
             return Err(k.rate_exceeded(&it.stream, it.shard_index));
         }
     }
@@ -52,6 +55,11 @@ pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
     let records = Records { batch: &batch, shard_index: it.shard_index };
     if let Some(mut t) = shard.throttle() {
         t.charge_read(batch.bytes(), now);
+    }
+    shard.stats.outgoing_bytes.fetch_add(batch.bytes() as u64, Relaxed);
+    shard.stats.outgoing_records.fetch_add(batch.len() as u64, Relaxed);
+    if let Some(ts) = last_ts {
+        shard.stats.iterator_age_ms.store(now.saturating_sub(ts), Relaxed);
     }
     let bounds = log.bounds();
     let behind = match last_ts {

@@ -17,6 +17,8 @@ mod get_records;
 mod get_shard_iterator;
 mod list_shards;
 mod list_streams;
+mod monitoring;
+mod on_demand;
 mod put_record;
 mod put_records;
 mod reshard;
@@ -43,6 +45,9 @@ use sluice_engine::streams::Streams;
 pub const TARGET_PREFIX: &str = "Kinesis_20131202";
 
 pub use subscribe::SUBSCRIPTION_LIFETIME_MS_DEFAULT;
+
+/// Default interval between two measurements of on-demand streams, ms: 10 s.
+pub const ON_DEMAND_SCALING_INTERVAL_MS_DEFAULT: u64 = 10_000;
 
 /// Default time a stream spends CREATING, UPDATING or DELETING, ms: 100.
 pub const STREAM_TRANSITION_MS_DEFAULT: u64 = 100;
@@ -198,6 +203,8 @@ pub struct KinesisConfig {
     /// How long a `SubscribeToShard` subscription lasts, ms (default 300,000, AWS's 5
     /// minutes; tests shorten it).
     pub subscription_lifetime_ms: u64,
+    /// How often on-demand streams are measured and resharded, ms (default 10,000).
+    pub on_demand_scaling_interval_ms: u64,
 }
 
 impl Default for KinesisConfig {
@@ -208,6 +215,7 @@ impl Default for KinesisConfig {
             iterator_secret: random_secret(),
             stream_transition_ms: STREAM_TRANSITION_MS_DEFAULT,
             subscription_lifetime_ms: subscribe::SUBSCRIPTION_LIFETIME_MS_DEFAULT,
+            on_demand_scaling_interval_ms: ON_DEMAND_SCALING_INTERVAL_MS_DEFAULT,
         }
     }
 }
@@ -240,6 +248,8 @@ pub struct Kinesis {
     deleting_consumers: Mutex<Vec<(String, ConsumerMeta, u64)>>,
     /// Enhanced fan-out subscriptions open now.
     subscriptions: Arc<subscribe::Subscriptions>,
+    /// Write counters of on-demand streams' shards at the last measurement.
+    on_demand_samples: Mutex<on_demand::Samples>,
 }
 
 impl Kinesis {
@@ -252,6 +262,7 @@ impl Kinesis {
             deleting: Mutex::new(BTreeMap::new()),
             deleting_consumers: Mutex::new(Vec::new()),
             subscriptions: Arc::default(),
+            on_demand_samples: Mutex::default(),
         }
     }
 

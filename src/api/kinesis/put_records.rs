@@ -161,6 +161,7 @@ pub fn append_routed(
                 .filter(|&i| {
                     let admitted = t.admit_write(records[i].data.len() + records[i].partition_key.len(), now);
                     if !admitted {
+                        s.stats.write_throttled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         results[i] = Some(Err(k.rate_exceeded(&meta.name, shard)));
                     }
                     admitted

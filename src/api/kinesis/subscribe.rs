@@ -309,6 +309,11 @@ impl Subscription {
             Some(r) if more => now.saturating_sub(r.arrival_timestamp_ms),
             _ => 0,
         };
+        if let Some(s) = self.stream.shard(shard) {
+            use std::sync::atomic::Ordering::Relaxed;
+            s.stats.outgoing_bytes.fetch_add(batch.bytes() as u64, Relaxed);
+            s.stats.outgoing_records.fetch_add(batch.len() as u64, Relaxed);
+        }
         self.position = batch.next_sequence_number();
         let continuation =
             SequenceNumber { shard_index: shard, shard_sequence: self.position.saturating_sub(1) }.to_string();
