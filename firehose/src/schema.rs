@@ -371,57 +371,58 @@ fn read_capped(path: &Path) -> std::io::Result<String> {
 }
 
 /// Infers a schema from JSON records: the union of their top-level keys, in first-seen
-/// order, each typed by its non-null values (integers widen to double when a fraction is
-/// seen; mixed kinds become string). Records that are not JSON objects are skipped.
+/// order, each typed by a majority of its non-null values, so a few malformed records do not
+/// decide a column's type (they then fail conversion alone): numbers win when at least half
+/// the values are numbers (integers widen to double when a fraction is seen), booleans when
+/// most are booleans, string otherwise. Every column is nullable. Records that are not JSON
+/// objects are skipped.
 pub fn infer<'a>(records: impl IntoIterator<Item = &'a [u8]>) -> Option<Vec<FieldSpec>> {
-    #[derive(Clone, Copy, PartialEq, Eq)]
-    enum Kind {
-        Null,
-        Bool,
-        Int,
-        Double,
-        String,
+    /// Non-null values of a column seen so far, by JSON kind.
+    #[derive(Default)]
+    struct Counts {
+        bools: usize,
+        ints: usize,
+        doubles: usize,
+        others: usize,
     }
-    let mut columns: Vec<(String, Kind)> = Vec::new();
+    let mut columns: Vec<(String, Counts)> = Vec::new();
     for r in records {
         let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(r) else { continue };
         for (k, v) in map {
-            let kind = match v {
-                serde_json::Value::Null => Kind::Null,
-                serde_json::Value::Bool(_) => Kind::Bool,
-                serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => Kind::Int,
-                serde_json::Value::Number(_) => Kind::Double,
-                _ => Kind::String,
-            };
-            let slot = match columns.iter_mut().find(|(name, _)| *name == k) {
-                Some((_, slot)) => slot,
+            let slot = match columns.iter_mut().position(|(name, _)| *name == k) {
+                Some(i) => &mut columns[i].1,
                 None => {
-                    columns.push((k, Kind::Null));
+                    columns.push((k, Counts::default()));
                     &mut columns.last_mut().expect("just pushed").1
                 }
             };
-            *slot = match (*slot, kind) {
-                (a, Kind::Null) => a,
-                (Kind::Null, b) => b,
-                (a, b) if a == b => a,
-                (Kind::Int, Kind::Double) | (Kind::Double, Kind::Int) => Kind::Double,
-                _ => Kind::String,
-            };
+            match v {
+                serde_json::Value::Null => {}
+                serde_json::Value::Bool(_) => slot.bools += 1,
+                serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => slot.ints += 1,
+                serde_json::Value::Number(_) => slot.doubles += 1,
+                _ => slot.others += 1,
+            }
         }
     }
     (!columns.is_empty()).then(|| {
         columns
             .into_iter()
-            .map(|(name, kind)| FieldSpec {
-                name,
-                type_name: match kind {
-                    Kind::Bool => "boolean",
-                    Kind::Int => "bigint",
-                    Kind::Double => "double",
-                    Kind::Null | Kind::String => "string",
-                }
-                .into(),
-                nullable: true,
+            .map(|(name, c)| {
+                let numbers = c.ints + c.doubles;
+                let total = numbers + c.bools + c.others;
+                let type_name = if total > 0 && numbers * 2 >= total {
+                    if c.doubles > 0 {
+                        "double"
+                    } else {
+                        "bigint"
+                    }
+                } else if total > 0 && c.bools * 2 > total {
+                    "boolean"
+                } else {
+                    "string"
+                };
+                FieldSpec { name, type_name: type_name.into(), nullable: true }
             })
             .collect()
     })
@@ -433,11 +434,22 @@ mod tests {
 
     #[test]
     fn infers_types_and_widens() {
-        let recs: Vec<&[u8]> =
-            vec![br#"{"a": 1, "b": "x", "c": null, "d": true}"#, br#"{"a": 1.5, "b": 2, "e": {"n": 1}}"#, b"not json"];
+        let recs: Vec<&[u8]> = vec![
+            br#"{"a": 1, "b": "x", "c": null, "d": true}"#,
+            br#"{"a": 1.5, "b": 2, "e": {"n": 1}}"#,
+            b"not json",
+            br#"{"a": "NA", "b": "y", "d": false, "f": 1}"#,
+            br#"{"f": 2, "d": "junk"}"#,
+            br#"{"f": "junk"}"#,
+        ];
         let f = infer(recs).unwrap();
         let got: Vec<(&str, &str)> = f.iter().map(|f| (f.name.as_str(), f.type_name.as_str())).collect();
-        assert_eq!(got, [("a", "double"), ("b", "string"), ("c", "string"), ("d", "boolean"), ("e", "string")]);
+        // a: two numbers against one string; b: strings win 2 to 1; d: booleans 2 of 3;
+        // f: numbers 2 of 3 (the junk string fails conversion alone).
+        assert_eq!(
+            got,
+            [("a", "double"), ("b", "string"), ("c", "string"), ("d", "boolean"), ("e", "string"), ("f", "bigint")]
+        );
     }
 
     #[test]

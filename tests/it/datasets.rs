@@ -58,12 +58,22 @@ impl BeijingDigest {
                 let batch = batch.unwrap();
                 let station = batch.column_by_name("station").unwrap().as_string::<i32>();
                 let no = batch.column_by_name("No").unwrap().as_primitive::<Int64Type>();
-                let pm = batch.column_by_name("PM2.5").unwrap().as_primitive::<Float64Type>();
+                // PM2.5 is a double in the schema file; an inferred schema may make it bigint.
+                let pm = batch.column_by_name("PM2.5").unwrap();
+                let pm_at = |i: usize| -> Option<f64> {
+                    if pm.is_null(i) {
+                        return None;
+                    }
+                    match pm.as_primitive_opt::<Int64Type>() {
+                        Some(ints) => Some(ints.value(i) as f64),
+                        None => Some(pm.as_primitive::<Float64Type>().value(i)),
+                    }
+                };
                 for i in 0..batch.num_rows() {
                     d.readings.push((station.value(i).to_owned(), no.value(i)));
                     stations.push(station.value(i).to_owned());
-                    if pm.is_valid(i) {
-                        d.pm25_milli += (pm.value(i) * 1000.0).round() as i64;
+                    if let Some(p) = pm_at(i) {
+                        d.pm25_milli += (p * 1000.0).round() as i64;
                     }
                 }
             }

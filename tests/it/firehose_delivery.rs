@@ -304,6 +304,89 @@ async fn direct_put_batches_land_in_s3_and_in_a_local_folder() {
     }
 }
 
+/// The original records of error objects (all under `prefix`), each checked to carry every
+/// field of Firehose's error record and a format conversion error code.
+pub fn conversion_failures(errors: &[(String, Vec<u8>)], prefix: &str) -> Vec<String> {
+    let mut raw = Vec::new();
+    for (key, body) in errors {
+        assert!(key.starts_with(prefix), "{key}");
+        for line in String::from_utf8(body.clone()).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            for field in [
+                "attemptsMade",
+                "arrivalTimestamp",
+                "lastErrorCode",
+                "lastErrorMessage",
+                "attemptEndingTimestamp",
+                "rawData",
+            ] {
+                assert!(v.get(field).is_some(), "{field} missing in {line}");
+            }
+            let code = v["lastErrorCode"].as_str().unwrap();
+            assert!(
+                code == "DataFormatConversion.ParseError" || code == "DataFormatConversion.MalformedData",
+                "{code}"
+            );
+            let data =
+                base64::Engine::decode(&base64::engine::general_purpose::STANDARD, v["rawData"].as_str().unwrap())
+                    .unwrap();
+            raw.push(String::from_utf8(data).unwrap());
+        }
+    }
+    raw
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inferred_schema_follows_the_majority_and_fails_only_the_junk() {
+    let Harness { dir: _dir, s3, clock, server } = Harness::start(None, |_| {}).await;
+    let firehose = server.firehose();
+    firehose
+        .create_delivery_stream()
+        .delivery_stream_name("inferred")
+        .extended_s3_destination_configuration(
+            destination("good/", "bad/!{firehose:error-output-type}/")
+                .data_format_conversion_configuration(json_to_parquet(None))
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let good = beijing(6_000);
+    // Junk in the first buffer, which the schema is inferred from: a minority of wrong kinds.
+    let bad: Vec<String> = vec![
+        r#"{"No": "one", "year": 2013, "month": 3, "day": 1, "hour": 0, "station": "X"}"#.into(),
+        r#"{"No": 9, "year": 2013, "month": 3, "day": 1, "hour": 0, "PM2.5": "NA", "station": "X"}"#.into(),
+        r#"{"No": 10, "year": true, "month": 3, "day": 1, "hour": 0, "station": "X"}"#.into(),
+        r#"{"No": 11, "year": 2013, "month": 3, "day": 1, "hour": [1, 2], "station": "X"}"#.into(),
+        r#"{"No": 12, "year": 2013, "month": "March", "day": 1, "hour": 0, "station": "X"}"#.into(),
+    ];
+    let mut mixed: Vec<String> = good.clone();
+    for (i, b) in bad.iter().enumerate() {
+        mixed.insert(i * 1_000 + 3, b.clone());
+    }
+    for chunk in mixed.chunks(500) {
+        let records =
+            chunk.iter().map(|r| fh::Record::builder().data(Blob::new(r.as_bytes())).build().unwrap()).collect();
+        firehose.put_record_batch().delivery_stream_name("inferred").set_records(Some(records)).send().await.unwrap();
+    }
+    let s3c = s3.client();
+    let landed = wait_for(&clock, || objects(&s3c, "good/"), |o| rows(o) >= good.len()).await;
+    assert_eq!(BeijingDigest::of_parquet(&landed).0, BeijingDigest::of_json(&good), "every good reading, typed");
+    let errors = wait_for(
+        &clock,
+        || objects(&s3c, "bad/"),
+        |o| o.iter().map(|(_, b)| b.iter().filter(|c| **c == b'\n').count()).sum::<usize>() >= bad.len(),
+    )
+    .await;
+    let mut raw = conversion_failures(&errors, "bad/format-conversion-failed/");
+    raw.sort();
+    let mut expected = bad.clone();
+    expected.sort();
+    assert_eq!(raw, expected, "exactly the junk records in the error prefix");
+    server.stop().await;
+}
+
 /// Every file under `root`, as (key relative to it, bytes).
 pub fn local_objects(root: &std::path::Path) -> Vec<(String, Vec<u8>)> {
     fn walk(root: &std::path::Path, dir: &std::path::Path, out: &mut Vec<(String, Vec<u8>)>) {
@@ -367,32 +450,7 @@ async fn malformed_and_schema_violating_records_land_in_format_conversion_failed
         |o| o.iter().map(|(_, b)| b.iter().filter(|c| **c == b'\n').count()).sum::<usize>() >= bad.len(),
     )
     .await;
-    let mut raw = Vec::new();
-    for (key, body) in &errors {
-        assert!(key.starts_with("bad/format-conversion-failed/"), "{key}");
-        for line in String::from_utf8(body.clone()).unwrap().lines() {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            for field in [
-                "attemptsMade",
-                "arrivalTimestamp",
-                "lastErrorCode",
-                "lastErrorMessage",
-                "attemptEndingTimestamp",
-                "rawData",
-            ] {
-                assert!(v.get(field).is_some(), "{field} missing in {line}");
-            }
-            let code = v["lastErrorCode"].as_str().unwrap();
-            assert!(
-                code == "DataFormatConversion.ParseError" || code == "DataFormatConversion.MalformedData",
-                "{code}"
-            );
-            let data =
-                base64::Engine::decode(&base64::engine::general_purpose::STANDARD, v["rawData"].as_str().unwrap())
-                    .unwrap();
-            raw.push(String::from_utf8(data).unwrap());
-        }
-    }
+    let mut raw = conversion_failures(&errors, "bad/format-conversion-failed/");
     raw.sort();
     let mut expected = bad.clone();
     expected.sort();
