@@ -26,6 +26,7 @@ pub mod delivery_streams;
 pub mod deserializer;
 pub mod error_output;
 pub mod json_depth;
+pub mod kpl;
 pub mod lake;
 pub mod metrics;
 pub mod object_key;

@@ -288,9 +288,13 @@ impl Pipeline {
         self.version
     }
 
-    /// The records to plan: `records` split by the `RecordDeAggregation` processor, when
-    /// there is one (before any transform, as on AWS), else as they are.
+    /// The records to plan: KPL-aggregated records of a Kinesis source replaced by their user
+    /// records, then `records` split by the `RecordDeAggregation` processor, when there is one
+    /// (before any transform, as on AWS).
     pub fn deaggregate(&self, records: Vec<SourceRecord>) -> Vec<SourceRecord> {
+        // Records a KPL producer aggregated become their user records first, as Firehose
+        // does for a Kinesis source.
+        let records = if self.kinesis_source { crate::kpl::deaggregate(records) } else { records };
         match &self.deaggregation {
             Some(d) => d.split(records),
             None => records,

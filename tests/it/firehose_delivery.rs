@@ -242,6 +242,57 @@ async fn kinesis_stream_of_beijing_telemetry_lands_as_partitioned_parquet_in_s3(
     server.stop().await;
 }
 
+/// A KPL producer aggregates many user records into one Kinesis record; Firehose lands one
+/// row per user record, partitioned by the user record's own data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kpl_aggregated_records_land_one_row_per_user_record() {
+    let Harness { dir: _dir, s3, clock, server } = Harness::start(None, |_| {}).await;
+    let kinesis = server.client();
+    kinesis.create_stream().stream_name("kpl").shard_count(2).send().await.unwrap();
+    let firehose = server.firehose();
+    firehose
+        .create_delivery_stream()
+        .delivery_stream_name("kpl-lake")
+        .delivery_stream_type(fh::DeliveryStreamType::KinesisStreamAsSource)
+        .kinesis_stream_source_configuration(kinesis_source("kpl"))
+        .extended_s3_destination_configuration(beijing_by_station(
+            "kpl/station=!{partitionKeyFromQuery:station}/",
+            "errors/!{firehose:error-output-type}/",
+        ))
+        .send()
+        .await
+        .unwrap();
+    // 3,000 readings in aggregated records of 100 user records each, plus one plain record.
+    let input = beijing(3_001);
+    let (plain, aggregated) = input.split_last().unwrap();
+    let mut entries: Vec<PutRecordsRequestEntry> = aggregated
+        .chunks(100)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let users: Vec<(&str, &[u8])> = chunk.iter().map(|r| ("reading", r.as_bytes())).collect();
+            PutRecordsRequestEntry::builder()
+                .data(aws_sdk_kinesis::primitives::Blob::new(sluice_firehose::kpl::aggregate(&users)))
+                .partition_key(format!("agg-{i}"))
+                .build()
+                .unwrap()
+        })
+        .collect();
+    entries.push(
+        PutRecordsRequestEntry::builder()
+            .data(aws_sdk_kinesis::primitives::Blob::new(plain.as_bytes()))
+            .partition_key("plain")
+            .build()
+            .unwrap(),
+    );
+    let out = kinesis.put_records().stream_name("kpl").set_records(Some(entries)).send().await.unwrap();
+    assert_eq!(out.failed_record_count(), Some(0));
+    let s3c = s3.client();
+    let landed = wait_for(&clock, || objects(&s3c, "kpl/"), |o| rows(o) >= input.len()).await;
+    assert_eq!(BeijingDigest::of_parquet(&landed).0, BeijingDigest::of_json(&input), "one row per user record");
+    assert!(objects(&s3c, "errors/").await.is_empty(), "no record failed");
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_put_batches_land_in_s3_and_in_a_local_folder() {
     let dir = tempfile::tempdir().unwrap();
