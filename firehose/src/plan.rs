@@ -348,7 +348,13 @@ impl Pipeline {
                         .find(|k| !lambda_keys.contains_key(**k))
                         .map(|k| format!("partition key '{k}' is missing from the transform's metadata"))
                 });
-            if let Some(message) = missing {
+            let unsafe_value = self
+                .prefix
+                .query_keys()
+                .map(|k| (k, &query_keys[k]))
+                .chain(needs_lambda.iter().map(|k| (*k, &lambda_keys[*k])))
+                .find_map(|(k, v)| check_partition_value(k, v).err());
+            if let Some(message) = missing.or(unsafe_value) {
                 *state = partition_failure(message);
                 continue;
             }
@@ -563,6 +569,26 @@ pub const OBJECT_KEY_BYTES_MAX: usize = 1024;
 /// Longest `/`-separated part of an object key, bytes: 255, the file name limit of the file
 /// systems under a `file://` lake and under MinIO or Garage.
 pub const KEY_COMPONENT_BYTES_MAX: usize = 255;
+
+/// Checks a partition key's value before it goes into an object key: no control characters
+/// (U+0000 to U+001F, U+007F), and no empty, `.` or `..` part between slashes (a value may
+/// hold `/` to make folders, `2024/01/02`, but never one that climbs out of the prefix or
+/// that a folder lake would collapse). A record whose value breaks this fails alone as
+/// `DynamicPartitioning.MetadataExtractionFailed`; length is checked with the whole key.
+pub fn check_partition_value(key: &str, value: &str) -> Result<(), String> {
+    if let Some(c) = value.chars().find(|c| c.is_ascii_control()) {
+        return Err(format!(
+            "partition key '{key}' has a control character (U+{:04X}), which an object key cannot hold",
+            c as u32
+        ));
+    }
+    if value.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
+        return Err(format!(
+            "partition key '{key}' value '{value}' is empty or has an empty, '.' or '..' part between slashes"
+        ));
+    }
+    Ok(())
+}
 
 /// Checks that every store can hold `key`; the error says which limit it breaks.
 pub fn check_object_key(key: &str) -> Result<(), String> {

@@ -22,6 +22,7 @@ const ARN: &str = "arn:aws:lambda:us-east-1:000000000000:function:";
 struct World {
     server: TestServer,
     dir: tempfile::TempDir,
+    clock: Arc<ManualClock>,
 }
 
 impl World {
@@ -47,7 +48,8 @@ impl World {
         std::os::unix::fs::symlink(p("outside/db"), p("schemas/escape")).unwrap();
         std::os::unix::fs::symlink(p("outside/db/t.json"), p("schemas/db/link.json")).unwrap();
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
-        let server = TestServer::start_with(&p("data"), Arc::new(ManualClock::new(now)), |c| {
+        let clock = Arc::new(ManualClock::new(now));
+        let server = TestServer::start_with(&p("data"), clock.clone(), |c| {
             delivery_config(
                 c,
                 sluice_firehose::LakeConfig { url: format!("file://{}", p("lake").display()), ..Default::default() },
@@ -56,7 +58,7 @@ impl World {
             c.schema_dir = p("schemas");
         })
         .await;
-        Self { server, dir }
+        Self { server, dir, clock }
     }
 
     fn path(&self, s: &str) -> PathBuf {
@@ -264,5 +266,83 @@ async fn bucket_names_breaking_s3_rules_are_refused_on_a_file_lake() {
         assert!(folders.iter().all(|n| n == "lake.sluice-1"), "{folders:?}");
     }
     assert_eq!(w.names().await, ["plain"]);
+    w.server.stop().await;
+}
+
+/// Partition key values taken from the data become parts of object keys: values that would
+/// climb out of the prefix, hold control characters, or make an empty folder fail alone
+/// (`DynamicPartitioning.MetadataExtractionFailed`); a value with `/` makes folders; a
+/// value too long for a file name fails as `S3.KeyTooLongError`; the good records land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_key_values_from_the_data_stay_inside_the_prefix() {
+    let w = World::start().await;
+    let d = destination("p/!{partitionKeyFromQuery:k}/", "errors/!{firehose:error-output-type}/")
+        .bucket_arn("arn:aws:s3:::lake-1")
+        .dynamic_partitioning_configuration(fh::DynamicPartitioningConfiguration::builder().enabled(true).build())
+        .processing_configuration(crate::firehose_delivery::partition_by("{k: .k}"))
+        .build()
+        .unwrap();
+    create(&w, "parts", d).await.unwrap();
+    let long = "x".repeat(300);
+    let values = [
+        ("good", true),
+        ("2024/01/02", true),
+        ("../../../escape", false),
+        ("a/../../b", false),
+        ("..", false),
+        ("", false),
+        ("a//b", false),
+        ("tab\there", false),
+        ("nul\u{0}x", false),
+        (long.as_str(), false),
+    ];
+    let records: Vec<fh::Record> = values
+        .iter()
+        .map(|(v, _)| {
+            let json = format!("{}\n", serde_json::json!({ "k": v }));
+            fh::Record::builder().data(aws_sdk_firehose::primitives::Blob::new(json)).build().unwrap()
+        })
+        .collect();
+    let out = w
+        .server
+        .firehose()
+        .put_record_batch()
+        .delivery_stream_name("parts")
+        .set_records(Some(records))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.failed_put_count, 0);
+    let lake = w.path("lake/lake-1");
+    let files = crate::firehose_delivery::wait_for(
+        &w.clock,
+        async || crate::firehose_delivery::local_objects(&lake),
+        |o| o.iter().map(|(_, b)| b.iter().filter(|c| **c == b'\n').count()).sum::<usize>() >= values.len(),
+    )
+    .await;
+    let landed: Vec<&str> = files.iter().filter(|(k, _)| k.starts_with("p/")).map(|(k, _)| k.as_str()).collect();
+    assert_eq!(landed.len(), 2, "{landed:?}");
+    assert!(landed.iter().any(|k| k.starts_with("p/good/")), "{landed:?}");
+    assert!(landed.iter().any(|k| k.starts_with("p/2024/01/02/")), "{landed:?}");
+    let mut failed = 0;
+    for (key, body) in files.iter().filter(|(k, _)| k.starts_with("errors/")) {
+        for line in String::from_utf8(body.clone()).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let code = v["errorCode"].as_str().or(v["lastErrorCode"].as_str()).unwrap_or_default().to_owned();
+            assert!(
+                code == "DynamicPartitioning.MetadataExtractionFailed" || code == "S3.KeyTooLongError",
+                "{key}: {line}"
+            );
+            failed += 1;
+        }
+    }
+    assert_eq!(failed, 8, "every unsafe value failed alone");
+    // Nothing under the lake's bucket but the prefix and the error prefix; nothing beside it.
+    let top: Vec<String> =
+        std::fs::read_dir(&lake).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert!(top.iter().all(|n| n == "p" || n == "errors"), "{top:?}");
+    let beside: Vec<String> =
+        std::fs::read_dir(w.path("lake")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert_eq!(beside, ["lake-1"]);
     w.server.stop().await;
 }
