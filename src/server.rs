@@ -331,6 +331,10 @@ async fn dispatch(state: Arc<AppState>, codec: Codec, req: Request<Incoming>) ->
         }
         Auth::None => None,
     };
+    // The caller as IAM would name it, for resource policies: a user of the one account.
+    let caller = checked
+        .as_ref()
+        .map(|c| format!("arn:aws:iam::{}:user/{}", state.kinesis.config.account_id, c.access_key_id()));
     let body = read_body(&state, &parts.headers, body).await?;
     if let Some(checked) = checked {
         let uri = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -349,6 +353,9 @@ async fn dispatch(state: Arc<AppState>, codec: Codec, req: Request<Incoming>) ->
             Target::Firehose(_) => api::model::firehose(),
         };
         let request = api::decode_request(codec, model, &operation, &body.bytes)?;
+        if let (Target::Kinesis(_), Some(caller)) = (&action, &caller) {
+            worker.kinesis.check_policy(&operation, &request, caller)?;
+        }
         if let Target::Kinesis(Action::SubscribeToShard) = action {
             let request = api::kinesis::parse(request)?;
             return Ok(Answer::Events(Box::new(api::kinesis::subscribe::open(&worker.kinesis, request)?)));

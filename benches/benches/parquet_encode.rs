@@ -65,6 +65,7 @@ fn encode(c: &mut Criterion) {
         destination,
         schema: Some(schema()),
         tags: Default::default(),
+        encryption: None,
     };
     let pipeline = sluice_firehose::plan::build(&spec, Some(arrow), None).unwrap();
     let source: Vec<SourceRecord> = lines

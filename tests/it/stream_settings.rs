@@ -72,6 +72,21 @@ async fn encryption_monitoring_and_record_size_are_applied_and_reported() {
     assert!(!off.desired_shard_level_metrics().contains(&MetricsName::IncomingBytes));
     let d = client.describe_stream_summary().stream_name("s").send().await.unwrap().stream_description_summary.unwrap();
     assert_eq!(d.enhanced_monitoring[0].shard_level_metrics().len(), 6);
+    // The metrics turned on appear per shard in /metrics; IncomingBytes, turned off, does not.
+    let (status, metrics) = crate::support::head_of(
+        server.addr,
+        format!("GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", server.addr),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics
+            .contains("sluice_kinesis_shard_incoming_records_total{stream=\"s\",shard=\"shardid-000000000000\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("sluice_kinesis_shard_iterator_age_milliseconds{stream=\"s\""), "{metrics}");
+    assert!(!metrics.contains("sluice_kinesis_shard_incoming_bytes"), "{metrics}");
+    assert!(metrics.trim_end().ends_with("# eof"), "OpenMetrics still ends with # EOF");
 
     // A 2 MiB record: refused at the default 1 MiB, taken once the stream allows 3 MiB.
     let big = vec![7u8; 2 << 20];
@@ -218,6 +233,42 @@ async fn tags_and_policies_by_arn_and_account_settings() {
     client.delete_resource_policy().resource_arn(ARN).send().await.unwrap();
     let twice = client.delete_resource_policy().resource_arn(ARN).send().await.unwrap_err();
     assert_eq!(twice.code(), Some("ResourceNotFoundException"));
+    // Explicit denials are enforced for the callers Sluice knows: users named by access key.
+    let deny = |principal: &str, action: &str| {
+        format!(
+            r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Deny","Principal":{{"AWS":"{principal}"}},"Action":"{action}","Resource":"{ARN}"}}]}}"#
+        )
+    };
+    let me = format!("arn:aws:iam::000000000000:user/{}", crate::support::ACCESS_KEY);
+    let put = || client.put_record().stream_name("s").partition_key("k").data(Blob::new("x")).send();
+    client
+        .put_resource_policy()
+        .resource_arn(ARN)
+        .policy(deny("arn:aws:iam::000000000000:user/other", "kinesis:*"))
+        .send()
+        .await
+        .unwrap();
+    put().await.unwrap();
+    client.put_resource_policy().resource_arn(ARN).policy(deny(&me, "kinesis:PutRecord*")).send().await.unwrap();
+    let denied = put().await.unwrap_err();
+    assert_eq!(denied.code(), Some("AccessDeniedException"), "{denied:?}");
+    assert_eq!(
+        denied.message().unwrap(),
+        format!("User: {me} is not authorized to perform: kinesis:PutRecord on resource: {ARN} with an explicit deny in a resource-based policy")
+    );
+    client.describe_stream_summary().stream_name("s").send().await.unwrap();
+    client
+        .put_resource_policy()
+        .resource_arn(ARN)
+        .policy(deny("arn:aws:iam::000000000000:root", "kinesis:DescribeStreamSummary"))
+        .send()
+        .await
+        .unwrap();
+    put().await.unwrap();
+    let denied = client.describe_stream_summary().stream_arn(ARN).send().await.unwrap_err();
+    assert_eq!(denied.code(), Some("AccessDeniedException"));
+    client.delete_resource_policy().resource_arn(ARN).send().await.unwrap();
+    client.describe_stream_summary().stream_arn(ARN).send().await.unwrap();
     let bad = client.put_resource_policy().resource_arn(ARN).policy("not json").send().await.unwrap_err();
     assert_eq!(bad.code(), Some("InvalidArgumentException"));
 

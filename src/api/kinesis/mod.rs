@@ -19,6 +19,7 @@ mod list_shards;
 mod list_streams;
 mod monitoring;
 mod on_demand;
+mod policy;
 mod put_record;
 mod put_records;
 mod reshard;
