@@ -111,7 +111,7 @@ async fn signatures_for_another_region_or_service_or_without_host_are_refused() 
 }
 
 /// A client without credentials gets its answer without sending its body: the server no
-/// longer reads (and holds) up to 12 MiB per request before checking the signature.
+/// longer reads (and holds) up to 15 MiB per request before checking the signature.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unauthenticated_requests_are_answered_before_their_body_is_read() {
     let dir = tempfile::tempdir().unwrap();

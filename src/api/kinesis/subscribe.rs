@@ -254,8 +254,10 @@ impl Subscription {
             };
             let heartbeat_due = last_event.is_none_or(|t| t.elapsed() >= Duration::from_millis(HEARTBEAT_MS));
             if event.records > 0 || event.end || heartbeat_due {
-                if tx.send(event.bytes).await.is_err() {
-                    return;
+                // A client that stops reading holds its slot until the lifetime ends, no longer.
+                match tokio::time::timeout_at(deadline, tx.send(event.bytes)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) | Err(_) => return,
                 }
                 let now = tokio::time::Instant::now();
                 last_event = Some(now);
