@@ -51,21 +51,29 @@ async fn subscribe(client: &Client, consumer: &str, shard: &str, position: Start
 /// takes, each resubscribing after the last continuation; returns the records and children.
 async fn read_to_end(client: &Client, consumer: &str, shard: &str) -> (Vec<(String, String, Vec<u8>)>, Vec<String>) {
     let mut records = Vec::new();
-    let mut position = StartingPosition::builder().r#type(ShardIteratorType::TrimHorizon).build().unwrap();
+    let mut position = position(ShardIteratorType::TrimHorizon, None);
     for _ in 0..50 {
         let d = subscribe(client, consumer, shard, position).await;
         records.extend(d.records);
         if let Some(children) = d.children {
             return (records, children);
         }
-        let after = d.continuation.expect("an event with a continuation");
-        position = StartingPosition::builder()
-            .r#type(ShardIteratorType::AfterSequenceNumber)
-            .sequence_number(after)
-            .build()
-            .unwrap();
+        position = self::position(ShardIteratorType::AfterSequenceNumber, d.continuation);
     }
     panic!("shard {shard} never ended");
+}
+
+/// A starting position of `kind`, with a sequence number for AT/AFTER_SEQUENCE_NUMBER.
+fn position(kind: ShardIteratorType, sequence_number: Option<String>) -> StartingPosition {
+    StartingPosition::builder().r#type(kind).set_sequence_number(sequence_number).build().unwrap()
+}
+
+/// Creates stream `stream` with `shards` shards and registers consumer `consumer`; its ARN.
+async fn stream_with_consumer(client: &Client, stream: &str, shards: i32, consumer: &str) -> String {
+    client.create_stream().stream_name(stream).shard_count(shards).send().await.unwrap();
+    let arn = format!("arn:aws:kinesis:us-east-1:000000000000:stream/{stream}");
+    let c = client.register_stream_consumer().stream_arn(arn).consumer_name(consumer).send().await.unwrap();
+    c.consumer.unwrap().consumer_arn
 }
 
 async fn put(client: &Client, stream: &str, n: std::ops::Range<u32>) {
@@ -96,10 +104,7 @@ async fn every_record_once_in_order_across_a_split_a_merge_and_resubscriptions()
     // Subscriptions end after 300 ms, so reading the lineage takes several of them.
     let server = server(dir.path(), 300).await;
     let client = server.client();
-    client.create_stream().stream_name("fan").shard_count(1).send().await.unwrap();
-    let arn = "arn:aws:kinesis:us-east-1:000000000000:stream/fan";
-    let consumer = client.register_stream_consumer().stream_arn(arn).consumer_name("app").send().await.unwrap();
-    let consumer = consumer.consumer.unwrap().consumer_arn;
+    let consumer = stream_with_consumer(&client, "fan", 1, "app").await;
 
     put(&client, "fan", 0..40).await;
     let middle = (1u128 << 127).to_string();
@@ -130,17 +135,13 @@ async fn every_record_once_in_order_across_a_split_a_merge_and_resubscriptions()
         all.extend(records);
     }
     // The merged shard is open: read it with subscriptions until its 40 records are in.
-    let mut position = StartingPosition::builder().r#type(ShardIteratorType::TrimHorizon).build().unwrap();
+    let mut position = self::position(ShardIteratorType::TrimHorizon, None);
     let mut open_records = Vec::new();
     while open_records.len() < 40 {
         let d = subscribe(&client, &consumer, "shardId-000000000003", position).await;
         assert!(d.children.is_none());
         open_records.extend(d.records);
-        position = StartingPosition::builder()
-            .r#type(ShardIteratorType::AfterSequenceNumber)
-            .sequence_number(d.continuation.unwrap())
-            .build()
-            .unwrap();
+        position = self::position(ShardIteratorType::AfterSequenceNumber, d.continuation);
     }
     all.extend(open_records);
 
@@ -164,15 +165,12 @@ async fn records_are_pushed_as_they_are_appended() {
     let dir = tempfile::tempdir().unwrap();
     let server = server(dir.path(), 60_000).await;
     let client = server.client();
-    client.create_stream().stream_name("live").shard_count(1).send().await.unwrap();
-    let arn = "arn:aws:kinesis:us-east-1:000000000000:stream/live";
-    let c = client.register_stream_consumer().stream_arn(arn).consumer_name("tail").send().await.unwrap();
-    let consumer = c.consumer.unwrap().consumer_arn;
+    let consumer = stream_with_consumer(&client, "live", 1, "tail").await;
     let mut out = client
         .subscribe_to_shard()
         .consumer_arn(&consumer)
         .shard_id("shardId-000000000000")
-        .starting_position(StartingPosition::builder().r#type(ShardIteratorType::Latest).build().unwrap())
+        .starting_position(position(ShardIteratorType::Latest, None))
         .send()
         .await
         .unwrap();
@@ -181,7 +179,7 @@ async fn records_are_pushed_as_they_are_appended() {
         .subscribe_to_shard()
         .consumer_arn(&consumer)
         .shard_id("shardId-000000000000")
-        .starting_position(StartingPosition::builder().r#type(ShardIteratorType::Latest).build().unwrap())
+        .starting_position(position(ShardIteratorType::Latest, None))
         .send()
         .await
         .unwrap_err();
@@ -259,7 +257,7 @@ async fn consumers_are_registered_listed_described_and_deregistered() {
         .subscribe_to_shard()
         .consumer_arn(&first.consumer_arn)
         .shard_id("shardId-000000000000")
-        .starting_position(StartingPosition::builder().r#type(ShardIteratorType::TrimHorizon).build().unwrap())
+        .starting_position(position(ShardIteratorType::TrimHorizon, None))
         .send()
         .await
         .unwrap_err();
@@ -275,7 +273,7 @@ async fn consumers_are_registered_listed_described_and_deregistered() {
         .subscribe_to_shard()
         .consumer_arn(listed.consumers()[0].consumer_arn.clone())
         .shard_id("shardId-000000000009")
-        .starting_position(StartingPosition::builder().r#type(ShardIteratorType::TrimHorizon).build().unwrap())
+        .starting_position(position(ShardIteratorType::TrimHorizon, None))
         .send()
         .await
         .unwrap_err();
@@ -325,11 +323,8 @@ async fn subscriptions_speak_cbor_to_cbor_clients() {
     })
     .await;
     let client = server.client();
-    client.create_stream().stream_name("cb").shard_count(1).send().await.unwrap();
+    let consumer = stream_with_consumer(&client, "cb", 1, "java").await;
     put(&client, "cb", 0..3).await;
-    let arn = "arn:aws:kinesis:us-east-1:000000000000:stream/cb";
-    let c = client.register_stream_consumer().stream_arn(arn).consumer_name("java").send().await.unwrap();
-    let consumer = c.consumer.unwrap().consumer_arn;
     // A CBOR body as the Java SDKs write it.
     let request = ciborium::value::Value::Map(vec![
         ("ConsumerARN".into(), consumer.as_str().into()),

@@ -6,7 +6,7 @@ use super::{respond, ApiError, ErrorKind, Kinesis, StreamTarget};
 use sluice_engine::error::ReadError;
 use sluice_engine::iterator::IteratorState;
 use sluice_engine::sequence_number::SequenceNumber;
-use sluice_engine::stream::{parse_shard_id, shard_id};
+use sluice_engine::stream::shard_id;
 use sluice_engine::StartingPosition;
 
 #[derive(Debug, Deserialize)]
@@ -23,14 +23,7 @@ pub struct Request {
 pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
     let stream = k.stream_for_data(&r.target)?;
     let name = stream.meta().name.clone();
-    let missing_shard = || {
-        ApiError::new(
-            ErrorKind::ResourceNotFound,
-            format!("Shard {} in stream {name} under account {} does not exist", r.shard_id, k.config.account_id),
-        )
-    };
-    let index = parse_shard_id(&r.shard_id).ok_or_else(missing_shard)?;
-    let shard = stream.shard(index).ok_or_else(missing_shard)?;
+    let (index, shard) = k.shard_of(&stream, &r.shard_id)?;
     let log = &shard.log;
     let position = resolve_position(
         log,

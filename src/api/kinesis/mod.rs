@@ -468,6 +468,24 @@ impl Kinesis {
         self.stream(target).map_or(sluice_engine::limits::RECORD_BYTES_DEFAULT, |s| s.meta().settings.max_record_bytes)
     }
 
+    /// Shard `shard_id` (`shardId-000000000003`) of `stream`, with its index, or AWS's
+    /// `ResourceNotFoundException` naming it.
+    fn shard_of(&self, stream: &Stream, shard_id: &str) -> Result<(u32, Arc<sluice_engine::stream::Shard>), ApiError> {
+        let missing = || {
+            ApiError::new(
+                ErrorKind::ResourceNotFound,
+                format!(
+                    "Shard {shard_id} in stream {} under account {} does not exist",
+                    stream.meta().name,
+                    self.config.account_id
+                ),
+            )
+        };
+        let index = sluice_engine::stream::parse_shard_id(shard_id).ok_or_else(missing)?;
+        let shard = stream.shard(index).ok_or_else(missing)?;
+        Ok((index, shard))
+    }
+
     /// Kinesis' throttling error for shard `index` of stream `name`.
     fn rate_exceeded(&self, name: &str, index: u32) -> ApiError {
         ApiError::new(

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::{no_output, respond, ApiError, ErrorKind, Kinesis, StreamTarget};
 use sluice_engine::settings::{RecordDistribution, StreamMode};
-use sluice_engine::stream::{Stream, StreamStatus};
+use sluice_engine::stream::{StreamMeta, StreamStatus};
 
 /// The shard-level metrics of enhanced monitoring; `ALL` names every one. Source: AWS
 /// Kinesis API reference, `EnableEnhancedMonitoring`.
@@ -85,11 +85,19 @@ pub struct DistributionRequest {
 /// developer guide, on-demand warm throughput.
 pub const WARM_THROUGHPUT_MIBPS_MAX: i64 = 10_240;
 
-/// The stream, ACTIVE, then shown UPDATING while the change applies.
-fn updating(k: &Kinesis, target: &StreamTarget) -> Result<std::sync::Arc<Stream>, ApiError> {
-    let stream = k.stream_for_change(target)?;
-    stream.begin(StreamStatus::Updating, k.clock.now_ms() + k.config.stream_transition_ms);
-    Ok(stream)
+/// `InvalidArgumentException` unless the stream of `meta` is ON_DEMAND; `what` starts the
+/// message (`Warm throughput can only be set`).
+fn on_demand_only(k: &Kinesis, meta: &StreamMeta, what: &str) -> Result<(), ApiError> {
+    if meta.settings.mode == StreamMode::OnDemand {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        ErrorKind::InvalidArgument,
+        format!(
+            "{what} for streams in ON_DEMAND mode. Stream {} under account {} is in PROVISIONED mode.",
+            meta.name, k.config.account_id
+        ),
+    ))
 }
 
 fn encryption(k: &Kinesis, r: EncryptionRequest, start: bool) -> Result<Vec<u8>, ApiError> {
@@ -216,20 +224,13 @@ pub fn run_mode(k: &Kinesis, r: ModeRequest) -> Result<Vec<u8>, ApiError> {
 /// `UpdateStreamWarmThroughput`: warm capacity of an on-demand stream, MiB/s.
 pub fn run_warm_throughput(k: &Kinesis, r: WarmThroughputRequest) -> Result<Vec<u8>, ApiError> {
     let target = warm_mibps(Some(r.warm_throughput_mi_bps))?.unwrap_or(0);
-    let stream = updating(k, &r.target)?;
+    let stream = k.stream_for_change(&r.target)?;
     let name = stream.update_meta(|meta| {
-        if meta.settings.mode != StreamMode::OnDemand {
-            return Err(ApiError::new(
-                ErrorKind::InvalidArgument,
-                format!(
-                    "Warm throughput can only be set for streams in ON_DEMAND mode. Stream {} under account {} is in PROVISIONED mode.",
-                    meta.name, k.config.account_id
-                ),
-            ));
-        }
+        on_demand_only(k, meta, "Warm throughput can only be set")?;
         meta.settings.warm_throughput_mibps = target;
-        Ok(meta.name.clone())
+        Ok::<_, ApiError>(meta.name.clone())
     })?;
+    stream.begin(StreamStatus::Updating, k.clock.now_ms() + k.config.stream_transition_ms);
     respond(&serde_json::json!({
         "StreamARN": k.stream_arn(&name),
         "StreamName": name,
@@ -246,17 +247,11 @@ pub fn run_distribution(k: &Kinesis, r: DistributionRequest) -> Result<Vec<u8>, 
     };
     let stream = k.stream_for_change(&r.target)?;
     stream.update_meta(|meta| {
-        if strategy == RecordDistribution::Auto && meta.settings.mode != StreamMode::OnDemand {
-            return Err(ApiError::new(
-                ErrorKind::InvalidArgument,
-                format!(
-                    "Record distribution strategy AUTO is only supported for streams in ON_DEMAND mode. Stream {} under account {} is in PROVISIONED mode.",
-                    meta.name, k.config.account_id
-                ),
-            ));
+        if strategy == RecordDistribution::Auto {
+            on_demand_only(k, meta, "Record distribution strategy AUTO is only supported")?;
         }
         meta.settings.distribution = strategy;
-        Ok(())
+        Ok::<_, ApiError>(())
     })?;
     no_output()
 }

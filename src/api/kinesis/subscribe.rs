@@ -23,7 +23,7 @@ use super::get_shard_iterator::resolve_position;
 use super::{ApiError, ErrorKind, Kinesis};
 use crate::api::{model, Codec};
 use sluice_engine::sequence_number::SequenceNumber;
-use sluice_engine::stream::{parse_shard_id, Stream};
+use sluice_engine::stream::Stream;
 use sluice_engine::ReadLimits;
 
 /// How long a subscription lasts by default, ms: 5 minutes. Source: AWS Kinesis API
@@ -121,14 +121,7 @@ pub fn open(k: &Kinesis, r: Request) -> Result<Subscription, ApiError> {
     let stream = found.stream;
     let name = stream.meta().name.clone();
     let stream = k.stream_for_data(&super::StreamTarget { stream_name: Some(name.clone()), stream_arn: None })?;
-    let missing_shard = || {
-        ApiError::new(
-            ErrorKind::ResourceNotFound,
-            format!("Shard {} in stream {name} under account {} does not exist", r.shard_id, k.config.account_id),
-        )
-    };
-    let index = parse_shard_id(&r.shard_id).ok_or_else(missing_shard)?;
-    let shard = stream.shard(index).ok_or_else(missing_shard)?;
+    let (index, shard) = k.shard_of(&stream, &r.shard_id)?;
     let p = &r.starting_position;
     let position =
         resolve_position(&shard.log, index, &r.shard_id, &p.kind, p.sequence_number.as_deref(), p.timestamp)?;
