@@ -35,6 +35,9 @@ pub enum StartError {
     /// The lake's settings are unusable.
     #[error(transparent)]
     Lake(#[from] sluice_firehose::lake::LakeError),
+    /// The queues' folder could not be opened.
+    #[error("the queues cannot be opened: {0}")]
+    Queues(std::io::Error),
     /// Another Sluice process has the data directory.
     #[error("{0} is in use by another sluice process (its LOCK file is locked)")]
     Locked(std::path::PathBuf),
@@ -79,10 +82,12 @@ pub fn open_state(config: &config::Config, clock: Arc<dyn Clock>) -> Result<Arc<
             stream_transition_ms: config.stream_transition_ms,
             subscription_lifetime_ms: config.subscription_lifetime_ms,
             on_demand_scaling_interval_ms: config.on_demand_scaling_interval_ms,
+            sync_queue_state: config.durability() == sluice_engine::Durability::Always,
             ..KinesisConfig::default()
         },
         clock.clone(),
-    );
+    )
+    .map_err(StartError::Queues)?;
     let ctx = WorkerContext {
         kinesis: kinesis.streams.clone(),
         lake: Arc::new(Lake::new(config.lake.clone())?),

@@ -46,10 +46,20 @@ impl hyper::body::Body for EventBody {
     }
 }
 
-/// What an action answers: a body, or a subscription to stream.
+/// What an action answers: a body, a subscription to stream, or a queue receive to wait on.
 enum Answer {
     Body(Vec<u8>),
     Events(Box<crate::api::kinesis::subscribe::Subscription>),
+    Wait(Box<LongPoll>),
+}
+
+/// A queue receive that found no record and may wait for one (`WaitTimeSeconds`).
+struct LongPoll {
+    queue: Arc<crate::api::kinesis::queues::Queue>,
+    area: sluice_engine::queue::Area,
+    request: crate::api::kinesis::queues::ReceiveRequest,
+    operation: String,
+    deadline: tokio::time::Instant,
 }
 
 /// Largest request body taken, bytes: 15 MiB, above a 10 MiB record (the most a stream
@@ -250,8 +260,42 @@ async fn respond(state: Arc<AppState>, req: Request<Incoming>) -> Result<Respons
     };
     match dispatch(state.clone(), codec, req).await {
         Ok(Answer::Events(subscription)) => Ok(events(state, &request_id, codec, *subscription)),
+        Ok(Answer::Wait(poll)) => whole(answer(&request_id, codec, long_poll(state, codec, *poll).await)),
         Ok(Answer::Body(body)) => whole(answer(&request_id, codec, Ok(body))),
         Err(e) => whole(answer(&request_id, codec, Err(e))),
+    }
+}
+
+/// Waits for a queue's records: looks again whenever records are appended or made visible,
+/// and when the next record in flight becomes visible, until one is there or the wait ends;
+/// answers what it found (nothing at the end of the wait, as SQS does).
+async fn long_poll(state: Arc<AppState>, codec: Codec, poll: LongPoll) -> Result<Vec<u8>, ApiError> {
+    let mut signal = state.kinesis.watch_receivers();
+    let poll = Arc::new(poll);
+    loop {
+        signal.borrow_and_update();
+        let (worker, p) = (state.clone(), poll.clone());
+        let records = tokio::task::spawn_blocking(move || worker.kinesis.receive_now(&p.queue, p.area, &p.request))
+            .await
+            .map_err(|e| ApiError::new(ErrorKind::InternalFailure, e.to_string()))??;
+        let now = tokio::time::Instant::now();
+        if !records.is_empty() || now >= poll.deadline || *state.closing.borrow() {
+            let json = serde_json::to_vec(&serde_json::json!({ "QueueRecords": records }))
+                .map_err(|e| ApiError::new(ErrorKind::InternalFailure, e.to_string()))?;
+            return api::encode_response(codec, api::model::kinesis(), &poll.operation, json);
+        }
+        let clock_now = state.kinesis.clock.now_ms();
+        let wake = state
+            .kinesis
+            .next_visible_ms(&poll.queue, poll.area)
+            .map_or(poll.deadline, |at| now + std::time::Duration::from_millis(at.saturating_sub(clock_now)))
+            .min(poll.deadline);
+        let mut closing = state.closing.subscribe();
+        tokio::select! {
+            _ = signal.changed() => {}
+            () = tokio::time::sleep_until(wake) => {}
+            _ = closing.changed() => {}
+        }
     }
 }
 
@@ -355,6 +399,20 @@ async fn dispatch(state: Arc<AppState>, codec: Codec, req: Request<Incoming>) ->
         let request = api::decode_request(codec, model, &operation, &body.bytes)?;
         if let (Target::Kinesis(_), Some(caller)) = (&action, &caller) {
             worker.kinesis.check_policy(&operation, &request, caller)?;
+        }
+        if let Target::Kinesis(a @ (Action::ReceiveQueueRecords | Action::ReceiveDeadLetterQueueRecords)) = action {
+            use sluice_engine::queue::Area;
+            let request: crate::api::kinesis::queues::ReceiveRequest = api::kinesis::parse(request)?;
+            let area = if a == Action::ReceiveQueueRecords { Area::Main } else { Area::DeadLetter };
+            let queue = worker.kinesis.queue(request.queue_arn())?;
+            let records = worker.kinesis.receive_now(&queue, area, &request)?;
+            if records.is_empty() && request.wait_ms() > 0 {
+                let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(request.wait_ms());
+                return Ok(Answer::Wait(Box::new(LongPoll { queue, area, request, operation, deadline })));
+            }
+            let json = serde_json::to_vec(&serde_json::json!({ "QueueRecords": records }))
+                .map_err(|e| ApiError::new(ErrorKind::InternalFailure, e.to_string()))?;
+            return api::encode_response(codec, model, &operation, json).map(Answer::Body);
         }
         if let Target::Kinesis(Action::SubscribeToShard) = action {
             let request = api::kinesis::parse(request)?;

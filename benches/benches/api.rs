@@ -36,7 +36,7 @@ fn actions(c: &mut Criterion) {
     let options = ShardLogOptions { durability: Durability::Never, ..ShardLogOptions::default() };
     let streams = Streams::open(dir.path(), options, Throttling { off: true, ..Throttling::default() }, 500).unwrap();
     let config = KinesisConfig { stream_transition_ms: 0, ..KinesisConfig::default() };
-    let k = Kinesis::new(streams, config, Arc::new(SystemClock));
+    let k = Kinesis::new(streams, config, Arc::new(SystemClock)).unwrap();
     k.handle(Action::CreateStream, br#"{"StreamName":"bench","ShardCount":4}"#).unwrap();
     let b64 = base64::engine::general_purpose::STANDARD;
     let records: Vec<serde_json::Value> = sluice_benches::payloads(500, 100)

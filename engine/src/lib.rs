@@ -29,6 +29,7 @@ mod index;
 pub mod iterator;
 pub mod limits;
 mod options;
+pub mod queue;
 mod read;
 pub mod routing;
 pub mod segment;

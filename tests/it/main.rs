@@ -20,6 +20,7 @@ mod hostile_firehose;
 mod kinesis_sdk;
 mod on_demand;
 mod protocol;
+mod queues;
 mod resharding;
 mod resource_faults;
 mod s3_server;

@@ -22,6 +22,7 @@ mod on_demand;
 mod policy;
 mod put_record;
 mod put_records;
+pub(crate) mod queues;
 mod reshard;
 mod resources;
 mod retention;
@@ -38,6 +39,7 @@ use serde::Serialize;
 pub use crate::api::error::{ApiError, ErrorKind};
 
 use sluice_engine::clock::Clock;
+use sluice_engine::queue::Area;
 use sluice_engine::settings::ConsumerMeta;
 use sluice_engine::stream::{Stream, StreamStatus};
 use sluice_engine::streams::Streams;
@@ -137,6 +139,30 @@ pub enum Action {
     DescribeAccountSettings,
     /// `UpdateAccountSettings`.
     UpdateAccountSettings,
+    /// `CreateQueue`.
+    CreateQueue,
+    /// `DescribeQueue`.
+    DescribeQueue,
+    /// `ListQueues`.
+    ListQueues,
+    /// `UpdateQueue`.
+    UpdateQueue,
+    /// `DeleteQueue`.
+    DeleteQueue,
+    /// `ReceiveQueueRecords`.
+    ReceiveQueueRecords,
+    /// `AcknowledgeQueueRecords`.
+    AcknowledgeQueueRecords,
+    /// `UpdateQueueRecordsVisibility`.
+    UpdateQueueRecordsVisibility,
+    /// `ReceiveDeadLetterQueueRecords`.
+    ReceiveDeadLetterQueueRecords,
+    /// `AcknowledgeDeadLetterQueueRecords`.
+    AcknowledgeDeadLetterQueueRecords,
+    /// `UpdateDeadLetterQueueRecordsVisibility`.
+    UpdateDeadLetterQueueRecordsVisibility,
+    /// `RestoreDeadLetterQueueRecords`.
+    RestoreDeadLetterQueueRecords,
 }
 
 impl Action {
@@ -183,6 +209,18 @@ impl Action {
             "DeleteResourcePolicy" => Self::DeleteResourcePolicy,
             "DescribeAccountSettings" => Self::DescribeAccountSettings,
             "UpdateAccountSettings" => Self::UpdateAccountSettings,
+            "CreateQueue" => Self::CreateQueue,
+            "DescribeQueue" => Self::DescribeQueue,
+            "ListQueues" => Self::ListQueues,
+            "UpdateQueue" => Self::UpdateQueue,
+            "DeleteQueue" => Self::DeleteQueue,
+            "ReceiveQueueRecords" => Self::ReceiveQueueRecords,
+            "AcknowledgeQueueRecords" => Self::AcknowledgeQueueRecords,
+            "UpdateQueueRecordsVisibility" => Self::UpdateQueueRecordsVisibility,
+            "ReceiveDeadLetterQueueRecords" => Self::ReceiveDeadLetterQueueRecords,
+            "AcknowledgeDeadLetterQueueRecords" => Self::AcknowledgeDeadLetterQueueRecords,
+            "UpdateDeadLetterQueueRecordsVisibility" => Self::UpdateDeadLetterQueueRecordsVisibility,
+            "RestoreDeadLetterQueueRecords" => Self::RestoreDeadLetterQueueRecords,
             _ => return None,
         })
     }
@@ -206,6 +244,10 @@ pub struct KinesisConfig {
     pub subscription_lifetime_ms: u64,
     /// How often on-demand streams are measured and resharded, ms (default 10,000).
     pub on_demand_scaling_interval_ms: u64,
+    /// Whether every write of a queue's delivery state is synced before the answer (the
+    /// server's `fsync = "always"`); otherwise it is renamed into place, which a crash of the
+    /// process does not undo.
+    pub sync_queue_state: bool,
 }
 
 impl Default for KinesisConfig {
@@ -217,6 +259,7 @@ impl Default for KinesisConfig {
             stream_transition_ms: STREAM_TRANSITION_MS_DEFAULT,
             subscription_lifetime_ms: subscribe::SUBSCRIPTION_LIFETIME_MS_DEFAULT,
             on_demand_scaling_interval_ms: ON_DEMAND_SCALING_INTERVAL_MS_DEFAULT,
+            sync_queue_state: false,
         }
     }
 }
@@ -251,12 +294,20 @@ pub struct Kinesis {
     subscriptions: Arc<subscribe::Subscriptions>,
     /// Write counters of on-demand streams' shards at the last measurement.
     on_demand_samples: Mutex<on_demand::Samples>,
+    /// Kinesis queues.
+    pub(crate) queues: queues::Queues,
+    /// Bumped when records are appended or made visible: waiting queue receives look again.
+    receivers: tokio::sync::watch::Sender<u64>,
 }
 
 impl Kinesis {
-    /// The API over `streams`.
-    pub fn new(streams: Streams, config: KinesisConfig, clock: Arc<dyn Clock>) -> Self {
-        Self {
+    /// The API over `streams`, with the queues kept beside them (`<data_dir>/queues/`).
+    ///
+    /// Errors: the queues' folder or its secret cannot be made or read.
+    pub fn new(streams: Streams, config: KinesisConfig, clock: Arc<dyn Clock>) -> std::io::Result<Self> {
+        let data_dir = streams.dir().parent().map_or_else(|| streams.dir().to_owned(), |p| p.to_owned());
+        let queues = queues::Queues::open(&data_dir, config.sync_queue_state)?;
+        Ok(Self {
             streams: Arc::new(streams),
             config,
             clock,
@@ -264,7 +315,19 @@ impl Kinesis {
             deleting_consumers: Mutex::new(Vec::new()),
             subscriptions: Arc::default(),
             on_demand_samples: Mutex::default(),
-        }
+            queues,
+            receivers: tokio::sync::watch::Sender::new(0),
+        })
+    }
+
+    /// Wakes queue receives waiting for records.
+    pub fn wake_receivers(&self) {
+        self.receivers.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A receiver woken by [`Kinesis::wake_receivers`].
+    pub fn watch_receivers(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.receivers.subscribe()
     }
 
     /// Shows `consumer` of stream `stream` as DELETING until `until_ms`.
@@ -294,6 +357,8 @@ impl Kinesis {
         if !self.streams.delete(&name).map_err(internal)? {
             return Err(self.not_found(&name));
         }
+        // A stream's queues go with it.
+        self.queues.delete_for_stream(&name);
         let now = self.clock.now_ms();
         let mut deleting = self.deleting.lock().unwrap_or_else(PoisonError::into_inner);
         // Streams past their DELETING time go now, so their mapped segments are released
@@ -418,6 +483,20 @@ impl Kinesis {
             Action::DeleteResourcePolicy => resources::run_delete_policy(self, parse(body)?),
             Action::DescribeAccountSettings => account::run_describe(self, parse(body)?),
             Action::UpdateAccountSettings => account::run_update(self, parse(body)?),
+            Action::CreateQueue => queues::run_create(self, parse(body)?),
+            Action::DescribeQueue => queues::run_describe(self, parse(body)?),
+            Action::ListQueues => queues::run_list(self, parse(body)?),
+            Action::UpdateQueue => queues::run_update(self, parse(body)?),
+            Action::DeleteQueue => queues::run_delete(self, parse(body)?),
+            Action::ReceiveQueueRecords => queues::run_receive(self, &parse(body)?, Area::Main),
+            Action::AcknowledgeQueueRecords => queues::run_acknowledge(self, parse(body)?, Area::Main),
+            Action::UpdateQueueRecordsVisibility => queues::run_visibility(self, parse(body)?, Area::Main),
+            Action::ReceiveDeadLetterQueueRecords => queues::run_receive(self, &parse(body)?, Area::DeadLetter),
+            Action::AcknowledgeDeadLetterQueueRecords => queues::run_acknowledge(self, parse(body)?, Area::DeadLetter),
+            Action::UpdateDeadLetterQueueRecordsVisibility => {
+                queues::run_visibility(self, parse(body)?, Area::DeadLetter)
+            }
+            Action::RestoreDeadLetterQueueRecords => queues::run_restore(self, parse(body)?),
             // A subscription answers with an event stream, which the server drives.
             Action::SubscribeToShard => Err(ApiError::new(
                 ErrorKind::InternalFailure,

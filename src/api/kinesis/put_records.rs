@@ -191,6 +191,9 @@ pub fn append_routed(
             }
         }
     }
+    drop(meta);
+    // Queues waiting for records look again.
+    k.wake_receivers();
     Ok(results.into_iter().map(|r| r.expect("every record routed")).collect())
 }
 
