@@ -253,6 +253,87 @@ impl QueueState {
     }
 }
 
+/// One change of a [`QueueState`], as a journal records it between two snapshots: replaying
+/// the changes since a snapshot onto it gives the state again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Change {
+    /// Record `sequence` of `shard` in `area` is now `delivery`.
+    Set {
+        /// Area.
+        area: Area,
+        /// Stream and shard.
+        shard: (String, u32),
+        /// Sequence number.
+        sequence: u64,
+        /// Its delivery.
+        delivery: Delivery,
+    },
+    /// Record `sequence` of `shard` is no longer in `area`.
+    Remove {
+        /// Area.
+        area: Area,
+        /// Stream and shard.
+        shard: (String, u32),
+        /// Sequence number.
+        sequence: u64,
+    },
+    /// The cursor of `shard` is `cursor`.
+    Cursor {
+        /// Stream and shard.
+        shard: (String, u32),
+        /// The cursor.
+        cursor: u64,
+    },
+    /// Records of `shard` below `first` were dropped (trimmed from the log).
+    DropBelow {
+        /// Stream and shard.
+        shard: (String, u32),
+        /// The first retained sequence number.
+        first: u64,
+    },
+}
+
+impl QueueState {
+    /// The changes that bring another copy of this state up to date for record `sequence`
+    /// of `shard` (in both areas) and the shard's cursor, after an operation touched them.
+    pub fn changes_for(&self, shard: &(String, u32), sequence: u64) -> Vec<Change> {
+        let c = self.shards.get(shard).cloned().unwrap_or_default();
+        let mut out = vec![Change::Cursor { shard: shard.clone(), cursor: c.cursor }];
+        for (area, map) in [(Area::Main, &c.pending), (Area::DeadLetter, &c.dead)] {
+            out.push(match map.get(&sequence) {
+                Some(d) => Change::Set { area, shard: shard.clone(), sequence, delivery: *d },
+                None => Change::Remove { area, shard: shard.clone(), sequence },
+            });
+        }
+        out
+    }
+
+    /// Applies one change.
+    pub fn apply(&mut self, change: &Change) {
+        match change {
+            Change::Set { area, shard, sequence, delivery } => {
+                let c = self.shards.entry(shard.clone()).or_default();
+                match area {
+                    Area::Main => c.pending.insert(*sequence, *delivery),
+                    Area::DeadLetter => c.dead.insert(*sequence, *delivery),
+                };
+            }
+            Change::Remove { area, shard, sequence } => {
+                if let Some(c) = self.shards.get_mut(shard) {
+                    match area {
+                        Area::Main => c.pending.remove(sequence),
+                        Area::DeadLetter => c.dead.remove(sequence),
+                    };
+                }
+            }
+            Change::Cursor { shard, cursor } => self.shards.entry(shard.clone()).or_default().cursor = *cursor,
+            Change::DropBelow { shard, first } => {
+                self.drop_below(shard, *first);
+            }
+        }
+    }
+}
+
 /// What a receipt handle names: a queue (by incarnation), an area, a record and the receive
 /// it belongs to. Signed like shard iterators (HMAC-SHA256, 16 bytes), with a secret kept
 /// across restarts so handles held by consumers stay valid through one.
@@ -399,6 +480,7 @@ mod tests {
             let mut now = 1u64;
             // Handles given out: (area, sequence, attempt).
             let mut handles: Vec<(Area, u64, u32)> = Vec::new();
+            let mut snapshot = QueueState::default();
             for op in ops {
                 match op {
                     Op::Receive(n, vis) => {
@@ -476,6 +558,15 @@ mod tests {
                         state = serde_json::from_str(&text).unwrap();
                     }
                 }
+                // The journal's changes for every record bring a snapshot up to date.
+                let mut copy = snapshot.clone();
+                for s in 0..RECORDS {
+                    for change in state.changes_for(&shard, s) {
+                        copy.apply(&change);
+                    }
+                }
+                prop_assert_eq!(&copy.shards.get(&shard).cloned().unwrap_or_default(), &state.shards.get(&shard).cloned().unwrap_or_default());
+                snapshot = copy;
                 // Every record is where the model says, and nothing acknowledged is kept.
                 let c = state.shards.get(&shard).cloned().unwrap_or_default();
                 for (s, row) in rows.iter().enumerate() {

@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::{Queue, QueueMeta, QueueStream, VISIBILITY_TIMEOUT_S_DEFAULT};
 use crate::api::kinesis::{epoch_seconds, no_output, respond, ApiError, ErrorKind, Kinesis, StreamTarget};
-use sluice_engine::queue::{Area, EntryError, QueueState, ReceiptHandle, ShardCursor};
+use sluice_engine::queue::{Area, Change, EntryError, QueueState, ReceiptHandle, ShardCursor};
 use sluice_engine::sequence_number::SequenceNumber;
 use sluice_engine::settings::StreamMode;
 use sluice_engine::{ReadLimits, StartingPosition};
@@ -189,7 +189,7 @@ impl Kinesis {
             candidates.extend(self.new_records(&state, &streams, limit - candidates.len()));
         }
         let mut out = Vec::new();
-        let mut changed = false;
+        let mut changes = Vec::new();
         for (shard, sequence) in candidates {
             let Some(stream) = self.streams.get(&shard.0) else { continue };
             let Some(log) = stream.log(shard.1) else { continue };
@@ -198,12 +198,15 @@ impl Kinesis {
                 .map_err(|e| ApiError::new(ErrorKind::InternalFailure, e.to_string()))?;
             let Some(record) = batch.iter().next().filter(|r| r.sequence_number == sequence) else {
                 // Trimmed by retention: the queue stops delivering it.
-                changed |= state.drop_below(&shard, log.bounds().first_sequence_number) > 0;
+                let first = log.bounds().first_sequence_number;
+                if state.drop_below(&shard, first) > 0 {
+                    changes.push(Change::DropBelow { shard: shard.clone(), first });
+                }
                 continue;
             };
-            changed = true;
-            let Some(h) = state.receive(&shard, sequence, now, u64::from(visibility_s) * 1000, max_receives, area)
-            else {
+            let handed = state.receive(&shard, sequence, now, u64::from(visibility_s) * 1000, max_receives, area);
+            changes.extend(state.changes_for(&shard, sequence));
+            let Some(h) = handed else {
                 continue; // dead-lettered: received MaxReceiveCount times already
             };
             let handle = ReceiptHandle {
@@ -223,9 +226,7 @@ impl Kinesis {
                 "ReceiveCount": h.delivery.receives,
             }));
         }
-        if changed {
-            q.persist_state(&state).map_err(|e| ApiError::new(ErrorKind::InternalFailure, e.to_string()))?;
-        }
+        q.record(&state, &changes).map_err(|e| ApiError::new(ErrorKind::InternalFailure, e.to_string()))?;
         Ok(out)
     }
 
@@ -281,6 +282,7 @@ impl Kinesis {
         let incarnation = q.meta.read().unwrap_or_else(PoisonError::into_inner).incarnation;
         let now = self.clock.now_ms();
         let (mut ok, mut failed) = (Vec::new(), Vec::new());
+        let mut changes = Vec::new();
         let mut state = q.state.lock().unwrap_or_else(PoisonError::into_inner);
         for e in &r.entries {
             let handle = ReceiptHandle::decode(&e.receipt_handle, &self.queues.secret)
@@ -293,7 +295,11 @@ impl Kinesis {
                 }),
             };
             match result {
-                Ok(()) => ok.push(serde_json::json!({ "ReceiptHandle": e.receipt_handle })),
+                Ok(()) => {
+                    let h = handle.as_ref().expect("applied to a handle");
+                    changes.extend(state.changes_for(&h.shard, h.sequence));
+                    ok.push(serde_json::json!({ "ReceiptHandle": e.receipt_handle }));
+                }
                 Err(message) => failed.push(serde_json::json!({
                     "ReceiptHandle": e.receipt_handle,
                     "ErrorCode": RECEIPT_HANDLE_INVALID,
@@ -302,7 +308,7 @@ impl Kinesis {
             }
         }
         if !ok.is_empty() {
-            q.persist_state(&state).map_err(|e| ApiError::new(ErrorKind::InternalFailure, e.to_string()))?;
+            q.record(&state, &changes).map_err(|e| ApiError::new(ErrorKind::InternalFailure, e.to_string()))?;
             drop(state);
             // A visibility change may make records visible: waiting receives look again.
             self.wake_receivers();

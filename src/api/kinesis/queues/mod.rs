@@ -4,10 +4,13 @@
 //! dead-letter area after `MaxReceiveCount` receives.
 //!
 //! Each queue lives in `<data_dir>/queues/<id>/` (a server-chosen id, never its name):
-//! `queue.json` (name, streams, attributes, tags) and `state.json` (the delivery state of
-//! [`sluice_engine::queue::QueueState`]: cursors and unresolved records only). The state is
-//! written after every change, before the answer: renamed into place (a crash of the process
-//! leaves the old or the new state), and synced when the server's `fsync` is `always`.
+//! `queue.json` (name, streams, attributes, tags), `state.json` (a snapshot of the delivery
+//! state, [`sluice_engine::queue::QueueState`]: cursors and unresolved records only, with its
+//! generation G) and `journal-G.jsonl` (the changes since, one JSON line each). Every change is
+//! appended to the journal before the answer — written (a crash of the process loses none),
+//! and synced when the server's `fsync` is `always` — and every [`SNAPSHOT_EVERY`] lines the
+//! state is snapshotted under generation G+1 and the old journal removed. Opening reads the
+//! snapshot and replays its journal up to the first torn line.
 //! Receipt handles are signed with a secret in `<data_dir>/queues/.secret`, kept across
 //! restarts.
 
@@ -22,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use serde::{Deserialize, Serialize};
-use sluice_engine::queue::QueueState;
+use sluice_engine::queue::{Change, QueueState};
 
 /// Default visibility timeout, seconds: 30 (SQS's default).
 pub const VISIBILITY_TIMEOUT_S_DEFAULT: u32 = 30;
@@ -59,7 +62,11 @@ pub struct QueueStream {
     pub stream_created_ms: u64,
 }
 
-/// A queue: its description and its delivery state, each behind its own lock.
+/// Journal lines between two snapshots.
+pub const SNAPSHOT_EVERY: usize = 20_000;
+
+/// A queue: its description and its delivery state, each behind its own lock (the state's
+/// lock is taken before the journal's).
 #[derive(Debug)]
 pub struct Queue {
     dir: PathBuf,
@@ -68,9 +75,96 @@ pub struct Queue {
     pub meta: RwLock<QueueMeta>,
     /// Delivery state.
     pub state: Mutex<QueueState>,
+    journal: Mutex<Journal>,
+}
+
+/// The journal being appended to.
+#[derive(Debug)]
+struct Journal {
+    generation: u64,
+    file: Option<fs::File>,
+    lines: usize,
+}
+
+/// `state.json`.
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    generation: u64,
+    state: QueueState,
 }
 
 impl Queue {
+    fn open(dir: PathBuf, sync: bool, meta: QueueMeta) -> Result<Self, String> {
+        let snapshot: Snapshot = match fs::read(dir.join("state.json")) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| format!("state.json: {e}"))?,
+            Err(_) => Snapshot { generation: 0, state: QueueState::default() },
+        };
+        let mut state = snapshot.state;
+        let journal = dir.join(format!("journal-{}.jsonl", snapshot.generation));
+        let mut lines = 0;
+        if let Ok(text) = fs::read(&journal) {
+            // A crash may have torn the last line: replay up to it.
+            for line in text.split(|b| *b == b'\n') {
+                let Ok(change) = serde_json::from_slice::<Change>(line) else { break };
+                state.apply(&change);
+                lines += 1;
+            }
+        }
+        let q = Self {
+            dir,
+            sync,
+            meta: RwLock::new(meta),
+            state: Mutex::new(state),
+            journal: Mutex::new(Journal { generation: snapshot.generation, file: None, lines }),
+        };
+        // A fresh snapshot, so the replayed (and any torn) journal is not appended to.
+        let state = q.state.lock().unwrap_or_else(PoisonError::into_inner);
+        q.snapshot(&state).map_err(|e| e.to_string())?;
+        drop(state);
+        Ok(q)
+    }
+
+    /// Records `changes` of the state (the caller holds the state's lock): appended to the
+    /// journal before the caller answers; a snapshot every [`SNAPSHOT_EVERY`] lines.
+    pub fn record(&self, state: &QueueState, changes: &[Change]) -> std::io::Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut j = self.journal.lock().unwrap_or_else(PoisonError::into_inner);
+        if j.file.is_none() {
+            let path = self.dir.join(format!("journal-{}.jsonl", j.generation));
+            j.file = Some(fs::OpenOptions::new().create(true).append(true).open(path)?);
+        }
+        let mut text = Vec::with_capacity(changes.len() * 96);
+        for c in changes {
+            serde_json::to_writer(&mut text, c)?;
+            text.push(b'\n');
+        }
+        let file = j.file.as_mut().expect("opened above");
+        file.write_all(&text)?;
+        if self.sync {
+            file.sync_data()?;
+        }
+        j.lines += changes.len();
+        if j.lines >= SNAPSHOT_EVERY {
+            drop(j);
+            self.snapshot(state)?;
+        }
+        Ok(())
+    }
+
+    /// Writes `state` as the snapshot of the next generation and starts its journal.
+    fn snapshot(&self, state: &QueueState) -> std::io::Result<()> {
+        let mut j = self.journal.lock().unwrap_or_else(PoisonError::into_inner);
+        let next = j.generation + 1;
+        let bytes = serde_json::to_vec(&Snapshot { generation: next, state: state.clone() })?;
+        self.write("state.json", &bytes)?;
+        let old = self.dir.join(format!("journal-{}.jsonl", j.generation));
+        *j = Journal { generation: next, file: None, lines: 0 };
+        let _ = fs::remove_file(old);
+        Ok(())
+    }
+
     fn write(&self, file: &str, bytes: &[u8]) -> std::io::Result<()> {
         let path = self.dir.join(file);
         if self.sync {
@@ -87,11 +181,6 @@ impl Queue {
     pub fn persist_meta(&self) -> std::io::Result<()> {
         let bytes = serde_json::to_vec_pretty(&*self.meta.read().unwrap_or_else(PoisonError::into_inner))?;
         self.write("queue.json", &bytes)
-    }
-
-    /// Writes the delivery state `state` (the caller holds its lock).
-    pub fn persist_state(&self, state: &QueueState) -> std::io::Result<()> {
-        self.write("state.json", &serde_json::to_vec(state)?)
     }
 }
 
@@ -131,11 +220,7 @@ impl Queues {
                 let meta: QueueMeta =
                     serde_json::from_slice(&fs::read(path.join("queue.json")).map_err(|e| e.to_string())?)
                         .map_err(|e| e.to_string())?;
-                let state: QueueState = match fs::read(path.join("state.json")) {
-                    Ok(b) => serde_json::from_slice(&b).map_err(|e| e.to_string())?,
-                    Err(_) => QueueState::default(),
-                };
-                Ok(Queue { dir: path.clone(), sync, meta: RwLock::new(meta), state: Mutex::new(state) })
+                Queue::open(path.clone(), sync, meta)
             };
             match read() {
                 Ok(q) => {
@@ -167,8 +252,14 @@ impl Queues {
         let dir = self.dir.join(format!("{:016x}", meta.incarnation));
         fs::create_dir_all(&dir)?;
         let name = meta.name.clone();
-        let q = Arc::new(Queue { dir, sync: self.sync, meta: RwLock::new(meta), state: Mutex::new(state) });
-        q.persist_state(&q.state.lock().unwrap_or_else(PoisonError::into_inner))?;
+        let q = Arc::new(Queue {
+            dir,
+            sync: self.sync,
+            meta: RwLock::new(meta),
+            state: Mutex::new(state),
+            journal: Mutex::new(Journal { generation: 0, file: None, lines: 0 }),
+        });
+        q.snapshot(&q.state.lock().unwrap_or_else(PoisonError::into_inner))?;
         q.persist_meta()?;
         queues.insert(name, q.clone());
         Ok(Some(q))
