@@ -110,6 +110,18 @@ if ! "$venv/bin/python" tests/clients/operations.py "http://127.0.0.1:$port" slu
   tail -5 "$data.log"
 fi
 
+# A Kinesis queue worked by 8 competing boto3 processes over all 420,768 Beijing readings,
+# the server SIGKILLed 10 times under them; prints its own line.
+queues_failed=0
+qdir=$(mktemp -d)
+if ! "$venv/bin/python" tests/clients/queue_workers.py target/debug/sluice "$qdir" \
+  examples/data/beijing_multisite_air_quality_2013_2017.jsonl.gz 0 10; then
+  queues_failed=1
+  echo "queue workers failed; server log:"
+  tail -20 "$qdir/server.log"
+fi
+rm -rf "$qdir"
+
 # HTTPS: --tls-self-signed makes a local authority under the data directory and prints its path.
 . scripts/serve-lib.sh
 tls_port=$(free_port)
@@ -126,4 +138,4 @@ check https-list-streams "$(aws_tls kinesis list-streams --query 'StreamNames[0]
 check https-untrusted "$("$venv/bin/aws" --endpoint-url "https://localhost:$tls_port" kinesis list-streams >/dev/null 2>&1 && echo trusted || echo refused)" refused
 
 echo "awscli: $passed passed, $failed failed"
-[ "$failed" -eq 0 ] && [ "$conversion_failed" -eq 0 ] && [ "$operations_failed" -eq 0 ]
+[ "$failed" -eq 0 ] && [ "$conversion_failed" -eq 0 ] && [ "$operations_failed" -eq 0 ] && [ "$queues_failed" -eq 0 ]

@@ -2,8 +2,8 @@
 running Sluice, and enhanced fan-out read through boto3's event-stream parser.
 
 The operation list comes from the installed botocore, so an operation AWS adds makes this
-fail until Sluice serves it. Queue operations (issue 15) and channel operations (issue 16)
-are listed as pending until their issues land; every other operation must answer with a
+fail until Sluice serves it. Channel operations (issue 16)
+are listed as pending until their issue lands; every other operation must answer with a
 response boto3 parses against AWS's output shape.
 
 SubscribeToShard: a stream is split and merged while records go in; a consumer reads the
@@ -30,10 +30,6 @@ f = session.client("firehose", endpoint_url=endpoint, config=config)
 passed, failed = 0, 0
 
 PENDING = {
-    # Kinesis queues: issue 15.
-    "CreateQueue", "DescribeQueue", "ListQueues", "UpdateQueue", "DeleteQueue", "ReceiveQueueRecords",
-    "AcknowledgeQueueRecords", "UpdateQueueRecordsVisibility", "ReceiveDeadLetterQueueRecords",
-    "AcknowledgeDeadLetterQueueRecords", "UpdateDeadLetterQueueRecordsVisibility", "RestoreDeadLetterQueueRecords",
     # Kinesis channels: issue 16.
     "CreateChannel", "DescribeChannel", "ListChannels", "UpdateChannel", "DeleteChannel",
 }
@@ -122,6 +118,26 @@ kinesis_calls = [
     ("UpdateStreamWarmThroughput", lambda: (wait_active(), k.update_stream_warm_throughput(StreamARN=arn, WarmThroughputMiBps=10))[1]),
     ("UpdateStreamRecordDistributionStrategy", lambda: (wait_active(), k.update_stream_record_distribution_strategy(StreamARN=arn, RecordDistributionStrategy="AUTO"))[1]),
     ("CreateStream", lambda: k.create_stream(StreamName=f"{stream}-2", StreamModeDetails={"StreamMode": "ON_DEMAND"})),
+    ("CreateQueue", lambda: (wait_active(), k.create_queue(
+        QueueName=queue_name,
+        StreamConfigurationList=[{"StreamARN": arn, "StartingPosition": {"Type": "TRIM_HORIZON"}}],
+        QueueAttributes={"VisibilityTimeoutSeconds": 1, "DeadLetterConfiguration": {"TargetType": "BUILT_IN", "MaxReceiveCount": 1}}))[1]),
+    ("DescribeQueue", lambda: k.describe_queue(QueueARN=queue_arn)),
+    ("ListQueues", lambda: k.list_queues()),
+    ("UpdateQueue", lambda: k.update_queue(QueueARN=queue_arn, QueueAttributes={"VisibilityTimeoutSeconds": 1})),
+    ("ReceiveQueueRecords", lambda: held.update(main=k.receive_queue_records(QueueARN=queue_arn, Limit=2, WaitTimeSeconds=1)["QueueRecords"])),
+    ("UpdateQueueRecordsVisibility", lambda: entries_ok(k.update_queue_records_visibility(
+        QueueARN=queue_arn, Entries=[{"ReceiptHandle": held["main"][0]["ReceiptHandle"], "VisibilityTimeoutSeconds": 0}]))),
+    ("AcknowledgeQueueRecords", lambda: entries_ok(k.acknowledge_queue_records(
+        QueueARN=queue_arn, Entries=[{"ReceiptHandle": held["main"][1]["ReceiptHandle"]}]))),
+    ("ReceiveDeadLetterQueueRecords", lambda: held.update(dead=dead_letters())),
+    ("UpdateDeadLetterQueueRecordsVisibility", lambda: entries_ok(k.update_dead_letter_queue_records_visibility(
+        QueueARN=queue_arn, Entries=[{"ReceiptHandle": held["dead"][0]["ReceiptHandle"], "VisibilityTimeoutSeconds": 0}]))),
+    ("RestoreDeadLetterQueueRecords", lambda: entries_ok(k.restore_dead_letter_queue_records(
+        QueueARN=queue_arn, Entries=[{"ReceiptHandle": dead_letters()[0]["ReceiptHandle"]}]))),
+    ("AcknowledgeDeadLetterQueueRecords", lambda: entries_ok(k.acknowledge_dead_letter_queue_records(
+        QueueARN=queue_arn, Entries=[{"ReceiptHandle": dead_letters()[0]["ReceiptHandle"]}]))),
+    ("DeleteQueue", lambda: k.delete_queue(QueueARN=queue_arn)),
     ("DeleteStream", lambda: k.delete_stream(StreamName=f"{stream}-2")),
 ]
 firehose_calls = [
@@ -142,6 +158,28 @@ firehose_calls = [
         ExtendedS3DestinationUpdate={"Prefix": "ops2/"})),
     ("DeleteDeliveryStream", lambda: f.delete_delivery_stream(DeliveryStreamName=delivery)),
 ]
+
+
+queue_name = f"q-{suffix}"
+queue_arn = f"arn:aws:kinesis:us-east-1:000000000000:queue/{queue_name}"
+held = {}
+
+
+def entries_ok(out):
+    assert len(out["Successful"]) == 1 and not out["Failed"], out
+    return out
+
+
+def dead_letters():
+    """The record received once and left unacknowledged goes to the dead-letter area on its
+    next receive (MaxReceiveCount 1)."""
+    for _ in range(30):
+        k.receive_queue_records(QueueARN=queue_arn, Limit=10)
+        dead = k.receive_dead_letter_queue_records(QueueARN=queue_arn, Limit=1)["QueueRecords"]
+        if dead:
+            return dead
+        time.sleep(0.2)
+    raise AssertionError("no dead letter")
 
 
 def subscribe_once(consumer):

@@ -157,6 +157,8 @@ def main():
     deadline = time.monotonic() + 1800
     good = set(lines) - poison
 
+    waiting = set(good)
+
     def take(kind, key, at):
         if kind == "receive":
             received[key] = received.get(key, 0) + 1
@@ -165,12 +167,14 @@ def main():
         elif kind == "ack":
             acks[key] = acks.get(key, 0) + 1
             acked_at.setdefault(key, at)
+            waiting.discard(key)
         else:
             unanswered.add(key)
+            waiting.discard(key)
 
     # Until every good record is acknowledged, or had an acknowledgement that went
     # unanswered (the server may have taken it: then it never comes again).
-    while len(good - set(acked_at) - unanswered) > 0 and time.monotonic() < deadline:
+    while waiting and time.monotonic() < deadline:
         try:
             take(*events.get(timeout=0.5))
         except Exception:
@@ -198,8 +202,9 @@ def main():
     check("nothing received after its acknowledgement was answered", not violations, f"{len(violations)}: {violations[:2]}")
     check("the server was killed under the workers", killed == kills, f"{killed} of {kills}")
     dead = []
-    for _ in range(200):
-        out = k.receive_dead_letter_queue_records(QueueARN=arn, Limit=10, VisibilityTimeoutSeconds=300)
+    until = time.monotonic() + 120
+    while time.monotonic() < until:
+        out = k.receive_dead_letter_queue_records(QueueARN=arn, Limit=10, VisibilityTimeoutSeconds=600)
         if not out["QueueRecords"]:
             if len(dead) >= len(poison):
                 break
@@ -210,8 +215,9 @@ def main():
     for i in range(0, len(dead), 10):
         k.restore_dead_letter_queue_records(QueueARN=arn, Entries=[{"ReceiptHandle": r["ReceiptHandle"]} for r in dead[i:i + 10]])
     again = []
-    for _ in range(200):
-        out = k.receive_queue_records(QueueARN=arn, Limit=10, WaitTimeSeconds=1, VisibilityTimeoutSeconds=300)
+    until = time.monotonic() + 120
+    while time.monotonic() < until:
+        out = k.receive_queue_records(QueueARN=arn, Limit=10, WaitTimeSeconds=1, VisibilityTimeoutSeconds=600)
         again.extend(r["Data"].decode() for r in out["QueueRecords"])
         if len(again) >= len(poison) and not out["QueueRecords"]:
             break
