@@ -235,8 +235,7 @@ impl QueueState {
         before - c.pending.len() - c.dead.len()
     }
 
-    /// Counts: records visible now, in flight, dead-lettered; and the first receive time of
-    /// the oldest unacknowledged record (ms, if any).
+    /// Counts: records received before and visible again now, in flight, dead-lettered.
     pub fn counts(&self, now_ms: u64) -> (usize, usize, usize) {
         let (mut visible, mut in_flight, mut dead) = (0, 0, 0);
         for c in self.shards.values() {
@@ -297,7 +296,8 @@ impl QueueState {
     /// The changes that bring another copy of this state up to date for record `sequence`
     /// of `shard` (in both areas) and the shard's cursor, after an operation touched them.
     pub fn changes_for(&self, shard: &(String, u32), sequence: u64) -> Vec<Change> {
-        let c = self.shards.get(shard).cloned().unwrap_or_default();
+        let empty = ShardCursor::default();
+        let c = self.shards.get(shard).unwrap_or(&empty);
         let mut out = vec![Change::Cursor { shard: shard.clone(), cursor: c.cursor }];
         for (area, map) in [(Area::Main, &c.pending), (Area::DeadLetter, &c.dead)] {
             out.push(match map.get(&sequence) {

@@ -122,6 +122,15 @@ async fn records_are_acknowledged_redelivered_dead_lettered_and_restored() {
     clock.advance(31_000);
     assert!(receive(&server, "ReceiveQueueRecords", json!({})).await.is_empty());
 
+    let (_, metrics) = crate::support::head_of(
+        server.addr,
+        format!("GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", server.addr),
+    )
+    .await;
+    assert!(metrics.contains("sluice_kinesis_queue_dead_letter_records{queue=\"work\"} 5\n"), "{metrics}");
+    assert!(metrics.contains("sluice_kinesis_queue_in_flight_records{queue=\"work\"} 0\n"), "{metrics}");
+    let summary = call(&server, "DescribeStreamSummary", json!({ "StreamName": "jobs" })).await;
+    assert_eq!(summary["StreamDescriptionSummary"]["QueueCount"], 1);
     // The state survives a restart: nothing acknowledged comes back.
     server.stop().await;
     let server = start(dir.path(), clock.clone()).await;

@@ -120,7 +120,9 @@ pub fn run_summary(k: &Kinesis, r: SummaryRequest) -> Result<Vec<u8>, ApiError> 
     d.insert("OpenShardCount".into(), open.into());
     let meta = stream.meta();
     let settings = &meta.settings;
-    d.insert("ConsumerCount".into(), settings.consumers.len().into());
+    let queues = k.queues.count_for_stream(&meta.name);
+    d.insert("ConsumerCount".into(), (settings.consumers.len() + queues).into());
+    d.insert("QueueCount".into(), queues.into());
     d.insert("MaxRecordSizeInKiB".into(), (settings.max_record_bytes >> 10).into());
     d.insert("RecordDistributionStrategy".into(), distribution_name(settings.distribution).into());
     if settings.mode == StreamMode::OnDemand {

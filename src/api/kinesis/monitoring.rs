@@ -1,6 +1,8 @@
-//! Shard-level metrics of enhanced monitoring in `/metrics`: for each stream with
-//! `EnableEnhancedMonitoring` on, one series per open shard of each metric turned on, named
-//! after its CloudWatch metric (`IncomingBytes` → `sluice_kinesis_shard_incoming_bytes`).
+//! Kinesis series in `/metrics`: the shard-level metrics of enhanced monitoring (for each
+//! stream with `EnableEnhancedMonitoring` on, one series per open shard of each metric turned
+//! on, named after its CloudWatch metric: `IncomingBytes` →
+//! `sluice_kinesis_shard_incoming_bytes`), and per queue its visible, in-flight and
+//! dead-letter counts and the age of its oldest unacknowledged record.
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
@@ -19,9 +21,21 @@ const FAMILIES: [(&str, &str, &str); 7] = [
     ("IteratorAgeMilliseconds", "sluice_kinesis_shard_iterator_age_milliseconds", "gauge"),
 ];
 
+/// A queue gauge: its name, help text, and its value in a row.
+type QueueFamily = (&'static str, &'static str, fn(&QueueRow) -> u64);
+
+/// One queue's counts for `/metrics`.
+struct QueueRow {
+    name: String,
+    visible: usize,
+    in_flight: usize,
+    dead: usize,
+    oldest: u64,
+}
+
 impl Kinesis {
-    /// The shard-level metrics turned on, as OpenMetrics text without the closing `# EOF`
-    /// (the server puts them before it). Empty when no stream has enhanced monitoring on.
+    /// The shard-level metrics turned on, and every queue's counts, as OpenMetrics text
+    /// without the closing `# EOF` (the server puts them before it).
     pub fn render_shard_metrics(&self) -> String {
         let streams = self.streams.list();
         let mut out = String::new();
@@ -59,6 +73,54 @@ impl Kinesis {
                 let _ = writeln!(out, "# TYPE {family} {kind}");
                 let _ = writeln!(out, "# HELP {family} Kinesis shard-level metric {metric} (enhanced monitoring).");
                 out.push_str(&lines);
+            }
+        }
+        out.push_str(&self.render_queue_metrics());
+        out
+    }
+
+    /// Per queue: records visible, in flight and dead-lettered, and the age of the oldest
+    /// unacknowledged record (since it was first received), as OpenMetrics gauges.
+    fn render_queue_metrics(&self) -> String {
+        let queues = self.queues.list();
+        if queues.is_empty() {
+            return String::new();
+        }
+        let now = self.clock.now_ms();
+        let mut rows = Vec::new();
+        for q in &queues {
+            let name = q.meta.read().unwrap_or_else(std::sync::PoisonError::into_inner).name.clone();
+            let state = q.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let (visible, in_flight, dead) = state.counts(now);
+            let oldest = state
+                .shards
+                .values()
+                .flat_map(|c| c.pending.values())
+                .filter(|d| d.first_receive_ms > 0)
+                .map(|d| now.saturating_sub(d.first_receive_ms))
+                .max()
+                .unwrap_or(0);
+            rows.push(QueueRow { name, visible, in_flight, dead, oldest });
+        }
+        let mut out = String::new();
+        let families: [QueueFamily; 4] = [
+            ("sluice_kinesis_queue_visible_records", "Records received before and visible again", |r| r.visible as u64),
+            ("sluice_kinesis_queue_in_flight_records", "Records received and not yet acknowledged", |r| {
+                r.in_flight as u64
+            }),
+            ("sluice_kinesis_queue_dead_letter_records", "Records in the dead-letter area", |r| r.dead as u64),
+            (
+                "sluice_kinesis_queue_oldest_unacknowledged_age_milliseconds",
+                "Time since the oldest unacknowledged record was first received",
+                |r| r.oldest,
+            ),
+        ];
+        for (family, help, value) in families {
+            let _ = writeln!(out, "# TYPE {family} gauge");
+            let _ = writeln!(out, "# HELP {family} {help}.");
+            for r in &rows {
+                // Queue names are [a-zA-Z0-9_.-]: nothing to escape in a label value.
+                let _ = writeln!(out, "{family}{{queue=\"{}\"}} {}", r.name, value(r));
             }
         }
         out

@@ -274,6 +274,14 @@ impl Queues {
         true
     }
 
+    /// Queues reading stream `stream` (each counts as a registered consumer of it, as on AWS).
+    pub fn count_for_stream(&self, stream: &str) -> usize {
+        self.list()
+            .iter()
+            .filter(|q| q.meta.read().unwrap_or_else(PoisonError::into_inner).streams.iter().any(|s| s.name == stream))
+            .count()
+    }
+
     /// Deletes every queue reading stream `stream` (its stream was deleted).
     pub fn delete_for_stream(&self, stream: &str) {
         let names: Vec<String> = self
