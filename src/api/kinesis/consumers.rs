@@ -6,10 +6,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use base64::Engine as _;
 use serde::Deserialize;
 
-use super::{epoch_seconds, no_output, respond, ApiError, ErrorKind, Kinesis, StreamTarget};
+use super::{after_token, epoch_seconds, name_token, no_output, respond, ApiError, ErrorKind, Kinesis, StreamTarget};
 use sluice_engine::settings::ConsumerMeta;
 use sluice_engine::stream::Stream;
 
@@ -212,16 +211,7 @@ pub fn run_describe(k: &Kinesis, r: ConsumerTarget) -> Result<Vec<u8>, ApiError>
 pub fn run_list(k: &Kinesis, r: ListRequest) -> Result<Vec<u8>, ApiError> {
     let limit = r.max_results.map_or(LIST_MAX, |n| n.clamp(1, LIST_MAX as i64) as usize);
     let stream = k.stream(&StreamTarget { stream_name: None, stream_arn: Some(r.stream_arn) })?;
-    let after = match &r.next_token {
-        None => None,
-        Some(t) => Some(
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(t)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .ok_or_else(|| ApiError::new(ErrorKind::InvalidArgument, "Invalid NextToken."))?,
-        ),
-    };
+    let after = after_token(r.next_token.as_deref())?;
     let now = k.clock.now_ms();
     let name = stream.meta().name.clone();
     let mut all: Vec<(ConsumerMeta, ConsumerStatus)> = stream
@@ -241,7 +231,7 @@ pub fn run_list(k: &Kinesis, r: ListRequest) -> Result<Vec<u8>, ApiError> {
     let mut body = serde_json::json!({ "Consumers": page });
     if rest.len() > limit {
         let last = &rest[limit - 1].0.name;
-        body["NextToken"] = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(last).into();
+        body["NextToken"] = name_token(&last).into();
     }
     respond(&body)
 }

@@ -642,6 +642,25 @@ fn page_limit(value: Option<i64>, member: &str, max: i64, default: usize) -> Res
     }
 }
 
+/// The `NextToken` of a page of named things (consumers, queues) that ends at `last`.
+fn name_token(last: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(last)
+}
+
+/// The name after which a page starts, from its `NextToken` (`None` for the first page);
+/// `InvalidArgumentException` for a token Sluice did not make.
+fn after_token(token: Option<&str>) -> Result<Option<String>, ApiError> {
+    use base64::Engine as _;
+    let Some(t) = token else { return Ok(None) };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(t)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .map(Some)
+        .ok_or_else(|| ApiError::new(ErrorKind::InvalidArgument, "Invalid NextToken."))
+}
+
 /// Stream names: 1 to 128 characters of `[a-zA-Z0-9_.-]`. Source: AWS Kinesis API reference.
 fn validate_stream_name(name: &str) -> Result<(), ApiError> {
     if name.is_empty() {

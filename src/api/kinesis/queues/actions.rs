@@ -11,7 +11,9 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 use super::{Queue, QueueMeta, QueueStream, VISIBILITY_TIMEOUT_S_DEFAULT};
-use crate::api::kinesis::{epoch_seconds, no_output, respond, ApiError, ErrorKind, Kinesis, StreamTarget};
+use crate::api::kinesis::{
+    after_token, epoch_seconds, name_token, no_output, respond, ApiError, ErrorKind, Kinesis, StreamTarget,
+};
 use sluice_engine::queue::{Area, Change, EntryError, QueueState, ReceiptHandle, ShardCursor};
 use sluice_engine::sequence_number::SequenceNumber;
 use sluice_engine::settings::StreamMode;
@@ -402,16 +404,7 @@ pub fn run_describe(k: &Kinesis, r: QueueTarget) -> Result<Vec<u8>, ApiError> {
 
 pub fn run_list(k: &Kinesis, r: ListRequest) -> Result<Vec<u8>, ApiError> {
     let limit = r.max_results.map_or(100, |n| n.clamp(1, 10_000) as usize);
-    let after = match &r.next_token {
-        None => None,
-        Some(t) => Some(
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(t)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .ok_or_else(|| ApiError::new(ErrorKind::InvalidArgument, "Invalid NextToken."))?,
-        ),
-    };
+    let after = after_token(r.next_token.as_deref())?;
     let filter: Option<Vec<String>> =
         r.stream_filter.map(|f| f.iter().map(|s| s.stream_arn.rsplit('/').next().unwrap_or("").to_owned()).collect());
     let queues: Vec<_> = k
@@ -448,7 +441,7 @@ pub fn run_list(k: &Kinesis, r: ListRequest) -> Result<Vec<u8>, ApiError> {
     let mut body = serde_json::json!({ "QueueSummaries": page });
     if queues.len() > limit {
         let last = queues[limit - 1].meta.read().unwrap_or_else(PoisonError::into_inner).name.clone();
-        body["NextToken"] = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(last).into();
+        body["NextToken"] = name_token(&last).into();
     }
     respond(&body)
 }
