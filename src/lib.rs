@@ -83,6 +83,10 @@ pub fn open_state(config: &config::Config, clock: Arc<dyn Clock>) -> Result<Arc<
             subscription_lifetime_ms: config.subscription_lifetime_ms,
             on_demand_scaling_interval_ms: config.on_demand_scaling_interval_ms,
             sync_queue_state: config.durability() == sluice_engine::Durability::Always,
+            queue_sync_interval_ms: match config.durability() {
+                sluice_engine::Durability::Interval(d) => d.as_millis() as u64,
+                _ => 0,
+            },
             ..KinesisConfig::default()
         },
         clock.clone(),

@@ -593,6 +593,10 @@ pub async fn serve_with(
         state.clone(),
         |state| state.kinesis.scale_on_demand(),
     );
+    let queue_sync = (state.kinesis.config.queue_sync_interval_ms > 0).then(|| {
+        let interval = std::time::Duration::from_millis(state.kinesis.config.queue_sync_interval_ms);
+        every(interval, state.clone(), |state| state.kinesis.queues.sync_journals())
+    });
     let page_release = every(PAGE_RELEASE_INTERVAL, state.clone(), |state| {
         state.kinesis.streams.release_pages();
         state.firehose.delivery_streams.release_pages();
@@ -674,11 +678,19 @@ pub async fn serve_with(
     retention.abort();
     page_release.abort();
     on_demand.abort();
+    if let Some(q) = &queue_sync {
+        q.abort();
+    }
     state.closing.send_replace(true);
     graceful.shutdown().await;
     let _ = retention.await;
     let _ = page_release.await;
     let _ = on_demand.await;
+    if let Some(q) = queue_sync {
+        let _ = q.await;
+    }
+    // Queue journals written since the last sync reach the disk before the server stops.
+    state.kinesis.queues.sync_journals();
     // Delivery workers land what they buffered before the server stops.
     state.firehose.delivery_streams.shutdown().await;
     // Another server may open the data directory now (the logs sync when the state drops).

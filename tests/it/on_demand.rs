@@ -98,3 +98,26 @@ async fn a_load_ramp_scales_shards_up_and_back_down_and_loses_nothing() {
     assert_eq!(got, sent, "every record once, in order per partition key");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_throughput_splits_ahead_of_any_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(dir.path(), Arc::new(ManualClock::new(1_700_000_000_000)), |c| {
+        c.on_demand_scaling_interval_ms = 100;
+    })
+    .await;
+    let client = server.client();
+    let mode = StreamModeDetails::builder().stream_mode(StreamMode::OnDemand).build().unwrap();
+    client.create_stream().stream_name("od").stream_mode_details(mode).send().await.unwrap();
+    let warm = client.update_stream_warm_throughput().stream_name("od").warm_throughput_mibps(8).send().await.unwrap();
+    assert_eq!(warm.warm_throughput.unwrap().target_mibps, Some(8));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while open_shards(&client).await < 8 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(open_shards(&client).await, 8, "one shard per MiB/s of warm throughput, with no load");
+    // Idle, it stays at its warm size: cold shards are not merged below it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(open_shards(&client).await, 8);
+    server.stop().await;
+}

@@ -248,6 +248,9 @@ pub struct KinesisConfig {
     /// server's `fsync = "always"`); otherwise it is renamed into place, which a crash of the
     /// process does not undo.
     pub sync_queue_state: bool,
+    /// Interval between background syncs of the queues' journals, ms (the server's
+    /// `fsync_interval_ms` under `fsync = "interval"`; 0: none).
+    pub queue_sync_interval_ms: u64,
 }
 
 impl Default for KinesisConfig {
@@ -260,6 +263,7 @@ impl Default for KinesisConfig {
             subscription_lifetime_ms: subscribe::SUBSCRIPTION_LIFETIME_MS_DEFAULT,
             on_demand_scaling_interval_ms: ON_DEMAND_SCALING_INTERVAL_MS_DEFAULT,
             sync_queue_state: false,
+            queue_sync_interval_ms: 0,
         }
     }
 }

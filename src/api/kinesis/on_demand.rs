@@ -7,8 +7,10 @@
 //! writing at half its quota (1 MiB/s or 1,000 records/s) or more is split at the middle of
 //! its hash key range, so capacity stays at least twice the load; two adjacent shards whose
 //! rates together stay under a fifth of one shard's quota are merged, down to the 4 shards a
-//! stream starts with. One split or merge per stream and interval, with lineage exactly as
-//! `SplitShard`/`MergeShards` make it (the stream shows UPDATING meanwhile).
+//! stream starts with, or to one shard per MiB/s of the stream's warm throughput
+//! (`UpdateStreamWarmThroughput`), which it is split up to ahead of any load. One split or
+//! merge per stream and interval, with lineage exactly as `SplitShard`/`MergeShards` make it
+//! (the stream shows UPDATING meanwhile).
 
 use std::collections::HashMap;
 use std::sync::PoisonError;
@@ -62,9 +64,21 @@ impl Kinesis {
 
     fn rescale(&self, stream: &Stream, rates: &[(u32, u128, f64)]) {
         let open = rates.len();
-        let hottest = rates.iter().max_by(|a, b| a.2.total_cmp(&b.2));
+        // Warm throughput: at least one shard per MiB/s asked for, ready before the load.
+        let warm = (stream.meta().settings.warm_throughput_mibps as usize).min(ON_DEMAND_SHARDS_MAX);
+        let hottest = if open < warm {
+            // The widest shard, as if it were hot.
+            let meta = stream.meta();
+            let widest = rates.iter().max_by_key(|r| {
+                let range = meta.shards[r.0 as usize].hash_key_range;
+                range.ending - range.starting
+            });
+            widest.map(|&(i, s, _)| (i, s, f64::INFINITY))
+        } else {
+            rates.iter().max_by(|a, b| a.2.total_cmp(&b.2)).copied()
+        };
         let changed = match hottest {
-            Some(&(index, starting, load))
+            Some((index, starting, load))
                 if load >= HOT
                     && open < ON_DEMAND_SHARDS_MAX
                     && self.streams.open_shards() < self.streams.shard_limit() =>
@@ -73,7 +87,7 @@ impl Kinesis {
                 let middle = starting + (ending - starting) / 2 + 1;
                 stream.split(index, middle).map(|_| ()).map_err(|e| e.to_string())
             }
-            _ if open > ON_DEMAND_SHARDS_MIN => {
+            _ if open > ON_DEMAND_SHARDS_MIN.max(warm) => {
                 // Adjacent pairs in hash key order; the coldest one, if cold enough.
                 let coldest =
                     rates.windows(2).map(|w| (w[0].0, w[1].0, w[0].2 + w[1].2)).min_by(|a, b| a.2.total_cmp(&b.2));

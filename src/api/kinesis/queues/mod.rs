@@ -274,6 +274,19 @@ impl Queues {
         true
     }
 
+    /// Syncs every queue's journal (the server calls it every `fsync_interval_ms` under
+    /// `fsync = "interval"`, as the shard logs are synced). Failures are logged.
+    pub fn sync_journals(&self) {
+        for q in self.list() {
+            let j = q.journal.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(f) = &j.file {
+                if let Err(e) = f.sync_data() {
+                    tracing::error!(dir = %q.dir.display(), error = %e, "cannot sync a queue's journal");
+                }
+            }
+        }
+    }
+
     /// Queues reading stream `stream` (each counts as a registered consumer of it, as on AWS).
     pub fn count_for_stream(&self, stream: &str) -> usize {
         self.list()
