@@ -231,7 +231,7 @@ pub fn run_list(k: &Kinesis, r: ListRequest) -> Result<Vec<u8>, ApiError> {
     let mut body = serde_json::json!({ "Consumers": page });
     if rest.len() > limit {
         let last = &rest[limit - 1].0.name;
-        body["NextToken"] = name_token(&last).into();
+        body["NextToken"] = name_token(last).into();
     }
     respond(&body)
 }
