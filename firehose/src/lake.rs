@@ -8,7 +8,7 @@
 //! write returns (file and folders fsynced), as checkpoints are.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -101,8 +101,17 @@ pub struct Lake {
 
 impl Lake {
     /// A lake with `config`; clients are made when a bucket is first used.
+    ///
+    /// A `file://` lake is cleared of the temporary files (`<object>#<n>`) that writes cut
+    /// short by a crash left, before any delivery of this process writes to it.
     pub fn new(config: LakeConfig) -> Result<Self, LakeError> {
         config.check()?;
+        if let Some(root) = config.url.strip_prefix("file://") {
+            let removed = remove_staging_files(Path::new(root));
+            if removed > 0 {
+                tracing::info!(lake = root, files = removed, "removed temporary files of writes a crash cut short");
+            }
+        }
         Ok(Self { config, buckets: Mutex::new(HashMap::new()) })
     }
 
@@ -265,8 +274,51 @@ fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
     }
 }
 
+/// Removes, under `dir`, the files object_store's local store writes before renaming them
+/// into place (`<object>#<n>`): left behind only when a crash cut the write short. Symbolic
+/// links are not followed. Returns how many were removed; failures are logged.
+fn remove_staging_files(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let Ok(kind) = e.file_type() else { continue };
+        let path = e.path();
+        if kind.is_dir() {
+            removed += remove_staging_files(&path);
+        } else if kind.is_file() && is_staging_name(&e.file_name().to_string_lossy()) {
+            match std::fs::remove_file(&path) {
+                Ok(()) => removed += 1,
+                Err(err) => tracing::warn!(file = %path.display(), error = %err, "cannot remove a temporary lake file"),
+            }
+        }
+    }
+    removed
+}
+
+/// Whether `name` is object_store's temporary name for a write in progress: `<name>#<digits>`.
+fn is_staging_name(name: &str) -> bool {
+    name.rsplit_once('#')
+        .is_some_and(|(base, n)| !base.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn temporary_files_of_cut_writes_are_removed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("lake-1/2026/11/29");
+        std::fs::create_dir_all(&folder).unwrap();
+        for f in ["a.parquet", "a.parquet#1", "b.parquet#12", "c#x", "#3"] {
+            std::fs::write(folder.join(f), b"x").unwrap();
+        }
+        let config = super::LakeConfig { url: format!("file://{}", dir.path().display()), ..Default::default() };
+        super::Lake::new(config).unwrap();
+        let mut left: Vec<String> =
+            std::fs::read_dir(&folder).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        left.sort();
+        assert_eq!(left, ["#3", "a.parquet", "c#x"]);
+    }
+
     use super::*;
 
     #[test]
