@@ -10,6 +10,8 @@
 //!
 //! Run: `cargo run --release -p sluice-benches --example fan_out [latency records] [fan-out seconds]`.
 
+mod common;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,30 +19,9 @@ use std::time::{Duration, Instant};
 use aws_smithy_eventstream::frame::{DecodedFrame, MessageFrameDecoder};
 use base64::Engine as _;
 use bytes::{Buf, Bytes, BytesMut};
+use common::{call, HttpClient};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use sluice::config::{Auth, Config, Fsync, Throttle};
-use sluice_engine::SystemClock;
-
-type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
-
-async fn call(client: &HttpClient, addr: &str, action: &str, body: serde_json::Value) -> serde_json::Value {
-    let req = hyper::Request::post(format!("http://{addr}/"))
-        .header("x-amz-target", format!("Kinesis_20131202.{action}"))
-        .header("content-type", "application/x-amz-json-1.1")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .expect("request");
-    let resp = client.request(req).await.expect("response");
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-    assert!(status.is_success(), "{action}: {status} {}", String::from_utf8_lossy(&bytes));
-    if bytes.is_empty() {
-        serde_json::Value::Null
-    } else {
-        serde_json::from_slice(&bytes).expect("JSON")
-    }
-}
 
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -119,11 +100,7 @@ async fn main() {
         subscription_lifetime_ms: 3_600_000,
         ..Config::default()
     };
-    let state = sluice::open_state(&config, Arc::new(SystemClock)).expect("state");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr").to_string();
-    tokio::spawn(sluice::server::serve(listener, state, std::future::pending()));
-    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let (addr, client) = common::start(&config).await;
     let b64 = base64::engine::general_purpose::STANDARD;
     let base = Instant::now();
 

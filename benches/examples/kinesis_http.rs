@@ -6,18 +6,15 @@
 //!
 //! Run: `cargo run --release -p sluice-benches --example kinesis_http [seconds] [connections]`.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use common::{call_bytes, call_raw};
 use sluice::config::{Auth, Config, Fsync, Throttle};
-use sluice_engine::SystemClock;
-
-type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 
 /// The parts of a GetRecords answer the replay needs; record contents are skipped unparsed.
 #[derive(serde::Deserialize)]
@@ -25,28 +22,6 @@ type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Ful
 struct Page {
     records: Vec<serde::de::IgnoredAny>,
     next_shard_iterator: String,
-}
-
-/// Calls `action`; its JSON answer, `Null` for actions that answer an empty body (CreateStream).
-async fn call(client: &HttpClient, addr: &str, action: &str, body: Bytes) -> serde_json::Value {
-    let answer = call_raw(client, addr, action, body).await;
-    if answer.is_empty() {
-        return serde_json::Value::Null;
-    }
-    serde_json::from_slice(&answer).expect("JSON")
-}
-
-async fn call_raw(client: &HttpClient, addr: &str, action: &str, body: Bytes) -> Bytes {
-    let req = hyper::Request::post(format!("http://{addr}/"))
-        .header("x-amz-target", format!("Kinesis_20131202.{action}"))
-        .header("content-type", "application/x-amz-json-1.1")
-        .body(Full::new(body))
-        .expect("request");
-    let resp = client.request(req).await.expect("response");
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-    assert!(status.is_success(), "{action}: {status} {}", String::from_utf8_lossy(&bytes));
-    bytes
 }
 
 fn put_records_body(stream: &str, count: usize, size: usize, salt: usize) -> Bytes {
@@ -75,15 +50,11 @@ async fn main() {
         stream_transition_ms: 0,
         ..Config::default()
     };
-    let state = sluice::open_state(&config, Arc::new(SystemClock)).expect("state");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr").to_string();
-    tokio::spawn(sluice::server::serve(listener, state, std::future::pending()));
-    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let (addr, client) = common::start(&config).await;
 
     for (stream, shards) in [("ingest", 4), ("replay", 1)] {
         let body = serde_json::json!({ "StreamName": stream, "ShardCount": shards }).to_string();
-        call(&client, &addr, "CreateStream", Bytes::from(body)).await;
+        call_bytes(&client, &addr, "CreateStream", Bytes::from(body)).await;
     }
 
     // Ingest: 100 B records, 500 per request, `connections` requests in flight.
@@ -97,7 +68,7 @@ async fn main() {
                 let mut records = 0usize;
                 let mut i = c;
                 while Instant::now() < deadline {
-                    let out = call(&client, &addr, "PutRecords", bodies[i % bodies.len()].clone()).await;
+                    let out = call_bytes(&client, &addr, "PutRecords", bodies[i % bodies.len()].clone()).await;
                     assert_eq!(out["FailedRecordCount"], 0);
                     records += 500;
                     i += 1;
@@ -121,10 +92,11 @@ async fn main() {
     let fill: Vec<Bytes> = (0..8).map(|s| put_records_body("replay", 500, 1024, s)).collect();
     let batches = (256usize << 20) / (500 * 1024);
     for i in 0..batches {
-        call(&client, &addr, "PutRecords", fill[i % fill.len()].clone()).await;
+        call_bytes(&client, &addr, "PutRecords", fill[i % fill.len()].clone()).await;
     }
     let body = serde_json::json!({"StreamName": "replay", "ShardId": "shardId-000000000000", "ShardIteratorType": "TRIM_HORIZON"});
-    let mut it = call(&client, &addr, "GetShardIterator", Bytes::from(body.to_string())).await["ShardIterator"].clone();
+    let mut it =
+        call_bytes(&client, &addr, "GetShardIterator", Bytes::from(body.to_string())).await["ShardIterator"].clone();
     let start = Instant::now();
     let (mut read, mut bytes) = (0usize, 0usize);
     loop {

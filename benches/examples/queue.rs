@@ -11,37 +11,16 @@
 //!
 //! Run: `cargo run --release -p sluice-benches --example queue [records] [polls]`.
 
+mod common;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use common::call;
 use serde_json::{json, Value};
 use sluice::config::{Auth, Config, Throttle};
-use sluice_engine::SystemClock;
-
-type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
-
-async fn call(client: &HttpClient, addr: &str, action: &str, body: Value) -> Value {
-    let req = hyper::Request::post(format!("http://{addr}/"))
-        .header("x-amz-target", format!("Kinesis_20131202.{action}"))
-        .header("content-type", "application/x-amz-json-1.1")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .expect("request");
-    let resp = client.request(req).await.expect("response");
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-    assert!(status.is_success(), "{action}: {status} {}", String::from_utf8_lossy(&bytes));
-    if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).expect("JSON")
-    }
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
@@ -71,11 +50,7 @@ async fn main() {
         stream_transition_ms: 0,
         ..Config::default()
     };
-    let state = sluice::open_state(&config, Arc::new(SystemClock)).expect("state");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr").to_string();
-    tokio::spawn(sluice::server::serve(listener, state, std::future::pending()));
-    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let (addr, client) = common::start(&config).await;
     let b64 = base64::engine::general_purpose::STANDARD;
 
     // 1. Throughput.
