@@ -438,7 +438,14 @@ async fn an_inferred_schema_follows_the_majority_and_fails_only_the_junk() {
     server.stop().await;
 }
 
-/// Every file under `root`, as (key relative to it, bytes).
+/// Whether `name` is not an object but a file being written: a hidden file, or
+/// object_store's `<object>#<n>` before its rename into place.
+fn is_temporary(name: &str) -> bool {
+    name.starts_with('.')
+        || name.rsplit_once('#').is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Every file under `root` that is an object, as (key relative to it, bytes).
 pub fn local_objects(root: &std::path::Path) -> Vec<(String, Vec<u8>)> {
     fn walk(root: &std::path::Path, dir: &std::path::Path, out: &mut Vec<(String, Vec<u8>)>) {
         let Ok(entries) = std::fs::read_dir(dir) else { return };
@@ -446,7 +453,7 @@ pub fn local_objects(root: &std::path::Path) -> Vec<(String, Vec<u8>)> {
             let p = e.unwrap().path();
             if p.is_dir() {
                 walk(root, &p, out);
-            } else if !p.file_name().unwrap().to_string_lossy().starts_with('.') {
+            } else if !is_temporary(&p.file_name().unwrap().to_string_lossy()) {
                 out.push((p.strip_prefix(root).unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()));
             }
         }
