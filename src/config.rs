@@ -11,6 +11,7 @@ use sluice_engine::streams::Throttling;
 use sluice_engine::throttle::ThrottleRates;
 use sluice_engine::Durability;
 use sluice_firehose::config::DeliveryStreamDeclaration;
+use sluice_firehose::table::TablesConfig;
 use sluice_firehose::LakeConfig;
 
 /// How requests are authenticated.
@@ -104,6 +105,9 @@ pub struct Config {
     pub access_keys: Vec<AccessKey>,
     /// Where delivery streams land: `[lake]` (default: the folder `./lake`).
     pub lake: LakeConfig,
+    /// The Iceberg catalog of table destinations: `[tables]` (default: the embedded SQL
+    /// catalog, `<data_dir>/iceberg/catalog.db`).
+    pub tables: TablesConfig,
     /// Sluice's Glue Data Catalog for format conversion: `SchemaConfiguration`'s
     /// `DatabaseName`/`TableName` name `<schema_dir>/<DatabaseName>/<TableName>.json` (default
     /// `./schemas`).
@@ -200,6 +204,7 @@ impl Default for Config {
                 secret_access_key: DEFAULT_SECRET_ACCESS_KEY.into(),
             }],
             lake: LakeConfig::default(),
+            tables: TablesConfig::default(),
             schema_dir: PathBuf::from("./schemas"),
             transform_dir: PathBuf::from("./wasm"),
             transform_memory_mb: 64,

@@ -20,6 +20,7 @@ use sluice_engine::streams::Streams;
 use sluice_engine::{Clock, OpenError, ShardLogOptions};
 use sluice_firehose::delivery_streams::{DeliveryStreams, TransformResolver};
 use sluice_firehose::metrics::Metrics;
+use sluice_firehose::table::Tables;
 use sluice_firehose::wasm::WasmTransforms;
 use sluice_firehose::worker::WorkerContext;
 use sluice_firehose::Lake;
@@ -92,16 +93,24 @@ pub fn open_state(config: &config::Config, clock: Arc<dyn Clock>) -> Result<Arc<
         clock.clone(),
     )
     .map_err(StartError::Queues)?;
+    let lake = Arc::new(Lake::new(config.lake.clone())?);
     let ctx = WorkerContext {
         kinesis: kinesis.streams.clone(),
-        lake: Arc::new(Lake::new(config.lake.clone())?),
+        tables: Arc::new(Tables::new(&config.data_dir, lake.clone(), config.tables.clone())),
+        lake,
         metrics: Arc::new(Metrics::default()),
         clock: clock.clone(),
     };
-    let delivery_streams =
-        DeliveryStreams::open(&config.data_dir, log_options, ctx, tokio::runtime::Handle::current(), transforms)?;
+    let delivery_streams = Arc::new(DeliveryStreams::open(
+        &config.data_dir,
+        log_options,
+        ctx,
+        tokio::runtime::Handle::current(),
+        transforms,
+    )?);
+    kinesis.attach_deliveries(delivery_streams.clone());
     let firehose = Firehose::new(
-        Arc::new(delivery_streams),
+        delivery_streams,
         FirehoseConfig {
             region: config.region.clone(),
             account_id: config.account_id.clone(),

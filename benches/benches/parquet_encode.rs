@@ -66,6 +66,8 @@ fn encode(c: &mut Criterion) {
         schema: Some(schema()),
         tags: Default::default(),
         encryption: None,
+        iceberg: None,
+        channel: None,
     };
     let pipeline = sluice_firehose::plan::build(&spec, Some(arrow), None).unwrap();
     let source: Vec<SourceRecord> = lines

@@ -51,6 +51,17 @@ pub struct Converted {
     pub failed: Vec<ConversionFailure>,
 }
 
+/// Records as Arrow rows, and the records that could not be converted.
+#[derive(Debug)]
+pub struct Decoded {
+    /// The rows, in input order.
+    pub batches: Vec<RecordBatch>,
+    /// Rows in `batches`.
+    pub rows: usize,
+    /// Records left out, by input index.
+    pub failed: Vec<ConversionFailure>,
+}
+
 /// Why conversion as a whole failed (never a record's fault).
 #[derive(Debug, thiserror::Error)]
 #[error("parquet encoding failed: {0}")]
@@ -108,6 +119,21 @@ impl ParquetEncoder {
     /// Converts `records` (JSON objects, one or more each) to one Parquet file; records that
     /// do not fit are returned as failures and the rows of the rest are written in input order.
     pub fn encode(&self, records: &[&[u8]]) -> Result<Converted, EncodeError> {
+        let Decoded { batches, rows, failed } = self.decode(records);
+        if rows == 0 {
+            return Ok(Converted { bytes: Vec::new(), rows, failed });
+        }
+        let mut writer = ArrowWriter::try_new(Vec::new(), self.schema.clone(), Some(self.properties.clone()))?;
+        for b in &batches {
+            writer.write(b)?;
+        }
+        let bytes = writer.into_inner()?;
+        Ok(Converted { bytes, rows, failed })
+    }
+
+    /// Converts `records` to Arrow rows of the schema (what [`Self::encode`] writes); records
+    /// that do not fit are returned as failures.
+    pub fn decode(&self, records: &[&[u8]]) -> Decoded {
         let mut failed = Vec::new();
         // Each fitting record as newline-delimited rows (the record itself when it is already
         // in its columns' form), with its row count.
@@ -140,15 +166,7 @@ impl ParquetEncoder {
         self.isolate(&fitting, &mut batches, &mut failed);
         failed.sort_by_key(|f| f.index);
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-        if rows == 0 {
-            return Ok(Converted { bytes: Vec::new(), rows, failed });
-        }
-        let mut writer = ArrowWriter::try_new(Vec::new(), self.schema.clone(), Some(self.properties.clone()))?;
-        for b in &batches {
-            writer.write(b)?;
-        }
-        let bytes = writer.into_inner()?;
-        Ok(Converted { bytes, rows, failed })
+        Decoded { batches, rows, failed }
     }
 
     fn isolate(
@@ -160,7 +178,7 @@ impl ParquetEncoder {
         if fitting.is_empty() {
             return;
         }
-        match self.decode(fitting) {
+        match self.decode_rows(fitting) {
             Ok(b) => batches.push(b),
             Err(e) if fitting.len() == 1 => failed.push(ConversionFailure {
                 index: fitting[0].0,
@@ -175,7 +193,7 @@ impl ParquetEncoder {
         }
     }
 
-    fn decode(&self, fitting: &[(usize, Cow<'_, [u8]>, usize)]) -> Result<RecordBatch, ArrowError> {
+    fn decode_rows(&self, fitting: &[(usize, Cow<'_, [u8]>, usize)]) -> Result<RecordBatch, ArrowError> {
         let expected: usize = fitting.iter().map(|(_, _, n)| n).sum();
         let mut decoder = ReaderBuilder::new(self.schema.clone()).with_batch_size(expected.max(1)).build_decoder()?;
         for (_, text, _) in fitting {

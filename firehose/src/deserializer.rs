@@ -371,8 +371,12 @@ impl RowDecoder {
                 Value::String(s) if s.eq_ignore_ascii_case("false") => Ok(Value::Bool(false)),
                 _ => bad(format!("{value} is not a boolean (true or false)")),
             },
-            DataType::Timestamp(TimeUnit::Millisecond, _) => match self.timestamp_ms(&value) {
-                Some(ms) => Ok(Value::from(ms)),
+            // Iceberg tables keep microseconds; the input forms are read to the millisecond.
+            DataType::Timestamp(unit @ (TimeUnit::Millisecond | TimeUnit::Microsecond), _) => match self
+                .timestamp_ms(&value)
+                .and_then(|ms| if *unit == TimeUnit::Microsecond { ms.checked_mul(1000) } else { Some(ms) })
+            {
+                Some(t) => Ok(Value::from(t)),
                 None => bad(format!("{value} is not a timestamp in a form the {} accepts", self.serde_name())),
             },
             DataType::Date32 => match value.as_str().and_then(|s| NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").ok())
@@ -534,7 +538,7 @@ fn canonical_value(field: &Field, raw: &str) -> bool {
         // Any JSON number; arrow-json parses it to the nearest float as serde_json does.
         DataType::Float64 => !b.is_empty() && (b[0] == b'-' || b[0].is_ascii_digit()),
         DataType::Boolean => raw == "true" || raw == "false",
-        DataType::Timestamp(TimeUnit::Millisecond, _) => {
+        DataType::Timestamp(TimeUnit::Millisecond | TimeUnit::Microsecond, _) => {
             is_string
                 && serde_json::from_str::<&str>(raw).is_ok_and(|s| chrono::DateTime::parse_from_rfc3339(s).is_ok())
         }

@@ -36,6 +36,7 @@ pub mod prefix;
 pub mod replay;
 pub mod schema;
 pub mod spec;
+pub mod table;
 pub mod timestamp_pattern;
 pub mod wasm;
 pub mod worker;

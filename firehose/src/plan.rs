@@ -22,7 +22,7 @@ use crate::error_output::{self, Failure, KinesisRecordMetadata, FORMAT_CONVERSIO
 use crate::object_key::{object_name, ObjectId, ObjectOrigin};
 use crate::partition::{PartitionKeys, PartitionQuery};
 use crate::prefix::{check_pair, Prefix, PrefixRole, PrefixValues};
-use crate::spec::DeliveryStreamSpec;
+use crate::spec::{DeliveryStreamSpec, ParquetSerDe};
 
 /// Error code of a record whose partition keys could not be extracted. Source: AWS Firehose
 /// developer guide, "Handle errors in dynamic partitioning".
@@ -81,6 +81,8 @@ pub enum Format {
     Parquet(Box<ParquetEncoder>),
     /// Parquet, with a schema still to infer from the first buffer.
     ParquetInferred,
+    /// Rows of an Iceberg table, in its columns (the table writer makes the files).
+    Table(Box<ParquetEncoder>),
     /// Raw records, concatenated and optionally compressed.
     Raw(RawCompression),
 }
@@ -92,6 +94,8 @@ pub struct PlannedObject {
     pub key: String,
     /// Its contents.
     pub bytes: Vec<u8>,
+    /// Its rows instead, for a table ([`Format::Table`]); empty for objects.
+    pub batches: Vec<arrow_array::RecordBatch>,
     /// Input indexes of the records it holds.
     pub records: Vec<usize>,
     /// `None` for delivered records, else the error output type.
@@ -215,33 +219,43 @@ pub fn build(
             d.compression_format.as_deref().unwrap_or("")
         )
     })?;
-    let format = match d.conversion() {
-        Some(c) => {
-            if compression != RawCompression::None {
-                return Err(
+    let format = if spec.iceberg.is_some() {
+        if dynamic {
+            return Err("Dynamic partitioning is not supported with an Iceberg destination; the table's partition spec partitions its files.".into());
+        }
+        match schema {
+            Some(s) => Format::Table(Box::new(ParquetEncoder::new(s, &ParquetSerDe::default(), JsonSerDe::default()))),
+            None => Format::ParquetInferred,
+        }
+    } else {
+        match d.conversion() {
+            Some(c) => {
+                if compression != RawCompression::None {
+                    return Err(
                     "The S3 destination's compression format must be set to UNCOMPRESSED when data format conversion is enabled"
                         .into(),
                 );
-            }
-            if let Some(ser) = c.output_format_configuration.as_ref().and_then(|o| o.serializer.as_ref()) {
-                if ser.orc_ser_de.is_some() {
-                    return Err("OrcSerDe is not supported by Sluice; use ParquetSerDe.".into());
+                }
+                if let Some(ser) = c.output_format_configuration.as_ref().and_then(|o| o.serializer.as_ref()) {
+                    if ser.orc_ser_de.is_some() {
+                        return Err("OrcSerDe is not supported by Sluice; use ParquetSerDe.".into());
+                    }
+                }
+                let parquet = c.parquet();
+                if parquet_compression(parquet.compression.as_deref()).is_none() {
+                    return Err(format!(
+                        "ParquetSerDe Compression '{}' is not supported; use SNAPPY, GZIP, ZSTD or UNCOMPRESSED.",
+                        parquet.compression.as_deref().unwrap_or("")
+                    ));
+                }
+                let deserializer = JsonSerDe::from_input_format(c.input_format_configuration.as_ref())?;
+                match schema {
+                    Some(s) => Format::Parquet(Box::new(ParquetEncoder::new(s, &parquet, deserializer))),
+                    None => Format::ParquetInferred,
                 }
             }
-            let parquet = c.parquet();
-            if parquet_compression(parquet.compression.as_deref()).is_none() {
-                return Err(format!(
-                    "ParquetSerDe Compression '{}' is not supported; use SNAPPY, GZIP, ZSTD or UNCOMPRESSED.",
-                    parquet.compression.as_deref().unwrap_or("")
-                ));
-            }
-            let deserializer = JsonSerDe::from_input_format(c.input_format_configuration.as_ref())?;
-            match schema {
-                Some(s) => Format::Parquet(Box::new(ParquetEncoder::new(s, &parquet, deserializer))),
-                None => Format::ParquetInferred,
-            }
+            None => Format::Raw(compression),
         }
-        None => Format::Raw(compression),
     };
     let extension = match (&d.file_extension, &format) {
         (Some(e), _) => {
@@ -254,7 +268,7 @@ pub fn build(
             }
             e.clone()
         }
-        (None, Format::Parquet(_) | Format::ParquetInferred) => ".parquet".into(),
+        (None, Format::Parquet(_) | Format::ParquetInferred | Format::Table(_)) => ".parquet".into(),
         (None, Format::Raw(c)) => c.extension().into(),
     };
     if let Some(tz) = d.custom_time_zone.as_deref().filter(|t| !t.is_empty() && *t != "UTC") {
@@ -391,7 +405,7 @@ impl Pipeline {
                     _ => unreachable!("groups hold records that are Ok"),
                 })
                 .collect();
-            let (bytes, landed, failures) = self.encode(&data);
+            let (bytes, batches, landed, failures) = self.encode(&data);
             for (local, failure) in failures {
                 states[members[local]] = State::Failed(failure);
             }
@@ -423,7 +437,7 @@ impl Pipeline {
                 continue;
             }
             plan.delivered += landed.len();
-            plan.objects.push(PlannedObject { key, bytes, records: landed, error_output_type: None });
+            plan.objects.push(PlannedObject { key, bytes, batches, records: landed, error_output_type: None });
         }
 
         let mut failed: BTreeMap<&'static str, Vec<usize>> = BTreeMap::new();
@@ -502,43 +516,34 @@ impl Pipeline {
         PlannedObject {
             key: format!("{prefix}{}", object_name(&self.name, self.version, oldest, &id, "")),
             bytes,
+            batches: Vec::new(),
             records: members,
             error_output_type: Some(output_type),
         }
     }
 
-    /// Encodes one group: the object bytes, the local indexes that landed, and failures.
-    fn encode(&self, data: &[&[u8]]) -> (Vec<u8>, Vec<usize>, Vec<(usize, Failure)>) {
+    /// Encodes one group: the object bytes (or a table's rows), the local indexes that
+    /// landed, and failures.
+    #[allow(clippy::type_complexity)]
+    fn encode(&self, data: &[&[u8]]) -> (Vec<u8>, Vec<arrow_array::RecordBatch>, Vec<usize>, Vec<(usize, Failure)>) {
         match &self.format {
             Format::Raw(c) => {
                 let bytes = c
                     .encode(data.iter().copied(), &self.delimiter, &self.name)
                     .expect("compressing into memory cannot fail");
-                (bytes, (0..data.len()).collect(), Vec::new())
+                (bytes, Vec::new(), (0..data.len()).collect(), Vec::new())
+            }
+            Format::Table(enc) => {
+                let d = enc.decode(data);
+                let failed = conversion_failures(d.failed);
+                let landed = landed(data.len(), &failed);
+                (Vec::new(), d.batches, landed, failed)
             }
             Format::Parquet(enc) => match enc.encode(data) {
                 Ok(c) => {
-                    let failed: Vec<(usize, Failure)> = c
-                        .failed
-                        .into_iter()
-                        .map(|f| {
-                            (
-                                f.index,
-                                Failure {
-                                    output_type: FORMAT_CONVERSION_FAILED,
-                                    code: f.code.into(),
-                                    message: f.message,
-                                    attempts: 1,
-                                },
-                            )
-                        })
-                        .collect();
-                    let mut ok = vec![true; data.len()];
-                    for (i, _) in &failed {
-                        ok[*i] = false;
-                    }
-                    let landed = (0..data.len()).filter(|&i| ok[i]).collect();
-                    (c.bytes, landed, failed)
+                    let failed = conversion_failures(c.failed);
+                    let landed = landed(data.len(), &failed);
+                    (c.bytes, Vec::new(), landed, failed)
                 }
                 Err(e) => {
                     let failure = Failure {
@@ -547,12 +552,33 @@ impl Pipeline {
                         message: e.to_string(),
                         attempts: 1,
                     };
-                    (Vec::new(), Vec::new(), (0..data.len()).map(|i| (i, failure.clone())).collect())
+                    (Vec::new(), Vec::new(), Vec::new(), (0..data.len()).map(|i| (i, failure.clone())).collect())
                 }
             },
             Format::ParquetInferred => unreachable!("the worker fixes the schema before planning"),
         }
     }
+}
+
+/// Conversion failures as the error output's.
+fn conversion_failures(failed: Vec<crate::convert::ConversionFailure>) -> Vec<(usize, Failure)> {
+    failed
+        .into_iter()
+        .map(|f| {
+            let failure =
+                Failure { output_type: FORMAT_CONVERSION_FAILED, code: f.code.into(), message: f.message, attempts: 1 };
+            (f.index, failure)
+        })
+        .collect()
+}
+
+/// The indexes of `count` records that are not among `failed`.
+fn landed(count: usize, failed: &[(usize, Failure)]) -> Vec<usize> {
+    let mut ok = vec![true; count];
+    for (i, _) in failed {
+        ok[*i] = false;
+    }
+    (0..count).filter(|&i| ok[i]).collect()
 }
 
 fn partition_failure(message: String) -> State<'static> {

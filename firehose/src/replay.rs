@@ -92,6 +92,13 @@ pub async fn replay(
         .get(&request.delivery_stream)
         .ok_or_else(|| ReplayError::NoDeliveryStream(request.delivery_stream.clone()))?;
     let mut spec = entry.spec();
+    if spec.iceberg.is_some() {
+        // A table's rows are committed with its delivery watermarks; replaying into it
+        // would be appending records the table already holds.
+        return Err(ReplayError::Invalid(
+            "replay lands objects; the delivery stream has an Iceberg destination".into(),
+        ));
+    }
     if let Some(p) = &request.prefix {
         spec.destination.prefix = Some(p.clone());
     }

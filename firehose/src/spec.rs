@@ -356,6 +356,197 @@ impl ExtendedS3Destination {
 #[serde(transparent)]
 pub struct ExtendedS3DestinationUpdate(pub ExtendedS3Destination);
 
+/// `Enabled` of `SchemaEvolutionConfiguration` and `TableCreationConfiguration`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Switch {
+    /// On or off.
+    #[serde(default)]
+    pub enabled: bool,
+}
+
+/// `PartitionField` of a destination table's `PartitionSpec`: an identity partition on
+/// `SourceName`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct IdentityField {
+    /// The column.
+    pub source_name: String,
+}
+
+/// `PartitionSpec` of a destination table (used when Sluice creates the table).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TablePartitionSpec {
+    /// Identity partition fields.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub identity: Vec<IdentityField>,
+    /// Hour partition fields of a timestamp column (Kinesis channels' `TIME_HOUR`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub time_hour: Vec<IdentityField>,
+}
+
+/// `DestinationTableConfiguration`: one table of an Iceberg destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DestinationTable {
+    /// The table (1–255 of `[a-zA-Z0-9._]`).
+    pub destination_table_name: String,
+    /// Its namespace ("database").
+    pub destination_database_name: String,
+    /// Columns identifying a row, for updates and deletes (kept; Sluice only appends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unique_keys: Option<Vec<String>>,
+    /// Partitioning of a table Sluice creates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition_spec: Option<TablePartitionSpec>,
+    /// Error prefix of this table's failed records (else `S3Configuration.ErrorOutputPrefix`).
+    #[serde(rename = "S3ErrorOutputPrefix", default, skip_serializing_if = "Option::is_none")]
+    pub s3_error_output_prefix: Option<String>,
+}
+
+/// `CatalogConfiguration`: Sluice's catalog stands in for the Glue Data Catalog.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CatalogConfiguration {
+    /// `arn:aws:glue:<region>:<account>:catalog` (kept).
+    #[serde(rename = "CatalogARN", default, skip_serializing_if = "Option::is_none")]
+    pub catalog_arn: Option<String>,
+    /// `s3://<bucket>/<path>`: where tables Sluice creates keep their files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warehouse_location: Option<String>,
+}
+
+/// `IcebergDestinationConfiguration` (create), also the stored destination and, with
+/// defaults filled in, `IcebergDestinationDescription`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct IcebergDestination {
+    /// The tables; Sluice writes to one table per delivery stream.
+    #[serde(default)]
+    pub destination_table_configuration_list: Vec<DestinationTable>,
+    /// Whether new fields of records become new (nullable) columns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_evolution_configuration: Option<Switch>,
+    /// Whether a missing table is created (schema from `SchemaConfiguration` files or
+    /// inferred from the first buffer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_creation_configuration: Option<Switch>,
+    /// When to flush.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buffering_hints: Option<BufferingHints>,
+    /// Logging (kept, not applied).
+    #[serde(rename = "CloudWatchLoggingOptions", default, skip_serializing_if = "Option::is_none")]
+    pub cloud_watch_logging_options: Option<serde_json::Value>,
+    /// Processors: `Lambda` (WASM transforms), `AppendDelimiterToRecord`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processing_configuration: Option<ProcessingConfiguration>,
+    /// `FailedDataOnly` (default) or `AllData` (kept; failed records always go to the error
+    /// prefix).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_backup_mode: Option<String>,
+    /// How long failed commits are retried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_options: Option<RetryOptions>,
+    /// IAM role (kept).
+    #[serde(rename = "RoleARN", default)]
+    pub role_arn: String,
+    /// Append only (Sluice only appends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub append_only: Option<bool>,
+    /// The catalog.
+    #[serde(default)]
+    pub catalog_configuration: CatalogConfiguration,
+    /// The bucket of error (and backup) objects.
+    #[serde(rename = "S3Configuration", default)]
+    pub s3_configuration: ExtendedS3Destination,
+    /// Data file compression (`ZSTD` when absent; Kinesis channels' `CompressionType`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<String>,
+}
+
+impl IcebergDestination {
+    /// The destination the pipeline runs with: the S3 configuration's bucket and error
+    /// prefix, this destination's buffering and processing.
+    pub fn delivery(&self) -> ExtendedS3Destination {
+        let s3 = &self.s3_configuration;
+        let table = self.destination_table_configuration_list.first();
+        ExtendedS3Destination {
+            role_arn: self.role_arn.clone(),
+            bucket_arn: s3.bucket_arn.clone(),
+            prefix: s3.prefix.clone(),
+            error_output_prefix: table
+                .and_then(|t| t.s3_error_output_prefix.clone())
+                .filter(|p| !p.is_empty())
+                .or_else(|| s3.error_output_prefix.clone()),
+            buffering_hints: self.buffering_hints,
+            processing_configuration: self.processing_configuration.clone(),
+            dynamic_partitioning_configuration: self
+                .retry_options
+                .map(|r| DynamicPartitioningConfiguration { retry_options: Some(r), enabled: Some(false) }),
+            ..ExtendedS3Destination::default()
+        }
+    }
+
+    /// Applies an `IcebergDestinationUpdate`: members it gives replace ours (the table list
+    /// and catalog too; the tables' data stays where it is).
+    pub fn merge(&mut self, u: IcebergDestination) {
+        macro_rules! take {
+            ($($f:ident),*) => { $( if u.$f.is_some() { self.$f = u.$f; } )* };
+        }
+        take!(
+            schema_evolution_configuration,
+            table_creation_configuration,
+            buffering_hints,
+            cloud_watch_logging_options,
+            processing_configuration,
+            s3_backup_mode,
+            retry_options,
+            append_only
+        );
+        if !u.destination_table_configuration_list.is_empty() {
+            self.destination_table_configuration_list = u.destination_table_configuration_list;
+        }
+        if !u.role_arn.is_empty() {
+            self.role_arn = u.role_arn;
+        }
+        if u.catalog_configuration != CatalogConfiguration::default() {
+            self.catalog_configuration = u.catalog_configuration;
+        }
+        if u.s3_configuration != ExtendedS3Destination::default() {
+            self.s3_configuration.merge(ExtendedS3DestinationUpdate(u.s3_configuration));
+        }
+    }
+
+    /// The description AWS shows: defaults filled in.
+    pub fn described(&self) -> serde_json::Value {
+        let mut d = self.clone();
+        d.buffering_hints = Some(d.buffering_hints.unwrap_or_default());
+        d.s3_backup_mode.get_or_insert_with(|| "FailedDataOnly".into());
+        d.cloud_watch_logging_options.get_or_insert_with(|| serde_json::json!({"Enabled": false}));
+        d.append_only.get_or_insert(false);
+        d.retry_options.get_or_insert(RetryOptions { duration_in_seconds: Some(RETRY_DURATION_S_DEFAULT) });
+        let mut v = serde_json::to_value(&d).expect("a destination serializes");
+        let s3 = v.as_object_mut().expect("an object").remove("S3Configuration").unwrap_or_default();
+        let s3: ExtendedS3Destination = serde_json::from_value(s3).unwrap_or_default();
+        let described = s3.described();
+        v["S3DestinationDescription"] = serde_json::json!({
+            "RoleARN": described.role_arn,
+            "BucketARN": described.bucket_arn,
+            "Prefix": described.prefix,
+            "ErrorOutputPrefix": described.error_output_prefix,
+            "BufferingHints": described.buffering_hints,
+            "CompressionFormat": described.compression_format,
+            "EncryptionConfiguration": described.encryption_configuration,
+            "CloudWatchLoggingOptions": described.cloud_watch_logging_options,
+        });
+        if let Some(o) = v["S3DestinationDescription"].as_object_mut() {
+            o.retain(|_, v| !v.is_null());
+        }
+        v
+    }
+}
+
 /// Where a delivery stream's records come from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "type")]
@@ -398,6 +589,14 @@ pub struct DeliveryStreamSpec {
     /// Server-side encryption as last started or stopped (`None`: never).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<EncryptionSpec>,
+    /// An Apache Iceberg destination: records land in a table instead of objects;
+    /// `destination` then holds its [`IcebergDestination::delivery`] settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iceberg: Option<IcebergDestination>,
+    /// The Kinesis channel this delivery stream runs (its description, kept for the Kinesis
+    /// API); such a delivery stream is not a Firehose stream and is not listed as one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<serde_json::Value>,
 }
 
 /// Server-side encryption of a delivery stream, as `StartDeliveryStreamEncryption` set it.

@@ -11,6 +11,8 @@
 //! - On shutdown every buffer is flushed; a delivery that cannot finish (storage down)
 //!   stays pending and is redone, with the same keys, after the restart.
 
+mod to_table;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,6 +92,8 @@ pub struct WorkerContext {
     pub metrics: Arc<Metrics>,
     /// Time of arrival checks, intervals and error records.
     pub clock: Arc<dyn Clock>,
+    /// Iceberg catalogs, for Iceberg destinations.
+    pub tables: Arc<crate::table::Tables>,
 }
 
 #[derive(Debug)]
@@ -107,6 +111,8 @@ struct Worker {
     checkpoints: Checkpoints,
     buffers: BTreeMap<u32, ShardBuffer>,
     pipeline: Option<(u64, bool, Pipeline)>,
+    /// The pipeline of an Iceberg destination, by configuration version and schema id.
+    table_pipeline: Option<(u64, i32, Pipeline)>,
     command: watch::Receiver<Command>,
 }
 
@@ -118,7 +124,8 @@ pub fn start(
     runtime: &tokio::runtime::Handle,
 ) -> WorkerHandle {
     let (tx, rx) = watch::channel(Command::Run);
-    let worker = Worker { entry, ctx, checkpoints, buffers: BTreeMap::new(), pipeline: None, command: rx };
+    let worker =
+        Worker { entry, ctx, checkpoints, buffers: BTreeMap::new(), pipeline: None, table_pipeline: None, command: rx };
     WorkerHandle { command: tx, task: runtime.spawn(worker.run()) }
 }
 
@@ -460,6 +467,9 @@ impl Worker {
         last: u64,
         records: Vec<SourceRecord>,
     ) -> Result<(), StepError> {
+        if self.entry.spec().iceberg.is_some() {
+            return self.deliver_to_table(shard, first, last, records).await;
+        }
         let pipeline = self.pipeline(&records)?;
         let now = self.ctx.clock.now_ms();
         let (plan, records) = {

@@ -2,9 +2,8 @@
 running Sluice, and enhanced fan-out read through boto3's event-stream parser.
 
 The operation list comes from the installed botocore, so an operation AWS adds makes this
-fail until Sluice serves it. Channel operations (issue 16)
-are listed as pending until their issue lands; every other operation must answer with a
-response boto3 parses against AWS's output shape.
+fail until Sluice serves it. Every operation must answer with a response boto3 parses
+against AWS's output shape.
 
 SubscribeToShard: a stream is split and merged while records go in; a consumer reads the
 whole lineage through subscriptions that the server ends after their lifetime, resuming
@@ -29,10 +28,7 @@ k = session.client("kinesis", endpoint_url=endpoint, config=config)
 f = session.client("firehose", endpoint_url=endpoint, config=config)
 passed, failed = 0, 0
 
-PENDING = {
-    # Kinesis channels: issue 16.
-    "CreateChannel", "DescribeChannel", "ListChannels", "UpdateChannel", "DeleteChannel",
-}
+PENDING = set()
 
 
 def check(name, ok, detail=""):
@@ -138,7 +134,21 @@ kinesis_calls = [
     ("AcknowledgeDeadLetterQueueRecords", lambda: entries_ok(k.acknowledge_dead_letter_queue_records(
         QueueARN=queue_arn, Entries=[{"ReceiptHandle": dead_letters()[0]["ReceiptHandle"]}]))),
     ("DeleteQueue", lambda: k.delete_queue(QueueARN=queue_arn)),
-    ("DeleteStream", lambda: k.delete_stream(StreamName=f"{stream}-2")),
+    ("CreateChannel", lambda: held.update(channel=wait_stream_2() and k.create_channel(
+        ChannelName=f"ch-{suffix}", ServiceExecutionRoleARN="arn:aws:iam::000000000000:role/channel",
+        StreamConfigurationList=[{"StreamARN": f"{arn}-2", "RecordConfiguration": {"RecordFormatType": "JSON"}}],
+        S3TablesDestinationConfiguration={
+            "DataFreshnessInSeconds": 300,
+            "DeadLetterQueueS3Configuration": {"BucketARN": "arn:aws:s3:::lake", "ExpectedBucketOwner": "000000000000"},
+            "S3TablesConfigurationList": [{"TableBucketARN": "arn:aws:s3tables:us-east-1:000000000000:bucket/tables",
+                                           "Namespace": "ops", "TableName": "events", "CompressionType": "ZSTD"}]})
+        ["ChannelDescription"])),
+    ("DescribeChannel", lambda: wait_channel()),
+    ("ListChannels", lambda: channel_listed(k.list_channels(StreamFilter=[{"StreamARN": f"{arn}-2"}]))),
+    ("UpdateChannel", lambda: k.update_channel(ChannelARN=held["channel"]["ChannelARN"],
+                                               S3TablesDestinationConfiguration={"DataFreshnessInSeconds": 600})),
+    ("DeleteChannel", lambda: (wait_channel(), k.delete_channel(ChannelARN=held["channel"]["ChannelARN"]))[1]),
+    ("DeleteStream", lambda: delete_when_channel_gone(f"{stream}-2")),
 ]
 firehose_calls = [
     ("CreateDeliveryStream", lambda: f.create_delivery_stream(DeliveryStreamName=delivery, ExtendedS3DestinationConfiguration=s3)),
@@ -163,6 +173,37 @@ firehose_calls = [
 queue_name = f"q-{suffix}"
 queue_arn = f"arn:aws:kinesis:us-east-1:000000000000:queue/{queue_name}"
 held = {}
+
+
+def wait_stream_2():
+    k.get_waiter("stream_exists").wait(StreamName=f"{stream}-2", WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+    return True
+
+
+def wait_channel():
+    for _ in range(100):
+        d = k.describe_channel(ChannelARN=held["channel"]["ChannelARN"])["ChannelDescription"]
+        if d["ChannelStatus"] == "ACTIVE":
+            return d
+        time.sleep(0.05)
+    raise AssertionError("the channel never became ACTIVE")
+
+
+def channel_listed(out):
+    assert [c["ChannelName"] for c in out["ChannelSummaries"]] == [f"ch-{suffix}"], out
+    assert out["ChannelSummaries"][0]["ChannelDestinationType"] == "S3_TABLES", out
+    return out
+
+
+def delete_when_channel_gone(name):
+    for _ in range(100):
+        try:
+            return k.delete_stream(StreamName=name)
+        except ClientError as e:
+            if e.response["Error"]["Code"] != "ResourceInUseException":
+                raise
+            time.sleep(0.05)
+    raise AssertionError("the stream kept its channel")
 
 
 def entries_ok(out):

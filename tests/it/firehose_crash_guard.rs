@@ -67,11 +67,13 @@ async fn a_record_whose_processing_panics_fails_alone_and_the_rest_lands() {
     let log_options = ShardLogOptions { clock: clock_dyn.clone(), ..ShardLogOptions::default() };
     let streams = Streams::open(dir.path(), log_options.clone(), Throttling::default(), 500).unwrap();
     let lake_dir = dir.path().join("lake");
+    let lake = Arc::new(
+        Lake::new(LakeConfig { url: format!("file://{}", lake_dir.display()), ..LakeConfig::default() }).unwrap(),
+    );
     let ctx = WorkerContext {
         kinesis: Arc::new(streams),
-        lake: Arc::new(
-            Lake::new(LakeConfig { url: format!("file://{}", lake_dir.display()), ..LakeConfig::default() }).unwrap(),
-        ),
+        tables: Arc::new(sluice_firehose::table::Tables::new(dir.path(), lake.clone(), Default::default())),
+        lake,
         metrics: Arc::new(Metrics::default()),
         clock: clock_dyn.clone(),
     };

@@ -27,6 +27,7 @@ mod s3_server;
 mod stream_settings;
 mod stream_status;
 mod support;
+mod tables;
 mod throttling;
 mod tls;
 mod validation_table;

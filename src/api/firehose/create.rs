@@ -11,7 +11,8 @@ use super::{invalid, respond, tags::check_tags, validate_name, Firehose};
 use sluice_firehose::delivery_streams::CreateError;
 use sluice_firehose::plan::RecordTransform;
 use sluice_firehose::spec::{
-    DeliveryStreamSpec, ExtendedS3Destination, SourceSpec, BUFFER_INTERVAL_S_RANGE, BUFFER_SIZE_MB_RANGE,
+    DeliveryStreamSpec, ExtendedS3Destination, IcebergDestination, SourceSpec, BUFFER_INTERVAL_S_RANGE,
+    BUFFER_SIZE_MB_RANGE,
 };
 
 #[derive(Debug, Deserialize)]
@@ -31,6 +32,7 @@ pub struct Request {
     kinesis_stream_source_configuration: Option<KinesisSource>,
     extended_s3_destination_configuration: Option<ExtendedS3Destination>,
     s3_destination_configuration: Option<ExtendedS3Destination>,
+    iceberg_destination_configuration: Option<IcebergDestination>,
     #[serde(default)]
     tags: Vec<super::tags::Tag>,
     /// Other destinations (Redshift, OpenSearch, Splunk, HTTP, ...) and members Sluice does
@@ -97,18 +99,37 @@ pub fn run_blocking(f: &Firehose, r: Request) -> Result<Vec<u8>, ApiError> {
 fn check(f: &Firehose, r: Request) -> Result<DeliveryStreamSpec, ApiError> {
     validate_name(&r.delivery_stream_name)?;
     let destinations: Vec<&String> = r.other.keys().filter(|k| k.ends_with("DestinationConfiguration")).collect();
-    let destination =
-        match (r.extended_s3_destination_configuration, r.s3_destination_configuration, destinations.first()) {
-            (Some(d), None, None) | (None, Some(d), None) => d,
-            (None, None, Some(other)) => {
+    let iceberg = r.iceberg_destination_configuration;
+    let given = [
+        r.extended_s3_destination_configuration.is_some(),
+        r.s3_destination_configuration.is_some(),
+        iceberg.is_some(),
+    ]
+    .iter()
+    .filter(|g| **g)
+    .count()
+        + destinations.len();
+    if given > 1 {
+        return Err(invalid("Exactly one destination configuration is supported for a Firehose"));
+    }
+    let destination = match (r.extended_s3_destination_configuration, r.s3_destination_configuration, &iceberg) {
+        (Some(d), None, None) | (None, Some(d), None) => d,
+        (None, None, Some(i)) => {
+            check_iceberg(i)?;
+            i.delivery()
+        }
+        _ => match destinations.first() {
+            Some(other) => {
                 return Err(invalid(format!(
-                    "{other} is not supported by Sluice; use ExtendedS3DestinationConfiguration."
+                    "{other} is not supported by Sluice; use ExtendedS3DestinationConfiguration or IcebergDestinationConfiguration."
                 )))
             }
-            (None, None, None) => return Err(invalid("A destination configuration must be specified.")),
-            _ => return Err(invalid("Exactly one destination configuration is supported for a Firehose")),
-        };
-    check_destination(&destination, "extendedS3DestinationConfiguration")?;
+            None => return Err(invalid("A destination configuration must be specified.")),
+        },
+    };
+    let member =
+        if iceberg.is_some() { "icebergDestinationConfiguration" } else { "extendedS3DestinationConfiguration" };
+    check_destination(&destination, member)?;
     check_tags(&r.tags, 0)?;
     let source = match (r.delivery_stream_type.as_deref().unwrap_or("DirectPut"), r.kinesis_stream_source_configuration)
     {
@@ -160,7 +181,36 @@ fn check(f: &Firehose, r: Request) -> Result<DeliveryStreamSpec, ApiError> {
         schema: None,
         tags: r.tags.into_iter().map(|t| (t.key, t.value.unwrap_or_default())).collect(),
         encryption,
+        iceberg,
+        channel: None,
     })
+}
+
+/// Checks what Sluice's Iceberg delivery needs of an `IcebergDestinationConfiguration`
+/// beyond the model: one table (routing records to several by metadata is not supported),
+/// appends only, a warehouse in the lake.
+fn check_iceberg(d: &IcebergDestination) -> Result<(), ApiError> {
+    match d.destination_table_configuration_list.len() {
+        0 => return Err(invalid("DestinationTableConfigurationList must name the destination table.")),
+        1 => {}
+        _ => {
+            return Err(invalid(
+                "Sluice delivers to one table per Firehose stream; give one DestinationTableConfiguration.",
+            ))
+        }
+    }
+    let t = &d.destination_table_configuration_list[0];
+    if t.unique_keys.as_ref().is_some_and(|k| !k.is_empty()) && d.append_only != Some(true) {
+        return Err(invalid("UniqueKeys (updates and deletes) are not supported by Sluice; set AppendOnly to true."));
+    }
+    if let Some(w) = &d.catalog_configuration.warehouse_location {
+        let bucket = w.strip_prefix("s3://").map(|r| r.split('/').next().unwrap_or(""));
+        match bucket {
+            Some(b) => sluice_firehose::lake::check_bucket_name(b).map_err(invalid)?,
+            None => return Err(invalid(format!("WarehouseLocation '{w}' must start with s3://"))),
+        }
+    }
+    Ok(())
 }
 
 /// Creates the delivery stream of `spec` (checked, with its schema) and `transform`.

@@ -66,11 +66,17 @@ pub fn description(f: &Firehose, r: Request) -> Result<serde_json::Value, ApiErr
     // One destination: a start id at or after it leaves none.
     let destinations = match r.exclusive_start_destination_id.as_deref() {
         Some(id) if id >= DESTINATION_ID => vec![],
-        _ => vec![serde_json::json!({
-            "DestinationId": DESTINATION_ID,
-            "ExtendedS3DestinationDescription": described,
-            "S3DestinationDescription": s3_view(&described),
-        })],
+        _ => match &spec.iceberg {
+            Some(i) => vec![serde_json::json!({
+                "DestinationId": DESTINATION_ID,
+                "IcebergDestinationDescription": i.described(),
+            })],
+            None => vec![serde_json::json!({
+                "DestinationId": DESTINATION_ID,
+                "ExtendedS3DestinationDescription": described,
+                "S3DestinationDescription": s3_view(&described),
+            })],
+        },
     };
     let source = match &spec.source {
         SourceSpec::DirectPut => None,
@@ -127,6 +133,8 @@ pub fn run_list(f: &Firehose, r: ListRequest) -> Result<Vec<u8>, ApiError> {
         .list()
         .iter()
         .map(|e| e.spec())
+        // Kinesis channels run as delivery streams; they are not Firehose streams.
+        .filter(|s| s.channel.is_none())
         .filter(|s| r.delivery_stream_type.as_deref().is_none_or(|t| t == s.stream_type()))
         .map(|s| s.name)
         .filter(|n| r.exclusive_start_delivery_stream_name.as_ref().is_none_or(|start| n > start))

@@ -17,6 +17,7 @@ pub struct Request {
     destination_id: String,
     extended_s3_destination_update: Option<ExtendedS3DestinationUpdate>,
     s3_destination_update: Option<ExtendedS3DestinationUpdate>,
+    iceberg_destination_update: Option<sluice_firehose::spec::IcebergDestination>,
 }
 
 /// `UpdateDestination`; the schema and the transform are loaded on tokio's blocking pool.
@@ -38,13 +39,24 @@ pub async fn run(f: &Firehose, r: Request) -> Result<Vec<u8>, ApiError> {
     if r.destination_id != DESTINATION_ID {
         return Err(invalid(format!("Destination Id {} not found", r.destination_id)));
     }
-    let update = match (r.extended_s3_destination_update, r.s3_destination_update) {
-        (Some(u), None) | (None, Some(u)) => u,
-        (None, None) => return Err(invalid("A destination update must be specified.")),
-        (Some(_), Some(_)) => return Err(invalid("Exactly one destination update is supported for a Firehose")),
-    };
     let mut spec = current.clone();
-    spec.destination.merge(update);
+    match (r.extended_s3_destination_update, r.s3_destination_update, r.iceberg_destination_update, &current.iceberg) {
+        (Some(u), None, None, None) | (None, Some(u), None, None) => spec.destination.merge(u),
+        (None, None, Some(u), Some(i)) => {
+            let mut i = i.clone();
+            i.merge(u);
+            spec.destination = i.delivery();
+            spec.iceberg = Some(i);
+        }
+        (None, None, None, _) => return Err(invalid("A destination update must be specified.")),
+        (_, _, Some(_), None) => {
+            return Err(invalid("IcebergDestinationUpdate applies to a Firehose stream with an Iceberg destination."))
+        }
+        (_, _, None, Some(_)) => {
+            return Err(invalid("This Firehose stream has an Iceberg destination; use IcebergDestinationUpdate."))
+        }
+        _ => return Err(invalid("Exactly one destination update is supported for a Firehose")),
+    }
     if spec.destination.dynamic_partitioning() != current.destination.dynamic_partitioning() {
         return Err(invalid(
             "Dynamic partitioning can only be enabled when the delivery stream is created and cannot be disabled.",

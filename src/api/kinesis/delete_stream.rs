@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use super::{no_output, ApiError, Kinesis, StreamTarget};
+use super::{no_output, ApiError, ErrorKind, Kinesis, StreamTarget};
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -15,6 +15,14 @@ pub struct Request {
 
 pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
     let stream = k.stream_for_delete(&r.target)?;
+    let name = stream.meta().name.clone();
+    // AWS: "A stream cannot be deleted while it has active channels."
+    if k.has_channel(&name) {
+        return Err(ApiError::new(
+            ErrorKind::ResourceInUse,
+            format!("Stream {name} under account {} has channels; delete them first.", k.config.account_id),
+        ));
+    }
     k.delete(stream)?;
     no_output()
 }

@@ -8,6 +8,7 @@
 //! an [`ApiError`] out.
 
 mod account;
+mod channels;
 mod consumers;
 mod create_stream;
 mod delete_stream;
@@ -163,6 +164,16 @@ pub enum Action {
     UpdateDeadLetterQueueRecordsVisibility,
     /// `RestoreDeadLetterQueueRecords`.
     RestoreDeadLetterQueueRecords,
+    /// `CreateChannel`.
+    CreateChannel,
+    /// `DescribeChannel`.
+    DescribeChannel,
+    /// `ListChannels`.
+    ListChannels,
+    /// `UpdateChannel`.
+    UpdateChannel,
+    /// `DeleteChannel`.
+    DeleteChannel,
 }
 
 impl Action {
@@ -221,6 +232,11 @@ impl Action {
             "AcknowledgeDeadLetterQueueRecords" => Self::AcknowledgeDeadLetterQueueRecords,
             "UpdateDeadLetterQueueRecordsVisibility" => Self::UpdateDeadLetterQueueRecordsVisibility,
             "RestoreDeadLetterQueueRecords" => Self::RestoreDeadLetterQueueRecords,
+            "CreateChannel" => Self::CreateChannel,
+            "DescribeChannel" => Self::DescribeChannel,
+            "ListChannels" => Self::ListChannels,
+            "UpdateChannel" => Self::UpdateChannel,
+            "DeleteChannel" => Self::DeleteChannel,
             _ => return None,
         })
     }
@@ -302,6 +318,8 @@ pub struct Kinesis {
     pub(crate) queues: queues::Queues,
     /// Bumped when records are appended or made visible: waiting queue receives look again.
     receivers: tokio::sync::watch::Sender<u64>,
+    /// The delivery engine channels run on (set once Firehose is open).
+    deliveries: std::sync::OnceLock<Arc<sluice_firehose::DeliveryStreams>>,
 }
 
 impl Kinesis {
@@ -321,7 +339,13 @@ impl Kinesis {
             on_demand_samples: Mutex::default(),
             queues,
             receivers: tokio::sync::watch::Sender::new(0),
+            deliveries: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Gives channels the delivery engine they run on; later calls change nothing.
+    pub fn attach_deliveries(&self, deliveries: Arc<sluice_firehose::DeliveryStreams>) {
+        let _ = self.deliveries.set(deliveries);
     }
 
     /// Wakes queue receives waiting for records.
@@ -501,6 +525,11 @@ impl Kinesis {
                 queues::run_visibility(self, parse(body)?, Area::DeadLetter)
             }
             Action::RestoreDeadLetterQueueRecords => queues::run_restore(self, parse(body)?),
+            Action::CreateChannel => channels::run_create(self, parse(body)?),
+            Action::DescribeChannel => channels::run_describe(self, parse(body)?),
+            Action::ListChannels => channels::run_list(self, parse(body)?),
+            Action::UpdateChannel => channels::run_update(self, parse(body)?),
+            Action::DeleteChannel => channels::run_delete(self, parse(body)?),
             // A subscription answers with an event stream, which the server drives.
             Action::SubscribeToShard => Err(ApiError::new(
                 ErrorKind::InternalFailure,
