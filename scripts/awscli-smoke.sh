@@ -11,11 +11,12 @@ cd "$(dirname "$0")/.."
 cache="${SLUICE_CACHE_DIR:-$HOME/.cache/sluice}"
 venv="$cache/awscli-venv"
 # pyarrow and cramjam read the delivered Parquet and compressed objects back
-# (tests/clients/firehose_conversion.py), independently of Sluice's own readers.
-if [ ! -x "$venv/bin/aws" ] || ! "$venv/bin/python" -c 'import boto3, pyarrow, cramjam' 2>/dev/null; then
+# (tests/clients/firehose_conversion.py), PyIceberg the Iceberg tables
+# (tests/clients/iceberg_tables.py), independently of Sluice's own readers.
+if [ ! -x "$venv/bin/aws" ] || ! "$venv/bin/python" -c 'import boto3, pyarrow, cramjam, pyiceberg.catalog.sql' 2>/dev/null; then
   mkdir -p "$cache"
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check awscli boto3 pyarrow cramjam
+  "$venv/bin/pip" install --quiet --disable-pip-version-check awscli boto3 pyarrow cramjam 'pyiceberg[sql-sqlite,pyarrow]'
 fi
 
 # `cargo test --workspace` already built target/debug/sluice; `cargo build --bin sluice` would
@@ -122,6 +123,18 @@ if ! "$venv/bin/python" tests/clients/queue_workers.py target/debug/sluice "$qdi
 fi
 rm -rf "$qdir"
 
+# Firehose into an Iceberg table that PyIceberg made (day and bucket partitions, a column
+# added half-way), the server SIGKILLed 10 times; PyIceberg reads it back; prints its own line.
+iceberg_failed=0
+idir=$(mktemp -d)
+if ! "$venv/bin/python" tests/clients/iceberg_tables.py target/debug/sluice "$idir" \
+  examples/data/beijing_multisite_air_quality_2013_2017.jsonl.gz 60000 10; then
+  iceberg_failed=1
+  echo "iceberg tables failed; server log:"
+  tail -20 "$idir/server.log"
+fi
+rm -rf "$idir"
+
 # HTTPS: --tls-self-signed makes a local authority under the data directory and prints its path.
 . scripts/serve-lib.sh
 tls_port=$(free_port)
@@ -138,4 +151,5 @@ check https-list-streams "$(aws_tls kinesis list-streams --query 'StreamNames[0]
 check https-untrusted "$("$venv/bin/aws" --endpoint-url "https://localhost:$tls_port" kinesis list-streams >/dev/null 2>&1 && echo trusted || echo refused)" refused
 
 echo "awscli: $passed passed, $failed failed"
-[ "$failed" -eq 0 ] && [ "$conversion_failed" -eq 0 ] && [ "$operations_failed" -eq 0 ] && [ "$queues_failed" -eq 0 ]
+[ "$failed" -eq 0 ] && [ "$conversion_failed" -eq 0 ] && [ "$operations_failed" -eq 0 ] && [ "$queues_failed" -eq 0 ] \
+  && [ "$iceberg_failed" -eq 0 ]

@@ -13,9 +13,10 @@ cargo clippy --locked --target wasm32-wasip2 --manifest-path transforms/guests/C
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$log"
-# The delivery suite once more against Garage, when a Garage binary is given (CI installs one).
+# The delivery and table suites once more against Garage, when a Garage binary is given (CI
+# installs one).
 if [ -n "${SLUICE_GARAGE_BIN:-}" ]; then
-  SLUICE_S3_BACKEND=garage cargo test --workspace --locked --test it firehose 2>&1 | tee -a "$log"
+  SLUICE_S3_BACKEND=garage cargo test --workspace --locked --test it -- firehose tables 2>&1 | tee -a "$log"
 fi
 # The AWS CLI against a running `sluice serve` (installs awscli into a cached venv).
 scripts/awscli-smoke.sh | tee -a "$log"
@@ -25,5 +26,5 @@ scripts/js-sdk-smoke.sh | tee -a "$log"
 # One closing line for the whole run: cargo prints a result per test binary, and the last
 # one is often a crate with no doc tests.
 awk '/^test result:/ { p += $4; f += $6; s += $8 }
-     /^(awscli|jssdk|conversion|operations|queues): / { p += $2; f += $4 }
+     /^(awscli|jssdk|conversion|operations|queues|iceberg): / { p += $2; f += $4 }
      END { printf "%d passed, %d failed, %d skipped\n", p, f, s }' "$log"

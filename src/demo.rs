@@ -87,7 +87,27 @@ pub struct DemoReport {
     pub seconds: f64,
     /// The lake bucket folder.
     pub lake: PathBuf,
+    /// The telemetry as an Iceberg table.
+    pub table: TableReport,
 }
+
+/// The telemetry landed as the Iceberg table `telemetry.readings` (catalog `sluice`).
+#[derive(Debug, Clone, Default)]
+pub struct TableReport {
+    /// Rows in its current snapshot.
+    pub rows: u64,
+    /// Records sent to its error prefix (`errors/telemetry-table/`).
+    pub failed: u64,
+    /// Snapshots committed.
+    pub snapshots: usize,
+    /// Its current metadata file (what DuckDB's `iceberg_scan` reads).
+    pub metadata_location: String,
+    /// The SQL catalog's SQLite file (what PyIceberg's `SqlCatalog` opens).
+    pub catalog_file: PathBuf,
+}
+
+/// The delivery stream that lands the telemetry as an Iceberg table.
+pub const TABLE_DELIVERY_STREAM: &str = "telemetry-table";
 
 /// Why the demo failed.
 #[derive(Debug, thiserror::Error)]
@@ -191,6 +211,35 @@ fn delivery_request(d: &Dataset) -> serde_json::Value {
                 "SchemaConfiguration": {"DatabaseName": table.0, "TableName": table.1},
                 "OutputFormatConfiguration": {"Serializer": {"ParquetSerDe": {"Compression": "SNAPPY"}}},
             },
+        },
+    })
+}
+
+/// The `CreateDeliveryStream` request of the telemetry's Iceberg table: the readings as they
+/// are (columns inferred from the first buffer), partitioned by station.
+fn table_request() -> serde_json::Value {
+    json!({
+        "DeliveryStreamName": TABLE_DELIVERY_STREAM,
+        "DeliveryStreamType": "KinesisStreamAsSource",
+        "KinesisStreamSourceConfiguration": {
+            "KinesisStreamARN": "arn:aws:kinesis:us-east-1:000000000000:stream/telemetry",
+            "RoleARN": "arn:aws:iam::000000000000:role/sluice",
+        },
+        "IcebergDestinationConfiguration": {
+            "RoleARN": "arn:aws:iam::000000000000:role/sluice",
+            "CatalogConfiguration": {"WarehouseLocation": format!("s3://{BUCKET}/warehouse")},
+            "S3Configuration": {
+                "RoleARN": "arn:aws:iam::000000000000:role/sluice",
+                "BucketARN": format!("arn:aws:s3:::{BUCKET}"),
+                "ErrorOutputPrefix": "errors/telemetry-table/!{firehose:error-output-type}/",
+            },
+            "DestinationTableConfigurationList": [{
+                "DestinationDatabaseName": "telemetry",
+                "DestinationTableName": "readings",
+                "PartitionSpec": {"Identity": [{"SourceName": "station"}]},
+            }],
+            "TableCreationConfiguration": {"Enabled": true},
+            "BufferingHints": {"SizeInMBs": 64, "IntervalInSeconds": 2},
         },
     })
 }
@@ -346,6 +395,16 @@ pub async fn run(options: &DemoOptions) -> Result<DemoReport, DemoError> {
         client.kinesis("CreateStream", &json!({"StreamName": d.stream, "ShardCount": 4})).await?;
         client.firehose("CreateDeliveryStream", &delivery_request(d)).await?;
     }
+    let _ = client.firehose("DeleteDeliveryStream", &json!({"DeliveryStreamName": TABLE_DELIVERY_STREAM})).await;
+    client.firehose("CreateDeliveryStream", &table_request()).await?;
+    // A table from an earlier run goes with its files (removed with the bucket above).
+    let tables = state.firehose.delivery_streams.context().tables.clone();
+    let table_target = table_target(&tables)?;
+    if let Ok(catalog) = tables.catalog(&table_target.catalog).await {
+        if let Ok(ident) = iceberg::TableIdent::from_strs(["telemetry", "readings"]) {
+            let _ = catalog.drop_table(&ident).await;
+        }
+    }
     spinner.finish_and_clear();
 
     let mut report = DemoReport { lake: bucket.clone(), ..DemoReport::default() };
@@ -395,6 +454,8 @@ pub async fn run(options: &DemoOptions) -> Result<DemoReport, DemoError> {
     let metrics = state.firehose.delivery_streams.context().metrics.clone();
     let bars: Vec<ProgressBar> =
         report.datasets.iter().map(|r| bar(&multi, r.records_in, &format!("deliver {}", r.delivery_stream))).collect();
+    let telemetry_in = report.datasets[1].records_in;
+    let table_bar = bar(&multi, telemetry_in, &format!("deliver {TABLE_DELIVERY_STREAM}"));
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         let mut done = true;
@@ -405,6 +466,9 @@ pub async fn run(options: &DemoOptions) -> Result<DemoReport, DemoError> {
             r.failed = failed;
             done &= delivered + dropped + failed >= r.records_in;
         }
+        let (delivered, dropped, failed) = counter(&metrics, TABLE_DELIVERY_STREAM);
+        table_bar.set_position(delivered + dropped + failed);
+        done &= delivered + dropped + failed >= telemetry_in;
         if done {
             break;
         }
@@ -416,7 +480,10 @@ pub async fn run(options: &DemoOptions) -> Result<DemoReport, DemoError> {
     for b in &bars {
         b.finish();
     }
+    table_bar.finish();
     report.seconds = started.elapsed().as_secs_f64();
+    report.table = table_report(&tables, &table_target).await?;
+    report.table.failed = counter(&metrics, TABLE_DELIVERY_STREAM).2;
 
     // Replay: every edit again, into replay/.
     let source = state.kinesis.streams.get("clickstream").expect("created above");
@@ -440,6 +507,35 @@ pub async fn run(options: &DemoOptions) -> Result<DemoReport, DemoError> {
         r.rows_by_partition = rows_by_partition(&bucket.join(d.prefix))?;
     }
     Ok(report)
+}
+
+fn table_target(tables: &sluice_firehose::table::Tables) -> Result<sluice_firehose::table::TableTarget, DemoError> {
+    let spec: sluice_firehose::spec::IcebergDestination =
+        serde_json::from_value(table_request()["IcebergDestinationConfiguration"].clone())
+            .map_err(|e| DemoError::Stuck(e.to_string()))?;
+    sluice_firehose::table::firehose_target(&spec, tables.lake()).map_err(DemoError::Stuck)
+}
+
+async fn table_report(
+    tables: &sluice_firehose::table::Tables,
+    target: &sluice_firehose::table::TableTarget,
+) -> Result<TableReport, DemoError> {
+    let lake_err = |message: String| DemoError::Lake { path: tables.sql_catalog_file(), message };
+    let table = tables.load(target).await.map_err(|e| lake_err(e.to_string()))?;
+    let table = table.ok_or_else(|| lake_err("the table telemetry.readings was not created".into()))?;
+    let rows = table
+        .metadata()
+        .current_snapshot()
+        .and_then(|s| s.summary().additional_properties.get("total-records").and_then(|n| n.parse().ok()))
+        .unwrap_or(0);
+    let snapshots = table.metadata().snapshots().len();
+    Ok(TableReport {
+        rows,
+        failed: 0,
+        snapshots,
+        metadata_location: table.metadata_location().unwrap_or_default().to_owned(),
+        catalog_file: std::fs::canonicalize(tables.sql_catalog_file()).unwrap_or_else(|_| tables.sql_catalog_file()),
+    })
 }
 
 /// The summary a person reads after the demo.
@@ -481,6 +577,18 @@ pub fn summary(r: &DemoReport) -> String {
         r.seconds,
         total as f64 / r.seconds.max(1e-9),
         r.lake.display()
+    ));
+    s.push_str(&format!(
+        "\ntelemetry → Iceberg table telemetry.readings (delivery stream {TABLE_DELIVERY_STREAM}): {} rows in {} snapshots, partitioned by station; {} failed (errors/telemetry-table/)\n",
+        r.table.rows, r.table.snapshots, r.table.failed,
+    ));
+    s.push_str(&format!(
+        "Query it with PyIceberg (pip install 'pyiceberg[sql-sqlite,pyarrow]'):\n  python3 -c \"from pyiceberg.catalog.sql import SqlCatalog; t = SqlCatalog('sluice', uri='sqlite:///{}').load_table('telemetry.readings'); print(t.scan(selected_fields=('station', 'PM2.5')).to_arrow().group_by('station').aggregate([('PM2.5', 'mean')]))\"\n",
+        r.table.catalog_file.display(),
+    ));
+    s.push_str(&format!(
+        "or with DuckDB's iceberg extension:\n  duckdb -c \"INSTALL iceberg; LOAD iceberg; SELECT station, round(avg(\\\"PM2.5\\\"), 1) AS pm25, count(*) AS readings FROM iceberg_scan('{}') GROUP BY station ORDER BY pm25 DESC\"\n",
+        r.table.metadata_location,
     ));
     s
 }

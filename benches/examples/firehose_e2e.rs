@@ -4,7 +4,12 @@
 //! the last row landed. `benches/firehose_vs_duckdb.sh` runs it next to DuckDB's
 //! `read_json` → Parquet on the same file.
 //!
-//! Run: `cargo run --release -p sluice-benches --example firehose_e2e [records]`.
+//! With `iceberg`, the delivery stream lands the readings in an Iceberg table instead
+//! (`IcebergDestinationConfiguration`, identity-partitioned by station, columns inferred from
+//! the first buffer), and the report adds data files per partition; records/s then runs to
+//! the last row committed.
+//!
+//! Run: `cargo run --release -p sluice-benches --example firehose_e2e [records] [iceberg]`.
 
 use std::io::BufRead;
 use std::sync::Arc;
@@ -18,6 +23,7 @@ use sluice_engine::SystemClock;
 #[tokio::main]
 async fn main() {
     let limit: usize = std::env::args().nth(1).map_or(usize::MAX, |n| n.parse().expect("a record count"));
+    let iceberg = std::env::args().nth(2).as_deref() == Some("iceberg");
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let file = repo.join("examples/data/beijing_multisite_air_quality_2013_2017.jsonl.gz");
     let lines: Vec<Vec<u8>> =
@@ -55,16 +61,29 @@ async fn main() {
     }));
     let c = KinesisClient::new(&format!("http://{addr}"), "us-east-1", "sluice", "sluice-secret");
     c.kinesis("CreateStream", &json!({"StreamName": "telemetry", "ShardCount": 4})).await.unwrap();
-    c.firehose("CreateDeliveryStream", &json!({
+    let mut create = json!({
         "DeliveryStreamName": "telemetry-lake",
         "DeliveryStreamType": "KinesisStreamAsSource",
         "KinesisStreamSourceConfiguration": {"KinesisStreamARN": "arn:aws:kinesis:us-east-1:000000000000:stream/telemetry", "RoleARN": "arn:aws:iam::000000000000:role/r"},
-        "ExtendedS3DestinationConfiguration": {
+    });
+    if iceberg {
+        create["IcebergDestinationConfiguration"] = json!({
+            "RoleARN": "arn:aws:iam::000000000000:role/r",
+            "CatalogConfiguration": {"WarehouseLocation": "s3://lake/warehouse"},
+            "S3Configuration": {"RoleARN": "arn:aws:iam::000000000000:role/r", "BucketARN": "arn:aws:s3:::lake"},
+            "DestinationTableConfigurationList": [{"DestinationDatabaseName": "telemetry", "DestinationTableName": "readings",
+                                                   "PartitionSpec": {"Identity": [{"SourceName": "station"}]}}],
+            "TableCreationConfiguration": {"Enabled": true},
+            "BufferingHints": {"SizeInMBs": 128, "IntervalInSeconds": 1},
+        });
+    } else {
+        create["ExtendedS3DestinationConfiguration"] = json!({
             "RoleARN": "arn:aws:iam::000000000000:role/r", "BucketARN": "arn:aws:s3:::lake", "Prefix": "telemetry/",
             "BufferingHints": {"SizeInMBs": 128, "IntervalInSeconds": 1},
             "DataFormatConversionConfiguration": {"Enabled": true, "SchemaConfiguration": {"DatabaseName": "beijing", "TableName": "air_quality"}},
-        },
-    })).await.unwrap();
+        });
+    }
+    c.firehose("CreateDeliveryStream", &create).await.unwrap();
 
     let start = Instant::now();
     let lines = Arc::new(lines);
@@ -93,11 +112,18 @@ async fn main() {
     }
     let secs = start.elapsed().as_secs_f64();
     let parquet_bytes = metrics.delivered_bytes.get_or_create(&label).get();
-    println!(
-        "{}",
-        json!({"records": lines.len(), "json_bytes": bytes, "put_seconds": put_secs, "seconds": secs,
-               "records_per_s": lines.len() as f64 / secs, "mb_per_s": bytes as f64 / secs / 1e6, "parquet_bytes": parquet_bytes})
-    );
+    let mut report = json!({"records": lines.len(), "json_bytes": bytes, "put_seconds": put_secs, "seconds": secs,
+               "records_per_s": lines.len() as f64 / secs, "mb_per_s": bytes as f64 / secs / 1e6, "parquet_bytes": parquet_bytes});
+    if iceberg {
+        // Data files per partition folder (`station=<name>`) of the table.
+        let data = dir.path().join("lake/lake/warehouse/telemetry.db/readings/data");
+        let counts: Vec<usize> =
+            std::fs::read_dir(&data).unwrap().map(|p| std::fs::read_dir(p.unwrap().path()).unwrap().count()).collect();
+        report["partitions"] = counts.len().into();
+        report["files_per_partition_max"] = counts.iter().max().copied().unwrap_or(0).into();
+        report["files_per_partition_mean"] = (counts.iter().sum::<usize>() as f64 / counts.len().max(1) as f64).into();
+    }
+    println!("{report}");
     let _ = stop.send(());
     let _ = server.await;
 }

@@ -218,7 +218,7 @@ def main():
         got_parts.add((day, p["partition"]["station_bucket"]))
     check("partitions", got_parts == want_parts, f"{len(got_parts)} partitions, {len(want_parts)} expected")
     files = len(table.inspect.files())
-    print(f"iceberg: {len(lines)} records, {len(snapshots)} snapshots, {files} data files, {len(got_parts)} partitions, {kills} kills",
+    print(f"iceberg table: {len(lines)} records, {len(snapshots)} snapshots, {files} data files, {len(got_parts)} partitions, {kills} kills",
           flush=True)
 
     server.terminate()

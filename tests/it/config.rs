@@ -20,6 +20,7 @@ fn the_example_config_parses_and_states_the_defaults() {
     assert_eq!((c.throttle, c.throttle_rates), (d.throttle, d.throttle_rates));
     assert_eq!((&c.lake, &c.schema_dir, &c.delivery_streams), (&d.lake, &d.schema_dir, &d.delivery_streams));
     assert_eq!(c.server, d.server);
+    assert_eq!(c.tables, d.tables);
 }
 
 #[test]

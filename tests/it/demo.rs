@@ -46,8 +46,14 @@ async fn demo_lands_every_record_and_replay_is_idempotent() {
     );
     let telemetry = &report.datasets[1];
     assert_eq!(telemetry.rows_by_partition.len(), 12, "one partition per station");
+    // The telemetry as an Iceberg table too: every reading once, in the table or (a reading
+    // that does not fit the columns inferred from the first buffer) in its error prefix.
+    assert_eq!(report.table.rows + report.table.failed, telemetry.records_in);
+    assert_eq!(lines_under(&report.lake.join("errors/telemetry-table")), report.table.failed as usize);
+    assert!(report.table.metadata_location.ends_with(".metadata.json"), "{}", report.table.metadata_location);
     let summary = sluice::demo::summary(&report);
     assert!(summary.contains("duckdb"), "{summary}");
+    assert!(summary.contains("SqlCatalog('sluice'") && summary.contains("iceberg_scan("), "{summary}");
 
     // Replay the same range again, twice: the objects under replay/ stay the same.
     let replay_dir = options.lake_dir.join(BUCKET).join("replay");

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use aws_sdk_firehose::primitives::Blob;
 use aws_sdk_firehose::types as fh;
 use futures::TryStreamExt;
-use sluice_firehose::table::{Appended, Mark, TableTarget, Tables};
+use sluice_firehose::table::{Appended, Mark, TableTarget, Tables, TablesConfig};
 use sluice_firehose::Lake;
 
 use crate::datasets::{beijing, BeijingDigest};
@@ -51,11 +51,16 @@ fn iceberg_destination(partition_by_station: bool) -> fh::IcebergDestinationConf
         .unwrap()
 }
 
+/// Rows of the table's current snapshot, by its summary (`total-records`).
 async fn table_rows(tables: &Tables, target: &TableTarget) -> usize {
     let Some(table) = tables.load(target).await.unwrap() else { return 0 };
-    if table.metadata().current_snapshot().is_none() {
-        return 0;
-    }
+    let Some(snapshot) = table.metadata().current_snapshot() else { return 0 };
+    snapshot.summary().additional_properties.get("total-records").map_or(0, |n| n.parse().unwrap())
+}
+
+/// Rows of the table, read through a scan of its data files.
+async fn scanned_rows(tables: &Tables, target: &TableTarget) -> usize {
+    let table = tables.load(target).await.unwrap().unwrap();
     let batches: Vec<_> =
         table.scan().build().unwrap().to_arrow().await.unwrap().try_collect::<Vec<_>>().await.unwrap();
     batches.iter().map(|b| b.num_rows()).sum()
@@ -106,7 +111,7 @@ async fn firehose_lands_records_in_an_iceberg_table_partitioned_by_station() {
     };
     let target = sluice_firehose::table::firehose_target(&spec, &lake).unwrap();
     wait_for(&h.clock, async || table_rows(&tables, &target).await, |n| *n >= records.len()).await;
-    assert_eq!(table_rows(&tables, &target).await, records.len());
+    assert_eq!(scanned_rows(&tables, &target).await, records.len());
 
     // The data files, read with aws-sdk-s3 and parquet alone: every reading once, each file
     // in its station's partition folder.
@@ -150,8 +155,9 @@ async fn a_range_committed_by_two_deliverers_at_once_lands_once() {
     let data = dir.path().join("data");
     // Two deliverers ("nodes") sharing the catalog file and the bucket, with their own
     // catalog connections and clients.
-    let node = || Tables::new(&data, Arc::new(Lake::new(s3.lake_config()).unwrap()), Default::default());
-    let (a, b) = (node(), node());
+    let node = |config| Tables::new(&data, Arc::new(Lake::new(s3.lake_config()).unwrap()), config);
+    // b expires every snapshot but the newest after each of its commits.
+    let (a, b) = (node(TablesConfig::default()), node(TablesConfig { snapshot_retention_ms: 0, ..Default::default() }));
     let lake = Lake::new(s3.lake_config()).unwrap();
     let target = TableTarget {
         catalog: "sluice".into(),
@@ -201,8 +207,11 @@ async fn a_range_committed_by_two_deliverers_at_once_lands_once() {
     let done = b.append(&target, stale, &next, Some(600), vec![second]).await.unwrap();
     assert!(matches!(done, Appended::Committed { rows: 600, .. }), "{done:?}");
 
-    assert_eq!(table_rows(&a, &target).await, 1_200);
+    assert_eq!(scanned_rows(&a, &target).await, 1_200);
     let table = a.load(&target).await.unwrap().unwrap();
+    // Expired to the newest snapshot; the watermark, a table property, stays.
+    assert_eq!(table.metadata().snapshots().len(), 1);
+    assert_eq!(sluice_firehose::table::watermark(&table, &next.key), Some(1_200));
     let mut per_station: BTreeMap<String, usize> = BTreeMap::new();
     let batches: Vec<_> =
         table.scan().build().unwrap().to_arrow().await.unwrap().try_collect::<Vec<_>>().await.unwrap();
@@ -219,4 +228,197 @@ async fn a_range_committed_by_two_deliverers_at_once_lands_once() {
         *want.entry(v["station"].as_str().unwrap().to_owned()).or_default() += 1;
     }
     assert_eq!(per_station, want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_lands_an_on_demand_stream_in_a_table_partitioned_by_hour() {
+    use aws_sdk_kinesis::types as k;
+    let h = Harness::start(None, |c| c.stream_transition_ms = 100).await;
+    let kinesis = h.server.client();
+    let mode = k::StreamModeDetails::builder().stream_mode(k::StreamMode::OnDemand).build().unwrap();
+    kinesis.create_stream().stream_name("events").stream_mode_details(mode).send().await.unwrap();
+    let provisioned = "provisioned";
+    kinesis.create_stream().stream_name(provisioned).shard_count(1).send().await.unwrap();
+    h.clock.advance(1_000);
+    let stream_arn = |name: &str| format!("arn:aws:kinesis:us-east-1:000000000000:stream/{name}");
+    let tables_destination = |freshness: i32| {
+        k::S3TablesDestinationConfiguration::builder()
+            .data_freshness_in_seconds(freshness)
+            .dead_letter_queue_s3_configuration(
+                k::DeadLetterQueueS3Configuration::builder()
+                    .bucket_arn("arn:aws:s3:::lake")
+                    .expected_bucket_owner("000000000000")
+                    .error_output_prefix("dead-letters/")
+                    .build()
+                    .unwrap(),
+            )
+            .s3_tables_configuration_list(
+                k::S3TablesConfiguration::builder()
+                    .table_bucket_arn("arn:aws:s3tables:us-east-1:000000000000:bucket/lake")
+                    .namespace("telemetry")
+                    .table_name("events")
+                    .compression_type(k::S3TablesCompressionType::Zstd)
+                    .partition_spec(
+                        k::PartitionSpec::builder()
+                            .partition_fields(
+                                k::PartitionField::builder()
+                                    .source_name("ts")
+                                    .transform(k::PartitionTransform::TimeHour)
+                                    .build()
+                                    .unwrap(),
+                            )
+                            .build()
+                            .unwrap(),
+                    )
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap()
+    };
+    let create = |stream: &str, name: &str, freshness: i32| {
+        kinesis
+            .create_channel()
+            .channel_name(name)
+            .service_execution_role_arn("arn:aws:iam::000000000000:role/channel")
+            .stream_configuration_list(
+                k::ChannelStreamConfiguration::builder()
+                    .stream_arn(stream_arn(stream))
+                    .record_configuration(
+                        k::RecordConfiguration::builder()
+                            .record_format_type(k::RecordFormatType::Json)
+                            .build()
+                            .unwrap(),
+                    )
+                    .build()
+                    .unwrap(),
+            )
+            .s3_tables_destination_configuration(tables_destination(freshness))
+            .send()
+    };
+    // AWS's rules: on-demand streams only, freshness 300–900 s.
+    let refused = create(provisioned, "p", 300).await.unwrap_err();
+    assert_eq!(refused.into_service_error().meta().code(), Some("InvalidArgumentException"));
+    let refused = create("events", "fast", 10).await.unwrap_err();
+    assert_eq!(refused.into_service_error().meta().code(), Some("InvalidArgumentException"));
+
+    let created = create("events", "events-table", 300).await.unwrap();
+    let channel = created.channel_description().unwrap();
+    assert_eq!(channel.channel_status(), &k::ChannelStatus::Creating);
+    let arn = channel.channel_arn().to_owned();
+    assert!(arn.starts_with("arn:aws:kinesis:us-east-1:000000000000:channel/"), "{arn}");
+    let again = create("events", "events-table", 300).await.unwrap_err();
+    assert_eq!(again.into_service_error().meta().code(), Some("ResourceInUseException"));
+    h.clock.advance(1_000);
+    let described = kinesis.describe_channel().channel_arn(&arn).send().await.unwrap();
+    assert_eq!(described.channel_description().unwrap().channel_status(), &k::ChannelStatus::Active);
+    let listed = kinesis
+        .list_channels()
+        .stream_filter(k::StreamFilter::builder().stream_arn(stream_arn("events")).build().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.channel_summaries().len(), 1);
+    assert_eq!(listed.channel_summaries()[0].channel_destination_type(), &k::ChannelDestinationType::S3Tables);
+    // A stream with a channel is not deleted.
+    let in_use = kinesis.delete_stream().stream_name("events").send().await.unwrap_err();
+    assert_eq!(in_use.into_service_error().meta().code(), Some("ResourceInUseException"));
+
+    // Readings with an hourly timestamp, spread over the stream's shards by station.
+    let records: Vec<String> = beijing(600)
+        .into_iter()
+        .map(|r| {
+            let mut v: serde_json::Value = serde_json::from_str(&r).unwrap();
+            let ts = format!(
+                "{:04}-{:02}-{:02}T{:02}:00:00Z",
+                v["year"].as_i64().unwrap(),
+                v["month"].as_i64().unwrap(),
+                v["day"].as_i64().unwrap(),
+                v["hour"].as_i64().unwrap()
+            );
+            v["ts"] = ts.into();
+            v.to_string()
+        })
+        .collect();
+    for chunk in records.chunks(500) {
+        let entries: Vec<k::PutRecordsRequestEntry> = chunk
+            .iter()
+            .map(|r| {
+                let v: serde_json::Value = serde_json::from_str(r).unwrap();
+                k::PutRecordsRequestEntry::builder()
+                    .data(aws_sdk_kinesis::primitives::Blob::new(r.as_bytes()))
+                    .partition_key(v["station"].as_str().unwrap())
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        let out = kinesis.put_records().stream_name("events").set_records(Some(entries)).send().await.unwrap();
+        assert_eq!(out.failed_record_count(), Some(0));
+    }
+    // Nothing is delivered before the data freshness has passed.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let lake = Arc::new(Lake::new(h.s3.lake_config()).unwrap());
+    let tables = Tables::new(&h.dir.path().join("data"), lake.clone(), Default::default());
+    let target = TableTarget {
+        catalog: "lake".into(),
+        namespace: "telemetry".into(),
+        table: "events".into(),
+        location: String::new(),
+        create: false,
+        partitions: Vec::new(),
+        compression: parquet::basic::Compression::ZSTD(Default::default()),
+    };
+    assert_eq!(table_rows(&tables, &target).await, 0);
+    h.clock.advance(300_000);
+    // Every record lands once: in the table, or (a reading that does not fit the columns
+    // inferred from the first records) in the dead-letter prefix.
+    let s3 = h.s3.client();
+    let dead_letters = async || -> Vec<String> {
+        use base64::Engine as _;
+        let mut out = Vec::new();
+        for (_, bytes) in objects(&s3, "dead-letters/").await {
+            for line in String::from_utf8(bytes).unwrap().lines() {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                assert_eq!(v["lastErrorCode"], "DataFormatConversion.MalformedData", "{line}");
+                let raw = base64::engine::general_purpose::STANDARD.decode(v["rawData"].as_str().unwrap()).unwrap();
+                out.push(String::from_utf8(raw).unwrap());
+            }
+        }
+        out
+    };
+    let landed = wait_for(
+        &h.clock,
+        async || (table_rows(&tables, &target).await, dead_letters().await),
+        |(rows, dead)| rows + dead.len() >= records.len(),
+    )
+    .await;
+    assert_eq!(landed.0 + landed.1.len(), records.len());
+    let files = objects(&s3, "telemetry.db/events/data/").await;
+    assert!(!files.is_empty());
+    assert!(files.iter().all(|(key, _)| key.contains("/ts_hour=")), "files are in hour partitions");
+    let (digest, _) = BeijingDigest::of_parquet(&files);
+    let delivered: Vec<String> = records.iter().filter(|r| !landed.1.contains(r)).cloned().collect();
+    assert_eq!(digest, BeijingDigest::of_json(&delivered));
+
+    kinesis
+        .update_channel()
+        .channel_arn(&arn)
+        .s3_tables_destination_configuration(
+            k::S3TablesDestinationUpdateInput::builder().data_freshness_in_seconds(600).build().unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let updated = kinesis.describe_channel().channel_arn(&arn).send().await.unwrap();
+    let updated = updated.channel_description().unwrap();
+    assert_eq!(updated.channel_status(), &k::ChannelStatus::Updating);
+    assert_eq!(updated.s3_tables_destination_configuration().unwrap().data_freshness_in_seconds(), 600);
+    h.clock.advance(1_000);
+    kinesis.delete_channel().channel_arn(&arn).send().await.unwrap();
+    let gone =
+        wait_for(&h.clock, async || kinesis.describe_channel().channel_arn(&arn).send().await.is_err(), |gone| *gone)
+            .await;
+    assert!(gone);
+    kinesis.delete_stream().stream_name("events").send().await.unwrap();
+    h.server.stop().await;
 }

@@ -57,7 +57,7 @@ pub const TARGET_FILE_BYTES: usize = 128 << 20;
 pub const COMMIT_ATTEMPTS_MAX: u32 = 20;
 
 /// `[tables]` in `sluice.toml`: the catalog tables are committed through.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TablesConfig {
     /// An Iceberg REST catalog (`http://host:8181/catalog`, without `/v1`); absent, the
@@ -67,7 +67,29 @@ pub struct TablesConfig {
     pub rest_catalog_warehouse: Option<String>,
     /// More REST catalog properties (`token`, `credential`, `header.X-Name`, ...).
     pub rest_catalog_properties: BTreeMap<String, String>,
+    /// Snapshots older than this are expired after a commit, ms (default 432,000,000: 120
+    /// hours, S3 Tables' default). Delivery watermarks are table properties, so expiring the
+    /// snapshots that carried them loses nothing of exactly-once.
+    pub snapshot_retention_ms: u64,
+    /// Snapshots kept whatever their age (default 1).
+    pub min_snapshots_to_keep: usize,
 }
+
+impl Default for TablesConfig {
+    fn default() -> Self {
+        Self {
+            rest_catalog_url: None,
+            rest_catalog_warehouse: None,
+            rest_catalog_properties: BTreeMap::new(),
+            snapshot_retention_ms: SNAPSHOT_RETENTION_MS_DEFAULT,
+            min_snapshots_to_keep: 1,
+        }
+    }
+}
+
+/// Default [`TablesConfig::snapshot_retention_ms`]: 120 hours (S3 Tables' snapshot
+/// management default, `maxSnapshotAgeHours`).
+pub const SNAPSHOT_RETENTION_MS_DEFAULT: u64 = 120 * 3_600_000;
 
 /// Where a delivery's records go: a table of a catalog.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -261,7 +283,22 @@ impl Tables {
                 Err(e) => return Err(e.into()),
             }
         }
-        let arrow = table_arrow_schema(fields)?;
+        // A time partition's column is a timestamp (Kinesis channels: "must be of the
+        // timestamptz type"), whatever the sample suggested (ISO 8601 text infers as string).
+        let fields: Vec<FieldSpec> = fields
+            .iter()
+            .map(|f| {
+                let timed = target.partitions.iter().any(|(c, t)| {
+                    c == &f.name && matches!(t, Transform::Hour | Transform::Day | Transform::Month | Transform::Year)
+                });
+                if timed {
+                    FieldSpec { type_name: "timestamp".into(), ..f.clone() }
+                } else {
+                    f.clone()
+                }
+            })
+            .collect();
+        let arrow = table_arrow_schema(&fields)?;
         let schema = arrow_schema_to_schema_auto_assign_ids(&arrow)?;
         let mut spec = UnboundPartitionSpec::builder();
         for (column, transform) in &target.partitions {
@@ -360,7 +397,10 @@ impl Tables {
             let tx = tx.update_table_properties().set(mark.key.clone(), mark.last.to_string()).apply(tx)?;
             let pinned = PinnedCatalog::new(catalog.clone(), base);
             match tx.commit(&pinned).await {
-                Ok(_) => return Ok(Appended::Committed { rows, files: files.len() }),
+                Ok(committed) => {
+                    self.expire_snapshots(target, &committed).await;
+                    return Ok(Appended::Committed { rows, files: files.len() });
+                }
                 Err(e) if e.kind() == ErrorKind::CatalogCommitConflicts && attempt < COMMIT_ATTEMPTS_MAX => {
                     tracing::debug!(table = %target.table, attempt, "commit conflict; reloading the table");
                     tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt))).await;
@@ -430,6 +470,48 @@ pub fn firehose_target(d: &IcebergDestination, lake: &Lake) -> Result<TableTarge
 
 /// The catalog name Firehose Iceberg destinations use.
 pub const FIREHOSE_CATALOG: &str = "sluice";
+
+impl Tables {
+    /// Expires the table's snapshots older than the retention (keeping the newest
+    /// [`TablesConfig::min_snapshots_to_keep`]) and removes their manifest lists, which no
+    /// other snapshot reads. Best effort: a failure (a concurrent commit) waits for the next
+    /// commit.
+    async fn expire_snapshots(&self, target: &TableTarget, table: &Table) {
+        let md = table.metadata();
+        let now = chrono::Utc::now().timestamp_millis();
+        let cutoff = now.saturating_sub(i64::try_from(self.config.snapshot_retention_ms).unwrap_or(i64::MAX));
+        let keep = self.config.min_snapshots_to_keep.max(1);
+        if md.snapshots().len() <= keep || !md.snapshots().any(|s| s.timestamp_ms() < cutoff) {
+            return;
+        }
+        let before: HashMap<i64, String> =
+            md.snapshots().map(|s| (s.snapshot_id(), s.manifest_list().to_owned())).collect();
+        let result = async {
+            let catalog = self.catalog(&target.catalog).await?;
+            let base = without_commit_retries(table)?;
+            let tx = Transaction::new(&base);
+            let tx = tx.expire_snapshots().expire_older_than_ms(cutoff).retain_last(keep).apply(tx)?;
+            let pinned = PinnedCatalog::new(catalog, base);
+            Ok::<Table, TableError>(tx.commit(&pinned).await?)
+        }
+        .await;
+        match result {
+            Ok(after) => {
+                let kept: std::collections::HashSet<i64> =
+                    after.metadata().snapshots().map(|s| s.snapshot_id()).collect();
+                let expired: Vec<&String> =
+                    before.iter().filter(|(id, _)| !kept.contains(id)).map(|(_, l)| l).collect();
+                for list in &expired {
+                    if let Err(e) = after.file_io().delete(list.as_str()).await {
+                        tracing::warn!(file = %list, error = %e, "could not remove an expired snapshot's manifest list");
+                    }
+                }
+                tracing::debug!(table = %target.table, expired = expired.len(), "snapshots expired");
+            }
+            Err(e) => tracing::debug!(table = %target.table, error = %e, "snapshot expiry skipped"),
+        }
+    }
+}
 
 /// The table's watermark `key`: the last sequence number committed of that source shard.
 pub fn watermark(table: &Table, key: &str) -> Option<u64> {

@@ -189,7 +189,7 @@ fn check(f: &Firehose, r: Request) -> Result<DeliveryStreamSpec, ApiError> {
 /// Checks what Sluice's Iceberg delivery needs of an `IcebergDestinationConfiguration`
 /// beyond the model: one table (routing records to several by metadata is not supported),
 /// appends only, a warehouse in the lake.
-fn check_iceberg(d: &IcebergDestination) -> Result<(), ApiError> {
+pub fn check_iceberg(d: &IcebergDestination) -> Result<(), ApiError> {
     match d.destination_table_configuration_list.len() {
         0 => return Err(invalid("DestinationTableConfigurationList must name the destination table.")),
         1 => {}
@@ -200,14 +200,30 @@ fn check_iceberg(d: &IcebergDestination) -> Result<(), ApiError> {
         }
     }
     let t = &d.destination_table_configuration_list[0];
+    // Names become namespace levels (split at dots) and folders of the table's location.
+    for (what, name) in
+        [("DestinationDatabaseName", &t.destination_database_name), ("DestinationTableName", &t.destination_table_name)]
+    {
+        if name.split('.').any(|part| part.is_empty()) {
+            return Err(invalid(format!(
+                "{what} '{name}' must not start or end with a dot or have two dots in a row."
+            )));
+        }
+    }
+    if t.destination_table_name.contains('.') {
+        return Err(invalid(format!("DestinationTableName '{}' must not contain a dot.", t.destination_table_name)));
+    }
     if t.unique_keys.as_ref().is_some_and(|k| !k.is_empty()) && d.append_only != Some(true) {
         return Err(invalid("UniqueKeys (updates and deletes) are not supported by Sluice; set AppendOnly to true."));
     }
     if let Some(w) = &d.catalog_configuration.warehouse_location {
-        let bucket = w.strip_prefix("s3://").map(|r| r.split('/').next().unwrap_or(""));
-        match bucket {
-            Some(b) => sluice_firehose::lake::check_bucket_name(b).map_err(invalid)?,
-            None => return Err(invalid(format!("WarehouseLocation '{w}' must start with s3://"))),
+        let Some(rest) = w.strip_prefix("s3://") else {
+            return Err(invalid(format!("WarehouseLocation '{w}' must start with s3://")));
+        };
+        let mut parts = rest.trim_end_matches('/').split('/');
+        sluice_firehose::lake::check_bucket_name(parts.next().unwrap_or("")).map_err(invalid)?;
+        if parts.any(|p| p.is_empty() || p == "." || p == "..") {
+            return Err(invalid(format!("WarehouseLocation '{w}' has an empty, '.' or '..' folder.")));
         }
     }
     Ok(())

@@ -45,6 +45,7 @@ pub async fn run(f: &Firehose, r: Request) -> Result<Vec<u8>, ApiError> {
         (None, None, Some(u), Some(i)) => {
             let mut i = i.clone();
             i.merge(u);
+            super::create::check_iceberg(&i)?;
             spec.destination = i.delivery();
             spec.iceberg = Some(i);
         }

@@ -31,9 +31,9 @@ use sluice_firehose::spec::{
 /// `DataFreshnessInSeconds` when absent, s: 300. Source: Kinesis API reference,
 /// `S3TablesDestinationConfiguration`.
 pub const DATA_FRESHNESS_S_DEFAULT: u32 = 300;
-/// Largest `DataFreshnessInSeconds`, s: 900. Source: Kinesis developer guide, data delivery
-/// concepts ("between 300 and 900 seconds").
-pub const DATA_FRESHNESS_S_MAX: u32 = 900;
+/// `DataFreshnessInSeconds` range, s: 300–900. Source: Kinesis developer guide, data
+/// delivery concepts ("between 300 and 900 seconds").
+pub const DATA_FRESHNESS_S_RANGE: std::ops::RangeInclusive<u32> = 300..=900;
 /// `ListChannels` page size when `MaxResults` is absent, and its cap: 100.
 const LIST_MAX: usize = 100;
 /// Prefix of the hidden delivery streams behind channels.
@@ -451,12 +451,14 @@ fn destination_type(m: &ChannelMeta) -> &'static str {
 }
 
 fn check_freshness(s: i64) -> Result<u32, ApiError> {
-    if !(0..=i64::from(DATA_FRESHNESS_S_MAX)).contains(&s) {
-        return Err(invalid(format!(
-            "DataFreshnessInSeconds {s} is out of range; it is at most {DATA_FRESHNESS_S_MAX} seconds."
-        )));
+    match u32::try_from(s) {
+        Ok(s) if DATA_FRESHNESS_S_RANGE.contains(&s) => Ok(s),
+        _ => Err(invalid(format!(
+            "DataFreshnessInSeconds {s} is out of range; it is {} to {} seconds.",
+            DATA_FRESHNESS_S_RANGE.start(),
+            DATA_FRESHNESS_S_RANGE.end()
+        ))),
     }
-    Ok(s as u32)
 }
 
 fn hints(freshness_s: u32) -> BufferingHints {
