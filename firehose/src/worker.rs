@@ -471,17 +471,7 @@ impl Worker {
             return self.deliver_to_table(shard, first, last, records).await;
         }
         let pipeline = self.pipeline(&records)?;
-        let now = self.ctx.clock.now_ms();
-        let (plan, records) = {
-            let p = pipeline.clone();
-            tokio::task::spawn_blocking(move || {
-                let records = p.deaggregate(records);
-                let plan = p.plan(shard, first, last, &records, now);
-                (plan, records)
-            })
-            .await
-            .map_err(|e| StepError::Failed(format!("planning panicked: {e}")))?
-        };
+        let (plan, records) = plan_off_thread(&pipeline, shard, first, last, records, self.ctx.clock.now_ms()).await?;
         let label = Metrics::label(self.entry.name());
         for object in plan.objects {
             self.write(&pipeline, shard, first, last, &records, object).await?;
@@ -561,6 +551,27 @@ enum StepError {
     Interrupted,
     /// Something failed; the step is tried again.
     Failed(String),
+}
+
+/// De-aggregates and plans `records` (the range `first..=last` of `shard`) on tokio's
+/// blocking pool: transforms and conversion are CPU work. Returns the plan and the records
+/// it indexes.
+async fn plan_off_thread(
+    pipeline: &Pipeline,
+    shard: u32,
+    first: u64,
+    last: u64,
+    records: Vec<SourceRecord>,
+    now_ms: u64,
+) -> Result<(plan::Plan, Vec<SourceRecord>), StepError> {
+    let p = pipeline.clone();
+    tokio::task::spawn_blocking(move || {
+        let records = p.deaggregate(records);
+        let plan = p.plan(shard, first, last, &records, now_ms);
+        (plan, records)
+    })
+    .await
+    .map_err(|e| StepError::Failed(format!("planning panicked: {e}")))
 }
 
 /// Reads exactly `from..=last` of a shard (a pending delivery being redone).

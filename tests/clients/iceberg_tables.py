@@ -23,21 +23,17 @@ import gzip
 import json
 import os
 import random
-import socket
-import subprocess
 import sys
 import time
 
-import boto3
-from botocore.config import Config
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.transforms import BucketTransform, DayTransform
 from pyiceberg.types import DoubleType, LongType, NestedField, StringType, TimestamptzType
+from sluice_server import Server
 
 binary, work, dataset, limit, kills = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-KEY, SECRET = "sluice", "sluice-secret"
 ACCOUNT = "000000000000"
 passed, failed = 0, 0
 
@@ -51,41 +47,17 @@ def check(name, ok, detail=""):
         print(f"iceberg {name}: {detail}", flush=True)
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-port = free_port()
-endpoint = f"http://127.0.0.1:{port}"
-data_dir = os.path.join(work, "data")
 lake = os.path.join(work, "lake")
-config_path = os.path.join(work, "sluice.toml")
-with open(config_path, "w") as f:
-    f.write('throttle = "off"\nstream_transition_ms = 0\n[lake]\nurl = "file://%s"\n' % lake)
-log = open(os.path.join(work, "server.log"), "ab")
+server_process = Server(binary, work, 'throttle = "off"\nstream_transition_ms = 0\n[lake]\nurl = "file://%s"\n' % lake)
+data_dir = server_process.data_dir
 
 
 def client():
-    session = boto3.session.Session(aws_access_key_id=KEY, aws_secret_access_key=SECRET, region_name="us-east-1")
-    cfg = Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=30)
-    return session.client("firehose", endpoint_url=endpoint, config=cfg)
+    return server_process.client("firehose", read_timeout=30)
 
 
 def start():
-    proc = subprocess.Popen([binary, "serve", "--config", config_path, "--bind", f"127.0.0.1:{port}", "--data-dir", data_dir],
-                            stdout=log, stderr=log)
-    f = client()
-    for _ in range(600):
-        try:
-            f.list_delivery_streams()
-            return proc
-        except Exception:
-            time.sleep(0.05)
-    raise SystemExit("the server did not start")
+    return server_process.start()
 
 
 def catalog():

@@ -52,16 +52,8 @@ impl Worker {
             }
             let pipeline = self.table_pipeline(&table)?;
             let now = self.ctx.clock.now_ms();
-            let (plan, planned_records) = {
-                let p = pipeline.clone();
-                tokio::task::spawn_blocking(move || {
-                    let records = p.deaggregate(pending);
-                    let plan = p.plan(shard, range_first, last, &records, now);
-                    (plan, records)
-                })
-                .await
-                .map_err(|e| StepError::Failed(format!("planning panicked: {e}")))?
-            };
+            let (plan, planned_records) =
+                super::plan_off_thread(&pipeline, shard, range_first, last, pending, now).await?;
             let mut batches = Vec::new();
             for object in plan.objects {
                 if object.error_output_type.is_none() {
