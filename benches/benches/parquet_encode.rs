@@ -1,5 +1,5 @@
-//! JSON → Arrow → Parquet on the real Beijing telemetry: the conversion path of Firehose
-//! delivery, alone (`encode`) and as a whole delivery plan with jq partition keys by station
+//! JSON → Arrow → Parquet (and ORC, `orc/encode`) on the real Beijing telemetry: the
+//! conversion path of Firehose delivery, alone (`encode`) and as a whole delivery plan with jq partition keys by station
 //! (`plan_partitioned`: 12 objects per buffer).
 //!
 //! Run: `cargo bench -p sluice-benches --bench parquet_encode`. Throughput counts bytes of
@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sluice_benches::dataset_lines;
-use sluice_firehose::convert::ParquetEncoder;
+use sluice_firehose::convert::ColumnarEncoder;
 use sluice_firehose::deserializer::JsonSerDe;
 use sluice_firehose::plan::SourceRecord;
-use sluice_firehose::spec::{DeliveryStreamSpec, ExtendedS3Destination, ParquetSerDe, SourceSpec};
+use sluice_firehose::spec::{DeliveryStreamSpec, ExtendedS3Destination, OrcSerDe, ParquetSerDe, SourceSpec};
 
 /// Records per buffer: 50,000 readings, about 10 MB of JSON.
 const BUFFER_RECORDS: usize = 50_000;
@@ -34,7 +34,7 @@ fn encode(c: &mut Criterion) {
     group.throughput(Throughput::Bytes(bytes as u64));
     for compression in ["SNAPPY", "ZSTD", "UNCOMPRESSED"] {
         let serde = ParquetSerDe { compression: Some(compression.into()), ..ParquetSerDe::default() };
-        let encoder = ParquetEncoder::new(arrow.clone(), &serde, JsonSerDe::default());
+        let encoder = ColumnarEncoder::new(arrow.clone(), &serde, JsonSerDe::default());
         group.bench_function(format!("encode/{compression}"), |b| {
             b.iter(|| {
                 let out = encoder.encode(black_box(&records)).unwrap();
@@ -43,6 +43,15 @@ fn encode(c: &mut Criterion) {
             })
         });
     }
+
+    let encoder = ColumnarEncoder::orc(arrow.clone(), &OrcSerDe::default(), JsonSerDe::default());
+    group.bench_function("orc/encode", |b| {
+        b.iter(|| {
+            let out = encoder.encode(black_box(&records)).unwrap();
+            assert_eq!(out.rows, records.len());
+            out.bytes.len()
+        })
+    });
 
     let destination: ExtendedS3Destination = serde_json::from_value(serde_json::json!({
         "RoleARN": "arn:aws:iam::000000000000:role/r",

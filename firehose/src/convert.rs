@@ -1,4 +1,4 @@
-//! Record format conversion: JSON records to one Parquet object, and raw records to one
+//! Record format conversion: JSON records to one Parquet or ORC object, and raw records to one
 //! object (concatenated as Firehose does, no delimiter, optionally compressed).
 //!
 //! Each record first goes through the delivery stream's JSON deserializer
@@ -40,10 +40,10 @@ pub struct ConversionFailure {
     pub message: String,
 }
 
-/// One Parquet object and the records that could not go into it.
+/// One Parquet or ORC object and the records that could not go into it.
 #[derive(Debug)]
 pub struct Converted {
-    /// The Parquet file; empty when no record converted.
+    /// The file; empty when no record converted.
     pub bytes: Vec<u8>,
     /// Rows written.
     pub rows: usize,
@@ -64,15 +64,31 @@ pub struct Decoded {
 
 /// Why conversion as a whole failed (never a record's fault).
 #[derive(Debug, thiserror::Error)]
-#[error("parquet encoding failed: {0}")]
-pub struct EncodeError(#[from] parquet::errors::ParquetError);
+pub enum EncodeError {
+    /// The Parquet writer failed.
+    #[error("parquet encoding failed: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    /// The ORC writer failed.
+    #[error(transparent)]
+    Orc(#[from] crate::orc::OrcError),
+}
 
-/// JSON → Arrow → Parquet with a fixed schema.
+/// JSON → Arrow → Parquet or ORC with a fixed schema.
 #[derive(Debug, Clone)]
-pub struct ParquetEncoder {
+pub struct ColumnarEncoder {
     schema: SchemaRef,
-    properties: WriterProperties,
+    file: FileFormat,
     rows: RowDecoder,
+}
+
+/// The file an encoder writes.
+#[derive(Debug, Clone)]
+enum FileFormat {
+    Parquet(Box<WriterProperties>),
+    /// ORC, in stripes of about this many bytes.
+    Orc {
+        stripe_bytes: u64,
+    },
 }
 
 /// Parquet compression named by `ParquetSerDe.Compression`: `SNAPPY` (default), `GZIP`,
@@ -87,8 +103,8 @@ pub fn parquet_compression(name: Option<&str>) -> Option<Compression> {
     })
 }
 
-impl ParquetEncoder {
-    /// An encoder writing `schema` with the `ParquetSerDe` settings, reading records with
+impl ColumnarEncoder {
+    /// An encoder writing Parquet files of `schema` with the `ParquetSerDe` settings, reading records with
     /// `deserializer`. The compression name must have been checked with
     /// [`parquet_compression`].
     pub fn new(schema: SchemaRef, serde: &ParquetSerDe, deserializer: JsonSerDe) -> Self {
@@ -108,7 +124,24 @@ impl ParquetEncoder {
             b = b.set_max_row_group_bytes(Some(block as usize));
         }
         let rows = RowDecoder::new(schema.clone(), deserializer);
-        Self { schema, properties: b.build(), rows }
+        Self { schema, file: FileFormat::Parquet(Box::new(b.build())), rows }
+    }
+
+    /// An encoder writing ORC files of `schema` with the `OrcSerDe` settings, reading records
+    /// with `deserializer`. The settings and schema must have been checked with
+    /// [`crate::orc::check`].
+    pub fn orc(schema: SchemaRef, serde: &crate::spec::OrcSerDe, deserializer: JsonSerDe) -> Self {
+        let stripe_bytes = serde.stripe_size_bytes.unwrap_or(crate::orc::STRIPE_SIZE_BYTES_DEFAULT);
+        let rows = RowDecoder::new(schema.clone(), deserializer);
+        Self { schema, file: FileFormat::Orc { stripe_bytes }, rows }
+    }
+
+    /// The object name extension of its files: `.parquet` or `.orc`.
+    pub fn extension(&self) -> &'static str {
+        match self.file {
+            FileFormat::Parquet(_) => ".parquet",
+            FileFormat::Orc { .. } => ".orc",
+        }
     }
 
     /// The schema.
@@ -116,18 +149,23 @@ impl ParquetEncoder {
         &self.schema
     }
 
-    /// Converts `records` (JSON objects, one or more each) to one Parquet file; records that
-    /// do not fit are returned as failures and the rows of the rest are written in input order.
+    /// Converts `records` (JSON objects, one or more each) to one file; records that do not
+    /// fit are returned as failures and the rows of the rest are written in input order.
     pub fn encode(&self, records: &[&[u8]]) -> Result<Converted, EncodeError> {
         let Decoded { batches, rows, failed } = self.decode(records);
         if rows == 0 {
             return Ok(Converted { bytes: Vec::new(), rows, failed });
         }
-        let mut writer = ArrowWriter::try_new(Vec::new(), self.schema.clone(), Some(self.properties.clone()))?;
-        for b in &batches {
-            writer.write(b)?;
-        }
-        let bytes = writer.into_inner()?;
+        let bytes = match &self.file {
+            FileFormat::Parquet(properties) => {
+                let mut writer = ArrowWriter::try_new(Vec::new(), self.schema.clone(), Some((**properties).clone()))?;
+                for b in &batches {
+                    writer.write(b)?;
+                }
+                writer.into_inner()?
+            }
+            FileFormat::Orc { stripe_bytes } => crate::orc::write(&self.schema, &batches, *stripe_bytes)?,
+        };
         Ok(Converted { bytes, rows, failed })
     }
 
@@ -338,9 +376,9 @@ mod tests {
 
     use super::*;
 
-    fn encoder() -> ParquetEncoder {
+    fn encoder() -> ColumnarEncoder {
         let schema = Schema::new(vec![Field::new("a", DataType::Int64, true), Field::new("b", DataType::Utf8, true)]);
-        ParquetEncoder::new(Arc::new(schema), &ParquetSerDe::default(), JsonSerDe::default())
+        ColumnarEncoder::new(Arc::new(schema), &ParquetSerDe::default(), JsonSerDe::default())
     }
 
     #[test]
@@ -366,12 +404,17 @@ mod tests {
         assert_eq!(a.iter().collect::<Vec<_>>(), [Some(1), Some(2), Some(3), Some(4), None]);
     }
 
-    /// Reads a Parquet file back as JSON rows (arrow-json's writer), to compare values.
+    /// Reads a Parquet or ORC file back as JSON rows (arrow-json's writer), to compare values.
     fn read_back(bytes: Vec<u8>) -> Vec<serde_json::Value> {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes)).unwrap().build().unwrap();
+        let bytes = bytes::Bytes::from(bytes);
+        let batches: Vec<RecordBatch> = if bytes.starts_with(b"ORC") {
+            orc_rust::ArrowReaderBuilder::try_new(bytes).unwrap().build().map(Result::unwrap).collect()
+        } else {
+            ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap().build().unwrap().map(Result::unwrap).collect()
+        };
         let mut writer = arrow_json::ArrayWriter::new(Vec::new());
-        for b in reader {
-            writer.write(&b.unwrap()).unwrap();
+        for b in &batches {
+            writer.write(b).unwrap();
         }
         writer.finish().unwrap();
         serde_json::from_slice(&writer.into_inner()).unwrap()
@@ -392,7 +435,7 @@ mod tests {
         .iter()
         .map(|(n, t)| crate::schema::field(n, t, true).unwrap())
         .collect();
-        let enc = ParquetEncoder::new(Arc::new(Schema::new(fields)), &ParquetSerDe::default(), JsonSerDe::default());
+        let enc = ColumnarEncoder::new(Arc::new(Schema::new(fields)), &ParquetSerDe::default(), JsonSerDe::default());
         let records: Vec<&[u8]> = vec![
             br#"{"ID":7,"Price":"19.999","At":1704164645,"Day":"2024-01-02","Geo":{"Lat":52.5,"Lon":13.4},"Tags":["a","b"],"Attrs":{"Clicks":3},"code":"abc"}"#,
             br#"{"id":1,"code":"abcd"}"#,
@@ -411,19 +454,25 @@ mod tests {
 
     proptest::proptest! {
         /// Every record either lands with its values (under the documented coercions) or
-        /// fails with a reason: never both, never neither, never another value.
+        /// fails with a reason: never both, never neither, never another value; in Parquet
+        /// and in ORC.
         #[test]
         fn every_record_lands_exactly_or_fails(values in proptest::collection::vec(
             (proptest::option::of(proptest::num::i64::ANY), proptest::option::of(-1e6f64..1e6),
              proptest::option::of("[a-z]{0,6}"), proptest::option::of(proptest::bool::ANY), 0u8..4),
-            1..40)) {
+            1..40), orc in proptest::bool::ANY) {
             let fields = vec![
                 Field::new("i", DataType::Int32, true),
                 Field::new("d", DataType::Float64, true),
                 Field::new("s", DataType::Utf8, true),
                 Field::new("b", DataType::Boolean, true),
             ];
-            let enc = ParquetEncoder::new(Arc::new(Schema::new(fields)), &ParquetSerDe::default(), JsonSerDe::default());
+            let schema = Arc::new(Schema::new(fields));
+            let enc = if orc {
+                ColumnarEncoder::orc(schema, &crate::spec::OrcSerDe::default(), JsonSerDe::default())
+            } else {
+                ColumnarEncoder::new(schema, &ParquetSerDe::default(), JsonSerDe::default())
+            };
             // Some records put a value of another kind into a column (a string into `i`,
             // a fraction into `i`, a number into `b`), so failures are generated too.
             let records: Vec<String> = values.iter().map(|(i, d, s, b, twist)| {

@@ -30,6 +30,7 @@ pub mod kpl;
 pub mod lake;
 pub mod metrics;
 pub mod object_key;
+pub mod orc;
 pub mod partition;
 pub mod plan;
 pub mod prefix;

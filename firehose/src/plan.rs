@@ -15,7 +15,7 @@ use arrow_schema::SchemaRef;
 use sluice_engine::sequence_number::SequenceNumber;
 use sluice_engine::stream::shard_id;
 
-use crate::convert::{parquet_compression, ParquetEncoder, RawCompression};
+use crate::convert::{parquet_compression, ColumnarEncoder, RawCompression};
 use crate::deaggregate::{decode_delimiter, Deaggregation};
 use crate::deserializer::JsonSerDe;
 use crate::error_output::{self, Failure, KinesisRecordMetadata, FORMAT_CONVERSION_FAILED, PROCESSING_FAILED};
@@ -77,12 +77,12 @@ pub trait RecordTransform: Send + Sync + std::fmt::Debug {
 /// The output format.
 #[derive(Debug, Clone)]
 pub enum Format {
-    /// Parquet, with a fixed schema.
-    Parquet(Box<ParquetEncoder>),
-    /// Parquet, with a schema still to infer from the first buffer.
-    ParquetInferred,
+    /// Parquet or ORC, with a fixed schema.
+    Columnar(Box<ColumnarEncoder>),
+    /// Parquet or ORC, with a schema still to infer from the first buffer.
+    Inferred,
     /// Rows of an Iceberg table, in its columns (the table writer makes the files).
-    Table(Box<ParquetEncoder>),
+    Table(Box<ColumnarEncoder>),
     /// Raw records, concatenated and optionally compressed.
     Raw(RawCompression),
 }
@@ -224,8 +224,8 @@ pub fn build(
             return Err("Dynamic partitioning is not supported with an Iceberg destination; the table's partition spec partitions its files.".into());
         }
         match schema {
-            Some(s) => Format::Table(Box::new(ParquetEncoder::new(s, &ParquetSerDe::default(), JsonSerDe::default()))),
-            None => Format::ParquetInferred,
+            Some(s) => Format::Table(Box::new(ColumnarEncoder::new(s, &ParquetSerDe::default(), JsonSerDe::default()))),
+            None => Format::Inferred,
         }
     } else {
         match d.conversion() {
@@ -236,22 +236,32 @@ pub fn build(
                         .into(),
                 );
                 }
-                if let Some(ser) = c.output_format_configuration.as_ref().and_then(|o| o.serializer.as_ref()) {
-                    if ser.orc_ser_de.is_some() {
-                        return Err("OrcSerDe is not supported by Sluice; use ParquetSerDe.".into());
-                    }
-                }
-                let parquet = c.parquet();
-                if parquet_compression(parquet.compression.as_deref()).is_none() {
-                    return Err(format!(
-                        "ParquetSerDe Compression '{}' is not supported; use SNAPPY, GZIP, ZSTD or UNCOMPRESSED.",
-                        parquet.compression.as_deref().unwrap_or("")
-                    ));
-                }
                 let deserializer = JsonSerDe::from_input_format(c.input_format_configuration.as_ref())?;
-                match schema {
-                    Some(s) => Format::Parquet(Box::new(ParquetEncoder::new(s, &parquet, deserializer))),
-                    None => Format::ParquetInferred,
+                if let Some(orc) = c.orc() {
+                    if c.output_format_configuration
+                        .as_ref()
+                        .and_then(|o| o.serializer.as_ref())
+                        .is_some_and(|s| s.parquet_ser_de.is_some())
+                    {
+                        return Err("Serializer takes one of ParquetSerDe and OrcSerDe, not both.".into());
+                    }
+                    crate::orc::check(orc, schema.as_deref())?;
+                    match schema {
+                        Some(s) => Format::Columnar(Box::new(ColumnarEncoder::orc(s, orc, deserializer))),
+                        None => Format::Inferred,
+                    }
+                } else {
+                    let parquet = c.parquet();
+                    if parquet_compression(parquet.compression.as_deref()).is_none() {
+                        return Err(format!(
+                            "ParquetSerDe Compression '{}' is not supported; use SNAPPY, GZIP, ZSTD or UNCOMPRESSED.",
+                            parquet.compression.as_deref().unwrap_or("")
+                        ));
+                    }
+                    match schema {
+                        Some(s) => Format::Columnar(Box::new(ColumnarEncoder::new(s, &parquet, deserializer))),
+                        None => Format::Inferred,
+                    }
                 }
             }
             None => Format::Raw(compression),
@@ -268,7 +278,9 @@ pub fn build(
             }
             e.clone()
         }
-        (None, Format::Parquet(_) | Format::ParquetInferred | Format::Table(_)) => ".parquet".into(),
+        (None, Format::Columnar(enc)) => enc.extension().into(),
+        (None, Format::Inferred) if d.conversion().and_then(|c| c.orc()).is_some() => ".orc".into(),
+        (None, Format::Inferred | Format::Table(_)) => ".parquet".into(),
         (None, Format::Raw(c)) => c.extension().into(),
     };
     if let Some(tz) = d.custom_time_zone.as_deref().filter(|t| !t.is_empty() && *t != "UTC") {
@@ -539,7 +551,7 @@ impl Pipeline {
                 let landed = landed(data.len(), &failed);
                 (Vec::new(), d.batches, landed, failed)
             }
-            Format::Parquet(enc) => match enc.encode(data) {
+            Format::Columnar(enc) => match enc.encode(data) {
                 Ok(c) => {
                     let failed = conversion_failures(c.failed);
                     let landed = landed(data.len(), &failed);
@@ -555,7 +567,7 @@ impl Pipeline {
                     (Vec::new(), Vec::new(), Vec::new(), (0..data.len()).map(|i| (i, failure.clone())).collect())
                 }
             },
-            Format::ParquetInferred => unreachable!("the worker fixes the schema before planning"),
+            Format::Inferred => unreachable!("the worker fixes the schema before planning"),
         }
     }
 }

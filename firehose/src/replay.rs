@@ -109,7 +109,7 @@ pub async fn replay(
         .transpose()
         .map_err(|e| ReplayError::Invalid(e.to_string()))?;
     let pipeline = plan::build(&spec, schema, entry.transform()).map_err(ReplayError::Invalid)?;
-    if matches!(pipeline.format, plan::Format::ParquetInferred) {
+    if matches!(pipeline.format, plan::Format::Inferred) {
         return Err(ReplayError::Invalid(
             "the delivery stream has no schema yet (it is inferred at its first delivery); name a schema file or deliver first".into(),
         ));

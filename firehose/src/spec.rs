@@ -152,19 +152,56 @@ pub struct ParquetSerDe {
 }
 
 /// `Serializer`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct Serializer {
     /// Parquet output.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parquet_ser_de: Option<ParquetSerDe>,
-    /// ORC output (refused: Sluice writes Parquet).
+    /// ORC output.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub orc_ser_de: Option<serde_json::Value>,
+    pub orc_ser_de: Option<OrcSerDe>,
+}
+
+/// `OrcSerDe`: ORC output settings (AWS Firehose API reference, OrcSerDe). Which of them
+/// Sluice's ORC writer honours is [`crate::convert::check_orc`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct OrcSerDe {
+    /// Stripe size target, bytes (AWS: at least 8 MiB, default 64 MiB).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stripe_size_bytes: Option<u64>,
+    /// HDFS block size for padding, bytes (AWS: at least 64 MiB, default 256 MiB).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub block_size_bytes: Option<u64>,
+    /// Rows between row index entries (AWS: at least 1,000, default 10,000).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub row_index_stride: Option<u64>,
+    /// Pad stripes to HDFS block boundaries (default false).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enable_padding: Option<bool>,
+    /// Padding tolerance, a fraction of the stripe size (default 0.05).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub padding_tolerance: Option<f64>,
+    /// `NONE`, `ZLIB` or `SNAPPY` (AWS's default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compression: Option<String>,
+    /// Columns to write bloom filters for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bloom_filter_columns: Option<Vec<String>>,
+    /// Bloom filter false positive probability (default 0.05).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bloom_filter_false_positive_probability: Option<f64>,
+    /// Fraction of non-null rows under which a column is dictionary encoded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dictionary_key_threshold: Option<f64>,
+    /// `V0_11` or `V0_12` (default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format_version: Option<String>,
 }
 
 /// `OutputFormatConfiguration`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct OutputFormatConfiguration {
     /// The serializer.
@@ -173,7 +210,7 @@ pub struct OutputFormatConfiguration {
 }
 
 /// `DataFormatConversionConfiguration`: JSON records to Parquet.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct DataFormatConversionConfiguration {
     /// Whether conversion runs (default true when the configuration is given).
@@ -185,7 +222,7 @@ pub struct DataFormatConversionConfiguration {
     /// Input format (JSON; kept as given).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub input_format_configuration: Option<serde_json::Value>,
-    /// Output format (Parquet).
+    /// Output format (Parquet or ORC).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output_format_configuration: Option<OutputFormatConfiguration>,
 }
@@ -203,6 +240,11 @@ impl DataFormatConversionConfiguration {
             .and_then(|o| o.serializer.as_ref())
             .and_then(|s| s.parquet_ser_de.clone())
             .unwrap_or_default()
+    }
+
+    /// The ORC settings, when the output is ORC (`OrcSerDe` given).
+    pub fn orc(&self) -> Option<&OrcSerDe> {
+        self.output_format_configuration.as_ref()?.serializer.as_ref()?.orc_ser_de.as_ref()
     }
 }
 

@@ -288,7 +288,7 @@ impl Worker {
             .map_err(|e| StepError::Failed(e.to_string()))?;
         let transform = self.entry.transform();
         let p = plan::build(&spec, schema, transform.clone()).map_err(StepError::Failed)?;
-        if matches!(p.format, Format::ParquetInferred) {
+        if matches!(p.format, Format::Inferred) {
             // The schema describes what is converted: the transform's output, when there is one.
             let sample = &records[..records.len().min(INFER_RECORDS_MAX)];
             let transformed: Vec<Vec<u8>> = match &transform {

@@ -1,5 +1,5 @@
 """Firehose data correctness through boto3 against a running Sluice, read back with an
-independent reader (pyarrow for Parquet; zipfile and cramjam for compressed objects).
+independent reader (pyarrow for Parquet and ORC; zipfile and cramjam for compressed objects).
 One row per case of issue 22's table: values are compared, not just counted.
 Usage: firehose_conversion.py <endpoint> <key> <secret> <lake folder> <schema folder>.
 Prints "conversion: N passed, M failed"; exits 1 on any failure."""
@@ -14,7 +14,9 @@ import time
 import zipfile
 
 import boto3
+import botocore.exceptions
 import cramjam
+import pyarrow.orc as orc
 import pyarrow.parquet as pq
 from botocore.config import Config
 
@@ -53,11 +55,11 @@ def create(name, prefix, conversion=None, **extra):
     f.create_delivery_stream(DeliveryStreamName=name, ExtendedS3DestinationConfiguration=dest)
 
 
-def conversion(table, deserializer=None):
+def conversion(table, deserializer=None, serializer=None):
     c = {
         "Enabled": True,
         "SchemaConfiguration": {"DatabaseName": "db", "TableName": table, "RoleARN": "arn:aws:iam::000000000000:role/r"},
-        "OutputFormatConfiguration": {"Serializer": {"ParquetSerDe": {}}},
+        "OutputFormatConfiguration": {"Serializer": serializer or {"ParquetSerDe": {}}},
     }
     c["InputFormatConfiguration"] = {"Deserializer": deserializer or {"OpenXJsonSerDe": {}}}
     return c
@@ -86,6 +88,8 @@ def rows(prefix, want_rows):
         for p in objects(prefix, 1, 0.1):
             if p.endswith(".parquet"):
                 got.extend(pq.read_table(p).to_pylist())
+            elif p.endswith(".orc"):
+                got.extend(orc.read_table(p).to_pylist())
         if len(got) >= want_rows or time.time() > deadline:
             return got
         time.sleep(0.1)
@@ -146,6 +150,40 @@ create("conv-hive", "hive", conversion("hive", {"HiveJsonSerDe": {"TimestampForm
 put("conv-hive", [b'{"t":"07/02/2017 15:13:01"}', b'{"t":1486480381500}'])
 check("hive timestamp formats", sorted(r["t"] for r in rows("hive", 2)),
       [utc(2017, 2, 7, 15, 13, 1), utc(2017, 2, 7, 15, 13, 1, 500000)])
+
+# ORC output: every scalar column type, nulls, OpenX rules, a bad record failing alone; read back
+# by pyarrow's ORC reader (the Apache ORC C++ library). Settings and columns the writer cannot
+# honour are refused at creation.
+schema("orc", [("id", "bigint"), ("n", "int"), ("s", "smallint"), ("t", "tinyint"), ("v", "double"),
+               ("f", "float"), ("ok", "boolean"), ("name", "varchar(8)")])
+create("conv-orc", "orc", conversion("orc", serializer={"OrcSerDe": {"StripeSizeBytes": 8 << 20, "Compression": "NONE"}}))
+put("conv-orc", [
+    b'{"ID":1,"n":-7,"s":300,"t":-5,"v":2.5,"f":0.5,"ok":true,"Name":"a"}',
+    b'{"id":2,"name":null}{"id":3,"v":1e300,"ok":false}',
+    b'{"id":4,"t":300}',
+])
+got = sorted(rows("orc", 3), key=lambda r: r["id"])
+check("orc values", [tuple(r.values()) for r in got], [
+    (1, -7, 300, -5, 2.5, 0.5, True, "a"),
+    (2, None, None, None, None, None, None, None),
+    (3, None, None, None, 1e300, None, False, None),
+])
+check("orc extension", sorted({os.path.splitext(p)[1] for p in objects("orc/")}), [".orc"])
+bad = errors("orc", "format-conversion-failed", 1)
+check("orc: 300 into tinyint fails alone", [base64.b64decode(e["rawData"]) for e in bad], [b'{"id":4,"t":300}'])
+shown = f.describe_delivery_stream(DeliveryStreamName="conv-orc")["DeliveryStreamDescription"]["Destinations"][0]
+check("orc settings shown back", shown["ExtendedS3DestinationDescription"]["DataFormatConversionConfiguration"]
+      ["OutputFormatConfiguration"]["Serializer"], {"OrcSerDe": {"StripeSizeBytes": 8 << 20, "Compression": "NONE"}})
+schema("orc-ts", [("t", "timestamp")])
+for name, serializer, table in [("snappy", {"OrcSerDe": {"Compression": "SNAPPY"}}, "orc"),
+                                ("bloom", {"OrcSerDe": {"BloomFilterColumns": ["id"]}}, "orc"),
+                                ("timestamp", {"OrcSerDe": {}}, "orc-ts")]:
+    try:
+        create(f"conv-orc-{name}", f"orc-{name}", conversion(table, serializer=serializer))
+        refused = None
+    except botocore.exceptions.ClientError as e:
+        refused = e.response["Error"]["Code"]
+    check(f"orc {name} refused", refused, "InvalidArgumentException")
 
 # Raw objects: ZIP, Snappy (framed), HADOOP_SNAPPY, each with AWS's extension.
 for fmt, ext in [("ZIP", ".zip"), ("Snappy", ".snappy"), ("HADOOP_SNAPPY", ".hsnappy")]:

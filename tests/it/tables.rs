@@ -136,7 +136,7 @@ async fn firehose_lands_records_in_an_iceberg_table_partitioned_by_station() {
 /// One batch of the Beijing readings in the table's columns.
 fn batch_for(table: &iceberg::table::Table, records: &[String]) -> arrow_array::RecordBatch {
     let schema = sluice_firehose::table::arrow_schema(table).unwrap();
-    let encoder = sluice_firehose::convert::ParquetEncoder::new(
+    let encoder = sluice_firehose::convert::ColumnarEncoder::new(
         schema,
         &sluice_firehose::spec::ParquetSerDe::default(),
         sluice_firehose::deserializer::JsonSerDe::default(),
