@@ -7,7 +7,8 @@
 //! With `iceberg`, the delivery stream lands the readings in an Iceberg table instead
 //! (`IcebergDestinationConfiguration`, identity-partitioned by station, columns inferred from
 //! the first buffer), and the report adds data files per partition; records/s then runs to
-//! the last row committed.
+//! the last row committed. Records/s counts every record until it is landed or in the error
+//! prefix (`failed_records` in the report).
 //!
 //! Run: `cargo run --release -p sluice-benches --example firehose_e2e [records] [iceberg]`.
 
@@ -106,14 +107,30 @@ async fn main() {
     let put_secs = start.elapsed().as_secs_f64();
     let metrics = state.firehose.delivery_streams.context().metrics.clone();
     let label = sluice_firehose::metrics::Metrics::label("telemetry-lake");
-    while metrics.delivered_records.get_or_create(&label).get() < lines.len() as u64 {
+    // Every record ends delivered or in the error prefix (a reading that does not fit the
+    // columns inferred from the first buffer fails conversion alone).
+    let failed = || -> u64 {
+        use sluice_firehose::error_output::{FORMAT_CONVERSION_FAILED, PROCESSING_FAILED};
+        [FORMAT_CONVERSION_FAILED, PROCESSING_FAILED, sluice_firehose::worker::S3_FAILED]
+            .iter()
+            .map(|t| {
+                let label = sluice_firehose::metrics::ErrorLabel {
+                    delivery_stream: "telemetry-lake".into(),
+                    error_output_type: (*t).into(),
+                };
+                metrics.failed_records.get_or_create(&label).get()
+            })
+            .sum()
+    };
+    while metrics.delivered_records.get_or_create(&label).get() + failed() < lines.len() as u64 {
         assert!(start.elapsed() < Duration::from_secs(600), "delivery did not finish");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let secs = start.elapsed().as_secs_f64();
     let parquet_bytes = metrics.delivered_bytes.get_or_create(&label).get();
     let mut report = json!({"records": lines.len(), "json_bytes": bytes, "put_seconds": put_secs, "seconds": secs,
-               "records_per_s": lines.len() as f64 / secs, "mb_per_s": bytes as f64 / secs / 1e6, "parquet_bytes": parquet_bytes});
+               "records_per_s": lines.len() as f64 / secs, "mb_per_s": bytes as f64 / secs / 1e6, "parquet_bytes": parquet_bytes,
+               "failed_records": failed()});
     if iceberg {
         // Data files per partition folder (`station=<name>`) of the table.
         let data = dir.path().join("lake/lake/warehouse/telemetry.db/readings/data");

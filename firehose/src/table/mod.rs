@@ -171,6 +171,8 @@ pub enum Appended {
         rows: u64,
         /// Data files added.
         files: usize,
+        /// Their size, bytes.
+        bytes: u64,
     },
     /// The watermark is not where it was read: another deliverer committed (part of) the
     /// range. Nothing was committed; plan again from the watermark.
@@ -399,7 +401,8 @@ impl Tables {
             match tx.commit(&pinned).await {
                 Ok(committed) => {
                     self.expire_snapshots(target, &committed).await;
-                    return Ok(Appended::Committed { rows, files: files.len() });
+                    let bytes = files.iter().map(|f| f.file_size_in_bytes()).sum();
+                    return Ok(Appended::Committed { rows, files: files.len(), bytes });
                 }
                 Err(e) if e.kind() == ErrorKind::CatalogCommitConflicts && attempt < COMMIT_ATTEMPTS_MAX => {
                     tracing::debug!(table = %target.table, attempt, "commit conflict; reloading the table");

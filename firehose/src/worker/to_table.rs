@@ -67,8 +67,9 @@ impl Worker {
             }
             let mark = Mark::new(&source_id, shard, range_first, last);
             match self.ctx.tables.append(&target, table, &mark, watermark, batches).await {
-                Ok(Appended::Committed { rows, files }) => {
+                Ok(Appended::Committed { rows, files, bytes }) => {
                     self.ctx.metrics.delivery_success.get_or_create(&label).inc();
+                    self.ctx.metrics.delivered_bytes.get_or_create(&label).inc_by(bytes);
                     self.ctx.metrics.delivered_records.get_or_create(&label).inc_by(plan.delivered as u64);
                     self.ctx.metrics.dropped_records.get_or_create(&label).inc_by(plan.dropped as u64);
                     tracing::debug!(delivery_stream = %spec.name, shard, first = range_first, last, rows, files, "committed to the table");
