@@ -4,8 +4,9 @@
 //!
 //! The nested `cargo build` uses `<target dir>/wasm-guests`, the folder the tests build every
 //! guest into, so the debug, release, test and clippy builds of this crate share one guest
-//! build (cold: about two minutes; warm: well under a second). `SLUICE_JQ_WASM=<path>` takes a
-//! prebuilt component instead (for builds without the wasm32-wasip2 target).
+//! build (cold: about two minutes; warm: well under a second). A missing wasm32-wasip2 target
+//! is added with `rustup target add`. `SLUICE_JQ_WASM=<path>` takes a prebuilt component
+//! instead (for builds without the wasm32-wasip2 target).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,18 +27,28 @@ fn main() {
     }
 
     let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-    let installed = Command::new(&rustc)
-        .args(["--print", "target-libdir", "--target", TARGET])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
-        .is_some_and(|libdir| libdir.is_dir());
-    if !installed {
-        fail(&format!(
-            "the {TARGET} target is not installed; sluice-transforms builds its jq sandbox for it: \
-             rustup target add {TARGET}"
-        ));
+    let installed = || {
+        Command::new(&rustc)
+            .args(["--print", "target-libdir", "--target", TARGET])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+            .is_some_and(|libdir| libdir.is_dir())
+    };
+    if !installed() {
+        // The README's two commands must work on a machine with only rustup: add the target
+        // as the user would (rustup's proxy set RUSTUP_TOOLCHAIN, so it lands in this
+        // toolchain). Without rustup, say what to install.
+        let added = Command::new("rustup").args(["target", "add", TARGET]).status().is_ok_and(|s| s.success());
+        if added && installed() {
+            println!("cargo:warning=installed the {TARGET} target with `rustup target add {TARGET}` (the jq sandbox is built for it)");
+        } else {
+            fail(&format!(
+                "the {TARGET} target is not installed and `rustup target add {TARGET}` did not add it; \
+                 sluice-transforms builds its jq sandbox for it"
+            ));
+        }
     }
 
     let target_dir = guests_target_dir(&out_dir);
