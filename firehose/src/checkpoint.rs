@@ -25,9 +25,11 @@ pub struct ShardCheckpoint {
     /// the delivery stream existed): children may be read.
     #[serde(default)]
     pub done: bool,
-    /// Attempts made at the pending range, counted before each one starts, so attempts that
-    /// a crash cut short count too; past [`crate::worker::DELIVERY_ATTEMPTS_MAX`] the range's
-    /// records go to the error output and the shard moves on (no crash loop).
+    /// Attempts at the pending range whose planning (transform, partitioning, conversion)
+    /// failed or never finished: counted before each attempt starts, so a crash while
+    /// planning counts too, and taken back once planning is done; past
+    /// [`crate::worker::DELIVERY_ATTEMPTS_MAX`] the range's records go to the error output
+    /// and the shard moves on (no crash loop).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub attempts: u32,
 }

@@ -41,7 +41,10 @@ pub const INFER_RECORDS_MAX: usize = 10_000;
 /// Attempts at one pending range before its records go to the error output instead: 5.
 /// An attempt is counted (durably) before it starts, so a record that crashes the process
 /// while being planned, or a range whose planning fails every time, stops the shard for at
-/// most this many attempts instead of crash-looping the server.
+/// most this many attempts instead of crash-looping the server. Once planning is done the
+/// attempt is taken back: what cuts it short after that (an operator's SIGKILL, a restart,
+/// storage or the catalog down) is not the records' doing and must not send good records
+/// to the error output.
 ///
 /// The attempt after the last one plans each record alone, so a record whose planning
 /// panics goes to the error output by itself and the others land; only if that attempt
@@ -113,6 +116,9 @@ struct Worker {
     pipeline: Option<(u64, bool, Pipeline)>,
     /// The pipeline of an Iceberg destination, by configuration version and schema id.
     table_pipeline: Option<(u64, i32, Pipeline)>,
+    /// The current attempt's planning finished, so it no longer counts against
+    /// [`DELIVERY_ATTEMPTS_MAX`] (see [`Worker::planning_finished`]).
+    planned: bool,
     command: watch::Receiver<Command>,
 }
 
@@ -124,8 +130,16 @@ pub fn start(
     runtime: &tokio::runtime::Handle,
 ) -> WorkerHandle {
     let (tx, rx) = watch::channel(Command::Run);
-    let worker =
-        Worker { entry, ctx, checkpoints, buffers: BTreeMap::new(), pipeline: None, table_pipeline: None, command: rx };
+    let worker = Worker {
+        entry,
+        ctx,
+        checkpoints,
+        buffers: BTreeMap::new(),
+        pipeline: None,
+        table_pipeline: None,
+        planned: false,
+        command: rx,
+    };
     WorkerHandle { command: tx, task: runtime.spawn(worker.run()) }
 }
 
@@ -317,6 +331,7 @@ impl Worker {
         else {
             return Ok(());
         };
+        self.planned = false;
         let attempts = {
             let cp = self.checkpoints.shards.get_mut(&shard).expect("a checkpoint per shard");
             if cp.next == first && cp.pending_last == Some(last) {
@@ -346,9 +361,11 @@ impl Worker {
             }
             Err(StepError::Interrupted) => {
                 // A stop asked for while storage was down is not a failed attempt.
-                let cp = self.checkpoints.shards.get_mut(&shard).expect("a checkpoint per shard");
-                cp.attempts = cp.attempts.saturating_sub(1);
-                let _ = self.checkpoints.save();
+                if !self.planned {
+                    let cp = self.checkpoints.shards.get_mut(&shard).expect("a checkpoint per shard");
+                    cp.attempts = cp.attempts.saturating_sub(1);
+                    let _ = self.checkpoints.save();
+                }
                 Err(StepError::Interrupted)
             }
             Err(e) => Err(e),
@@ -374,7 +391,7 @@ impl Worker {
             output_type: crate::error_output::PROCESSING_FAILED,
             code: ATTEMPTS_EXHAUSTED.into(),
             message: format!(
-                "Delivery of this record's batch failed {} times (the server stopped or planning failed during each attempt); the records were sent to the error output so delivery goes on.",
+                "Delivery of this record's batch failed {} times (its planning failed, or the process died while planning it, each time); the records were sent to the error output so delivery goes on.",
                 attempts - 1
             ),
             attempts: attempts - 1,
@@ -400,7 +417,10 @@ impl Worker {
         last: u64,
         records: Vec<SourceRecord>,
     ) -> Result<(), StepError> {
-        let pipeline = self.pipeline(&records)?;
+        let pipeline = match self.entry.spec().iceberg {
+            Some(_) => self.current_table_pipeline(&records).await?,
+            None => self.pipeline(&records)?,
+        };
         let now = self.ctx.clock.now_ms();
         let p = pipeline.clone();
         let (good, bad) = tokio::task::spawn_blocking(move || {
@@ -459,6 +479,18 @@ impl Worker {
         self.deliver_range(shard, first, last, good).await
     }
 
+    /// The current attempt's planning is done: the attempt counted before it is taken back
+    /// (durably), so a kill or stop while objects are written or committed is not one of
+    /// the [`DELIVERY_ATTEMPTS_MAX`] that send a range to the error output. Once per attempt.
+    fn planning_finished(&mut self, shard: u32) -> Result<(), StepError> {
+        if std::mem::replace(&mut self.planned, true) {
+            return Ok(());
+        }
+        let cp = self.checkpoints.shards.get_mut(&shard).expect("a checkpoint per shard");
+        cp.attempts = cp.attempts.saturating_sub(1);
+        self.checkpoints.save().map_err(|e| StepError::Failed(e.to_string()))
+    }
+
     /// Plans and writes one range's objects.
     async fn deliver_range(
         &mut self,
@@ -472,6 +504,7 @@ impl Worker {
         }
         let pipeline = self.pipeline(&records)?;
         let (plan, records) = plan_off_thread(&pipeline, shard, first, last, records, self.ctx.clock.now_ms()).await?;
+        self.planning_finished(shard)?;
         let label = Metrics::label(self.entry.name());
         for object in plan.objects {
             self.write(&pipeline, shard, first, last, &records, object).await?;

@@ -12,6 +12,7 @@ use crate::datasets::{beijing, BeijingDigest};
 use crate::firehose_delivery::{beijing_by_station, rows, schema_dir, wait_for, Harness};
 use crate::s3_server::{any_object, objects, S3Server, BUCKET, S3_ACCESS_KEY, S3_SECRET_KEY};
 use crate::support::{ACCESS_KEY, SECRET_KEY};
+use sluice_firehose::worker::DELIVERY_ATTEMPTS_MAX;
 
 async fn put_all(firehose: &aws_sdk_firehose::Client, name: &str, records: &[String]) {
     for chunk in records.chunks(500) {
@@ -109,15 +110,23 @@ impl Drop for Child {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sluice_killed_mid_delivery_then_restarted_lands_everything_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let s3 = S3Server::start(&dir.path().join("s3")).await;
-    let addr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
+/// A `sluice serve` config (written under `dir`) with one delivery stream, `name`, landing
+/// Beijing readings under `<name>/` (by station when `by_station`: a jq query, which each
+/// process compiles at its first delivery) and errors under `<name>-errors/` of `s3`.
+fn child_config(
+    dir: &std::path::Path,
+    addr: std::net::SocketAddr,
+    s3: &S3Server,
+    name: &str,
+    by_station: bool,
+) -> std::path::PathBuf {
+    let config = dir.join("sluice.toml");
+    let partitioning = if by_station {
+        "prefix = \"{name}/!{partitionKeyFromQuery:station}/\"\npartition_query = \"{station: .station}\""
+            .replace("{name}", name)
+    } else {
+        format!("prefix = \"{name}/\"")
     };
-    let config = dir.path().join("sluice.toml");
     std::fs::write(
         &config,
         format!(
@@ -135,37 +144,71 @@ endpoint = "http://{s3}"
 access_key_id = "{S3_ACCESS_KEY}"
 secret_access_key = "{S3_SECRET_KEY}"
 [[delivery_streams]]
-name = "crashy"
+name = "{name}"
 bucket = "{BUCKET}"
-prefix = "crash/!{{partitionKeyFromQuery:station}}/"
-error_output_prefix = "crash-errors/!{{firehose:error-output-type}}/"
+{partitioning}
+error_output_prefix = "{name}-errors/!{{firehose:error-output-type}}/"
 buffer_size_mb = 1
 buffer_interval_s = 1
 format = "parquet"
 schema = "beijing/air_quality"
-partition_query = "{{station: .station}}"
 "#,
-            data = dir.path().join("data").display(),
+            data = dir.join("data").display(),
             schemas = schema_dir().display(),
             s3 = s3.addr,
         ),
     )
     .unwrap();
-    let child = Child::start(&config, addr).await;
-    let firehose = {
-        let conf = aws_sdk_firehose::Config::builder()
-            .behavior_version(aws_sdk_firehose::config::BehaviorVersion::latest())
-            .region(aws_sdk_firehose::config::Region::new("us-east-1"))
-            .endpoint_url(format!("http://{addr}"))
-            .credentials_provider(aws_sdk_firehose::config::Credentials::new(
-                ACCESS_KEY, SECRET_KEY, None, None, "test",
-            ))
-            .http_client(aws_smithy_http_client::Builder::new().build_http())
-            .build();
-        aws_sdk_firehose::Client::from_conf(conf)
+    config
+}
+
+/// A Firehose client of the child listening on `addr`.
+fn firehose_client(addr: std::net::SocketAddr) -> aws_sdk_firehose::Client {
+    let conf = aws_sdk_firehose::Config::builder()
+        .behavior_version(aws_sdk_firehose::config::BehaviorVersion::latest())
+        .region(aws_sdk_firehose::config::Region::new("us-east-1"))
+        .endpoint_url(format!("http://{addr}"))
+        .credentials_provider(aws_sdk_firehose::config::Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test"))
+        .http_client(aws_smithy_http_client::Builder::new().build_http())
+        .build();
+    aws_sdk_firehose::Client::from_conf(conf)
+}
+
+fn free_addr() -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// Waits until everything under `prefix` holds `expected` rows or more, then a short
+/// settle (a duplicate would show up there); returns the objects.
+async fn landed_rows(s3c: &aws_sdk_s3::Client, prefix: &str, expected: usize) -> Vec<(String, Vec<u8>)> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let landed = loop {
+        let o = objects(s3c, prefix).await;
+        if rows(&o) >= expected {
+            break o;
+        }
+        assert!(std::time::Instant::now() < deadline, "delivery did not finish after the restart");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    if rows(&landed) == expected {
+        objects(s3c, prefix).await
+    } else {
+        landed
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sluice_killed_mid_delivery_then_restarted_lands_everything_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3Server::start(&dir.path().join("s3")).await;
+    let addr = free_addr();
+    let config = child_config(dir.path(), addr, &s3, "crash", true);
+    let child = Child::start(&config, addr).await;
+    let firehose = firehose_client(addr);
     let input = beijing(24_000);
-    put_all(&firehose, "crashy", &input).await;
+    put_all(&firehose, "crash", &input).await;
     let s3c = s3.client();
     // Kill as soon as the first objects are landing: deliveries are under way, and the last
     // partial buffer waits for its 1 s interval, so not everything has landed yet.
@@ -179,18 +222,53 @@ partition_query = "{{station: .station}}"
     assert!(at_kill < input.len(), "the kill came after delivery finished ({at_kill} rows); the test proves nothing");
 
     let child = Child::start(&config, addr).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let landed = loop {
-        let o = objects(&s3c, "crash/").await;
-        if rows(&o) >= input.len() {
-            break o;
-        }
-        assert!(std::time::Instant::now() < deadline, "delivery did not finish after the restart");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let landed = if rows(&landed) == input.len() { objects(&s3c, "crash/").await } else { landed };
+    let landed = landed_rows(&s3c, "crash/", input.len()).await;
     assert_eq!(BeijingDigest::of_parquet(&landed).0, BeijingDigest::of_json(&input), "each reading exactly once");
     assert!(objects(&s3c, "crash-errors/").await.is_empty());
     child.kill();
+}
+
+/// Attempts cut short after their records were planned (here: killed while writing to an
+/// S3 that is down) are not the records' fault: more kills than
+/// [`DELIVERY_ATTEMPTS_MAX`] must not send a good range to the error output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kills_while_s3_is_down_send_nothing_to_the_error_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3Server::start(&dir.path().join("s3")).await;
+    let addr = free_addr();
+    let config = child_config(dir.path(), addr, &s3, "kills", false);
+    let mut child = Child::start(&config, addr).await;
+    let firehose = firehose_client(addr);
+    s3.stop();
+    let input = beijing(3_000);
+    put_all(&firehose, "kills", &input).await;
+    for _ in 0..DELIVERY_ATTEMPTS_MAX + 3 {
+        // Each life of the server plans the pending range and fails to write it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while write_failures(addr, "kills").await == 0 {
+            assert!(std::time::Instant::now() < deadline, "no delivery attempt failed while S3 was down");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        child.kill();
+        child = Child::start(&config, addr).await;
+    }
+    s3.restart().await;
+    let s3c = s3.client();
+    let landed = landed_rows(&s3c, "kills/", input.len()).await;
+    assert_eq!(BeijingDigest::of_parquet(&landed).0, BeijingDigest::of_json(&input), "each reading exactly once");
+    assert!(
+        objects(&s3c, "kills-errors/").await.is_empty(),
+        "kills while writing sent good records to the error output"
+    );
+    child.kill();
+}
+
+/// `sluice_firehose_delivery_to_s3_failures_total` of `name` on the server at `addr`.
+async fn write_failures(addr: std::net::SocketAddr, name: &str) -> u64 {
+    let series = format!("sluice_firehose_delivery_to_s3_failures_total{{delivery_stream=\"{name}\"}} ");
+    reqwest_metrics(addr)
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .map_or(0, |v| v.trim().parse::<f64>().unwrap() as u64)
 }

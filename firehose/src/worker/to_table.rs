@@ -54,6 +54,7 @@ impl Worker {
             let now = self.ctx.clock.now_ms();
             let (plan, planned_records) =
                 super::plan_off_thread(&pipeline, shard, range_first, last, pending, now).await?;
+            self.planning_finished(shard)?;
             let mut batches = Vec::new();
             for object in plan.objects {
                 if object.error_output_type.is_none() {
@@ -117,6 +118,15 @@ impl Worker {
             }
         };
         self.ctx.tables.create(target, &fields).await.map_err(failed)
+    }
+
+    /// The pipeline converting to the current columns of the delivery's table (created when
+    /// missing, as [`Worker::deliver_to_table`] would).
+    pub(super) async fn current_table_pipeline(&mut self, records: &[SourceRecord]) -> Result<Pipeline, StepError> {
+        let destination = self.entry.spec().iceberg.expect("an Iceberg destination");
+        let target = table::firehose_target(&destination, self.ctx.tables.lake()).map_err(StepError::Failed)?;
+        let table = self.open_table(&target, records).await?;
+        self.table_pipeline(&table)
     }
 
     /// The pipeline converting to the table's current columns.
