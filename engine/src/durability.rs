@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::error::IoError;
 use crate::limits::SYNC_INTERVAL_MS_DEFAULT;
-use crate::segment::{self, SegmentMap};
+use crate::segment::SegmentMap;
 
 /// When appended records reach the disk, and so what an acknowledgement promises.
 ///
@@ -19,7 +19,7 @@ pub enum Durability {
     /// covers them all, so throughput grows with concurrency instead of paying 0.2–0.6 ms
     /// of `fdatasync` per request.
     Always,
-    /// A background thread syncs every interval; a power cut loses at most about one
+    /// A background thread (one for the process) syncs every interval; a power cut loses at most about one
     /// interval of acknowledged records. The default, every 100 ms.
     Interval(Duration),
     /// Never sync explicitly; the kernel writes pages back when it chooses (about 30 s on
@@ -38,7 +38,8 @@ impl Default for Durability {
 #[derive(Debug, Default)]
 pub(crate) struct SyncWork {
     pub segments: Vec<Arc<SegmentMap>>,
-    pub dir: Option<std::path::PathBuf>,
+    /// The shard directory and its open handle, when a segment was created since the last sync.
+    pub dir: Option<(std::path::PathBuf, std::fs::File)>,
     /// Every sequence number below this is durable once the work is done.
     pub durable_next: u64,
 }
@@ -48,8 +49,8 @@ impl SyncWork {
         for map in &self.segments {
             map.sync()?;
         }
-        if let Some(dir) = &self.dir {
-            segment::sync_dir(dir)?;
+        if let Some((path, handle)) = &self.dir {
+            handle.sync_all().map_err(|e| IoError::new(path, e))?;
         }
         Ok(())
     }
@@ -84,6 +85,11 @@ impl GroupCommit {
         let mut state = self.lock();
         state.failed.get_or_insert(e);
         self.synced.notify_all();
+    }
+
+    /// Every sequence number below this is durable.
+    pub fn durable_next(&self) -> u64 {
+        self.lock().durable_next
     }
 
     /// The error of a failed write or sync, after which nothing more is acknowledged.

@@ -38,6 +38,7 @@ pub mod settings;
 mod shard_log;
 pub mod stream;
 pub mod streams;
+mod syncer;
 pub mod throttle;
 
 pub use clock::{Clock, ManualClock, SystemClock};

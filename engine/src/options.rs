@@ -10,14 +10,16 @@ use crate::limits::{
     SEGMENT_BYTES_MAX,
 };
 
-/// Size of a new shard's first segment, bytes, unless limits say otherwise: 2 MiB.
-const FIRST_SEGMENT_BYTES: usize = 2 << 20;
+/// Size of a new shard's first segment, bytes, unless limits say otherwise: 64 KiB, so an
+/// idle shard holds 64 KiB of disk (issue 17); a busy one reaches 64 MiB segments after 10
+/// rolls.
+const FIRST_SEGMENT_BYTES: usize = 64 << 10;
 
 /// Options of [`crate::ShardLog::open`]. `Default` gives Sluice's defaults.
 #[derive(Debug, Clone)]
 pub struct ShardLogOptions {
     /// Largest size of a segment file, bytes (default 64 MiB, at most 1 GiB, at least what
-    /// holds one record of `max_record_bytes`). A shard's segments start at 2 MiB and double
+    /// holds one record of `max_record_bytes`). A shard's segments start at 64 KiB and double
     /// up to this. Existing segments keep their size.
     pub segment_bytes: usize,
     /// Largest record accepted, data plus partition key, bytes (default 1 MiB, at most
@@ -48,9 +50,9 @@ impl Default for ShardLogOptions {
 }
 
 impl ShardLogOptions {
-    /// Size of a new shard's first segment, bytes: 2 MiB, or less when `segment_bytes` is
-    /// smaller. Segments then double up to `segment_bytes`, so an idle shard holds 2 MiB, not
-    /// 64 MiB, of disk and page cache; a record larger than a segment's size gets a segment
+    /// Size of a new shard's first segment, bytes: 64 KiB, or less when `segment_bytes` is
+    /// smaller. Segments then double up to `segment_bytes`, so an idle shard holds 64 KiB,
+    /// not 64 MiB, of disk and page cache; a record larger than a segment's size gets a segment
     /// sized for it (at most `segment_bytes`, which holds any record of `max_record_bytes`).
     pub fn first_segment_bytes(&self) -> usize {
         FIRST_SEGMENT_BYTES.min(self.segment_bytes)

@@ -41,7 +41,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use std::os::unix::fs::FileExt;
 
@@ -115,18 +115,78 @@ fn check_header(h: &[u8], first_sequence_number: u64) -> Result<(), FrameDefect>
 }
 
 /// The read-only mapping of one segment file, shared by its writer, the syncer and readers.
+///
+/// Readers need only the mapping. The file descriptor, for writes and syncs, is opened on
+/// demand and closed again by [`SegmentMap::close_idle_file`] once unused, so idle shards
+/// and sealed segments hold no descriptor (a default `ulimit -n` of 1,024 stopped the
+/// server near 1,000 shards when each held one; issue 17).
 #[derive(Debug)]
 pub struct SegmentMap {
     map: MmapRaw,
-    file: File,
+    file: Mutex<Option<Arc<File>>>,
     path: PathBuf,
     /// Whether pages may have been mapped in since the last [`SegmentMap::release_pages`].
     touched: AtomicBool,
+    /// Whether the file was written or synced since the last [`SegmentMap::close_idle_file`].
+    file_used: AtomicBool,
+    /// Whether frames were written since the last sync: such a file stays open, so its sync
+    /// never depends on opening it again (which fails when descriptors run out).
+    unsynced: AtomicBool,
 }
 
 impl SegmentMap {
-    fn new(map: MmapRaw, file: File, path: PathBuf) -> Self {
-        Self { map, file, path, touched: AtomicBool::new(false) }
+    fn new(map: MmapRaw, file: Option<File>, path: PathBuf) -> Self {
+        Self {
+            map,
+            file: Mutex::new(file.map(Arc::new)),
+            path,
+            touched: AtomicBool::new(false),
+            file_used: AtomicBool::new(true),
+            unsynced: AtomicBool::new(false),
+        }
+    }
+
+    fn file_slot(&self) -> MutexGuard<'_, Option<Arc<File>>> {
+        self.file.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The open file, opened (read-write) when it was closed. While the caller holds it,
+    /// [`SegmentMap::close_idle_file`] leaves it open: a writer takes it before it encodes a
+    /// batch, so running out of descriptors fails the batch before anything is written,
+    /// instead of failing a write half-way (which would poison the log).
+    ///
+    /// Errors: the file cannot be opened (descriptors exhausted, file gone).
+    pub fn open_file(&self) -> Result<Arc<File>, IoError> {
+        self.file().map_err(|e| IoError::new(&self.path, e))
+    }
+
+    fn file(&self) -> io::Result<Arc<File>> {
+        self.file_used.store(true, Ordering::Relaxed);
+        let mut slot = self.file_slot();
+        if let Some(f) = &*slot {
+            return Ok(f.clone());
+        }
+        let f = Arc::new(OpenOptions::new().read(true).write(true).open(&self.path)?);
+        *slot = Some(f.clone());
+        Ok(f)
+    }
+
+    /// Closes the file descriptor if nothing wrote or synced through it since the last
+    /// call; the next write or sync opens the file again. The mapping stays.
+    /// A file written since its last sync, or held by a writer, stays open.
+    pub fn close_idle_file(&self) {
+        if self.file_used.swap(false, Ordering::Relaxed) || self.unsynced.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut slot = self.file_slot();
+        if slot.as_ref().is_some_and(|f| Arc::strong_count(f) == 1) {
+            slot.take();
+        }
+    }
+
+    /// Whether the segment holds an open file descriptor now.
+    pub fn has_open_file(&self) -> bool {
+        self.file_slot().is_some()
     }
 
     /// The segment file.
@@ -177,13 +237,32 @@ impl SegmentMap {
     }
 
     /// Writes the segment's dirty pages back and waits for the device (`fdatasync`). Only
-    /// written frames are dirty: pre-faulted pages were read in and stay clean.
+    /// written frames are dirty: pre-faulted pages were read in and stay clean. A file
+    /// already deleted (retention) has nothing left to make durable.
     pub fn sync(&self) -> Result<(), IoError> {
-        self.file.sync_data().map_err(|e| IoError::new(&self.path, e))
+        // `fdatasync` flushes the file's dirty pages whichever descriptor wrote them, so a
+        // descriptor opened again after an idle close syncs what the old one wrote.
+        match self.file() {
+            Ok(f) => {
+                // Cleared first: a write racing this sync sets it again.
+                let was_unsynced = self.unsynced.swap(false, Ordering::Relaxed);
+                f.sync_data().map_err(|e| {
+                    if was_unsynced {
+                        self.unsynced.store(true, Ordering::Relaxed);
+                    }
+                    IoError::new(&self.path, e)
+                })
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(IoError::new(&self.path, e)),
+        }
     }
 
     fn write_at(&self, offset: usize, bytes: &[u8]) -> Result<(), IoError> {
-        self.file.write_all_at(bytes, offset as u64).map_err(|e| IoError::new(&self.path, e))
+        let written = self.file().and_then(|f| f.write_all_at(bytes, offset as u64));
+        // After the write: a sync that clears the flag before this write stays covered.
+        self.unsynced.store(true, Ordering::Relaxed);
+        written.map_err(|e| IoError::new(&self.path, e))
     }
 }
 
@@ -274,7 +353,9 @@ impl SealedSegment {
     ) -> Result<Self, crate::OpenError> {
         let file = open_file(path, false)?;
         let map = MmapOptions::new().map_raw_read_only(&file).map_err(|e| IoError::new(path, e))?;
-        let map = SegmentMap::new(map, file, path.to_owned());
+        // The mapping outlives the descriptor: a sealed segment keeps none.
+        drop(file);
+        let map = SegmentMap::new(map, None, path.to_owned());
         // SAFETY: nobody writes a sealed segment; this process opened it read-only.
         let bytes = unsafe { map.published(map.capacity()) };
         check_header(bytes, first_sequence_number).map_err(|defect| Corruption {
@@ -330,7 +411,7 @@ impl ActiveSegment {
     ) -> Result<(Self, Scan, Option<TornTail>), crate::OpenError> {
         let file = open_file(path, true)?;
         let map = MmapOptions::new().map_raw_read_only(&file).map_err(|e| IoError::new(path, e))?;
-        let map = SegmentMap::new(map, file, path.to_owned());
+        let map = SegmentMap::new(map, Some(file), path.to_owned());
         let capacity = map.capacity();
         let corrupt = |offset: usize, defect| Corruption { path: path.to_owned(), offset: offset as u64, defect };
         if capacity < HEADER_BYTES {
@@ -455,7 +536,7 @@ impl PreparedSegment {
             // Kernels before 5.14 lack MADV_POPULATE_READ: the first write to a page faults it in.
             tracing::debug!(error = %e, "MADV_POPULATE_READ unavailable");
         }
-        let map = SegmentMap::new(map, file, path);
+        let map = SegmentMap::new(map, Some(file), path);
         // The pages stay in the page cache for the writer; readers map what they read.
         map.unmap_pages()?;
         Ok(Self { map })

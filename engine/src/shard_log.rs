@@ -14,7 +14,7 @@
 use std::collections::VecDeque;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -136,7 +136,11 @@ struct Writer {
     unsynced: Vec<Arc<SegmentMap>>,
     /// End of the active segment's frames at the last sync.
     active_synced_to: usize,
-    dir_dirty: bool,
+    /// The shard directory, opened when a segment was created since the last sync: its
+    /// entries must be synced. Opened by the append that creates the segment, where failing
+    /// (descriptors exhausted) refuses that batch only; a sync that had to open it could
+    /// only fail, and a failed sync poisons the log.
+    dir_to_sync: Option<std::fs::File>,
 }
 
 #[derive(Debug)]
@@ -169,46 +173,18 @@ impl Inner {
             segments.push(w.active.map().clone());
             w.active_synced_to = end;
         }
-        let dir = std::mem::take(&mut w.dir_dirty).then(|| self.dir.clone());
+        let dir = w.dir_to_sync.take().map(|handle| (self.dir.clone(), handle));
         SyncWork { segments, dir, durable_next: w.next_sequence_number }
     }
 
-    fn sync_all(&self) -> Result<(), SyncError> {
+    pub(crate) fn sync_all(&self) -> Result<(), SyncError> {
         let target = self.writer().next_sequence_number;
         self.commit.wait_durable(target, || self.take_sync_work()).map_err(SyncError)
     }
-}
 
-/// Syncs the log every interval under [`Durability::Interval`].
-#[derive(Debug)]
-struct Flusher {
-    stop: Arc<(Mutex<bool>, Condvar)>,
-    thread: JoinHandle<()>,
-}
-
-impl Flusher {
-    /// Errors: no thread could be started (threads or memory exhausted).
-    fn start(inner: Arc<Inner>, every: Duration) -> std::io::Result<Self> {
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let signal = stop.clone();
-        let thread = std::thread::Builder::new().name("shard-log-sync".into()).spawn(move || {
-            let (lock, cv) = &*signal;
-            let mut stopped = lock.lock().unwrap_or_else(PoisonError::into_inner);
-            while !*stopped {
-                stopped = cv.wait_timeout(stopped, every).unwrap_or_else(PoisonError::into_inner).0;
-                if inner.commit.failed().is_none() {
-                    // The error is kept in the commit state and reported to appenders.
-                    let _ = inner.sync_all();
-                }
-            }
-        })?;
-        Ok(Self { stop, thread })
-    }
-
-    fn stop(self) {
-        *self.stop.0.lock().unwrap_or_else(PoisonError::into_inner) = true;
-        self.stop.1.notify_all();
-        let _ = self.thread.join();
+    /// Whether records were appended since the last sync, and the log has not failed.
+    pub(crate) fn needs_sync(&self) -> bool {
+        self.commit.failed().is_none() && self.writer().next_sequence_number > self.commit.durable_next()
     }
 }
 
@@ -220,7 +196,6 @@ impl Flusher {
 #[derive(Debug)]
 pub struct ShardLog {
     pub(crate) inner: Arc<Inner>,
-    flusher: Option<Flusher>,
     recovery: RecoveryReport,
     /// The next sequence number, announced after every append is published, so readers
     /// that wait for records (enhanced fan-out) wake as soon as there are some.
@@ -349,7 +324,7 @@ impl ShardLog {
             next_segment: None,
             unsynced: Vec::new(),
             active_synced_to,
-            dir_dirty: false,
+            dir_to_sync: None,
         };
         let inner = Arc::new(Inner {
             dir,
@@ -358,21 +333,11 @@ impl ShardLog {
             commit: GroupCommit::new(next_sequence_number),
             options,
         });
-        let flusher = match inner.options.durability {
-            Durability::Interval(every) => {
-                Some(Flusher::start(inner.clone(), every).map_err(|e| IoError::new(&inner.dir, e))?)
-            }
-            Durability::Always | Durability::Never => None,
-        };
+        if let Durability::Interval(every) = inner.options.durability {
+            crate::syncer::register(&inner, every).map_err(|e| IoError::new(&inner.dir, e))?;
+        }
         let appended = tokio::sync::watch::Sender::new(next_sequence_number);
-        Ok(Self {
-            inner,
-            flusher,
-            recovery,
-            appended,
-            appended_bytes: Default::default(),
-            appended_records: Default::default(),
-        })
+        Ok(Self { inner, recovery, appended, appended_bytes: Default::default(), appended_records: Default::default() })
     }
 
     /// A receiver that sees the log's next sequence number change each time an append is
@@ -459,6 +424,9 @@ impl ShardLog {
         if let Some(e) = inner.commit.failed() {
             return Err(AppendError::Poisoned(e));
         }
+        // Held to the end of the batch: an active segment idle long enough had its descriptor
+        // closed, and failing to open it now writes nothing and poisons nothing.
+        let _file = w.active.map().open_file().map_err(|e| AppendError::Io(Arc::new(e)))?;
         let ts = inner.options.clock.now_ms().max(w.last_timestamp_ms);
         let first = w.next_sequence_number;
 
@@ -485,6 +453,9 @@ impl ShardLog {
                 free = capacity - HEADER_BYTES;
             }
             free -= len;
+        }
+        if !starts.is_empty() {
+            self.open_dir_to_sync(&mut w).map_err(|e| AppendError::Io(Arc::new(e)))?;
         }
         let mut fresh = Vec::with_capacity(starts.len());
         for &(i, capacity) in &starts {
@@ -514,7 +485,6 @@ impl ShardLog {
                 }
                 w.unsynced.push(sealed.seal());
                 w.active_synced_to = 0;
-                w.dir_dirty = true;
                 w.sampler = IndexSampler::new(inner.options.index_interval_bytes);
                 published.push(Publish::new(&w.active, seq));
             }
@@ -558,22 +528,32 @@ impl ShardLog {
     }
 
     /// Puts an empty active segment large enough for a frame of `len` bytes in place of the
-    /// empty one, under the same name (the first segments are small, 2 MiB, and a stream's
+    /// empty one, under the same name (the first segments are small, 64 KiB, and a stream's
     /// record size limit may rise to 10 MiB later). An empty segment is never sealed, since
     /// its successor would take its name. A failure leaves the log as it was.
     fn replace_empty_active(&self, w: &mut Writer, len: usize) -> Result<(), IoError> {
         let inner = &*self.inner;
         let capacity = inner.options.grown_segment_bytes(w.active.map().capacity()).max(HEADER_BYTES + len);
         let first = w.active.first_sequence_number();
+        self.open_dir_to_sync(w)?;
         let fresh = self.next_segment(w, first, capacity)?;
         w.active = fresh;
         w.active_synced_to = 0;
-        w.dir_dirty = true;
         w.sampler = IndexSampler::new(inner.options.index_interval_bytes);
         let mut state = inner.state_mut();
         let view = state.segments.back_mut().expect("active segment");
         view.map = w.active.map().clone();
         view.end = HEADER_BYTES;
+        Ok(())
+    }
+
+    /// Opens the shard directory for the next sync, unless it is open already: a segment is
+    /// about to be created.
+    fn open_dir_to_sync(&self, w: &mut Writer) -> Result<(), IoError> {
+        if w.dir_to_sync.is_none() {
+            let dir = &self.inner.dir;
+            w.dir_to_sync = Some(std::fs::File::open(dir).map_err(|e| IoError::new(dir, e))?);
+        }
         Ok(())
     }
 
@@ -692,15 +672,26 @@ impl ShardLog {
 
     /// Unmaps the segment pages readers faulted in since the last call, so the process's
     /// resident memory holds recently read pages only, not every stored byte; see
-    /// [`SegmentMap::release_pages`]. Nothing is lost or waited for: a reader maps the pages
-    /// it needs again.
+    /// [`SegmentMap::release_pages`]. Also closes the file descriptors no write or sync used
+    /// since the last call ([`SegmentMap::close_idle_file`]), so an idle shard holds none.
+    /// Nothing is lost or waited for: a reader maps the pages it needs again, a writer opens
+    /// the file again. Meant to run about once a second.
     ///
     /// Errors: `madvise` failed on a segment; later segments are left as they were.
     pub fn release_pages(&self) -> Result<(), IoError> {
         // Outside the lock: unmapping pages other cores used interrupts them, and appends
         // must not wait for that.
         let maps: Vec<Arc<SegmentMap>> = self.inner.state().segments.iter().map(|s| s.map.clone()).collect();
-        maps.iter().try_for_each(|m| m.release_pages())
+        maps.iter().try_for_each(|m| {
+            m.close_idle_file();
+            m.release_pages()
+        })
+    }
+
+    /// Open file descriptors the log holds now (0 for a log idle since two
+    /// [`ShardLog::release_pages`] calls).
+    pub fn open_files(&self) -> usize {
+        self.inner.state().segments.iter().filter(|s| s.map.has_open_file()).count()
     }
 }
 
@@ -728,9 +719,6 @@ impl Publish {
 
 impl Drop for ShardLog {
     fn drop(&mut self) {
-        if let Some(f) = self.flusher.take() {
-            f.stop();
-        }
         // The preparer writes `next.seg.prealloc` in this directory: let it finish so a
         // reopen does not race it.
         if let Some((_, h)) = self.inner.writer().next_segment.take() {

@@ -305,14 +305,17 @@ async fn descriptor_exhaustion_fails_requests_without_poisoning_shards() {
     )
     .unwrap();
     // 128 descriptors: enough to start and serve, few enough for a client to use them up.
-    let mut child = std::process::Command::new("prlimit")
-        .arg("--nofile=128:128")
-        .arg(env!("CARGO_BIN_EXE_sluice"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("prlimit (util-linux) runs the server with a low descriptor limit");
+    let mut child = KilledOnDrop(
+        std::process::Command::new("prlimit")
+            .arg("--nofile=128:128")
+            .arg(env!("CARGO_BIN_EXE_sluice"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("prlimit (util-linux) runs the server with a low descriptor limit"),
+    );
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let mut control = loop {
@@ -349,7 +352,7 @@ async fn descriptor_exhaustion_fails_requests_without_poisoning_shards() {
         control.call("CreateStream", &serde_json::json!({"StreamName": "t", "ShardCount": 8})).await;
     assert!(failed_during > 0, "descriptors were never exhausted: every put found a segment file");
     assert_eq!((created, answer["__type"].as_str()), (500, Some("InternalFailure")), "{answer}");
-    assert!(child.try_wait().unwrap().is_none(), "the server must survive descriptor exhaustion");
+    assert!(child.0.try_wait().unwrap().is_none(), "the server must survive descriptor exhaustion");
 
     // Descriptors return: the same shard takes appends again (it was not poisoned) and
     // rolls segments; the stream that could not be made can be made now.
@@ -362,8 +365,7 @@ async fn descriptor_exhaustion_fails_requests_without_poisoning_shards() {
     }
     let (status, answer) = control.call("CreateStream", &serde_json::json!({"StreamName": "t", "ShardCount": 8})).await;
     assert_eq!(status, 200, "{answer}");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(child);
 
     // Every acknowledged record is there once, after the SIGKILL too.
     let server = TestServer::start_with(&dir.path().join("data"), Arc::new(ManualClock::new(now_ms())), |c| {
@@ -467,4 +469,15 @@ async fn a_full_lake_delays_delivery_and_loses_nothing() {
         "the outage was shorter than the retry time: no error objects"
     );
     server.stop().await;
+}
+
+/// A child process killed (and reaped) when dropped, also when a failed assertion unwinds:
+/// a leaked server would keep the test command's output pipe open and hang it.
+struct KilledOnDrop(std::process::Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -249,9 +249,14 @@ fn options_that_cannot_work_are_refused() {
 #[test]
 fn segments_start_small_and_double_up_to_the_maximum() {
     let dir = tempfile::tempdir().unwrap();
-    let options = ShardLogOptions { segment_bytes: 8 << 20, durability: Durability::Never, ..Default::default() };
+    let options = ShardLogOptions {
+        segment_bytes: 256 << 10,
+        max_record_bytes: 64 << 10,
+        durability: Durability::Never,
+        ..Default::default()
+    };
     let log = ShardLog::open(dir.path(), options).unwrap();
-    let big = vec![1u8; 1_000_000];
+    let big = vec![1u8; 30_000];
     for _ in 0..12 {
         log.append(&[Record { partition_key: "k", data: &big }]).unwrap();
     }
@@ -263,9 +268,9 @@ fn segments_start_small_and_double_up_to_the_maximum() {
         .map(|e| (e.file_name().into_string().unwrap(), e.metadata().unwrap().len()))
         .collect();
     sizes.sort();
-    let sizes: Vec<u64> = sizes.into_iter().map(|(_, len)| len >> 20).collect();
-    // 2 MiB holds 2 records, 4 MiB holds 4, 8 MiB holds 8: 12 records need 2 + 4 + 8.
-    assert_eq!(sizes, [2, 4, 8]);
+    let sizes: Vec<u64> = sizes.into_iter().map(|(_, len)| len >> 10).collect();
+    // 64 KiB holds 2 records, 128 KiB holds 4, 256 KiB holds 8: 12 records need 2 + 4 + 8.
+    assert_eq!(sizes, [64, 128, 256]);
 }
 
 #[test]

@@ -2,6 +2,7 @@
 
 mod basic;
 mod crash;
+mod idle;
 mod model;
 mod recovery;
 mod resident;
