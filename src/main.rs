@@ -17,13 +17,10 @@ use sluice_firehose::replay::{ReplayPoint, ReplayRequest};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// jemalloc's settings, read when it starts: freed pages go back to the system after 1 s (by
-/// a background thread, so an idle server shrinks too). `oversize_threshold:0` keeps large
-/// buffers (GetRecords answers reach 14 MB) in the normal arenas: jemalloc's default gives
-/// them an arena that unmaps on every free, and replay ran 22 % slower refaulting them.
+/// jemalloc's settings, read when it starts: [`sluice::JEMALLOC_CONF`].
 #[allow(non_upper_case_globals)]
 #[unsafe(export_name = "_rjem_malloc_conf")]
-pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0,oversize_threshold:0\0";
+pub static malloc_conf: &[u8] = sluice::JEMALLOC_CONF;
 
 /// The server state on the configured data directory, or the failure exit after saying why.
 fn open_state(cfg: &Config) -> Result<Arc<sluice::server::AppState>, ExitCode> {

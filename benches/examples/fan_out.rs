@@ -11,6 +11,7 @@
 //! Run: `cargo run --release -p sluice-benches --example fan_out [latency records] [fan-out seconds]`.
 
 mod common;
+mod server_allocator;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -12,6 +12,8 @@
 //!
 //! Run: `cargo run --release -p sluice-benches --example firehose_e2e [records] [iceberg]`.
 
+mod server_allocator;
+
 use std::io::BufRead;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

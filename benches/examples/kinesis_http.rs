@@ -7,6 +7,7 @@
 //! Run: `cargo run --release -p sluice-benches --example kinesis_http [seconds] [connections]`.
 
 mod common;
+mod server_allocator;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -12,6 +12,7 @@
 //! Run: `cargo run --release -p sluice-benches --example queue [records] [polls]`.
 
 mod common;
+mod server_allocator;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
