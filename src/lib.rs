@@ -55,10 +55,6 @@ pub enum StartError {
     },
 }
 
-/// Opens the streams and delivery streams under the config's data directory, starts the
-/// delivery workers on the current tokio runtime, and builds the server state. Delivery
-/// streams declared in the config are created when missing; `Lambda` processors run the
-/// WASM components of `transform_dir` (compiled code cached in `<data_dir>/wasm-cache`).
 /// jemalloc's settings for the server (`_rjem_malloc_conf` of the `sluice` binary, and of
 /// benchmark examples that run the server in their process): freed pages go back to the
 /// system after 1 s (by a background thread, so an idle server shrinks too).
@@ -67,6 +63,10 @@ pub enum StartError {
 /// 22 % slower refaulting them.
 pub const JEMALLOC_CONF: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0,oversize_threshold:0\0";
 
+/// Opens the streams and delivery streams under the config's data directory, starts the
+/// delivery workers on the current tokio runtime, and builds the server state. Delivery
+/// streams declared in the config are created when missing; `Lambda` processors run the
+/// WASM components of `transform_dir` (compiled code cached in `<data_dir>/wasm-cache`).
 pub fn open_state(config: &config::Config, clock: Arc<dyn Clock>) -> Result<Arc<server::AppState>, StartError> {
     let lock = lock_data_dir(&config.data_dir)?;
     let host = TransformHost::with_precompiled_dir(Some(config.data_dir.join("wasm-cache")))
