@@ -19,8 +19,8 @@ pub enum Durability {
     /// covers them all, so throughput grows with concurrency instead of paying 0.2–0.6 ms
     /// of `fdatasync` per request.
     Always,
-    /// A background thread (one for the process) syncs every interval; a power cut loses at most about one
-    /// interval of acknowledged records. The default, every 100 ms.
+    /// A background thread (one for the process) syncs every interval; a power cut loses
+    /// at most about one interval of acknowledged records. The default, every 100 ms.
     Interval(Duration),
     /// Never sync explicitly; the kernel writes pages back when it chooses (about 30 s on
     /// Linux by default). For benchmarks and data that can be replayed from elsewhere.

@@ -95,29 +95,23 @@ fn run(schedule: &Schedule) {
 /// Syncs `logs`, several at once when there are several. A failed sync is kept in the log's
 /// commit state and reported to its appenders.
 fn sync(logs: &[Arc<Inner>]) {
-    match logs {
-        [] => {}
-        [one] => {
-            let _ = one.sync_all();
+    let sync_each = |chunk: &[Arc<Inner>]| {
+        for log in chunk {
+            let _ = log.sync_all();
         }
-        many => {
-            let per_thread = many.len().div_ceil(SYNC_THREADS_MAX);
-            std::thread::scope(|scope| {
-                for chunk in many.chunks(per_thread) {
-                    let spawned =
-                        std::thread::Builder::new().name("shard-log-sync".into()).spawn_scoped(scope, move || {
-                            for log in chunk {
-                                let _ = log.sync_all();
-                            }
-                        });
-                    if spawned.is_err() {
-                        // No thread to spare: this one syncs the chunk itself.
-                        for log in chunk {
-                            let _ = log.sync_all();
-                        }
-                    }
-                }
-            });
-        }
+    };
+    if logs.len() <= 1 {
+        return sync_each(logs);
     }
+    let per_thread = logs.len().div_ceil(SYNC_THREADS_MAX);
+    std::thread::scope(|scope| {
+        for chunk in logs.chunks(per_thread) {
+            let spawned =
+                std::thread::Builder::new().name("shard-log-sync".into()).spawn_scoped(scope, move || sync_each(chunk));
+            if spawned.is_err() {
+                // No thread to spare: this one syncs the chunk itself.
+                sync_each(chunk);
+            }
+        }
+    });
 }

@@ -361,11 +361,7 @@ impl Worker {
             }
             Err(StepError::Interrupted) => {
                 // A stop asked for while storage was down is not a failed attempt.
-                if !self.planned {
-                    let cp = self.checkpoints.shards.get_mut(&shard).expect("a checkpoint per shard");
-                    cp.attempts = cp.attempts.saturating_sub(1);
-                    let _ = self.checkpoints.save();
-                }
+                let _ = self.planning_finished(shard);
                 Err(StepError::Interrupted)
             }
             Err(e) => Err(e),
