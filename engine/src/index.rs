@@ -27,6 +27,12 @@ impl IndexSampler {
         Self { interval_bytes, bytes_since_entry: None }
     }
 
+    /// A sampler for a segment whose last indexed frame began `since_last_entry` bytes
+    /// before its end (`None`: no frame indexed yet).
+    pub fn resume(interval_bytes: usize, since_last_entry: Option<usize>) -> Self {
+        Self { interval_bytes, bytes_since_entry: since_last_entry }
+    }
+
     /// Notes the next frame, of `len` bytes; true when it is to be indexed.
     pub fn sample(&mut self, len: usize) -> bool {
         let take = self.bytes_since_entry.is_none_or(|b| b >= self.interval_bytes);
@@ -63,6 +69,11 @@ impl SparseIndex {
     pub fn floor_before_timestamp(&self, timestamp_ms: u64) -> Option<IndexEntry> {
         let after = self.entries.partition_point(|e| e.arrival_timestamp_ms < timestamp_ms);
         after.checked_sub(1).map(|i| self.entries[i])
+    }
+
+    /// The entries, in frame order.
+    pub fn entries(&self) -> &[IndexEntry] {
+        &self.entries
     }
 
     /// Number of entries.

@@ -22,6 +22,7 @@ use crate::durability::{Durability, GroupCommit, SyncWork};
 use crate::error::{AppendError, IoError, OpenError, SyncError, TrimError};
 use crate::frame;
 use crate::index::{IndexEntry, IndexSampler, SparseIndex};
+use crate::index_file::{self, SegmentSummary};
 use crate::limits::{PARTITION_KEY_CHARS_MAX, PARTITION_KEY_CHARS_MIN};
 use crate::options::ShardLogOptions;
 use crate::segment::{self, ActiveSegment, PreparedSegment, SealedSegment, SegmentMap, TornTail, HEADER_BYTES};
@@ -58,6 +59,9 @@ impl Appended {
 pub struct RecoveryReport {
     /// Segment files opened.
     pub segments: usize,
+    /// Bytes of frames read and verified: those no valid index file described (see
+    /// [`crate::index_file`]). The others are verified by the reads that return them.
+    pub bytes_scanned: u64,
     /// Records found.
     pub records: u64,
     /// The torn tail cut from the active segment, if there was one.
@@ -104,6 +108,17 @@ pub(crate) struct SegmentView {
 impl SegmentView {
     pub fn is_empty(&self) -> bool {
         self.next_sequence_number == self.first_sequence_number
+    }
+
+    fn summary(&self) -> SegmentSummary {
+        SegmentSummary {
+            first_sequence_number: self.first_sequence_number,
+            next_sequence_number: self.next_sequence_number,
+            end: self.end,
+            first_timestamp_ms: self.first_timestamp_ms,
+            last_timestamp_ms: self.last_timestamp_ms,
+            index: self.index.clone(),
+        }
     }
 }
 
@@ -205,8 +220,11 @@ pub struct ShardLog {
     appended_records: std::sync::atomic::AtomicU64,
 }
 
+/// The segment files of `dir`, by first sequence number. Removes what an earlier run left
+/// half done: a segment being prepared, and index files whose segment retention deleted.
 fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, IoError> {
     let mut found = Vec::new();
+    let mut index_files = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| IoError::new(dir, e))? {
         let entry = entry.map_err(|e| IoError::new(dir, e))?;
         let name = entry.file_name();
@@ -215,9 +233,16 @@ fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, IoError> {
             fs::remove_file(entry.path()).map_err(|e| IoError::new(entry.path(), e))?;
         } else if let Some(first) = segment::parse_file_name(name) {
             found.push((first, entry.path()));
+        } else if let Some(first) = index_file::parse_file_name(name) {
+            index_files.push((first, entry.path()));
         }
     }
     found.sort_unstable_by_key(|(first, _)| *first);
+    for (first, path) in index_files {
+        if found.binary_search_by_key(&first, |(f, _)| *f).is_err() {
+            fs::remove_file(&path).map_err(|e| IoError::new(&path, e))?;
+        }
+    }
     Ok(found)
 }
 
@@ -238,15 +263,47 @@ fn spawn_prepare(dir: &Path, capacity: usize) -> Option<JoinHandle<Result<Prepar
     }
 }
 
-fn view_of_sealed(s: SealedSegment) -> SegmentView {
+/// What the frames of `view` below sequence number `next` hold: the index entries before it,
+/// and the end and last timestamp found by walking frame headers from the nearest entry.
+/// `None` if the frames do not lead there (a damaged segment: its index file is not written).
+fn durable_prefix(view: &SegmentView, next: u64) -> Option<SegmentSummary> {
+    let entries = view.index.entries();
+    let kept = entries.partition_point(|e| e.sequence_number < next);
+    let from = entries[..kept].last()?;
+    // SAFETY: `view.end` was published under the shard lock the caller holds.
+    let bytes = unsafe { view.map.published(view.end) };
+    let (mut offset, mut last_timestamp_ms) = (from.offset as usize, from.arrival_timestamp_ms);
+    loop {
+        match frame::decode_header(&bytes[offset..]).ok()? {
+            frame::Decoded::Frame(h) if h.sequence_number < next => {
+                last_timestamp_ms = h.arrival_timestamp_ms;
+                offset += h.len;
+            }
+            frame::Decoded::Frame(h) if h.sequence_number == next => break,
+            _ => return None,
+        }
+    }
+    let mut index = SparseIndex::default();
+    entries[..kept].iter().for_each(|e| index.push(*e));
+    Some(SegmentSummary {
+        first_sequence_number: view.first_sequence_number,
+        next_sequence_number: next,
+        end: offset,
+        first_timestamp_ms: view.first_timestamp_ms,
+        last_timestamp_ms,
+        index,
+    })
+}
+
+fn view_of(map: Arc<SegmentMap>, s: SegmentSummary) -> SegmentView {
     SegmentView {
+        map,
         first_sequence_number: s.first_sequence_number,
-        end: s.scan.end,
-        next_sequence_number: s.scan.last_sequence_number.map_or(s.first_sequence_number, |l| l + 1),
-        first_timestamp_ms: s.scan.first_timestamp_ms,
-        last_timestamp_ms: s.scan.last_timestamp_ms,
-        index: s.scan.index,
-        map: s.map,
+        end: s.end,
+        next_sequence_number: s.next_sequence_number,
+        first_timestamp_ms: s.first_timestamp_ms,
+        last_timestamp_ms: s.last_timestamp_ms,
+        index: s.index,
     }
 }
 
@@ -281,7 +338,9 @@ impl ShardLog {
             Some(((last_first, last_path), sealed)) => {
                 for (first, path) in sealed {
                     check_gap(expected, *first, path)?;
-                    let view = view_of_sealed(SealedSegment::open(path, *first, options.index_interval_bytes)?);
+                    let sealed = SealedSegment::open(path, *first, options.index_interval_bytes)?;
+                    recovery.bytes_scanned += sealed.scanned_bytes as u64;
+                    let view = view_of(sealed.map, sealed.summary);
                     recovery.records += view.next_sequence_number - view.first_sequence_number;
                     expected = Some(view.next_sequence_number);
                     segments.push_back(view);
@@ -294,9 +353,14 @@ impl ShardLog {
                         defect = ?t.defect, "truncated a torn tail of the active segment");
                 }
                 recovery.torn_tail = torn;
+                recovery.bytes_scanned += scan.scanned_bytes as u64;
                 let sampler = scan.sampler;
-                let sealed = SealedSegment { map: active.map().clone(), first_sequence_number: *last_first, scan };
-                let view = view_of_sealed(sealed);
+                let scanned_bytes = scan.scanned_bytes;
+                let view = view_of(active.map().clone(), scan.summary(*last_first));
+                // Recovery synced what it kept: a checkpoint spares the next open this scan.
+                if scanned_bytes >= index_file::ACTIVE_STEP_BYTES {
+                    active.map().write_index(&view.summary());
+                }
                 recovery.records += view.next_sequence_number - view.first_sequence_number;
                 segments.push_back(view);
                 (active, sampler)
@@ -661,6 +725,13 @@ impl ShardLog {
             }
         }
         for path in &doomed {
+            // The index file first: one left without its segment is removed by the next
+            // open, while a segment left without its index file is only scanned.
+            let index_path = index_file::path_of(path);
+            match fs::remove_file(&index_path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(IoError::new(&index_path, e).into()),
+                _ => {}
+            }
             fs::remove_file(path).map_err(|e| IoError::new(path, e))?;
             report.segments_deleted += 1;
         }
@@ -679,6 +750,7 @@ impl ShardLog {
     ///
     /// Errors: `madvise` failed on a segment; later segments are left as they were.
     pub fn release_pages(&self) -> Result<(), IoError> {
+        self.write_index_files(index_file::ACTIVE_STEP_BYTES);
         // Outside the lock: unmapping pages other cores used interrupts them, and appends
         // must not wait for that.
         let maps: Vec<Arc<SegmentMap>> = self.inner.state().segments.iter().map(|s| s.map.clone()).collect();
@@ -686,6 +758,43 @@ impl ShardLog {
             m.close_idle_file();
             m.release_pages()
         })
+    }
+
+    /// Writes index files (see [`crate::index_file`]) describing the durable frames of each
+    /// segment: once for a sealed segment, and for the active one each time another
+    /// `active_step` bytes of its frames are durable. Part of [`ShardLog::release_pages`]
+    /// (step [`index_file::ACTIVE_STEP_BYTES`]) and of closing the log (step 0).
+    fn write_index_files(&self, active_step: usize) {
+        let durable_next = match self.inner.options.durability {
+            Durability::Never => u64::MAX,
+            _ => self.inner.commit.durable_next(),
+        };
+        let pending: Vec<(Arc<SegmentMap>, SegmentSummary)> = {
+            let state = self.inner.state();
+            let active = state.segments.len() - 1;
+            state
+                .segments
+                .iter()
+                .enumerate()
+                .filter_map(|(i, view)| {
+                    let covered = view.map.indexed_to();
+                    let durable_to = durable_next.min(view.next_sequence_number);
+                    if durable_to <= view.first_sequence_number || covered == view.end {
+                        return None;
+                    }
+                    let summary = if durable_to == view.next_sequence_number {
+                        view.summary()
+                    } else {
+                        durable_prefix(view, durable_to)?
+                    };
+                    let due = if i < active { summary.end == view.end } else { summary.end >= covered + active_step };
+                    due.then(|| (view.map.clone(), summary))
+                })
+                .collect()
+        };
+        for (map, summary) in pending {
+            map.write_index(&summary);
+        }
     }
 
     /// Open file descriptors the log holds now (0 for a log idle since two
@@ -729,5 +838,6 @@ impl Drop for ShardLog {
                 tracing::error!(error = %e, "final sync of a shard log failed");
             }
         }
+        self.write_index_files(0);
     }
 }

@@ -90,18 +90,36 @@ fn stray_bytes_after_a_clean_end_are_zeroed() {
     assert_eq!(read_all(&log).len(), 3);
 }
 
-#[test]
-fn a_flipped_byte_in_a_sealed_segment_fails_open_with_file_and_offset() {
-    let (dir, options) = closed_log(30);
-    let files = segments(dir.path());
+fn index_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "idx"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Flips byte 10 of the data of the third frame of the second segment; returns the
+/// segment and the frame's offset.
+fn damage_second_segment(dir: &Path) -> (PathBuf, u64) {
+    let files = segments(dir);
     assert!(files.len() >= 3);
-    let sealed = &files[1];
-    // Byte 10 of the third frame's data.
     let frame_start = (HEADER_BYTES + 2 * FRAME) as u64;
-    flip(sealed, frame_start + (FRAME_OVERHEAD_BYTES + 2 + 10) as u64);
+    flip(&files[1], frame_start + (FRAME_OVERHEAD_BYTES + 2 + 10) as u64);
+    (files[1].clone(), frame_start)
+}
+
+#[test]
+fn a_flipped_byte_in_a_sealed_segment_without_index_file_fails_open_with_file_and_offset() {
+    let (dir, options) = closed_log(30);
+    for f in index_files(dir.path()) {
+        std::fs::remove_file(f).unwrap();
+    }
+    let (sealed, frame_start) = damage_second_segment(dir.path());
     match ShardLog::open(dir.path(), options) {
         Err(OpenError::Corrupt(c)) => {
-            assert_eq!(&c.path, sealed);
+            assert_eq!(c.path, sealed);
             assert_eq!(c.offset, frame_start);
             assert!(matches!(c.defect, FrameDefect::Checksum { .. }));
             let message = c.to_string();
@@ -112,6 +130,81 @@ fn a_flipped_byte_in_a_sealed_segment_fails_open_with_file_and_offset() {
         }
         other => panic!("expected corruption, got {other:?}"),
     }
+}
+
+#[test]
+fn sealed_segments_open_from_their_index_files_and_a_bad_frame_fails_the_read_that_meets_it() {
+    let (dir, options) = closed_log(30);
+    let before = read_all(&ShardLog::open(dir.path(), options.clone()).unwrap());
+    // Closing wrote an index file for each segment (two of 12 records, the active one of 6).
+    assert_eq!(index_files(dir.path()).len(), segments(dir.path()).len());
+    let (sealed, frame_start) = damage_second_segment(dir.path());
+    let log = ShardLog::open(dir.path(), options).unwrap();
+    assert_eq!(log.recovery().bytes_scanned, 0, "no frame is read at open");
+    assert_eq!((log.recovery().records, log.bounds().next_sequence_number), (30, 30));
+    // Record 14 is the damaged one (second segment, third frame).
+    match log.read(12, ReadLimits::default()).unwrap_err() {
+        ReadError::Corrupt(c) => {
+            assert_eq!((c.path, c.offset), (sealed, frame_start));
+            assert!(matches!(c.defect, FrameDefect::Checksum { .. }));
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    }
+    let first_two = log.read(12, ReadLimits { max_records: 2, ..Default::default() }).unwrap();
+    let got: Vec<_> = first_two.iter().map(|r| r.data.to_vec()).collect();
+    assert_eq!(got, vec![before[12].3.clone(), before[13].3.clone()]);
+    let after: Vec<_> = log.read(15, ReadLimits::default()).unwrap().iter().map(|r| r.data.to_vec()).collect();
+    assert!(after == before[15..].iter().map(|r| r.3.clone()).collect::<Vec<_>>(), "records after the damage differ");
+}
+
+#[test]
+fn a_damaged_or_lying_index_file_is_not_trusted_and_is_rewritten() {
+    let (dir, options) = closed_log(30);
+    let before = read_all(&ShardLog::open(dir.path(), options.clone()).unwrap());
+    let idx = index_files(dir.path());
+    // A torn index file, and one that claims a record its segment does not hold.
+    flip(&idx[0], 30);
+    let mut lying = std::fs::read(&idx[1]).unwrap();
+    let next = u64::from_le_bytes(lying[32..40].try_into().unwrap());
+    lying[32..40].copy_from_slice(&(next + 1).to_le_bytes());
+    let body = lying.len() - 4;
+    let crc = crc32fast::hash(&lying[..body]);
+    lying[body..].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&idx[1], &lying).unwrap();
+    let log = ShardLog::open(dir.path(), options.clone()).unwrap();
+    assert_eq!(log.recovery().bytes_scanned, 24 * FRAME as u64, "both sealed segments scanned, not the active one");
+    assert!(read_all(&log) == before, "records differ after the reopen");
+    drop(log);
+    let log = ShardLog::open(dir.path(), options).unwrap();
+    assert_eq!(log.recovery().bytes_scanned, 0, "the scans wrote good index files");
+    assert!(read_all(&log) == before, "records differ after the reopen");
+}
+
+#[test]
+fn index_files_go_with_their_segments() {
+    let clock = Arc::new(ManualClock::new(T0_MS));
+    let dir = tempfile::tempdir().unwrap();
+    let options = small(clock.clone(), Durability::Interval(std::time::Duration::from_secs(3600)));
+    let log = ShardLog::open(dir.path(), options.clone()).unwrap();
+    fill(&log, 30, LEN);
+    // Not durable yet under the interval policy: no index file may describe those frames.
+    log.release_pages().unwrap();
+    assert!(index_files(dir.path()).is_empty());
+    log.sync().unwrap();
+    log.release_pages().unwrap();
+    assert_eq!(index_files(dir.path()).len(), 2);
+    clock.advance(10_000);
+    log.append(&[Record { partition_key: "k", data: &data(30, LEN) }]).unwrap();
+    let trimmed = log.trim(std::time::Duration::from_secs(5)).unwrap();
+    assert_eq!(trimmed.segments_deleted, 2);
+    assert!(index_files(dir.path()).is_empty(), "retention deleted the index files with their segments");
+    drop(log);
+    // An index file whose segment is gone (a crash between the two deletions) is removed.
+    std::fs::write(dir.path().join("00000000000000000000.idx"), b"stale").unwrap();
+    let log = ShardLog::open(dir.path(), options).unwrap();
+    let active = segments(dir.path()).pop().unwrap();
+    assert_eq!(index_files(dir.path()), vec![active.with_extension("idx")], "closing indexed the active segment");
+    assert_eq!(log.bounds().first_sequence_number, 24);
 }
 
 #[test]
@@ -159,4 +252,35 @@ fn a_header_never_written_back_is_rebuilt_from_the_file_name() {
     let log = ShardLog::open(dir.path(), options).unwrap();
     assert_eq!(log.bounds().next_sequence_number, 12);
     assert_eq!(frame_len(2, LEN), FRAME);
+}
+
+#[test]
+fn the_active_segment_is_checkpointed_at_its_durable_end_and_an_open_reads_only_what_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = ShardLogOptions {
+        durability: Durability::Interval(std::time::Duration::from_secs(3600)),
+        clock: Arc::new(ManualClock::new(T0_MS)),
+        ..ShardLogOptions::default()
+    };
+    let log = ShardLog::open(dir.path(), options.clone()).unwrap();
+    let d: Vec<Vec<u8>> = (0..100).map(|n| data(n, 1000)).collect();
+    let batch: Vec<Record> = d.iter().map(|d| Record { partition_key: "k", data: d }).collect();
+    // 6 MB durable, the active segment (4 MiB) about half full; then 300 records not yet durable.
+    for _ in 0..60 {
+        log.append(&batch).unwrap();
+    }
+    log.sync().unwrap();
+    for _ in 0..3 {
+        log.append(&batch).unwrap();
+    }
+    log.release_pages().unwrap();
+    let active = segments(dir.path()).pop().unwrap();
+    assert!(active.with_extension("idx").exists(), "the active segment has a checkpoint");
+    let expected = read_all(&log);
+    // A crash: nothing runs at close.
+    std::mem::forget(log);
+    let log = ShardLog::open(dir.path(), options).unwrap();
+    assert_eq!(log.recovery().bytes_scanned, 300 * frame_len(1, 1000) as u64, "only frames past the durable end");
+    assert_eq!(log.bounds().next_sequence_number, 6300);
+    assert!(read_all(&log) == expected, "records differ after the reopen");
 }
