@@ -66,11 +66,13 @@ pub const JEMALLOC_CONF: &[u8] = b"background_thread:true,dirty_decay_ms:1000,mu
 /// Opens the streams and delivery streams under the config's data directory, starts the
 /// delivery workers on the current tokio runtime, and builds the server state. Delivery
 /// streams declared in the config are created when missing; `Lambda` processors run the
-/// WASM components of `transform_dir` (compiled code cached in `<data_dir>/wasm-cache`).
+/// WASM components of `transform_dir` (compiled code cached in `<data_dir>/wasm-cache`, as is
+/// that of the embedded jq component of dynamic partitioning).
 pub fn open_state(config: &config::Config, clock: Arc<dyn Clock>) -> Result<Arc<server::AppState>, StartError> {
     let lock = lock_data_dir(&config.data_dir)?;
     let host = TransformHost::with_precompiled_dir(Some(config.data_dir.join("wasm-cache")))
         .map_err(|e| StartError::Transforms(format!("{e:#}")))?;
+    sluice_transforms::JqQuery::cache_compiled_code_in(config.data_dir.join("wasm-cache"));
     let transforms: Arc<dyn TransformResolver> =
         Arc::new(WasmTransforms::new(Arc::new(host), config.transform_dir.clone(), config.transform_limits()));
     let transforms = Some(transforms);

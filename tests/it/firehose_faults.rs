@@ -111,8 +111,9 @@ impl Drop for Child {
 }
 
 /// A `sluice serve` config (written under `dir`) with one delivery stream, `name`, landing
-/// Beijing readings under `<name>/` (by station when `by_station`: a jq query, which each
-/// process compiles at its first delivery) and errors under `<name>-errors/` of `s3`.
+/// Beijing readings under `<name>/` (by station when `by_station`: a jq query, whose
+/// component the first process compiles at its first delivery and caches in the data
+/// directory) and errors under `<name>-errors/` of `s3`.
 fn child_config(
     dir: &std::path::Path,
     addr: std::net::SocketAddr,
@@ -220,12 +221,28 @@ async fn sluice_killed_mid_delivery_then_restarted_lands_everything_once() {
     child.kill();
     let at_kill = rows(&objects(&s3c, "crash/").await);
     assert!(at_kill < input.len(), "the kill came after delivery finished ({at_kill} rows); the test proves nothing");
+    let cache = dir.path().join("data/wasm-cache");
+    let cached = compiled_code(&cache);
+    assert_eq!(cached.len(), 1, "the jq component's compiled code is cached (no transforms are configured)");
 
     let child = Child::start(&config, addr).await;
     let landed = landed_rows(&s3c, "crash/", input.len()).await;
     assert_eq!(BeijingDigest::of_parquet(&landed).0, BeijingDigest::of_json(&input), "each reading exactly once");
     assert!(objects(&s3c, "crash-errors/").await.is_empty());
+    assert_eq!(compiled_code(&cache), cached, "the restarted server loaded the jq code instead of compiling it again");
     child.kill();
+}
+
+/// The compiled-code files of a WASM code cache, with their inodes (a file compiled again
+/// is written anew and renamed over the old one).
+fn compiled_code(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map(|entries| entries.flatten().map(|e| (e.path(), e.metadata().unwrap().ino())).collect())
+        .unwrap_or_default();
+    files.retain(|(p, _)| p.extension().is_some_and(|x| x == "cwasm"));
+    files.sort();
+    files
 }
 
 /// Attempts cut short after their records were planned (here: killed while writing to an

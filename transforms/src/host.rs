@@ -12,6 +12,7 @@ use sha2::{Digest as _, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
 
+use crate::code_cache::{CodeCache, Digest};
 use crate::contract::{match_outputs, InputRecord, Outcome, Returned, ReturnedOutcome, FUNCTION_ERROR};
 
 mod bindings {
@@ -47,12 +48,7 @@ impl Default for TransformLimits {
 }
 
 /// Largest component file a host loads, bytes: 32 MiB ([`TransformHost::COMPONENT_BYTES_MAX`]).
-const COMPONENT_BYTES_MAX: u64 = 32 << 20;
-
-/// Largest compiled-code cache file a host writes or reads back, bytes: 256 MiB, eight times
-/// [`COMPONENT_BYTES_MAX`] (compiled code is a few times the component's size); larger code
-/// is not cached.
-const CACHED_BYTES_MAX: u64 = 8 * COMPONENT_BYTES_MAX;
+pub(crate) const COMPONENT_BYTES_MAX: u64 = 32 << 20;
 
 /// Most core instances one store may create: 64 (a component of the transform world makes a
 /// handful: its modules and the shims that tie them together).
@@ -64,9 +60,6 @@ const TABLES_MAX: usize = 16;
 /// Most elements of one table: 256 Ki (a Rust component's function table has a few
 /// thousand), so tables cannot allocate around the memory limit.
 const TABLE_ELEMENTS_MAX: usize = 256 << 10;
-
-/// First bytes of a compiled-code cache file, then the SHA-256 of key and code, then the code.
-const CACHE_MAGIC: &[u8; 8] = b"SLUICEC1";
 
 /// Why a component could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -114,46 +107,26 @@ pub enum LoadError {
     },
 }
 
-/// SHA-256 of some bytes.
-type Digest = [u8; 32];
-
 /// The process's transform host.
 pub struct TransformHost {
     engine: Engine,
     linker: Linker<Sandbox>,
     /// Compiled components by the SHA-256 of their bytes.
     cache: Mutex<HashMap<Digest, Component>>,
-    precompiled_dir: Option<PathBuf>,
-    /// SHA-256 of the engine's precompile compatibility hash (wasmtime's version, its
-    /// configuration, the CPU features compiled for).
-    compatibility: Digest,
+    precompiled: Option<CodeCache>,
     ticker: Option<std::thread::JoinHandle<()>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for TransformHost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TransformHost").field("precompiled_dir", &self.precompiled_dir).finish_non_exhaustive()
+        f.debug_struct("TransformHost").field("precompiled", &self.precompiled).finish_non_exhaustive()
     }
 }
 
 /// What a store holds: its limits.
 struct Sandbox {
     limits: StoreLimits,
-}
-
-/// Feeds what a [`std::hash::Hash`] writes into SHA-256.
-struct DigestHasher<'a>(&'a mut Sha256);
-
-impl std::hash::Hasher for DigestHasher<'_> {
-    fn write(&mut self, bytes: &[u8]) {
-        self.0.update(bytes);
-    }
-
-    fn finish(&self) -> u64 {
-        // Never asked for: the digest is read from the `Sha256` itself.
-        0
-    }
 }
 
 impl TransformHost {
@@ -189,27 +162,9 @@ impl TransformHost {
                 }
             })?
         };
-        if let Some(d) = &dir {
-            std::fs::create_dir_all(d).map_err(wasmtime::Error::from)?;
-            remove_stale_temporaries(d);
-        }
-        let compatibility = {
-            use std::hash::Hash;
-            let mut h = Sha256::new();
-            h.update(b"wasmtime precompile compatibility\0");
-            engine.precompile_compatibility_hash().hash(&mut DigestHasher(&mut h));
-            h.finalize().into()
-        };
+        let precompiled = dir.map(|d| CodeCache::new(&engine, d)).transpose().map_err(wasmtime::Error::from)?;
         let linker = Linker::new(&engine);
-        Ok(Self {
-            engine,
-            linker,
-            cache: Mutex::new(HashMap::new()),
-            precompiled_dir: dir,
-            compatibility,
-            ticker: Some(ticker),
-            stop,
-        })
+        Ok(Self { engine, linker, cache: Mutex::new(HashMap::new()), precompiled, ticker: Some(ticker), stop })
     }
 
     /// A fresh store with `limits`: memory, tables and instances capped, growth past a cap
@@ -236,87 +191,13 @@ impl TransformHost {
         if let Some(c) = self.cache.lock().unwrap_or_else(PoisonError::into_inner).get(&content) {
             return Ok(c.clone());
         }
-        let invalid = |e: wasmtime::Error| LoadError::Invalid { path: path.into(), reason: format!("{e:#}") };
-        let component = match &self.precompiled_dir {
-            Some(dir) => {
-                let key = self.cache_key(&content);
-                let file = dir.join(format!("{}.cwasm", hex(&key)));
-                match self.read_cached(&file, &key) {
-                    Some(c) => c,
-                    None => {
-                        let c = Component::new(&self.engine, bytes).map_err(invalid)?;
-                        let written = c
-                            .serialize()
-                            .and_then(|code| write_cached(dir, &file, &key, &code).map_err(wasmtime::Error::from));
-                        if let Err(e) = written {
-                            tracing::warn!(file = %file.display(), error = %e, "cannot cache compiled transform");
-                        }
-                        c
-                    }
-                }
-            }
-            None => Component::new(&self.engine, bytes).map_err(invalid)?,
-        };
+        let component = match &self.precompiled {
+            Some(cache) => cache.component(&self.engine, &content, bytes),
+            None => Component::new(&self.engine, bytes),
+        }
+        .map_err(|e| LoadError::Invalid { path: path.into(), reason: format!("{e:#}") })?;
         self.cache.lock().unwrap_or_else(PoisonError::into_inner).insert(content, component.clone());
         Ok(component)
-    }
-
-    /// The cache key of a component whose bytes have SHA-256 `content`: SHA-256 of that and
-    /// of the engine's compatibility hash.
-    fn cache_key(&self, content: &Digest) -> Digest {
-        let mut h = Sha256::new();
-        h.update(b"sluice transform cache v1\0");
-        h.update(self.compatibility);
-        h.update(content);
-        h.finalize().into()
-    }
-
-    /// The component cached in `file` for `key`, if the file is a regular file (not a
-    /// link) holding our header and code whose SHA-256 (with the key) matches; `None` makes
-    /// the caller compile afresh and rewrite the file.
-    fn read_cached(&self, file: &Path, key: &Digest) -> Option<Component> {
-        let data = match read_regular_file(file, CACHED_BYTES_MAX) {
-            Ok(Some(d)) => d,
-            Ok(None) => {
-                tracing::warn!(file = %file.display(), "compiled transform cache file is too large; compiling afresh");
-                return None;
-            }
-            Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => return None,
-            Err(e) => {
-                tracing::warn!(file = %file.display(), error = %e, "cannot read compiled transform; compiling afresh");
-                return None;
-            }
-        };
-        let code = data
-            .strip_prefix(CACHE_MAGIC.as_slice())
-            .and_then(|rest| rest.split_at_checked(32))
-            .filter(|(sum, code)| *sum == cache_checksum(key, code).as_slice())
-            .map(|(_, code)| code);
-        let Some(code) = code else {
-            tracing::warn!(file = %file.display(), "compiled transform cache file is damaged; compiling afresh");
-            return None;
-        };
-        // SAFETY: `Component::deserialize` requires bytes produced by `Component::serialize`
-        // (or `Engine::precompile_component`), unmodified; wasmtime itself rejects, safely,
-        // code of another wasmtime version or an incompatible configuration. These bytes are
-        // exactly what `write_cached` stored: they were read into memory in full from a
-        // regular file (opened without following links) named by `key` in the host's own
-        // cache folder, and their SHA-256 together with `key` matches the checksum written
-        // beside them, so a truncated or damaged file, or another component's file copied
-        // under this name, is refused above. `key` binds the component's contents and the
-        // engine's compatibility hash, so the code is of these bytes for this engine.
-        // (`deserialize_file` would map the file and require it never to change while the
-        // component lives, which Sluice cannot promise for a file on disk; `deserialize`
-        // copies the checked bytes.) Whoever can write the cache folder can also write the
-        // data directory and the binary, so the checksum guards against damage, not an
-        // attacker with that access.
-        match unsafe { Component::deserialize(&self.engine, code) } {
-            Ok(c) => Some(c),
-            Err(e) => {
-                tracing::warn!(file = %file.display(), error = %e, "cached transform is unusable; compiling afresh");
-                None
-            }
-        }
     }
 
     /// Instantiates `component` once in a sandboxed store with `limits` (so a start
@@ -389,7 +270,7 @@ fn describe(e: &wasmtime::Error, deadline: Duration) -> String {
 
 /// Why [`read_regular_file`] failed.
 #[derive(Debug, thiserror::Error)]
-enum ReadError {
+pub(crate) enum ReadError {
     #[error("not a regular file")]
     NotAFile,
     #[error(transparent)]
@@ -399,7 +280,7 @@ enum ReadError {
 /// Reads `path` if it is a regular file (opened without following a symbolic link as its
 /// last component and without blocking on a FIFO) of at most `limit` bytes; `Ok(None)` when
 /// larger. Reads at most `limit + 1` bytes, whatever the metadata says.
-fn read_regular_file(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, ReadError> {
+pub(crate) fn read_regular_file(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, ReadError> {
     use std::io::Read;
     let mut options = std::fs::OpenOptions::new();
     options.read(true);
@@ -425,65 +306,6 @@ fn read_regular_file(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, ReadErr
     let mut bytes = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
     file.take(limit + 1).read_to_end(&mut bytes)?;
     Ok((bytes.len() as u64 <= limit).then_some(bytes))
-}
-
-/// SHA-256 of a cache entry's key and code: binds the code to the file's name.
-fn cache_checksum(key: &Digest, code: &[u8]) -> Digest {
-    let mut h = Sha256::new();
-    h.update(key);
-    h.update(code);
-    h.finalize().into()
-}
-
-/// Suffix of cache files being written.
-const TEMPORARY_SUFFIX: &str = ".cwasm.tmp";
-
-/// Writes `code` to `file` in `dir` atomically: a uniquely named temporary file in `dir`,
-/// synced, renamed over `file`, and the folder synced.
-fn write_cached(dir: &Path, file: &Path, key: &Digest, code: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    if (CACHE_MAGIC.len() + 32 + code.len()) as u64 > CACHED_BYTES_MAX {
-        return Err(std::io::Error::new(std::io::ErrorKind::FileTooLarge, "compiled code over the cache's cap"));
-    }
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let temporary = dir.join(format!(".{}.{}.{n}{TEMPORARY_SUFFIX}", hex(key), std::process::id()));
-    let written = (|| {
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&temporary)?;
-        f.write_all(CACHE_MAGIC)?;
-        f.write_all(&cache_checksum(key, code))?;
-        f.write_all(code)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&temporary, file)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&temporary);
-    }
-    written
-}
-
-/// Removes temporary cache files a crash left behind (the data directory's lock keeps
-/// other processes out).
-fn remove_stale_temporaries(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let is_ours = name.to_str().is_some_and(|n| n.starts_with('.') && n.ends_with(TEMPORARY_SUFFIX));
-        if is_ours && e.file_type().is_ok_and(|t| t.is_file()) {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
-}
-
-/// Lowercase hex of `bytes`.
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }
 
 /// A loaded transform: a compiled component with its limits and parameters.

@@ -4,7 +4,9 @@
 //! embedded in this crate), so a hostile query fails its record and never the server.
 //!
 //! - One process-wide engine with fuel, a bounded wasm stack, and the component compiled
-//!   once, at the first [`JqQuery::compile`] (or [`JqQuery::warm_up`]).
+//!   once, at the first [`JqQuery::compile`] (or [`JqQuery::warm_up`]), or loaded from the
+//!   code cache set by [`JqQuery::cache_compiled_code_in`] (`sluice serve` uses
+//!   `<data_dir>/wasm-cache`).
 //! - Each record runs with [`JqLimits::fuel_for`] its size (a loop runs out of it) within
 //!   [`JqLimits::memory_bytes`] of linear memory (a string doubled without end runs out of
 //!   it) and a stack of [`MAX_WASM_STACK_BYTES`] plus the guest's own 1 MiB (deep recursion
@@ -25,10 +27,15 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::OnceLock;
+
+use sha2::{Digest as _, Sha256};
 
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap};
+
+use crate::code_cache::CodeCache;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -121,7 +128,10 @@ fn runtime() -> Result<&'static Runtime, String> {
             let mut config = Config::new();
             config.consume_fuel(true).max_wasm_stack(MAX_WASM_STACK_BYTES);
             let engine = Engine::new(&config).map_err(fail)?;
-            let component = Component::new(&engine, JQ_COMPONENT_WASM).map_err(fail)?;
+            let started = std::time::Instant::now();
+            let component = compile_component(&engine).map_err(fail)?;
+            tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, cached_in = ?CODE_CACHE_DIR.get(),
+                "jq component ready (compiled, or loaded from the code cache)");
             let mut linker = Linker::new(&engine);
             // The component imports WASI (the Rust standard library links it) and calls one
             // function of it: regexes key a `HashMap`, which std seeds from
@@ -145,6 +155,23 @@ fn runtime() -> Result<&'static Runtime, String> {
         })
         .as_ref()
         .map_err(Clone::clone)
+}
+
+/// Where [`JqQuery::cache_compiled_code_in`] keeps the component's compiled code.
+static CODE_CACHE_DIR: OnceLock<PathBuf> = OnceLock::new();
+
+/// The jq component compiled for `engine`, from the code cache when one is set.
+fn compile_component(engine: &Engine) -> wasmtime::Result<Component> {
+    let Some(dir) = CODE_CACHE_DIR.get() else {
+        return Component::new(engine, JQ_COMPONENT_WASM);
+    };
+    match CodeCache::new(engine, dir.clone()) {
+        Ok(cache) => cache.component(engine, &Sha256::digest(JQ_COMPONENT_WASM).into(), JQ_COMPONENT_WASM),
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot use the compiled code cache; compiling jq");
+            Component::new(engine, JQ_COMPONENT_WASM)
+        }
+    }
 }
 
 /// What a store holds: its limits, and whether a memory growth was refused (so a trap that
@@ -234,6 +261,13 @@ impl JqQuery {
     /// is unoptimized).
     pub fn warm_up() -> Result<(), String> {
         runtime().map(|_| ())
+    }
+
+    /// Keeps the component's compiled code in `dir` (shared with transforms' code cache), so
+    /// a restarted process loads it instead of compiling it again. Takes effect if called
+    /// before the first [`JqQuery::compile`] or [`JqQuery::warm_up`]; later calls change nothing.
+    pub fn cache_compiled_code_in(dir: PathBuf) {
+        let _ = CODE_CACHE_DIR.set(dir);
     }
 
     /// Compiles `query` in a new sandbox with `limits`. The error names what is wrong with

@@ -23,6 +23,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod code_cache;
 mod contract;
 mod guest_build;
 mod host;
