@@ -8,6 +8,12 @@
 //! replays the edits once more into a `replay/` prefix, and reads the Parquet back.
 //! Running it again starts from scratch: it deletes its own streams, delivery streams and
 //! lake bucket first.
+//!
+//! Everything it runs on is in the binary: the datasets (11 MB, gzip), their schemas, and the
+//! example transforms built at build time (`sluice_transforms::EXAMPLE_TRANSFORMS`); it
+//! writes the schemas and transforms under `<data_dir>/demo/` to point the server at them.
+//! So it runs the same from the source tree, an installed binary or the container image,
+//! with no Rust toolchain and no repository (issue 17).
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -37,9 +43,6 @@ pub struct DemoOptions {
     pub data_dir: PathBuf,
     /// The lake folder (default `./lake`); the demo writes its bucket `demo/` there.
     pub lake_dir: PathBuf,
-    /// The repository: datasets in `examples/data`, schemas in `examples/schemas`, the
-    /// transforms' sources in `transforms/guests`.
-    pub repo: PathBuf,
     /// Records of each dataset to replay (`None`: all of them).
     pub records: Option<usize>,
     /// Draw progress bars.
@@ -128,9 +131,6 @@ pub enum DemoError {
     /// A call to the API failed.
     #[error(transparent)]
     Api(#[from] crate::client::ClientError),
-    /// The transforms could not be built.
-    #[error(transparent)]
-    Guests(#[from] sluice_transforms::GuestBuildError),
     /// Delivery did not finish.
     #[error("{0}")]
     Stuck(String),
@@ -150,7 +150,8 @@ pub enum DemoError {
 struct Dataset {
     stream: &'static str,
     delivery_stream: &'static str,
-    file: &'static str,
+    /// The gzipped JSON Lines of `examples/data/`.
+    gzip: &'static [u8],
     key_field: &'static str,
     prefix: &'static str,
 }
@@ -159,18 +160,40 @@ const DATASETS: [Dataset; 2] = [
     Dataset {
         stream: "clickstream",
         delivery_stream: "clickstream-lake",
-        file: "wikiticker-2015-09-12-sampled.json.gz",
+        gzip: include_bytes!("../examples/data/wikiticker-2015-09-12-sampled.json.gz"),
         key_field: "user",
         prefix: "clickstream",
     },
     Dataset {
         stream: "telemetry",
         delivery_stream: "telemetry-lake",
-        file: "beijing_multisite_air_quality_2013_2017.jsonl.gz",
+        gzip: include_bytes!("../examples/data/beijing_multisite_air_quality_2013_2017.jsonl.gz"),
         key_field: "station",
         prefix: "telemetry",
     },
 ];
+
+/// The schemas of `examples/schemas/` the delivery streams convert with, by path under the
+/// schema folder.
+const SCHEMAS: [(&str, &str); 3] = [
+    ("beijing/air_quality.json", include_str!("../examples/schemas/beijing/air_quality.json")),
+    ("beijing/air_quality_normalised.json", include_str!("../examples/schemas/beijing/air_quality_normalised.json")),
+    ("wikipedia/edits.json", include_str!("../examples/schemas/wikipedia/edits.json")),
+];
+
+/// Writes the embedded schemas and example transforms under `dir`; returns the schema and
+/// transform folders.
+fn write_assets(dir: &Path) -> Result<(PathBuf, PathBuf), DemoError> {
+    let (schemas, transforms) = (dir.join("schemas"), dir.join("transforms"));
+    for (name, text) in SCHEMAS {
+        let path = schemas.join(name);
+        let parent = path.parent().expect("a schema path has a folder");
+        std::fs::create_dir_all(parent).map_err(io(parent))?;
+        std::fs::write(&path, text).map_err(io(&path))?;
+    }
+    sluice_transforms::write_example_transforms(&transforms).map_err(io(&transforms))?;
+    Ok((schemas, transforms))
+}
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DemoError + '_ {
     move |source| DemoError::Io { path: path.to_owned(), source }
@@ -244,12 +267,12 @@ fn table_request() -> serde_json::Value {
     })
 }
 
-fn read_lines(path: &Path, limit: Option<usize>) -> Result<Vec<Vec<u8>>, DemoError> {
-    let f = std::fs::File::open(path).map_err(io(path))?;
-    std::io::BufReader::new(flate2::read::GzDecoder::new(f))
+/// The first `limit` lines of a gzipped dataset.
+fn read_lines(gzip: &[u8], limit: Option<usize>) -> Vec<Vec<u8>> {
+    std::io::BufReader::new(flate2::read::GzDecoder::new(gzip))
         .split(b'\n')
         .take(limit.unwrap_or(usize::MAX))
-        .map(|l| l.map_err(io(path)))
+        .map(|l| l.expect("the embedded datasets are valid gzip"))
         .collect()
 }
 
@@ -356,10 +379,8 @@ pub async fn run(options: &DemoOptions) -> Result<DemoReport, DemoError> {
     });
     let spinner = multi.add(ProgressBar::new_spinner());
     spinner.enable_steady_tick(Duration::from_millis(120));
-    spinner.set_message("building the example transforms (wasm32-wasip2)");
-    let wasm = sluice_transforms::build_guests(&options.repo, &options.repo.join("target/wasm-guests"))?;
-
     spinner.set_message("starting Sluice");
+    let (schema_dir, transform_dir) = write_assets(&options.data_dir.join("demo"))?;
     let bucket = options.lake_dir.join(BUCKET);
     if bucket.exists() {
         std::fs::remove_dir_all(&bucket).map_err(io(&bucket))?;
@@ -373,8 +394,8 @@ pub async fn run(options: &DemoOptions) -> Result<DemoReport, DemoError> {
             url: format!("file://{}", options.lake_dir.display()),
             ..Default::default()
         },
-        schema_dir: options.repo.join("examples/schemas"),
-        transform_dir: wasm,
+        schema_dir,
+        transform_dir,
         ..Config::default()
     };
     let state = crate::open_state(&config, Arc::new(SystemClock))?;
@@ -410,8 +431,7 @@ pub async fn run(options: &DemoOptions) -> Result<DemoReport, DemoError> {
     let mut report = DemoReport { lake: bucket.clone(), ..DemoReport::default() };
     let mut puts = Vec::new();
     for d in &DATASETS {
-        let path = options.repo.join("examples/data").join(d.file);
-        let lines = read_lines(&path, options.records)?;
+        let lines = read_lines(d.gzip, options.records);
         let records: Vec<(String, Vec<u8>)> = lines
             .into_iter()
             .map(|l| {

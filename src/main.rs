@@ -180,13 +180,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Demo { records, data_dir, lake } => runtime().block_on(async move {
-            let options = DemoOptions {
-                data_dir,
-                lake_dir: lake,
-                repo: PathBuf::from(env!("CARGO_MANIFEST_DIR")),
-                records,
-                progress: true,
-            };
+            let options = DemoOptions { data_dir, lake_dir: lake, records, progress: true };
             match sluice::demo::run(&options).await {
                 Ok(report) => {
                     println!("{}", sluice::demo::summary(&report));

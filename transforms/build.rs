@@ -1,28 +1,40 @@
-//! Builds the jq sandbox component (`guests/jq`, the `jq` world of `wit/jq.wit`) for
-//! `wasm32-wasip2` in release mode and leaves it at `$OUT_DIR/jq.wasm`, where `src/jq.rs`
-//! embeds it.
+//! Builds the components this crate embeds, for `wasm32-wasip2` in release mode, and leaves
+//! them in `$OUT_DIR`: the jq sandbox (`guests/jq`, the `jq` world of `wit/jq.wit`), which
+//! `src/jq.rs` embeds, and the example transforms (`clickstream`, `telemetry`,
+//! `pii-redaction`), which `src/examples.rs` embeds so that `sluice demo` runs from an
+//! installed binary or a container image, with no Rust toolchain at run time (issue 17).
 //!
 //! The nested `cargo build` uses `<target dir>/wasm-guests`, the folder the tests build every
 //! guest into, so the debug, release, test and clippy builds of this crate share one guest
 //! build (cold: about two minutes; warm: well under a second). A missing wasm32-wasip2 target
-//! is added with `rustup target add`. `SLUICE_JQ_WASM=<path>` takes a prebuilt component
-//! instead (for builds without the wasm32-wasip2 target).
+//! is added with `rustup target add`. `SLUICE_GUEST_WASM_DIR=<dir>` takes prebuilt components
+//! (`jq.wasm` and the examples' `<name>.wasm`) from `dir` instead (for builds without the
+//! wasm32-wasip2 target).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const TARGET: &str = "wasm32-wasip2";
 
+/// The guest packages built and embedded, and their components' file names.
+const GUESTS: [(&str, &str); 4] = [
+    ("jq", "jq.wasm"),
+    ("clickstream", "clickstream.wasm"),
+    ("telemetry", "telemetry.wasm"),
+    ("pii-redaction", "pii_redaction.wasm"),
+];
+
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let out = out_dir.join("jq.wasm");
-    for input in ["guests/jq", "guests/Cargo.toml", "guests/Cargo.lock", "wit/jq.wit"] {
+    for input in ["guests", "example-transforms", "wit"] {
         println!("cargo:rerun-if-changed={input}");
     }
-    println!("cargo:rerun-if-env-changed=SLUICE_JQ_WASM");
-    if let Some(prebuilt) = std::env::var_os("SLUICE_JQ_WASM") {
-        copy(Path::new(&prebuilt), &out);
+    println!("cargo:rerun-if-env-changed=SLUICE_GUEST_WASM_DIR");
+    if let Some(prebuilt) = std::env::var_os("SLUICE_GUEST_WASM_DIR") {
+        for (_, file) in GUESTS {
+            copy(&Path::new(&prebuilt).join(file), &out_dir.join(file));
+        }
         return;
     }
 
@@ -42,11 +54,11 @@ fn main() {
         // toolchain). Without rustup, say what to install.
         let added = Command::new("rustup").args(["target", "add", TARGET]).status().is_ok_and(|s| s.success());
         if added && installed() {
-            println!("cargo:warning=installed the {TARGET} target with `rustup target add {TARGET}` (the jq sandbox is built for it)");
+            println!("cargo:warning=installed the {TARGET} target with `rustup target add {TARGET}` (the embedded components are built for it)");
         } else {
             fail(&format!(
                 "the {TARGET} target is not installed and `rustup target add {TARGET}` did not add it; \
-                 sluice-transforms builds its jq sandbox for it"
+                 sluice-transforms builds its jq sandbox and example transforms for it"
             ));
         }
     }
@@ -56,7 +68,9 @@ fn main() {
     let mut build = Command::new(cargo);
     build
         .current_dir(manifest_dir.join("guests"))
-        .args(["build", "--release", "--locked", "-p", "jq", "--target", TARGET, "--manifest-path"])
+        .args(["build", "--release", "--locked", "--target", TARGET])
+        .args(GUESTS.iter().flat_map(|(package, _)| ["-p", package]))
+        .arg("--manifest-path")
         .arg(manifest_dir.join("guests/Cargo.toml"))
         .arg("--target-dir")
         .arg(&target_dir);
@@ -92,10 +106,12 @@ fn main() {
     }
     match build.status() {
         Ok(status) if status.success() => {}
-        Ok(status) => fail(&format!("building the jq sandbox (transforms/guests/jq) failed: {status}")),
-        Err(e) => fail(&format!("cannot run cargo to build the jq sandbox: {e}")),
+        Ok(status) => fail(&format!("building the embedded guests (transforms/guests) failed: {status}")),
+        Err(e) => fail(&format!("cannot run cargo to build the embedded guests: {e}")),
     }
-    copy(&target_dir.join(TARGET).join("release/jq.wasm"), &out);
+    for (_, file) in GUESTS {
+        copy(&target_dir.join(TARGET).join("release").join(file), &out_dir.join(file));
+    }
 }
 
 /// `<target dir>/wasm-guests`: the target dir is the nearest ancestor of `OUT_DIR`
@@ -112,7 +128,7 @@ fn guests_target_dir(out_dir: &Path) -> PathBuf {
 
 fn copy(from: &Path, to: &Path) {
     if let Err(e) = std::fs::copy(from, to) {
-        fail(&format!("cannot copy the jq sandbox component {} to {}: {e}", from.display(), to.display()));
+        fail(&format!("cannot copy the component {} to {}: {e}", from.display(), to.display()));
     }
 }
 

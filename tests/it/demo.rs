@@ -2,7 +2,7 @@
 //! is landed, dropped or failed, failed ones are in the error prefix, and a replay run again
 //! over the same range adds no object.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use sluice::demo::{DemoOptions, BUCKET};
@@ -21,7 +21,6 @@ async fn demo_lands_every_record_and_replay_is_idempotent() {
     let options = DemoOptions {
         data_dir: dir.path().join("data"),
         lake_dir: dir.path().join("lake"),
-        repo: PathBuf::from(env!("CARGO_MANIFEST_DIR")),
         records: Some(3_000),
         progress: false,
     };
@@ -66,8 +65,8 @@ async fn demo_lands_every_record_and_replay_is_idempotent() {
             url: format!("file://{}", options.lake_dir.display()),
             ..Default::default()
         },
-        schema_dir: options.repo.join("examples/schemas"),
-        transform_dir: options.repo.join("target/wasm-guests/wasm32-wasip2/release"),
+        schema_dir: options.data_dir.join("demo/schemas"),
+        transform_dir: options.data_dir.join("demo/transforms"),
         ..Default::default()
     };
     let state = sluice::open_state(&config, Arc::new(SystemClock)).unwrap();
@@ -89,4 +88,30 @@ async fn demo_lands_every_record_and_replay_is_idempotent() {
     // A second process on the same data directory is refused.
     assert!(matches!(sluice::open_state(&config, Arc::new(SystemClock)), Err(sluice::StartError::Locked(_))));
     state.firehose.delivery_streams.shutdown().await;
+}
+
+/// The demo as a newcomer runs it from an installed binary: a copy of `sluice` outside the
+/// source tree, started with no Rust toolchain on its `PATH` (the demo used to build its
+/// transforms with `cargo` from the repository at run time).
+#[test]
+fn an_installed_binary_runs_the_demo_without_a_toolchain_or_the_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin/sluice");
+    std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_sluice"), &bin).unwrap();
+    let out = std::process::Command::new(&bin)
+        .args(["demo", "--records", "500"])
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the demo failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("rows landed"), "{stdout}");
+    for dataset in ["clickstream", "telemetry"] {
+        let landed = local_objects(&dir.path().join("lake").join(BUCKET).join(dataset));
+        assert!(landed.iter().any(|(key, _)| key.ends_with(".parquet")), "no Parquet under {dataset}/: {stdout}");
+    }
+    assert!(dir.path().join("sluice-data/demo/transforms/clickstream.wasm").is_file());
 }

@@ -25,6 +25,7 @@
 
 mod code_cache;
 mod contract;
+mod examples;
 mod guest_build;
 mod host;
 mod jq;
@@ -33,6 +34,7 @@ pub use contract::{
     InputRecord, KinesisMetadata, Outcome, DUPLICATED_RECORD_ID, FUNCTION_ERROR, MISSING_RECORD_ID,
     PROCESSING_FAILED_STATUS,
 };
+pub use examples::{write_example_transforms, EXAMPLE_TRANSFORMS};
 pub use guest_build::{build_guests, GuestBuildError};
 pub use host::{LoadError, Transform, TransformHost, TransformLimits};
 pub use jq::{
