@@ -754,8 +754,9 @@ impl ShardLog {
         // Outside the lock: unmapping pages other cores used interrupts them, and appends
         // must not wait for that.
         let maps: Vec<Arc<SegmentMap>> = self.inner.state().segments.iter().map(|s| s.map.clone()).collect();
+        let syncs_come = self.inner.options.durability != Durability::Never;
         maps.iter().try_for_each(|m| {
-            m.close_idle_file();
+            m.close_idle_file(syncs_come);
             m.release_pages()
         })
     }

@@ -66,3 +66,37 @@ fn idle_shards_hold_no_thread_no_descriptor_and_64_kib_of_disk() {
         assert_eq!(data, [format!("record of shard {i}"), format!("second of {i}")]);
     }
 }
+
+/// Found by benches/cost_curves.sh: 1,000 idle streams held 1,013 descriptors. A log that
+/// never took a record kept the descriptor its header was written through (waiting for a
+/// sync that only records trigger), and under `Never` no sync ever came.
+#[test]
+fn logs_without_records_or_without_syncs_hold_no_descriptor_once_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let interval = ShardLogOptions {
+        durability: Durability::Interval(std::time::Duration::from_millis(20)),
+        ..Default::default()
+    };
+    let never = ShardLogOptions { durability: Durability::Never, ..Default::default() };
+    let empty: Vec<ShardLog> =
+        (0..20).map(|i| ShardLog::open(dir.path().join(format!("empty-{i}")), interval.clone()).unwrap()).collect();
+    let unsynced: Vec<ShardLog> =
+        (0..20).map(|i| ShardLog::open(dir.path().join(format!("never-{i}")), never.clone()).unwrap()).collect();
+    for log in &unsynced {
+        log.append(&[Record { partition_key: "k", data: b"under Never" }]).unwrap();
+    }
+    for _ in 0..2 {
+        empty.iter().chain(&unsynced).for_each(|l| l.release_pages().unwrap());
+    }
+    assert_eq!(empty.iter().map(ShardLog::open_files).sum::<usize>(), 0, "logs that never took a record");
+    assert_eq!(unsynced.iter().map(ShardLog::open_files).sum::<usize>(), 0, "logs under Never");
+    for log in empty.iter().chain(&unsynced) {
+        log.append(&[Record { partition_key: "k", data: b"after the close" }]).unwrap();
+    }
+    drop((empty, unsynced));
+    for name in ["empty-3", "never-3"] {
+        let log = ShardLog::open(dir.path().join(name), never.clone()).unwrap();
+        let batch = log.read(0, ReadLimits::default()).unwrap();
+        assert_eq!(batch.iter().last().unwrap().data, b"after the close", "{name}");
+    }
+}
