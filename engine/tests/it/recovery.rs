@@ -14,14 +14,19 @@ use sluice_engine::{
 
 use crate::support::{data, fill, read_all, small, T0_MS};
 
-fn segments(dir: &Path) -> Vec<PathBuf> {
+/// The files of `dir` named `*.<extension>`, sorted.
+fn files_named(dir: &Path, extension: &str) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .filter(|p| p.extension().is_some_and(|x| x == extension))
         .collect();
     v.sort();
     v
+}
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    files_named(dir, "seg")
 }
 
 fn write_at(path: &Path, offset: u64, bytes: &[u8]) {
@@ -91,13 +96,7 @@ fn stray_bytes_after_a_clean_end_are_zeroed() {
 }
 
 fn index_files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "idx"))
-        .collect();
-    v.sort();
-    v
+    files_named(dir, "idx")
 }
 
 /// Flips byte 10 of the data of the third frame of the second segment; returns the
