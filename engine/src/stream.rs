@@ -293,46 +293,38 @@ pub fn random_u64() -> u64 {
     h.finish()
 }
 
-/// Runs `open` for every shard index on up to [`OPEN_THREADS`] threads, in index order: an
-/// open mostly waits for the disk (the header, index file and last frames of each segment),
-/// and a cold start of 64 shards took 2.1 s one by one (issue 17). The first error wins.
-fn open_in_parallel<T: Send>(
-    indexes: &[u32],
-    open: impl Fn(u32) -> Result<T, OpenError> + Sync,
-) -> Result<Vec<T>, OpenError> {
-    let threads = OPEN_THREADS.min(indexes.len());
+/// Runs `f` on every item on up to [`OPEN_THREADS`] threads and returns the results in item
+/// order: opening streams and shards mostly waits for the disk (the header, index file and
+/// last frames of each segment), and a cold start of 64 shards took 2.1 s one by one
+/// (issue 17). Where no thread can be started, the items are done here.
+pub(crate) fn in_parallel<I: Sync, T: Send>(items: &[I], f: impl Fn(&I) -> T + Sync) -> Vec<T> {
+    let threads = OPEN_THREADS.min(items.len());
     if threads <= 1 {
-        return indexes.iter().map(|&i| open(i)).collect();
+        return items.iter().map(&f).collect();
     }
-    let chunk = indexes.len().div_ceil(threads);
-    let opened: Vec<Result<Vec<T>, OpenError>> = std::thread::scope(|scope| {
-        let workers: Vec<_> = indexes
+    let chunk = items.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let f = &f;
+        let workers: Vec<_> = items
             .chunks(chunk)
             .map(|part| {
-                let open = &open;
                 std::thread::Builder::new()
-                    .name("shard-open".into())
-                    .spawn_scoped(scope, move || part.iter().map(|&i| open(i)).collect::<Result<Vec<T>, _>>())
+                    .name("sluice-open".into())
+                    .spawn_scoped(scope, move || part.iter().map(f).collect::<Vec<T>>())
             })
             .collect();
         workers
             .into_iter()
-            .zip(indexes.chunks(chunk))
-            .map(|(worker, part)| match worker {
+            .zip(items.chunks(chunk))
+            .flat_map(|(worker, part)| match worker {
                 Ok(handle) => handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-                // No thread to be had: open this part here.
-                Err(_) => part.iter().map(|&i| open(i)).collect(),
+                Err(_) => part.iter().map(f).collect(),
             })
             .collect()
-    });
-    let mut all = Vec::with_capacity(indexes.len());
-    for part in opened {
-        all.extend(part?);
-    }
-    Ok(all)
+    })
 }
 
-/// Most threads opening one stream's shards at once.
+/// Most threads opening streams, or one stream's shards, at once.
 const OPEN_THREADS: usize = 8;
 
 impl Stream {
@@ -386,7 +378,9 @@ impl Stream {
         throttle: Option<ThrottleRates>,
     ) -> Result<Self, OpenError> {
         let indexes: Vec<u32> = meta.shards.iter().map(|s| s.index).collect();
-        let shards = open_in_parallel(&indexes, |index| Self::open_shard(dir, index, log_options, throttle))?;
+        let shards = in_parallel(&indexes, |&index| Self::open_shard(dir, index, log_options, throttle))
+            .into_iter()
+            .collect::<Result<_, _>>()?;
         Ok(Self {
             dir: dir.to_owned(),
             meta: RwLock::new(meta),
