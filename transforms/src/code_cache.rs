@@ -179,13 +179,17 @@ fn write_cached(dir: &Path, file: &Path, key: &Digest, code: &[u8]) -> std::io::
 }
 
 /// Removes temporary cache files a crash left behind (the data directory's lock keeps
-/// other processes out).
+/// other processes out). Those of this process are left alone: the transform host and jq
+/// share the folder, and one's cache may be opened while the other writes a file.
 fn remove_stale_temporaries(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let this_process = format!(".{}.", std::process::id());
     for e in entries.flatten() {
         let name = e.file_name();
-        let is_ours = name.to_str().is_some_and(|n| n.starts_with('.') && n.ends_with(TEMPORARY_SUFFIX));
-        if is_ours && e.file_type().is_ok_and(|t| t.is_file()) {
+        let stale = name
+            .to_str()
+            .is_some_and(|n| n.starts_with('.') && n.ends_with(TEMPORARY_SUFFIX) && !n.contains(&this_process));
+        if stale && e.file_type().is_ok_and(|t| t.is_file()) {
             let _ = std::fs::remove_file(e.path());
         }
     }
