@@ -152,6 +152,9 @@ pub struct ServerSettings {
     pub idle_timeout_ms: u64,
     /// Concurrent HTTP/2 streams per connection (default 128).
     pub h2_max_concurrent_streams: u32,
+    /// Record bytes held by GetRecords answers not yet sent, MiB (default 16; 1 to 4095): a
+    /// read is sized to what is left, down to 1 MiB.
+    pub get_records_bytes_in_flight_mb: usize,
 }
 
 impl Default for ServerSettings {
@@ -164,6 +167,7 @@ impl Default for ServerSettings {
             body_read_timeout_ms: d.body_read_timeout.as_millis() as u64,
             idle_timeout_ms: d.idle_timeout.as_millis() as u64,
             h2_max_concurrent_streams: d.h2_max_concurrent_streams,
+            get_records_bytes_in_flight_mb: d.get_records_bytes_in_flight >> 20,
         }
     }
 }
@@ -178,6 +182,7 @@ impl ServerSettings {
             body_read_timeout: Duration::from_millis(self.body_read_timeout_ms),
             idle_timeout: Duration::from_millis(self.idle_timeout_ms),
             h2_max_concurrent_streams: self.h2_max_concurrent_streams,
+            get_records_bytes_in_flight: self.get_records_bytes_in_flight_mb << 20,
         }
     }
 }
@@ -309,6 +314,9 @@ impl Config {
                 "[server] body_bytes_in_flight_mb must be from {} (the largest request body) to 4095",
                 crate::server::REQUEST_BYTES_MAX >> 20
             )));
+        }
+        if s.get_records_bytes_in_flight_mb == 0 || s.get_records_bytes_in_flight_mb > 4095 {
+            return Err(ConfigError::Invalid("[server] get_records_bytes_in_flight_mb must be from 1 to 4095".into()));
         }
         if s.header_read_timeout_ms == 0 || s.body_read_timeout_ms == 0 || s.idle_timeout_ms == 0 {
             return Err(ConfigError::Invalid("[server] timeouts must be above zero".into()));

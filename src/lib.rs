@@ -1,6 +1,7 @@
 //! The `sluice` server: configuration, the HTTP server that routes `X-Amz-Target` to the
 //! Kinesis or Firehose API, and SigV4 verification.
 
+pub mod answer_budget;
 pub mod api;
 pub mod client;
 pub mod config;
@@ -60,8 +61,14 @@ pub enum StartError {
 /// system after 1 s (by a background thread, so an idle server shrinks too).
 /// `oversize_threshold:0` keeps large buffers (GetRecords answers reach 14 MB) in the normal
 /// arenas: jemalloc's default gives them an arena that unmaps on every free, and replay ran
-/// 22 % slower refaulting them.
-pub const JEMALLOC_CONF: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0,oversize_threshold:0\0";
+/// 22 % slower refaulting them. `narenas:1`: with jemalloc's default of four arenas per core,
+/// each kept its own second of freed answer and request buffers, and a replay of four shards
+/// peaked at 150-195 MiB of RSS (275 MiB with five consumers per shard) against 136-139
+/// (147-157) with one arena, at the same server CPU per record (`benches/examples/loadgen.rs`
+/// with `--server-pid`); threads still cache small allocations on their own. A machine with
+/// many cores can set `_RJEM_MALLOC_CONF=narenas:<n>` in the environment.
+pub const JEMALLOC_CONF: &[u8] =
+    b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0,oversize_threshold:0,narenas:1\0";
 
 /// Opens the streams and delivery streams under the config's data directory, starts the
 /// delivery workers on the current tokio runtime, and builds the server state. Delivery

@@ -21,6 +21,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
+use crate::answer_budget::{AnswerBudget, HeldAnswer};
 use crate::api::{self, Codec};
 use crate::config::{AccessKey, Auth};
 use crate::cors::Cors;
@@ -48,7 +49,7 @@ impl hyper::body::Body for EventBody {
 
 /// What an action answers: a body, a subscription to stream, or a queue receive to wait on.
 enum Answer {
-    Body(Vec<u8>),
+    Body(Bytes),
     Events(Box<crate::api::kinesis::subscribe::Subscription>),
     Wait(Box<LongPoll>),
 }
@@ -85,6 +86,9 @@ pub struct ServerLimits {
     pub idle_timeout: std::time::Duration,
     /// Concurrent HTTP/2 streams per connection (default 128).
     pub h2_max_concurrent_streams: u32,
+    /// Record bytes held by GetRecords answers not yet sent (default 16 MiB); a read is
+    /// sized to what is left ([`crate::answer_budget`]).
+    pub get_records_bytes_in_flight: usize,
 }
 
 impl Default for ServerLimits {
@@ -96,6 +100,7 @@ impl Default for ServerLimits {
             body_read_timeout: std::time::Duration::from_secs(60),
             idle_timeout: std::time::Duration::from_secs(120),
             h2_max_concurrent_streams: 128,
+            get_records_bytes_in_flight: 16 << 20,
         }
     }
 }
@@ -125,6 +130,9 @@ pub struct AppState {
     /// Body bytes of small requests ([`SMALL_BODY_BYTES`] or less), kept apart so that they
     /// never queue behind large bodies waiting for the shared budget.
     small_body_budget: Arc<tokio::sync::Semaphore>,
+    /// Record bytes of GetRecords answers not yet sent
+    /// ([`ServerLimits::get_records_bytes_in_flight`]).
+    answer_budget: Arc<AnswerBudget>,
     /// Origins web pages may call from (none unless configured).
     pub cors: Cors,
     /// Turns true when the server stops: open subscriptions end, so shutdown does not wait
@@ -172,6 +180,7 @@ impl AppState {
             limits,
             body_budget: Arc::new(tokio::sync::Semaphore::new(limits.body_bytes_in_flight.max(REQUEST_BYTES_MAX))),
             small_body_budget: Arc::new(tokio::sync::Semaphore::new(SMALL_BODIES_BYTES)),
+            answer_budget: AnswerBudget::new(limits.get_records_bytes_in_flight),
             cors: Cors::default(),
             closing: tokio::sync::watch::Sender::new(false),
         }
@@ -185,12 +194,15 @@ impl AppState {
     }
 }
 
-fn answer(request_id: &str, codec: Codec, result: Result<Vec<u8>, ApiError>) -> Response<Full<Bytes>> {
+fn answer(request_id: &str, codec: Codec, result: Result<Bytes, ApiError>) -> Response<Full<Bytes>> {
     let (status, body) = match result {
         Ok(body) => (StatusCode::OK, body),
-        Err(e) => (StatusCode::from_u16(e.kind.status()).unwrap_or(StatusCode::BAD_REQUEST), codec.error_body(&e)),
+        Err(e) => (
+            StatusCode::from_u16(e.kind.status()).unwrap_or(StatusCode::BAD_REQUEST),
+            Bytes::from(codec.error_body(&e)),
+        ),
     };
-    let mut r = Response::new(Full::new(Bytes::from(body)));
+    let mut r = Response::new(Full::new(body));
     *r.status_mut() = status;
     let h = r.headers_mut();
     h.insert("content-type", HeaderValue::from_static(codec.content_type()));
@@ -260,7 +272,9 @@ async fn respond(state: Arc<AppState>, req: Request<Incoming>) -> Result<Respons
     };
     match dispatch(state.clone(), codec, req).await {
         Ok(Answer::Events(subscription)) => Ok(events(state, &request_id, codec, *subscription)),
-        Ok(Answer::Wait(poll)) => whole(answer(&request_id, codec, long_poll(state, codec, *poll).await)),
+        Ok(Answer::Wait(poll)) => {
+            whole(answer(&request_id, codec, long_poll(state, codec, *poll).await.map(Bytes::from)))
+        }
         Ok(Answer::Body(body)) => whole(answer(&request_id, codec, Ok(body))),
         Err(e) => whole(answer(&request_id, codec, Err(e))),
     }
@@ -412,11 +426,21 @@ async fn dispatch(state: Arc<AppState>, codec: Codec, req: Request<Incoming>) ->
             }
             let json = serde_json::to_vec(&serde_json::json!({ "QueueRecords": records }))
                 .map_err(|e| ApiError::new(ErrorKind::InternalFailure, e.to_string()))?;
-            return api::encode_response(codec, model, &operation, json).map(Answer::Body);
+            return api::encode_response(codec, model, &operation, json).map(|b| Answer::Body(b.into()));
         }
         if let Target::Kinesis(Action::SubscribeToShard) = action {
             let request = api::kinesis::parse(request)?;
             return Ok(Answer::Events(Box::new(api::kinesis::subscribe::open(&worker.kinesis, request)?)));
+        }
+        if let Target::Kinesis(Action::GetRecords) = action {
+            // The answer's records are held until the client has read them: the read is
+            // sized to the answer budget.
+            let mut grant = worker.answer_budget.grant(sluice_engine::limits::GET_RECORDS_BYTES_MAX);
+            let (json, bytes) = worker.kinesis.get_records_within(request, grant.bytes())?;
+            grant.keep(bytes);
+            drop(body);
+            let body = api::encode_response(codec, model, &operation, json)?;
+            return Ok(Answer::Body(Bytes::from_owner(HeldAnswer { body, grant })));
         }
         let answer = match action {
             Target::Kinesis(action) => worker.kinesis.handle_value(action, request),
@@ -424,7 +448,7 @@ async fn dispatch(state: Arc<AppState>, codec: Codec, req: Request<Incoming>) ->
         }?;
         // The body's share of the budget is held until the action is done with its copy.
         drop(body);
-        api::encode_response(codec, model, &operation, answer).map(Answer::Body)
+        api::encode_response(codec, model, &operation, answer).map(|b| Answer::Body(b.into()))
     })
     .await
     .map_err(|e| ApiError::new(ErrorKind::InternalFailure, e.to_string()))?;

@@ -7,18 +7,22 @@
 //!   requests in flight, `--keys` distinct partition keys, for `--seconds`;
 //! - `latency`: PutRecord round trips, one at a time: p50 / p99;
 //! - `e2e`: a record put → seen by a consumer polling GetRecords on every shard: p50 / p99;
-//! - `replay`: GetRecords from TRIM_HORIZON on all shards, one consumer per shard;
+//! - `replay`: GetRecords from TRIM_HORIZON on all shards, `--replay-consumers` consumers per
+//!   shard at once (default 1); every consumer of a shard must read the same records;
 //! - verification: every acknowledged record read back exactly once, in increasing sequence
 //!   order per shard, byte-identical, on the shard its partition key's MD5 selects.
 //!
 //! Run: `cargo run --release -p sluice-benches --example loadgen -- --endpoint http://127.0.0.1:4567`
-//! (`--server-pid P` adds the server's CPU time and RSS).
+//! (`--server-pid P` adds the server's CPU time, its RSS, and its peak RSS during ingest and
+//! during the replay: `VmHWM`, reset before each phase through `/proc/P/clear_refs`, which
+//! needs the server's user or root; without it the peak is the process's lifetime peak).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use md5::Digest as _;
 use serde_json::json;
 use sluice::client::{KinesisClient, PutEntry};
 
@@ -35,6 +39,7 @@ struct Options {
     latency_samples: usize,
     server_pid: Option<u32>,
     label: String,
+    replay_consumers: usize,
 }
 
 fn options() -> Options {
@@ -50,6 +55,7 @@ fn options() -> Options {
         latency_samples: 500,
         server_pid: None,
         label: "sluice".into(),
+        replay_consumers: 1,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
@@ -66,6 +72,7 @@ fn options() -> Options {
             "--latency-samples" => o.latency_samples = v.parse().expect("--latency-samples N"),
             "--server-pid" => o.server_pid = Some(v.parse().expect("--server-pid P")),
             "--label" => o.label = v.into(),
+            "--replay-consumers" => o.replay_consumers = v.parse().expect("--replay-consumers N"),
             other => panic!("unknown option {other}"),
         }
     }
@@ -157,9 +164,25 @@ fn process_usage(pid: u32) -> Option<(f64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some((ticks / 100.0, status_bytes(pid, "VmRSS:")?))
+}
+
+/// A `kB` field of `/proc/<pid>/status`, in bytes.
+fn status_bytes(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss_kb: u64 = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
-    Some((ticks / 100.0, rss_kb * 1024))
+    let kb: u64 = status.lines().find(|l| l.starts_with(field))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Starts a new peak-RSS window for `pid` (`echo 5 > /proc/<pid>/clear_refs`, Linux ≥ 4.0);
+/// false when not allowed, and then `VmHWM` stays the lifetime peak.
+fn reset_peak_rss(pid: Option<u32>) -> bool {
+    pid.is_some_and(|p| std::fs::write(format!("/proc/{p}/clear_refs"), "5").is_ok())
+}
+
+/// The server's peak RSS since the last [`reset_peak_rss`], bytes.
+fn peak_rss(pid: Option<u32>) -> Option<u64> {
+    pid.and_then(|p| status_bytes(p, "VmHWM:"))
 }
 
 async fn wait_active(c: &KinesisClient, stream: &str) {
@@ -306,16 +329,25 @@ async fn e2e(c: &KinesisClient, o: &Options) -> Vec<f64> {
 
 /// Reads every shard from TRIM_HORIZON (one consumer per shard) and returns, per shard,
 /// the (sequence number, partition key, data) of every record, in the order read.
-async fn replay(c: &KinesisClient, o: &Options) -> (ReadBack, f64, u64) {
+async fn replay(c: &KinesisClient, o: &Options) -> (ReadBack, f64, u64, Vec<String>) {
     let shards = shard_ids(c, &o.stream).await;
+    let mut iterators = Vec::new();
+    for (id, _, _) in &shards {
+        for consumer in 0..o.replay_consumers {
+            iterators.push((id.clone(), consumer, iterator(c, &o.stream, id, "TRIM_HORIZON").await));
+        }
+    }
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for (id, _, _) in shards {
-        let it = iterator(c, &o.stream, &id, "TRIM_HORIZON").await;
+    for (id, consumer, it) in iterators {
         let c = c.clone();
         tasks.spawn(async move {
             let mut it = it;
+            // The first consumer of a shard keeps what it read for the verification; the
+            // others keep a digest of it, compared with the first one's.
             let mut got = Vec::new();
+            let mut digest = md5::Md5::default();
+            let mut count = 0u64;
             loop {
                 let body = serde_json::to_vec(&json!({"ShardIterator": it, "Limit": 10_000})).expect("JSON");
                 let bytes = c.call_raw("Kinesis_20131202.GetRecords", "kinesis", body).await.expect("GetRecords");
@@ -323,29 +355,52 @@ async fn replay(c: &KinesisClient, o: &Options) -> (ReadBack, f64, u64) {
                 let n = page.records.len();
                 for r in page.records {
                     let data = base64::engine::general_purpose::STANDARD.decode(r.data).expect("base64");
-                    got.push((Seq::parse(r.sequence_number), r.partition_key.to_owned(), data));
+                    digest_record(&mut digest, r.sequence_number, r.partition_key, &data);
+                    count += 1;
+                    if consumer == 0 {
+                        got.push((Seq::parse(r.sequence_number), r.partition_key.to_owned(), data));
+                    }
                 }
                 if n == 0 || page.millis_behind_latest == Some(0) && n < 10_000 {
                     break;
                 }
                 it = page.next_shard_iterator.expect("an open shard has a next iterator").to_owned();
             }
-            (id, got)
+            (id, consumer, got, count, digest.finalize())
         });
     }
     let mut all = HashMap::new();
-    let mut bytes = 0;
+    let mut digests: HashMap<String, Vec<(usize, u64, _)>> = HashMap::new();
     while let Some(r) = tasks.join_next().await {
-        let (id, got) = r.expect("consumer");
-        bytes += got.iter().map(|(_, _, d)| d.len() as u64).sum::<u64>();
-        all.insert(id, got);
+        let (id, consumer, got, count, digest) = r.expect("consumer");
+        digests.entry(id.clone()).or_default().push((consumer, count, digest));
+        if consumer == 0 {
+            all.insert(id, got);
+        }
     }
-    (all, start.elapsed().as_secs_f64(), bytes)
+    let seconds = start.elapsed().as_secs_f64();
+    let one_pass: u64 = all.values().flatten().map(|(_, _, d)| d.len() as u64).sum();
+    let mut problems = Vec::new();
+    for (id, mut d) in digests {
+        d.sort_by_key(|(consumer, _, _)| *consumer);
+        for (consumer, count, digest) in &d[1..] {
+            if (count, digest) != (&d[0].1, &d[0].2) {
+                problems.push(format!("{id}: consumer {consumer} read {count} records unlike consumer 0 ({})", d[0].1));
+            }
+        }
+    }
+    (all, seconds, one_pass * o.replay_consumers as u64, problems)
+}
+
+fn digest_record(digest: &mut md5::Md5, sequence_number: &str, partition_key: &str, data: &[u8]) {
+    for part in [sequence_number.as_bytes(), partition_key.as_bytes(), data] {
+        digest.update((part.len() as u64).to_le_bytes());
+        digest.update(part);
+    }
 }
 
 /// Checks the replay against the acknowledgements; returns the problems found.
 fn verify(o: &Options, acked: &[Acked], read: &ReadBack, shards: &[(String, u128, u128)]) -> Vec<String> {
-    use md5::Digest as _;
     let mut problems = Vec::new();
     let mut by_sequence: HashMap<(&str, &Seq), (String, Vec<u8>, usize)> = HashMap::new();
     for (shard, records) in read {
@@ -394,12 +449,13 @@ async fn main() {
     let server_before = o.server_pid.and_then(process_usage);
     let client_before = process_usage(std::process::id());
 
+    let peak_windows = reset_peak_rss(o.server_pid);
     let (acked, secs) = ingest(&c, &o).await;
     let ingest_rps = acked.len() as f64 / secs;
     let ingest_mbs = ingest_rps * o.record_bytes as f64 / 1e6;
     println!(
         "{}",
-        json!({"label": o.label, "phase": "ingest", "records": acked.len(), "seconds": secs, "records_per_s": ingest_rps, "mb_per_s": ingest_mbs, "record_bytes": o.record_bytes, "batch": o.batch, "concurrency": o.concurrency})
+        json!({"label": o.label, "phase": "ingest", "records": acked.len(), "seconds": secs, "records_per_s": ingest_rps, "mb_per_s": ingest_mbs, "record_bytes": o.record_bytes, "batch": o.batch, "concurrency": o.concurrency, "server_peak_rss_bytes": peak_rss(o.server_pid), "peak_since_phase_start": peak_windows})
     );
     let lat = latency(&c, &o).await;
     println!(
@@ -411,14 +467,15 @@ async fn main() {
         "{}",
         json!({"label": o.label, "phase": "e2e", "p50_ms": percentile(&e, 0.5), "p99_ms": percentile(&e, 0.99), "samples": e.len()})
     );
-    let (read, rsecs, rbytes) = replay(&c, &o).await;
-    let nread: usize = read.values().map(Vec::len).sum();
+    let peak_windows = reset_peak_rss(o.server_pid);
+    let (read, rsecs, rbytes, mut problems) = replay(&c, &o).await;
+    let nread = read.values().map(Vec::len).sum::<usize>() * o.replay_consumers;
     println!(
         "{}",
-        json!({"label": o.label, "phase": "replay", "records": nread, "seconds": rsecs, "records_per_s": nread as f64 / rsecs, "mb_per_s": rbytes as f64 / rsecs / 1e6})
+        json!({"label": o.label, "phase": "replay", "records": nread, "consumers_per_shard": o.replay_consumers, "seconds": rsecs, "records_per_s": nread as f64 / rsecs, "mb_per_s": rbytes as f64 / rsecs / 1e6, "server_peak_rss_bytes": peak_rss(o.server_pid), "peak_since_phase_start": peak_windows})
     );
     let shards = shard_ids(&c, &o.stream).await;
-    let problems = verify(&o, &acked, &read, &shards);
+    problems.extend(verify(&o, &acked, &read, &shards));
     let server_after = o.server_pid.and_then(process_usage);
     let client_after = process_usage(std::process::id());
     let cpu = |a: Option<(f64, u64)>, b: Option<(f64, u64)>| a.zip(b).map(|(a, b)| b.0 - a.0);

@@ -48,5 +48,5 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use durability::Durability;
 pub use error::{AppendError, Corruption, FrameDefect, IoError, OpenError, ReadError, SyncError, TrimError};
 pub use options::ShardLogOptions;
-pub use read::{ReadBatch, ReadLimits, RecordRef, StartingPosition};
+pub use read::{ReadBatch, ReadLimits, RecordRef, StartingPosition, RELEASE_AFTER_BYTES};
 pub use shard_log::{Appended, Bounds, Record, RecoveryReport, ShardLog, TrimReport};

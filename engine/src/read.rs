@@ -72,17 +72,46 @@ struct Located {
 /// retention deletes those segments meanwhile.
 #[derive(Debug)]
 pub struct ReadBatch {
-    segments: Vec<(Arc<SegmentMap>, usize)>,
+    segments: Vec<ReadSegment>,
     records: Vec<Located>,
     next_sequence_number: u64,
     bytes: usize,
+}
+
+/// A segment a batch read from: the mapping, the end published when it was read, and the
+/// bytes of the frames the batch returned.
+#[derive(Debug)]
+struct ReadSegment {
+    map: Arc<SegmentMap>,
+    end: usize,
+    frames: std::ops::Range<usize>,
+}
+
+/// A batch that returned at least this many bytes of frames (256 KiB) unmaps their pages
+/// when dropped ([`SegmentMap::release_range`]); smaller reads, such as a consumer at the
+/// tip, leave theirs to the once-a-second housekeeping, as one `madvise` each would cost
+/// more than the pages they hold.
+pub const RELEASE_AFTER_BYTES: usize = 256 << 10;
+
+impl Drop for ReadBatch {
+    fn drop(&mut self) {
+        if self.segments.iter().map(|s| s.frames.len()).sum::<usize>() < RELEASE_AFTER_BYTES {
+            return;
+        }
+        for s in &self.segments {
+            // A failed madvise keeps the pages mapped until housekeeping: memory, not data.
+            if let Err(e) = s.map.release_range(s.frames.start, s.frames.end) {
+                tracing::debug!(error = %e, "cannot unmap the pages a read used");
+            }
+        }
+    }
 }
 
 impl ReadBatch {
     /// The records, in sequence order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = RecordRef<'_>> + '_ {
         self.records.iter().map(|r| {
-            let (map, end) = &self.segments[r.segment as usize];
+            let ReadSegment { map, end, .. } = &self.segments[r.segment as usize];
             // SAFETY: `end` was published when the batch was read, and published bytes are
             // never written again; the Arc keeps the mapping alive as long as `self`.
             let bytes = unsafe { map.published(*end) };
@@ -239,19 +268,35 @@ impl ShardLog {
         // SAFETY: `span.end` was published under the shard lock.
         let bytes = unsafe { span.map.published(span.end) };
         let segment = batch.segments.len() as u32;
-        batch.segments.push((span.map.clone(), span.end));
-        while offset < span.end {
+        batch.segments.push(ReadSegment { map: span.map.clone(), end: span.end, frames: offset..offset });
+        let more = self.decode_frames(bytes, span, &mut offset, limits, batch);
+        batch.segments[segment as usize].frames.end = offset;
+        more
+    }
+
+    /// Decodes the frames of `bytes` (a segment's published bytes) from `offset` on into
+    /// `batch`, moving `offset` past each; false once a limit is reached.
+    fn decode_frames(
+        &self,
+        bytes: &[u8],
+        span: &Span,
+        offset: &mut usize,
+        limits: ReadLimits,
+        batch: &mut ReadBatch,
+    ) -> Result<bool, ReadError> {
+        let segment = batch.segments.len() as u32 - 1;
+        while *offset < span.end {
             if batch.records.len() >= limits.max_records {
                 return Ok(false);
             }
-            let f = match frame::decode(&bytes[offset..]).map_err(|d| corrupt(&span.map, offset, d))? {
+            let f = match frame::decode(&bytes[*offset..]).map_err(|d| corrupt(&span.map, *offset, d))? {
                 Decoded::Frame(f) => f,
                 Decoded::End => break,
             };
             let expected = batch.next_sequence_number;
             if f.sequence_number != expected {
                 let defect = FrameDefect::UnexpectedSequenceNumber { expected, found: f.sequence_number };
-                return Err(corrupt(&span.map, offset, defect));
+                return Err(corrupt(&span.map, *offset, defect));
             }
             let size = f.partition_key.len() + f.data.len();
             if !batch.records.is_empty() && batch.bytes + size > limits.max_bytes {
@@ -259,7 +304,7 @@ impl ShardLog {
             }
             batch.records.push(Located {
                 segment,
-                key_start: (offset + frame::FRAME_OVERHEAD_BYTES) as u32,
+                key_start: (*offset + frame::FRAME_OVERHEAD_BYTES) as u32,
                 key_len: f.partition_key.len() as u16,
                 data_len: f.data.len() as u32,
                 sequence_number: f.sequence_number,
@@ -267,7 +312,7 @@ impl ShardLog {
             });
             batch.bytes += size;
             batch.next_sequence_number += 1;
-            offset += f.len;
+            *offset += f.len;
         }
         Ok(true)
     }

@@ -162,6 +162,9 @@ impl SegmentMap {
     pub fn write_index(&self, summary: &SegmentSummary) {
         match index_file::write(&self.path, summary, self.capacity()) {
             Ok(()) => self.indexed_to.store(summary.end, Ordering::Relaxed),
+            // The directory is gone: the stream was deleted while its logs were open, and
+            // there is nothing left to index.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !self.path.exists() => {}
             Err(e) => tracing::warn!(path = %self.path.display(), error = %e,
                 "cannot write a segment's index file; the next open scans the segment"),
         }
@@ -270,6 +273,28 @@ impl SegmentMap {
             return Ok(());
         }
         self.unmap_pages()
+    }
+
+    /// Unmaps the pages holding bytes `start..end`, as [`SegmentMap::release_pages`] does
+    /// for the whole mapping: a reader done with a large read gives its pages back at once
+    /// instead of at the next housekeeping pass, so a fast replay does not hold a second's
+    /// worth of reads resident. Another reader of the same pages maps them again with a
+    /// minor fault. The range is widened to the 64 KiB windows around it, since a page fault
+    /// maps the cached pages of its window too (Linux's fault-around).
+    ///
+    /// Errors: `madvise` failed; nothing changes.
+    pub fn release_range(&self, start: usize, end: usize) -> Result<(), IoError> {
+        const WINDOW: usize = 64 << 10;
+        let start = start / WINDOW * WINDOW;
+        let end = end.div_ceil(WINDOW).saturating_mul(WINDOW).min(self.map.len());
+        let len = end.saturating_sub(start);
+        if len == 0 {
+            return Ok(());
+        }
+        // SAFETY: as in `unmap_pages`: a shared, file-backed mapping this process never
+        // writes through loses nothing when its pages are dropped.
+        unsafe { self.map.unchecked_advise_range(UncheckedAdvice::DontNeed, start, len) }
+            .map_err(|e| IoError::new(&self.path, e))
     }
 
     fn unmap_pages(&self) -> Result<(), IoError> {
@@ -656,6 +681,9 @@ impl ActiveSegment {
     }
 }
 
+/// Pages a segment's preparation faults in before unmapping them again: 2 MiB.
+const PREFAULT_CHUNK_BYTES: usize = 2 << 20;
+
 /// A segment file sized, allocated and pre-faulted, waiting for its first sequence number.
 #[derive(Debug)]
 pub struct PreparedSegment {
@@ -680,13 +708,20 @@ impl PreparedSegment {
             return Err(IoError::new(&path, io::Error::from_raw_os_error(rc)));
         }
         let map = MmapOptions::new().len(capacity).map_raw_read_only(&file).map_err(|e| IoError::new(&path, e))?;
-        if let Err(e) = map.advise(Advice::PopulateRead) {
-            // Kernels before 5.14 lack MADV_POPULATE_READ: the first write to a page faults it in.
-            tracing::debug!(error = %e, "MADV_POPULATE_READ unavailable");
-        }
         let map = SegmentMap::new(map, Some(file), path);
-        // The pages stay in the page cache for the writer; readers map what they read.
-        map.unmap_pages()?;
+        // A chunk at a time, each unmapped again at once: the pages stay in the page cache
+        // for the writer (readers map what they read), and the process never holds more
+        // than a chunk of them (a whole 64 MiB segment per rolling shard was the peak of
+        // an ingest's RSS).
+        for start in (0..capacity).step_by(PREFAULT_CHUNK_BYTES) {
+            let len = PREFAULT_CHUNK_BYTES.min(capacity - start);
+            if let Err(e) = map.map.advise_range(Advice::PopulateRead, start, len) {
+                // Kernels before 5.14 lack MADV_POPULATE_READ: the first write to a page faults it in.
+                tracing::debug!(error = %e, "MADV_POPULATE_READ unavailable");
+                break;
+            }
+            map.release_range(start, start + len)?;
+        }
         Ok(Self { map })
     }
 

@@ -18,6 +18,13 @@ pub struct Request {
 }
 
 pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
+    run_within(k, r, ReadLimits::default().max_bytes).map(|(body, _)| body)
+}
+
+/// As [`run`], returning at most `max_bytes` of data and partition keys (but at least one
+/// record when there is one; GetRecords' own cap is 10 MiB); also returns the bytes of data
+/// and partition keys the answer holds.
+pub fn run_within(k: &Kinesis, r: Request, max_bytes: usize) -> Result<(Vec<u8>, usize), ApiError> {
     if r.shard_iterator.is_empty() || r.shard_iterator.len() > 512 {
         return Err(ApiError::validation(&r.shard_iterator, "shardIterator", "have length between 1 and 512"));
     }
@@ -49,7 +56,7 @@ pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
     }
     let log = &shard.log;
     let batch = log
-        .read(it.position, ReadLimits { max_records: limit, ..ReadLimits::default() })
+        .read(it.position, ReadLimits { max_records: limit, max_bytes: max_bytes.min(ReadLimits::default().max_bytes) })
         .map_err(|e| ApiError::new(ErrorKind::InternalFailure, e.to_string()))?;
     let last_ts = batch.iter().last().map(|r| r.arrival_timestamp_ms);
     let records = Records { batch: &batch, shard_index: it.shard_index };
@@ -70,16 +77,20 @@ pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
     if closed && batch.next_sequence_number() == bounds.next_sequence_number {
         // The end of a closed shard: no next iterator; the children to continue with.
         let children = child_shards(&stream, it.shard_index);
-        return respond(&Response {
+        let body = respond(&Response {
             records,
             next_shard_iterator: None,
             millis_behind_latest: 0,
             child_shards: Some(children),
-        });
+        })?;
+        return Ok((body, batch.bytes()));
     }
     let next = IteratorState { position: batch.next_sequence_number(), issued_ms: now, ..it }
         .encode(&k.config.iterator_secret);
-    respond(&Response { records, next_shard_iterator: Some(next), millis_behind_latest: behind, child_shards: None })
+    let answer =
+        Response { records, next_shard_iterator: Some(next), millis_behind_latest: behind, child_shards: None };
+    let body = respond(&answer)?;
+    Ok((body, batch.bytes()))
 }
 
 /// The shards made from shard `index` of `stream` by a split or merge, as `ChildShards`

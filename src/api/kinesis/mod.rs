@@ -463,6 +463,13 @@ impl Kinesis {
         Ok(stream)
     }
 
+    /// GetRecords on a request already decoded, returning at most `max_bytes` of data and
+    /// partition keys (at least one record when there is one); returns the JSON response
+    /// body and the bytes of data and partition keys it holds.
+    pub fn get_records_within(&self, body: serde_json::Value, max_bytes: usize) -> Result<(Vec<u8>, usize), ApiError> {
+        get_records::run_within(self, parse(body)?, max_bytes)
+    }
+
     /// Runs `action` on a JSON `body`; returns the JSON response body.
     pub fn handle(&self, action: Action, body: &[u8]) -> Result<Vec<u8>, ApiError> {
         self.handle_value(action, parse_body(body)?)
