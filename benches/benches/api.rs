@@ -1,6 +1,6 @@
 //! The request path without HTTP: routing (MD5 of the partition key → the shard whose hash
 //! key range holds it) and whole Kinesis actions in process (parse, validate, route, append
-//! or read, serialize the response).
+//! or read, serialize the response, in JSON and in CBOR).
 //!
 //! Run: `cargo bench -p sluice-benches --bench api`.
 
@@ -12,6 +12,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use sluice::api::kinesis::{Action, Kinesis, KinesisConfig};
+use sluice::api::{encode_response, model, Codec};
 use sluice_engine::hash_key::hash_key_of;
 use sluice_engine::stream::{ShardMeta, Stream, StreamMeta};
 use sluice_engine::streams::{Streams, Throttling};
@@ -69,6 +70,18 @@ fn actions(c: &mut Criterion) {
     group.throughput(Throughput::Elements(n));
     group.bench_function(format!("get_records/{n}x100B"), |b| {
         b.iter(|| k.handle(Action::GetRecords, black_box(&get)).unwrap().len())
+    });
+    // CBOR (the Java SDKs' protocol): written from the frames, and the generic way (the
+    // JSON answer parsed into values and re-encoded), which GetRecords used before.
+    let request: serde_json::Value = serde_json::from_slice(&get).unwrap();
+    group.bench_function(format!("get_records_cbor/{n}x100B"), |b| {
+        b.iter(|| k.get_records_within(black_box(request.clone()), 10 << 20, Codec::Cbor).unwrap().0.len())
+    });
+    group.bench_function(format!("get_records_cbor_generic/{n}x100B"), |b| {
+        b.iter(|| {
+            let json = k.handle(Action::GetRecords, black_box(&get)).unwrap();
+            encode_response(Codec::Cbor, model::kinesis(), "GetRecords", json).unwrap().len()
+        })
     });
     group.finish();
 }

@@ -1,6 +1,7 @@
 //! The wire layer shared by the Kinesis and Firehose APIs: AWS's service models, request
 //! checking driven by them, and the JSON and CBOR codecs.
 
+pub mod cbor_out;
 pub mod codec;
 pub mod error;
 pub mod firehose;

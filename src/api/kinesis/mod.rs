@@ -464,10 +464,16 @@ impl Kinesis {
     }
 
     /// GetRecords on a request already decoded, returning at most `max_bytes` of data and
-    /// partition keys (at least one record when there is one); returns the JSON response
-    /// body and the bytes of data and partition keys it holds.
-    pub fn get_records_within(&self, body: serde_json::Value, max_bytes: usize) -> Result<(Vec<u8>, usize), ApiError> {
-        get_records::run_within(self, parse(body)?, max_bytes)
+    /// partition keys (at least one record when there is one); returns the response body,
+    /// already encoded for `codec` (JSON, or CBOR written straight from the frames), and the
+    /// bytes of data and partition keys it holds.
+    pub fn get_records_within(
+        &self,
+        body: serde_json::Value,
+        max_bytes: usize,
+        codec: crate::api::Codec,
+    ) -> Result<(Vec<u8>, usize), ApiError> {
+        get_records::run_within(self, parse(body)?, max_bytes, codec)
     }
 
     /// Runs `action` on a JSON `body`; returns the JSON response body.
