@@ -32,6 +32,7 @@ pub mod index_file;
 pub mod iterator;
 pub mod limits;
 mod options;
+pub mod parallel;
 pub mod queue;
 mod read;
 pub mod routing;

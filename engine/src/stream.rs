@@ -293,39 +293,10 @@ pub fn random_u64() -> u64 {
     h.finish()
 }
 
-/// Runs `f` on every item on up to [`OPEN_THREADS`] threads and returns the results in item
-/// order: opening streams and shards mostly waits for the disk (the header, index file and
-/// last frames of each segment), and a cold start of 64 shards took 2.1 s one by one
-/// (issue 17). Where no thread can be started, the items are done here.
-pub(crate) fn in_parallel<I: Sync, T: Send>(items: &[I], f: impl Fn(&I) -> T + Sync) -> Vec<T> {
-    let threads = OPEN_THREADS.min(items.len());
-    if threads <= 1 {
-        return items.iter().map(&f).collect();
-    }
-    let chunk = items.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let f = &f;
-        let workers: Vec<_> = items
-            .chunks(chunk)
-            .map(|part| {
-                std::thread::Builder::new()
-                    .name("sluice-open".into())
-                    .spawn_scoped(scope, move || part.iter().map(f).collect::<Vec<T>>())
-            })
-            .collect();
-        workers
-            .into_iter()
-            .zip(items.chunks(chunk))
-            .flat_map(|(worker, part)| match worker {
-                Ok(handle) => handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-                Err(_) => part.iter().map(f).collect(),
-            })
-            .collect()
-    })
-}
-
-/// Most threads opening streams, or one stream's shards, at once.
-const OPEN_THREADS: usize = 8;
+/// Most threads opening streams, or one stream's shards, at once: opening mostly waits for
+/// the disk (the header, index file and last frames of each segment), and a cold start of 64
+/// shards took 2.1 s one by one (issue 17).
+pub(crate) const OPEN_THREADS: usize = 8;
 
 impl Stream {
     /// Creates a stream with `shard_count` shards splitting the hash key space evenly, and
@@ -378,9 +349,11 @@ impl Stream {
         throttle: Option<ThrottleRates>,
     ) -> Result<Self, OpenError> {
         let indexes: Vec<u32> = meta.shards.iter().map(|s| s.index).collect();
-        let shards = in_parallel(&indexes, |&index| Self::open_shard(dir, index, log_options, throttle))
-            .into_iter()
-            .collect::<Result<_, _>>()?;
+        let shards = crate::parallel::in_parallel(&indexes, OPEN_THREADS, "sluice-open", |&index| {
+            Self::open_shard(dir, index, log_options, throttle)
+        })
+        .into_iter()
+        .collect::<Result<_, _>>()?;
         Ok(Self {
             dir: dir.to_owned(),
             meta: RwLock::new(meta),

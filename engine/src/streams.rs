@@ -115,7 +115,7 @@ impl Streams {
         }
         // Streams open in parallel, like a stream's shards: a cold start of 1,000 streams of
         // 2 shards took 2.0 s one stream after another.
-        let opened = crate::stream::in_parallel(&found, |path| {
+        let opened = crate::parallel::in_parallel(&found, crate::stream::OPEN_THREADS, "sluice-open", |path| {
             Stream::open(path, &log_options, |name| throttling.rates_for(name))
         });
         let mut streams: BTreeMap<String, Arc<Stream>> = BTreeMap::new();

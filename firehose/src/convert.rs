@@ -24,6 +24,22 @@ use crate::spec::ParquetSerDe;
 /// JSON), so an object is usually one row group, which is what query engines read best.
 pub const ROW_GROUP_ROWS_MAX: usize = 1 << 20;
 
+/// Records decoded into one Arrow batch at most: 8,192. One decoder over a whole buffer grows
+/// its tape past the CPU caches and page-faults it in as it grows; batches of this size
+/// stay in cache and go to the same row group.
+const DECODE_BATCH_RECORDS: usize = 8192;
+
+/// Records a conversion thread is given at least: a smaller buffer is converted on the
+/// calling thread, where starting a thread would cost more than it saves.
+const RECORDS_PER_THREAD_MIN: usize = 4096;
+
+/// Threads one conversion uses at most: the machine's cores (`available_parallelism`, 1 when
+/// unknown). Deliveries convert independent buffers, so a large buffer uses every core.
+pub fn conversion_threads() -> usize {
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from))
+}
+
 /// Firehose's error code for a record that is not one well-formed JSON object.
 pub const PARSE_ERROR: &str = "DataFormatConversion.ParseError";
 /// Firehose's error code for a JSON object that does not fit the schema.
@@ -170,13 +186,42 @@ impl ColumnarEncoder {
     }
 
     /// Converts `records` to Arrow rows of the schema (what [`Self::encode`] writes); records
-    /// that do not fit are returned as failures.
+    /// that do not fit are returned as failures. Large buffers are split in contiguous parts
+    /// decoded on up to [`conversion_threads`] threads; rows keep the input order.
     pub fn decode(&self, records: &[&[u8]]) -> Decoded {
-        let mut failed = Vec::new();
+        let threads = conversion_threads().min(records.len() / RECORDS_PER_THREAD_MIN).max(1);
+        let part = records.len().div_ceil(threads).max(1);
+        let parts: Vec<(usize, &[&[u8]])> = records.chunks(part).enumerate().map(|(i, p)| (i * part, p)).collect();
+        let decoded = sluice_engine::parallel::in_parallel(&parts, threads, "sluice-convert", |&(first, part)| {
+            let (mut batches, mut failed) = (Vec::new(), Vec::new());
+            for (i, batch) in part.chunks(DECODE_BATCH_RECORDS).enumerate() {
+                self.decode_batch(first + i * DECODE_BATCH_RECORDS, batch, &mut batches, &mut failed);
+            }
+            (batches, failed)
+        });
+        let (mut batches, mut failed) = (Vec::new(), Vec::new());
+        for (b, f) in decoded {
+            batches.extend(b);
+            failed.extend(f);
+        }
+        failed.sort_by_key(|f| f.index);
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        Decoded { batches, rows, failed }
+    }
+
+    /// Decodes `records`, the first of which is input record `first`, into one batch (more
+    /// where bad records are bisected out), adding failures to `failed`.
+    fn decode_batch(
+        &self,
+        first: usize,
+        records: &[&[u8]],
+        batches: &mut Vec<RecordBatch>,
+        failed: &mut Vec<ConversionFailure>,
+    ) {
         // Each fitting record as newline-delimited rows (the record itself when it is already
         // in its columns' form), with its row count.
         let mut fitting: Vec<(usize, Cow<'_, [u8]>, usize)> = Vec::with_capacity(records.len());
-        for (index, record) in records.iter().enumerate() {
+        for (index, record) in (first..).zip(records) {
             // Most records already name their columns exactly with values in their form:
             // arrow-json reads those as they are.
             if self.rows.is_canonical(record) {
@@ -200,11 +245,7 @@ impl ColumnarEncoder {
                 }
             }
         }
-        let mut batches = Vec::new();
-        self.isolate(&fitting, &mut batches, &mut failed);
-        failed.sort_by_key(|f| f.index);
-        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-        Decoded { batches, rows, failed }
+        self.isolate(&fitting, batches, failed);
     }
 
     fn isolate(
@@ -402,6 +443,37 @@ mod tests {
         let batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
         let a = arrow_array::cast::AsArray::as_primitive::<arrow_array::types::Int64Type>(batches[0].column(0));
         assert_eq!(a.iter().collect::<Vec<_>>(), [Some(1), Some(2), Some(3), Some(4), None]);
+    }
+
+    /// A buffer large enough to be split over threads and batches keeps its rows in input
+    /// order, and bad records at part and batch edges fail alone under their own index.
+    #[test]
+    fn large_buffers_keep_order_and_failure_indexes() {
+        let n = RECORDS_PER_THREAD_MIN * 2 + DECODE_BATCH_RECORDS + 17;
+        let bad = [0, DECODE_BATCH_RECORDS - 1, DECODE_BATCH_RECORDS, n / 2, n / 2 + 1, n - 1];
+        let texts: Vec<String> = (0..n)
+            .map(|i| {
+                if bad.contains(&i) {
+                    format!(r#"{{"a": "bad {i}"}}"#)
+                } else {
+                    format!(r#"{{"a": {i}, "b": "r{i}"}}"#)
+                }
+            })
+            .collect();
+        let records: Vec<&[u8]> = texts.iter().map(String::as_bytes).collect();
+        let decoded = encoder().decode(&records);
+        assert_eq!(decoded.failed.iter().map(|f| f.index).collect::<Vec<_>>(), bad);
+        assert!(decoded.failed.iter().all(|f| f.code == MALFORMED_DATA));
+        let expected: Vec<i64> = (0..n as i64).filter(|i| !bad.contains(&(*i as usize))).collect();
+        let got: Vec<i64> = decoded
+            .batches
+            .iter()
+            .flat_map(|b| {
+                arrow_array::cast::AsArray::as_primitive::<arrow_array::types::Int64Type>(b.column(0)).values().to_vec()
+            })
+            .collect();
+        assert_eq!(decoded.rows, expected.len());
+        assert_eq!(got, expected);
     }
 
     /// Reads a Parquet or ORC file back as JSON rows (arrow-json's writer), to compare values.
