@@ -2,6 +2,10 @@
 //! on real Beijing readings, one record per call as the delivery worker runs it: the cost of
 //! the sandbox per record (parse + query + the budget checks).
 //!
+//! The `fast_path/*` rows run the same queries as the delivery worker does, through
+//! `PartitionQuery`: natively (`sluice_firehose::jq_fast_path`), the sandbox only for what the
+//! fast path leaves to jaq.
+//!
 //! Run: `cargo bench -p sluice-benches --bench jq`.
 
 use std::hint::black_box;
@@ -26,6 +30,14 @@ fn jq(c: &mut Criterion) {
             b.iter(|| {
                 for r in &records {
                     black_box(q.keys(black_box(r)).expect("an ordinary record fits the budget"));
+                }
+            })
+        });
+        let p = sluice_firehose::partition::PartitionQuery::compile(query).expect("the query compiles");
+        group.bench_function(format!("fast_path/{name}"), |b| {
+            b.iter(|| {
+                for r in &records {
+                    black_box(p.keys(black_box(r)).expect("an ordinary record has its keys"));
                 }
             })
         });

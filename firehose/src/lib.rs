@@ -25,6 +25,7 @@ pub mod deaggregate;
 pub mod delivery_streams;
 pub mod deserializer;
 pub mod error_output;
+pub mod jq_fast_path;
 pub mod json_depth;
 pub mod kpl;
 pub mod lake;
