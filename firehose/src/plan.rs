@@ -15,7 +15,7 @@ use arrow_schema::SchemaRef;
 use sluice_engine::sequence_number::SequenceNumber;
 use sluice_engine::stream::shard_id;
 
-use crate::convert::{parquet_compression, ColumnarEncoder, RawCompression};
+use crate::convert::{conversion_threads, parquet_compression, ColumnarEncoder, RawCompression};
 use crate::deaggregate::{decode_delimiter, Deaggregation};
 use crate::deserializer::JsonSerDe;
 use crate::error_output::{self, Failure, KinesisRecordMetadata, FORMAT_CONVERSION_FAILED, PROCESSING_FAILED};
@@ -351,17 +351,17 @@ impl Pipeline {
         // Group by partition keys (one group without dynamic partitioning).
         let mut groups: BTreeMap<String, (PartitionKeys, PartitionKeys, Vec<usize>)> = BTreeMap::new();
         let needs_lambda: Vec<&str> = self.prefix.lambda_keys().collect();
+        let mut query_results = self.query.as_ref().map(|q| query_keys(q, &states)).unwrap_or_default().into_iter();
         for (i, state) in states.iter_mut().enumerate() {
-            let State::Ok { data, lambda_keys } = state else { continue };
-            let query_keys = match &self.query {
+            let query_result = query_results.next();
+            let State::Ok { lambda_keys, .. } = state else { continue };
+            let query_keys = match query_result.flatten() {
                 None => PartitionKeys::new(),
-                Some(q) => match q.keys(data) {
-                    Ok(k) => k,
-                    Err(message) => {
-                        *state = partition_failure(message);
-                        continue;
-                    }
-                },
+                Some(Ok(k)) => k,
+                Some(Err(message)) => {
+                    *state = partition_failure(message);
+                    continue;
+                }
             };
             let missing = self
                 .prefix
@@ -407,17 +407,24 @@ impl Pipeline {
         }
 
         let mut plan = Plan::default();
-        for (group, (query_keys, lambda_keys, members)) in &groups {
+        // Partitions convert independently: several at once use every core.
+        let members: Vec<&Vec<usize>> = groups.values().map(|(_, _, m)| m).collect();
+        let encoded =
+            sluice_engine::parallel::in_parallel(&members, conversion_threads(), "sluice-convert", |members| {
+                let data: Vec<&[u8]> = members
+                    .iter()
+                    .map(|&i| match &states[i] {
+                        State::Ok { data, .. } => data.as_ref(),
+                        _ => unreachable!("groups hold records that are Ok"),
+                    })
+                    .collect();
+                self.encode(&data)
+            });
+        for ((group, (query_keys, lambda_keys, members)), (bytes, batches, landed, failures)) in
+            groups.iter().zip(encoded)
+        {
             let origin = ObjectOrigin { delivery_stream: &self.name, shard, first, last, partition: group, kind: "" };
             let id = ObjectId::of(&origin);
-            let data: Vec<&[u8]> = members
-                .iter()
-                .map(|&i| match &states[i] {
-                    State::Ok { data, .. } => data.as_ref(),
-                    _ => unreachable!("groups hold records that are Ok"),
-                })
-                .collect();
-            let (bytes, batches, landed, failures) = self.encode(&data);
             for (local, failure) in failures {
                 states[members[local]] = State::Failed(failure);
             }
@@ -592,6 +599,26 @@ fn landed(count: usize, failed: &[(usize, Failure)]) -> Vec<usize> {
     }
     (0..count).filter(|&i| ok[i]).collect()
 }
+
+/// The `MetadataExtractionQuery` result of each record that is `Ok` (`None` for the others),
+/// extracted on every core: the fast path takes no lock.
+fn query_keys(query: &PartitionQuery, states: &[State<'_>]) -> Vec<Option<Result<PartitionKeys, String>>> {
+    let threads = conversion_threads().min(states.len() / QUERY_RECORDS_PER_THREAD_MIN).max(1);
+    let parts: Vec<&[State<'_>]> = states.chunks(states.len().div_ceil(threads).max(1)).collect();
+    let keys = sluice_engine::parallel::in_parallel(&parts, threads, "sluice-partition", |part| {
+        part.iter()
+            .map(|s| match s {
+                State::Ok { data, .. } => Some(query.keys(data)),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    });
+    keys.into_iter().flatten().collect()
+}
+
+/// Records a partition key thread is given at least (below it, a thread costs more than it
+/// saves): 2,048.
+const QUERY_RECORDS_PER_THREAD_MIN: usize = 2048;
 
 fn partition_failure(message: String) -> State<'static> {
     State::Failed(Failure {
