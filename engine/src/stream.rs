@@ -29,7 +29,16 @@ pub const RETENTION_HOURS_DEFAULT: u32 = 24;
 
 /// The shard id Kinesis shows for shard `index`: `shardId-` and 12 digits.
 pub fn shard_id(index: u32) -> String {
-    format!("shardId-{index:012}")
+    // Built by hand: `format!` with padding was 3 % of the server's CPU under 100-byte
+    // PutRecords, which name the shard of every record (issue 17).
+    const DIGITS: usize = 12;
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(index);
+    let mut id = String::with_capacity(8 + DIGITS);
+    id.push_str("shardId-");
+    id.extend(std::iter::repeat_n('0', DIGITS.saturating_sub(digits.len())));
+    id.push_str(digits);
+    id
 }
 
 /// The shard index a shard id names: the number after its last hyphen, as AWS reads it
