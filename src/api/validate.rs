@@ -192,12 +192,23 @@ fn check_base64(text: &str) -> Result<(), ApiError> {
     if !bytes.len().is_multiple_of(4) {
         return fail(format!("Base64 encoded length is expected a multiple of 4 bytes but found: {}", bytes.len()));
     }
-    // Padding may only end the text: from the first '=' on, every byte is '='.
-    let data_end = bytes.iter().position(|&b| b == b'=').unwrap_or(bytes.len());
-    let bad = bytes[..data_end]
-        .iter()
-        .position(|&b| !(b.is_ascii_alphanumeric() || b == b'+' || b == b'/'))
-        .or_else(|| bytes[data_end..].iter().position(|&b| b != b'=').map(|p| data_end + p - 1));
+    // Padding may only end the text: from the first '=' on, every byte is '='. The common
+    // case (base64 characters, then padding) is checked first without branches per byte,
+    // which the compiler vectorizes: this check was 8 % of the server's CPU under 100-byte
+    // PutRecords as a `position` loop (perf, issue 17). Only a bad text is searched for the
+    // character to name.
+    let padding = bytes.iter().rev().take_while(|&&b| b == b'=').count();
+    let body = &bytes[..bytes.len() - padding];
+    let invalid = body.iter().fold(false, |invalid, &b| invalid | !is_base64_character(b));
+    let bad = if invalid {
+        let data_end = bytes.iter().position(|&b| b == b'=').unwrap_or(bytes.len());
+        bytes[..data_end]
+            .iter()
+            .position(|&b| !is_base64_character(b))
+            .or_else(|| bytes[data_end..].iter().position(|&b| b != b'=').map(|p| data_end + p - 1))
+    } else {
+        None
+    };
     if let Some(i) = bad {
         let c = text[i..].chars().next().unwrap_or('?');
         return fail(format!("Invalid Base64 character: '{c}'"));
@@ -208,6 +219,12 @@ fn check_base64(text: &str) -> Result<(), ApiError> {
         return fail("Invalid last non-pad Base64 character dectected".into());
     }
     Ok(())
+}
+
+/// A character of base64's standard alphabet (`A-Z a-z 0-9 + /`), written with bitwise `|`
+/// so that a fold over a slice of them vectorizes.
+fn is_base64_character(b: u8) -> bool {
+    (b.wrapping_sub(b'A') < 26) | (b.wrapping_sub(b'a') < 26) | (b.wrapping_sub(b'0') < 10) | (b == b'+') | (b == b'/')
 }
 
 /// Checks a coerced request (step 2); `Ok` when no constraint is broken.
