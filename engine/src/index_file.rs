@@ -75,8 +75,7 @@ pub fn path_of(segment_path: &Path) -> PathBuf {
 
 /// The first sequence number an index file name carries, if it is an index file's name.
 pub fn parse_file_name(name: &str) -> Option<u64> {
-    let digits = name.strip_suffix(".idx")?;
-    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().ok()).flatten()
+    crate::segment::parse_numbered_name(name, ".idx")
 }
 
 fn encode(summary: &SegmentSummary, segment_bytes: usize) -> Vec<u8> {

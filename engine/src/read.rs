@@ -164,10 +164,10 @@ fn corrupt(map: &SegmentMap, offset: usize, defect: FrameDefect) -> ReadError {
 /// The segment holding `sequence_number` (which must be retained and below the end), and
 /// the offset of an indexed frame at or before it.
 fn locate(state: &LogState, sequence_number: u64) -> Span {
-    let i = state.segments.partition_point(|s| s.first_sequence_number <= sequence_number).saturating_sub(1);
+    let i = state.segments.partition_point(|s| s.summary.first_sequence_number <= sequence_number).saturating_sub(1);
     let s = &state.segments[i];
-    let start = s.index.floor_by_sequence(sequence_number).map_or(HEADER_BYTES, |e| e.offset as usize);
-    Span { map: s.map.clone(), start, end: s.end }
+    let start = s.summary.index.floor_by_sequence(sequence_number).map_or(HEADER_BYTES, |e| e.offset as usize);
+    Span { map: s.map.clone(), start, end: s.summary.end }
 }
 
 /// Walks frame headers (without checksums) from `offset` to the frame for which `stop`
@@ -215,13 +215,13 @@ impl ShardLog {
             StartingPosition::AtSequenceNumber(s) => at(s),
             StartingPosition::AfterSequenceNumber(s) => at(s.saturating_add(1)),
             StartingPosition::AtTimestamp(ts) => {
-                let Some(s) = state.segments.iter().find(|s| !s.is_empty() && s.last_timestamp_ms >= ts) else {
+                let Some(s) = state.segments.iter().find(|s| !s.is_empty() && s.summary.last_timestamp_ms >= ts) else {
                     return Ok(next);
                 };
                 let span = Span {
                     map: s.map.clone(),
-                    start: s.index.floor_before_timestamp(ts).map_or(HEADER_BYTES, |e| e.offset as usize),
-                    end: s.end,
+                    start: s.summary.index.floor_before_timestamp(ts).map_or(HEADER_BYTES, |e| e.offset as usize),
+                    end: s.summary.end,
                 };
                 drop(state);
                 skip(&span, span.start, |h| h.arrival_timestamp_ms >= ts).map(|(_, seq)| seq)

@@ -74,7 +74,13 @@ pub fn file_name(first_sequence_number: u64) -> String {
 
 /// The first sequence number a segment file name carries, if it is a segment's name.
 pub fn parse_file_name(name: &str) -> Option<u64> {
-    let digits = name.strip_suffix(".seg")?;
+    parse_numbered_name(name, ".seg")
+}
+
+/// The number of a shard file named by 20 digits and `suffix` (segments and their index
+/// files are named by their first sequence number).
+pub(crate) fn parse_numbered_name(name: &str, suffix: &str) -> Option<u64> {
+    let digits = name.strip_suffix(suffix)?;
     (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().ok()).flatten()
 }
 

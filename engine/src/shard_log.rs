@@ -95,30 +95,26 @@ pub struct TrimReport {
 #[derive(Debug)]
 pub(crate) struct SegmentView {
     pub map: Arc<SegmentMap>,
-    pub first_sequence_number: u64,
-    /// Published end: frames lie in `HEADER_BYTES..end`.
-    pub end: usize,
-    /// One past the last sequence number it holds.
-    pub next_sequence_number: u64,
-    pub first_timestamp_ms: u64,
-    pub last_timestamp_ms: u64,
-    pub index: SparseIndex,
+    /// What is published of it: frames lie in `HEADER_BYTES..summary.end`.
+    pub summary: SegmentSummary,
 }
 
 impl SegmentView {
-    pub fn is_empty(&self) -> bool {
-        self.next_sequence_number == self.first_sequence_number
+    /// A segment holding no frame yet.
+    fn empty(map: Arc<SegmentMap>, first_sequence_number: u64, timestamp_ms: u64) -> Self {
+        let summary = SegmentSummary {
+            first_sequence_number,
+            next_sequence_number: first_sequence_number,
+            end: HEADER_BYTES,
+            first_timestamp_ms: timestamp_ms,
+            last_timestamp_ms: timestamp_ms,
+            index: SparseIndex::default(),
+        };
+        Self { map, summary }
     }
 
-    fn summary(&self) -> SegmentSummary {
-        SegmentSummary {
-            first_sequence_number: self.first_sequence_number,
-            next_sequence_number: self.next_sequence_number,
-            end: self.end,
-            first_timestamp_ms: self.first_timestamp_ms,
-            last_timestamp_ms: self.last_timestamp_ms,
-            index: self.index.clone(),
-        }
+    pub fn is_empty(&self) -> bool {
+        self.summary.next_sequence_number == self.summary.first_sequence_number
     }
 }
 
@@ -131,11 +127,11 @@ pub(crate) struct LogState {
 
 impl LogState {
     pub fn next_sequence_number(&self) -> u64 {
-        self.segments.back().expect("a shard log has an active segment").next_sequence_number
+        self.segments.back().expect("a shard log has an active segment").summary.next_sequence_number
     }
 
     pub fn first_sequence_number(&self) -> u64 {
-        self.segments.front().expect("a shard log has an active segment").first_sequence_number
+        self.segments.front().expect("a shard log has an active segment").summary.first_sequence_number
     }
 }
 
@@ -267,11 +263,11 @@ fn spawn_prepare(dir: &Path, capacity: usize) -> Option<JoinHandle<Result<Prepar
 /// and the end and last timestamp found by walking frame headers from the nearest entry.
 /// `None` if the frames do not lead there (a damaged segment: its index file is not written).
 fn durable_prefix(view: &SegmentView, next: u64) -> Option<SegmentSummary> {
-    let entries = view.index.entries();
+    let entries = view.summary.index.entries();
     let kept = entries.partition_point(|e| e.sequence_number < next);
     let from = entries[..kept].last()?;
     // SAFETY: `view.end` was published under the shard lock the caller holds.
-    let bytes = unsafe { view.map.published(view.end) };
+    let bytes = unsafe { view.map.published(view.summary.end) };
     let (mut offset, mut last_timestamp_ms) = (from.offset as usize, from.arrival_timestamp_ms);
     loop {
         match frame::decode_header(&bytes[offset..]).ok()? {
@@ -286,25 +282,13 @@ fn durable_prefix(view: &SegmentView, next: u64) -> Option<SegmentSummary> {
     let mut index = SparseIndex::default();
     entries[..kept].iter().for_each(|e| index.push(*e));
     Some(SegmentSummary {
-        first_sequence_number: view.first_sequence_number,
+        first_sequence_number: view.summary.first_sequence_number,
         next_sequence_number: next,
         end: offset,
-        first_timestamp_ms: view.first_timestamp_ms,
+        first_timestamp_ms: view.summary.first_timestamp_ms,
         last_timestamp_ms,
         index,
     })
-}
-
-fn view_of(map: Arc<SegmentMap>, s: SegmentSummary) -> SegmentView {
-    SegmentView {
-        map,
-        first_sequence_number: s.first_sequence_number,
-        end: s.end,
-        next_sequence_number: s.next_sequence_number,
-        first_timestamp_ms: s.first_timestamp_ms,
-        last_timestamp_ms: s.last_timestamp_ms,
-        index: s.index,
-    }
 }
 
 impl ShardLog {
@@ -340,9 +324,9 @@ impl ShardLog {
                     check_gap(expected, *first, path)?;
                     let sealed = SealedSegment::open(path, *first, options.index_interval_bytes)?;
                     recovery.bytes_scanned += sealed.scanned_bytes as u64;
-                    let view = view_of(sealed.map, sealed.summary);
-                    recovery.records += view.next_sequence_number - view.first_sequence_number;
-                    expected = Some(view.next_sequence_number);
+                    let view = SegmentView { map: sealed.map, summary: sealed.summary };
+                    recovery.records += view.summary.next_sequence_number - view.summary.first_sequence_number;
+                    expected = Some(view.summary.next_sequence_number);
                     segments.push_back(view);
                 }
                 check_gap(expected, *last_first, last_path)?;
@@ -356,29 +340,21 @@ impl ShardLog {
                 recovery.bytes_scanned += scan.scanned_bytes as u64;
                 let sampler = scan.sampler;
                 let scanned_bytes = scan.scanned_bytes;
-                let view = view_of(active.map().clone(), scan.summary(*last_first));
+                let view = SegmentView { map: active.map().clone(), summary: scan.summary(*last_first) };
                 // Recovery synced what it kept: a checkpoint spares the next open this scan.
                 if scanned_bytes >= index_file::ACTIVE_STEP_BYTES {
-                    active.map().write_index(&view.summary());
+                    active.map().write_index(&view.summary);
                 }
-                recovery.records += view.next_sequence_number - view.first_sequence_number;
+                recovery.records += view.summary.next_sequence_number - view.summary.first_sequence_number;
                 segments.push_back(view);
                 (active, sampler)
             }
         };
         if found.is_empty() {
-            segments.push_back(SegmentView {
-                map: active.map().clone(),
-                first_sequence_number: active.first_sequence_number(),
-                end: HEADER_BYTES,
-                next_sequence_number: active.first_sequence_number(),
-                first_timestamp_ms: 0,
-                last_timestamp_ms: 0,
-                index: SparseIndex::default(),
-            });
+            segments.push_back(SegmentView::empty(active.map().clone(), active.first_sequence_number(), 0));
         }
-        let last_timestamp_ms = segments.iter().rev().find(|s| !s.is_empty()).map(|s| s.last_timestamp_ms);
-        let next_sequence_number = segments.back().expect("active segment").next_sequence_number;
+        let last_timestamp_ms = segments.iter().rev().find(|s| !s.is_empty()).map(|s| s.summary.last_timestamp_ms);
+        let next_sequence_number = segments.back().expect("active segment").summary.next_sequence_number;
         let active_synced_to = active.write_offset();
         let writer = Writer {
             active,
@@ -607,7 +583,7 @@ impl ShardLog {
         let mut state = inner.state_mut();
         let view = state.segments.back_mut().expect("active segment");
         view.map = w.active.map().clone();
-        view.end = HEADER_BYTES;
+        view.summary.end = HEADER_BYTES;
         Ok(())
     }
 
@@ -661,28 +637,20 @@ impl ShardLog {
         let mut state = self.inner.state_mut();
         for (i, p) in published.into_iter().enumerate() {
             if i > 0 {
-                state.segments.push_back(SegmentView {
-                    map: p.map,
-                    first_sequence_number: p.first_sequence_number,
-                    end: HEADER_BYTES,
-                    next_sequence_number: p.first_sequence_number,
-                    first_timestamp_ms: ts,
-                    last_timestamp_ms: ts,
-                    index: SparseIndex::default(),
-                });
+                state.segments.push_back(SegmentView::empty(p.map, p.first_sequence_number, ts));
             }
             let view = state.segments.back_mut().expect("active segment");
-            if p.next_sequence_number == view.next_sequence_number {
+            if p.next_sequence_number == view.summary.next_sequence_number {
                 continue;
             }
             if view.is_empty() {
-                view.first_timestamp_ms = ts;
+                view.summary.first_timestamp_ms = ts;
             }
-            view.end = p.end;
-            view.next_sequence_number = p.next_sequence_number;
-            view.last_timestamp_ms = ts;
+            view.summary.end = p.end;
+            view.summary.next_sequence_number = p.next_sequence_number;
+            view.summary.last_timestamp_ms = ts;
             for e in p.index {
-                view.index.push(e);
+                view.summary.index.push(e);
             }
         }
         state.last_timestamp_ms = Some(ts);
@@ -711,7 +679,7 @@ impl ShardLog {
             let mut state = self.inner.state_mut();
             while state.segments.len() > 1 {
                 let oldest = state.segments.front().expect("more than one segment");
-                if !oldest.is_empty() && oldest.last_timestamp_ms >= cutoff {
+                if !oldest.is_empty() && oldest.summary.last_timestamp_ms >= cutoff {
                     break;
                 }
                 // Keep the newest record even when it is old: it carries the shard's last
@@ -720,7 +688,7 @@ impl ShardLog {
                     break;
                 }
                 let gone = state.segments.pop_front().expect("more than one segment");
-                report.records_deleted += gone.next_sequence_number - gone.first_sequence_number;
+                report.records_deleted += gone.summary.next_sequence_number - gone.summary.first_sequence_number;
                 doomed.push(gone.map.path().to_owned());
             }
         }
@@ -779,16 +747,17 @@ impl ShardLog {
                 .enumerate()
                 .filter_map(|(i, view)| {
                     let covered = view.map.indexed_to();
-                    let durable_to = durable_next.min(view.next_sequence_number);
-                    if durable_to <= view.first_sequence_number || covered == view.end {
+                    let durable_to = durable_next.min(view.summary.next_sequence_number);
+                    if durable_to <= view.summary.first_sequence_number || covered == view.summary.end {
                         return None;
                     }
-                    let summary = if durable_to == view.next_sequence_number {
-                        view.summary()
+                    let summary = if durable_to == view.summary.next_sequence_number {
+                        view.summary.clone()
                     } else {
                         durable_prefix(view, durable_to)?
                     };
-                    let due = if i < active { summary.end == view.end } else { summary.end >= covered + active_step };
+                    let due =
+                        if i < active { summary.end == view.summary.end } else { summary.end >= covered + active_step };
                     due.then(|| (view.map.clone(), summary))
                 })
                 .collect()
