@@ -68,6 +68,21 @@ pub struct SegmentSummary {
     pub index: SparseIndex,
 }
 
+impl SegmentSummary {
+    /// A segment named for `first_sequence_number` that holds no frame yet, with both
+    /// timestamps at `timestamp_ms`.
+    pub fn empty(first_sequence_number: u64, timestamp_ms: u64) -> Self {
+        Self {
+            first_sequence_number,
+            next_sequence_number: first_sequence_number,
+            end: HEADER_BYTES,
+            first_timestamp_ms: timestamp_ms,
+            last_timestamp_ms: timestamp_ms,
+            index: SparseIndex::default(),
+        }
+    }
+}
+
 /// The index file of the segment at `segment_path` (`….seg` → `….idx`).
 pub fn path_of(segment_path: &Path) -> PathBuf {
     segment_path.with_extension("idx")

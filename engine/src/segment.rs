@@ -388,30 +388,19 @@ impl Scan {
 /// Reads and verifies the frames of a segment named for `first_sequence_number`, from the
 /// end of `known` (what its index file describes, trusted) or from the first frame.
 fn scan(bytes: &[u8], first_sequence_number: u64, index_interval_bytes: usize, known: Option<SegmentSummary>) -> Scan {
-    let mut s = match known {
-        Some(k) => Scan {
-            end: k.end,
-            last_sequence_number: (k.next_sequence_number > first_sequence_number).then(|| k.next_sequence_number - 1),
-            first_timestamp_ms: k.first_timestamp_ms,
-            last_timestamp_ms: k.last_timestamp_ms,
-            sampler: IndexSampler::resume(
-                index_interval_bytes,
-                k.index.entries().last().map(|e| k.end - e.offset as usize),
-            ),
-            index: k.index,
-            defect: None,
-            scanned_bytes: 0,
-        },
-        None => Scan {
-            end: HEADER_BYTES,
-            last_sequence_number: None,
-            first_timestamp_ms: 0,
-            last_timestamp_ms: 0,
-            index: SparseIndex::default(),
-            sampler: IndexSampler::new(index_interval_bytes),
-            defect: None,
-            scanned_bytes: 0,
-        },
+    let k = known.unwrap_or_else(|| SegmentSummary::empty(first_sequence_number, 0));
+    let mut s = Scan {
+        end: k.end,
+        last_sequence_number: (k.next_sequence_number > first_sequence_number).then(|| k.next_sequence_number - 1),
+        first_timestamp_ms: k.first_timestamp_ms,
+        last_timestamp_ms: k.last_timestamp_ms,
+        sampler: IndexSampler::resume(
+            index_interval_bytes,
+            k.index.entries().last().map(|e| k.end - e.offset as usize),
+        ),
+        index: k.index,
+        defect: None,
+        scanned_bytes: 0,
     };
     let start = s.end;
     let mut expected = s.last_sequence_number.map_or(first_sequence_number, |l| l + 1);

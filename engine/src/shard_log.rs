@@ -102,15 +102,7 @@ pub(crate) struct SegmentView {
 impl SegmentView {
     /// A segment holding no frame yet.
     fn empty(map: Arc<SegmentMap>, first_sequence_number: u64, timestamp_ms: u64) -> Self {
-        let summary = SegmentSummary {
-            first_sequence_number,
-            next_sequence_number: first_sequence_number,
-            end: HEADER_BYTES,
-            first_timestamp_ms: timestamp_ms,
-            last_timestamp_ms: timestamp_ms,
-            index: SparseIndex::default(),
-        };
-        Self { map, summary }
+        Self { map, summary: SegmentSummary::empty(first_sequence_number, timestamp_ms) }
     }
 
     pub fn is_empty(&self) -> bool {
