@@ -18,6 +18,7 @@ use parquet::basic::{Compression, GzipLevel, ZstdLevel};
 use parquet::file::properties::{WriterProperties, WriterVersion};
 
 use crate::deserializer::{JsonSerDe, RecordError, RowDecoder};
+use crate::direct::DirectColumns;
 use crate::spec::ParquetSerDe;
 
 /// Rows per Parquet row group at most: 1 Mi. Objects are bounded by the buffer (≤ 128 MiB of
@@ -95,6 +96,8 @@ pub struct ColumnarEncoder {
     schema: SchemaRef,
     file: FileFormat,
     rows: RowDecoder,
+    /// Whether batches of canonical records are built without arrow-json ([`DirectColumns`]).
+    direct: bool,
 }
 
 /// The file an encoder writes.
@@ -140,7 +143,8 @@ impl ColumnarEncoder {
             b = b.set_max_row_group_bytes(Some(block as usize));
         }
         let rows = RowDecoder::new(schema.clone(), deserializer);
-        Self { schema, file: FileFormat::Parquet(Box::new(b.build())), rows }
+        let direct = DirectColumns::supports(&schema);
+        Self { schema, file: FileFormat::Parquet(Box::new(b.build())), rows, direct }
     }
 
     /// An encoder writing ORC files of `schema` with the `OrcSerDe` settings, reading records
@@ -149,7 +153,8 @@ impl ColumnarEncoder {
     pub fn orc(schema: SchemaRef, serde: &crate::spec::OrcSerDe, deserializer: JsonSerDe) -> Self {
         let stripe_bytes = serde.stripe_size_bytes.unwrap_or(crate::orc::STRIPE_SIZE_BYTES_DEFAULT);
         let rows = RowDecoder::new(schema.clone(), deserializer);
-        Self { schema, file: FileFormat::Orc { stripe_bytes }, rows }
+        let direct = DirectColumns::supports(&schema);
+        Self { schema, file: FileFormat::Orc { stripe_bytes }, rows, direct }
     }
 
     /// The object name extension of its files: `.parquet` or `.orc`.
@@ -218,6 +223,22 @@ impl ColumnarEncoder {
         batches: &mut Vec<RecordBatch>,
         failed: &mut Vec<ConversionFailure>,
     ) {
+        // A batch of records all in their columns' form is read once, into the columns.
+        if let Some(batch) = self.direct.then(|| self.decode_direct(records)).flatten() {
+            batches.push(batch);
+            return;
+        }
+        self.decode_general(first, records, batches, failed);
+    }
+
+    /// [`Self::decode_batch`] through the deserializer's rules and arrow-json.
+    fn decode_general(
+        &self,
+        first: usize,
+        records: &[&[u8]],
+        batches: &mut Vec<RecordBatch>,
+        failed: &mut Vec<ConversionFailure>,
+    ) {
         // Each fitting record as newline-delimited rows (the record itself when it is already
         // in its columns' form), with its row count.
         let mut fitting: Vec<(usize, Cow<'_, [u8]>, usize)> = Vec::with_capacity(records.len());
@@ -246,6 +267,20 @@ impl ColumnarEncoder {
             }
         }
         self.isolate(&fitting, batches, failed);
+    }
+
+    /// `records` as one batch built by [`DirectColumns`], or `None` at the first record that
+    /// is not canonical (the batch then takes the general path).
+    fn decode_direct(&self, records: &[&[u8]]) -> Option<RecordBatch> {
+        let mut columns = DirectColumns::new(&self.schema, records.len());
+        let mut values = vec![None; self.schema.fields().len()];
+        for record in records {
+            values.fill(None);
+            if !self.rows.canonical_values(record, &mut values) || !columns.append(&values) {
+                return None;
+            }
+        }
+        columns.finish().ok()
     }
 
     fn isolate(
@@ -445,6 +480,21 @@ mod tests {
         assert_eq!(a.iter().collect::<Vec<_>>(), [Some(1), Some(2), Some(3), Some(4), None]);
     }
 
+    /// A record's fate does not depend on its batch: an escape that is no character, in a
+    /// member of no column, fails the record among canonical records and among others alike.
+    #[test]
+    fn a_record_fails_the_same_in_any_batch() {
+        let bad: &[u8] = br#"{"a": 1, "other": ["\ud800"]}"#;
+        let canonical: &[u8] = br#"{"a": 2, "b": "x"}"#;
+        let folded: &[u8] = br#"{"A": 3}"#;
+        for batch in [vec![bad], vec![canonical, bad], vec![folded, bad, canonical]] {
+            let d = encoder().decode(&batch);
+            let failed: Vec<(&[u8], &str)> = d.failed.iter().map(|f| (batch[f.index], f.code)).collect();
+            assert_eq!(failed, [(bad, PARSE_ERROR)]);
+            assert_eq!(d.rows, batch.len() - 1);
+        }
+    }
+
     /// A buffer large enough to be split over threads and batches keeps its rows in input
     /// order, and bad records at part and batch edges fail alone under their own index.
     #[test]
@@ -474,6 +524,81 @@ mod tests {
             .collect();
         assert_eq!(decoded.rows, expected.len());
         assert_eq!(got, expected);
+    }
+
+    /// A JSON number as written in many ways: integers, fractions, exponents, out of range.
+    fn number_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            proptest::num::i32::ANY.prop_map(|i| i.to_string()),
+            proptest::num::f64::NORMAL.prop_map(|f| f.to_string()),
+            proptest::num::f64::ANY.prop_filter("finite", |f| f.is_finite()).prop_map(|f| format!("{f:e}")),
+            proptest::sample::select(
+                &["-0", "0.0", "-0.0", "1E2", "1e-400", "1e400", "-1e400", "18446744073709551616", "2.5e-320"][..]
+            )
+            .prop_map(str::to_owned),
+        ]
+    }
+
+    /// A JSON string as written in many ways: any characters escaped as serde writes them,
+    /// or `\u` escapes (a surrogate pair among them).
+    fn string_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<String>().prop_map(|s| serde_json::to_string(&s).unwrap()),
+            proptest::sample::select(&[r#""\u00e9\n\t\"\\""#, r#""\ud83d\ude00 x""#, r#""""#][..])
+                .prop_map(str::to_owned),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+        /// Batches built straight from canonical records equal what arrow-json builds from the
+        /// same records, value for value (nulls, absent members, escapes, number spellings,
+        /// narrow integers, members of no column).
+        #[test]
+        fn direct_columns_equal_arrow_json(rows in proptest::collection::vec(
+            (proptest::option::of(proptest::num::i16::ANY), proptest::option::of(proptest::num::i64::ANY),
+             proptest::option::of(number_text()), proptest::option::of(string_text()),
+             proptest::option::of(proptest::bool::ANY), proptest::bool::ANY, proptest::bool::ANY),
+            1..60)) {
+            let fields = vec![
+                Field::new("s16", DataType::Int16, true),
+                Field::new("l", DataType::Int64, true),
+                Field::new("d", DataType::Float64, true),
+                Field::new("s", DataType::Utf8, true),
+                Field::new("b", DataType::Boolean, true),
+            ];
+            let enc = ColumnarEncoder::new(Arc::new(Schema::new(fields)), &ParquetSerDe::default(), JsonSerDe::default());
+            proptest::prop_assert!(enc.direct);
+            let records: Vec<String> = rows.iter().map(|(s16, l, d, s, b, nulls, extra)| {
+                let mut members = Vec::new();
+                let null = |present: bool| if *nulls && !present { Some("null".to_owned()) } else { None };
+                if let Some(v) = s16.map(|v| v.to_string()).or_else(|| null(false)) { members.push(format!(r#""s16":{v}"#)); }
+                if *extra { members.push(r#""other":[1,{"x":"\ud83d\ude00"}]"#.to_owned()); }
+                if let Some(v) = l.map(|v| v.to_string()).or_else(|| null(false)) { members.push(format!(r#""l":{v}"#)); }
+                if let Some(v) = d.clone().or_else(|| null(false)) { members.push(format!(r#""d":{v}"#)); }
+                if let Some(v) = s.clone().or_else(|| null(false)) { members.push(format!(r#""s":{v}"#)); }
+                if let Some(v) = b.map(|v| v.to_string()).or_else(|| null(false)) { members.push(format!(r#""b":{v}"#)); }
+                format!("{{{}}}", members.join(","))
+            }).collect();
+            let refs: Vec<&[u8]> = records.iter().map(|r| r.as_bytes()).collect();
+            let (mut general, mut failed) = (Vec::new(), Vec::new());
+            enc.decode_general(0, &refs, &mut general, &mut failed);
+            match enc.decode_direct(&refs) {
+                Some(direct) => {
+                    proptest::prop_assert!(failed.is_empty(), "arrow-json failed {:?} of {:?}", failed, records);
+                    proptest::prop_assert_eq!(general.len(), 1);
+                    proptest::prop_assert_eq!(&direct, &general[0], "records {:?}", records);
+                }
+                // Only a batch with a record that is not canonical is left to arrow-json.
+                None => proptest::prop_assert!(
+                    records.iter().any(|r| !enc.rows.is_canonical(r.as_bytes())),
+                    "direct path refused {:?}", records
+                ),
+            }
+        }
     }
 
     /// Reads a Parquet or ORC file back as JSON rows (arrow-json's writer), to compare values.

@@ -260,14 +260,21 @@ impl RowDecoder {
     /// arrow-json as it is; any other goes through [`RowDecoder::rows`]. The check reads
     /// each value's raw text once and allocates only the member list.
     pub fn is_canonical(&self, record: &[u8]) -> bool {
+        self.canonical_values(record, &mut [None; 64])
+    }
+
+    /// [`Self::is_canonical`], keeping in `values` (one slot per column, `None` when absent,
+    /// the schema has at most 64 columns) the JSON text of each column's value.
+    pub fn canonical_values<'r>(&self, record: &'r [u8], values: &mut [Option<&'r str>]) -> bool {
         // Columns present are tracked in a bit set; wider schemas always take the full path.
-        if self.schema.fields().len() > 64 {
+        if self.schema.fields().len() > 64 || values.len() < self.schema.fields().len() {
             return false;
         }
         let mut de = serde_json::Deserializer::from_slice(record);
         // The check runs while the object is parsed and stops at the first value that is not
         // in its column's form (an error here means "take the full path", nothing more).
-        let Ok(seen) = serde::de::DeserializeSeed::deserialize(CanonicalSeed(self), &mut de) else { return false };
+        let seed = CanonicalSeed { decoder: self, values };
+        let Ok(seen) = serde::de::DeserializeSeed::deserialize(seed, &mut de) else { return false };
         // One object only: more documents mean more rows.
         de.end().is_ok()
             && self.schema.fields().iter().enumerate().all(|(i, f)| f.is_nullable() || seen & (1 << i) != 0)
@@ -486,37 +493,47 @@ impl RowDecoder {
 /// Parses one JSON object checking, member by member, that it is canonical for a
 /// [`RowDecoder`]; yields the bit set of columns present, or an error at the first member that
 /// is not.
-struct CanonicalSeed<'a>(&'a RowDecoder);
+/// Reads one object, checking that it is canonical and noting each column's raw value.
+struct CanonicalSeed<'a, 'r> {
+    decoder: &'a RowDecoder,
+    values: &'a mut [Option<&'r str>],
+}
 
-impl<'de> serde::de::DeserializeSeed<'de> for CanonicalSeed<'_> {
+impl<'r> serde::de::DeserializeSeed<'r> for CanonicalSeed<'_, 'r> {
     type Value = u64;
 
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<u64, D::Error> {
-        struct Visitor<'a>(&'a RowDecoder);
-        impl<'de> serde::de::Visitor<'de> for Visitor<'_> {
-            type Value = u64;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON object")
+    fn deserialize<D: serde::Deserializer<'r>>(self, d: D) -> Result<u64, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'r> serde::de::Visitor<'r> for CanonicalSeed<'_, 'r> {
+    type Value = u64;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'r>>(self, mut map: A) -> Result<u64, A::Error> {
+        use serde::de::Error as _;
+        let not_canonical = || A::Error::custom("not canonical");
+        let fields = self.decoder.schema.fields();
+        let (mut seen, mut position) = (0u64, 0usize);
+        while let Some(key) = map.next_key::<std::borrow::Cow<'r, str>>()? {
+            let column = self.decoder.exact_column(&key, position).map_err(|()| not_canonical())?;
+            position += 1;
+            let Some(column) = column else {
+                map.next_value::<crate::json_check::Checked>()?;
+                continue;
+            };
+            let raw = map.next_value::<&'r serde_json::value::RawValue>()?;
+            if seen & (1 << column) != 0 || !canonical_value(&fields[column], raw.get()) {
+                return Err(not_canonical());
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<u64, A::Error> {
-                use serde::de::Error as _;
-                let not_canonical = || A::Error::custom("not canonical");
-                let fields = self.0.schema.fields();
-                let (mut seen, mut position) = (0u64, 0usize);
-                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                    let raw = map.next_value::<&'de serde_json::value::RawValue>()?;
-                    let column = self.0.exact_column(&key, position).map_err(|()| not_canonical())?;
-                    position += 1;
-                    let Some(column) = column else { continue };
-                    if seen & (1 << column) != 0 || !canonical_value(&fields[column], raw.get()) {
-                        return Err(not_canonical());
-                    }
-                    seen |= 1 << column;
-                }
-                Ok(seen)
-            }
+            seen |= 1 << column;
+            self.values[column] = Some(raw.get());
         }
-        d.deserialize_map(Visitor(self.0))
+        Ok(seen)
     }
 }
 

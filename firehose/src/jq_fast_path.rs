@@ -11,6 +11,7 @@
 //! result or the error message. The property test `fast_path_equals_jaq` checks the fast
 //! path against jaq on generated queries and records.
 
+use crate::json_check::Checked;
 use crate::partition::PartitionKeys;
 
 /// A query of the form `{key: .path, ...}` (keys as identifiers or plain strings, paths of
@@ -104,13 +105,6 @@ struct Walk<'a> {
 }
 
 impl<'a> Walk<'a> {
-    /// A value off every path, read only to check it: its strings are decoded, because jaq
-    /// refuses a record with an escape that is no character (`"\ud800"`), which serde's
-    /// `IgnoredAny` lets through.
-    fn checking(query: &'a FastQuery) -> Self {
-        Walk { query, depth: 0, entries: &[], found: &mut [], top: false }
-    }
-
     /// Every entry the value settles: all of them, for a value that is not an object.
     fn settle(&mut self, found: impl Fn(usize) -> Found) {
         for &i in self.entries {
@@ -159,7 +153,7 @@ impl<'de> serde::de::Visitor<'de> for Walk<'_> {
             matching.clear();
             matching.extend(deeper.iter().copied().filter(|&i| self.query.entries[i].1[self.depth] == key));
             if matching.is_empty() {
-                map.next_value_seed(Walk::checking(self.query))?;
+                map.next_value::<Checked>()?;
                 continue;
             }
             let walk =
@@ -170,7 +164,7 @@ impl<'de> serde::de::Visitor<'de> for Walk<'_> {
     }
 
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element_seed(Walk::checking(self.query))?.is_some() {}
+        while seq.next_element::<Checked>()?.is_some() {}
         self.scalar(None)
     }
 
