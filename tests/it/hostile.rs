@@ -7,12 +7,11 @@ use std::time::{Duration, SystemTime};
 use aws_sdk_firehose::primitives::Blob as FhBlob;
 use aws_sdk_kinesis::error::ProvideErrorMetadata;
 use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::ShardIteratorType;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::firehose_delivery::{destination, kinesis_source, partition_by, wait_for, Harness};
 use crate::s3_server::objects;
-use crate::support::{TestServer, ACCESS_KEY, SECRET_KEY};
+use crate::support::{first_shard_iterator, TestServer, ACCESS_KEY, SECRET_KEY};
 
 fn code<T: std::fmt::Debug, E: ProvideErrorMetadata + std::fmt::Debug>(r: Result<T, E>) -> (String, String) {
     let e = r.expect_err("the call must fail");
@@ -49,15 +48,8 @@ async fn streams_named_dot_and_dot_dot_are_ordinary_streams() {
     let names = k.list_streams().send().await.unwrap().stream_names().to_vec();
     assert_eq!(names, ["...", "keep"]);
     for name in ["keep", "..."] {
-        let it = k
-            .get_shard_iterator()
-            .stream_name(name)
-            .shard_id("shardId-000000000000")
-            .shard_iterator_type(ShardIteratorType::TrimHorizon)
-            .send()
-            .await
-            .unwrap();
-        let got = k.get_records().shard_iterator(it.shard_iterator().unwrap()).send().await.unwrap();
+        let it = first_shard_iterator(&k, name).await;
+        let got = k.get_records().shard_iterator(it).send().await.unwrap();
         assert_eq!(got.records().len(), 1, "{name}");
         assert_eq!(got.records()[0].data().as_ref(), name.as_bytes());
     }
@@ -143,18 +135,11 @@ async fn iterators_do_not_survive_a_delete_and_recreate() {
     let server = TestServer::start(dir.path()).await;
     let k = server.client();
     k.create_stream().stream_name("s").shard_count(1).send().await.unwrap();
-    let it = k
-        .get_shard_iterator()
-        .stream_name("s")
-        .shard_id("shardId-000000000000")
-        .shard_iterator_type(ShardIteratorType::TrimHorizon)
-        .send()
-        .await
-        .unwrap();
+    let it = first_shard_iterator(&k, "s").await;
     k.delete_stream().stream_name("s").send().await.unwrap();
     k.create_stream().stream_name("s").shard_count(1).send().await.unwrap();
     k.put_record().stream_name("s").partition_key("p").data(Blob::new("secret of the new owner")).send().await.unwrap();
-    let (c, _) = code(k.get_records().shard_iterator(it.shard_iterator().unwrap()).send().await);
+    let (c, _) = code(k.get_records().shard_iterator(it).send().await);
     assert_eq!(c, "ResourceNotFoundException");
     server.stop().await;
 }
@@ -663,16 +648,7 @@ async fn get_records_answers_are_sized_to_the_answer_budget() {
         let out = k.put_records().stream_name("s").set_records(Some(entries.collect())).send().await.unwrap();
         assert_eq!(out.failed_record_count(), Some(0));
     }
-    let mut it = k
-        .get_shard_iterator()
-        .stream_name("s")
-        .shard_id("shardId-000000000000")
-        .shard_iterator_type(ShardIteratorType::TrimHorizon)
-        .send()
-        .await
-        .unwrap()
-        .shard_iterator
-        .unwrap();
+    let mut it = first_shard_iterator(&k, "s").await;
     let mut pages = Vec::new();
     let mut read = Vec::new();
     loop {

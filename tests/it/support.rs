@@ -134,6 +134,19 @@ fn kinesis_client(addr: SocketAddr, access_key: &str, secret: &str) -> aws_sdk_k
 
 /// Sends one raw HTTP/1.1 request with `X-Amz-Target: <target>` (omitted when empty) and
 /// returns the status and the JSON body.
+/// The TRIM_HORIZON shard iterator of the first shard (`shardId-000000000000`) of `stream`.
+pub async fn first_shard_iterator(k: &aws_sdk_kinesis::Client, stream: &str) -> String {
+    k.get_shard_iterator()
+        .stream_name(stream)
+        .shard_id("shardId-000000000000")
+        .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
+        .send()
+        .await
+        .unwrap()
+        .shard_iterator
+        .expect("an iterator")
+}
+
 pub async fn raw_request(addr: SocketAddr, target: &str, body: &[u8]) -> (u16, serde_json::Value) {
     let (status, _, body) = raw_call(addr, target, "application/x-amz-json-1.1", body).await;
     (status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
