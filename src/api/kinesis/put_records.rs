@@ -2,7 +2,7 @@
 //! record, in request order.
 
 use base64::Engine as _;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{internal, respond, ApiError, ErrorKind, Kinesis, StreamTarget};
 use sluice_engine::hash_key::{hash_key_of, parse_explicit_hash_key, HashKey};
@@ -222,13 +222,60 @@ pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
     let stream = k.stream_for_data(&r.target)?;
     let results = append_routed(k, &stream, checked)?;
     let failed = results.iter().filter(|r| r.is_err()).count();
-    let records: Vec<_> = results
+    let records: Vec<ResultEntry> = results
         .into_iter()
         .map(|r| match r {
-            Ok(p) => serde_json::json!({ "ShardId": p.shard_id, "SequenceNumber": p.sequence_number }),
-            Err(e) => serde_json::json!({ "ErrorCode": e.kind.name(), "ErrorMessage": e.message }),
+            Ok(p) => ResultEntry::Placed { sequence_number: p.sequence_number, shard_id: p.shard_id },
+            Err(e) => ResultEntry::Failed { error_code: e.kind.name(), error_message: e.message },
         })
         .collect();
     let encryption = if stream.meta().settings.kms_key_id.is_some() { "KMS" } else { "NONE" };
-    respond(&serde_json::json!({ "FailedRecordCount": failed, "Records": records, "EncryptionType": encryption }))
+    respond(&Response { encryption_type: encryption, failed_record_count: failed, records })
+}
+
+/// The answer of `PutRecords` (members in the order `serde_json::json!` wrote them, by
+/// name), written without building a JSON value per record.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Response {
+    encryption_type: &'static str,
+    failed_record_count: usize,
+    records: Vec<ResultEntry>,
+}
+
+/// One record's result: where it landed, or why it did not.
+#[derive(Serialize)]
+#[serde(untagged, rename_all_fields = "PascalCase")]
+enum ResultEntry {
+    Placed { sequence_number: String, shard_id: String },
+    Failed { error_code: &'static str, error_message: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_answer_has_the_members_and_order_of_the_json_it_replaced() {
+        let response = Response {
+            encryption_type: "NONE",
+            failed_record_count: 1,
+            records: vec![
+                ResultEntry::Placed { sequence_number: "49".into(), shard_id: shard_id(3) },
+                ResultEntry::Failed {
+                    error_code: ErrorKind::ProvisionedThroughputExceeded.name(),
+                    error_message: "Rate exceeded".into(),
+                },
+            ],
+        };
+        let expected = serde_json::json!({
+            "FailedRecordCount": 1,
+            "Records": [
+                {"ShardId": "shardId-000000000003", "SequenceNumber": "49"},
+                {"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "Rate exceeded"},
+            ],
+            "EncryptionType": "NONE",
+        });
+        assert_eq!(respond(&response).unwrap(), serde_json::to_vec(&expected).unwrap());
+    }
 }
