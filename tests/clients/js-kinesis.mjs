@@ -119,7 +119,9 @@ await putRange(90, 95);
 await new Promise((r) => setTimeout(r, 2100));
 const resumed = await subscribe("shardId-000000000003", { Type: "AFTER_SEQUENCE_NUMBER", SequenceNumber: idle.continuation }, 5);
 assert.deepEqual(resumed.records, Array.from({ length: 5 }, (_, i) => `reading ${90 + i}`));
-await kinesis.send(new k.DeleteStreamCommand({ StreamName: fan }));
+// A stream with a registered consumer is kept unless the consumers are to go with it.
+await assert.rejects(kinesis.send(new k.DeleteStreamCommand({ StreamName: fan })), (e) => e.name === "ResourceInUseException");
+await kinesis.send(new k.DeleteStreamCommand({ StreamName: fan, EnforceConsumerDeletion: true }));
 
 // Errors arrive as the SDK's typed exceptions.
 await assert.rejects(kinesis.send(new k.DescribeStreamCommand({ StreamName: "no-such-stream" })), (e) => e.name === "ResourceNotFoundException");

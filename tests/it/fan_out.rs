@@ -278,6 +278,22 @@ async fn consumers_are_registered_listed_described_and_deregistered() {
         .await
         .unwrap_err();
     assert_eq!(missing_shard.code(), Some("ResourceNotFoundException"), "{missing_shard:?}");
+    // A stream with consumers is deleted only with EnforceConsumerDeletion (AWS's text), and
+    // its consumers go with it.
+    let client = server.client();
+    for enforce in [None, Some(false)] {
+        let kept = client.delete_stream().stream_name("c").set_enforce_consumer_deletion(enforce).send().await;
+        let kept = kept.unwrap_err();
+        assert_eq!(kept.code(), Some("ResourceInUseException"), "{kept:?}");
+        assert_eq!(
+            kept.message(),
+            Some("DeleteStream can\u{2019}t delete 000000000000:c because there are consumers associated with this data stream. To delete c anyway, set the EnforceConsumerDeletion parameter to true to force the deletion of all the consumers that are associated with it.")
+        );
+    }
+    assert_eq!(client.list_stream_consumers().stream_arn(arn).send().await.unwrap().consumers().len(), 20);
+    client.delete_stream().stream_name("c").enforce_consumer_deletion(true).send().await.unwrap();
+    client.create_stream().stream_name("c").shard_count(1).send().await.unwrap();
+    assert_eq!(client.list_stream_consumers().stream_arn(arn).send().await.unwrap().consumers().len(), 0);
     server.stop().await;
 }
 

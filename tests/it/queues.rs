@@ -203,13 +203,21 @@ async fn long_polls_return_when_a_record_arrives_and_queues_are_described_listed
     )
     .await;
     assert_eq!((status, refused["__type"].as_str()), (400, Some("InvalidArgumentException")));
-    // Deleting the stream deletes its queues.
+    // A stream with queues is not deleted, EnforceConsumerDeletion or not (AWS: delete its
+    // queues with DeleteQueue first); then it is.
+    for enforce in [false, true] {
+        let (status, refused) = raw_request(
+            server.addr,
+            "Kinesis_20131202.DeleteStream",
+            json!({ "StreamName": "jobs", "EnforceConsumerDeletion": enforce }).to_string().as_bytes(),
+        )
+        .await;
+        assert_eq!((status, refused["__type"].as_str()), (400, Some("ResourceInUseException")), "{refused}");
+    }
+    call(&server, "DescribeQueue", json!({ "QueueARN": QUEUE })).await;
+    call(&server, "DeleteQueue", json!({ "QueueARN": QUEUE })).await;
     call(&server, "DeleteStream", json!({ "StreamName": "jobs" })).await;
     let l = call(&server, "ListQueues", json!({})).await;
     assert_eq!(l["QueueSummaries"].as_array().unwrap().len(), 0);
-    let (status, gone) =
-        raw_request(server.addr, "Kinesis_20131202.DescribeQueue", json!({ "QueueARN": QUEUE }).to_string().as_bytes())
-            .await;
-    assert_eq!((status, gone["__type"].as_str()), (400, Some("ResourceNotFoundException")));
     server.stop().await;
 }

@@ -9,7 +9,6 @@ use super::{no_output, ApiError, ErrorKind, Kinesis, StreamTarget};
 pub struct Request {
     #[serde(flatten)]
     target: StreamTarget,
-    #[allow(dead_code)] // Sluice has no enhanced fan-out consumers to delete yet.
     enforce_consumer_deletion: Option<bool>,
 }
 
@@ -21,6 +20,28 @@ pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
         return Err(ApiError::new(
             ErrorKind::ResourceInUse,
             format!("Stream {name} under account {} has channels; delete them first.", k.config.account_id),
+        ));
+    }
+    // AWS: without EnforceConsumerDeletion, a stream with registered consumers is refused;
+    // with it, they go with the stream (they live in its metadata).
+    if r.enforce_consumer_deletion != Some(true) && !stream.meta().settings.consumers.is_empty() {
+        return Err(ApiError::new(
+            ErrorKind::ResourceInUse,
+            format!(
+                "DeleteStream can\u{2019}t delete {account}:{name} because there are consumers associated with this data stream. To delete {name} anyway, set the EnforceConsumerDeletion parameter to true to force the deletion of all the consumers that are associated with it.",
+                account = k.config.account_id
+            ),
+        ));
+    }
+    // AWS: "A stream that has queues cannot be deleted until every queue on it is deleted
+    // with DeleteQueue, whatever this parameter is set to."
+    if k.queues.count_for_stream(&name) > 0 {
+        return Err(ApiError::new(
+            ErrorKind::ResourceInUse,
+            format!(
+                "Stream {name} under account {} has queues; delete them with DeleteQueue first.",
+                k.config.account_id
+            ),
         ));
     }
     k.delete(stream)?;

@@ -59,14 +59,16 @@ impl Kinesis {
             let found = self.consumer(&ConsumerTarget::by_arn(&arn)).ok()?;
             return Some((arn, found.consumer.policy));
         }
-        let target =
-            match (text("StreamName"), text("StreamARN").or_else(|| text("ResourceARN")), text("ShardIterator")) {
-                (None, None, Some(it)) => {
-                    let state = IteratorState::decode(&it, &self.config.iterator_secret)?;
-                    StreamTarget { stream_name: Some(state.stream), stream_arn: None }
-                }
-                (name, arn, _) => StreamTarget { stream_name: name, stream_arn: arn },
-            };
+        // A shard iterator names the stream GetRecords reads, whatever StreamARN the request
+        // also carries: the policy checked is that stream's.
+        let by_iterator = text("ShardIterator").and_then(|it| IteratorState::decode(&it, &self.config.iterator_secret));
+        let target = match by_iterator {
+            Some(state) => StreamTarget { stream_name: Some(state.stream), stream_arn: None },
+            None => StreamTarget {
+                stream_name: text("StreamName"),
+                stream_arn: text("StreamARN").or_else(|| text("ResourceARN")),
+            },
+        };
         if target.stream_name.is_none() && target.stream_arn.is_none() {
             return None;
         }
