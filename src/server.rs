@@ -410,6 +410,14 @@ async fn dispatch(state: Arc<AppState>, codec: Codec, req: Request<Incoming>) ->
             Target::Kinesis(_) => api::model::kinesis(),
             Target::Firehose(_) => api::model::firehose(),
         };
+        // PutRecords in JSON, the hot path of every producer, is read straight into its
+        // shape when it meets the model; anything else takes the general path below.
+        if let (Codec::Json, Target::Kinesis(Action::PutRecords)) = (codec, &action) {
+            if let Some(answer) = worker.kinesis.put_records_json(&body.bytes, caller.as_deref()) {
+                drop(body);
+                return api::encode_response(codec, model, &operation, answer?).map(|b| Answer::Body(b.into()));
+            }
+        }
         let request = api::decode_request(codec, model, &operation, &body.bytes)?;
         if let (Target::Kinesis(_), Some(caller)) = (&action, &caller) {
             worker.kinesis.check_policy(&operation, &request, caller)?;

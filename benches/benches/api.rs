@@ -1,6 +1,7 @@
 //! The request path without HTTP: routing (MD5 of the partition key → the shard whose hash
 //! key range holds it) and whole Kinesis actions in process (parse, validate, route, append
-//! or read, serialize the response, in JSON and in CBOR).
+//! or read, serialize the response, in JSON and in CBOR); PutRecords also as the server
+//! runs it (`put_records_general`: model checks on decoded values; `put_records_fast`).
 //!
 //! Run: `cargo bench -p sluice-benches --bench api`.
 
@@ -12,7 +13,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use sluice::api::kinesis::{Action, Kinesis, KinesisConfig};
-use sluice::api::{encode_response, model, Codec};
+use sluice::api::{decode_request, encode_response, model, Codec};
 use sluice_engine::hash_key::hash_key_of;
 use sluice_engine::stream::{ShardMeta, Stream, StreamMeta};
 use sluice_engine::streams::{Streams, Throttling};
@@ -52,6 +53,19 @@ fn actions(c: &mut Criterion) {
     group.throughput(Throughput::Elements(500));
     group.bench_function("put_records/500x100B", |b| {
         b.iter(|| k.handle(Action::PutRecords, black_box(&put)).unwrap().len())
+    });
+    // What the server runs for a JSON PutRecords: the general path (the body decoded into
+    // values and checked against botocore's model, then taken into the request type), and
+    // the fast path it takes for bodies that meet the model (read straight into borrowed
+    // strings, each member checked against the same model).
+    group.bench_function("put_records_general/500x100B", |b| {
+        b.iter(|| {
+            let request = decode_request(Codec::Json, model::kinesis(), "PutRecords", black_box(&put)).unwrap();
+            k.handle_value(Action::PutRecords, request).unwrap().len()
+        })
+    });
+    group.bench_function("put_records_fast/500x100B", |b| {
+        b.iter(|| k.put_records_json(black_box(&put), None).unwrap().unwrap().len())
     });
     // Enough records for full pages, then reads from the start of shard 0.
     for _ in 0..100 {

@@ -539,6 +539,12 @@ impl Stream {
         &self.dir
     }
 
+    /// Whether the stream's requests are throttled (its shards' quotas, and the API's
+    /// per-stream limits such as dry runs); `false` when throttling is off.
+    pub fn is_throttled(&self) -> bool {
+        self.throttle.is_some()
+    }
+
     /// Which incarnation of its name this stream is: a number taken from its directory (its
     /// server-chosen id), so a stream deleted and created again under the same name is
     /// another incarnation, and tokens issued for the old one (shard iterators) are refused.

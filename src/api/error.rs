@@ -42,8 +42,10 @@ pub enum ErrorKind {
     InvalidSource,
     /// Firehose: `CurrentDeliveryStreamVersionId` is not the delivery stream's version.
     ConcurrentModification,
-    /// `SubscribeToShard` with `DryRun`: the request would have succeeded.
+    /// A request with `DryRun` passed every check: it would have succeeded.
     DryRunOperation,
+    /// Too many requests of a kind (dry runs of a stream: 1 per second).
+    Throttling,
     /// A resource policy denies the caller the action.
     AccessDenied,
 }
@@ -71,6 +73,7 @@ impl ErrorKind {
             Self::InvalidSource => "InvalidSourceException",
             Self::ConcurrentModification => "ConcurrentModificationException",
             Self::DryRunOperation => "DryRunOperationException",
+            Self::Throttling => "ThrottlingException",
             Self::AccessDenied => "AccessDeniedException",
         }
     }

@@ -355,54 +355,69 @@ impl<'a> Walk<'a> {
     }
 }
 
-/// Length as Coral counts it: UTF-16 units of strings, decoded bytes of blobs, entries of
-/// lists and maps.
-fn length(model: &Model, shape: ShapeId, value: &Value) -> Option<i64> {
-    Some(match (&model.shape(shape).kind, value) {
-        (ShapeKind::String { .. }, Value::String(s)) => s.encode_utf16().count() as i64,
-        (ShapeKind::Blob, Value::String(s)) => base64_decoded_len(s) as i64,
-        (ShapeKind::List { .. }, Value::Array(a)) => a.len() as i64,
-        (ShapeKind::Map { .. }, Value::Object(o)) => o.len() as i64,
-        _ => return None,
-    })
-}
-
 fn base64_decoded_len(s: &str) -> usize {
     let pad = s.bytes().rev().take_while(|&b| b == b'=').count();
     (s.len() / 4 * 3).saturating_sub(pad)
+}
+
+/// Whether `text`, the JSON string of a string or blob member of shape `shape`, passes both
+/// steps: for a blob, Coral's base64 checks; then the shape's pattern, length and enum. The
+/// check of one member without a `Value`, for requests read straight into their shape
+/// (PutRecords' fast path); `false` for shapes of other kinds.
+pub fn text_fits(model: &Model, shape: ShapeId, text: &str) -> bool {
+    match model.shape(shape).kind {
+        ShapeKind::Blob => check_base64(text).is_ok() && text_violations(model, shape, text).is_empty(),
+        ShapeKind::String { .. } => text_violations(model, shape, text).is_empty(),
+        _ => false,
+    }
+}
+
+/// [`own_violations`] of a string or blob member's text.
+fn text_violations(model: &Model, shape: ShapeId, text: &str) -> Vec<String> {
+    let s = model.shape(shape);
+    let mut out = Vec::new();
+    if let Some(p) = &s.pattern {
+        if !p.matches(text) {
+            out.push(format!("Member must satisfy regular expression pattern: {}", p.source));
+        }
+    }
+    let len = match s.kind {
+        ShapeKind::Blob => base64_decoded_len(text) as i64,
+        _ => text.encode_utf16().count() as i64,
+    };
+    if let Some(min) = s.min.filter(|&min| len < min) {
+        out.push(format!("Member must have length greater than or equal to {min}"));
+    }
+    if let Some(max) = s.max.filter(|&max| len > max) {
+        out.push(format!("Member must have length less than or equal to {max}"));
+    }
+    if let ShapeKind::String { allowed: Some(allowed) } = &s.kind {
+        if !allowed.iter().any(|a| a == text) {
+            out.push(format!("Member must satisfy enum value set: {}", enum_set(&s.name, allowed)));
+        }
+    }
+    out
 }
 
 /// The constraints `value` breaks of `shape`'s own (not its members'), in AWS's order:
 /// pattern, then lengths or values, then the enum.
 fn own_violations(model: &Model, shape: ShapeId, value: &Value) -> Vec<String> {
     let s = model.shape(shape);
+    if let Value::String(text) = value {
+        return text_violations(model, shape, text);
+    }
     let mut out = Vec::new();
-    if let (Some(p), Some(text)) = (&s.pattern, value.as_str()) {
-        if !p.matches(text) {
-            out.push(format!("Member must satisfy regular expression pattern: {}", p.source));
-        }
+    let (what, measure) = match (&s.kind, value) {
+        (ShapeKind::Integer | ShapeKind::Long | ShapeKind::Double, v) => ("value", v.as_f64().unwrap_or(0.0)),
+        (ShapeKind::List { .. }, Value::Array(a)) => ("length", a.len() as f64),
+        (ShapeKind::Map { .. }, Value::Object(o)) => ("length", o.len() as f64),
+        _ => return out,
+    };
+    if let Some(min) = s.min.filter(|&min| measure < min as f64) {
+        out.push(format!("Member must have {what} greater than or equal to {min}"));
     }
-    let numeric = matches!(s.kind, ShapeKind::Integer | ShapeKind::Long | ShapeKind::Double);
-    if numeric {
-        let v = value.as_f64().unwrap_or(0.0);
-        if let Some(min) = s.min.filter(|&min| v < min as f64) {
-            out.push(format!("Member must have value greater than or equal to {min}"));
-        }
-        if let Some(max) = s.max.filter(|&max| v > max as f64) {
-            out.push(format!("Member must have value less than or equal to {max}"));
-        }
-    } else if let Some(len) = length(model, shape, value) {
-        if let Some(min) = s.min.filter(|&min| len < min) {
-            out.push(format!("Member must have length greater than or equal to {min}"));
-        }
-        if let Some(max) = s.max.filter(|&max| len > max) {
-            out.push(format!("Member must have length less than or equal to {max}"));
-        }
-    }
-    if let (ShapeKind::String { allowed: Some(allowed) }, Some(text)) = (&s.kind, value.as_str()) {
-        if !allowed.iter().any(|a| a == text) {
-            out.push(format!("Member must satisfy enum value set: {}", enum_set(&s.name, allowed)));
-        }
+    if let Some(max) = s.max.filter(|&max| measure > max as f64) {
+        out.push(format!("Member must have {what} less than or equal to {max}"));
     }
     out
 }

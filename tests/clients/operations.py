@@ -324,6 +324,39 @@ def lineage_read():
     return got, subscriptions
 
 
+def dry_runs():
+    """DryRun on the data-plane operations: DryRunOperationException when the call would
+    succeed, the call's own error when it would not, and nothing written."""
+    name = f"dry-{suffix}"
+    k.create_stream(StreamName=name, ShardCount=1)
+    k.get_waiter("stream_exists").wait(StreamName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+    first = "shardId-000000000000"
+
+    def code(call):
+        try:
+            call()
+            return "answered"
+        except ClientError as e:
+            return e.response["Error"]["Code"]
+
+    it = k.get_shard_iterator(StreamName=name, ShardId=first, ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    expected = [
+        ("PutRecord", lambda: k.put_record(StreamName=name, Data=b"d", PartitionKey="p", DryRun=True), "DryRunOperationException"),
+        ("PutRecords", lambda: k.put_records(StreamName=name, Records=[{"Data": b"d", "PartitionKey": "p"}], DryRun=True), "DryRunOperationException"),
+        ("GetShardIterator", lambda: k.get_shard_iterator(StreamName=name, ShardId=first, ShardIteratorType="LATEST", DryRun=True), "DryRunOperationException"),
+        ("GetRecords", lambda: k.get_records(ShardIterator=it, DryRun=True), "DryRunOperationException"),
+        ("PutRecords, no such stream", lambda: k.put_records(StreamName=f"{name}-none", Records=[{"Data": b"d", "PartitionKey": "p"}], DryRun=True), "ResourceNotFoundException"),
+        ("GetShardIterator, no such shard", lambda: k.get_shard_iterator(StreamName=name, ShardId="shardId-000000000009", ShardIteratorType="LATEST", DryRun=True), "ResourceNotFoundException"),
+    ]
+    for what, call, want in expected:
+        got = code(call)
+        check(f"DryRun {what}", got == want, f"{got}, expected {want}")
+    records = k.get_records(ShardIterator=it)["Records"]
+    check("DryRun wrote nothing", records == [], f"{len(records)} records")
+    k.delete_stream(StreamName=name)
+
+
+dry_runs()
 got, subscriptions = lineage_read()
 check("SubscribeToShard exactly once", sorted(got) == sorted(f"reading {i}" for i in range(120)) and len(got) == 120, f"{len(got)} records")
 order_ok = True

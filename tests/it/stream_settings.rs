@@ -256,6 +256,35 @@ async fn tags_and_policies_by_arn_and_account_settings() {
         denied.message().unwrap(),
         format!("User: {me} is not authorized to perform: kinesis:PutRecord on resource: {ARN} with an explicit deny in a resource-based policy")
     );
+    // PutRecords in JSON takes its fast path: the policy holds there too, by name and by ARN.
+    let entry = aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
+        .partition_key("k")
+        .data(Blob::new("x"))
+        .build()
+        .unwrap();
+    for by_arn in [false, true] {
+        let request = client.put_records().records(entry.clone());
+        let request = if by_arn { request.stream_arn(ARN) } else { request.stream_name("s") };
+        let denied = request.send().await.unwrap_err();
+        assert_eq!(denied.code(), Some("AccessDeniedException"), "{denied:?}");
+        assert_eq!(
+            denied.message().unwrap(),
+            format!("User: {me} is not authorized to perform: kinesis:PutRecords on resource: {ARN} with an explicit deny in a resource-based policy")
+        );
+    }
+    // GetRecords is checked against the stream its iterator reads, whatever StreamARN the
+    // request also names (another stream's, or one that does not exist).
+    client.create_stream().stream_name("other").shard_count(1).send().await.unwrap();
+    client.put_resource_policy().resource_arn(ARN).policy(deny(&me, "kinesis:GetRecords")).send().await.unwrap();
+    let it = crate::support::first_shard_iterator(&client, "s").await;
+    for named in [
+        ARN,
+        "arn:aws:kinesis:us-east-1:000000000000:stream/other",
+        "arn:aws:kinesis:us-east-1:000000000000:stream/none",
+    ] {
+        let denied = client.get_records().shard_iterator(&it).stream_arn(named).send().await.unwrap_err();
+        assert_eq!(denied.code(), Some("AccessDeniedException"), "{named}: {denied:?}");
+    }
     client.describe_stream_summary().stream_name("s").send().await.unwrap();
     client
         .put_resource_policy()

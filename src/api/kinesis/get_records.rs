@@ -16,6 +16,7 @@ use sluice_engine::{ReadBatch, ReadLimits};
 pub struct Request {
     shard_iterator: String,
     limit: Option<i64>,
+    dry_run: Option<bool>,
 }
 
 pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
@@ -51,6 +52,9 @@ pub fn run_within(k: &Kinesis, r: Request, max_bytes: usize, codec: Codec) -> Re
         .filter(|s| s.incarnation() == it.incarnation)
         .ok_or_else(|| k.not_found(&it.stream))?;
     let shard = stream.shard(it.shard_index).ok_or_else(|| k.not_found(&it.stream))?;
+    if r.dry_run == Some(true) {
+        return Err(k.dry_run(&stream));
+    }
     if let Some(mut t) = shard.throttle() {
         if !t.admit_read(now) {
             shard.stats.read_throttled.fetch_add(1, Relaxed);

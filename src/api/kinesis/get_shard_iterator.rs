@@ -18,6 +18,7 @@ pub struct Request {
     shard_iterator_type: String,
     starting_sequence_number: Option<String>,
     timestamp: Option<f64>,
+    dry_run: Option<bool>,
 }
 
 pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
@@ -33,6 +34,9 @@ pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
         r.starting_sequence_number.as_deref(),
         r.timestamp,
     )?;
+    if r.dry_run == Some(true) {
+        return Err(k.dry_run(&stream));
+    }
     // Only a request that would get an iterator counts against the shard's quota.
     if let Some(mut t) = shard.throttle() {
         if !t.admit_iterator(k.clock.now_ms()) {

@@ -53,6 +53,19 @@ pub use subscribe::SUBSCRIPTION_LIFETIME_MS_DEFAULT;
 /// Default interval between two measurements of on-demand streams, ms: 10 s.
 pub const ON_DEMAND_SCALING_INTERVAL_MS_DEFAULT: u64 = 10_000;
 
+/// Dry runs a stream takes per second, shared by `PutRecord`, `PutRecords`, `GetRecords`,
+/// `GetShardIterator` and `SubscribeToShard`: 1; more are `ThrottlingException`. Source: AWS
+/// Kinesis developer guide, "Test your permissions and request inputs with dry run".
+pub const DRY_RUNS_PER_SECOND: f64 = 1.0;
+
+/// Dry runs a stream takes at once after a quiet while: 5. AWS gives the rate, not the burst;
+/// Sluice lets a client check its few calls one after another without being refused.
+pub const DRY_RUN_BURST: f64 = 5.0;
+
+/// The message of `DryRunOperationException` (EC2's wording of the same answer; the Kinesis
+/// guide gives its meaning, not its text).
+pub const DRY_RUN_MESSAGE: &str = "Request would have succeeded, but DryRun flag is set.";
+
 /// Default time a stream spends CREATING, UPDATING or DELETING, ms: 100.
 pub const STREAM_TRANSITION_MS_DEFAULT: u64 = 100;
 
@@ -320,6 +333,8 @@ pub struct Kinesis {
     receivers: tokio::sync::watch::Sender<u64>,
     /// The delivery engine channels run on (set once Firehose is open).
     deliveries: std::sync::OnceLock<Arc<sluice_firehose::DeliveryStreams>>,
+    /// Dry-run token buckets, by stream incarnation: tokens left and when they were counted (ms).
+    dry_runs: Mutex<std::collections::HashMap<u64, (f64, u64)>>,
 }
 
 impl Kinesis {
@@ -340,6 +355,7 @@ impl Kinesis {
             queues,
             receivers: tokio::sync::watch::Sender::new(0),
             deliveries: std::sync::OnceLock::new(),
+            dry_runs: Mutex::default(),
         })
     }
 
@@ -476,6 +492,31 @@ impl Kinesis {
         get_records::run_within(self, parse(body)?, max_bytes, codec)
     }
 
+    /// `PutRecords` on a JSON body read straight into its shape ([`put_records::Fast`]),
+    /// after the resource-policy check for `caller` (an IAM user ARN; `None` without
+    /// signatures). `None` when the body does not meet botocore's model in every member: the
+    /// caller then takes the general path ([`crate::api::decode_request`], then
+    /// [`Kinesis::handle_value`]), which answers the same for any body this one takes, and
+    /// AWS's error for the others.
+    pub fn put_records_json(&self, body: &[u8], caller: Option<&str>) -> Option<Result<Vec<u8>, ApiError>> {
+        let fast = put_records::Fast::parse(body)?;
+        let target = fast.target();
+        let policy = || match caller {
+            None => Ok(()),
+            Some(caller) => {
+                let mut named = serde_json::Map::new();
+                if let Some(name) = &target.stream_name {
+                    named.insert("StreamName".into(), name.as_str().into());
+                }
+                if let Some(arn) = &target.stream_arn {
+                    named.insert("StreamARN".into(), arn.as_str().into());
+                }
+                self.check_policy("PutRecords", &serde_json::Value::Object(named), caller)
+            }
+        };
+        Some(policy().and_then(|()| fast.run(self, &target)))
+    }
+
     /// Runs `action` on a JSON `body`; returns the JSON response body.
     pub fn handle(&self, action: Action, body: &[u8]) -> Result<Vec<u8>, ApiError> {
         self.handle_value(action, parse_body(body)?)
@@ -609,6 +650,26 @@ impl Kinesis {
         let index = sluice_engine::stream::parse_shard_id(shard_id).ok_or_else(missing)?;
         let shard = stream.shard(index).ok_or_else(missing)?;
         Ok((index, shard))
+    }
+
+    /// The answer to a request with `DryRun: true` that passed every check the request
+    /// itself would meet (model, resource policy, stream, shard, iterator, record sizes):
+    /// `DryRunOperationException`, nothing read or written and no shard quota used — or
+    /// `ThrottlingException` past the stream's dry-run rate ([`DRY_RUNS_PER_SECOND`],
+    /// [`DRY_RUN_BURST`]; only when the stream is throttled at all).
+    fn dry_run(&self, stream: &Stream) -> ApiError {
+        if stream.is_throttled() {
+            let now = self.clock.now_ms();
+            let mut buckets = self.dry_runs.lock().unwrap_or_else(PoisonError::into_inner);
+            let (tokens, at) = buckets.entry(stream.incarnation()).or_insert((DRY_RUN_BURST, now));
+            *tokens = (*tokens + now.saturating_sub(*at) as f64 / 1000.0 * DRY_RUNS_PER_SECOND).min(DRY_RUN_BURST);
+            *at = now;
+            if *tokens < 1.0 {
+                return ApiError::new(ErrorKind::Throttling, "Rate exceeded");
+            }
+            *tokens -= 1.0;
+        }
+        ApiError::new(ErrorKind::DryRunOperation, DRY_RUN_MESSAGE)
     }
 
     /// Kinesis' throttling error for shard `index` of stream `name`.

@@ -14,11 +14,15 @@ pub struct Request {
     entry: Entry,
     #[allow(dead_code)] // Sequence numbers increase per shard whatever the client asks.
     sequence_number_for_ordering: Option<String>,
+    dry_run: Option<bool>,
 }
 
 pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
-    let record = validate_entry(&r.entry, "", k.max_record_bytes(&r.target))?;
+    let record = validate_entry(r.entry.as_ref(), None, k.max_record_bytes(&r.target))?;
     let stream = k.stream_for_data(&r.target)?;
+    if r.dry_run == Some(true) {
+        return Err(k.dry_run(&stream));
+    }
     let results = append_routed(k, &stream, vec![record])?;
     let placed = results.into_iter().next().expect("one record in, one result out")?;
     respond(&serde_json::json!({

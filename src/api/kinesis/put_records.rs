@@ -1,10 +1,21 @@
 //! `PutRecords`: up to 500 records in one request, each routed to its shard; results per
 //! record, in request order.
+//!
+//! Two ways in, one action: the general path (the body decoded into a `serde_json::Value`,
+//! checked against botocore's model, then taken into [`Request`]) and, for JSON bodies, a
+//! fast path ([`Fast`]) that reads the body straight into borrowed strings and checks each
+//! member against the same model. The fast path answers only requests that meet the model;
+//! any other body goes the general way, which gives AWS's error for it. Both end in
+//! [`run_entries`].
+
+use std::borrow::Cow;
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use super::{internal, respond, ApiError, ErrorKind, Kinesis, StreamTarget};
+use crate::api::model::{Model, ShapeId, ShapeKind};
+use crate::api::validate;
 use sluice_engine::hash_key::{hash_key_of, parse_explicit_hash_key, HashKey};
 use sluice_engine::limits::{PARTITION_KEY_CHARS_MAX, RECORD_BYTES_DEFAULT};
 use sluice_engine::sequence_number::SequenceNumber;
@@ -30,12 +41,32 @@ pub struct Entry {
     explicit_hash_key: Option<String>,
 }
 
+impl Entry {
+    /// The entry as the checks take it.
+    pub fn as_ref(&self) -> EntryRef<'_> {
+        EntryRef {
+            data: &self.data,
+            partition_key: self.partition_key.as_deref(),
+            explicit_hash_key: self.explicit_hash_key.as_deref(),
+        }
+    }
+}
+
+/// A record's members as text: `Data` still base64, as it came.
+#[derive(Debug, Clone, Copy)]
+pub struct EntryRef<'a> {
+    data: &'a str,
+    partition_key: Option<&'a str>,
+    explicit_hash_key: Option<&'a str>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct Request {
     #[serde(flatten)]
     target: StreamTarget,
     records: Vec<Entry>,
+    dry_run: Option<bool>,
 }
 
 /// A record checked and decoded, ready to route.
@@ -45,41 +76,44 @@ pub struct Checked {
     hash_key: HashKey,
 }
 
-/// Checks one entry; `member` prefixes the member names in messages (`records.3.member.`);
+/// Checks one entry; `position` is its 1-based place in a `PutRecords` (member names in
+/// messages are then prefixed `records.3.member.`), `None` for `PutRecord`;
 /// `max_record_bytes` is the stream's record size limit (data plus partition key).
-pub fn validate_entry(e: &Entry, member: &str, max_record_bytes: usize) -> Result<Checked, ApiError> {
-    let data = base64::engine::general_purpose::STANDARD.decode(&e.data).map_err(|_| {
-        ApiError::new(ErrorKind::Serialization, format!("Value of {member}Data is not valid base64 data."))
+pub fn validate_entry(e: EntryRef<'_>, position: Option<usize>, max_record_bytes: usize) -> Result<Checked, ApiError> {
+    // Built only for a message: a valid record costs no string work.
+    let member = || position.map_or_else(String::new, |i| format!("records.{i}.member."));
+    let data = base64::engine::general_purpose::STANDARD.decode(e.data).map_err(|_| {
+        ApiError::new(ErrorKind::Serialization, format!("Value of {}Data is not valid base64 data.", member()))
     })?;
     if data.len() > max_record_bytes && max_record_bytes > RECORD_BYTES_DEFAULT {
         return Err(too_large(max_record_bytes));
     }
     if data.len() > RECORD_BYTES_DEFAULT && max_record_bytes <= RECORD_BYTES_DEFAULT {
         let v = format!("java.nio.HeapByteBuffer[pos=0 lim={n} cap={n}]", n = data.len());
-        return Err(ApiError::validation(v, &format!("{member}data"), "have length less than or equal to 1048576"));
+        return Err(ApiError::validation(v, &format!("{}data", member()), "have length less than or equal to 1048576"));
     }
-    let Some(partition_key) = &e.partition_key else {
+    let Some(partition_key) = e.partition_key else {
         return Err(ApiError::new(
             ErrorKind::Validation,
-            format!("1 validation error detected: Value null at '{member}partitionKey' failed to satisfy constraint: Member must not be null"),
+            format!("1 validation error detected: Value null at '{}partitionKey' failed to satisfy constraint: Member must not be null", member()),
         ));
     };
     let chars = partition_key.chars().count();
     if chars < 1 {
         return Err(ApiError::validation(
             partition_key,
-            &format!("{member}partitionKey"),
+            &format!("{}partitionKey", member()),
             "have length greater than or equal to 1",
         ));
     }
     if chars > PARTITION_KEY_CHARS_MAX {
         return Err(ApiError::validation(
             partition_key,
-            &format!("{member}partitionKey"),
+            &format!("{}partitionKey", member()),
             "have length less than or equal to 256",
         ));
     }
-    let hash_key = match &e.explicit_hash_key {
+    let hash_key = match e.explicit_hash_key {
         None => hash_key_of(partition_key),
         Some(h) => {
             let pattern = !h.is_empty()
@@ -89,7 +123,7 @@ pub fn validate_entry(e: &Entry, member: &str, max_record_bytes: usize) -> Resul
             if !pattern {
                 return Err(ApiError::validation(
                     h,
-                    &format!("{member}explicitHashKey"),
+                    &format!("{}explicitHashKey", member()),
                     "satisfy regular expression pattern: 0|([1-9]\\d{0,38})",
                 ));
             }
@@ -105,7 +139,7 @@ pub fn validate_entry(e: &Entry, member: &str, max_record_bytes: usize) -> Resul
     if data.len() + partition_key.len() > max_record_bytes {
         return Err(too_large(max_record_bytes));
     }
-    Ok(Checked { data, partition_key: partition_key.clone(), hash_key })
+    Ok(Checked { data, partition_key: partition_key.to_owned(), hash_key })
 }
 
 fn too_large(max_record_bytes: usize) -> ApiError {
@@ -198,28 +232,43 @@ pub fn append_routed(
 }
 
 pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
-    if r.records.is_empty() {
+    let entries: Vec<EntryRef<'_>> = r.records.iter().map(Entry::as_ref).collect();
+    run_entries(k, &r.target, &entries, r.dry_run == Some(true))
+}
+
+/// `PutRecords` on its members: checks the records (count, each record, the 5 MiB total),
+/// then the stream, then appends them (or, for a dry run, answers
+/// `DryRunOperationException`); returns the JSON answer.
+pub fn run_entries(
+    k: &Kinesis,
+    target: &StreamTarget,
+    entries: &[EntryRef<'_>],
+    dry_run: bool,
+) -> Result<Vec<u8>, ApiError> {
+    if entries.is_empty() {
         return Err(ApiError::validation("[]", "records", "have length greater than or equal to 1"));
     }
-    if r.records.len() > PUT_RECORDS_RECORDS_MAX {
+    if entries.len() > PUT_RECORDS_RECORDS_MAX {
         return Err(ApiError::validation(
-            format!("[{} records]", r.records.len()),
+            format!("[{} records]", entries.len()),
             "records",
             "have length less than or equal to 500",
         ));
     }
-    let max_record_bytes = k.max_record_bytes(&r.target);
-    let checked = r
-        .records
+    let max_record_bytes = k.max_record_bytes(target);
+    let checked = entries
         .iter()
         .enumerate()
-        .map(|(i, e)| validate_entry(e, &format!("records.{}.member.", i + 1), max_record_bytes))
+        .map(|(i, e)| validate_entry(*e, Some(i + 1), max_record_bytes))
         .collect::<Result<Vec<_>, _>>()?;
     let total: usize = checked.iter().map(|c| c.data.len() + c.partition_key.len()).sum();
     if total > PUT_RECORDS_BYTES_MAX {
         return Err(ApiError::new(ErrorKind::InvalidArgument, "Records size exceeds 5 MB limit"));
     }
-    let stream = k.stream_for_data(&r.target)?;
+    let stream = k.stream_for_data(target)?;
+    if dry_run {
+        return Err(k.dry_run(&stream));
+    }
     let results = append_routed(k, &stream, checked)?;
     let failed = results.iter().filter(|r| r.is_err()).count();
     let records: Vec<ResultEntry> = results
@@ -231,6 +280,120 @@ pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
         .collect();
     let encryption = if stream.meta().settings.kms_key_id.is_some() { "KMS" } else { "NONE" };
     respond(&Response { encryption_type: encryption, failed_record_count: failed, records })
+}
+
+/// A `PutRecords` JSON body read straight into borrowed strings (no `serde_json::Value` per
+/// record): a duplicate member, a `null` record or `Data`, or a member of another JSON type
+/// fails the read, and the body then goes the general way. Members the model does not know
+/// are skipped, as the general path drops them.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Fast<'a> {
+    #[serde(borrow)]
+    stream_name: Option<Cow<'a, str>>,
+    #[serde(rename = "StreamARN", borrow)]
+    stream_arn: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    stream_id: Option<Cow<'a, str>>,
+    dry_run: Option<bool>,
+    #[serde(borrow)]
+    records: Vec<FastEntry<'a>>,
+}
+
+/// A record of a [`Fast`] body. Strings are borrowed from the body unless they hold JSON
+/// escapes (a producer may write `/` as `\/` in base64).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct FastEntry<'a> {
+    #[serde(borrow)]
+    data: Cow<'a, str>,
+    #[serde(borrow)]
+    partition_key: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    explicit_hash_key: Option<Cow<'a, str>>,
+}
+
+/// The shapes of `PutRecordsInput`'s members in botocore's model, looked up once.
+struct Shapes {
+    stream_name: ShapeId,
+    stream_arn: ShapeId,
+    stream_id: ShapeId,
+    records: ShapeId,
+    data: ShapeId,
+    partition_key: ShapeId,
+    explicit_hash_key: ShapeId,
+}
+
+fn member_shape(model: &Model, structure: ShapeId, name: &str) -> Option<ShapeId> {
+    match &model.shape(structure).kind {
+        ShapeKind::Structure { members } => members.iter().find(|m| m.name == name).map(|m| m.shape),
+        _ => None,
+    }
+}
+
+fn shapes(model: &Model) -> Option<Shapes> {
+    let input = model.operation("PutRecords")?.input?;
+    let records = member_shape(model, input, "Records")?;
+    let ShapeKind::List { member: entry } = model.shape(records).kind else { return None };
+    Some(Shapes {
+        stream_name: member_shape(model, input, "StreamName")?,
+        stream_arn: member_shape(model, input, "StreamARN")?,
+        stream_id: member_shape(model, input, "StreamId")?,
+        records,
+        data: member_shape(model, entry, "Data")?,
+        partition_key: member_shape(model, entry, "PartitionKey")?,
+        explicit_hash_key: member_shape(model, entry, "ExplicitHashKey")?,
+    })
+}
+
+impl<'a> Fast<'a> {
+    /// Reads `body` if it meets every check of botocore's model for `PutRecordsInput`
+    /// (members' types, lengths, patterns, base64), with every record's partition key
+    /// present; `None` otherwise.
+    pub fn parse(body: &'a [u8]) -> Option<Self> {
+        static SHAPES: std::sync::OnceLock<Option<Shapes>> = std::sync::OnceLock::new();
+        let model = crate::api::model::kinesis();
+        let shapes = SHAPES.get_or_init(|| shapes(model)).as_ref()?;
+        let fast: Self = serde_json::from_slice(body).ok()?;
+        let fits =
+            |shape: ShapeId, text: Option<&Cow<'_, str>>| text.is_none_or(|t| validate::text_fits(model, shape, t));
+        let list = model.shape(shapes.records);
+        let count = fast.records.len() as i64;
+        let fits_all = fits(shapes.stream_name, fast.stream_name.as_ref())
+            && fits(shapes.stream_arn, fast.stream_arn.as_ref())
+            && fits(shapes.stream_id, fast.stream_id.as_ref())
+            && list.min.is_none_or(|min| count >= min)
+            && list.max.is_none_or(|max| count <= max)
+            && fast.records.iter().all(|e| {
+                e.partition_key.is_some()
+                    && validate::text_fits(model, shapes.data, &e.data)
+                    && fits(shapes.partition_key, e.partition_key.as_ref())
+                    && fits(shapes.explicit_hash_key, e.explicit_hash_key.as_ref())
+            });
+        fits_all.then_some(fast)
+    }
+
+    /// The stream the request names, as the general path's [`StreamTarget`].
+    pub fn target(&self) -> StreamTarget {
+        StreamTarget {
+            stream_name: self.stream_name.as_deref().map(str::to_owned),
+            stream_arn: self.stream_arn.as_deref().map(str::to_owned),
+        }
+    }
+
+    /// Runs the request: [`run_entries`], as the general path does.
+    pub fn run(&self, k: &Kinesis, target: &StreamTarget) -> Result<Vec<u8>, ApiError> {
+        let entries: Vec<EntryRef<'_>> = self
+            .records
+            .iter()
+            .map(|e| EntryRef {
+                data: &e.data,
+                partition_key: e.partition_key.as_deref(),
+                explicit_hash_key: e.explicit_hash_key.as_deref(),
+            })
+            .collect();
+        run_entries(k, target, &entries, self.dry_run == Some(true))
+    }
 }
 
 /// The answer of `PutRecords` (members in the order `serde_json::json!` wrote them, by

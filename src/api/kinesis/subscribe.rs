@@ -126,7 +126,7 @@ pub fn open(k: &Kinesis, r: Request) -> Result<Subscription, ApiError> {
     let position =
         resolve_position(&shard.log, index, &r.shard_id, &p.kind, p.sequence_number.as_deref(), p.timestamp)?;
     if r.dry_run == Some(true) {
-        return Err(ApiError::new(ErrorKind::DryRunOperation, "Request would have succeeded, but DryRun flag is set."));
+        return Err(k.dry_run(&stream));
     }
     let throttled = shard.throttle().is_some();
     let key = (r.consumer_arn.clone(), index);
