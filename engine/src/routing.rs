@@ -53,7 +53,15 @@ mod tests {
 
     fn shard(index: u32, starting: HashKey, ending: HashKey, closed: bool) -> ShardMeta {
         let hash_key_range = HashKeyRange { starting, ending };
-        ShardMeta { index, hash_key_range, parent: None, adjacent_parent: None, closed }
+        ShardMeta {
+            index,
+            hash_key_range,
+            parent: None,
+            adjacent_parent: None,
+            closed,
+            created_ms: None,
+            closed_ms: None,
+        }
     }
 
     #[test]

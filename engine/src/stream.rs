@@ -65,6 +65,15 @@ pub struct ShardMeta {
     /// Whether the shard is closed (split or merged away): it keeps its records and is read
     /// to its end, but takes no more.
     pub closed: bool,
+    /// When a split or merge created the shard, ms since the epoch; `None` for the stream's
+    /// first shards (created with it: [`StreamMeta::created_ms`]) and in metadata written
+    /// before shards kept their times.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_ms: Option<u64>,
+    /// When a split or merge closed the shard, ms since the epoch; `None` while it is open
+    /// and in metadata written before shards kept their times.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_ms: Option<u64>,
 }
 
 impl ShardMeta {
@@ -80,6 +89,8 @@ impl ShardMeta {
                 parent: None,
                 adjacent_parent: None,
                 closed: false,
+                created_ms: None,
+                closed_ms: None,
             })
             .collect()
     }
@@ -400,6 +411,7 @@ impl Stream {
         meta: &mut StreamMeta,
         parents: &[u32],
         children: Vec<ShardMeta>,
+        now_ms: u64,
     ) -> Result<Vec<u32>, ReshardError> {
         let mut opened = Vec::new();
         for c in &children {
@@ -410,6 +422,7 @@ impl Stream {
         let mut next = meta.clone();
         for &p in parents {
             next.shards[p as usize].closed = true;
+            next.shards[p as usize].closed_ms = Some(now_ms);
         }
         let indexes = children.iter().map(|c| c.index).collect();
         next.shards.extend(children);
@@ -422,11 +435,12 @@ impl Stream {
     }
 
     /// Splits open shard `index` at `new_starting_hash_key` into two children: one with the
-    /// keys below it, one with the rest. The parent is closed and keeps its records.
+    /// keys below it, one with the rest. The parent is closed (at `now_ms`, ms since the
+    /// epoch, when the children are created) and keeps its records.
     ///
     /// Errors: no such shard, a closed shard, or a split point not strictly inside the range
     /// (it must be above the shard's starting hash key and at most its ending one).
-    pub fn split(&self, index: u32, new_starting_hash_key: HashKey) -> Result<(u32, u32), ReshardError> {
+    pub fn split(&self, index: u32, new_starting_hash_key: HashKey, now_ms: u64) -> Result<(u32, u32), ReshardError> {
         let mut meta = self.meta_mut();
         let range = Self::open_meta(&meta, index)?.hash_key_range;
         if new_starting_hash_key <= range.starting || new_starting_hash_key > range.ending {
@@ -439,18 +453,20 @@ impl Stream {
             parent: Some(index),
             adjacent_parent: None,
             closed: false,
+            created_ms: Some(now_ms),
+            closed_ms: None,
         };
         let children = vec![
             child(next, range.starting, new_starting_hash_key - 1),
             child(next + 1, new_starting_hash_key, range.ending),
         ];
-        let made = self.reshard(&mut meta, &[index], children)?;
+        let made = self.reshard(&mut meta, &[index], children, now_ms)?;
         Ok((made[0], made[1]))
     }
 
     /// Merges two open shards with adjacent hash key ranges into one child; both parents
-    /// are closed and keep their records.
-    pub fn merge(&self, index: u32, adjacent: u32) -> Result<u32, ReshardError> {
+    /// are closed (at `now_ms`, ms since the epoch) and keep their records.
+    pub fn merge(&self, index: u32, adjacent: u32, now_ms: u64) -> Result<u32, ReshardError> {
         let mut meta = self.meta_mut();
         let a = Self::open_meta(&meta, index)?.hash_key_range;
         let b = Self::open_meta(&meta, adjacent)?.hash_key_range;
@@ -464,8 +480,10 @@ impl Stream {
             parent: Some(index),
             adjacent_parent: Some(adjacent),
             closed: false,
+            created_ms: Some(now_ms),
+            closed_ms: None,
         };
-        Ok(self.reshard(&mut meta, &[index, adjacent], vec![child])?[0])
+        Ok(self.reshard(&mut meta, &[index, adjacent], vec![child], now_ms)?[0])
     }
 
     /// The shards created from shard `index` by a split or merge.

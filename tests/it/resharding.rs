@@ -136,3 +136,79 @@ async fn split_merge_and_scaling_keep_every_record_reachable_through_lineage() {
     assert_eq!(all, expected);
     server.stop().await;
 }
+
+/// The shard ids ListShards answers for one `ShardFilter`.
+async fn listed(client: &Client, filter: aws_sdk_kinesis::types::ShardFilter) -> Vec<String> {
+    let out = client.list_shards().stream_name("w").shard_filter(filter).max_results(2).send().await.unwrap();
+    let mut ids: Vec<String> = out.shards().iter().map(|s| s.shard_id.clone()).collect();
+    let mut next = out.next_token;
+    // Later pages keep the first page's filter.
+    while let Some(token) = next {
+        let page = client.list_shards().next_token(token).max_results(2).send().await.unwrap();
+        ids.extend(page.shards().iter().map(|s| s.shard_id.clone()));
+        next = page.next_token;
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shard_filters_keep_the_shards_open_in_their_window() {
+    use aws_sdk_kinesis::error::ProvideErrorMetadata;
+    use aws_sdk_kinesis::primitives::DateTime;
+    use aws_sdk_kinesis::types::{ShardFilter, ShardFilterType};
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = 1_700_000_000_000u64;
+    let clock = std::sync::Arc::new(sluice_engine::ManualClock::new(t0));
+    let server = TestServer::start_with_clock(dir.path(), clock.clone()).await;
+    let client = server.client();
+    client.create_stream().stream_name("w").shard_count(2).send().await.unwrap();
+    // t0 + 10 s: shard 0 splits into 2 and 3; t0 + 20 s: 3 and 1 merge into 4.
+    clock.advance(10_000);
+    client
+        .split_shard()
+        .stream_name("w")
+        .shard_to_split("shardId-000000000000")
+        .new_starting_hash_key((HALF / 2).to_string())
+        .send()
+        .await
+        .unwrap();
+    clock.advance(10_000);
+    client
+        .merge_shards()
+        .stream_name("w")
+        .shard_to_merge("shardId-000000000003")
+        .adjacent_shard_to_merge("shardId-000000000001")
+        .send()
+        .await
+        .unwrap();
+    let at = |ms: u64| DateTime::from_millis(ms as i64);
+    let filter =
+        |t: ShardFilterType, ts: Option<DateTime>| ShardFilter::builder().r#type(t).set_timestamp(ts).build().unwrap();
+    let ids = |v: &[u32]| v.iter().map(|i| format!("shardId-{i:012}")).collect::<Vec<_>>();
+    assert_eq!(listed(&client, filter(ShardFilterType::AtLatest, None)).await, ids(&[2, 4]));
+    assert_eq!(listed(&client, filter(ShardFilterType::AtTimestamp, Some(at(t0 + 5_000)))).await, ids(&[0, 1]));
+    assert_eq!(listed(&client, filter(ShardFilterType::AtTimestamp, Some(at(t0 + 15_000)))).await, ids(&[1, 2, 3]));
+    assert_eq!(
+        listed(&client, filter(ShardFilterType::FromTimestamp, Some(at(t0 + 15_000)))).await,
+        ids(&[1, 2, 3, 4])
+    );
+    assert_eq!(listed(&client, filter(ShardFilterType::FromTimestamp, Some(at(t0)))).await, ids(&[0, 1, 2, 3, 4]));
+    assert_eq!(listed(&client, filter(ShardFilterType::AtTrimHorizon, None)).await, ids(&[0, 1]));
+    assert_eq!(listed(&client, filter(ShardFilterType::FromTrimHorizon, None)).await, ids(&[0, 1, 2, 3, 4]));
+    let missing = client
+        .list_shards()
+        .stream_name("w")
+        .shard_filter(filter(ShardFilterType::AtTimestamp, None))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Some("InvalidArgumentException"), "{missing:?}");
+    // A day later (retention 24 h), shards closed before the trim horizon are gone from the
+    // default listing; AT_TRIM_HORIZON lists what was open then.
+    clock.advance(24 * 3_600_000 + 15_000);
+    let all = client.list_shards().stream_name("w").send().await.unwrap();
+    let all: Vec<String> = all.shards().iter().map(|s| s.shard_id.clone()).collect();
+    assert_eq!(all, ids(&[2, 4]));
+    assert_eq!(listed(&client, filter(ShardFilterType::AtTrimHorizon, None)).await, ids(&[2, 4]));
+    server.stop().await;
+}

@@ -85,14 +85,16 @@ impl Kinesis {
             {
                 let ending = stream.meta().shards[index as usize].hash_key_range.ending;
                 let middle = starting + (ending - starting) / 2 + 1;
-                stream.split(index, middle).map(|_| ()).map_err(|e| e.to_string())
+                stream.split(index, middle, self.clock.now_ms()).map(|_| ()).map_err(|e| e.to_string())
             }
             _ if open > ON_DEMAND_SHARDS_MIN.max(warm) => {
                 // Adjacent pairs in hash key order; the coldest one, if cold enough.
                 let coldest =
                     rates.windows(2).map(|w| (w[0].0, w[1].0, w[0].2 + w[1].2)).min_by(|a, b| a.2.total_cmp(&b.2));
                 match coldest {
-                    Some((a, b, load)) if load < COLD => stream.merge(a, b).map(|_| ()).map_err(|e| e.to_string()),
+                    Some((a, b, load)) if load < COLD => {
+                        stream.merge(a, b, self.clock.now_ms()).map(|_| ()).map_err(|e| e.to_string())
+                    }
                     _ => return,
                 }
             }

@@ -101,7 +101,7 @@ pub fn run_split(k: &Kinesis, r: SplitRequest) -> Result<Vec<u8>, ApiError> {
     let stream = k.stream_for_provisioned_change(&r.target)?;
     let index = shard_arg(k, &stream, &r.shard_to_split)?;
     check_limit(k, 1)?;
-    stream.split(index, key).map_err(reshard_error)?;
+    stream.split(index, key, k.clock.now_ms()).map_err(reshard_error)?;
     updating(k, &stream);
     no_output()
 }
@@ -110,7 +110,7 @@ pub fn run_merge(k: &Kinesis, r: MergeRequest) -> Result<Vec<u8>, ApiError> {
     let stream = k.stream_for_provisioned_change(&r.target)?;
     let a = shard_arg(k, &stream, &r.shard_to_merge)?;
     let b = shard_arg(k, &stream, &r.adjacent_shard_to_merge)?;
-    stream.merge(a, b).map_err(reshard_error)?;
+    stream.merge(a, b, k.clock.now_ms()).map_err(reshard_error)?;
     updating(k, &stream);
     no_output()
 }
@@ -142,11 +142,12 @@ pub fn run_update(k: &Kinesis, r: UpdateRequest) -> Result<Vec<u8>, ApiError> {
     }
     check_limit(k, target - current)?;
     let targets = HashKeyRange::split_evenly(target as u32);
+    let now = k.clock.now_ms();
     let mut pieces = Vec::new();
     for (mut index, mut range) in open {
         for t in targets.iter().skip(1) {
             if t.starting > range.starting && t.starting <= range.ending {
-                let (lo, hi) = stream.split(index, t.starting).map_err(reshard_error)?;
+                let (lo, hi) = stream.split(index, t.starting, now).map_err(reshard_error)?;
                 pieces.push((lo, HashKeyRange { starting: range.starting, ending: t.starting - 1 }));
                 index = hi;
                 range.starting = t.starting;
@@ -159,7 +160,7 @@ pub fn run_update(k: &Kinesis, r: UpdateRequest) -> Result<Vec<u8>, ApiError> {
             pieces.iter().filter(|(_, r)| r.starting >= t.starting && r.ending <= t.ending).map(|(i, _)| *i);
         let Some(mut acc) = within.next() else { continue };
         for next in within {
-            acc = stream.merge(acc, next).map_err(reshard_error)?;
+            acc = stream.merge(acc, next, now).map_err(reshard_error)?;
         }
     }
     updating(k, &stream);
