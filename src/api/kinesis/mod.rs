@@ -661,6 +661,12 @@ impl Kinesis {
         if stream.is_throttled() {
             let now = self.clock.now_ms();
             let mut buckets = self.dry_runs.lock().unwrap_or_else(PoisonError::into_inner);
+            // Full buckets hold nothing a new one would not: dropped once there are many (streams
+            // deleted and created again would otherwise leave one each).
+            if buckets.len() >= 1024 {
+                let full_after_ms = (DRY_RUN_BURST / DRY_RUNS_PER_SECOND * 1000.0) as u64;
+                buckets.retain(|_, (_, at)| now.saturating_sub(*at) < full_after_ms);
+            }
             let (tokens, at) = buckets.entry(stream.incarnation()).or_insert((DRY_RUN_BURST, now));
             *tokens = (*tokens + now.saturating_sub(*at) as f64 / 1000.0 * DRY_RUNS_PER_SECOND).min(DRY_RUN_BURST);
             *at = now;
