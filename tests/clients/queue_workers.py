@@ -168,6 +168,14 @@ def main():
     check("the queue is drained", not left, f"{len(left)} records still delivered")
     check("every record but the 1% acknowledged", good <= set(acked_at) | unanswered,
           f"{len(acked_at)} of {want}; missing e.g. {list(good - set(acked_at) - unanswered)[:2]}")
+    if not good <= set(acked_at) | unanswered:
+        # What the server said about it (a queue logs a record it cannot read).
+        import os
+        with open(os.path.join(work, "server.log"), "rb") as log:
+            errors = [l for l in log.read().decode(errors="replace").splitlines() if "ERROR" in l]
+        print("server errors:", *errors[-20:], sep="\n  ", flush=True)
+        missing = list(good - set(acked_at) - unanswered)[:2]
+        print("received before:", [received.get(m, 0) for m in missing], flush=True)
     check("each acknowledged once", all(n == 1 for n in acks.values()), f"{sum(1 for n in acks.values() if n > 1)} acknowledged twice")
     check("nothing received after its acknowledgement was answered", not violations, f"{len(violations)}: {violations[:2]}")
     check("the server was killed under the workers", killed == kills, f"{killed} of {kills}")

@@ -221,3 +221,104 @@ async fn long_polls_return_when_a_record_arrives_and_queues_are_described_listed
     assert_eq!(l["QueueSummaries"].as_array().unwrap().len(), 0);
     server.stop().await;
 }
+
+/// Where `needle` lies in the data directory's files: (file, offset); exactly one place.
+fn find_bytes(dir: &std::path::Path, needle: &[u8]) -> (std::path::PathBuf, u64) {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().map(Result::unwrap) {
+            let path = e.path();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(path);
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                let at = bytes.windows(needle.len()).enumerate().filter(|(_, w)| *w == needle);
+                found.extend(at.map(|(at, _)| (path.clone(), at as u64)));
+            }
+        }
+    }
+    assert_eq!(found.len(), 1, "{found:?}");
+    found.remove(0)
+}
+
+fn overwrite(path: &std::path::Path, offset: u64, byte: u8) {
+    use std::os::unix::fs::FileExt;
+    std::fs::OpenOptions::new().write(true).open(path).unwrap().write_all_at(&[byte], offset).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_that_cannot_be_read_stays_in_the_queue_and_holds_back_only_its_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let server = start(dir.path(), clock.clone()).await;
+    call(&server, "CreateStream", json!({ "StreamName": "jobs", "StreamModeDetails": { "StreamMode": "ON_DEMAND" } }))
+        .await;
+    put(&server, 0..40).await;
+    call(
+        &server,
+        "CreateQueue",
+        json!({
+            "QueueName": "work",
+            "StreamConfigurationList": [{ "StreamARN": STREAM, "StartingPosition": { "Type": "TRIM_HORIZON" } }],
+            "QueueAttributes": { "VisibilityTimeoutSeconds": 30 },
+        }),
+    )
+    .await;
+    // One record's data changes on disk under the server: its frame's CRC-32 no longer holds.
+    let (file, at) = find_bytes(dir.path(), b"job 17");
+    overwrite(&file, at + 5, b'x');
+
+    // Receives answer every record they can read; the bad one and what follows it in its
+    // shard stay in the queue, and once nothing else is left the receive is the error.
+    let mut got = Vec::new();
+    let refused = loop {
+        let body = json!({ "QueueARN": QUEUE, "Limit": 10 }).to_string();
+        let (status, out) = raw_request(server.addr, "Kinesis_20131202.ReceiveQueueRecords", body.as_bytes()).await;
+        if status != 200 {
+            break (status, out);
+        }
+        let records = out["QueueRecords"].as_array().unwrap().clone();
+        assert!(!records.is_empty(), "the bad record never refused: {got:?}");
+        got.extend(records);
+        assert!(got.len() <= 40);
+    };
+    assert_eq!(refused.0, 500, "{refused:?}");
+    assert_eq!(refused.1["__type"], "InternalFailure", "{refused:?}");
+    let data = |r: &Value| {
+        String::from_utf8(
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, r["Data"].as_str().unwrap()).unwrap(),
+        )
+        .unwrap()
+    };
+    assert!(got.iter().all(|r| data(r) != "job 17" && data(r) != "job 1x"), "{got:?}");
+    let first_pass = got.len();
+    assert!(first_pass < 39, "records after the bad one in its shard were held back");
+    let handles: Vec<&str> = got.iter().map(|r| r["ReceiptHandle"].as_str().unwrap()).collect();
+    for chunk in handles.chunks(10) {
+        assert_eq!(acknowledge(&server, "AcknowledgeQueueRecords", chunk).await.0, chunk.len());
+    }
+
+    // Repaired, across a restart: the held-back records come, each once; nothing acknowledged
+    // comes again.
+    overwrite(&file, at + 5, b'7');
+    server.stop().await;
+    let server = start(dir.path(), clock.clone()).await;
+    loop {
+        let batch = receive(&server, "ReceiveQueueRecords", json!({})).await;
+        if batch.is_empty() {
+            break;
+        }
+        let handles: Vec<&str> = batch.iter().map(|g| g.1.as_str()).collect();
+        assert_eq!(acknowledge(&server, "AcknowledgeQueueRecords", &handles).await.0, handles.len());
+        got.extend(
+            batch
+                .iter()
+                .map(|g| json!({ "Data": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &g.0) })),
+        );
+    }
+    let all: BTreeSet<String> = got.iter().map(data).collect();
+    let want: BTreeSet<String> = (0..40).map(|i| format!("job {i}")).collect();
+    assert_eq!((got.len(), all), (40, want), "every record once");
+    server.stop().await;
+}

@@ -177,6 +177,11 @@ impl Kinesis {
     }
 
     /// Records of `q` for one receive, handed out now (none when there are none yet).
+    ///
+    /// A record that cannot be read (a bad frame) or is not where the log says stays in the
+    /// queue, and nothing after it in its shard goes out in this receive, so no cursor moves
+    /// past it; the receive answers the others, or `InternalFailure` when it was all there was.
+    /// Every change to the state is journaled before the answer, whatever the answer.
     pub fn receive_now(&self, q: &Queue, area: Area, r: &ReceiveRequest) -> Result<Vec<serde_json::Value>, ApiError> {
         let limit = r.limit.map_or(1, |n| n.clamp(1, RECEIVE_RECORDS_MAX as i64) as usize);
         let (visibility_s, max_receives, streams) = {
@@ -192,17 +197,36 @@ impl Kinesis {
         }
         let mut out = Vec::new();
         let mut changes = Vec::new();
+        // Shards with a record that could not be read now: nothing after it is handed out in
+        // this receive, so no first delivery moves the shard's cursor past it.
+        let mut stalled: Vec<(String, u32)> = Vec::new();
+        let mut failure = None;
         for (shard, sequence) in candidates {
+            if stalled.contains(&shard) {
+                continue;
+            }
             let Some(stream) = self.streams.get(&shard.0) else { continue };
             let Some(log) = stream.log(shard.1) else { continue };
-            let batch = log
-                .read(sequence, ReadLimits { max_records: 1, ..ReadLimits::default() })
-                .map_err(|e| ApiError::new(ErrorKind::InternalFailure, e.to_string()))?;
+            let read = log.read(sequence, ReadLimits { max_records: 1, ..ReadLimits::default() });
+            let batch = match read {
+                Ok(batch) => batch,
+                Err(e) => {
+                    tracing::error!(stream = %shard.0, shard = shard.1, sequence, error = %e, "a queue cannot read a record; it stays in the queue");
+                    failure = Some(ApiError::new(ErrorKind::InternalFailure, e.to_string()));
+                    stalled.push(shard);
+                    continue;
+                }
+            };
             let Some(record) = batch.iter().next().filter(|r| r.sequence_number == sequence) else {
-                // Trimmed by retention: the queue stops delivering it.
                 let first = log.bounds().first_sequence_number;
-                if state.drop_below(&shard, first) > 0 {
-                    changes.push(Change::DropBelow { shard: shard.clone(), first });
+                if sequence < first {
+                    // Trimmed by retention: the queue stops delivering it.
+                    if state.drop_below(&shard, first) > 0 {
+                        changes.push(Change::DropBelow { shard: shard.clone(), first });
+                    }
+                } else {
+                    tracing::error!(stream = %shard.0, shard = shard.1, sequence, "a queue's record was not where the log said; it stays in the queue");
+                    stalled.push(shard);
                 }
                 continue;
             };
@@ -229,7 +253,12 @@ impl Kinesis {
             }));
         }
         q.record(&state, &changes).map_err(|e| ApiError::new(ErrorKind::InternalFailure, e.to_string()))?;
-        Ok(out)
+        match failure {
+            // Records handed out are answered (they are in flight now); an error only when a
+            // bad record is all there was.
+            Some(e) if out.is_empty() => Err(e),
+            _ => Ok(out),
+        }
     }
 
     /// Up to `n` records never handed out, from the shards of `streams` in turn (from a
