@@ -185,6 +185,12 @@ async fn long_polls_return_when_a_record_arrives_and_queues_are_described_listed
     assert_eq!(u["QueueDescription"]["QueueAttributes"]["VisibilityTimeoutSeconds"], 60);
     let l = call(&server, "ListQueues", json!({})).await;
     assert_eq!(l["QueueSummaries"][0]["Streams"][0]["StreamARN"], STREAM);
+    // A StreamFilter's StreamCreationTimestamp names one incarnation of the stream.
+    let created = l["QueueSummaries"][0]["Streams"][0]["StreamCreationTimestamp"].as_f64().unwrap();
+    for (t, n) in [(created, 1), (created - 3600.0, 0)] {
+        let filter = json!({ "StreamFilter": [{ "StreamARN": STREAM, "StreamCreationTimestamp": t }] });
+        assert_eq!(call(&server, "ListQueues", filter).await["QueueSummaries"].as_array().unwrap().len(), n, "{t}");
+    }
     let (status, again) = raw_request(
         server.addr,
         "Kinesis_20131202.CreateQueue",

@@ -212,3 +212,55 @@ async fn shard_filters_keep_the_shards_open_in_their_window() {
     assert_eq!(listed(&client, filter(ShardFilterType::AtTrimHorizon, None)).await, ids(&[2, 4]));
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_creation_timestamp_names_the_incarnation_and_not_with_next_token() {
+    use aws_sdk_kinesis::error::ProvideErrorMetadata;
+    use aws_sdk_kinesis::primitives::DateTime;
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = 1_700_000_000_250u64;
+    let clock = std::sync::Arc::new(sluice_engine::ManualClock::new(t0));
+    let server = TestServer::start_with_clock(dir.path(), clock.clone()).await;
+    let client = server.client();
+    client.create_stream().stream_name("w").shard_count(3).send().await.unwrap();
+    clock.advance(1_000);
+    let summary = client.describe_stream_summary().stream_name("w").send().await.unwrap();
+    let summary = summary.stream_description_summary().unwrap();
+    let (created, arn) = (*summary.stream_creation_timestamp(), summary.stream_arn().to_owned());
+    assert_eq!(created.to_millis().unwrap(), t0 as i64);
+    client.register_stream_consumer().stream_arn(&arn).consumer_name("c").send().await.unwrap();
+
+    // The time a description gave, and the same second, name this stream; another does not.
+    for t in [created, DateTime::from_secs((t0 / 1000) as i64)] {
+        let shards = client.list_shards().stream_name("w").stream_creation_timestamp(t).send().await.unwrap();
+        assert_eq!(shards.shards().len(), 3);
+        let consumers =
+            client.list_stream_consumers().stream_arn(&arn).stream_creation_timestamp(t).send().await.unwrap();
+        assert_eq!(consumers.consumers().len(), 1);
+    }
+    let other = DateTime::from_millis(t0 as i64 - 3_600_000);
+    let e = client.list_shards().stream_name("w").stream_creation_timestamp(other).send().await.unwrap_err();
+    assert_eq!(e.code(), Some("ResourceNotFoundException"), "{e:?}");
+    let e = client.list_stream_consumers().stream_arn(&arn).stream_creation_timestamp(other).send().await.unwrap_err();
+    assert_eq!(e.code(), Some("ResourceNotFoundException"), "{e:?}");
+
+    // With NextToken, which names the stream already: refused.
+    let page = client.list_shards().stream_name("w").max_results(1).send().await.unwrap();
+    let token = page.next_token().unwrap().to_owned();
+    let e = client.list_shards().next_token(&token).stream_creation_timestamp(created).send().await.unwrap_err();
+    assert_eq!(e.code(), Some("InvalidArgumentException"), "{e:?}");
+    assert_eq!(client.list_shards().next_token(&token).send().await.unwrap().shards().len(), 2);
+    client.register_stream_consumer().stream_arn(&arn).consumer_name("d").send().await.unwrap();
+    let page = client.list_stream_consumers().stream_arn(&arn).max_results(1).send().await.unwrap();
+    let token = page.next_token().unwrap().to_owned();
+    let e = client
+        .list_stream_consumers()
+        .stream_arn(&arn)
+        .next_token(&token)
+        .stream_creation_timestamp(created)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some("InvalidArgumentException"), "{e:?}");
+    server.stop().await;
+}

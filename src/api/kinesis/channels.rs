@@ -349,8 +349,7 @@ pub fn run_list(k: &Kinesis, r: ListRequest) -> Result<Vec<u8>, ApiError> {
             r.stream_filter.as_ref().is_none_or(|fs| {
                 fs.iter().any(|f| {
                     f.stream_arn == m.stream_arn
-                        && f.stream_creation_timestamp
-                            .is_none_or(|t| (t * 1000.0) as u64 / 1000 == m.stream_created_ms / 1000)
+                        && f.stream_creation_timestamp.is_none_or(|t| super::same_creation(t, m.stream_created_ms))
                 })
             })
         })

@@ -75,6 +75,8 @@ pub struct ListRequest {
     stream_arn: String,
     next_token: Option<String>,
     max_results: Option<i64>,
+    /// Epoch seconds: which incarnation of the stream (not with `NextToken`).
+    stream_creation_timestamp: Option<f64>,
 }
 
 /// A consumer found: its stream and its record.
@@ -210,7 +212,14 @@ pub fn run_describe(k: &Kinesis, r: ConsumerTarget) -> Result<Vec<u8>, ApiError>
 
 pub fn run_list(k: &Kinesis, r: ListRequest) -> Result<Vec<u8>, ApiError> {
     let limit = r.max_results.map_or(LIST_MAX, |n| n.clamp(1, LIST_MAX as i64) as usize);
+    if r.next_token.is_some() && r.stream_creation_timestamp.is_some() {
+        return Err(ApiError::new(
+            ErrorKind::InvalidArgument,
+            "NextToken and StreamCreationTimestamp cannot be provided together.",
+        ));
+    }
     let stream = k.stream(&StreamTarget { stream_name: None, stream_arn: Some(r.stream_arn) })?;
+    let stream = k.of_incarnation(stream, r.stream_creation_timestamp)?;
     let after = after_token(r.next_token.as_deref())?;
     let now = k.clock.now_ms();
     let name = stream.meta().name.clone();

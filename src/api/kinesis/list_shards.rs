@@ -16,6 +16,8 @@ pub struct Request {
     exclusive_start_shard_id: Option<String>,
     max_results: Option<i64>,
     shard_filter: Option<ShardFilter>,
+    /// Epoch seconds: which incarnation of a stream name (not with `NextToken`).
+    stream_creation_timestamp: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -95,6 +97,12 @@ pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
                     "NextToken and StreamName cannot be provided together.",
                 ));
             }
+            if r.stream_creation_timestamp.is_some() {
+                return Err(ApiError::new(
+                    ErrorKind::InvalidArgument,
+                    "NextToken and StreamCreationTimestamp cannot be provided together.",
+                ));
+            }
             let (name, after, issued, window) =
                 read_token(t).ok_or_else(|| ApiError::new(ErrorKind::InvalidArgument, "Invalid NextToken."))?;
             if k.clock.now_ms().saturating_sub(issued) > NEXT_TOKEN_LIFETIME_MS {
@@ -105,7 +113,11 @@ pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
             }
             (k.streams.get(&name).ok_or_else(|| k.not_found(&name))?, Some(after), Some(window))
         }
-        None => (k.stream(&r.target)?, r.exclusive_start_shard_id.as_deref().and_then(parse_shard_id), None),
+        None => (
+            k.of_incarnation(k.stream(&r.target)?, r.stream_creation_timestamp)?,
+            r.exclusive_start_shard_id.as_deref().and_then(parse_shard_id),
+            None,
+        ),
     };
     let meta = stream.meta().clone();
     // The trim horizon: records (and shards closed) before it have expired.

@@ -690,6 +690,18 @@ impl Kinesis {
         )
     }
 
+    /// `stream` if it is the incarnation a request's `StreamCreationTimestamp` (epoch seconds)
+    /// names, or when it names none; `ResourceNotFoundException` otherwise (the stream of
+    /// that name and time was deleted). Source: AWS Kinesis API reference, `ListShards`.
+    fn of_incarnation(&self, stream: Arc<Stream>, created: Option<f64>) -> Result<Arc<Stream>, ApiError> {
+        let meta = stream.meta();
+        if created.is_some_and(|t| !same_creation(t, meta.created_ms)) {
+            return Err(self.not_found(&meta.name));
+        }
+        drop(meta);
+        Ok(stream)
+    }
+
     fn not_found(&self, name: &str) -> ApiError {
         ApiError::new(
             ErrorKind::ResourceNotFound,
@@ -791,4 +803,11 @@ fn validate_stream_name(name: &str) -> Result<(), ApiError> {
 /// Epoch seconds with millisecond fraction, as the JSON protocol writes timestamps.
 fn epoch_seconds(ms: u64) -> f64 {
     ms as f64 / 1000.0
+}
+
+/// Whether a request's `StreamCreationTimestamp` (epoch seconds, as SDKs send it back from a
+/// description) names a stream created at `created_ms`: the same second, as descriptions give
+/// it to the millisecond and some clients keep whole seconds only.
+pub(crate) fn same_creation(timestamp_s: f64, created_ms: u64) -> bool {
+    timestamp_s.is_finite() && timestamp_s >= 0.0 && timestamp_s as u64 == created_ms / 1000
 }

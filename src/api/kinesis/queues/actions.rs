@@ -44,6 +44,8 @@ struct StreamConfiguration {
     #[serde(rename = "StreamARN")]
     stream_arn: String,
     starting_position: Option<Position>,
+    /// In `ListQueues`' `StreamFilter`: epoch seconds, which incarnation of the stream.
+    stream_creation_timestamp: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -434,8 +436,11 @@ pub fn run_describe(k: &Kinesis, r: QueueTarget) -> Result<Vec<u8>, ApiError> {
 pub fn run_list(k: &Kinesis, r: ListRequest) -> Result<Vec<u8>, ApiError> {
     let limit = r.max_results.map_or(100, |n| n.clamp(1, 10_000) as usize);
     let after = after_token(r.next_token.as_deref())?;
-    let filter: Option<Vec<String>> =
-        r.stream_filter.map(|f| f.iter().map(|s| s.stream_arn.rsplit('/').next().unwrap_or("").to_owned()).collect());
+    let filter: Option<Vec<(String, Option<f64>)>> = r.stream_filter.map(|f| {
+        f.iter()
+            .map(|s| (s.stream_arn.rsplit('/').next().unwrap_or("").to_owned(), s.stream_creation_timestamp))
+            .collect()
+    });
     let queues: Vec<_> = k
         .queues
         .list()
@@ -443,7 +448,13 @@ pub fn run_list(k: &Kinesis, r: ListRequest) -> Result<Vec<u8>, ApiError> {
         .filter(|q| {
             let m = q.meta.read().unwrap_or_else(PoisonError::into_inner);
             after.as_ref().is_none_or(|a| m.name > *a)
-                && filter.as_ref().is_none_or(|f| m.streams.iter().any(|s| f.contains(&s.name)))
+                && filter.as_ref().is_none_or(|f| {
+                    m.streams.iter().any(|s| {
+                        f.iter().any(|(name, t)| {
+                            *name == s.name && t.is_none_or(|t| super::super::same_creation(t, s.stream_created_ms))
+                        })
+                    })
+                })
         })
         .collect();
     let page: Vec<_> = queues
