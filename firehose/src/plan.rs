@@ -132,6 +132,38 @@ pub struct Pipeline {
     extension: String,
     kinesis_source: bool,
     transform: Option<Arc<dyn RecordTransform>>,
+    backup: Option<Backup>,
+}
+
+/// Where source records are backed up (`S3BackupMode` `Enabled`).
+#[derive(Debug, Clone)]
+struct Backup {
+    bucket: String,
+    prefix: Prefix,
+    compression: RawCompression,
+}
+
+impl Backup {
+    /// The backup of `d` (an `S3BackupConfiguration`); the message is for
+    /// `InvalidArgumentException`.
+    fn build(d: &crate::spec::ExtendedS3Destination) -> Result<Self, String> {
+        let bucket = d.bucket().ok_or_else(|| {
+            format!("S3BackupConfiguration BucketARN '{}' is not a valid S3 bucket ARN.", d.bucket_arn)
+        })?;
+        let prefix = Prefix::parse(d.prefix.as_deref(), PrefixRole::Output).map_err(|e| e.0)?;
+        if prefix.query_keys().next().is_some() || prefix.lambda_keys().next().is_some() {
+            return Err(
+                "S3BackupConfiguration Prefix cannot use partitionKeyFromQuery or partitionKeyFromLambda.".into()
+            );
+        }
+        let compression = RawCompression::from_name(d.compression_format.as_deref()).ok_or_else(|| {
+            format!(
+                "S3BackupConfiguration CompressionFormat '{}' is not supported; use UNCOMPRESSED, GZIP, ZIP, Snappy, HADOOP_SNAPPY or ZSTD.",
+                d.compression_format.as_deref().unwrap_or("")
+            )
+        })?;
+        Ok(Self { bucket: bucket.to_owned(), prefix, compression })
+    }
 }
 
 /// Builds the pipeline of `spec`: every check of the destination configuration lives here,
@@ -286,7 +318,14 @@ pub fn build(
     if let Some(tz) = d.custom_time_zone.as_deref().filter(|t| !t.is_empty() && *t != "UTC") {
         return Err(format!("CustomTimeZone '{tz}' is not supported by Sluice; timestamps are UTC."));
     }
+    let backup = match (d.s3_backup_mode.as_deref(), d.backup()) {
+        (None | Some("Disabled"), _) => None,
+        (Some("Enabled"), Some(b)) => Some(Backup::build(b)?),
+        (Some("Enabled"), None) => return Err("S3BackupConfiguration is required when S3BackupMode is Enabled.".into()),
+        (Some(other), _) => return Err(format!("S3BackupMode '{other}' is not valid; use Disabled or Enabled.")),
+    };
     Ok(Pipeline {
+        backup,
         name: spec.name.clone(),
         version: spec.version,
         bucket: bucket.to_owned(),
@@ -488,6 +527,45 @@ impl Pipeline {
         }
         plan.failed = plan.objects.iter().filter_map(|o| o.error_output_type.map(|t| (t, o.records.len()))).collect();
         plan
+    }
+
+    /// The backup object of the source records of `shard`'s range `first..=last`, as they
+    /// arrived (no transform, no delimiter), in the backup's compression: (bucket, object),
+    /// or `None` when backup is off. Its key is the same for every attempt at the range.
+    pub fn backup_object(
+        &self,
+        shard: u32,
+        first: u64,
+        last: u64,
+        records: &[SourceRecord],
+    ) -> Option<std::io::Result<(String, PlannedObject)>> {
+        let b = self.backup.as_ref()?;
+        let origin = ObjectOrigin { delivery_stream: &self.name, shard, first, last, partition: "", kind: "backup" };
+        let id = ObjectId::of(&origin);
+        let random = id.random_string();
+        let oldest = records.iter().map(|r| r.arrival_ms).min().unwrap_or(0);
+        let empty = PartitionKeys::new();
+        let values = PrefixValues {
+            oldest_arrival_ms: oldest,
+            random_string: &random,
+            error_output_type: None,
+            query_keys: &empty,
+            lambda_keys: &empty,
+        };
+        let prefix = b.prefix.evaluate(&values).expect("backup prefixes have no partition keys");
+        let bytes = match b.compression.encode(records.iter().map(|r| r.data.as_slice()), b"", &self.name) {
+            Ok(bytes) => bytes,
+            Err(e) => return Some(Err(e)),
+        };
+        let key = format!("{prefix}{}", object_name(&self.name, self.version, oldest, &id, b.compression.extension()));
+        let object = PlannedObject {
+            key,
+            bytes,
+            batches: Vec::new(),
+            records: (0..records.len()).collect(),
+            error_output_type: None,
+        };
+        Some(Ok((b.bucket.clone(), object)))
     }
 
     /// An error object holding `members` (input indexes) as error record lines `bytes`.

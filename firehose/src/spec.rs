@@ -301,9 +301,21 @@ pub struct ExtendedS3Destination {
     /// Processors: `Lambda` (WASM transforms), `MetadataExtraction`, `AppendDelimiterToRecord`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub processing_configuration: Option<ProcessingConfiguration>,
-    /// Backup mode (kept, not applied).
+    /// `Disabled` (default) or `Enabled`: every source record, as received (before any
+    /// transform), also lands in [`Self::s3_backup_configuration`]. Enabled stays enabled
+    /// (AWS Firehose API reference, `ExtendedS3DestinationUpdate`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub s3_backup_mode: Option<String>,
+    /// `S3BackupConfiguration` (create) or `S3BackupUpdate` (update), an
+    /// `S3DestinationConfiguration`: the backup's bucket, prefix (`YYYY/MM/DD/HH/` by default)
+    /// and compression; its buffering hints are kept (backups go with each delivery).
+    #[serde(
+        rename = "S3BackupConfiguration",
+        alias = "S3BackupUpdate",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub s3_backup_configuration: Option<Box<ExtendedS3Destination>>,
     /// JSON to Parquet.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_format_conversion_configuration: Option<DataFormatConversionConfiguration>,
@@ -326,6 +338,11 @@ impl ExtendedS3Destination {
             && name.len() <= 255
             && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')))
         .then_some(name)
+    }
+
+    /// The backup destination, when `S3BackupMode` is `Enabled`.
+    pub fn backup(&self) -> Option<&ExtendedS3Destination> {
+        (self.s3_backup_mode.as_deref() == Some("Enabled")).then_some(self.s3_backup_configuration.as_deref()).flatten()
     }
 
     /// Whether records are partitioned by key.
@@ -361,6 +378,7 @@ impl ExtendedS3Destination {
         d.encryption_configuration.get_or_insert_with(|| serde_json::json!({"NoEncryptionConfig": "NoEncryption"}));
         d.cloud_watch_logging_options.get_or_insert_with(|| serde_json::json!({"Enabled": false}));
         d.s3_backup_mode.get_or_insert_with(|| "Disabled".into());
+        d.s3_backup_configuration = d.s3_backup_configuration.map(|b| Box::new(b.described()));
         d
     }
 
@@ -375,6 +393,11 @@ impl ExtendedS3Destination {
         }
         if !u.bucket_arn.is_empty() {
             self.bucket_arn = u.bucket_arn;
+        }
+        match (&mut self.s3_backup_configuration, u.s3_backup_configuration) {
+            (Some(b), Some(update)) => b.merge(ExtendedS3DestinationUpdate(*update)),
+            (b @ None, update) => *b = update,
+            (Some(_), None) => {}
         }
         take!(
             prefix,

@@ -344,12 +344,16 @@ impl Worker {
             cp.attempts
         };
         self.checkpoints.save().map_err(|e| StepError::Failed(e.to_string()))?;
-        let result = if attempts > DELIVERY_ATTEMPTS_MAX + 1 {
-            self.fail_range(shard, first, last, records, attempts).await
-        } else if attempts == DELIVERY_ATTEMPTS_MAX + 1 {
-            self.deliver_isolating(shard, first, last, records).await
-        } else {
-            self.deliver_range(shard, first, last, records).await
+        // The backup holds every source record, whatever becomes of it below.
+        let result = match self.back_up(shard, first, last, &records).await {
+            Err(e) => Err(e),
+            Ok(()) if attempts > DELIVERY_ATTEMPTS_MAX + 1 => {
+                self.fail_range(shard, first, last, records, attempts).await
+            }
+            Ok(()) if attempts == DELIVERY_ATTEMPTS_MAX + 1 => {
+                self.deliver_isolating(shard, first, last, records).await
+            }
+            Ok(()) => self.deliver_range(shard, first, last, records).await,
         };
         match result {
             Ok(()) => {
@@ -561,14 +565,43 @@ impl Worker {
                     }
                 }
             }
-            let mut command = self.command.clone();
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_millis(backoff)) => {}
-                _ = command.changed() => {}
+            self.pause(backoff).await?;
+            backoff = (backoff * 2).min(RETRY_BACKOFF_MS_MAX);
+        }
+    }
+
+    /// Waits `backoff_ms` before a retry; [`StepError::Interrupted`] when told to stop.
+    async fn pause(&self, backoff_ms: u64) -> Result<(), StepError> {
+        let mut command = self.command.clone();
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(backoff_ms)) => {}
+            _ = command.changed() => {}
+        }
+        if *self.command.borrow() != Command::Run {
+            return Err(StepError::Interrupted);
+        }
+        Ok(())
+    }
+
+    /// Writes the backup of a range's source records (`S3BackupMode` `Enabled`), retrying
+    /// until it lands: a backup is never given up, so the range waits for it.
+    async fn back_up(&mut self, shard: u32, first: u64, last: u64, records: &[SourceRecord]) -> Result<(), StepError> {
+        let pipeline = self.pipeline(records)?;
+        let Some(object) = pipeline.backup_object(shard, first, last, records) else {
+            return Ok(());
+        };
+        let (bucket, object) = object.map_err(|e| StepError::Failed(format!("backup: {e}")))?;
+        let label = Metrics::label(self.entry.name());
+        let mut backoff = RETRY_BACKOFF_MS_MIN;
+        loop {
+            match self.ctx.lake.put(&bucket, &object.key, object.bytes.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    self.ctx.metrics.delivery_failures.get_or_create(&label).inc();
+                    tracing::warn!(delivery_stream = %self.entry.name(), bucket = %bucket, key = %object.key, error = %e, "backup write failed; retrying");
+                }
             }
-            if *self.command.borrow() != Command::Run {
-                return Err(StepError::Interrupted);
-            }
+            self.pause(backoff).await?;
             backoff = (backoff * 2).min(RETRY_BACKOFF_MS_MAX);
         }
     }

@@ -629,3 +629,119 @@ async fn objects_over_16_mib_are_written_whole_with_a_multipart_upload() {
     assert_eq!(landed[0].1, records.concat(), "the object holds every record, in order");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_backup_enabled_lands_every_source_record_as_received_beside_the_processed_output() {
+    use aws_sdk_firehose::error::ProvideErrorMetadata;
+    let Harness { dir: _dir, s3, clock, server } = Harness::start(None, |_| {}).await;
+    let firehose = server.firehose();
+    let backup = |prefix: &str| {
+        fh::S3DestinationConfiguration::builder()
+            .role_arn("arn:aws:iam::000000000000:role/firehose")
+            .bucket_arn(format!("arn:aws:s3:::{BUCKET}"))
+            .prefix(prefix)
+            .compression_format(fh::CompressionFormat::Gzip)
+            .build()
+            .unwrap()
+    };
+    let newline = fh::ProcessingConfiguration::builder()
+        .enabled(true)
+        .processors(fh::Processor::builder().r#type(fh::ProcessorType::AppendDelimiterToRecord).build().unwrap())
+        .build();
+    // Enabled without a backup destination is refused.
+    let e = firehose
+        .create_delivery_stream()
+        .delivery_stream_name("nowhere")
+        .extended_s3_destination_configuration(
+            destination("x/", "x-errors/").s3_backup_mode(fh::S3BackupMode::Enabled).build().unwrap(),
+        )
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some("InvalidArgumentException"), "{e:?}");
+    firehose
+        .create_delivery_stream()
+        .delivery_stream_name("kept")
+        .extended_s3_destination_configuration(
+            destination("out/", "out-errors/")
+                .processing_configuration(newline)
+                .s3_backup_mode(fh::S3BackupMode::Enabled)
+                .s3_backup_configuration(backup("raw/"))
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let d = firehose.describe_delivery_stream().delivery_stream_name("kept").send().await.unwrap();
+    let d = d.delivery_stream_description().unwrap();
+    let ext = d.destinations()[0].extended_s3_destination_description().unwrap();
+    assert_eq!(ext.s3_backup_mode(), Some(&fh::S3BackupMode::Enabled));
+    let b = ext.s3_backup_description().expect("S3BackupDescription");
+    assert_eq!((b.prefix(), b.compression_format()), (Some("raw/"), &fh::CompressionFormat::Gzip));
+    assert_eq!(b.bucket_arn(), format!("arn:aws:s3:::{BUCKET}"));
+
+    let records: Vec<fh::Record> =
+        (0..200).map(|i| fh::Record::builder().data(Blob::new(format!("{{\"n\":{i}}}"))).build().unwrap()).collect();
+    let out = firehose.put_record_batch().delivery_stream_name("kept").set_records(Some(records)).send().await.unwrap();
+    assert_eq!(out.failed_put_count(), 0);
+    let s3c = s3.client();
+    let gunzip = |o: &Vec<(String, Vec<u8>)>| -> String {
+        o.iter()
+            .map(|(key, gz)| {
+                assert!(key.ends_with(".gz"), "{key}");
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(gz.as_slice()), &mut text).unwrap();
+                text
+            })
+            .collect()
+    };
+    let raw = wait_for(&clock, || objects(&s3c, "raw/"), |o| gunzip(o).matches('{').count() >= 200).await;
+    let delivered = objects(&s3c, "out/").await;
+    // The backup holds the records as put: no delimiter the processing added.
+    let expected: String = (0..200).map(|i| format!("{{\"n\":{i}}}")).collect();
+    assert_eq!(gunzip(&raw), expected);
+    let lines: Vec<String> = delivered
+        .iter()
+        .flat_map(|(_, b)| String::from_utf8(b.clone()).unwrap().lines().map(str::to_owned).collect::<Vec<_>>())
+        .collect();
+    assert_eq!(lines.len(), 200, "{lines:?}");
+    // The backup prefix: `raw/` then AWS's default `YYYY/MM/DD/HH/` of the arrival time.
+    let key = &raw[0].0;
+    let hour =
+        sluice_firehose::timestamp_pattern::TimestampPattern::parse("yyyy/MM/dd/HH/").unwrap().format(clock.now_ms());
+    assert!(key.starts_with("raw/") && key[4..].starts_with(&hour[..8]), "{key} vs {hour}");
+
+    // Enabled stays enabled; a backup update changes the prefix.
+    let version = d.version_id().to_owned();
+    let e = firehose
+        .update_destination()
+        .delivery_stream_name("kept")
+        .current_delivery_stream_version_id(&version)
+        .destination_id("destinationId-000000000001")
+        .extended_s3_destination_update(
+            fh::ExtendedS3DestinationUpdate::builder().s3_backup_mode(fh::S3BackupMode::Disabled).build(),
+        )
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some("InvalidArgumentException"), "{e:?}");
+    firehose
+        .update_destination()
+        .delivery_stream_name("kept")
+        .current_delivery_stream_version_id(&version)
+        .destination_id("destinationId-000000000001")
+        .extended_s3_destination_update(
+            fh::ExtendedS3DestinationUpdate::builder()
+                .s3_backup_update(fh::S3DestinationUpdate::builder().prefix("raw2/").build())
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let d = firehose.describe_delivery_stream().delivery_stream_name("kept").send().await.unwrap();
+    let ext = d.delivery_stream_description().unwrap().destinations()[0].extended_s3_destination_description().unwrap();
+    let b = ext.s3_backup_description().unwrap();
+    assert_eq!((b.prefix(), b.compression_format()), (Some("raw2/"), &fh::CompressionFormat::Gzip));
+    server.stop().await;
+}

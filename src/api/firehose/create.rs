@@ -77,6 +77,9 @@ pub fn check_destination(d: &ExtendedS3Destination, member: &str) -> Result<(), 
     };
     // Under a `file://` lake the bucket is a folder: S3's naming rules keep it one plain name.
     sluice_firehose::lake::check_bucket_name(bucket).map_err(invalid)?;
+    if let Some(b) = &d.s3_backup_configuration {
+        check_destination(b, &format!("{member}.s3BackupConfiguration"))?;
+    }
     Ok(())
 }
 

@@ -71,11 +71,23 @@ pub fn description(f: &Firehose, r: Request) -> Result<serde_json::Value, ApiErr
                 "DestinationId": DESTINATION_ID,
                 "IcebergDestinationDescription": i.described(),
             })],
-            None => vec![serde_json::json!({
-                "DestinationId": DESTINATION_ID,
-                "ExtendedS3DestinationDescription": described,
-                "S3DestinationDescription": s3_view(&described),
-            })],
+            None => {
+                let mut extended = serde_json::to_value(&described).map_err(super::internal)?;
+                if let Some(o) = extended.as_object_mut() {
+                    if let Some(b) = &described.s3_backup_configuration {
+                        o.remove("S3BackupConfiguration");
+                        o.insert(
+                            "S3BackupDescription".into(),
+                            serde_json::to_value(s3_view(b)).map_err(super::internal)?,
+                        );
+                    }
+                }
+                vec![serde_json::json!({
+                    "DestinationId": DESTINATION_ID,
+                    "ExtendedS3DestinationDescription": extended,
+                    "S3DestinationDescription": s3_view(&described),
+                })]
+            }
         },
     };
     let source = match &spec.source {

@@ -58,6 +58,12 @@ pub async fn run(f: &Firehose, r: Request) -> Result<Vec<u8>, ApiError> {
         }
         _ => return Err(invalid("Exactly one destination update is supported for a Firehose")),
     }
+    if current.destination.s3_backup_mode.as_deref() == Some("Enabled")
+        && spec.destination.s3_backup_mode.as_deref() != Some("Enabled")
+    {
+        // AWS Firehose API reference, `ExtendedS3DestinationUpdate.S3BackupMode`.
+        return Err(invalid("S3BackupMode cannot be changed from Enabled to Disabled."));
+    }
     if spec.destination.dynamic_partitioning() != current.destination.dynamic_partitioning() {
         return Err(invalid(
             "Dynamic partitioning can only be enabled when the delivery stream is created and cannot be disabled.",
