@@ -222,6 +222,23 @@ async fn bad_requests_get_aws_errors_and_change_nothing() {
             .await,
     );
     assert_eq!(c, "InvalidArgumentException", "{m}");
+    // A source configuration of another stream type is refused, not ignored.
+    let (c, m) = code(
+        f.create_delivery_stream()
+            .delivery_stream_name("twosrc")
+            .delivery_stream_type(fh::DeliveryStreamType::KinesisStreamAsSource)
+            .kinesis_stream_source_configuration(kinesis_source("src"))
+            .direct_put_source_configuration(
+                fh::DirectPutSourceConfiguration::builder().throughput_hint_in_mbs(1).build().unwrap(),
+            )
+            .extended_s3_destination_configuration(destination("a/", "b/").build().unwrap())
+            .send()
+            .await,
+    );
+    assert_eq!(
+        (c.as_str(), m.as_str()),
+        ("InvalidArgumentException", "DirectPutSourceConfiguration is only applicable for DirectPut stream type")
+    );
     assert!(f.list_delivery_streams().send().await.unwrap().delivery_stream_names().is_empty(), "nothing was created");
 
     // Puts: limits and a Kinesis-sourced delivery stream.

@@ -134,8 +134,19 @@ fn check(f: &Firehose, r: Request) -> Result<DeliveryStreamSpec, ApiError> {
         if iceberg.is_some() { "icebergDestinationConfiguration" } else { "extendedS3DestinationConfiguration" };
     check_destination(&destination, member)?;
     check_tags(&r.tags, 0)?;
-    let source = match (r.delivery_stream_type.as_deref().unwrap_or("DirectPut"), r.kinesis_stream_source_configuration)
-    {
+    let kind = r.delivery_stream_type.as_deref().unwrap_or("DirectPut");
+    // A source configuration belongs to one stream type (AWS refuses the others rather than
+    // ignore them).
+    for (member, applies_to) in [
+        ("DirectPutSourceConfiguration", "DirectPut"),
+        ("MSKSourceConfiguration", "MSKAsSource"),
+        ("DatabaseSourceConfiguration", "DatabaseAsSource"),
+    ] {
+        if r.other.contains_key(member) && kind != applies_to {
+            return Err(invalid(format!("{member} is only applicable for {applies_to} stream type")));
+        }
+    }
+    let source = match (kind, r.kinesis_stream_source_configuration) {
         ("DirectPut", None) => SourceSpec::DirectPut,
         ("DirectPut", Some(_)) => {
             return Err(invalid("KinesisSourceStreamConfig is only applicable for KinesisStreamAsSource stream type"))
