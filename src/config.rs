@@ -132,6 +132,63 @@ pub struct Config {
     /// Origins (`https://app.example.com`, or `*`) whose web pages may call the APIs with
     /// the browser SDK: CORS preflights and headers for them. Default: none.
     pub cors_allowed_origins: Vec<String>,
+    /// `[cluster]`: join a cluster of Sluice nodes coordinated by etcd (docs/cluster.md).
+    /// Default: none, one node on its own.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]`: how this node joins a cluster. Source of the rules: docs/cluster.md.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// etcd client URLs (`http://10.0.0.5:2379`), at least one.
+    pub etcd_endpoints: Vec<String>,
+    /// This node's id, unique among live nodes: 1 to 64 of `A-Z a-z 0-9 _ -`.
+    pub node_id: String,
+    /// Where other nodes and clients reach this node (`host:port`; default: `bind`).
+    #[serde(default)]
+    pub advertise_address: Option<String>,
+    /// The cluster's name, its etcd key prefix `/sluice/<name>/` (default `sluice`; same
+    /// characters as `node_id`): several clusters can share one etcd.
+    #[serde(default = "ClusterConfig::default_name")]
+    pub name: String,
+    /// Membership lease, s (default 5; 2 to 60): a node that stops renewing it (killed,
+    /// paused, cut off from etcd) leaves the cluster this long after.
+    #[serde(default = "ClusterConfig::default_lease_ttl_s")]
+    pub lease_ttl_s: u64,
+}
+
+impl ClusterConfig {
+    fn default_name() -> String {
+        "sluice".into()
+    }
+
+    fn default_lease_ttl_s() -> u64 {
+        5
+    }
+
+    /// Checks the settings; the message names the one at fault.
+    pub fn check(&self) -> Result<(), String> {
+        let id_like = |s: &str| {
+            (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        };
+        if !id_like(&self.node_id) {
+            return Err(format!("[cluster] node_id {:?} must be 1 to 64 of A-Z a-z 0-9 _ -", self.node_id));
+        }
+        if !id_like(&self.name) {
+            return Err(format!("[cluster] name {:?} must be 1 to 64 of A-Z a-z 0-9 _ -", self.name));
+        }
+        if self.etcd_endpoints.is_empty() {
+            return Err("[cluster] etcd_endpoints needs at least one etcd client URL".into());
+        }
+        if let Some(e) = self.etcd_endpoints.iter().find(|e| !e.starts_with("http://")) {
+            return Err(format!("[cluster] etcd endpoint {e:?} must be an http:// URL"));
+        }
+        if !(2..=60).contains(&self.lease_ttl_s) {
+            return Err(format!("[cluster] lease_ttl_s {} must be 2 to 60", self.lease_ttl_s));
+        }
+        Ok(())
+    }
 }
 
 /// `[server]`: bounds on what clients may hold. Defaults in [`ServerSettings::default`],
@@ -219,6 +276,7 @@ impl Default for Config {
             tls_cert: None,
             tls_key: None,
             cors_allowed_origins: Vec::new(),
+            cluster: None,
         }
     }
 }
@@ -298,6 +356,9 @@ impl Config {
             return Err(ConfigError::Invalid("tls_cert and tls_key go together: set both or neither".into()));
         }
         self.lake.check().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if let Some(c) = &self.cluster {
+            c.check().map_err(ConfigError::Invalid)?;
+        }
         let mut names: Vec<&str> = self.delivery_streams.iter().map(|d| d.name.as_str()).collect();
         names.sort_unstable();
         if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {

@@ -4,6 +4,7 @@
 pub mod answer_budget;
 pub mod api;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod cors;
 pub mod demo;

@@ -101,6 +101,11 @@ enum Command {
         #[arg(long)]
         prefix: Option<String>,
     },
+    /// A cluster's state, read from etcd.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
     /// Print a stream's records as they arrive (text when printable, else base64), without
     /// checkpointing.
     Tail {
@@ -124,6 +129,50 @@ enum Command {
         secret_access_key: String,
     },
 }
+
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// The live nodes: id, address, when each joined, version.
+    Status {
+        /// etcd client URLs (repeat or comma-separate).
+        #[arg(long, required = true, value_delimiter = ',')]
+        etcd: Vec<String>,
+        /// The cluster's name (`[cluster] name`).
+        #[arg(long, default_value = "sluice")]
+        name: String,
+        /// JSON (one object) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `sluice cluster status`.
+fn cluster_status(etcd: &[String], name: &str, json: bool) -> ExitCode {
+    runtime().block_on(async {
+        let nodes = match sluice::cluster::nodes(&sluice::cluster::Etcd::new(etcd), name).await {
+            Ok(n) => n,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if json {
+            println!("{}", serde_json::json!({ "cluster": name, "nodes": nodes }));
+            return ExitCode::SUCCESS;
+        }
+        println!("cluster {name}: {} node{}", nodes.len(), if nodes.len() == 1 { "" } else { "s" });
+        for n in &nodes {
+            let joined = chrono::DateTime::from_timestamp_millis(n.joined_ms as i64)
+                .map_or_else(|| n.joined_ms.to_string(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+            println!("{}\t{}\tjoined {joined}\tsluice {}", n.node_id, n.address, n.version);
+        }
+        ExitCode::SUCCESS
+    })
+}
+
+/// How long `sluice serve` keeps trying to reach etcd to join its cluster before it gives up:
+/// etcd may be starting beside it (one compose file, one pod).
+const JOIN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn load_config(config: Option<PathBuf>) -> Result<Config, ExitCode> {
     config
@@ -265,6 +314,7 @@ fn main() -> ExitCode {
                 }
             })
         }
+        Command::Cluster { command: ClusterCommand::Status { etcd, name, json } } => cluster_status(&etcd, &name, json),
         Command::Serve { config, bind, data_dir, tls_self_signed } => {
             let mut cfg = match load_config(config) {
                 Ok(c) => c,
@@ -320,8 +370,25 @@ fn main() -> ExitCode {
                     }
                 };
                 let scheme = if tls.is_some() { "https" } else { "http" };
+                // Announced once the port listens, so a member is always reachable.
+                let membership = match &cfg.cluster {
+                    None => None,
+                    Some(c) => {
+                        let address = c.advertise_address.clone().unwrap_or_else(|| cfg.bind.to_string());
+                        match sluice::cluster::Membership::join_patiently(c, address, JOIN_PATIENCE).await {
+                            Ok(m) => Some(m),
+                            Err(e) => {
+                                eprintln!("cannot join cluster {}: {e}", c.name);
+                                return ExitCode::FAILURE;
+                            }
+                        }
+                    }
+                };
                 tracing::info!(bind = %cfg.bind, scheme, data_dir = %cfg.data_dir.display(), "sluice serving the Kinesis API");
                 sluice::server::serve_with(listener, state.clone(), tls, shutdown_signal()).await;
+                if let Some(m) = membership {
+                    m.leave().await;
+                }
                 // Dropping the state closes every shard log, which syncs it.
                 drop(state);
                 tracing::info!("sluice stopped");

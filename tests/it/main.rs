@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod cbor;
+mod cluster;
 mod config;
 mod cors;
 mod crash_loop;
