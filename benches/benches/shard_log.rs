@@ -1,5 +1,6 @@
 //! Shard log hot paths: append (100 B and 1 KiB records, batches of 1 and 500, each
-//! durability policy) and sequential read with checksum verification.
+//! durability policy), sequential read with checksum verification, and a follower's catch-up
+//! (read a leader's batch, append it as a replica: what a replica of a cluster shard does).
 //!
 //! Run: `cargo bench -p sluice-benches --bench shard_log`. Throughput is reported in bytes
 //! of record data; records/s is that divided by the record size.
@@ -92,5 +93,51 @@ fn sequential_read(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, append, sequential_read);
+fn replicate(c: &mut Criterion) {
+    let mut group = c.benchmark_group("replicate/interval");
+    group.sample_size(20).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    for size in SIZES {
+        let dir = tempfile::tempdir().unwrap();
+        let leader =
+            ShardLog::open(dir.path(), ShardLogOptions { durability: Durability::Never, ..Default::default() })
+                .unwrap();
+        let data = payloads(500, size);
+        let keys: Vec<String> = (0..500).map(|i| format!("station-{}", i % 12)).collect();
+        let records: Vec<Record> = data.iter().zip(&keys).map(|(d, k)| Record { partition_key: k, data: d }).collect();
+        let batches = (64usize << 20) / (size * 500);
+        for _ in 0..batches {
+            leader.append(&records).unwrap();
+        }
+        group.throughput(Throughput::Bytes((batches * 500 * size) as u64));
+        group.bench_function(BenchmarkId::new(format!("{size}B"), "64MiB"), |b| {
+            b.iter_custom(|iters| {
+                let mut elapsed = Duration::ZERO;
+                for _ in 0..iters {
+                    let fdir = tempfile::tempdir().unwrap();
+                    let follower = ShardLog::open(fdir.path(), ShardLogOptions::default()).unwrap();
+                    let start = Instant::now();
+                    let mut from = 0;
+                    loop {
+                        let batch =
+                            leader.read(from, ReadLimits { max_records: 500, ..ReadLimits::default() }).unwrap();
+                        if batch.is_empty() {
+                            break;
+                        }
+                        let rs: Vec<Record> =
+                            batch.iter().map(|r| Record { partition_key: r.partition_key, data: r.data }).collect();
+                        let ts: Vec<u64> = batch.iter().map(|r| r.arrival_timestamp_ms).collect();
+                        black_box(follower.append_replica(from, &rs, &ts).unwrap());
+                        from = batch.next_sequence_number();
+                    }
+                    elapsed += start.elapsed();
+                    drop(follower);
+                }
+                elapsed
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, append, sequential_read, replicate);
 criterion_main!(benches);

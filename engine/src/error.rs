@@ -151,6 +151,18 @@ pub enum AppendError {
     /// batch failed (the log then refuses further appends).
     #[error(transparent)]
     Io(std::sync::Arc<IoError>),
+    /// A replica append did not start at the log's next sequence number (nothing written).
+    #[error("a replica batch starts at sequence number {found}, and the log's next is {expected}")]
+    NotNext {
+        /// The log's next sequence number.
+        expected: u64,
+        /// Where the batch starts.
+        found: u64,
+    },
+    /// A replica batch's arrival times are missing, or go back (before each other or the
+    /// log's newest record); nothing written.
+    #[error("a replica batch's arrival times must be one per record, never going back")]
+    Timestamps,
     /// An earlier write or sync failed, so the log refuses appends: the kernel may have
     /// dropped unsynced pages, and a retried sync could falsely succeed. Reopen the log to
     /// recover what reached the disk.

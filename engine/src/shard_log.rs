@@ -450,17 +450,56 @@ impl ShardLog {
     /// written either). [`AppendError::Poisoned`] once a write or sync has failed: the log then
     /// refuses all appends.
     pub fn append(&self, records: &[Record<'_>]) -> Result<Appended, AppendError> {
+        self.append_stamped(records, Stamps::Now)
+    }
+
+    /// Appends records another log (a shard's leader) assigned: the first at
+    /// `first_sequence_number`, which must be this log's next, each with its arrival time
+    /// from `arrival_timestamps_ms` (ms, one per record, never decreasing, none before this
+    /// log's newest). The frames written are the leader's byte for byte: same sequence
+    /// numbers, times, keys, data and checksums. Durability as for [`ShardLog::append`].
+    ///
+    /// Errors: as [`ShardLog::append`]; [`AppendError::NotNext`] when `first_sequence_number`
+    /// is not this log's next (a gap or an overlap: nothing written);
+    /// [`AppendError::Timestamps`] for a time that is missing or goes back.
+    pub fn append_replica(
+        &self,
+        first_sequence_number: u64,
+        records: &[Record<'_>],
+        arrival_timestamps_ms: &[u64],
+    ) -> Result<Appended, AppendError> {
+        if arrival_timestamps_ms.len() != records.len() || arrival_timestamps_ms.windows(2).any(|w| w[1] < w[0]) {
+            return Err(AppendError::Timestamps);
+        }
+        self.append_stamped(records, Stamps::Given { first_sequence_number, arrival_timestamps_ms })
+    }
+
+    fn append_stamped(&self, records: &[Record<'_>], stamps: Stamps<'_>) -> Result<Appended, AppendError> {
         self.validate(records)?;
         let inner = &*self.inner;
         let mut w = inner.writer();
         if let Some(e) = inner.commit.failed() {
             return Err(AppendError::Poisoned(e));
         }
+        let first = w.next_sequence_number;
+        let stamp: Box<dyn Fn(usize) -> u64 + '_> = match stamps {
+            Stamps::Now => {
+                let ts = inner.options.clock.now_ms().max(w.last_timestamp_ms);
+                Box::new(move |_| ts)
+            }
+            Stamps::Given { first_sequence_number, arrival_timestamps_ms } => {
+                if first_sequence_number != first {
+                    return Err(AppendError::NotNext { expected: first, found: first_sequence_number });
+                }
+                if arrival_timestamps_ms.first().is_some_and(|t| *t < w.last_timestamp_ms) {
+                    return Err(AppendError::Timestamps);
+                }
+                Box::new(move |i| arrival_timestamps_ms[i])
+            }
+        };
         // Held to the end of the batch: an active segment idle long enough had its descriptor
         // closed, and failing to open it now writes nothing and poisons nothing.
         let _file = w.active.map().open_file().map_err(|e| AppendError::Io(Arc::new(e)))?;
-        let ts = inner.options.clock.now_ms().max(w.last_timestamp_ms);
-        let first = w.next_sequence_number;
 
         // Plan where each record lands, and create every segment the batch needs before
         // writing anything, so a failure to create one leaves the log as it was.
@@ -503,7 +542,7 @@ impl ShardLog {
         }
 
         // Copy the frames, noting what readers must be shown.
-        let mut published = vec![Publish::new(&w.active, first)];
+        let mut published = vec![Publish::new(&w.active, first, stamp(0))];
         let mut fresh = fresh.into_iter();
         let mut starts = starts.into_iter().map(|(i, _)| i).peekable();
         for (i, r) in records.iter().enumerate() {
@@ -518,8 +557,9 @@ impl ShardLog {
                 w.unsynced.push(sealed.seal());
                 w.active_synced_to = 0;
                 w.sampler = IndexSampler::new(inner.options.index_interval_bytes);
-                published.push(Publish::new(&w.active, seq));
+                published.push(Publish::new(&w.active, seq, stamp(i)));
             }
+            let ts = stamp(i);
             let key = r.partition_key.as_bytes();
             let offset = w.active.append(seq, ts, key, r.data).expect("the plan made room");
             let len = frame::frame_len(key.len(), r.data.len());
@@ -529,6 +569,7 @@ impl ShardLog {
             }
             p.end = offset + len;
             p.next_sequence_number = seq + 1;
+            p.last_timestamp_ms = ts;
         }
         if let Err(e) = w.active.write_pending() {
             return Err(self.poison(e));
@@ -544,9 +585,11 @@ impl ShardLog {
             w.next_segment = spawn_prepare(&inner.dir, capacity).map(|handle| (capacity, handle));
         }
         let next = first + records.len() as u64;
+        let ts = stamp(records.len() - 1);
         w.next_sequence_number = next;
         w.last_timestamp_ms = ts;
-        self.publish(published, ts);
+        drop(stamp);
+        self.publish(published);
         drop(w);
         self.appended.send_replace(next);
         let bytes: usize = records.iter().map(|r| r.partition_key.len() + r.data.len()).sum();
@@ -625,27 +668,31 @@ impl ShardLog {
         prepared.activate(dir, first_sequence_number)
     }
 
-    fn publish(&self, published: Vec<Publish>, ts: u64) {
+    fn publish(&self, published: Vec<Publish>) {
         let mut state = self.inner.state_mut();
+        let mut newest = None;
         for (i, p) in published.into_iter().enumerate() {
             if i > 0 {
-                state.segments.push_back(SegmentView::empty(p.map, p.first_sequence_number, ts));
+                state.segments.push_back(SegmentView::empty(p.map, p.first_sequence_number, p.first_timestamp_ms));
             }
             let view = state.segments.back_mut().expect("active segment");
             if p.next_sequence_number == view.summary.next_sequence_number {
                 continue;
             }
             if view.is_empty() {
-                view.summary.first_timestamp_ms = ts;
+                view.summary.first_timestamp_ms = p.first_timestamp_ms;
             }
             view.summary.end = p.end;
             view.summary.next_sequence_number = p.next_sequence_number;
-            view.summary.last_timestamp_ms = ts;
+            view.summary.last_timestamp_ms = p.last_timestamp_ms;
+            newest = Some(p.last_timestamp_ms);
             for e in p.index {
                 view.summary.index.push(e);
             }
         }
-        state.last_timestamp_ms = Some(ts);
+        if newest.is_some() {
+            state.last_timestamp_ms = newest;
+        }
     }
 
     /// Syncs everything appended so far to disk, whatever the durability policy. Call it
@@ -773,19 +820,33 @@ struct Publish {
     end: usize,
     next_sequence_number: u64,
     index: Vec<IndexEntry>,
+    /// Arrival time of the first and newest record the batch put in this segment, ms.
+    first_timestamp_ms: u64,
+    last_timestamp_ms: u64,
 }
 
 impl Publish {
-    /// Nothing new yet in `active`, whose next frame gets `next_sequence_number`.
-    fn new(active: &ActiveSegment, next_sequence_number: u64) -> Self {
+    /// Nothing new yet in `active`, whose next frame gets `next_sequence_number` at
+    /// `timestamp_ms`.
+    fn new(active: &ActiveSegment, next_sequence_number: u64, timestamp_ms: u64) -> Self {
         Self {
             map: active.map().clone(),
             first_sequence_number: active.first_sequence_number(),
             end: active.write_offset(),
             next_sequence_number,
             index: Vec::new(),
+            first_timestamp_ms: timestamp_ms,
+            last_timestamp_ms: timestamp_ms,
         }
     }
+}
+
+/// Where a batch's sequence numbers and arrival times come from.
+enum Stamps<'a> {
+    /// The next sequence numbers and the clock's now (never before the newest record).
+    Now,
+    /// A leader's: its first sequence number and every record's time.
+    Given { first_sequence_number: u64, arrival_timestamps_ms: &'a [u64] },
 }
 
 impl Drop for ShardLog {

@@ -5,6 +5,7 @@ mod crash;
 mod idle;
 mod model;
 mod recovery;
+mod replica;
 mod resident;
 mod streams;
 mod support;
