@@ -41,6 +41,58 @@ pub fn conversion_threads() -> usize {
     *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from))
 }
 
+/// Threads held by conversions now, over every delivery stream (and nested conversions: the
+/// partitions of a buffer convert in parallel, each of them in parallel again).
+static THREADS_HELD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Threads a conversion got from the budget shared by all conversions
+/// ([`conversion_threads`] in all): given back when dropped.
+#[derive(Debug)]
+pub struct ConversionThreads {
+    held: usize,
+}
+
+impl ConversionThreads {
+    /// Takes up to `want` threads from the shared budget. With fewer than 2 free the
+    /// conversion runs on its calling thread alone (`count` 1, nothing held): ten delivery
+    /// streams converting at once on 2 cores use 2 threads between them plus their own,
+    /// rather than 20.
+    pub fn take(want: usize) -> Self {
+        use std::sync::atomic::Ordering;
+        if want < 2 {
+            return Self { held: 0 };
+        }
+        let budget = conversion_threads();
+        let mut held = THREADS_HELD.load(Ordering::Relaxed);
+        loop {
+            let take = want.min(budget.saturating_sub(held));
+            if take < 2 {
+                return Self { held: 0 };
+            }
+            match THREADS_HELD.compare_exchange_weak(held, held + take, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => return Self { held: take },
+                Err(now) => held = now,
+            }
+        }
+    }
+
+    /// Threads to run on: what was taken, or 1 (the calling thread).
+    pub fn count(&self) -> usize {
+        self.held.max(1)
+    }
+
+    /// Threads held by all conversions now.
+    pub fn held_now() -> usize {
+        THREADS_HELD.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for ConversionThreads {
+    fn drop(&mut self) {
+        THREADS_HELD.fetch_sub(self.held, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// Firehose's error code for a record that is not one well-formed JSON object.
 pub const PARSE_ERROR: &str = "DataFormatConversion.ParseError";
 /// Firehose's error code for a JSON object that does not fit the schema.
@@ -194,16 +246,17 @@ impl ColumnarEncoder {
     /// that do not fit are returned as failures. Large buffers are split in contiguous parts
     /// decoded on up to [`conversion_threads`] threads; rows keep the input order.
     pub fn decode(&self, records: &[&[u8]]) -> Decoded {
-        let threads = conversion_threads().min(records.len() / RECORDS_PER_THREAD_MIN).max(1);
-        let part = records.len().div_ceil(threads).max(1);
+        let threads = ConversionThreads::take(conversion_threads().min(records.len() / RECORDS_PER_THREAD_MIN));
+        let part = records.len().div_ceil(threads.count()).max(1);
         let parts: Vec<(usize, &[&[u8]])> = records.chunks(part).enumerate().map(|(i, p)| (i * part, p)).collect();
-        let decoded = sluice_engine::parallel::in_parallel(&parts, threads, "sluice-convert", |&(first, part)| {
-            let (mut batches, mut failed) = (Vec::new(), Vec::new());
-            for (i, batch) in part.chunks(DECODE_BATCH_RECORDS).enumerate() {
-                self.decode_batch(first + i * DECODE_BATCH_RECORDS, batch, &mut batches, &mut failed);
-            }
-            (batches, failed)
-        });
+        let decoded =
+            sluice_engine::parallel::in_parallel(&parts, threads.count(), "sluice-convert", |&(first, part)| {
+                let (mut batches, mut failed) = (Vec::new(), Vec::new());
+                for (i, batch) in part.chunks(DECODE_BATCH_RECORDS).enumerate() {
+                    self.decode_batch(first + i * DECODE_BATCH_RECORDS, batch, &mut batches, &mut failed);
+                }
+                (batches, failed)
+            });
         let (mut batches, mut failed) = (Vec::new(), Vec::new());
         for (b, f) in decoded {
             batches.extend(b);
@@ -445,6 +498,19 @@ impl RawCompression {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn conversions_at_once_share_one_thread_budget() {
+        // Other tests may convert meanwhile: what holds whatever they do.
+        let budget = conversion_threads();
+        let held: Vec<ConversionThreads> = (0..8).map(|_| ConversionThreads::take(budget)).collect();
+        assert!(held.iter().map(|t| t.held).sum::<usize>() <= budget);
+        assert!(ConversionThreads::held_now() <= budget, "{} held of {budget}", ConversionThreads::held_now());
+        assert!(held.iter().all(|t| t.count() >= 1 && t.count() <= budget.max(1)));
+        drop(held);
+        assert_eq!(ConversionThreads::take(1).count(), 1, "one thread wanted: none taken");
+    }
+
     use std::sync::Arc;
 
     use arrow_schema::{DataType, Field, Schema};

@@ -448,17 +448,17 @@ impl Pipeline {
         let mut plan = Plan::default();
         // Partitions convert independently: several at once use every core.
         let members: Vec<&Vec<usize>> = groups.values().map(|(_, _, m)| m).collect();
-        let encoded =
-            sluice_engine::parallel::in_parallel(&members, conversion_threads(), "sluice-convert", |members| {
-                let data: Vec<&[u8]> = members
-                    .iter()
-                    .map(|&i| match &states[i] {
-                        State::Ok { data, .. } => data.as_ref(),
-                        _ => unreachable!("groups hold records that are Ok"),
-                    })
-                    .collect();
-                self.encode(&data)
-            });
+        let threads = crate::convert::ConversionThreads::take(conversion_threads().min(members.len()));
+        let encoded = sluice_engine::parallel::in_parallel(&members, threads.count(), "sluice-convert", |members| {
+            let data: Vec<&[u8]> = members
+                .iter()
+                .map(|&i| match &states[i] {
+                    State::Ok { data, .. } => data.as_ref(),
+                    _ => unreachable!("groups hold records that are Ok"),
+                })
+                .collect();
+            self.encode(&data)
+        });
         for ((group, (query_keys, lambda_keys, members)), (bytes, batches, landed, failures)) in
             groups.iter().zip(encoded)
         {
@@ -681,9 +681,10 @@ fn landed(count: usize, failed: &[(usize, Failure)]) -> Vec<usize> {
 /// The `MetadataExtractionQuery` result of each record that is `Ok` (`None` for the others),
 /// extracted on every core: the fast path takes no lock.
 fn query_keys(query: &PartitionQuery, states: &[State<'_>]) -> Vec<Option<Result<PartitionKeys, String>>> {
-    let threads = conversion_threads().min(states.len() / QUERY_RECORDS_PER_THREAD_MIN).max(1);
-    let parts: Vec<&[State<'_>]> = states.chunks(states.len().div_ceil(threads).max(1)).collect();
-    let keys = sluice_engine::parallel::in_parallel(&parts, threads, "sluice-partition", |part| {
+    let threads =
+        crate::convert::ConversionThreads::take(conversion_threads().min(states.len() / QUERY_RECORDS_PER_THREAD_MIN));
+    let parts: Vec<&[State<'_>]> = states.chunks(states.len().div_ceil(threads.count()).max(1)).collect();
+    let keys = sluice_engine::parallel::in_parallel(&parts, threads.count(), "sluice-partition", |part| {
         part.iter()
             .map(|s| match s {
                 State::Ok { data, .. } => Some(query.keys(data)),
