@@ -482,11 +482,10 @@ impl ShardLog {
             return Err(AppendError::Poisoned(e));
         }
         let first = w.next_sequence_number;
-        let stamp: Box<dyn Fn(usize) -> u64 + '_> = match stamps {
-            Stamps::Now => {
-                let ts = inner.options.clock.now_ms().max(w.last_timestamp_ms);
-                Box::new(move |_| ts)
-            }
+        // One time for the whole batch (the clock's, never before the newest record), or the
+        // leader's time of each record.
+        let (now_ms, given) = match stamps {
+            Stamps::Now => (inner.options.clock.now_ms().max(w.last_timestamp_ms), None),
             Stamps::Given { first_sequence_number, arrival_timestamps_ms } => {
                 if first_sequence_number != first {
                     return Err(AppendError::NotNext { expected: first, found: first_sequence_number });
@@ -494,9 +493,10 @@ impl ShardLog {
                 if arrival_timestamps_ms.first().is_some_and(|t| *t < w.last_timestamp_ms) {
                     return Err(AppendError::Timestamps);
                 }
-                Box::new(move |i| arrival_timestamps_ms[i])
+                (0, Some(arrival_timestamps_ms))
             }
         };
+        let stamp = |i: usize| given.map_or(now_ms, |g| g[i]);
         // Held to the end of the batch: an active segment idle long enough had its descriptor
         // closed, and failing to open it now writes nothing and poisons nothing.
         let _file = w.active.map().open_file().map_err(|e| AppendError::Io(Arc::new(e)))?;
@@ -588,7 +588,6 @@ impl ShardLog {
         let ts = stamp(records.len() - 1);
         w.next_sequence_number = next;
         w.last_timestamp_ms = ts;
-        drop(stamp);
         self.publish(published);
         drop(w);
         self.appended.send_replace(next);
