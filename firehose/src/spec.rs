@@ -28,9 +28,10 @@ pub const RETRY_DURATION_S_DEFAULT: u32 = 300;
 #[serde(rename_all = "PascalCase")]
 pub struct BufferingHints {
     /// Flush when the buffer holds this many MiB (1–128).
-    #[serde(rename = "SizeInMBs")]
+    #[serde(rename = "SizeInMBs", skip_serializing_if = "Option::is_none")]
     pub size_in_mbs: Option<u32>,
     /// Flush when the oldest buffered record has waited this many seconds (0–900).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub interval_in_seconds: Option<u32>,
 }
 
@@ -41,6 +42,15 @@ impl Default for BufferingHints {
 }
 
 impl BufferingHints {
+    /// Each member given, or its default: what a description shows.
+    pub fn filled(self) -> Self {
+        let d = Self::default();
+        Self {
+            size_in_mbs: self.size_in_mbs.or(d.size_in_mbs),
+            interval_in_seconds: self.interval_in_seconds.or(d.interval_in_seconds),
+        }
+    }
+
     /// Flush size, bytes.
     pub fn size_bytes(&self) -> usize {
         (self.size_in_mbs.unwrap_or(BUFFER_SIZE_MB_DEFAULT) as usize) << 20
@@ -373,7 +383,7 @@ impl ExtendedS3Destination {
     /// The description AWS shows: defaults filled in.
     pub fn described(&self) -> Self {
         let mut d = self.clone();
-        d.buffering_hints = Some(d.buffering_hints.unwrap_or_default());
+        d.buffering_hints = Some(d.buffering_hints.unwrap_or_default().filled());
         d.compression_format.get_or_insert_with(|| "UNCOMPRESSED".into());
         d.encryption_configuration.get_or_insert_with(|| serde_json::json!({"NoEncryptionConfig": "NoEncryption"}));
         d.cloud_watch_logging_options.get_or_insert_with(|| serde_json::json!({"Enabled": false}));
@@ -399,6 +409,16 @@ impl ExtendedS3Destination {
             (b @ None, update) => *b = update,
             (Some(_), None) => {}
         }
+        // Members of DynamicPartitioningConfiguration an update leaves out keep their values
+        // (AWS Firehose API reference, UpdateDestination).
+        let dynamic = match (self.dynamic_partitioning_configuration, u.dynamic_partitioning_configuration) {
+            (Some(old), Some(new)) => Some(DynamicPartitioningConfiguration {
+                retry_options: new.retry_options.or(old.retry_options),
+                enabled: new.enabled.or(old.enabled),
+            }),
+            (old, new) => new.or(old),
+        };
+        self.dynamic_partitioning_configuration = dynamic;
         take!(
             prefix,
             error_output_prefix,
@@ -409,7 +429,6 @@ impl ExtendedS3Destination {
             processing_configuration,
             s3_backup_mode,
             data_format_conversion_configuration,
-            dynamic_partitioning_configuration,
             file_extension,
             custom_time_zone
         );
@@ -586,7 +605,7 @@ impl IcebergDestination {
     /// The description AWS shows: defaults filled in.
     pub fn described(&self) -> serde_json::Value {
         let mut d = self.clone();
-        d.buffering_hints = Some(d.buffering_hints.unwrap_or_default());
+        d.buffering_hints = Some(d.buffering_hints.unwrap_or_default().filled());
         d.s3_backup_mode.get_or_insert_with(|| "FailedDataOnly".into());
         d.cloud_watch_logging_options.get_or_insert_with(|| serde_json::json!({"Enabled": false}));
         d.append_only.get_or_insert(false);

@@ -106,6 +106,62 @@ async fn create_describe_list_update_tag_delete() {
         (Some("new/"), Some("raw-errors/")),
         "members not given are kept"
     );
+    // Half a BufferingHints pair is refused in an update too.
+    let (c, m) = code(
+        f.update_destination()
+            .delivery_stream_name("a-stream")
+            .current_delivery_stream_version_id("2")
+            .destination_id("destinationId-000000000001")
+            .extended_s3_destination_update(
+                fh::ExtendedS3DestinationUpdate::builder()
+                    .buffering_hints(fh::BufferingHints::builder().interval_in_seconds(30).build())
+                    .build(),
+            )
+            .send()
+            .await,
+    );
+    assert_eq!(c, "InvalidArgumentException", "{m}");
+
+    // A DynamicPartitioningConfiguration update without Enabled keeps it enabled.
+    f.create_delivery_stream()
+        .delivery_stream_name("parted")
+        .extended_s3_destination_configuration(
+            destination("p/!{partitionKeyFromQuery:k}/", "p-errors/!{firehose:error-output-type}/")
+                .dynamic_partitioning_configuration(
+                    fh::DynamicPartitioningConfiguration::builder().enabled(true).build(),
+                )
+                .processing_configuration(crate::firehose_delivery::partition_by("{k: .k}"))
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    f.update_destination()
+        .delivery_stream_name("parted")
+        .current_delivery_stream_version_id("1")
+        .destination_id("destinationId-000000000001")
+        .extended_s3_destination_update(
+            fh::ExtendedS3DestinationUpdate::builder()
+                .dynamic_partitioning_configuration(
+                    fh::DynamicPartitioningConfiguration::builder()
+                        .retry_options(fh::RetryOptions::builder().duration_in_seconds(600).build())
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let d = f.describe_delivery_stream().delivery_stream_name("parted").send().await.unwrap();
+    let dp = d.delivery_stream_description().unwrap().destinations()[0]
+        .extended_s3_destination_description()
+        .unwrap()
+        .dynamic_partitioning_configuration()
+        .unwrap()
+        .clone();
+    assert_eq!((dp.enabled(), dp.retry_options().and_then(|r| r.duration_in_seconds())), (Some(true), Some(600)));
+    f.delete_delivery_stream().delivery_stream_name("parted").send().await.unwrap();
 
     // Tags.
     f.tag_delivery_stream()
@@ -150,6 +206,15 @@ async fn bad_requests_get_aws_errors_and_change_nothing() {
         f.create_delivery_stream().delivery_stream_name(name).extended_s3_destination_configuration(d).send()
     };
     let cases: Vec<(&str, fh::ExtendedS3DestinationConfiguration, &str, &str)> = vec![
+        (
+            "half-hints",
+            destination("a/", "b/")
+                .buffering_hints(fh::BufferingHints::builder().size_in_mbs(64).build())
+                .build()
+                .unwrap(),
+            "InvalidArgumentException",
+            "SizeInMBs and IntervalInSeconds must be specified together",
+        ),
         ("bad name!", destination("a/", "b/").build().unwrap(), "ValidationException", "deliveryStreamName"),
         (
             "p1",
@@ -302,6 +367,17 @@ async fn delivery_streams_show_creating_and_deleting() {
     assert_eq!(status(&f).await.unwrap(), fh::DeliveryStreamStatus::Deleting);
     let (c, _) = code(f.put_record().delivery_stream_name("slow").record(record(b"x")).send().await);
     assert_eq!(c, "ResourceNotFoundException", "a DELETING delivery stream takes no records");
+    // Deleting it again is allowed; its name is not free until it is gone.
+    f.delete_delivery_stream().delivery_stream_name("slow").send().await.unwrap();
+    let again = f
+        .create_delivery_stream()
+        .delivery_stream_name("slow")
+        .extended_s3_destination_configuration(destination("raw/", "raw-errors/").build().unwrap())
+        .send()
+        .await;
+    let (c, _) = code(again);
+    assert_eq!(c, "ResourceInUseException");
+    assert_eq!(status(&f).await.unwrap(), fh::DeliveryStreamStatus::Deleting);
     clock.advance(1_000);
     let (c, _) = code(status(&f).await);
     assert_eq!(c, "ResourceNotFoundException");

@@ -152,8 +152,9 @@ async fn a_deeply_nested_record_fails_alone_and_the_server_goes_on() {
     let h = Harness::start(Some(1_700_000_000_000), |_| {}).await;
     let s3c = h.s3.client();
     let f = h.server.firehose();
-    let dest = partitioned_by("nested", "{k: .k}")
-        .buffering_hints(aws_sdk_firehose::types::BufferingHints::builder().interval_in_seconds(1).build());
+    let dest = partitioned_by("nested", "{k: .k}").buffering_hints(
+        aws_sdk_firehose::types::BufferingHints::builder().interval_in_seconds(1).size_in_mbs(5).build(),
+    );
     f.create_delivery_stream()
         .delivery_stream_name("nested")
         .extended_s3_destination_configuration(dest.build().unwrap())
@@ -184,8 +185,9 @@ async fn a_recreated_source_stream_is_read_from_its_start() {
     let k = h.server.client();
     k.create_stream().stream_name("src").shard_count(1).send().await.unwrap();
     let f = h.server.firehose();
-    let dest = destination("re/", "re-errors/")
-        .buffering_hints(aws_sdk_firehose::types::BufferingHints::builder().interval_in_seconds(1).build());
+    let dest = destination("re/", "re-errors/").buffering_hints(
+        aws_sdk_firehose::types::BufferingHints::builder().interval_in_seconds(1).size_in_mbs(5).build(),
+    );
     f.create_delivery_stream()
         .delivery_stream_name("re")
         .delivery_stream_type(aws_sdk_firehose::types::DeliveryStreamType::KinesisStreamAsSource)

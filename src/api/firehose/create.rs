@@ -52,6 +52,13 @@ pub fn check_destination(d: &ExtendedS3Destination, member: &str) -> Result<(), 
         return Err(ApiError::validation("null", &format!("{member}.bucketARN"), "not be null"));
     }
     if let Some(h) = &d.buffering_hints {
+        // AWS Firehose API reference, BufferingHints: "if you specify a value for one of
+        // them, you must also provide a value for the other."
+        if h.size_in_mbs.is_some() != h.interval_in_seconds.is_some() {
+            return Err(invalid(format!(
+                "{member}.bufferingHints: SizeInMBs and IntervalInSeconds must be specified together."
+            )));
+        }
         if let Some(s) = h.size_in_mbs.filter(|s| !BUFFER_SIZE_MB_RANGE.contains(s)) {
             let c = if s < *BUFFER_SIZE_MB_RANGE.start() {
                 "have value greater than or equal to 1"
@@ -251,6 +258,14 @@ fn create(
 ) -> Result<Vec<u8>, ApiError> {
     let name = spec.name.clone();
     super::check_pipeline(&spec, &transform)?;
+    // A delivery stream still DELETING holds its name (names are unique per account and
+    // Region; AWS Firehose API reference, CreateDeliveryStream).
+    if f.deleting(&name).is_some() {
+        return Err(ApiError::new(
+            crate::api::error::ErrorKind::ResourceInUse,
+            format!("Firehose {name} under accountId {} already exists", f.config.account_id),
+        ));
+    }
     match f.delivery_streams.create(spec, transform) {
         Ok(_) => {}
         Err(CreateError::Exists(name)) => {

@@ -17,6 +17,11 @@ pub struct Request {
 
 pub async fn run(f: &Firehose, r: Request) -> Result<Vec<u8>, ApiError> {
     let name = r.delivery_stream_name;
+    // Deleting one already DELETING is allowed (AWS Firehose API reference,
+    // DeleteDeliveryStream: "ACTIVE, DELETING, CREATING_FAILED, or DELETING_FAILED").
+    if f.deleting(&name).is_some() {
+        return respond(&serde_json::json!({}));
+    }
     // Shown as DELETING for a while, as AWS does, then gone.
     let description = super::describe::description(
         f,
