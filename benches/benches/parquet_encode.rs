@@ -77,6 +77,7 @@ fn encode(c: &mut Criterion) {
         encryption: None,
         iceberg: None,
         channel: None,
+        direct_put_throughput_hint_mbs: None,
     };
     let pipeline = sluice_firehose::plan::build(&spec, Some(arrow), None).unwrap();
     let source: Vec<SourceRecord> = lines

@@ -681,6 +681,10 @@ pub struct DeliveryStreamSpec {
     /// API); such a delivery stream is not a Firehose stream and is not listed as one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<serde_json::Value>,
+    /// `DirectPutSourceConfiguration.ThroughputHintInMBs` (1–100 MiB/s; kept and shown back
+    /// in `DirectPutSourceDescription`, Sluice sizes nothing by it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct_put_throughput_hint_mbs: Option<u32>,
 }
 
 /// Server-side encryption of a delivery stream, as `StartDeliveryStreamEncryption` set it.

@@ -308,6 +308,20 @@ async fn bad_requests_get_aws_errors_and_change_nothing() {
 
     // Puts: limits and a Kinesis-sourced delivery stream.
     create("ok", destination("ok/", "ok-errors/").build().unwrap()).await.unwrap();
+    // A DirectPut throughput hint is shown back in the description's Source.
+    f.create_delivery_stream()
+        .delivery_stream_name("hinted")
+        .direct_put_source_configuration(
+            fh::DirectPutSourceConfiguration::builder().throughput_hint_in_mbs(5).build().unwrap(),
+        )
+        .extended_s3_destination_configuration(destination("h/", "h-errors/").build().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let d = f.describe_delivery_stream().delivery_stream_name("hinted").send().await.unwrap();
+    let hint = d.delivery_stream_description().unwrap().source().and_then(|s| s.direct_put_source_description());
+    assert_eq!(hint.and_then(|h| h.throughput_hint_in_mbs()), Some(5));
+    f.delete_delivery_stream().delivery_stream_name("hinted").send().await.unwrap();
     let too_many: Vec<fh::Record> = (0..501).map(|_| record(b"x")).collect();
     let (c, m) = code(f.put_record_batch().delivery_stream_name("ok").set_records(Some(too_many)).send().await);
     assert_eq!(c, "ValidationException", "{m}");

@@ -183,6 +183,12 @@ fn check(f: &Firehose, r: Request) -> Result<DeliveryStreamSpec, ApiError> {
             ))
         }
     };
+    let direct_put_throughput_hint_mbs = r
+        .other
+        .get("DirectPutSourceConfiguration")
+        .and_then(|c| c.get("ThroughputHintInMBs"))
+        .and_then(serde_json::Value::as_u64)
+        .map(|n| n.min(u64::from(u32::MAX)) as u32);
     let now = f.clock.now_ms();
     let encryption = match r.other.get("DeliveryStreamEncryptionConfigurationInput") {
         None => None,
@@ -204,6 +210,7 @@ fn check(f: &Firehose, r: Request) -> Result<DeliveryStreamSpec, ApiError> {
         encryption,
         iceberg,
         channel: None,
+        direct_put_throughput_hint_mbs,
     })
 }
 

@@ -91,7 +91,9 @@ pub fn description(f: &Firehose, r: Request) -> Result<serde_json::Value, ApiErr
         },
     };
     let source = match &spec.source {
-        SourceSpec::DirectPut => None,
+        SourceSpec::DirectPut => spec
+            .direct_put_throughput_hint_mbs
+            .map(|n| serde_json::json!({ "DirectPutSourceDescription": { "ThroughputHintInMBs": n } })),
         SourceSpec::KinesisStream { stream_arn, role_arn, .. } => Some(serde_json::json!({
             "KinesisStreamSourceDescription": {
                 "KinesisStreamARN": stream_arn,
