@@ -207,6 +207,15 @@ async fn bad_requests_get_aws_errors_and_change_nothing() {
     };
     let cases: Vec<(&str, fh::ExtendedS3DestinationConfiguration, &str, &str)> = vec![
         (
+            "logs-nowhere",
+            destination("a/", "b/")
+                .cloud_watch_logging_options(fh::CloudWatchLoggingOptions::builder().enabled(true).build())
+                .build()
+                .unwrap(),
+            "InvalidArgumentException",
+            "LogGroupName and LogStreamName are required",
+        ),
+        (
             "half-hints",
             destination("a/", "b/")
                 .buffering_hints(fh::BufferingHints::builder().size_in_mbs(64).build())

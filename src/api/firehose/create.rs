@@ -75,6 +75,16 @@ pub fn check_destination(d: &ExtendedS3Destination, member: &str) -> Result<(), 
             ));
         }
     }
+    // AWS Firehose API reference, CloudWatchLoggingOptions: LogGroupName and LogStreamName
+    // are "required if CloudWatch logging is enabled" (Sluice keeps them, logs nothing there).
+    if let Some(o) = d.cloud_watch_logging_options.as_ref().filter(|o| o["Enabled"] == true) {
+        let named = |k: &str| o[k].as_str().is_some_and(|v| !v.is_empty());
+        if !named("LogGroupName") || !named("LogStreamName") {
+            return Err(invalid(format!(
+                "{member}.cloudWatchLoggingOptions: LogGroupName and LogStreamName are required when CloudWatch logging is enabled."
+            )));
+        }
+    }
     let Some(bucket) = d.bucket() else {
         return Err(ApiError::validation(
             &d.bucket_arn,
