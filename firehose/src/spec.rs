@@ -389,6 +389,10 @@ impl ExtendedS3Destination {
         d.cloud_watch_logging_options.get_or_insert_with(|| serde_json::json!({"Enabled": false}));
         d.s3_backup_mode.get_or_insert_with(|| "Disabled".into());
         d.s3_backup_configuration = d.s3_backup_configuration.map(|b| Box::new(b.described()));
+        // "Defaults to true" (AWS Firehose API reference, DataFormatConversionConfiguration).
+        if let Some(c) = d.data_format_conversion_configuration.as_mut() {
+            c.enabled.get_or_insert(true);
+        }
         d
     }
 

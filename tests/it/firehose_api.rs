@@ -317,6 +317,48 @@ async fn bad_requests_get_aws_errors_and_change_nothing() {
 
     // Puts: limits and a Kinesis-sourced delivery stream.
     create("ok", destination("ok/", "ok-errors/").build().unwrap()).await.unwrap();
+    // A conversion configuration without Enabled is described as enabled ("Defaults to true").
+    f.create_delivery_stream()
+        .delivery_stream_name("conv")
+        .extended_s3_destination_configuration(
+            destination("c/", "c-errors/")
+                .data_format_conversion_configuration(
+                    fh::DataFormatConversionConfiguration::builder()
+                        .input_format_configuration(
+                            fh::InputFormatConfiguration::builder()
+                                .deserializer(
+                                    fh::Deserializer::builder()
+                                        .open_x_json_ser_de(fh::OpenXJsonSerDe::builder().build())
+                                        .build(),
+                                )
+                                .build(),
+                        )
+                        .output_format_configuration(
+                            fh::OutputFormatConfiguration::builder()
+                                .serializer(
+                                    fh::Serializer::builder()
+                                        .parquet_ser_de(fh::ParquetSerDe::builder().build())
+                                        .build(),
+                                )
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let d = f.describe_delivery_stream().delivery_stream_name("conv").send().await.unwrap();
+    let conv = d.delivery_stream_description().unwrap().destinations()[0]
+        .extended_s3_destination_description()
+        .unwrap()
+        .data_format_conversion_configuration()
+        .unwrap()
+        .clone();
+    assert_eq!(conv.enabled(), Some(true));
+    f.delete_delivery_stream().delivery_stream_name("conv").send().await.unwrap();
     // A DirectPut throughput hint is shown back in the description's Source.
     f.create_delivery_stream()
         .delivery_stream_name("hinted")
