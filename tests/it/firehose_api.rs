@@ -322,28 +322,11 @@ async fn bad_requests_get_aws_errors_and_change_nothing() {
         .delivery_stream_name("conv")
         .extended_s3_destination_configuration(
             destination("c/", "c-errors/")
-                .data_format_conversion_configuration(
-                    fh::DataFormatConversionConfiguration::builder()
-                        .input_format_configuration(
-                            fh::InputFormatConfiguration::builder()
-                                .deserializer(
-                                    fh::Deserializer::builder()
-                                        .open_x_json_ser_de(fh::OpenXJsonSerDe::builder().build())
-                                        .build(),
-                                )
-                                .build(),
-                        )
-                        .output_format_configuration(
-                            fh::OutputFormatConfiguration::builder()
-                                .serializer(
-                                    fh::Serializer::builder()
-                                        .parquet_ser_de(fh::ParquetSerDe::builder().build())
-                                        .build(),
-                                )
-                                .build(),
-                        )
-                        .build(),
-                )
+                .data_format_conversion_configuration({
+                    let mut c = crate::firehose_delivery::json_to_parquet(None);
+                    c.enabled = None;
+                    c
+                })
                 .build()
                 .unwrap(),
         )
