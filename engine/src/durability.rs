@@ -61,6 +61,18 @@ struct CommitState {
     durable_next: u64,
     syncing: bool,
     failed: Option<Arc<IoError>>,
+    /// Truncations of the log so far: a sync or a waiter that began before one cannot tell
+    /// which records it covered.
+    truncations: u64,
+}
+
+/// Why [`GroupCommit::wait_durable`] returned without its records being durable.
+#[derive(Debug, Clone)]
+pub(crate) enum NotDurable {
+    /// A write or sync failed; the log acknowledges nothing more.
+    Failed(Arc<IoError>),
+    /// The log was truncated while the caller waited, so its records may be gone.
+    Truncated,
 }
 
 /// Group commit: at most one sync runs at a time, and each covers everything appended
@@ -73,7 +85,10 @@ pub(crate) struct GroupCommit {
 
 impl GroupCommit {
     pub fn new(durable_next: u64) -> Self {
-        Self { state: Mutex::new(CommitState { durable_next, syncing: false, failed: None }), synced: Condvar::new() }
+        Self {
+            state: Mutex::new(CommitState { durable_next, syncing: false, failed: None, truncations: 0 }),
+            synced: Condvar::new(),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, CommitState> {
@@ -97,15 +112,36 @@ impl GroupCommit {
         self.lock().failed.clone()
     }
 
-    /// Returns once every sequence number below `target_next` is durable. When no sync is
-    /// under way, this caller leads one: `take_work` gathers what is unsynced (under the
-    /// writer's lock), and the sync runs with no lock held.
-    pub fn wait_durable(&self, target_next: u64, take_work: impl FnOnce() -> SyncWork) -> Result<(), Arc<IoError>> {
+    /// The log was truncated to end before `next`: nothing from `next` on is durable, and
+    /// syncs and waiters that began before this learn that their records may be gone. Called
+    /// under the writer's lock, like the appends whose truncation count it changes.
+    pub fn truncate(&self, next: u64) {
+        let mut state = self.lock();
+        state.durable_next = state.durable_next.min(next);
+        state.truncations += 1;
+        self.synced.notify_all();
+    }
+
+    /// Returns once every sequence number below `target_next` is durable. `truncations` is
+    /// the count of truncations the log had when the caller's records were appended (the
+    /// writer keeps it); after another truncation the call answers
+    /// [`NotDurable::Truncated`], even when the caller's records were below the cut. When no
+    /// sync is under way, this caller leads one: `take_work` gathers what is unsynced (under
+    /// the writer's lock), and the sync runs with no lock held.
+    pub fn wait_durable(
+        &self,
+        target_next: u64,
+        truncations: u64,
+        take_work: impl FnOnce() -> SyncWork,
+    ) -> Result<(), NotDurable> {
         let mut take_work = Some(take_work);
         let mut state = self.lock();
         loop {
             if let Some(e) = &state.failed {
-                return Err(e.clone());
+                return Err(NotDurable::Failed(e.clone()));
+            }
+            if state.truncations != truncations {
+                return Err(NotDurable::Truncated);
             }
             if state.durable_next >= target_next {
                 return Ok(());
@@ -115,6 +151,7 @@ impl GroupCommit {
                 continue;
             }
             state.syncing = true;
+            let began_after = state.truncations;
             drop(state);
             // A leader whose sync did not reach its target (appends raced ahead of its
             // snapshot) cannot happen: the writer appended `target_next` before we came here.
@@ -123,7 +160,11 @@ impl GroupCommit {
             state = self.lock();
             state.syncing = false;
             match result {
-                Ok(()) => state.durable_next = state.durable_next.max(work.durable_next),
+                // A sync that began before a truncation may have covered frames that are gone.
+                Ok(()) if state.truncations == began_after => {
+                    state.durable_next = state.durable_next.max(work.durable_next)
+                }
+                Ok(()) => {}
                 Err(e) => {
                     tracing::error!(error = %e, "shard log sync failed; refusing further appends");
                     state.failed = Some(Arc::new(e));
@@ -131,5 +172,39 @@ impl GroupCommit {
             }
             self.synced.notify_all();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn work(durable_next: u64) -> SyncWork {
+        SyncWork { durable_next, ..SyncWork::default() }
+    }
+
+    #[test]
+    fn a_sync_that_began_before_a_truncation_makes_nothing_durable() {
+        let commit = GroupCommit::new(0);
+        // The sync's work was gathered for 10 records; the log is cut to 3 while it runs.
+        let r = commit.wait_durable(10, 0, || {
+            commit.truncate(3);
+            work(10)
+        });
+        assert!(matches!(r, Err(NotDurable::Truncated)), "{r:?}");
+        assert_eq!(commit.durable_next(), 0);
+        // Appends after the cut wait for a sync of their own.
+        commit.wait_durable(5, 1, || work(5)).unwrap();
+        assert_eq!(commit.durable_next(), 5);
+    }
+
+    #[test]
+    fn a_truncation_lowers_what_is_durable_and_tells_earlier_waiters() {
+        let commit = GroupCommit::new(0);
+        commit.wait_durable(8, 0, || work(8)).unwrap();
+        commit.truncate(4);
+        assert_eq!(commit.durable_next(), 4);
+        assert!(matches!(commit.wait_durable(8, 0, || work(8)), Err(NotDurable::Truncated)));
+        commit.wait_durable(4, 1, || unreachable!("nothing to sync")).unwrap();
     }
 }

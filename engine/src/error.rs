@@ -168,6 +168,36 @@ pub enum AppendError {
     /// recover what reached the disk.
     #[error("an earlier write or sync failed; the shard log refuses appends")]
     Poisoned(#[source] std::sync::Arc<IoError>),
+    /// Under `Durability::Always`, the log was truncated ([`crate::ShardLog::truncate`])
+    /// while the batch waited for its sync: its records may be gone, so the append is not
+    /// acknowledged. Read the log to learn what it holds.
+    #[error("the shard log was truncated while the batch waited to be synced")]
+    Truncated,
+}
+
+/// Why [`crate::ShardLog::truncate`] refused or failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TruncateError {
+    /// The cut lies below the oldest retained record: the records between are gone already,
+    /// so the log could not continue at the cut without a gap.
+    #[error("cannot truncate to sequence number {requested}: the shard's oldest retained record is {first}")]
+    BelowTrimHorizon {
+        /// The sequence number asked to be the log's next.
+        requested: u64,
+        /// The log's oldest retained sequence number.
+        first: u64,
+    },
+    /// A frame of the segment holding the cut is corrupt; nothing changed.
+    #[error(transparent)]
+    Corrupt(#[from] Corruption),
+    /// Creating, syncing or removing a file failed. The log then ends at or after the cut,
+    /// never before it, and refuses appends until reopened.
+    #[error(transparent)]
+    Io(std::sync::Arc<IoError>),
+    /// An earlier write or sync failed; reopen the log.
+    #[error("an earlier write or sync failed; the shard log refuses to change")]
+    Poisoned(#[source] std::sync::Arc<IoError>),
 }
 
 /// Why [`crate::ShardLog::read`] or a seek failed.

@@ -47,7 +47,9 @@ pub mod throttle;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use durability::Durability;
-pub use error::{AppendError, Corruption, FrameDefect, IoError, OpenError, ReadError, SyncError, TrimError};
+pub use error::{
+    AppendError, Corruption, FrameDefect, IoError, OpenError, ReadError, SyncError, TrimError, TruncateError,
+};
 pub use options::ShardLogOptions;
 pub use read::{ReadBatch, ReadLimits, RecordRef, StartingPosition, RELEASE_AFTER_BYTES};
-pub use shard_log::{Appended, Bounds, Record, RecoveryReport, ShardLog, TrimReport};
+pub use shard_log::{Appended, Bounds, Record, RecoveryReport, ShardLog, TrimReport, TruncateReport};

@@ -142,6 +142,9 @@ pub struct SegmentMap {
     /// End of the frames the segment's index file describes ([`crate::index_file`]), 0
     /// when it has none.
     indexed_to: AtomicUsize,
+    /// Held while the index file is written; `true` once the segment was retired by a
+    /// truncation ([`SegmentMap::retire`]), after which its index file is never written.
+    index_writes: Mutex<bool>,
 }
 
 impl SegmentMap {
@@ -154,6 +157,7 @@ impl SegmentMap {
             file_used: AtomicBool::new(true),
             unsynced: AtomicBool::new(false),
             indexed_to: AtomicUsize::new(0),
+            index_writes: Mutex::new(false),
         }
     }
 
@@ -166,6 +170,10 @@ impl SegmentMap {
     /// durable frames. A failure is logged and left for a later call: without the file the
     /// next open scans more of the segment, losing nothing.
     pub fn write_index(&self, summary: &SegmentSummary) {
+        let retired = self.index_writes.lock().unwrap_or_else(PoisonError::into_inner);
+        if *retired {
+            return;
+        }
         match index_file::write(&self.path, summary, self.capacity()) {
             Ok(()) => self.indexed_to.store(summary.end, Ordering::Relaxed),
             // The directory is gone: the stream was deleted while its logs were open, and
@@ -194,6 +202,21 @@ impl SegmentMap {
                 tracing::warn!(path = %path.display(), why, "index file not trusted; scanning its segment");
                 None
             }
+        }
+    }
+
+    /// Takes the segment out of its log (a truncation removes or replaces its file): its
+    /// index file is removed and never written again, since a file of the same name may
+    /// take its place. Readers keep the mapping, which still holds what they read.
+    ///
+    /// Errors: removing the index file failed (one that was not there is fine).
+    pub fn retire(&self) -> Result<(), IoError> {
+        let mut retired = self.index_writes.lock().unwrap_or_else(PoisonError::into_inner);
+        *retired = true;
+        let index_path = index_file::path_of(&self.path);
+        match fs::remove_file(&index_path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(IoError::new(&index_path, e)),
+            _ => Ok(()),
         }
     }
 
@@ -387,7 +410,12 @@ impl Scan {
 
 /// Reads and verifies the frames of a segment named for `first_sequence_number`, from the
 /// end of `known` (what its index file describes, trusted) or from the first frame.
-fn scan(bytes: &[u8], first_sequence_number: u64, index_interval_bytes: usize, known: Option<SegmentSummary>) -> Scan {
+pub(crate) fn scan(
+    bytes: &[u8],
+    first_sequence_number: u64,
+    index_interval_bytes: usize,
+    known: Option<SegmentSummary>,
+) -> Scan {
     let k = known.unwrap_or_else(|| SegmentSummary::empty(first_sequence_number, 0));
     let mut s = Scan {
         end: k.end,
@@ -730,6 +758,34 @@ impl PreparedSegment {
             map: Arc::new(SegmentMap { path, ..self.map }),
             first_sequence_number,
             write_offset: HEADER_BYTES,
+            pending: Vec::new(),
+        })
+    }
+}
+
+impl PreparedSegment {
+    /// Gives the segment its header and `frames` (the verified frames, after the header, of
+    /// a segment starting at `first_sequence_number`), syncs it, and renames it to its name
+    /// in `dir`, replacing a file of that name in one step: a crash leaves one file or the
+    /// other, whole. The caller syncs the directory. Used by truncation, which must not
+    /// write over frames a reader may hold mapped.
+    ///
+    /// Errors: the frames do not fit, or a write, sync or rename failed (the prepared file
+    /// is left for the next open to remove).
+    pub fn install(self, dir: &Path, first_sequence_number: u64, frames: &[u8]) -> Result<ActiveSegment, IoError> {
+        if HEADER_BYTES + frames.len() > self.map.capacity() {
+            let e = io::Error::new(io::ErrorKind::InvalidInput, "frames larger than the segment");
+            return Err(IoError::new(&self.map.path, e));
+        }
+        self.map.write_header(first_sequence_number)?;
+        self.map.write_at(HEADER_BYTES, frames)?;
+        self.map.sync()?;
+        let path = dir.join(file_name(first_sequence_number));
+        fs::rename(&self.map.path, &path).map_err(|e| IoError::new(&path, e))?;
+        Ok(ActiveSegment {
+            map: Arc::new(SegmentMap { path, ..self.map }),
+            first_sequence_number,
+            write_offset: HEADER_BYTES + frames.len(),
             pending: Vec::new(),
         })
     }

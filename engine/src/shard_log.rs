@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, Rw
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::durability::{Durability, GroupCommit, SyncWork};
-use crate::error::{AppendError, IoError, OpenError, SyncError, TrimError};
+use crate::durability::{Durability, GroupCommit, NotDurable, SyncWork};
+use crate::error::{AppendError, Corruption, IoError, OpenError, SyncError, TrimError, TruncateError};
 use crate::frame;
 use crate::index::{IndexEntry, IndexSampler, SparseIndex};
 use crate::index_file::{self, SegmentSummary};
@@ -66,6 +66,15 @@ pub struct RecoveryReport {
     pub records: u64,
     /// The torn tail cut from the active segment, if there was one.
     pub torn_tail: Option<TornTail>,
+}
+
+/// What [`ShardLog::truncate`] removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TruncateReport {
+    /// Records removed.
+    pub records_removed: u64,
+    /// Segment files removed whole (the one holding the cut is replaced, not counted).
+    pub segments_removed: usize,
 }
 
 /// Where a shard stands.
@@ -144,6 +153,8 @@ struct Writer {
     /// (descriptors exhausted) refuses that batch only; a sync that had to open it could
     /// only fail, and a failed sync poisons the log.
     dir_to_sync: Option<std::fs::File>,
+    /// Truncations so far ([`ShardLog::truncate`]), as the group commit counts them.
+    truncations: u64,
 }
 
 #[derive(Debug)]
@@ -153,6 +164,8 @@ pub(crate) struct Inner {
     pub state: RwLock<LogState>,
     writer: Mutex<Writer>,
     commit: GroupCommit,
+    /// Held by retention and truncation, which both remove segments: one at a time.
+    reshape: Mutex<()>,
 }
 
 impl Inner {
@@ -181,8 +194,18 @@ impl Inner {
     }
 
     pub(crate) fn sync_all(&self) -> Result<(), SyncError> {
-        let target = self.writer().next_sequence_number;
-        self.commit.wait_durable(target, || self.take_sync_work()).map_err(SyncError)
+        loop {
+            let (target, truncations) = {
+                let w = self.writer();
+                (w.next_sequence_number, w.truncations)
+            };
+            match self.commit.wait_durable(target, truncations, || self.take_sync_work()) {
+                Ok(()) => return Ok(()),
+                Err(NotDurable::Failed(e)) => return Err(SyncError(e)),
+                // What the log holds now is what must be synced.
+                Err(NotDurable::Truncated) => continue,
+            }
+        }
     }
 
     /// Whether records were appended since the last sync, and the log has not failed.
@@ -357,12 +380,14 @@ impl ShardLog {
             unsynced: Vec::new(),
             active_synced_to,
             dir_to_sync: None,
+            truncations: 0,
         };
         let inner = Arc::new(Inner {
             dir,
             state: RwLock::new(LogState { segments, last_timestamp_ms }),
             writer: Mutex::new(writer),
             commit: GroupCommit::new(next_sequence_number),
+            reshape: Mutex::new(()),
             options,
         });
         if let Durability::Interval(every) = inner.options.durability {
@@ -589,6 +614,7 @@ impl ShardLog {
         w.next_sequence_number = next;
         w.last_timestamp_ms = ts;
         self.publish(published);
+        let truncations = w.truncations;
         drop(w);
         self.appended.send_replace(next);
         let bytes: usize = records.iter().map(|r| r.partition_key.len() + r.data.len()).sum();
@@ -596,7 +622,10 @@ impl ShardLog {
         self.appended_records.fetch_add(records.len() as u64, std::sync::atomic::Ordering::Relaxed);
 
         if inner.options.durability == Durability::Always {
-            inner.commit.wait_durable(next, || inner.take_sync_work()).map_err(AppendError::Poisoned)?;
+            inner.commit.wait_durable(next, truncations, || inner.take_sync_work()).map_err(|e| match e {
+                NotDurable::Failed(e) => AppendError::Poisoned(e),
+                NotDurable::Truncated => AppendError::Truncated,
+            })?;
         }
         Ok(Appended { first_sequence_number: first, record_count: records.len() as u64, arrival_timestamp_ms: ts })
     }
@@ -647,24 +676,29 @@ impl ShardLog {
         first_sequence_number: u64,
         capacity: usize,
     ) -> Result<ActiveSegment, IoError> {
+        self.take_prepared(w, capacity)?.activate(&self.inner.dir, first_sequence_number)
+    }
+
+    /// The segment prepared in the background if it has `capacity` (waiting for it if need
+    /// be), or one made here. Either way the preparer thread is done with its file.
+    fn take_prepared(&self, w: &mut Writer, capacity: usize) -> Result<PreparedSegment, IoError> {
         let dir = &self.inner.dir;
-        let prepared = match w.next_segment.take() {
+        match w.next_segment.take() {
             Some((c, handle)) if c == capacity => match handle.join() {
-                Ok(Ok(prepared)) => prepared,
+                Ok(Ok(prepared)) => Ok(prepared),
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "background segment preparation failed; retrying inline");
-                    PreparedSegment::create(dir, capacity)?
+                    PreparedSegment::create(dir, capacity)
                 }
-                Err(_) => PreparedSegment::create(dir, capacity)?,
+                Err(_) => PreparedSegment::create(dir, capacity),
             },
             Some((_, handle)) => {
                 // Not the size wanted: let it finish (it owns the prealloc file), then redo.
                 let _ = handle.join();
-                PreparedSegment::create(dir, capacity)?
+                PreparedSegment::create(dir, capacity)
             }
-            None => PreparedSegment::create(dir, capacity)?,
-        };
-        prepared.activate(dir, first_sequence_number)
+            None => PreparedSegment::create(dir, capacity),
+        }
     }
 
     fn publish(&self, published: Vec<Publish>) {
@@ -711,6 +745,7 @@ impl ShardLog {
     pub fn trim(&self, retention: Duration) -> Result<TrimReport, TrimError> {
         let cutoff =
             self.inner.options.clock.now_ms().saturating_sub(retention.as_millis().min(u128::from(u64::MAX)) as u64);
+        let _reshape = self.inner.reshape.lock().unwrap_or_else(PoisonError::into_inner);
         let mut doomed = Vec::new();
         let mut report = TrimReport::default();
         {
@@ -744,6 +779,127 @@ impl ShardLog {
         if !doomed.is_empty() && self.inner.options.durability != Durability::Never {
             segment::sync_dir(&self.inner.dir)?;
         }
+        Ok(report)
+    }
+
+    /// Removes every record from sequence number `next` on, so that the log's next record
+    /// gets `next`: what a replica does with the tail an old leader wrote but never had
+    /// acknowledged, before it appends the new leader's records (Kafka's truncation to the
+    /// leader epoch's end). Nothing happens when `next` is at or past the log's end.
+    ///
+    /// Frames a reader may hold mapped are never written over: segments past the cut are
+    /// deleted, newest first, and the segment holding the cut is replaced by a new file with
+    /// its frames before the cut (a copy of at most one segment, verified against their
+    /// checksums first), synced and renamed into place. A crash at any point leaves a log
+    /// that ends at or after the cut, with no gap; the directory is synced before this
+    /// returns, under every durability policy, so a power cut cannot bring the tail back.
+    /// A read that began before the call may still return records past the cut; appends
+    /// waiting for a sync under `Durability::Always` get [`AppendError::Truncated`].
+    ///
+    /// Errors: [`TruncateError::BelowTrimHorizon`] when `next` is below the oldest retained
+    /// record; [`TruncateError::Corrupt`] when a frame before the cut in its segment fails
+    /// its checks (nothing changed); [`TruncateError::Io`] when a file could not be
+    /// removed, written or synced: the log then ends at or after the cut and refuses
+    /// appends until it is reopened.
+    pub fn truncate(&self, next: u64) -> Result<TruncateReport, TruncateError> {
+        let inner = &*self.inner;
+        let _reshape = inner.reshape.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut w = inner.writer();
+        if let Some(e) = inner.commit.failed() {
+            return Err(TruncateError::Poisoned(e));
+        }
+        if next >= w.next_sequence_number {
+            return Ok(TruncateReport::default());
+        }
+        // With the writer and retention held off, only this call changes the segments.
+        let (replaced, removed, kept) = {
+            let state = inner.state();
+            let first = state.first_sequence_number();
+            if next < first {
+                return Err(TruncateError::BelowTrimHorizon { requested: next, first });
+            }
+            // Segments starting before the cut; the last of them holds records before it,
+            // unless the cut falls on a segment boundary.
+            let before = state.segments.partition_point(|v| v.summary.first_sequence_number < next);
+            let keeps_some = before > 0 && state.segments[before - 1].summary.next_sequence_number > next;
+            let r = if keeps_some { before - 1 } else { before };
+            let view = &state.segments[r];
+            let kept = if keeps_some {
+                let corrupt = |offset, defect| Corruption { path: view.map.path().to_owned(), offset, defect };
+                let prefix = durable_prefix(view, next).ok_or_else(|| {
+                    corrupt(HEADER_BYTES as u64, crate::FrameDefect::BadHeader("frames do not lead to the cut"))
+                })?;
+                // SAFETY: `summary.end` was published, and the writer lock is held.
+                let bytes = unsafe { view.map.published(prefix.end) };
+                let scan =
+                    segment::scan(bytes, view.summary.first_sequence_number, inner.options.index_interval_bytes, None);
+                if let Some((offset, defect)) = scan.defect {
+                    return Err(corrupt(offset as u64, defect).into());
+                }
+                Some((prefix.end, scan))
+            } else {
+                None
+            };
+            let removed: Vec<Arc<SegmentMap>> = state.segments.iter().skip(r + 1).map(|v| v.map.clone()).collect();
+            ((view.map.clone(), view.summary.first_sequence_number), removed, kept)
+        };
+        let (replaced_map, replaced_first) = replaced;
+        let report = TruncateReport {
+            records_removed: w.next_sequence_number - next,
+            segments_removed: removed.len() + usize::from(kept.is_none()),
+        };
+        // From here on, a failure leaves files and memory apart: the log refuses appends
+        // until reopened, and the reopen finds a log ending at or after the cut.
+        let fail = |e: IoError| {
+            let e = Arc::new(e);
+            inner.commit.poison(e.clone());
+            TruncateError::Io(e)
+        };
+        for map in removed.iter().rev() {
+            map.retire().map_err(fail)?;
+            match fs::remove_file(map.path()) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(fail(IoError::new(map.path(), e))),
+                _ => {}
+            }
+        }
+        segment::sync_dir(&inner.dir).map_err(fail)?;
+        replaced_map.retire().map_err(fail)?;
+        let prepared = self.take_prepared(&mut w, replaced_map.capacity()).map_err(fail)?;
+        let frames = match &kept {
+            // SAFETY: published below `end`; the mapping lives while `replaced_map` does.
+            Some((end, _)) => unsafe { &replaced_map.published(*end)[HEADER_BYTES..] },
+            None => &[][..],
+        };
+        let active = prepared.install(&inner.dir, replaced_first, frames).map_err(fail)?;
+        segment::sync_dir(&inner.dir).map_err(fail)?;
+
+        let (summary, sampler) = match kept {
+            Some((_, mut scan)) => {
+                let sampler = std::mem::replace(&mut scan.sampler, IndexSampler::new(1));
+                (scan.summary(replaced_first), sampler)
+            }
+            None => (SegmentSummary::empty(next, 0), IndexSampler::new(inner.options.index_interval_bytes)),
+        };
+        let gone = |m: &Arc<SegmentMap>| Arc::ptr_eq(m, &replaced_map) || removed.iter().any(|r| Arc::ptr_eq(m, r));
+        w.unsynced.retain(|m| !gone(m));
+        w.active_synced_to = active.write_offset();
+        w.sampler = sampler;
+        w.next_sequence_number = next;
+        w.truncations += 1;
+        inner.commit.truncate(next);
+        let last_timestamp_ms = {
+            let mut state = inner.state_mut();
+            let r = state.segments.len() - 1 - removed.len();
+            state.segments.truncate(r);
+            state.segments.push_back(SegmentView { map: active.map().clone(), summary });
+            let newest = state.segments.iter().rev().find(|s| !s.is_empty()).map(|s| s.summary.last_timestamp_ms);
+            state.last_timestamp_ms = newest;
+            newest
+        };
+        w.last_timestamp_ms = last_timestamp_ms.unwrap_or(0);
+        w.active = active;
+        drop(w);
+        self.appended.send_replace(next);
         Ok(report)
     }
 

@@ -9,3 +9,4 @@ mod replica;
 mod resident;
 mod streams;
 mod support;
+mod truncate;

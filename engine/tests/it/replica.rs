@@ -11,7 +11,7 @@ use sluice_engine::{AppendError, Durability, ManualClock, ReadLimits, Record, Sh
 use crate::support::{data, read_all, small, T0_MS};
 
 /// Copies the leader's records after the follower's newest, `chunk` records per batch.
-fn catch_up(leader: &ShardLog, follower: &ShardLog, chunk: usize) {
+pub fn catch_up(leader: &ShardLog, follower: &ShardLog, chunk: usize) {
     loop {
         let from = follower.bounds().next_sequence_number;
         let batch = leader.read(from, ReadLimits { max_records: chunk, ..ReadLimits::default() }).unwrap();
