@@ -156,6 +156,10 @@ pub struct ClusterConfig {
     /// paused, cut off from etcd) leaves the cluster this long after.
     #[serde(default = "ClusterConfig::default_lease_ttl_s")]
     pub lease_ttl_s: u64,
+    /// Replicas of each shard of a stream created on this node (default 3, as Kinesis keeps
+    /// three copies; 1 to 7; fewer when the cluster has fewer nodes).
+    #[serde(default = "ClusterConfig::default_replication_factor")]
+    pub replication_factor: usize,
 }
 
 impl ClusterConfig {
@@ -165,6 +169,10 @@ impl ClusterConfig {
 
     fn default_lease_ttl_s() -> u64 {
         5
+    }
+
+    fn default_replication_factor() -> usize {
+        crate::cluster::catalog::REPLICATION_FACTOR_DEFAULT
     }
 
     /// Checks the settings; the message names the one at fault.
@@ -186,6 +194,9 @@ impl ClusterConfig {
         }
         if !(2..=60).contains(&self.lease_ttl_s) {
             return Err(format!("[cluster] lease_ttl_s {} must be 2 to 60", self.lease_ttl_s));
+        }
+        if !(1..=7).contains(&self.replication_factor) {
+            return Err(format!("[cluster] replication_factor {} must be 1 to 7", self.replication_factor));
         }
         Ok(())
     }

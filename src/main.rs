@@ -149,22 +149,39 @@ enum ClusterCommand {
 /// `sluice cluster status`.
 fn cluster_status(etcd: &[String], name: &str, json: bool) -> ExitCode {
     runtime().block_on(async {
-        let nodes = match sluice::cluster::nodes(&sluice::cluster::Etcd::new(etcd), name).await {
-            Ok(n) => n,
+        let etcd = sluice::cluster::Etcd::new(etcd);
+        let read = async {
+            let nodes = sluice::cluster::nodes(&etcd, name).await?;
+            let streams = sluice::cluster::catalog::records(&etcd, name).await?;
+            Ok::<_, sluice::cluster::EtcdError>((nodes, streams))
+        };
+        let (nodes, streams) = match read.await {
+            Ok(r) => r,
             Err(e) => {
                 eprintln!("{e}");
                 return ExitCode::FAILURE;
             }
         };
         if json {
-            println!("{}", serde_json::json!({ "cluster": name, "nodes": nodes }));
+            let streams: Vec<serde_json::Value> = streams
+                .iter()
+                .map(|s| serde_json::json!({ "name": s.name, "shard_count": s.shard_count, "created_ms": s.created_ms, "shards": s.placement }))
+                .collect();
+            println!("{}", serde_json::json!({ "cluster": name, "nodes": nodes, "streams": streams }));
             return ExitCode::SUCCESS;
         }
-        println!("cluster {name}: {} node{}", nodes.len(), if nodes.len() == 1 { "" } else { "s" });
+        let plural = |n: usize| if n == 1 { "" } else { "s" };
+        println!("cluster {name}: {} node{}, {} stream{}", nodes.len(), plural(nodes.len()), streams.len(), plural(streams.len()));
         for n in &nodes {
             let joined = chrono::DateTime::from_timestamp_millis(n.joined_ms as i64)
                 .map_or_else(|| n.joined_ms.to_string(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-            println!("{}\t{}\tjoined {joined}\tsluice {}", n.node_id, n.address, n.version);
+            println!("node {}\t{}\tjoined {joined}\tsluice {}", n.node_id, n.address, n.version);
+        }
+        for s in &streams {
+            for (i, p) in s.placement.iter().enumerate() {
+                let shard = sluice_engine::stream::shard_id(i as u32);
+                println!("stream {}\t{shard}\tleader {} (epoch {})\treplicas {}", s.name, p.leader, p.epoch, p.replicas.join(","));
+            }
         }
         ExitCode::SUCCESS
     })
@@ -371,21 +388,33 @@ fn main() -> ExitCode {
                 };
                 let scheme = if tls.is_some() { "https" } else { "http" };
                 // Announced once the port listens, so a member is always reachable.
+                let (catalog_stop, catalog_stopped) = tokio::sync::watch::channel(false);
                 let membership = match &cfg.cluster {
                     None => None,
                     Some(c) => {
                         let address = c.advertise_address.clone().unwrap_or_else(|| cfg.bind.to_string());
-                        match sluice::cluster::Membership::join_patiently(c, address, JOIN_PATIENCE).await {
-                            Ok(m) => Some(m),
+                        let membership = match sluice::cluster::Membership::join_patiently(c, address, JOIN_PATIENCE).await {
+                            Ok(m) => m,
                             Err(e) => {
                                 eprintln!("cannot join cluster {}: {e}", c.name);
                                 return ExitCode::FAILURE;
                             }
-                        }
+                        };
+                        // Streams are created and deleted through the catalog from now on,
+                        // and this node keeps a copy of each.
+                        let link = Arc::new(sluice::cluster::ClusterLink::new(c, tokio::runtime::Handle::current()));
+                        let _ = state.kinesis.cluster.set(link.clone());
+                        let (kinesis_state, cluster) = (state.clone(), c.name.clone());
+                        let apply = move |records: &[sluice::cluster::StreamRecord]| {
+                            kinesis_state.kinesis.apply_catalog(&cluster, records)
+                        };
+                        tokio::spawn(sluice::cluster::catalog::keep_copies(link, apply, catalog_stopped));
+                        Some(membership)
                     }
                 };
                 tracing::info!(bind = %cfg.bind, scheme, data_dir = %cfg.data_dir.display(), "sluice serving the Kinesis API");
                 sluice::server::serve_with(listener, state.clone(), tls, shutdown_signal()).await;
+                let _ = catalog_stop.send(true);
                 if let Some(m) = membership {
                     m.leave().await;
                 }

@@ -106,7 +106,16 @@ impl StreamMeta {
         tags: BTreeMap<String, String>,
     ) -> Self {
         let routes = RoutingTable::new(&shards);
-        Self { name, created_ms, retention_hours, shards, tags, settings: StreamSettings::default(), routes }
+        Self {
+            name,
+            created_ms,
+            retention_hours,
+            shards,
+            tags,
+            settings: StreamSettings::default(),
+            cluster: None,
+            routes,
+        }
     }
 
     /// The open shard whose hash key range holds `key`.
@@ -166,6 +175,11 @@ pub struct StreamMeta {
     /// Mode, limits, encryption, consumers and the rest (defaults when the file predates them).
     #[serde(default)]
     pub settings: StreamSettings,
+    /// The cluster whose catalog holds the stream, when it was made from (or entered into)
+    /// one; `None` for a stream of this node alone. A stream of a cluster that is no longer
+    /// in its catalog was deleted there; a node's own stream is never touched by one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
     /// Which open shard owns a hash key; derived from `shards`.
     #[serde(skip)]
     routes: RoutingTable,

@@ -177,6 +177,40 @@ impl Streams {
         settings: StreamSettings,
         tags: BTreeMap<String, String>,
     ) -> Result<Arc<Stream>, CreateStreamError> {
+        self.create_in(name, None, shard_count, now_ms, settings, tags, None)
+    }
+
+    /// As [`Streams::create_with`], for a stream of a cluster's catalog: the stream gets the
+    /// catalog's `incarnation` (so [`Stream::incarnation`] is the same on every node, and so
+    /// are the tokens it signs) and its creation time, and is marked as the `cluster`'s.
+    ///
+    /// Errors: as [`Streams::create_with`]; [`CreateStreamError::Exists`] also when a
+    /// stream of this incarnation is still on disk.
+    #[allow(clippy::too_many_arguments)]
+    pub fn create_incarnation(
+        &self,
+        name: &str,
+        incarnation: u64,
+        shard_count: u32,
+        created_ms: u64,
+        settings: StreamSettings,
+        tags: BTreeMap<String, String>,
+        cluster: &str,
+    ) -> Result<Arc<Stream>, CreateStreamError> {
+        self.create_in(name, Some(incarnation), shard_count, created_ms, settings, tags, Some(cluster))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn create_in(
+        &self,
+        name: &str,
+        incarnation: Option<u64>,
+        shard_count: u32,
+        now_ms: u64,
+        settings: StreamSettings,
+        tags: BTreeMap<String, String>,
+        cluster: Option<&str>,
+    ) -> Result<Arc<Stream>, CreateStreamError> {
         let mut streams = self.streams.write().unwrap_or_else(PoisonError::into_inner);
         if streams.contains_key(name) {
             return Err(CreateStreamError::Exists(name.to_owned()));
@@ -187,8 +221,29 @@ impl Streams {
             return Err(CreateStreamError::ShardLimit { limit: self.shard_limit, open, requested: shard_count });
         }
         let rates = self.throttling.rates_for(name);
-        let dir = self.new_stream_dir()?;
-        match Stream::create(&dir, name, shard_count, now_ms, &self.log_options, rates, settings, tags) {
+        let dir = match incarnation {
+            None => self.new_stream_dir()?,
+            Some(id) => {
+                let dir = self.dir.join(format!("{id:016x}"));
+                match fs::create_dir(&dir) {
+                    Ok(()) => dir,
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        return Err(CreateStreamError::Exists(name.to_owned()))
+                    }
+                    Err(e) => return Err(OpenError::from(IoError::new(&dir, e)).into()),
+                }
+            }
+        };
+        let made = Stream::create(&dir, name, shard_count, now_ms, &self.log_options, rates, settings, tags).and_then(
+            |stream| match cluster {
+                None => Ok(stream),
+                Some(c) => {
+                    stream.meta_mut().cluster = Some(c.to_owned());
+                    stream.persist().map(|()| stream).map_err(OpenError::from)
+                }
+            },
+        );
+        match made {
             Ok(stream) => {
                 let stream = Arc::new(stream);
                 streams.insert(name.to_owned(), stream.clone());

@@ -190,6 +190,12 @@ impl Etcd {
         Ok(v["succeeded"].as_bool() == Some(true))
     }
 
+    /// Deletes `key`; `Ok(false)` when there was none.
+    pub async fn delete(&self, key: &str) -> Result<bool, EtcdError> {
+        let v = self.call("/v3/kv/deleterange", json!({ "key": B64.encode(key) })).await?;
+        Ok(int(&v["deleted"]) > 0)
+    }
+
     /// Every key that starts with `prefix`, in key order.
     pub async fn range_prefix(&self, prefix: &str) -> Result<Vec<KeyValue>, EtcdError> {
         let v = self

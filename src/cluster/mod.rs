@@ -1,8 +1,11 @@
-//! Sluice as a cluster of nodes coordinated by etcd (docs/cluster.md): membership today;
-//! shard replication, leadership with epochs and failover build on it.
+//! Sluice as a cluster of nodes coordinated by etcd (docs/cluster.md): membership and the
+//! catalog of streams today; shard replication, leadership with epochs and failover build
+//! on them.
 
+pub mod catalog;
 pub mod etcd;
 pub mod membership;
 
+pub use catalog::{ClusterLink, ShardPlacement, StreamRecord};
 pub use etcd::{Etcd, EtcdError};
 pub use membership::{nodes, JoinError, Membership, NodeInfo};

@@ -1,6 +1,8 @@
 //! A cluster of `sluice serve` processes on one etcd (Debian's etcd-server, installed by
 //! `.ci/run`): membership by lease, unique node ids, and what killing a node, stopping one and
-//! restarting etcd do to it. Skipped, with the reason printed, where no etcd binary is found.
+//! restarting etcd do to it; streams created and deleted through the cluster's catalog on
+//! any node, and every node's copy. Skipped, with the reason printed, where no etcd binary
+//! is found.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -185,6 +187,154 @@ fn nodes_join_by_lease_ids_are_unique_and_membership_outlives_kills_and_an_etcd_
     wait_for(&url, &[member(0), member(1)], "a stopped node leaves");
 }
 
+/// The catalog as `sluice cluster status --json` shows it: stream name → its shards.
+fn catalog(etcd: &str) -> Vec<(String, Vec<Value>)> {
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["cluster", "status", "--name", "test", "--json", "--etcd", etcd])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap().to_owned(), s["shards"].as_array().unwrap().clone()))
+        .collect()
+}
+
+/// A node's view of stream `name`: (status, creation time in s, shard ids and hash key
+/// ranges), or the error's code.
+async fn view(k: &aws_sdk_kinesis::Client, name: &str) -> Result<(String, i64, Vec<String>), String> {
+    let summary = k.describe_stream_summary().stream_name(name).send().await.map_err(|e| {
+        use aws_sdk_kinesis::error::ProvideErrorMetadata;
+        e.code().unwrap_or("no code").to_owned()
+    })?;
+    let d = summary.stream_description_summary.unwrap();
+    let shards = k.list_shards().stream_name(name).send().await.map_err(|e| format!("{e:?}"))?;
+    let shards = shards
+        .shards()
+        .iter()
+        .map(|s| {
+            let r = s.hash_key_range().unwrap();
+            format!("{} {}..{}", s.shard_id(), r.starting_hash_key(), r.ending_hash_key())
+        })
+        .collect();
+    Ok((d.stream_status.as_str().to_owned(), d.stream_creation_timestamp.secs(), shards))
+}
+
+/// Polls `node`'s view of `name` until `want` says yes (a bound for the test, not a timing
+/// assertion).
+async fn until(
+    k: &aws_sdk_kinesis::Client,
+    name: &str,
+    what: &str,
+    want: impl Fn(&Result<(String, i64, Vec<String>), String>) -> bool,
+) -> Result<(String, i64, Vec<String>), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = view(k, name).await;
+        if want(&got) {
+            return got;
+        }
+        assert!(Instant::now() < deadline, "{what}: still {got:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_are_created_and_deleted_through_the_catalog_on_any_node_and_every_node_holds_a_copy() {
+    let Some(binary) = etcd_binary() else {
+        eprintln!("cluster catalog test skipped: no etcd binary (SLUICE_ETCD_BIN or etcd on the PATH)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start(binary, dir.path());
+    let url = etcd.url();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let ids = ["n1", "n2", "n3"];
+    let mut nodes: Vec<Killed> = ids.iter().zip(&ports).map(|(id, p)| Killed(node(dir.path(), &url, id, *p))).collect();
+    let all: Vec<_> = (0..3).map(|i| (ids[i].to_owned(), format!("127.0.0.1:{}", ports[i]))).collect();
+    wait_for(&url, &all, "three nodes join");
+    let clients: Vec<aws_sdk_kinesis::Client> =
+        ports.iter().map(|p| crate::support::kinesis_client(([127, 0, 0, 1], *p).into(), "AKIDANY", "any")).collect();
+    let active = |r: &Result<(String, i64, Vec<String>), String>| r.as_ref().is_ok_and(|v| v.0 == "ACTIVE");
+    let gone = |r: &Result<(String, i64, Vec<String>), String>| {
+        r.as_ref().err().map(String::as_str) == Some("ResourceNotFoundException")
+    };
+
+    // Created on n1: every node holds the same stream (creation time, shards, ranges).
+    clients[0].create_stream().stream_name("clicks").shard_count(4).send().await.unwrap();
+    let on_n1 = until(&clients[0], "clicks", "n1's stream becomes ACTIVE", active).await.unwrap();
+    assert_eq!(on_n1.2.len(), 4);
+    for (i, k) in clients.iter().enumerate().skip(1) {
+        let copy = until(k, "clicks", &format!("{}'s copy becomes ACTIVE", ids[i]), active).await;
+        assert_eq!(copy.as_ref().unwrap(), &on_n1, "{}'s copy", ids[i]);
+    }
+    // The catalog places each shard on three distinct nodes, and every node leads a shard.
+    let shards = catalog(&url).into_iter().find(|(n, _)| n == "clicks").expect("clicks in the catalog").1;
+    assert_eq!(shards.len(), 4);
+    let mut leaders = std::collections::BTreeSet::new();
+    for s in &shards {
+        let mut replicas: Vec<&str> = s["replicas"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
+        replicas.sort_unstable();
+        assert_eq!(replicas, ids, "{s}");
+        assert_eq!(s["epoch"], 1);
+        leaders.insert(s["leader"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(leaders.len(), 3, "leaders {leaders:?}");
+
+    // The name is the cluster's: taken on every node, and two nodes racing for a new name
+    // cannot both have it.
+    let again = clients[2].create_stream().stream_name("clicks").shard_count(1).send().await.unwrap_err();
+    assert_eq!(aws_sdk_kinesis::error::ProvideErrorMetadata::code(&again), Some("ResourceInUseException"));
+    let (a, b) = tokio::join!(
+        clients[1].create_stream().stream_name("race").shard_count(1).send(),
+        clients[2].create_stream().stream_name("race").shard_count(2).send()
+    );
+    assert_eq!(u8::from(a.is_ok()) + u8::from(b.is_ok()), 1, "{a:?} {b:?}");
+    let race = until(&clients[0], "race", "the race's winner on n1", active).await.unwrap();
+    for k in &clients[1..] {
+        assert_eq!(until(k, "race", "the race's winner everywhere", active).await.unwrap(), race);
+    }
+    // Resharding would change one copy: refused with a reason.
+    let split = clients[1]
+        .update_shard_count()
+        .stream_name("clicks")
+        .target_shard_count(8)
+        .scaling_type(aws_sdk_kinesis::types::ScalingType::UniformScaling)
+        .send()
+        .await
+        .unwrap_err();
+    let message = format!("{:?}", split);
+    assert!(message.contains("InvalidArgumentException") && message.contains("cluster test"), "{message}");
+
+    // Deleted on n1 while n2 is down: gone from n3 at once and from n2 when it is back.
+    nodes[1].0.kill().unwrap();
+    nodes[1].0.wait().unwrap();
+    clients[0].delete_stream().stream_name("clicks").send().await.unwrap();
+    until(&clients[2], "clicks", "n3's copy deleted", gone).await.unwrap_err();
+    nodes[1] = Killed(node(dir.path(), &url, "n2", ports[1]));
+    until(&clients[1], "clicks", "the restarted n2 deletes its copy", gone).await.unwrap_err();
+    assert!(catalog(&url).iter().all(|(n, _)| n != "clicks"));
+
+    // Created again under the same name, with other shards: a new incarnation everywhere.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    clients[2].create_stream().stream_name("clicks").shard_count(2).send().await.unwrap();
+    let reborn = until(&clients[2], "clicks", "the new clicks on n3", active).await.unwrap();
+    assert_eq!(reborn.2.len(), 2);
+    assert!(reborn.1 > on_n1.1, "a new creation time");
+    for k in &clients[..2] {
+        assert_eq!(
+            until(k, "clicks", "the new clicks everywhere", |r| active(r) && r.as_ref().unwrap().2.len() == 2)
+                .await
+                .unwrap(),
+            reborn
+        );
+    }
+    drop(nodes);
+}
+
 #[test]
 fn cluster_settings_are_checked() {
     let dir = tempfile::tempdir().unwrap();
@@ -194,6 +344,10 @@ fn cluster_settings_are_checked() {
         ("etcd_endpoints = [\"127.0.0.1:2379\"]\nnode_id = \"n1\"", "http://"),
         ("etcd_endpoints = [\"http://127.0.0.1:2379\"]\nnode_id = \"n1\"\nlease_ttl_s = 0", "lease_ttl_s"),
         ("etcd_endpoints = [\"http://127.0.0.1:2379\"]\nnode_id = \"n1\"\nname = \"a/b\"", "name"),
+        (
+            "etcd_endpoints = [\"http://127.0.0.1:2379\"]\nnode_id = \"n1\"\nreplication_factor = 0",
+            "replication_factor",
+        ),
     ] {
         let file = dir.path().join("c.toml");
         std::fs::write(&file, format!("auth = \"none\"\n[cluster]\n{cluster}\n")).unwrap();

@@ -114,7 +114,7 @@ impl Drop for TestServer {
     }
 }
 
-fn kinesis_client(addr: SocketAddr, access_key: &str, secret: &str) -> aws_sdk_kinesis::Client {
+pub fn kinesis_client(addr: SocketAddr, access_key: &str, secret: &str) -> aws_sdk_kinesis::Client {
     let config = aws_sdk_kinesis::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))

@@ -99,7 +99,11 @@ pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
             format!("Stream {} under account {} is being deleted.", r.stream_name, k.config.account_id),
         ));
     }
-    match k.streams.create_with(&r.stream_name, shards, now, settings, tags) {
+    let made = match k.cluster.get() {
+        None => k.streams.create_with(&r.stream_name, shards, now, settings, tags),
+        Some(link) => k.create_in_cluster(link, &r.stream_name, shards, now, settings, tags)?,
+    };
+    match made {
         Ok(stream) => {
             stream.begin(StreamStatus::Creating, now + k.config.stream_transition_ms);
             no_output()

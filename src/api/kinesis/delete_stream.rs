@@ -44,6 +44,10 @@ pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
             ),
         ));
     }
-    k.delete(stream)?;
+    let of_cluster = stream.meta().cluster.is_some();
+    match (k.cluster.get(), of_cluster) {
+        (Some(link), true) => k.delete_in_cluster(link, stream)?,
+        _ => k.delete(stream)?,
+    }
     no_output()
 }

@@ -8,6 +8,7 @@
 //! an [`ApiError`] out.
 
 mod account;
+mod catalog;
 mod channels;
 mod consumers;
 mod create_stream;
@@ -335,6 +336,9 @@ pub struct Kinesis {
     deliveries: std::sync::OnceLock<Arc<sluice_firehose::DeliveryStreams>>,
     /// Dry-run token buckets, by stream incarnation: tokens left and when they were counted (ms).
     dry_runs: Mutex<std::collections::HashMap<u64, (f64, u64)>>,
+    /// The cluster this node belongs to, once it has joined (`[cluster]`): streams are then
+    /// created and deleted through its catalog.
+    pub cluster: std::sync::OnceLock<Arc<crate::cluster::ClusterLink>>,
 }
 
 impl Kinesis {
@@ -356,6 +360,7 @@ impl Kinesis {
             receivers: tokio::sync::watch::Sender::new(0),
             deliveries: std::sync::OnceLock::new(),
             dry_runs: Mutex::default(),
+            cluster: std::sync::OnceLock::new(),
         })
     }
 
@@ -394,7 +399,7 @@ impl Kinesis {
     }
 
     /// Deletes stream `name` (its data at once) and shows it as DELETING for a while.
-    fn delete(&self, stream: Arc<Stream>) -> Result<(), ApiError> {
+    pub(crate) fn delete(&self, stream: Arc<Stream>) -> Result<(), ApiError> {
         let name = stream.meta().name.clone();
         let until = self.clock.now_ms() + self.config.stream_transition_ms;
         stream.begin(StreamStatus::Deleting, until);
@@ -466,6 +471,7 @@ impl Kinesis {
     /// server's to change (`ValidationException`, as AWS answers).
     fn stream_for_provisioned_change(&self, target: &StreamTarget) -> Result<Arc<Stream>, ApiError> {
         let stream = self.stream_for_change(target)?;
+        catalog::refuse_reshard_in_cluster(&stream)?;
         if stream.meta().settings.mode == sluice_engine::settings::StreamMode::OnDemand {
             return Err(ApiError::new(
                 ErrorKind::Validation,

@@ -51,7 +51,8 @@ impl Kinesis {
         samples.taken = Some(now);
         let mut next = HashMap::new();
         for stream in self.streams.list() {
-            if stream.meta().settings.mode != StreamMode::OnDemand {
+            // A cluster's stream changes shards through its catalog, which does not reshard yet.
+            if stream.meta().settings.mode != StreamMode::OnDemand || stream.meta().cluster.is_some() {
                 continue;
             }
             let rates = rates(&stream, &samples.totals, &mut next, elapsed);

@@ -1,0 +1,246 @@
+//! The cluster's catalog of streams, in etcd: every stream of a cluster, with where its
+//! shards' replicas live, which replica leads and under which epoch (docs/cluster.md).
+//!
+//! A stream is created by entering it here (one create-if-absent transaction, so two nodes
+//! creating one name never both succeed) and deleted by removing it; every node then makes
+//! its own copy of each stream the catalog holds, with the catalog's incarnation and
+//! creation time, and removes the copies of streams the catalog no longer holds
+//! ([`crate::api::kinesis::Kinesis::apply_catalog`]).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sluice_engine::settings::StreamSettings;
+
+use super::etcd::{Etcd, EtcdError};
+
+/// Replicas of each shard when the cluster has that many nodes: 3, as Kinesis stores every
+/// record in three availability zones (AWS Kinesis Data Streams FAQ).
+pub const REPLICATION_FACTOR_DEFAULT: usize = 3;
+
+/// How often a node reads the catalog to bring its copies in line: 1 s.
+pub const CATALOG_POLL: Duration = Duration::from_secs(1);
+
+/// The etcd key prefix of a cluster's streams.
+pub fn streams_prefix(cluster: &str) -> String {
+    format!("/sluice/{cluster}/streams/")
+}
+
+/// Where one shard's replicas live.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardPlacement {
+    /// Node ids holding a replica, the leader first when placed.
+    pub replicas: Vec<String>,
+    /// The node that assigns the shard's sequence numbers.
+    pub leader: String,
+    /// The leader's epoch (fencing token): raised by one at each change of leader, so a
+    /// replica refuses records from a leader of an older epoch.
+    pub epoch: u64,
+}
+
+/// A stream as the catalog holds it: the value of `streams/<name>` (JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamRecord {
+    /// Stream name.
+    pub name: String,
+    /// The stream's incarnation, the same on every node (iterators, StreamCreationTimestamp).
+    pub incarnation: u64,
+    /// Creation time, ms since the Unix epoch (the creating node's clock).
+    pub created_ms: u64,
+    /// Shards at creation.
+    pub shard_count: u32,
+    /// Mode, record size limit and the rest, as created.
+    pub settings: StreamSettings,
+    /// Tags given at creation.
+    pub tags: BTreeMap<String, String>,
+    /// Shard `i`'s replicas at index `i`.
+    pub placement: Vec<ShardPlacement>,
+}
+
+/// Places `shard_count` shards on `nodes` (node ids, any order), `replication_factor`
+/// replicas each (fewer when there are fewer nodes): shard `i` goes to the nodes following
+/// a start that moves one node per shard, from an offset taken from the stream's name, so
+/// the leaders of a stream's shards, and of different streams, spread over the nodes.
+/// Every shard is led by its first replica at epoch 1.
+///
+/// Panics if `nodes` is empty (a node places only while it is a member itself).
+pub fn place(stream_name: &str, shard_count: u32, nodes: &[String], replication_factor: usize) -> Vec<ShardPlacement> {
+    assert!(!nodes.is_empty(), "a stream is placed on at least the node that creates it");
+    let mut nodes = nodes.to_vec();
+    nodes.sort_unstable();
+    nodes.dedup();
+    let r = replication_factor.clamp(1, nodes.len());
+    // FNV-1a: stable across versions and platforms, unlike std's hasher.
+    let offset =
+        stream_name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    (0..u64::from(shard_count))
+        .map(|i| {
+            let start = (offset.wrapping_add(i) % nodes.len() as u64) as usize;
+            let replicas: Vec<String> = (0..r).map(|k| nodes[(start + k) % nodes.len()].clone()).collect();
+            ShardPlacement { leader: replicas[0].clone(), replicas, epoch: 1 }
+        })
+        .collect()
+}
+
+/// Enters `record` in the catalog unless its name is taken: `Ok(false)` when it is.
+pub async fn register(etcd: &Etcd, cluster: &str, record: &StreamRecord) -> Result<bool, EtcdError> {
+    let key = format!("{}{}", streams_prefix(cluster), record.name);
+    let value = serde_json::to_vec(record).expect("a stream record serializes");
+    Ok(etcd.create(&key, &value, 0).await?.is_none())
+}
+
+/// Removes stream `name` from the catalog; `Ok(false)` when it was not there.
+pub async fn unregister(etcd: &Etcd, cluster: &str, name: &str) -> Result<bool, EtcdError> {
+    etcd.delete(&format!("{}{name}", streams_prefix(cluster))).await
+}
+
+/// Every stream of the catalog. A value that does not read as a record is skipped and
+/// logged (written by a newer version, or by hand).
+pub async fn records(etcd: &Etcd, cluster: &str) -> Result<Vec<StreamRecord>, EtcdError> {
+    let kvs = etcd.range_prefix(&streams_prefix(cluster)).await?;
+    Ok(kvs
+        .iter()
+        .filter_map(|kv| match serde_json::from_slice(&kv.value) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!(key = %kv.key, error = %e, "a catalog entry does not read as a stream; skipped");
+                None
+            }
+        })
+        .collect())
+}
+
+/// This node's link to its cluster, for the API's actions: etcd, names, and a lock that
+/// keeps a create or delete from crossing a catalog pass of this node.
+#[derive(Debug)]
+pub struct ClusterLink {
+    /// The cluster's etcd.
+    pub etcd: Etcd,
+    /// The cluster's name (its etcd key prefix).
+    pub cluster: String,
+    /// This node's id.
+    pub node_id: String,
+    /// Replicas per shard of a new stream.
+    pub replication_factor: usize,
+    /// Held by a create or delete of this node and by each catalog pass: a pass that read
+    /// the catalog before a create entered a stream must not remove the stream's copy.
+    pub catalog_lock: Arc<tokio::sync::Mutex<()>>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl ClusterLink {
+    /// The link `cfg` describes, whose calls run on `runtime`.
+    pub fn new(cfg: &crate::config::ClusterConfig, runtime: tokio::runtime::Handle) -> Self {
+        Self {
+            etcd: Etcd::new(&cfg.etcd_endpoints),
+            cluster: cfg.name.clone(),
+            node_id: cfg.node_id.clone(),
+            replication_factor: cfg.replication_factor,
+            catalog_lock: Arc::new(tokio::sync::Mutex::new(())),
+            runtime,
+        }
+    }
+
+    /// Runs `f` to completion from an action's blocking thread (never from async code).
+    pub fn block_on<F: Future>(&self, f: F) -> F::Output {
+        self.runtime.block_on(f)
+    }
+}
+
+/// Reads the catalog every [`CATALOG_POLL`] and hands it to `apply` (on a blocking thread,
+/// with the catalog lock held) until `stop` turns true. A failed read changes nothing: a
+/// copy is deleted only after a catalog that was read lacks its stream.
+pub async fn keep_copies<F>(link: Arc<ClusterLink>, apply: F, mut stop: tokio::sync::watch::Receiver<bool>)
+where
+    F: Fn(&[StreamRecord]) + Send + Sync + 'static,
+{
+    let apply = Arc::new(apply);
+    let mut failing = false;
+    loop {
+        {
+            let guard = link.catalog_lock.clone().lock_owned().await;
+            match records(&link.etcd, &link.cluster).await {
+                Ok(records) => {
+                    if std::mem::take(&mut failing) {
+                        tracing::info!("the cluster's catalog can be read again");
+                    }
+                    let apply = apply.clone();
+                    let done = tokio::task::spawn_blocking(move || {
+                        apply(&records);
+                        drop(guard);
+                    });
+                    if let Err(e) = done.await {
+                        tracing::error!(error = %e, "applying the cluster's catalog failed");
+                    }
+                }
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e, "cannot read the cluster's catalog; this node's copies stay as they are");
+                }
+                Err(_) => {}
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(CATALOG_POLL) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(n: usize) -> Vec<String> {
+        (1..=n).map(|i| format!("n{i}")).collect()
+    }
+
+    #[test]
+    fn shards_get_distinct_replicas_and_leaders_spread_over_the_nodes() {
+        let nodes = ids(5);
+        let placed = place("clicks", 10, &nodes, 3);
+        assert_eq!(placed.len(), 10);
+        for p in &placed {
+            let mut r = p.replicas.clone();
+            r.sort();
+            r.dedup();
+            assert_eq!(r.len(), 3, "{p:?}");
+            assert_eq!(p.leader, p.replicas[0]);
+            assert_eq!(p.epoch, 1);
+        }
+        // Ten shards on five nodes: each node leads two.
+        for n in &nodes {
+            assert_eq!(placed.iter().filter(|p| &p.leader == n).count(), 2, "{n}");
+        }
+        // The order the nodes are given in does not matter.
+        let mut reversed = nodes.clone();
+        reversed.reverse();
+        assert_eq!(place("clicks", 10, &reversed, 3), placed);
+    }
+
+    #[test]
+    fn fewer_nodes_than_replicas_place_one_replica_per_node() {
+        let placed = place("s", 4, &ids(2), 3);
+        assert!(placed.iter().all(|p| p.replicas.len() == 2));
+        let placed = place("s", 1, &ids(1), 3);
+        assert_eq!(placed[0].replicas, ["n1"]);
+    }
+
+    #[test]
+    fn a_record_round_trips_through_its_json() {
+        let record = StreamRecord {
+            name: "s".into(),
+            incarnation: u64::MAX - 7,
+            created_ms: 1_700_000_000_123,
+            shard_count: 2,
+            settings: StreamSettings::default(),
+            tags: BTreeMap::from([("team".into(), "data".into())]),
+            placement: place("s", 2, &ids(3), 3),
+        };
+        let json = serde_json::to_vec(&record).unwrap();
+        assert_eq!(serde_json::from_slice::<StreamRecord>(&json).unwrap(), record);
+    }
+}
