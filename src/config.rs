@@ -369,6 +369,12 @@ impl Config {
         self.lake.check().map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if let Some(c) = &self.cluster {
             c.check().map_err(ConfigError::Invalid)?;
+            // Nodes send each other records over plain HTTP on the API port.
+            if self.tls_cert.is_some() {
+                return Err(ConfigError::Invalid(
+                    "[cluster] nodes speak plain HTTP to each other, so a cluster cannot serve TLS yet (docs/cluster.md)".into(),
+                ));
+            }
         }
         let mut names: Vec<&str> = self.delivery_streams.iter().map(|d| d.name.as_str()).collect();
         names.sort_unstable();

@@ -402,11 +402,22 @@ fn main() -> ExitCode {
                         };
                         // Streams are created and deleted through the catalog from now on,
                         // and this node keeps a copy of each.
-                        let link = Arc::new(sluice::cluster::ClusterLink::new(c, tokio::runtime::Handle::current()));
+                        let link = match sluice::cluster::ClusterLink::connect(c, tokio::runtime::Handle::current()).await {
+                            Ok(l) => Arc::new(l),
+                            Err(e) => {
+                                eprintln!("cannot read cluster {}'s token from etcd: {e}", c.name);
+                                return ExitCode::FAILURE;
+                            }
+                        };
                         let _ = state.kinesis.cluster.set(link.clone());
                         let (kinesis_state, cluster) = (state.clone(), c.name.clone());
+                        // After each catalog pass, replicas of the shards this node leads
+                        // that missed records are caught up (all of them after a start).
+                        let probed_all = std::sync::atomic::AtomicBool::new(false);
                         let apply = move |records: &[sluice::cluster::StreamRecord]| {
-                            kinesis_state.kinesis.apply_catalog(&cluster, records)
+                            kinesis_state.kinesis.apply_catalog(&cluster, records);
+                            let every = !probed_all.swap(true, std::sync::atomic::Ordering::Relaxed);
+                            kinesis_state.kinesis.repair_replicas(every);
                         };
                         tokio::spawn(sluice::cluster::catalog::keep_copies(link, apply, catalog_stopped));
                         Some(membership)

@@ -254,6 +254,11 @@ async fn respond(state: Arc<AppState>, req: Request<Incoming>) -> Result<Respons
         );
         return whole(r);
     }
+    if req.uri().path().starts_with(CLUSTER_PATH_PREFIX) {
+        if let Some(link) = state.kinesis.cluster.get().cloned() {
+            return whole(cluster_request(state, link, req).await);
+        }
+    }
     let request_id = state.request_id();
     if req.method() != http::Method::POST {
         return whole(access_denied(&request_id));
@@ -277,6 +282,61 @@ async fn respond(state: Arc<AppState>, req: Request<Incoming>) -> Result<Respons
         }
         Ok(Answer::Body(body)) => whole(answer(&request_id, codec, Ok(body))),
         Err(e) => whole(answer(&request_id, codec, Err(e))),
+    }
+}
+
+/// Paths of the requests nodes of a cluster send each other.
+const CLUSTER_PATH_PREFIX: &str = "/_sluice/cluster/";
+
+/// Largest body of a request between nodes: 16 MiB (a PutRecords' 5 MiB, a catch-up
+/// request's 4 MiB, a 10 MiB record, and their framing).
+const CLUSTER_BODY_BYTES_MAX: usize = 16 << 20;
+
+/// A request of another node of the cluster ([`crate::cluster::replication`]): refused
+/// without the cluster's token; its body is a shard batch.
+async fn cluster_request(
+    state: Arc<AppState>,
+    link: Arc<crate::cluster::ClusterLink>,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    use crate::cluster::replication::{APPEND_PATH, REPLICATE_PATH, TOKEN_HEADER};
+    let plain = |status: u16, text: &str| {
+        let mut r = Response::new(Full::new(Bytes::from(text.to_owned())));
+        *r.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+        r
+    };
+    let token = req.headers().get(TOKEN_HEADER).map(|v| v.as_bytes().to_vec()).unwrap_or_default();
+    if req.method() != http::Method::POST || !link.peers.token_matches(&token) {
+        return plain(403, "not a node of this cluster");
+    }
+    let replicate = match req.uri().path() {
+        REPLICATE_PATH => true,
+        APPEND_PATH => false,
+        _ => return plain(404, "no such cluster request"),
+    };
+    let body = match http_body_util::Limited::new(req.into_body(), CLUSTER_BODY_BYTES_MAX).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return plain(413, &format!("body refused: {e}")),
+    };
+    let answered = tokio::task::spawn_blocking(move || {
+        let batch = match crate::cluster::wire::Batch::decode(&body) {
+            Ok(b) => b,
+            Err(e) => return (400, e.to_string().into_bytes()),
+        };
+        if replicate {
+            state.kinesis.apply_replica(&batch)
+        } else {
+            state.kinesis.append_forwarded(&batch)
+        }
+    })
+    .await;
+    match answered {
+        Ok((status, body)) => {
+            let mut r = Response::new(Full::new(Bytes::from(body)));
+            *r.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+            r
+        }
+        Err(e) => plain(500, &e.to_string()),
     }
 }
 

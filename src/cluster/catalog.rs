@@ -7,7 +7,7 @@
 //! creation time, and removes the copies of streams the catalog no longer holds
 //! ([`crate::api::kinesis::Kinesis::apply_catalog`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -113,8 +113,14 @@ pub async fn records(etcd: &Etcd, cluster: &str) -> Result<Vec<StreamRecord>, Et
         .collect())
 }
 
-/// This node's link to its cluster, for the API's actions: etcd, names, and a lock that
-/// keeps a create or delete from crossing a catalog pass of this node.
+/// The etcd key of a cluster's token, which nodes present to each other.
+fn token_key(cluster: &str) -> String {
+    format!("/sluice/{cluster}/token")
+}
+
+/// This node's link to its cluster, for the API's actions: etcd, names, the replication
+/// channel, the placements of the catalog's shards, and a lock that keeps a create or
+/// delete from crossing a catalog pass of this node.
 #[derive(Debug)]
 pub struct ClusterLink {
     /// The cluster's etcd.
@@ -128,25 +134,67 @@ pub struct ClusterLink {
     /// Held by a create or delete of this node and by each catalog pass: a pass that read
     /// the catalog before a create entered a stream must not remove the stream's copy.
     pub catalog_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Requests to the other nodes, and the epochs this node has seen.
+    pub peers: Arc<super::replication::Peers>,
+    /// (stream name, incarnation) → its shards' placements, from the last catalog read.
+    placements: std::sync::RwLock<HashMap<(String, u64), Vec<ShardPlacement>>>,
     runtime: tokio::runtime::Handle,
 }
 
 impl ClusterLink {
-    /// The link `cfg` describes, whose calls run on `runtime`.
-    pub fn new(cfg: &crate::config::ClusterConfig, runtime: tokio::runtime::Handle) -> Self {
-        Self {
-            etcd: Etcd::new(&cfg.etcd_endpoints),
+    /// The link `cfg` describes, whose calls run on `runtime`: reads the cluster's token
+    /// from etcd, making it if this is the cluster's first node.
+    ///
+    /// Errors: etcd cannot be reached.
+    pub async fn connect(
+        cfg: &crate::config::ClusterConfig,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<Self, EtcdError> {
+        let etcd = Etcd::new(&cfg.etcd_endpoints);
+        let fresh = format!("{:016x}{:016x}", sluice_engine::stream::random_u64(), sluice_engine::stream::random_u64());
+        let token = match etcd.create(&token_key(&cfg.name), fresh.as_bytes(), 0).await? {
+            None => fresh,
+            Some(existing) => String::from_utf8_lossy(&existing.value).into_owned(),
+        };
+        Ok(Self {
+            etcd,
             cluster: cfg.name.clone(),
             node_id: cfg.node_id.clone(),
             replication_factor: cfg.replication_factor,
             catalog_lock: Arc::new(tokio::sync::Mutex::new(())),
+            peers: Arc::new(super::replication::Peers::new(token)),
+            placements: std::sync::RwLock::default(),
             runtime,
-        }
+        })
+    }
+
+    /// The runtime the node's requests run on.
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.runtime
     }
 
     /// Runs `f` to completion from an action's blocking thread (never from async code).
     pub fn block_on<F: Future>(&self, f: F) -> F::Output {
         self.runtime.block_on(f)
+    }
+
+    /// The placement of shard `shard` of stream `name`'s incarnation `incarnation`, as the
+    /// catalog last read (or this node's create) said.
+    pub fn placement(&self, name: &str, incarnation: u64, shard: u32) -> Option<ShardPlacement> {
+        let placements = self.placements.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        placements.get(&(name.to_owned(), incarnation))?.get(shard as usize).cloned()
+    }
+
+    /// Remembers the placements of `records` (all of them: a stream left out is forgotten
+    /// unless `merge`).
+    pub fn set_placements(&self, records: &[StreamRecord], merge: bool) {
+        let mut placements = self.placements.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !merge {
+            placements.clear();
+        }
+        for r in records {
+            placements.insert((r.name.clone(), r.incarnation), r.placement.clone());
+        }
     }
 }
 
@@ -162,8 +210,14 @@ where
     loop {
         {
             let guard = link.catalog_lock.clone().lock_owned().await;
-            match records(&link.etcd, &link.cluster).await {
-                Ok(records) => {
+            let read = async {
+                let nodes = super::membership::nodes(&link.etcd, &link.cluster).await?;
+                Ok::<_, EtcdError>((nodes, records(&link.etcd, &link.cluster).await?))
+            };
+            match read.await {
+                Ok((nodes, records)) => {
+                    link.peers.set_addresses(nodes.into_iter().map(|n| (n.node_id, n.address)).collect());
+                    link.set_placements(&records, false);
                     if std::mem::take(&mut failing) {
                         tracing::info!("the cluster's catalog can be read again");
                     }

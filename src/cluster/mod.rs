@@ -5,6 +5,8 @@
 pub mod catalog;
 pub mod etcd;
 pub mod membership;
+pub mod replication;
+pub mod wire;
 
 pub use catalog::{ClusterLink, ShardPlacement, StreamRecord};
 pub use etcd::{Etcd, EtcdError};

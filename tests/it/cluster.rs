@@ -87,14 +87,21 @@ fn node(dir: &Path, etcd: &str, id: &str, port: u16) -> Child {
         ),
     )
     .unwrap();
+    // To a file, not a pipe nobody reads: a node that logs much would block on a full pipe.
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(node_log(dir, id, port)).unwrap();
     Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["serve", "--config"])
         .arg(&config)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(log)
         .spawn()
         .unwrap()
+}
+
+/// Where node `id` on `port` logs.
+fn node_log(dir: &Path, id: &str, port: u16) -> PathBuf {
+    dir.join(format!("{id}-{port}.log"))
 }
 
 /// `sluice cluster status --json`: (node id, address) in id order.
@@ -153,9 +160,10 @@ fn nodes_join_by_lease_ids_are_unique_and_membership_outlives_kills_and_an_etcd_
     wait_for(&url, &all, "three nodes join");
 
     // A second process with a live node's id is refused, naming that node.
-    let out = node(dir.path(), &url, "n2", free_port()).wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
+    let port = free_port();
+    let exit = node(dir.path(), &url, "n2", port).wait().unwrap();
+    let stderr = std::fs::read_to_string(node_log(dir.path(), "n2", port)).unwrap();
+    assert!(!exit.success(), "{stderr}");
     assert!(stderr.contains(&format!("node id n2 is held by a live node at 127.0.0.1:{}", ports[1])), "{stderr}");
     assert_eq!(status(&url), all, "the refused process changed nothing");
 
@@ -331,6 +339,200 @@ async fn streams_are_created_and_deleted_through_the_catalog_on_any_node_and_eve
                 .unwrap(),
             reborn
         );
+    }
+    drop(nodes);
+}
+
+/// A record as a node returns it: sequence number, arrival time ms, partition key, data.
+type HeldRecord = (String, i64, String, Vec<u8>);
+
+/// Every record of shard `shard` of `stream` on one node, from TRIM_HORIZON.
+async fn shard_records(k: &aws_sdk_kinesis::Client, stream: &str, shard: &str) -> Vec<HeldRecord> {
+    let mut iterator = k
+        .get_shard_iterator()
+        .stream_name(stream)
+        .shard_id(shard)
+        .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
+        .send()
+        .await
+        .unwrap()
+        .shard_iterator;
+    let mut out = Vec::new();
+    while let Some(it) = iterator {
+        let r = match k.get_records().shard_iterator(&it).send().await {
+            Ok(r) => r,
+            // Five reads per second per shard, as on Kinesis: wait and read again.
+            Err(e)
+                if aws_sdk_kinesis::error::ProvideErrorMetadata::code(&e)
+                    == Some("ProvisionedThroughputExceededException") =>
+            {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                iterator = Some(it);
+                continue;
+            }
+            Err(e) => panic!("GetRecords: {e:?}"),
+        };
+        let got = r.records();
+        out.extend(got.iter().map(|x| {
+            let ts = x.approximate_arrival_timestamp().map_or(0, |t| t.to_millis().unwrap());
+            (
+                x.sequence_number().to_owned(),
+                ts,
+                x.partition_key().unwrap_or_default().to_owned(),
+                x.data().as_ref().to_vec(),
+            )
+        }));
+        if got.is_empty() && r.millis_behind_latest() == Some(0) {
+            break;
+        }
+        iterator = r.next_shard_iterator;
+    }
+    out
+}
+
+/// Puts `n` records through `k` in one PutRecords: (shard id, sequence number, key, data)
+/// of those acknowledged, and how many failed.
+async fn put(
+    k: &aws_sdk_kinesis::Client,
+    stream: &str,
+    round: usize,
+    n: usize,
+) -> (Vec<(String, String, String, Vec<u8>)>, i32) {
+    use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+    let entries: Vec<(String, Vec<u8>)> =
+        (0..n).map(|i| (format!("key-{i}"), format!("round {round} record {i}").into_bytes())).collect();
+    let request = entries.iter().map(|(key, data)| {
+        PutRecordsRequestEntry::builder()
+            .partition_key(key)
+            .data(aws_sdk_kinesis::primitives::Blob::new(data.clone()))
+            .build()
+            .unwrap()
+    });
+    let out = k.put_records().stream_name(stream).set_records(Some(request.collect())).send().await.unwrap();
+    let acked = out
+        .records()
+        .iter()
+        .zip(entries)
+        .filter_map(|(r, (key, data))| Some((r.shard_id()?.to_owned(), r.sequence_number()?.to_owned(), key, data)))
+        .collect();
+    (acked, out.failed_record_count().unwrap_or(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_put_on_any_node_are_held_by_every_replica_and_need_a_quorum() {
+    let Some(binary) = etcd_binary() else {
+        eprintln!("cluster replication test skipped: no etcd binary (SLUICE_ETCD_BIN or etcd on the PATH)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start(binary, dir.path());
+    let url = etcd.url();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let ids = ["n1", "n2", "n3"];
+    let mut nodes: Vec<Killed> = ids.iter().zip(&ports).map(|(id, p)| Killed(node(dir.path(), &url, id, *p))).collect();
+    let all: Vec<_> = (0..3).map(|i| (ids[i].to_owned(), format!("127.0.0.1:{}", ports[i]))).collect();
+    wait_for(&url, &all, "three nodes join");
+    let clients: Vec<aws_sdk_kinesis::Client> =
+        ports.iter().map(|p| crate::support::kinesis_client(([127, 0, 0, 1], *p).into(), "AKIDANY", "any")).collect();
+    let active = |r: &Result<(String, i64, Vec<String>), String>| r.as_ref().is_ok_and(|v| v.0 == "ACTIVE");
+    clients[0].create_stream().stream_name("telemetry").shard_count(3).send().await.unwrap();
+    for (i, k) in clients.iter().enumerate() {
+        until(k, "telemetry", &format!("{}'s copy", ids[i]), active).await.unwrap();
+    }
+    let shards = ["shardId-000000000000", "shardId-000000000001", "shardId-000000000002"];
+
+    // Puts through every node: each shard's records go to its leader (forwarded by the
+    // others) and are acknowledged once two of its three replicas hold them.
+    let mut acked: std::collections::BTreeMap<String, Vec<(String, String, Vec<u8>)>> = Default::default();
+    for round in 0..6 {
+        let (ok, failed) = put(&clients[round % 3], "telemetry", round, 120).await;
+        assert_eq!(failed, 0, "round {round} through {}", ids[round % 3]);
+        for (shard, seq, key, data) in ok {
+            acked.entry(shard).or_default().push((seq, key, data));
+        }
+    }
+    assert_eq!(acked.len(), 3, "every shard took records");
+    // Every node holds every shard's records, in sequence order, with the same arrival times.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for shard in shards {
+        let want = &acked[shard];
+        let mut first: Option<Vec<HeldRecord>> = None;
+        for (i, k) in clients.iter().enumerate() {
+            let held = loop {
+                let held = shard_records(k, "telemetry", shard).await;
+                if held.len() >= want.len() || Instant::now() > deadline {
+                    break held;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            };
+            let records: Vec<(String, String, Vec<u8>)> =
+                held.iter().map(|(s, _, k, d)| (s.clone(), k.clone(), d.clone())).collect();
+            assert_eq!(&records, want, "{shard} on {}", ids[i]);
+            match &first {
+                None => first = Some(held),
+                Some(f) => assert_eq!(&held, f, "{shard}: {} and n1 differ (arrival times)", ids[i]),
+            }
+        }
+    }
+
+    // One replica down: two of three still make a quorum.
+    nodes[2].0.kill().unwrap();
+    nodes[2].0.wait().unwrap();
+    wait_for(&url, &all[..2], "n3 leaves");
+    let mut after: std::collections::BTreeMap<String, Vec<(String, String, Vec<u8>)>> = Default::default();
+    for round in 6..8 {
+        let (ok, _) = put(&clients[round % 2], "telemetry", round, 120).await;
+        for (shard, seq, key, data) in ok {
+            after.entry(shard).or_default().push((seq, key, data));
+        }
+    }
+    // The shards n1 and n2 lead keep taking records; n3's shard has no leader until
+    // failover exists, and its records fail rather than land on a minority.
+    let placements = catalog(&url).into_iter().find(|(n, _)| n == "telemetry").unwrap().1;
+    for (i, p) in placements.iter().enumerate() {
+        let taken = after.get(shards[i]).map_or(0, Vec::len);
+        if p["leader"] == "n3" {
+            assert_eq!(taken, 0, "{}: led by the dead n3", shards[i]);
+        } else {
+            assert!(taken > 0, "{}: led by {}, took nothing with n3 down", shards[i], p["leader"]);
+        }
+    }
+    // n2 down too: no shard has a quorum, and nothing is acknowledged.
+    nodes[1].0.kill().unwrap();
+    nodes[1].0.wait().unwrap();
+    let (ok, failed) = put(&clients[0], "telemetry", 9, 60).await;
+    assert!(ok.is_empty() && failed == 60, "acknowledged without a quorum: {ok:?}");
+
+    // Back again: every node holds every acknowledged record.
+    nodes[1] = Killed(node(dir.path(), &url, "n2", ports[1]));
+    nodes[2] = Killed(node(dir.path(), &url, "n3", ports[2]));
+    wait_for(&url, &all, "n2 and n3 are back");
+    for (shard, records) in after {
+        acked.get_mut(&shard).unwrap().extend(records);
+    }
+    // No put is needed for that: each leader probes its replicas and sends what they lack.
+    for shard in shards {
+        let want = &acked[shard];
+        for (i, k) in clients.iter().enumerate() {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let held = loop {
+                let held = shard_records(k, "telemetry", shard).await;
+                if held.len() >= want.len() || Instant::now() > deadline {
+                    break held;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            };
+            // Records a leader wrote without a quorum (the round with n2 and n3 down) sit
+            // between acknowledged ones: every acknowledged record is there, in order.
+            let held_seqs: Vec<&String> = held.iter().map(|h| &h.0).collect();
+            let mut at = 0;
+            for (seq, key, data) in want {
+                let found = held_seqs[at..].iter().position(|s| *s == seq).map(|p| p + at);
+                let Some(p) = found else { panic!("{shard} on {}: acknowledged {seq} missing", ids[i]) };
+                assert_eq!((&held[p].2, &held[p].3), (key, data), "{shard} on {}: {seq}", ids[i]);
+                at = p + 1;
+            }
+        }
     }
     drop(nodes);
 }

@@ -75,6 +75,7 @@ impl Kinesis {
         if !link.block_on(catalog::register(&link.etcd, &link.cluster, &record)).map_err(catalog_error)? {
             return Ok(Err(CreateStreamError::Exists(name.to_owned())));
         }
+        link.set_placements(std::slice::from_ref(&record), true);
         let made = self.streams.create_incarnation(
             name,
             record.incarnation,

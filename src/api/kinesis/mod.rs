@@ -25,6 +25,7 @@ mod policy;
 mod put_record;
 mod put_records;
 pub(crate) mod queues;
+mod replicated;
 mod reshard;
 mod resources;
 mod retention;

@@ -210,7 +210,7 @@ pub fn append_routed(
             .iter()
             .map(|&i| Record { partition_key: &records[i].partition_key, data: &records[i].data })
             .collect();
-        match log.append(&batch) {
+        match k.append_to_shard(stream, &meta.name, meta.cluster.is_some(), shard, log, &batch) {
             Ok(a) => {
                 for (&i, seq) in indexes.iter().zip(a.sequence_numbers()) {
                     let sn = SequenceNumber { shard_index: shard, shard_sequence: seq };
@@ -218,9 +218,8 @@ pub fn append_routed(
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, shard, "append failed");
                 for &i in &indexes {
-                    results[i] = Some(Err(ApiError::new(ErrorKind::InternalFailure, "Internal service failure.")));
+                    results[i] = Some(Err(e.clone()));
                 }
             }
         }

@@ -1,0 +1,239 @@
+//! The write path of a cluster's streams (docs/cluster.md): a shard's records are appended
+//! by its leader and acknowledged once a quorum of its replicas holds them; a node that is
+//! not the leader forwards them. Also the two requests nodes send each other: a leader's
+//! batch for a replica, and records forwarded to a leader.
+
+use std::sync::Arc;
+
+use sluice_engine::stream::Stream;
+use sluice_engine::{AppendError, Appended, Record, ShardLog};
+
+use super::{ApiError, ErrorKind, Kinesis};
+use crate::cluster::replication::{AppendAnswer, ReplicaAnswer};
+use crate::cluster::wire::{Batch, WireRecord};
+
+fn failure(message: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorKind::InternalFailure, message)
+}
+
+/// A JSON answer to another node.
+fn json<T: serde::Serialize>(status: u16, value: &T) -> (u16, Vec<u8>) {
+    (status, serde_json::to_vec(value).expect("an answer serializes"))
+}
+
+impl Kinesis {
+    /// Appends `records` to shard `shard` of `stream`, whose log is `log`: on a single node,
+    /// or for a stream of this node alone, to the log; for a cluster's stream, on the
+    /// shard's leader, acknowledged once a quorum of the shard's replicas holds the records
+    /// (forwarded to the leader when this node is not it). `name` and `of_cluster` (whether
+    /// the stream is a cluster's) come from the caller, which holds the stream's metadata.
+    ///
+    /// Errors: the append's own (records refused, I/O), or `InternalFailure` when no quorum
+    /// acknowledged or the leader cannot be reached (the records may still be in the
+    /// leader's log: a retried put can store them twice, as on Kinesis).
+    pub(crate) fn append_to_shard(
+        &self,
+        stream: &Stream,
+        name: &str,
+        of_cluster: bool,
+        shard: u32,
+        log: &Arc<ShardLog>,
+        records: &[Record<'_>],
+    ) -> Result<Appended, ApiError> {
+        let link = match (of_cluster, self.cluster.get()) {
+            (true, Some(link)) => link,
+            _ => return log.append(records).map_err(append_failure),
+        };
+        let incarnation = stream.incarnation();
+        let placement = link.placement(name, incarnation, shard).ok_or_else(|| {
+            failure(format!("shard {shard} of stream {name} has no placement in the cluster's catalog yet"))
+        })?;
+        if placement.leader != link.node_id {
+            let batch = Batch {
+                stream: name,
+                incarnation,
+                shard,
+                epoch: 0,
+                first_sequence_number: 0,
+                records: records
+                    .iter()
+                    .map(|r| WireRecord { arrival_timestamp_ms: 0, partition_key: r.partition_key, data: r.data })
+                    .collect(),
+            };
+            let answer = link.block_on(link.peers.forward(&placement.leader, &batch)).map_err(|(code, message)| {
+                let kind = if code == ErrorKind::ResourceNotFound.name() {
+                    ErrorKind::ResourceNotFound
+                } else {
+                    ErrorKind::InternalFailure
+                };
+                ApiError::new(kind, message)
+            })?;
+            return Ok(Appended {
+                first_sequence_number: answer.first,
+                record_count: records.len() as u64,
+                arrival_timestamp_ms: answer.arrival_timestamp_ms,
+            });
+        }
+        let appended = log.append(records).map_err(append_failure)?;
+        let batch = Batch {
+            stream: name,
+            incarnation,
+            shard,
+            epoch: placement.epoch,
+            first_sequence_number: appended.first_sequence_number,
+            records: records
+                .iter()
+                .map(|r| WireRecord {
+                    arrival_timestamp_ms: appended.arrival_timestamp_ms,
+                    partition_key: r.partition_key,
+                    data: r.data,
+                })
+                .collect(),
+        };
+        link.block_on(link.peers.replicate(&link.node_id, &placement, &batch, log)).map_err(|e| {
+            tracing::warn!(stream = name, shard, error = %e, "records not acknowledged by a quorum of replicas");
+            failure(format!("The records were not stored on a quorum of replicas: {e}"))
+        })?;
+        Ok(appended)
+    }
+
+    /// Catches up the replicas of shards this node leads that missed batches (down, cut
+    /// off, slow), with [`crate::cluster::replication::Peers::probe`]; `every` probes every
+    /// replica of every shard this node leads (once after a start, when what lagged before
+    /// is not known). Replicas still behind stay marked for the next call. Runs the probes
+    /// at once and returns when all have answered; call it from a thread that may block.
+    pub fn repair_replicas(&self, every: bool) {
+        use crate::cluster::replication::Lag;
+        let Some(link) = self.cluster.get() else { return };
+        let mut lagging = link.peers.take_lagging();
+        if every {
+            for stream in self.streams.list() {
+                let (name, incarnation) = (stream.meta().name.clone(), stream.incarnation());
+                for shard in 0..stream.meta().shards.len() as u32 {
+                    let Some(p) = link.placement(&name, incarnation, shard) else { continue };
+                    if p.leader != link.node_id {
+                        continue;
+                    }
+                    for node in p.replicas.iter().filter(|r| **r != link.node_id) {
+                        lagging.push(Lag { stream: name.clone(), incarnation, shard, node: node.clone() });
+                    }
+                }
+            }
+        }
+        let mut probes = tokio::task::JoinSet::new();
+        for lag in lagging {
+            let Some(stream) = self.streams.get(&lag.stream).filter(|s| s.incarnation() == lag.incarnation) else {
+                continue;
+            };
+            let (Some(log), Some(p)) = (stream.log(lag.shard), link.placement(&lag.stream, lag.incarnation, lag.shard))
+            else {
+                continue;
+            };
+            if p.leader != link.node_id || !p.replicas.contains(&lag.node) {
+                continue;
+            }
+            let peers = link.peers.clone();
+            probes.spawn_on(
+                async move {
+                    if let Err(e) = peers.probe(&lag, p.epoch, log).await {
+                        tracing::debug!(stream = %lag.stream, shard = lag.shard, node = %lag.node, error = %e, "a replica is still behind");
+                        peers.mark(lag);
+                    }
+                },
+                link.runtime(),
+            );
+        }
+        link.block_on(async { while probes.join_next().await.is_some() {} });
+    }
+
+    /// A leader's batch for this replica: appended after the records it holds (what it
+    /// holds already is skipped), refused when the sender's epoch is older than one seen.
+    /// Returns the HTTP status and JSON body ([`crate::cluster::replication`] lists them).
+    pub fn apply_replica(&self, batch: &Batch<'_>) -> (u16, Vec<u8>) {
+        let Some(link) = self.cluster.get() else { return (404, Vec::new()) };
+        let stream = match self.streams.get(batch.stream) {
+            Some(s) if s.incarnation() == batch.incarnation => s,
+            _ => return (404, Vec::new()),
+        };
+        let Some(log) = stream.log(batch.shard) else { return (404, Vec::new()) };
+        if let Err(epoch) = link.peers.admit_epoch(batch.incarnation, batch.shard, batch.epoch) {
+            return json(412, &ReplicaAnswer { next: log.bounds().next_sequence_number, epoch });
+        }
+        let next = log.bounds().next_sequence_number;
+        if batch.first_sequence_number > next {
+            return json(409, &ReplicaAnswer { next, epoch: batch.epoch });
+        }
+        let skip = (next - batch.first_sequence_number) as usize;
+        if skip >= batch.records.len() {
+            return json(200, &ReplicaAnswer { next, epoch: batch.epoch });
+        }
+        let rest = &batch.records[skip..];
+        let records: Vec<Record<'_>> =
+            rest.iter().map(|r| Record { partition_key: r.partition_key, data: r.data }).collect();
+        let times: Vec<u64> = rest.iter().map(|r| r.arrival_timestamp_ms).collect();
+        match log.append_replica(next, &records, &times) {
+            Ok(a) => json(200, &ReplicaAnswer { next: a.first_sequence_number + a.record_count, epoch: batch.epoch }),
+            Err(AppendError::NotNext { expected, .. }) => {
+                json(409, &ReplicaAnswer { next: expected, epoch: batch.epoch })
+            }
+            Err(e) => {
+                tracing::error!(stream = batch.stream, shard = batch.shard, error = %e, "a replica append failed");
+                (500, e.to_string().into_bytes())
+            }
+        }
+    }
+
+    /// Records another node forwarded to this node as the shard's leader: appended and
+    /// replicated as a put of this node's own. Returns the HTTP status and JSON body.
+    pub fn append_forwarded(&self, batch: &Batch<'_>) -> (u16, Vec<u8>) {
+        let refuse = |status, kind: ErrorKind, message: String| {
+            json(
+                status,
+                &AppendAnswer {
+                    first: 0,
+                    arrival_timestamp_ms: 0,
+                    code: Some(kind.name().into()),
+                    message: Some(message),
+                },
+            )
+        };
+        let stream = match self.streams.get(batch.stream) {
+            Some(s) if s.incarnation() == batch.incarnation => s,
+            _ => {
+                return refuse(
+                    404,
+                    ErrorKind::ResourceNotFound,
+                    format!("Stream {} not found on the shard's leader.", batch.stream),
+                )
+            }
+        };
+        let Some(log) = stream.log(batch.shard) else {
+            return refuse(
+                404,
+                ErrorKind::ResourceNotFound,
+                format!("Shard {} not found on the shard's leader.", batch.shard),
+            );
+        };
+        let records: Vec<Record<'_>> =
+            batch.records.iter().map(|r| Record { partition_key: r.partition_key, data: r.data }).collect();
+        match self.append_to_shard(&stream, batch.stream, true, batch.shard, &log, &records) {
+            Ok(a) => json(
+                200,
+                &AppendAnswer {
+                    first: a.first_sequence_number,
+                    arrival_timestamp_ms: a.arrival_timestamp_ms,
+                    code: None,
+                    message: None,
+                },
+            ),
+            Err(e) => refuse(500, e.kind, e.message),
+        }
+    }
+}
+
+/// A failed append as the API reports it: the records were checked before, so what is
+/// left is the server's failure.
+fn append_failure(e: AppendError) -> ApiError {
+    tracing::error!(error = %e, "append failed");
+    failure("Internal service failure.")
+}

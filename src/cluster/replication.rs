@@ -1,0 +1,378 @@
+//! The replication channel between nodes (docs/cluster.md, "Write path"): a shard's leader
+//! ships each appended batch to the shard's other replicas and answers once a quorum holds
+//! it; a node that is not a shard's leader forwards that shard's records to the leader.
+//!
+//! Requests go over HTTP on the nodes' API port, to `/_sluice/cluster/replicate` and
+//! `/_sluice/cluster/append`, with the cluster's token (a random secret kept in etcd) in
+//! [`TOKEN_HEADER`]; their bodies are [`super::wire::Batch`]es. A replica answers:
+//! - 200 `{"next": n}`: it holds every record below `n`;
+//! - 409 `{"next": n}`: it holds records only below `n`, short of the batch's first: the
+//!   leader sends it the records from `n` first (catch-up from the leader's log);
+//! - 412 `{"epoch": e}`: it has seen a leader of a newer epoch, so this one is fenced;
+//! - 404: it has no copy of that stream incarnation yet (made within a catalog pass).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::{Deserialize, Serialize};
+use sluice_engine::{ReadLimits, ShardLog};
+
+use super::catalog::ShardPlacement;
+use super::wire::{Batch, WireRecord};
+
+/// The header that carries the cluster's token on requests between nodes.
+pub const TOKEN_HEADER: &str = "x-sluice-cluster-token";
+
+/// Path of a leader's batch for a replica.
+pub const REPLICATE_PATH: &str = "/_sluice/cluster/replicate";
+
+/// Path of records forwarded to a shard's leader.
+pub const APPEND_PATH: &str = "/_sluice/cluster/append";
+
+/// How long one request to another node may take: 2 s. A replica that does not answer in
+/// time does not count toward the quorum.
+pub const PEER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Records per catch-up request: 1,000 (bounded also by the read's bytes).
+const CATCH_UP_RECORDS: usize = 1_000;
+
+/// Bytes per catch-up request at most: 4 MiB.
+const CATCH_UP_BYTES: usize = 4 << 20;
+
+/// What a replica answers (JSON).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct ReplicaAnswer {
+    /// The replica holds every record below this.
+    #[serde(default)]
+    pub next: u64,
+    /// The newest epoch the replica has seen (when it fences the sender).
+    #[serde(default)]
+    pub epoch: u64,
+}
+
+/// What a leader answers a forward (JSON): where the records landed, or the error.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppendAnswer {
+    /// Sequence number of the first record.
+    #[serde(default)]
+    pub first: u64,
+    /// Arrival time of the records, ms.
+    #[serde(default)]
+    pub arrival_timestamp_ms: u64,
+    /// The error's Kinesis code, when the records were not appended.
+    #[serde(default)]
+    pub code: Option<String>,
+    /// The error's message.
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// A batch on its way to the replicas: owned, so replicas that answer after the quorum
+/// still get it.
+struct Shipment {
+    body: Bytes,
+    stream: String,
+    incarnation: u64,
+    shard: u32,
+    epoch: u64,
+    first: u64,
+    end: u64,
+    log: Arc<ShardLog>,
+}
+
+/// A node's side of the channel: the HTTP client, where the other nodes are, and the
+/// newest epoch seen per shard.
+#[derive(Debug)]
+pub struct Peers {
+    http: Client<HttpConnector, Full<Bytes>>,
+    token: String,
+    /// Node id → `host:port`, from the membership (refreshed with each catalog pass).
+    addresses: RwLock<HashMap<String, String>>,
+    /// (stream incarnation, shard) → the newest leader epoch this replica has seen.
+    epochs: Mutex<HashMap<(u64, u32), u64>>,
+    /// Replicas of shards this node leads that missed a batch: probed until caught up.
+    lagging: Mutex<HashSet<Lag>>,
+}
+
+/// A replica of a shard this node leads that may lack records.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Lag {
+    /// Stream name.
+    pub stream: String,
+    /// Stream incarnation.
+    pub incarnation: u64,
+    /// Shard index.
+    pub shard: u32,
+    /// The replica's node id.
+    pub node: String,
+}
+
+impl Peers {
+    /// A channel authenticated by the cluster's `token`.
+    pub fn new(token: String) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(PEER_TIMEOUT));
+        Self {
+            http: Client::builder(TokioExecutor::new()).build(connector),
+            token,
+            addresses: RwLock::default(),
+            epochs: Mutex::default(),
+            lagging: Mutex::default(),
+        }
+    }
+
+    /// Whether a request's token is the cluster's (compared in constant time).
+    pub fn token_matches(&self, given: &[u8]) -> bool {
+        let want = self.token.as_bytes();
+        given.len() == want.len() && given.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    }
+
+    /// Where the nodes are now.
+    pub fn set_addresses(&self, addresses: HashMap<String, String>) {
+        *self.addresses.write().unwrap_or_else(PoisonError::into_inner) = addresses;
+    }
+
+    fn address(&self, node: &str) -> Option<String> {
+        self.addresses.read().unwrap_or_else(PoisonError::into_inner).get(node).cloned()
+    }
+
+    /// Checks a leader's `epoch` for a shard against the newest this replica has seen, and
+    /// remembers it if newer: `Err(newest)` when the sender is fenced.
+    pub fn admit_epoch(&self, incarnation: u64, shard: u32, epoch: u64) -> Result<(), u64> {
+        let mut epochs = self.epochs.lock().unwrap_or_else(PoisonError::into_inner);
+        let seen = epochs.entry((incarnation, shard)).or_insert(epoch);
+        if epoch < *seen {
+            return Err(*seen);
+        }
+        *seen = epoch;
+        Ok(())
+    }
+
+    async fn post(&self, node: &str, path: &str, body: Bytes) -> Result<(u16, Bytes), String> {
+        let address = self.address(node).ok_or_else(|| format!("node {node} is not a member"))?;
+        let request = hyper::Request::post(format!("http://{address}{path}"))
+            .header(TOKEN_HEADER, &self.token)
+            .header("content-type", "application/octet-stream")
+            .body(Full::new(body))
+            .map_err(|e| e.to_string())?;
+        let answer = tokio::time::timeout(PEER_TIMEOUT, async {
+            let response = self.http.request(request).await.map_err(|e| format!("node {node}: {e}"))?;
+            let status = response.status().as_u16();
+            let bytes = response.into_body().collect().await.map_err(|e| format!("node {node}: {e}"))?.to_bytes();
+            Ok::<_, String>((status, bytes))
+        })
+        .await;
+        answer.unwrap_or_else(|_| Err(format!("node {node} did not answer within {PEER_TIMEOUT:?}")))
+    }
+
+    /// Ships `batch`, just appended to the leader's `log`, to the shard's other replicas and
+    /// returns once a quorum of `placement.replicas` (this node included) holds it. A replica
+    /// that is behind is first sent what it lacks, read from `log`. Replicas that have not
+    /// answered when the quorum is reached are still sent the batch, in the background, so
+    /// every live replica keeps up.
+    ///
+    /// Errors: no quorum within [`PEER_TIMEOUT`] per request (each replica's failure named).
+    pub async fn replicate(
+        self: &Arc<Self>,
+        me: &str,
+        placement: &ShardPlacement,
+        batch: &Batch<'_>,
+        log: &Arc<ShardLog>,
+    ) -> Result<(), String> {
+        let needed = placement.replicas.len() / 2;
+        if needed == 0 {
+            return Ok(());
+        }
+        let shipment = Arc::new(Shipment {
+            body: Bytes::from(batch.encode()),
+            stream: batch.stream.to_owned(),
+            incarnation: batch.incarnation,
+            shard: batch.shard,
+            epoch: batch.epoch,
+            first: batch.first_sequence_number,
+            end: batch.first_sequence_number + batch.records.len() as u64,
+            log: log.clone(),
+        });
+        let mut pending: tokio::task::JoinSet<(String, Result<(), String>)> = tokio::task::JoinSet::new();
+        for follower in placement.replicas.iter().filter(|r| *r != me) {
+            let (peers, shipment, follower) = (self.clone(), shipment.clone(), follower.clone());
+            pending.spawn(async move {
+                let r = peers.ship_to(&follower, &shipment).await;
+                (follower, r)
+            });
+        }
+        let (mut acks, mut failures) = (0, Vec::new());
+        while let Some(result) = pending.join_next().await {
+            let Ok((node, result)) = result else { continue };
+            match result {
+                Ok(()) => {
+                    acks += 1;
+                    if acks >= needed {
+                        // The others finish on their own; one that fails is probed later.
+                        let (peers, s) = (self.clone(), shipment.clone());
+                        tokio::spawn(async move {
+                            while let Some(Ok((node, result))) = pending.join_next().await {
+                                if result.is_err() {
+                                    peers.mark_lagging(&s, node);
+                                }
+                            }
+                        });
+                        return Ok(());
+                    }
+                }
+                Err(e) => {
+                    self.mark_lagging(&shipment, node);
+                    failures.push(e);
+                }
+            }
+        }
+        Err(format!("{acks} of the {needed} other replicas a quorum needs acknowledged: {}", failures.join("; ")))
+    }
+
+    fn mark_lagging(&self, s: &Shipment, node: String) {
+        let lag = Lag { stream: s.stream.clone(), incarnation: s.incarnation, shard: s.shard, node };
+        self.lagging.lock().unwrap_or_else(PoisonError::into_inner).insert(lag);
+    }
+
+    /// Marks a replica as possibly lacking records (probed by [`Peers::probe`] later).
+    pub fn mark(&self, lag: Lag) {
+        self.lagging.lock().unwrap_or_else(PoisonError::into_inner).insert(lag);
+    }
+
+    /// The replicas marked as lagging, forgotten here (mark again those still behind).
+    pub fn take_lagging(&self) -> Vec<Lag> {
+        self.lagging.lock().unwrap_or_else(PoisonError::into_inner).drain().collect()
+    }
+
+    /// Brings replica `lag.node` up to the end of the leader's `log`: an empty batch at the
+    /// log's end, which a replica that is behind answers with 409, and then the records it
+    /// lacks. How a replica that missed batches (down, cut off, slow) catches up without
+    /// waiting for the next put.
+    ///
+    /// Errors: the replica could not be reached or refused (it stays lagging).
+    pub async fn probe(&self, lag: &Lag, epoch: u64, log: Arc<ShardLog>) -> Result<(), String> {
+        let next = log.bounds().next_sequence_number;
+        let batch = Batch {
+            stream: &lag.stream,
+            incarnation: lag.incarnation,
+            shard: lag.shard,
+            epoch,
+            first_sequence_number: next,
+            records: Vec::new(),
+        };
+        let shipment = Shipment {
+            body: Bytes::from(batch.encode()),
+            stream: lag.stream.clone(),
+            incarnation: lag.incarnation,
+            shard: lag.shard,
+            epoch,
+            first: next,
+            end: next,
+            log,
+        };
+        self.ship_to(&lag.node, &shipment).await
+    }
+
+    /// One replica: the batch, after the records it lacks when it answers 409.
+    async fn ship_to(&self, node: &str, s: &Shipment) -> Result<(), String> {
+        let (mut not_yet_made, mut catch_ups) = (0, 0);
+        loop {
+            let (status, raw) = self.post(node, REPLICATE_PATH, s.body.clone()).await?;
+            let answer: ReplicaAnswer = serde_json::from_slice(&raw).unwrap_or(ReplicaAnswer { next: 0, epoch: 0 });
+            match status {
+                200 => return Ok(()),
+                409 if answer.next >= s.end => return Ok(()),
+                // Concurrent batches can leave a replica behind again; a replica that
+                // stays behind after a few catch-ups is left for the next probe.
+                409 if catch_ups < 4 => {
+                    catch_ups += 1;
+                    self.catch_up(node, s, answer.next).await?;
+                }
+                412 => return Err(format!("node {node} has seen epoch {}: this leader is fenced", answer.epoch)),
+                // The replica makes its copy at its next catalog pass.
+                404 if not_yet_made < 8 => {
+                    not_yet_made += 1;
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                _ => {
+                    return Err(format!(
+                        "node {node} answered {status}: {}",
+                        String::from_utf8_lossy(&raw[..raw.len().min(200)])
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Sends replica `node` the leader's records from `from` up to the shipment's first.
+    async fn catch_up(&self, node: &str, s: &Shipment, mut from: u64) -> Result<(), String> {
+        while from < s.first {
+            let body = {
+                let limits = ReadLimits { max_records: CATCH_UP_RECORDS, max_bytes: CATCH_UP_BYTES };
+                let read = s.log.read(from, limits).map_err(|e| format!("catch-up read for node {node}: {e}"))?;
+                let records: Vec<WireRecord<'_>> = read
+                    .iter()
+                    .take_while(|r| r.sequence_number < s.first)
+                    .map(|r| WireRecord {
+                        arrival_timestamp_ms: r.arrival_timestamp_ms,
+                        partition_key: r.partition_key,
+                        data: r.data,
+                    })
+                    .collect();
+                if records.is_empty() {
+                    return Err(format!("node {node} needs records from {from}, which the leader no longer holds"));
+                }
+                let chunk = Batch {
+                    stream: &s.stream,
+                    incarnation: s.incarnation,
+                    shard: s.shard,
+                    epoch: s.epoch,
+                    first_sequence_number: from,
+                    records,
+                };
+                from += chunk.records.len() as u64;
+                Bytes::from(chunk.encode())
+            };
+            let (status, answer) = self.post(node, REPLICATE_PATH, body).await?;
+            if status != 200 {
+                return Err(format!("node {node} refused catch-up records ({status})"));
+            }
+            let answer: ReplicaAnswer = serde_json::from_slice(&answer).map_err(|e| e.to_string())?;
+            if answer.next < from {
+                return Err(format!(
+                    "node {node} answered that it holds records only below {}, not {from}",
+                    answer.next
+                ));
+            }
+            from = answer.next;
+        }
+        Ok(())
+    }
+
+    /// Forwards records of one shard to its leader `node`, which appends and replicates them.
+    ///
+    /// Errors: the leader's own error (Kinesis code and message), or why it could not be asked.
+    pub async fn forward(&self, node: &str, batch: &Batch<'_>) -> Result<AppendAnswer, (String, String)> {
+        let (status, answer) = self
+            .post(node, APPEND_PATH, Bytes::from(batch.encode()))
+            .await
+            .map_err(|e| ("InternalFailure".to_owned(), format!("the shard's leader cannot be reached: {e}")))?;
+        let answer: AppendAnswer = serde_json::from_slice(&answer).map_err(|_| {
+            ("InternalFailure".to_owned(), format!("the shard's leader answered {status} without a result"))
+        })?;
+        match (&answer.code, status) {
+            (None, 200) => Ok(answer),
+            _ => Err((
+                answer.code.clone().unwrap_or_else(|| "InternalFailure".into()),
+                answer.message.clone().unwrap_or_default(),
+            )),
+        }
+    }
+}
