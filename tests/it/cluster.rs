@@ -475,6 +475,45 @@ async fn records_put_on_any_node_are_held_by_every_replica_and_need_a_quorum() {
         }
     }
 
+    // The nodes' own requests: refused without the cluster's token, and bodies that are
+    // not batches refused whole, with the token too.
+    let raw = |path: &str, token: Option<&str>, body: &[u8]| {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", ports[0])).unwrap();
+        let token = token.map_or_else(String::new, |t| format!("x-sluice-cluster-token: {t}\r\n"));
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: x\r\n{token}content-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        );
+        c.write_all(head.as_bytes()).unwrap();
+        c.write_all(body).unwrap();
+        let mut answer = String::new();
+        c.read_to_string(&mut answer).unwrap();
+        answer.split(' ').nth(1).unwrap_or("none").parse::<u16>().unwrap_or(0)
+    };
+    let token = {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let body = format!("{{\"key\": \"{}\"}}", b64.encode("/sluice/test/token"));
+        let out = Command::new("curl").args(["-s", "-X", "POST", &format!("{url}/v3/kv/range"), "-d", &body]).output();
+        out.ok()
+            .and_then(|o| serde_json::from_slice::<Value>(&o.stdout).ok())
+            .and_then(|v| v["kvs"][0]["value"].as_str().map(|t| String::from_utf8(b64.decode(t).unwrap()).unwrap()))
+    };
+    for path in ["/_sluice/cluster/replicate", "/_sluice/cluster/append"] {
+        assert_eq!(raw(path, None, b"x"), 403, "{path} without a token");
+        assert_eq!(raw(path, Some("not-the-token"), b"x"), 403, "{path} with a wrong token");
+        if let Some(t) = &token {
+            assert_eq!(raw(path, Some(t), b"\x05\x00abc"), 400, "{path}: a truncated batch");
+            let mut huge = vec![9, 0];
+            huge.extend_from_slice(b"telemetry");
+            huge.extend_from_slice(&[0; 28]);
+            huge.extend_from_slice(&u32::MAX.to_le_bytes());
+            assert_eq!(raw(path, Some(t), &huge), 400, "{path}: a count past the limit");
+        }
+    }
+    assert!(token.is_some() || std::env::var_os("CI").is_none(), "the cluster's token could not be read (curl?)");
+
     // One replica down: two of three still make a quorum.
     nodes[2].0.kill().unwrap();
     nodes[2].0.wait().unwrap();

@@ -151,6 +151,10 @@ impl Kinesis {
     /// Returns the HTTP status and JSON body ([`crate::cluster::replication`] lists them).
     pub fn apply_replica(&self, batch: &Batch<'_>) -> (u16, Vec<u8>) {
         let Some(link) = self.cluster.get() else { return (404, Vec::new()) };
+        // Leaders' epochs start at 1: 0 marks a forward, never a leader's batch.
+        if batch.epoch == 0 {
+            return (400, b"a replica batch needs its leader's epoch".to_vec());
+        }
         let stream = match self.streams.get(batch.stream) {
             Some(s) if s.incarnation() == batch.incarnation => s,
             _ => return (404, Vec::new()),
