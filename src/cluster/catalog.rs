@@ -118,6 +118,16 @@ fn token_key(cluster: &str) -> String {
     format!("/sluice/{cluster}/token")
 }
 
+/// The secret kept at `key`, made (64 random hex digits) by the first node that asks.
+async fn shared_secret(etcd: &Etcd, key: &str) -> Result<String, EtcdError> {
+    let r = || sluice_engine::stream::random_u64();
+    let fresh = format!("{:016x}{:016x}{:016x}{:016x}", r(), r(), r(), r());
+    Ok(match etcd.create(key, fresh.as_bytes(), 0).await? {
+        None => fresh,
+        Some(existing) => String::from_utf8_lossy(&existing.value).into_owned(),
+    })
+}
+
 /// This node's link to its cluster, for the API's actions: etcd, names, the replication
 /// channel, the placements of the catalog's shards, and a lock that keeps a create or
 /// delete from crossing a catalog pass of this node.
@@ -134,6 +144,9 @@ pub struct ClusterLink {
     /// Held by a create or delete of this node and by each catalog pass: a pass that read
     /// the catalog before a create entered a stream must not remove the stream's copy.
     pub catalog_lock: Arc<tokio::sync::Mutex<()>>,
+    /// The key that signs shard iterators, the same on every node, so an iterator one node
+    /// issued is taken by any other (clients behind a load balancer).
+    pub iterator_secret: Vec<u8>,
     /// Requests to the other nodes, and the epochs this node has seen.
     pub peers: Arc<super::replication::Peers>,
     /// (stream name, incarnation) → its shards' placements, from the last catalog read.
@@ -151,12 +164,11 @@ impl ClusterLink {
         runtime: tokio::runtime::Handle,
     ) -> Result<Self, EtcdError> {
         let etcd = Etcd::new(&cfg.etcd_endpoints);
-        let fresh = format!("{:016x}{:016x}", sluice_engine::stream::random_u64(), sluice_engine::stream::random_u64());
-        let token = match etcd.create(&token_key(&cfg.name), fresh.as_bytes(), 0).await? {
-            None => fresh,
-            Some(existing) => String::from_utf8_lossy(&existing.value).into_owned(),
-        };
+        let token = shared_secret(&etcd, &token_key(&cfg.name)).await?;
+        let iterator_secret =
+            shared_secret(&etcd, &format!("/sluice/{}/iterator-secret", cfg.name)).await?.into_bytes();
         Ok(Self {
+            iterator_secret,
             etcd,
             cluster: cfg.name.clone(),
             node_id: cfg.node_id.clone(),

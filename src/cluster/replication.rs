@@ -12,6 +12,7 @@
 //! - 404: it has no copy of that stream incarnation yet (made within a catalog pass).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -98,8 +99,23 @@ pub struct Peers {
     epochs: Mutex<HashMap<(u64, u32), u64>>,
     /// Replicas of shards this node leads that missed a batch: probed until caught up.
     lagging: Mutex<HashSet<Lag>>,
+    /// Counts for `/metrics`.
+    counts: Counts,
 }
 
+/// What the channel did since the node started, for `/metrics`.
+#[derive(Debug, Default)]
+struct Counts {
+    /// Leader batches a quorum acknowledged.
+    quorum: AtomicU64,
+    /// Leader batches no quorum acknowledged (their puts failed).
+    no_quorum: AtomicU64,
+    /// Batches forwarded to another node's shard, answered / failed.
+    forwarded: AtomicU64,
+    forward_failed: AtomicU64,
+    /// Records sent to replicas that were behind.
+    caught_up_records: AtomicU64,
+}
 /// A replica of a shard this node leads that may lack records.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Lag {
@@ -125,7 +141,35 @@ impl Peers {
             addresses: RwLock::default(),
             epochs: Mutex::default(),
             lagging: Mutex::default(),
+            counts: Counts::default(),
         }
+    }
+
+    /// The channel's counters and the replicas marked lagging, as OpenMetrics text.
+    pub fn render_metrics(&self) -> String {
+        let c = &self.counts;
+        let lagging = self.lagging.lock().unwrap_or_else(PoisonError::into_inner).len();
+        format!(
+            "# TYPE sluice_cluster_replicated_batches counter\n\
+             # HELP sluice_cluster_replicated_batches Batches this node appended as a shard's leader, by whether a quorum of replicas acknowledged them.\n\
+             sluice_cluster_replicated_batches_total{{outcome=\"quorum\"}} {}\n\
+             sluice_cluster_replicated_batches_total{{outcome=\"no_quorum\"}} {}\n\
+             # TYPE sluice_cluster_forwarded_batches counter\n\
+             # HELP sluice_cluster_forwarded_batches Batches this node forwarded to another node leading their shard, by outcome.\n\
+             sluice_cluster_forwarded_batches_total{{outcome=\"appended\"}} {}\n\
+             sluice_cluster_forwarded_batches_total{{outcome=\"failed\"}} {}\n\
+             # TYPE sluice_cluster_caught_up_records counter\n\
+             # HELP sluice_cluster_caught_up_records Records this node sent, as a leader, to replicas that were behind.\n\
+             sluice_cluster_caught_up_records_total {}\n\
+             # TYPE sluice_cluster_lagging_replicas gauge\n\
+             # HELP sluice_cluster_lagging_replicas Replicas of shards this node leads that missed records and are being caught up.\n\
+             sluice_cluster_lagging_replicas {lagging}\n",
+            c.quorum.load(Relaxed),
+            c.no_quorum.load(Relaxed),
+            c.forwarded.load(Relaxed),
+            c.forward_failed.load(Relaxed),
+            c.caught_up_records.load(Relaxed),
+        )
     }
 
     /// Whether a request's token is the cluster's (compared in constant time).
@@ -215,6 +259,7 @@ impl Peers {
                 Ok(()) => {
                     acks += 1;
                     if acks >= needed {
+                        self.counts.quorum.fetch_add(1, Relaxed);
                         // The others finish on their own; one that fails is probed later.
                         let (peers, s) = (self.clone(), shipment.clone());
                         tokio::spawn(async move {
@@ -233,6 +278,7 @@ impl Peers {
                 }
             }
         }
+        self.counts.no_quorum.fetch_add(1, Relaxed);
         Err(format!("{acks} of the {needed} other replicas a quorum needs acknowledged: {}", failures.join("; ")))
     }
 
@@ -338,6 +384,7 @@ impl Peers {
                     records,
                 };
                 from += chunk.records.len() as u64;
+                self.counts.caught_up_records.fetch_add(chunk.records.len() as u64, Relaxed);
                 Bytes::from(chunk.encode())
             };
             let (status, answer) = self.post(node, REPLICATE_PATH, body).await?;
@@ -360,9 +407,14 @@ impl Peers {
     ///
     /// Errors: the leader's own error (Kinesis code and message), or why it could not be asked.
     pub async fn forward(&self, node: &str, batch: &Batch<'_>) -> Result<AppendAnswer, (String, String)> {
-        let (status, answer) = self
-            .post(node, APPEND_PATH, Bytes::from(batch.encode()))
-            .await
+        let answered = self.post(node, APPEND_PATH, Bytes::from(batch.encode())).await;
+        let counter = if answered.as_ref().is_ok_and(|(status, _)| *status == 200) {
+            &self.counts.forwarded
+        } else {
+            &self.counts.forward_failed
+        };
+        counter.fetch_add(1, Relaxed);
+        let (status, answer) = answered
             .map_err(|e| ("InternalFailure".to_owned(), format!("the shard's leader cannot be reached: {e}")))?;
         let answer: AppendAnswer = serde_json::from_slice(&answer).map_err(|_| {
             ("InternalFailure".to_owned(), format!("the shard's leader answered {status} without a result"))

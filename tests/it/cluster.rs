@@ -475,6 +475,23 @@ async fn records_put_on_any_node_are_held_by_every_replica_and_need_a_quorum() {
         }
     }
 
+    // Any node takes an iterator another issued (one signing key for the cluster), and
+    // reads the same records from its copy.
+    let iterator = clients[0]
+        .get_shard_iterator()
+        .stream_name("telemetry")
+        .shard_id(shards[1])
+        .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
+        .send()
+        .await
+        .unwrap()
+        .shard_iterator
+        .unwrap();
+    let elsewhere = clients[2].get_records().shard_iterator(iterator).limit(50).send().await.unwrap();
+    let read: Vec<String> = elsewhere.records().iter().map(|r| r.sequence_number().to_owned()).collect();
+    let want: Vec<String> = acked[shards[1]].iter().take(50).map(|(s, _, _)| s.clone()).collect();
+    assert_eq!(read, want, "n1's iterator read on n3");
+
     // The nodes' own requests: refused without the cluster's token, and bodies that are
     // not batches refused whole, with the token too.
     let raw = |path: &str, token: Option<&str>, body: &[u8]| {
@@ -541,6 +558,22 @@ async fn records_put_on_any_node_are_held_by_every_replica_and_need_a_quorum() {
     nodes[1].0.wait().unwrap();
     let (ok, failed) = put(&clients[0], "telemetry", 9, 60).await;
     assert!(ok.is_empty() && failed == 60, "acknowledged without a quorum: {ok:?}");
+    // n1's metrics count both: batches a quorum acknowledged, and the ones none did.
+    let metrics = {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", ports[0])).unwrap();
+        c.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").unwrap();
+        let mut text = String::new();
+        c.read_to_string(&mut text).unwrap();
+        text
+    };
+    let count = |series: &str| -> u64 {
+        let line = metrics.lines().find(|l| l.starts_with(series)).unwrap_or_else(|| panic!("{series} in {metrics}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(count("sluice_cluster_replicated_batches_total{outcome=\"quorum\"}") > 0);
+    assert!(count("sluice_cluster_replicated_batches_total{outcome=\"no_quorum\"}") > 0);
+    assert!(count("sluice_cluster_forwarded_batches_total{outcome=\"failed\"}") > 0);
 
     // Back again: every node holds every acknowledged record.
     nodes[1] = Killed(node(dir.path(), &url, "n2", ports[1]));

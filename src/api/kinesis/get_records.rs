@@ -33,7 +33,7 @@ pub fn run_within(k: &Kinesis, r: Request, max_bytes: usize, codec: Codec) -> Re
         return Err(ApiError::validation(&r.shard_iterator, "shardIterator", "have length between 1 and 512"));
     }
     let limit = page_limit(r.limit, "limit", 10_000, ReadLimits::default().max_records)?;
-    let it = IteratorState::decode(&r.shard_iterator, &k.config.iterator_secret)
+    let it = IteratorState::decode(&r.shard_iterator, k.iterator_secret())
         .ok_or_else(|| ApiError::new(ErrorKind::InvalidArgument, "Invalid ShardIterator."))?;
     let now = k.clock.now_ms();
     if now.saturating_sub(it.issued_ms) > ITERATOR_LIFETIME_MS {
@@ -89,8 +89,8 @@ pub fn run_within(k: &Kinesis, r: Request, max_bytes: usize, codec: Codec) -> Re
         let body = respond(&answer, codec)?;
         return Ok((body, batch.bytes()));
     }
-    let next = IteratorState { position: batch.next_sequence_number(), issued_ms: now, ..it }
-        .encode(&k.config.iterator_secret);
+    let next =
+        IteratorState { position: batch.next_sequence_number(), issued_ms: now, ..it }.encode(k.iterator_secret());
     let answer =
         Response { records, next_shard_iterator: Some(next), millis_behind_latest: behind, child_shards: None };
     let body = respond(&answer, codec)?;

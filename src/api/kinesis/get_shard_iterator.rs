@@ -50,7 +50,7 @@ pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
         issued_ms: k.clock.now_ms(),
         incarnation: stream.incarnation(),
     }
-    .encode(&k.config.iterator_secret);
+    .encode(k.iterator_secret());
     respond(&serde_json::json!({ "ShardIterator": token }))
 }
 

@@ -365,6 +365,12 @@ impl Kinesis {
         })
     }
 
+    /// The key that signs shard iterators: the cluster's once this node has joined one (so
+    /// any node takes an iterator another issued), else this process's.
+    pub(crate) fn iterator_secret(&self) -> &[u8] {
+        self.cluster.get().map_or(&self.config.iterator_secret, |link| &link.iterator_secret)
+    }
+
     /// Gives channels the delivery engine they run on; later calls change nothing.
     pub fn attach_deliveries(&self, deliveries: Arc<sluice_firehose::DeliveryStreams>) {
         let _ = self.deliveries.set(deliveries);

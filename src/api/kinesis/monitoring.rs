@@ -76,6 +76,9 @@ impl Kinesis {
             }
         }
         out.push_str(&self.render_queue_metrics());
+        if let Some(link) = self.cluster.get() {
+            out.push_str(&link.peers.render_metrics());
+        }
         out
     }
 

@@ -61,7 +61,7 @@ impl Kinesis {
         }
         // A shard iterator names the stream GetRecords reads, whatever StreamARN the request
         // also carries: the policy checked is that stream's.
-        let by_iterator = text("ShardIterator").and_then(|it| IteratorState::decode(&it, &self.config.iterator_secret));
+        let by_iterator = text("ShardIterator").and_then(|it| IteratorState::decode(&it, self.iterator_secret()));
         let target = match by_iterator {
             Some(state) => StreamTarget { stream_name: Some(state.stream), stream_arn: None },
             None => StreamTarget {
