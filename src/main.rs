@@ -402,10 +402,11 @@ fn main() -> ExitCode {
                         };
                         // Streams are created and deleted through the catalog from now on,
                         // and this node keeps a copy of each.
-                        let link = match sluice::cluster::ClusterLink::connect(c, tokio::runtime::Handle::current()).await {
+                        let runtime = tokio::runtime::Handle::current();
+                        let link = match sluice::cluster::ClusterLink::connect(c, &cfg.data_dir, runtime).await {
                             Ok(l) => Arc::new(l),
                             Err(e) => {
-                                eprintln!("cannot read cluster {}'s token from etcd: {e}", c.name);
+                                eprintln!("cannot join cluster {}'s replication: {e}", c.name);
                                 return ExitCode::FAILURE;
                             }
                         };
@@ -414,8 +415,9 @@ fn main() -> ExitCode {
                         // After each catalog pass, replicas of the shards this node leads
                         // that missed records are caught up (all of them after a start).
                         let probed_all = std::sync::atomic::AtomicBool::new(false);
-                        let apply = move |records: &[sluice::cluster::StreamRecord]| {
+                        let apply = move |records: &[sluice::cluster::StreamRecord], live: &[String]| {
                             kinesis_state.kinesis.apply_catalog(&cluster, records);
+                            kinesis_state.kinesis.elect_leaders(records, live);
                             let every = !probed_all.swap(true, std::sync::atomic::Ordering::Relaxed);
                             kinesis_state.kinesis.repair_replicas(every);
                         };

@@ -39,6 +39,19 @@ pub struct ShardPlacement {
     /// The leader's epoch (fencing token): raised by one at each change of leader, so a
     /// replica refuses records from a leader of an older epoch.
     pub epoch: u64,
+    /// Every epoch with the sequence number its leader began at, oldest first (epoch 1 at
+    /// the shard's start): a replica that held records of an older epoch cuts its log at the
+    /// start of the first epoch after its own before following the leader.
+    #[serde(default)]
+    pub history: Vec<(u64, u64)>,
+}
+
+impl ShardPlacement {
+    /// Where the first epoch after `epoch` began: what a replica whose newest records are
+    /// of `epoch` keeps below. `None` when no later epoch is recorded.
+    pub fn start_after(&self, epoch: u64) -> Option<u64> {
+        self.history.iter().find(|(e, _)| *e > epoch).map(|(_, start)| *start)
+    }
 }
 
 /// A stream as the catalog holds it: the value of `streams/<name>` (JSON).
@@ -80,7 +93,7 @@ pub fn place(stream_name: &str, shard_count: u32, nodes: &[String], replication_
         .map(|i| {
             let start = (offset.wrapping_add(i) % nodes.len() as u64) as usize;
             let replicas: Vec<String> = (0..r).map(|k| nodes[(start + k) % nodes.len()].clone()).collect();
-            ShardPlacement { leader: replicas[0].clone(), replicas, epoch: 1 }
+            ShardPlacement { leader: replicas[0].clone(), replicas, epoch: 1, history: vec![(1, 0)] }
         })
         .collect()
 }
@@ -95,6 +108,96 @@ pub async fn register(etcd: &Etcd, cluster: &str, record: &StreamRecord) -> Resu
 /// Removes stream `name` from the catalog; `Ok(false)` when it was not there.
 pub async fn unregister(etcd: &Etcd, cluster: &str, name: &str) -> Result<bool, EtcdError> {
     etcd.delete(&format!("{}{name}", streams_prefix(cluster))).await
+}
+
+/// The etcd key prefix where the live replicas of a shard whose leader is gone report
+/// their log ends.
+fn ends_prefix(cluster: &str, stream: &str, incarnation: u64, shard: u32) -> String {
+    format!("/sluice/{cluster}/ends/{stream}/{incarnation:016x}/{shard}/")
+}
+
+/// One shard of one stream incarnation.
+#[derive(Debug, Clone, Copy)]
+pub struct ShardOf<'a> {
+    /// Stream name.
+    pub stream: &'a str,
+    /// Stream incarnation.
+    pub incarnation: u64,
+    /// Shard index.
+    pub shard: u32,
+}
+
+/// A replica's log end, reported for an election.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportedEnd {
+    /// The reporting node.
+    pub node: String,
+    /// The epoch whose leader is gone.
+    pub epoch: u64,
+    /// The replica's next sequence number.
+    pub end: u64,
+}
+
+/// Reports this replica's log `end` for the election of shard `shard`'s next leader, and
+/// returns every end reported for that epoch.
+pub async fn report_end(
+    etcd: &Etcd,
+    cluster: &str,
+    of: ShardOf<'_>,
+    mine: &ReportedEnd,
+) -> Result<Vec<ReportedEnd>, EtcdError> {
+    let prefix = ends_prefix(cluster, of.stream, of.incarnation, of.shard);
+    let value = serde_json::to_vec(mine).expect("an end serializes");
+    let key = format!("{prefix}{}", mine.node);
+    let existing = etcd.range_prefix(&key).await?.into_iter().find(|kv| kv.key == key);
+    match existing {
+        None => {
+            etcd.create(&key, &value, 0).await?;
+        }
+        Some(kv) if kv.value != value => {
+            etcd.replace(&key, &value, 0, kv.mod_revision).await?;
+        }
+        Some(_) => {}
+    }
+    let kvs = etcd.range_prefix(&prefix).await?;
+    Ok(kvs
+        .iter()
+        .filter_map(|kv| serde_json::from_slice::<ReportedEnd>(&kv.value).ok())
+        .filter(|r| r.epoch == mine.epoch)
+        .collect())
+}
+
+/// Makes `me` the leader of shard `of` at epoch `epoch + 1`, starting at sequence number
+/// `start`, if the catalog still shows epoch `epoch` with a leader other than `me` (one
+/// transaction on the stream's entry, so two claimants never both win). Returns the
+/// updated record when this node won.
+pub async fn claim_leadership(
+    etcd: &Etcd,
+    cluster: &str,
+    of: ShardOf<'_>,
+    me: &str,
+    epoch: u64,
+    start: u64,
+) -> Result<Option<StreamRecord>, EtcdError> {
+    let (name, incarnation, shard) = (of.stream, of.incarnation, of.shard);
+    let key = format!("{}{name}", streams_prefix(cluster));
+    let Some(kv) = etcd.range_prefix(&key).await?.into_iter().find(|kv| kv.key == key) else { return Ok(None) };
+    let Ok(mut record) = serde_json::from_slice::<StreamRecord>(&kv.value) else { return Ok(None) };
+    let Some(p) = record.placement.get_mut(shard as usize).filter(|_| record.incarnation == incarnation) else {
+        return Ok(None);
+    };
+    if p.epoch != epoch || p.leader == me || !p.replicas.iter().any(|r| r == me) {
+        return Ok(None);
+    }
+    p.leader = me.to_owned();
+    p.epoch = epoch + 1;
+    p.history.push((epoch + 1, start));
+    let value = serde_json::to_vec(&record).expect("a stream record serializes");
+    if !etcd.replace(&key, &value, 0, kv.mod_revision).await? {
+        return Ok(None);
+    }
+    let _ = etcd.delete_prefix(&ends_prefix(cluster, name, incarnation, shard)).await;
+    Ok(Some(record))
 }
 
 /// Every stream of the catalog. A value that does not read as a record is skipped and
@@ -155,18 +258,23 @@ pub struct ClusterLink {
 }
 
 impl ClusterLink {
-    /// The link `cfg` describes, whose calls run on `runtime`: reads the cluster's token
-    /// from etcd, making it if this is the cluster's first node.
+    /// The link `cfg` describes, whose calls run on `runtime`: reads the cluster's token and
+    /// iterator key from etcd, making them if this is the cluster's first node. The epochs
+    /// this node appends under are kept in `<data_dir>/cluster-epochs.json`.
     ///
-    /// Errors: etcd cannot be reached.
+    /// Errors: etcd cannot be reached, or the epochs file cannot be read.
     pub async fn connect(
         cfg: &crate::config::ClusterConfig,
+        data_dir: &std::path::Path,
         runtime: tokio::runtime::Handle,
-    ) -> Result<Self, EtcdError> {
+    ) -> Result<Self, String> {
         let etcd = Etcd::new(&cfg.etcd_endpoints);
-        let token = shared_secret(&etcd, &token_key(&cfg.name)).await?;
-        let iterator_secret =
-            shared_secret(&etcd, &format!("/sluice/{}/iterator-secret", cfg.name)).await?.into_bytes();
+        let token = shared_secret(&etcd, &token_key(&cfg.name)).await.map_err(|e| e.to_string())?;
+        let iterator_secret = shared_secret(&etcd, &format!("/sluice/{}/iterator-secret", cfg.name))
+            .await
+            .map_err(|e| e.to_string())?
+            .into_bytes();
+        let peers = super::replication::Peers::new(token, Some(data_dir.join("cluster-epochs.json")))?;
         Ok(Self {
             iterator_secret,
             etcd,
@@ -174,7 +282,7 @@ impl ClusterLink {
             node_id: cfg.node_id.clone(),
             replication_factor: cfg.replication_factor,
             catalog_lock: Arc::new(tokio::sync::Mutex::new(())),
-            peers: Arc::new(super::replication::Peers::new(token)),
+            peers: Arc::new(peers),
             placements: std::sync::RwLock::default(),
             runtime,
         })
@@ -210,12 +318,13 @@ impl ClusterLink {
     }
 }
 
-/// Reads the catalog every [`CATALOG_POLL`] and hands it to `apply` (on a blocking thread,
-/// with the catalog lock held) until `stop` turns true. A failed read changes nothing: a
+/// Reads the catalog and the membership every [`CATALOG_POLL`] and hands them to `apply`
+/// (the records and the live node ids; on a blocking thread, with the catalog lock held)
+/// until `stop` turns true. A failed read changes nothing: a
 /// copy is deleted only after a catalog that was read lacks its stream.
 pub async fn keep_copies<F>(link: Arc<ClusterLink>, apply: F, mut stop: tokio::sync::watch::Receiver<bool>)
 where
-    F: Fn(&[StreamRecord]) + Send + Sync + 'static,
+    F: Fn(&[StreamRecord], &[String]) + Send + Sync + 'static,
 {
     let apply = Arc::new(apply);
     let mut failing = false;
@@ -228,6 +337,7 @@ where
             };
             match read.await {
                 Ok((nodes, records)) => {
+                    let live: Vec<String> = nodes.iter().map(|n| n.node_id.clone()).collect();
                     link.peers.set_addresses(nodes.into_iter().map(|n| (n.node_id, n.address)).collect());
                     link.set_placements(&records, false);
                     if std::mem::take(&mut failing) {
@@ -235,7 +345,7 @@ where
                     }
                     let apply = apply.clone();
                     let done = tokio::task::spawn_blocking(move || {
-                        apply(&records);
+                        apply(&records, &live);
                         drop(guard);
                     });
                     if let Err(e) = done.await {

@@ -196,6 +196,17 @@ impl Etcd {
         Ok(int(&v["deleted"]) > 0)
     }
 
+    /// Deletes every key that starts with `prefix`; returns how many.
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<i64, EtcdError> {
+        let v = self
+            .call(
+                "/v3/kv/deleterange",
+                json!({ "key": B64.encode(prefix), "range_end": B64.encode(prefix_end(prefix.as_bytes())) }),
+            )
+            .await?;
+        Ok(int(&v["deleted"]))
+    }
+
     /// Every key that starts with `prefix`, in key order.
     pub async fn range_prefix(&self, prefix: &str) -> Result<Vec<KeyValue>, EtcdError> {
         let v = self

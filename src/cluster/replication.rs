@@ -95,8 +95,10 @@ pub struct Peers {
     token: String,
     /// Node id → `host:port`, from the membership (refreshed with each catalog pass).
     addresses: RwLock<HashMap<String, String>>,
-    /// (stream incarnation, shard) → the newest leader epoch this replica has seen.
+    /// (stream incarnation, shard) → the newest leader epoch this replica appended under.
     epochs: Mutex<HashMap<(u64, u32), u64>>,
+    /// Where `epochs` is kept (JSON), when it is kept.
+    epochs_file: Option<std::path::PathBuf>,
     /// Replicas of shards this node leads that missed a batch: probed until caught up.
     lagging: Mutex<HashSet<Lag>>,
     /// Counts for `/metrics`.
@@ -130,19 +132,41 @@ pub struct Lag {
 }
 
 impl Peers {
-    /// A channel authenticated by the cluster's `token`.
-    pub fn new(token: String) -> Self {
+    /// A channel authenticated by the cluster's `token`, keeping the epochs it appends
+    /// under in `epochs_file` (read now if it exists; `None`: in memory only).
+    ///
+    /// Errors: the file exists and cannot be read as epochs.
+    pub fn new(token: String, epochs_file: Option<std::path::PathBuf>) -> Result<Self, String> {
+        let mut epochs = HashMap::new();
+        if let Some(path) = &epochs_file {
+            match std::fs::read(path) {
+                Ok(bytes) => {
+                    let on_disk: std::collections::BTreeMap<String, u64> =
+                        serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+                    for (key, epoch) in on_disk {
+                        let parsed = key
+                            .split_once('/')
+                            .and_then(|(i, s)| Some((u64::from_str_radix(i, 16).ok()?, s.parse().ok()?)));
+                        let key = parsed.ok_or_else(|| format!("{}: bad key {key:?}", path.display()))?;
+                        epochs.insert(key, epoch);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(format!("{}: {e}", path.display())),
+            }
+        }
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(PEER_TIMEOUT));
-        Self {
+        Ok(Self {
             http: Client::builder(TokioExecutor::new()).build(connector),
             token,
             addresses: RwLock::default(),
-            epochs: Mutex::default(),
+            epochs: Mutex::new(epochs),
+            epochs_file,
             lagging: Mutex::default(),
             counts: Counts::default(),
-        }
+        })
     }
 
     /// The channel's counters and the replicas marked lagging, as OpenMetrics text.
@@ -187,15 +211,30 @@ impl Peers {
         self.addresses.read().unwrap_or_else(PoisonError::into_inner).get(node).cloned()
     }
 
-    /// Checks a leader's `epoch` for a shard against the newest this replica has seen, and
-    /// remembers it if newer: `Err(newest)` when the sender is fenced.
-    pub fn admit_epoch(&self, incarnation: u64, shard: u32, epoch: u64) -> Result<(), u64> {
+    /// The newest epoch this replica appended a shard's records under, if it has one.
+    pub fn epoch_of(&self, incarnation: u64, shard: u32) -> Option<u64> {
+        self.epochs.lock().unwrap_or_else(PoisonError::into_inner).get(&(incarnation, shard)).copied()
+    }
+
+    /// Records that this node now appends a shard's records under `epoch`, durably (the
+    /// file beside the streams is rewritten and synced): after a restart the replica still
+    /// refuses older leaders.
+    ///
+    /// Errors: the file could not be written (the epoch is not taken).
+    pub fn set_epoch(&self, incarnation: u64, shard: u32, epoch: u64) -> Result<(), String> {
         let mut epochs = self.epochs.lock().unwrap_or_else(PoisonError::into_inner);
-        let seen = epochs.entry((incarnation, shard)).or_insert(epoch);
-        if epoch < *seen {
-            return Err(*seen);
+        if epochs.get(&(incarnation, shard)) == Some(&epoch) {
+            return Ok(());
         }
-        *seen = epoch;
+        let mut next = epochs.clone();
+        next.insert((incarnation, shard), epoch);
+        if let Some(path) = &self.epochs_file {
+            let on_disk: std::collections::BTreeMap<String, u64> =
+                next.iter().map(|((i, s), e)| (format!("{i:016x}/{s}"), *e)).collect();
+            let bytes = serde_json::to_vec_pretty(&on_disk).expect("a map serializes");
+            sluice_engine::stream::write_atomically(path, &bytes).map_err(|e| e.to_string())?;
+        }
+        *epochs = next;
         Ok(())
     }
 

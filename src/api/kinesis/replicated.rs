@@ -74,6 +74,11 @@ impl Kinesis {
                 arrival_timestamp_ms: answer.arrival_timestamp_ms,
             });
         }
+        if link.peers.epoch_of(incarnation, shard) != Some(placement.epoch) {
+            link.peers
+                .set_epoch(incarnation, shard, placement.epoch)
+                .map_err(|e| failure(format!("cannot keep the leader's epoch: {e}")))?;
+        }
         let appended = log.append(records).map_err(append_failure)?;
         let batch = Batch {
             stream: name,
@@ -146,6 +151,71 @@ impl Kinesis {
         link.block_on(async { while probes.join_next().await.is_some() {} });
     }
 
+    /// Elects new leaders for the shards this node replicates whose leader has left the
+    /// cluster (`live`: the members now), one step per catalog pass (docs/cluster.md,
+    /// "Failover"): this replica reports its log end; once a majority of the shard's
+    /// replicas have reported theirs, the one with the longest log (ties: lowest node id)
+    /// claims leadership at the next epoch in one transaction. Acknowledged records are on
+    /// a majority, so the longest log of any majority holds every one of them.
+    pub fn elect_leaders(&self, records: &[crate::cluster::StreamRecord], live: &[String]) {
+        use crate::cluster::catalog::{claim_leadership, report_end, ReportedEnd, ShardOf};
+        use crate::cluster::replication::Lag;
+        let Some(link) = self.cluster.get() else { return };
+        let me = &link.node_id;
+        for r in records {
+            let Some(stream) = self.streams.get(&r.name).filter(|s| s.incarnation() == r.incarnation) else { continue };
+            for (shard, p) in r.placement.iter().enumerate() {
+                let shard = shard as u32;
+                if live.contains(&p.leader) || !p.replicas.contains(me) {
+                    continue;
+                }
+                let Some(log) = stream.log(shard) else { continue };
+                let mine = ReportedEnd { node: me.clone(), epoch: p.epoch, end: log.bounds().next_sequence_number };
+                let of = ShardOf { stream: &r.name, incarnation: r.incarnation, shard };
+                let reported = link.block_on(report_end(&link.etcd, &link.cluster, of, &mine));
+                let ends = match reported {
+                    Ok(ends) => ends,
+                    Err(e) => {
+                        tracing::warn!(stream = %r.name, shard, error = %e, "cannot report this replica's end for an election");
+                        continue;
+                    }
+                };
+                let voters: Vec<&ReportedEnd> =
+                    ends.iter().filter(|e| live.contains(&e.node) && p.replicas.contains(&e.node)).collect();
+                if voters.len() < p.replicas.len() / 2 + 1 {
+                    continue;
+                }
+                let best = voters.iter().max_by(|a, b| a.end.cmp(&b.end).then(b.node.cmp(&a.node)));
+                if best.is_none_or(|b| &b.node != me) {
+                    continue;
+                }
+                let start = log.bounds().next_sequence_number;
+                let claimed = link.block_on(claim_leadership(&link.etcd, &link.cluster, of, me, p.epoch, start));
+                match claimed {
+                    Ok(Some(record)) => {
+                        // From now on the old leader's batches are refused here.
+                        if let Err(e) = link.peers.set_epoch(r.incarnation, shard, p.epoch + 1) {
+                            tracing::error!(stream = %r.name, shard, error = %e, "cannot keep the new epoch");
+                        }
+                        link.set_placements(std::slice::from_ref(&record), true);
+                        for node in p.replicas.iter().filter(|n| *n != me) {
+                            link.peers.mark(Lag {
+                                stream: r.name.clone(),
+                                incarnation: r.incarnation,
+                                shard,
+                                node: node.clone(),
+                            });
+                        }
+                        tracing::warn!(stream = %r.name, shard, epoch = p.epoch + 1, start, old_leader = %p.leader,
+                            "became the shard's leader: its leader left the cluster");
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(stream = %r.name, shard, error = %e, "cannot claim a shard's leadership"),
+                }
+            }
+        }
+    }
+
     /// A leader's batch for this replica: appended after the records it holds (what it
     /// holds already is skipped), refused when the sender's epoch is older than one seen.
     /// Returns the HTTP status and JSON body ([`crate::cluster::replication`] lists them).
@@ -160,8 +230,43 @@ impl Kinesis {
             _ => return (404, Vec::new()),
         };
         let Some(log) = stream.log(batch.shard) else { return (404, Vec::new()) };
-        if let Err(epoch) = link.peers.admit_epoch(batch.incarnation, batch.shard, batch.epoch) {
-            return json(412, &ReplicaAnswer { next: log.bounds().next_sequence_number, epoch });
+        let Some(placement) = link.placement(batch.stream, batch.incarnation, batch.shard) else {
+            return (404, Vec::new());
+        };
+        // A leader of an epoch this node's catalog does not show yet: the leader asks again
+        // once the next catalog pass has brought its history.
+        if batch.epoch > placement.epoch {
+            return (404, Vec::new());
+        }
+        let mine = link.peers.epoch_of(batch.incarnation, batch.shard);
+        let newest = placement.epoch.max(mine.unwrap_or(0));
+        if batch.epoch < newest {
+            return json(412, &ReplicaAnswer { next: log.bounds().next_sequence_number, epoch: newest });
+        }
+        if mine != Some(batch.epoch) {
+            // The first batch of a newer leader: records past the start of the first epoch
+            // after this replica's own came from a replaced leader and are on no quorum.
+            let cut = match mine {
+                Some(m) => placement.start_after(m),
+                None if batch.epoch == 1 => None,
+                None => placement.history.iter().find(|(e, _)| *e == batch.epoch).map(|(_, start)| *start),
+            };
+            if let Some(cut) = cut.filter(|c| *c < log.bounds().next_sequence_number) {
+                match log.truncate(cut) {
+                    Ok(r) => tracing::warn!(
+                        stream = batch.stream,
+                        shard = batch.shard,
+                        cut,
+                        removed = r.records_removed,
+                        epoch = batch.epoch,
+                        "cut records a replaced leader wrote"
+                    ),
+                    Err(e) => return (500, format!("cannot cut the log at {cut}: {e}").into_bytes()),
+                }
+            }
+            if let Err(e) = link.peers.set_epoch(batch.incarnation, batch.shard, batch.epoch) {
+                return (500, format!("cannot keep the epoch: {e}").into_bytes());
+            }
         }
         let next = log.bounds().next_sequence_number;
         if batch.first_sequence_number > next {
