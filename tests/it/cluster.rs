@@ -421,6 +421,52 @@ async fn put(
     (acked, out.failed_record_count().unwrap_or(0))
 }
 
+/// Checks that every node returns every acknowledged record of every shard, in order, with
+/// its key and data, and that all nodes return the same records with the same arrival
+/// times (no sequence number names two records). `exactly`: nothing but the acknowledged
+/// records (otherwise records a leader wrote without a quorum may sit between them). Waits
+/// up to 30 s per node for replicas to catch up (a bound, not a timing assertion).
+async fn every_node_holds(
+    clients: &[aws_sdk_kinesis::Client],
+    ids: &[&str],
+    shards: &[&str],
+    acked: &Acked,
+    exactly: bool,
+) {
+    for shard in shards {
+        let want = &acked[*shard];
+        let mut first: Option<Vec<HeldRecord>> = None;
+        for (i, k) in clients.iter().enumerate() {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let held = loop {
+                let held = shard_records(k, "telemetry", shard).await;
+                let complete = want.last().is_none_or(|(last, _, _)| held.iter().any(|h| &h.0 == last));
+                let same = first.as_ref().is_none_or(|f| f.len() == held.len());
+                if (complete && same) || Instant::now() > deadline {
+                    break held;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            };
+            if exactly {
+                let records: Vec<(String, String, Vec<u8>)> =
+                    held.iter().map(|(s, _, k, d)| (s.clone(), k.clone(), d.clone())).collect();
+                assert_eq!(&records, want, "{shard} on {}", ids[i]);
+            }
+            let mut at = 0;
+            for (seq, key, data) in want {
+                let found = held[at..].iter().position(|h| &h.0 == seq).map(|p| p + at);
+                let Some(p) = found else { panic!("{shard} on {}: acknowledged {seq} missing", ids[i]) };
+                assert_eq!((&held[p].2, &held[p].3), (key, data), "{shard} on {}: {seq}", ids[i]);
+                at = p + 1;
+            }
+            match &first {
+                None => first = Some(held),
+                Some(f) => assert_eq!(&held, f, "{shard}: {} and n1 differ", ids[i]),
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_put_on_any_node_are_held_by_every_replica_outlive_their_leaders_and_need_a_quorum() {
     let Some(binary) = etcd_binary() else {
@@ -455,28 +501,9 @@ async fn records_put_on_any_node_are_held_by_every_replica_outlive_their_leaders
         }
     }
     assert_eq!(acked.len(), 3, "every shard took records");
-    // Every node holds every shard's records, in sequence order, with the same arrival times.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for shard in shards {
-        let want = &acked[shard];
-        let mut first: Option<Vec<HeldRecord>> = None;
-        for (i, k) in clients.iter().enumerate() {
-            let held = loop {
-                let held = shard_records(k, "telemetry", shard).await;
-                if held.len() >= want.len() || Instant::now() > deadline {
-                    break held;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            };
-            let records: Vec<(String, String, Vec<u8>)> =
-                held.iter().map(|(s, _, k, d)| (s.clone(), k.clone(), d.clone())).collect();
-            assert_eq!(&records, want, "{shard} on {}", ids[i]);
-            match &first {
-                None => first = Some(held),
-                Some(f) => assert_eq!(&held, f, "{shard}: {} and n1 differ (arrival times)", ids[i]),
-            }
-        }
-    }
+    // Every node holds exactly the acknowledged records, in sequence order, with the same
+    // arrival times.
+    every_node_holds(&clients, &ids, &shards, &acked, true).await;
 
     // Any node takes an iterator another issued (one signing key for the cluster), and
     // reads the same records from its copy.
@@ -645,35 +672,7 @@ async fn records_put_on_any_node_are_held_by_every_replica_outlive_their_leaders
     nodes[1] = Killed(node(dir.path(), &url, "n2", ports[1]));
     nodes[2] = Killed(node(dir.path(), &url, "n3", ports[2]));
     wait_for(&url, &all, "n2 and n3 are back");
-    for shard in shards {
-        let want = &acked[shard];
-        let mut first: Option<Vec<HeldRecord>> = None;
-        for (i, k) in clients.iter().enumerate() {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            let held = loop {
-                let held = shard_records(k, "telemetry", shard).await;
-                let complete = want.last().is_none_or(|(last, _, _)| held.iter().any(|h| &h.0 == last));
-                let same = first.as_ref().is_none_or(|f| f.len() == held.len());
-                if (complete && same) || Instant::now() > deadline {
-                    break held;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            };
-            // Records a leader wrote without a quorum may sit between acknowledged ones:
-            // every acknowledged record is there, in order, with its data.
-            let mut at = 0;
-            for (seq, key, data) in want {
-                let found = held[at..].iter().position(|h| &h.0 == seq).map(|p| p + at);
-                let Some(p) = found else { panic!("{shard} on {}: acknowledged {seq} missing", ids[i]) };
-                assert_eq!((&held[p].2, &held[p].3), (key, data), "{shard} on {}: {seq}", ids[i]);
-                at = p + 1;
-            }
-            match &first {
-                None => first = Some(held),
-                Some(f) => assert_eq!(&held, f, "{shard}: {} and n1 differ", ids[i]),
-            }
-        }
-    }
+    every_node_holds(&clients, &ids, &shards, &acked, false).await;
     drop(nodes);
 }
 
