@@ -134,8 +134,12 @@ pub struct ReportedEnd {
     pub node: String,
     /// The epoch whose leader is gone.
     pub epoch: u64,
-    /// The replica's next sequence number.
+    /// The replica's next sequence number, or where an epoch after its last began if
+    /// earlier (what it holds past that a replaced leader wrote).
     pub end: u64,
+    /// The newest epoch the replica appended under.
+    #[serde(default)]
+    pub last_epoch: u64,
 }
 
 /// Reports this replica's log `end` for the election of shard `shard`'s next leader, and

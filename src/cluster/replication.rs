@@ -40,6 +40,13 @@ pub const APPEND_PATH: &str = "/_sluice/cluster/append";
 /// time does not count toward the quorum.
 pub const PEER_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// A shard of a stream incarnation: (incarnation, shard index).
+type ShardKey = (u64, u32);
+
+/// How long a replica that reported its end for an election refuses the replaced leader:
+/// 10 s, several catalog passes.
+pub const FENCE_LIFETIME: Duration = Duration::from_secs(10);
+
 /// Records per catch-up request: 1,000 (bounded also by the read's bytes).
 const CATCH_UP_RECORDS: usize = 1_000;
 
@@ -99,6 +106,14 @@ pub struct Peers {
     epochs: Mutex<HashMap<(u64, u32), u64>>,
     /// Where `epochs` is kept (JSON), when it is kept.
     epochs_file: Option<std::path::PathBuf>,
+    /// One lock per (stream incarnation, shard): a replica's epoch check, cut and append,
+    /// and a leader's epoch check and append, happen one at a time.
+    shard_locks: Mutex<HashMap<ShardKey, Arc<Mutex<()>>>>,
+    /// (stream incarnation, shard) → the oldest epoch this replica still takes batches of,
+    /// and since when: raised when it reports its end for an election. In memory, and for
+    /// [`FENCE_LIFETIME`] only: an election completes within a catalog pass or two, and one
+    /// abandoned (the leader came back first) must not shut its leader out for good.
+    fences: Mutex<HashMap<(u64, u32), (u64, std::time::Instant)>>,
     /// Replicas of shards this node leads that missed a batch: probed until caught up.
     lagging: Mutex<HashSet<Lag>>,
     /// Counts for `/metrics`.
@@ -164,6 +179,8 @@ impl Peers {
             addresses: RwLock::default(),
             epochs: Mutex::new(epochs),
             epochs_file,
+            shard_locks: Mutex::default(),
+            fences: Mutex::default(),
             lagging: Mutex::default(),
             counts: Counts::default(),
         })
@@ -211,6 +228,29 @@ impl Peers {
         self.addresses.read().unwrap_or_else(PoisonError::into_inner).get(node).cloned()
     }
 
+    /// The lock of a shard's writes on this node (see `shard_locks`).
+    pub fn shard_lock(&self, incarnation: u64, shard: u32) -> Arc<Mutex<()>> {
+        let mut locks = self.shard_locks.lock().unwrap_or_else(PoisonError::into_inner);
+        locks.entry((incarnation, shard)).or_default().clone()
+    }
+
+    /// Takes no more batches of an epoch older than `epoch` for the shard, for
+    /// [`FENCE_LIFETIME`].
+    pub fn fence(&self, incarnation: u64, shard: u32, epoch: u64) {
+        let mut fences = self.fences.lock().unwrap_or_else(PoisonError::into_inner);
+        let f = fences.entry((incarnation, shard)).or_insert((epoch, std::time::Instant::now()));
+        *f = (f.0.max(epoch), std::time::Instant::now());
+    }
+
+    /// The oldest epoch the replica still takes batches of (0: any).
+    pub fn fenced_below(&self, incarnation: u64, shard: u32) -> u64 {
+        let fences = self.fences.lock().unwrap_or_else(PoisonError::into_inner);
+        match fences.get(&(incarnation, shard)) {
+            Some((epoch, since)) if since.elapsed() < FENCE_LIFETIME => *epoch,
+            _ => 0,
+        }
+    }
+
     /// The newest epoch this replica appended a shard's records under, if it has one.
     pub fn epoch_of(&self, incarnation: u64, shard: u32) -> Option<u64> {
         self.epochs.lock().unwrap_or_else(PoisonError::into_inner).get(&(incarnation, shard)).copied()
@@ -223,8 +263,11 @@ impl Peers {
     /// Errors: the file could not be written (the epoch is not taken).
     pub fn set_epoch(&self, incarnation: u64, shard: u32, epoch: u64) -> Result<(), String> {
         let mut epochs = self.epochs.lock().unwrap_or_else(PoisonError::into_inner);
-        if epochs.get(&(incarnation, shard)) == Some(&epoch) {
-            return Ok(());
+        match epochs.get(&(incarnation, shard)) {
+            Some(e) if *e == epoch => return Ok(()),
+            // Never back: a stale leader's append must not undo a newer epoch.
+            Some(e) if *e > epoch => return Err(format!("this node appends under epoch {e} already, not {epoch}")),
+            _ => {}
         }
         let mut next = epochs.clone();
         next.insert((incarnation, shard), epoch);
@@ -402,6 +445,11 @@ impl Peers {
             let body = {
                 let limits = ReadLimits { max_records: CATCH_UP_RECORDS, max_bytes: CATCH_UP_BYTES };
                 let read = s.log.read(from, limits).map_err(|e| format!("catch-up read for node {node}: {e}"))?;
+                // A read from below the trim horizon starts at the horizon: those records
+                // would land under the wrong sequence numbers.
+                if read.iter().next().is_some_and(|r| r.sequence_number != from) {
+                    return Err(format!("node {node} needs records from {from}, which the leader no longer holds"));
+                }
                 let records: Vec<WireRecord<'_>> = read
                     .iter()
                     .take_while(|r| r.sequence_number < s.first)

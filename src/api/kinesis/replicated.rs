@@ -74,12 +74,18 @@ impl Kinesis {
                 arrival_timestamp_ms: answer.arrival_timestamp_ms,
             });
         }
-        if link.peers.epoch_of(incarnation, shard) != Some(placement.epoch) {
-            link.peers
-                .set_epoch(incarnation, shard, placement.epoch)
-                .map_err(|e| failure(format!("cannot keep the leader's epoch: {e}")))?;
-        }
-        let appended = log.append(records).map_err(append_failure)?;
+        let appended = {
+            let lock = link.peers.shard_lock(incarnation, shard);
+            let _shard = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            // A placement older than the epoch this node appends under: another leader has
+            // been elected since this node read the catalog.
+            if link.peers.epoch_of(incarnation, shard) != Some(placement.epoch) {
+                link.peers
+                    .set_epoch(incarnation, shard, placement.epoch)
+                    .map_err(|e| failure(format!("this node is no longer the shard's leader: {e}")))?;
+            }
+            log.append(records).map_err(append_failure)?
+        };
         let batch = Batch {
             stream: name,
             incarnation,
@@ -170,7 +176,20 @@ impl Kinesis {
                     continue;
                 }
                 let Some(log) = stream.log(shard) else { continue };
-                let mine = ReportedEnd { node: me.clone(), epoch: p.epoch, end: log.bounds().next_sequence_number };
+                // What this replica holds that a leader may have had acknowledged: records of
+                // the newest epoch it appended under, up to where a later epoch began (Raft's
+                // "up to date": last epoch first, then length).
+                let lock = link.peers.shard_lock(r.incarnation, shard);
+                let held = {
+                    let _shard = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    // Reporting fences: from now on this replica takes nothing from the
+                    // leader being replaced, so the end it reports stays true.
+                    link.peers.fence(r.incarnation, shard, p.epoch + 1);
+                    let last_epoch = link.peers.epoch_of(r.incarnation, shard).unwrap_or(1);
+                    let end = log.bounds().next_sequence_number.min(p.start_after(last_epoch).unwrap_or(u64::MAX));
+                    (last_epoch, end)
+                };
+                let mine = ReportedEnd { node: me.clone(), epoch: p.epoch, end: held.1, last_epoch: held.0 };
                 let of = ShardOf { stream: &r.name, incarnation: r.incarnation, shard };
                 let reported = link.block_on(report_end(&link.etcd, &link.cluster, of, &mine));
                 let ends = match reported {
@@ -185,11 +204,22 @@ impl Kinesis {
                 if voters.len() < p.replicas.len() / 2 + 1 {
                     continue;
                 }
-                let best = voters.iter().max_by(|a, b| a.end.cmp(&b.end).then(b.node.cmp(&a.node)));
+                let best = voters
+                    .iter()
+                    .max_by(|a, b| (a.last_epoch, a.end).cmp(&(b.last_epoch, b.end)).then(b.node.cmp(&a.node)));
                 if best.is_none_or(|b| &b.node != me) {
                     continue;
                 }
-                let start = log.bounds().next_sequence_number;
+                let _shard = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                // The new epoch starts where this replica's valid records end: a tail past
+                // that (a replaced leader's) goes first.
+                let start = held.1;
+                if log.bounds().next_sequence_number > start {
+                    if let Err(e) = log.truncate(start) {
+                        tracing::error!(stream = %r.name, shard, error = %e, "cannot cut a replaced leader's tail before leading");
+                        continue;
+                    }
+                }
                 let claimed = link.block_on(claim_leadership(&link.etcd, &link.cluster, of, me, p.epoch, start));
                 match claimed {
                     Ok(Some(record)) => {
@@ -233,13 +263,16 @@ impl Kinesis {
         let Some(placement) = link.placement(batch.stream, batch.incarnation, batch.shard) else {
             return (404, Vec::new());
         };
+        let lock = link.peers.shard_lock(batch.incarnation, batch.shard);
+        let _shard = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         // A leader of an epoch this node's catalog does not show yet: the leader asks again
         // once the next catalog pass has brought its history.
         if batch.epoch > placement.epoch {
             return (404, Vec::new());
         }
         let mine = link.peers.epoch_of(batch.incarnation, batch.shard);
-        let newest = placement.epoch.max(mine.unwrap_or(0));
+        let fence = link.peers.fenced_below(batch.incarnation, batch.shard);
+        let newest = placement.epoch.max(mine.unwrap_or(0)).max(fence);
         if batch.epoch < newest {
             return json(412, &ReplicaAnswer { next: log.bounds().next_sequence_number, epoch: newest });
         }
