@@ -861,8 +861,10 @@ impl ShardLog {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(fail(IoError::new(map.path(), e))),
                 _ => {}
             }
+            // One at a time: POSIX does not order unlinks, and a newer segment surviving an
+            // older one's removal would be a gap at the next open.
+            segment::sync_dir(&inner.dir).map_err(fail)?;
         }
-        segment::sync_dir(&inner.dir).map_err(fail)?;
         replaced_map.retire().map_err(fail)?;
         let prepared = self.take_prepared(&mut w, replaced_map.capacity()).map_err(fail)?;
         let frames = match &kept {
@@ -928,12 +930,15 @@ impl ShardLog {
     /// `active_step` bytes of its frames are durable. Part of [`ShardLog::release_pages`]
     /// (step [`index_file::ACTIVE_STEP_BYTES`]) and of closing the log (step 0).
     fn write_index_files(&self, active_step: usize) {
-        let durable_next = match self.inner.options.durability {
-            Durability::Never => u64::MAX,
-            _ => self.inner.commit.durable_next(),
-        };
         let pending: Vec<(Arc<SegmentMap>, SegmentSummary)> = {
             let state = self.inner.state();
+            // Read under the state lock: a truncation lowers it before it changes the
+            // segments, so segments seen here are never paired with a durable end from
+            // before a truncation (which could describe unsynced frames as durable).
+            let durable_next = match self.inner.options.durability {
+                Durability::Never => u64::MAX,
+                _ => self.inner.commit.durable_next(),
+            };
             let active = state.segments.len() - 1;
             state
                 .segments
