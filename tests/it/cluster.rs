@@ -250,22 +250,43 @@ async fn until(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn streams_are_created_and_deleted_through_the_catalog_on_any_node_and_every_node_holds_a_copy() {
+/// etcd and three nodes (n1, n2, n3) that have joined, with an aws-sdk-kinesis client of
+/// each; `None` (the reason printed) where no etcd binary is found.
+struct ThreeNodes {
+    dir: tempfile::TempDir,
+    etcd: Etcd,
+    url: String,
+    ports: Vec<u16>,
+    ids: [&'static str; 3],
+    nodes: Vec<Killed>,
+    all: Vec<(String, String)>,
+    clients: Vec<aws_sdk_kinesis::Client>,
+}
+
+fn three_nodes(what: &str) -> Option<ThreeNodes> {
     let Some(binary) = etcd_binary() else {
-        eprintln!("cluster catalog test skipped: no etcd binary (SLUICE_ETCD_BIN or etcd on the PATH)");
-        return;
+        eprintln!("cluster {what} test skipped: no etcd binary (SLUICE_ETCD_BIN or etcd on the PATH)");
+        return None;
     };
     let dir = tempfile::tempdir().unwrap();
     let etcd = Etcd::start(binary, dir.path());
     let url = etcd.url();
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let ids = ["n1", "n2", "n3"];
-    let mut nodes: Vec<Killed> = ids.iter().zip(&ports).map(|(id, p)| Killed(node(dir.path(), &url, id, *p))).collect();
+    let nodes: Vec<Killed> = ids.iter().zip(&ports).map(|(id, p)| Killed(node(dir.path(), &url, id, *p))).collect();
     let all: Vec<_> = (0..3).map(|i| (ids[i].to_owned(), format!("127.0.0.1:{}", ports[i]))).collect();
     wait_for(&url, &all, "three nodes join");
     let clients: Vec<aws_sdk_kinesis::Client> =
         ports.iter().map(|p| crate::support::kinesis_client(([127, 0, 0, 1], *p).into(), "AKIDANY", "any")).collect();
+    Some(ThreeNodes { dir, etcd, url, ports, ids, nodes, all, clients })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_are_created_and_deleted_through_the_catalog_on_any_node_and_every_node_holds_a_copy() {
+    let Some(ThreeNodes { dir, etcd: _etcd, url, ports, ids, mut nodes, all: _, clients }) = three_nodes("catalog")
+    else {
+        return;
+    };
     let active = |r: &Result<(String, i64, Vec<String>), String>| r.as_ref().is_ok_and(|v| v.0 == "ACTIVE");
     let gone = |r: &Result<(String, i64, Vec<String>), String>| {
         r.as_ref().err().map(String::as_str) == Some("ResourceNotFoundException")
@@ -469,20 +490,10 @@ async fn every_node_holds(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_put_on_any_node_are_held_by_every_replica_outlive_their_leaders_and_need_a_quorum() {
-    let Some(binary) = etcd_binary() else {
-        eprintln!("cluster replication test skipped: no etcd binary (SLUICE_ETCD_BIN or etcd on the PATH)");
+    let Some(ThreeNodes { dir, etcd: _etcd, url, ports, ids, mut nodes, all, clients }) = three_nodes("replication")
+    else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let etcd = Etcd::start(binary, dir.path());
-    let url = etcd.url();
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let ids = ["n1", "n2", "n3"];
-    let mut nodes: Vec<Killed> = ids.iter().zip(&ports).map(|(id, p)| Killed(node(dir.path(), &url, id, *p))).collect();
-    let all: Vec<_> = (0..3).map(|i| (ids[i].to_owned(), format!("127.0.0.1:{}", ports[i]))).collect();
-    wait_for(&url, &all, "three nodes join");
-    let clients: Vec<aws_sdk_kinesis::Client> =
-        ports.iter().map(|p| crate::support::kinesis_client(([127, 0, 0, 1], *p).into(), "AKIDANY", "any")).collect();
     let active = |r: &Result<(String, i64, Vec<String>), String>| r.as_ref().is_ok_and(|v| v.0 == "ACTIVE");
     clients[0].create_stream().stream_name("telemetry").shard_count(3).send().await.unwrap();
     for (i, k) in clients.iter().enumerate() {
