@@ -415,10 +415,15 @@ fn main() -> ExitCode {
                         // After each catalog pass, replicas of the shards this node leads
                         // that missed records are caught up (all of them after a start).
                         let probed_all = std::sync::atomic::AtomicBool::new(false);
+                        // The shards this node led before it stopped get new leaders (it
+                        // may be one) at a new epoch: see `resign_leaderships`.
                         let apply = move |records: &[sluice::cluster::StreamRecord], live: &[String]| {
+                            use std::sync::atomic::Ordering::Relaxed;
                             kinesis_state.kinesis.apply_catalog(&cluster, records);
+                            kinesis_state.kinesis.resign_leaderships(records);
+                            kinesis_state.kinesis.serve_unreplicated(records);
                             kinesis_state.kinesis.elect_leaders(records, live);
-                            let every = !probed_all.swap(true, std::sync::atomic::Ordering::Relaxed);
+                            let every = !probed_all.swap(true, Relaxed);
                             kinesis_state.kinesis.repair_replicas(every);
                         };
                         tokio::spawn(sluice::cluster::catalog::keep_copies(link, apply, catalog_stopped));

@@ -190,20 +190,34 @@ fn skip(span: &Span, mut offset: usize, stop: impl Fn(&frame::FrameHeader) -> bo
     }
 }
 
+/// Where one read stops: its limits, and the sequence number it reads below (the high
+/// watermark, or `u64::MAX`).
+#[derive(Debug, Clone, Copy)]
+struct Bound {
+    limits: ReadLimits,
+    stop: u64,
+}
+
 impl ShardLog {
     /// Resolves a starting position to the sequence number a read should start from.
     ///
     /// `AtSequenceNumber` of a trimmed record resolves to the trim horizon, as Kinesis
     /// serves the oldest retained record. A timestamp after the newest record resolves to
-    /// the end (like `Latest`).
+    /// the end (like `Latest`). Under a high watermark ([`ShardLog::track_high_watermark`])
+    /// `Latest` is the watermark, and a sequence number up to it is a position even when
+    /// this log has not received its record yet.
     ///
     /// Errors: a sequence number beyond the end ([`ReadError::BeyondEnd`]); corruption met
     /// while seeking a timestamp.
     pub fn position(&self, position: StartingPosition) -> Result<u64, ReadError> {
+        let watermark = self.high_watermark();
         let state = self.inner.state();
         let (first, next) = (state.first_sequence_number(), state.next_sequence_number());
+        // A replica may be behind the watermark its leader announced: positions up to it
+        // are the shard's, and read nothing until the records arrive.
+        let end = watermark.map_or(next, |w| w.max(next));
         let at = |s: u64| {
-            if s > next {
+            if s > end {
                 Err(ReadError::BeyondEnd { requested: s, next })
             } else {
                 Ok(s.max(first))
@@ -211,7 +225,8 @@ impl ShardLog {
         };
         match position {
             StartingPosition::TrimHorizon => Ok(first),
-            StartingPosition::Latest => Ok(next),
+            // Under a high watermark, the records past it are not yet the shard's.
+            StartingPosition::Latest => Ok(watermark.map_or(next, |w| w.clamp(first, next))),
             StartingPosition::AtSequenceNumber(s) => at(s),
             StartingPosition::AfterSequenceNumber(s) => at(s.saturating_add(1)),
             StartingPosition::AtTimestamp(ts) => {
@@ -230,28 +245,46 @@ impl ShardLog {
     }
 
     /// Reads records from `from` on (moved up to the trim horizon if trimmed), within
-    /// `limits`, verifying each frame's checksum.
+    /// `limits`, verifying each frame's checksum. Under a high watermark
+    /// ([`ShardLog::track_high_watermark`]) only records below it are read, and a `from`
+    /// past it or past the end reads nothing.
     ///
-    /// Errors: `from` beyond the next sequence number ([`ReadError::BeyondEnd`]); a bad
+    /// Errors: `from` beyond the next sequence number, without a high watermark
+    /// ([`ReadError::BeyondEnd`]); a bad
     /// frame on the way ([`ReadError::Corrupt`], naming file and offset).
     pub fn read(&self, from: u64, limits: ReadLimits) -> Result<ReadBatch, ReadError> {
+        self.read_below(from, limits, self.high_watermark())
+    }
+
+    /// As [`ShardLog::read`], past the high watermark too: what a shard's leader reads to
+    /// send its replicas the records they lack.
+    ///
+    /// Errors: as [`ShardLog::read`] without a high watermark.
+    pub fn read_all(&self, from: u64, limits: ReadLimits) -> Result<ReadBatch, ReadError> {
+        self.read_below(from, limits, None)
+    }
+
+    fn read_below(&self, from: u64, limits: ReadLimits, watermark: Option<u64>) -> Result<ReadBatch, ReadError> {
         let mut batch = ReadBatch { segments: Vec::new(), records: Vec::new(), next_sequence_number: from, bytes: 0 };
+        let stop = watermark.unwrap_or(u64::MAX);
         loop {
             let span = {
                 let state = self.inner.state();
                 let (first, next) = (state.first_sequence_number(), state.next_sequence_number());
-                if batch.next_sequence_number > next {
+                if batch.next_sequence_number > next && watermark.is_none() {
                     return Err(ReadError::BeyondEnd { requested: batch.next_sequence_number, next });
                 }
                 batch.next_sequence_number = batch.next_sequence_number.max(first);
-                if batch.next_sequence_number == next {
+                // Under a high watermark, a position past it (or past this replica's end)
+                // reads nothing yet: the records are on their way.
+                if batch.next_sequence_number >= next.min(stop) {
                     return Ok(batch);
                 }
                 locate(&state, batch.next_sequence_number)
             };
             let want = batch.next_sequence_number;
             let (start, _) = skip(&span, span.start, |h| h.sequence_number >= want)?;
-            if !self.read_span(&span, start, limits, &mut batch)? {
+            if !self.read_span(&span, start, Bound { limits, stop }, &mut batch)? {
                 return Ok(batch);
             }
         }
@@ -262,14 +295,14 @@ impl ShardLog {
         &self,
         span: &Span,
         mut offset: usize,
-        limits: ReadLimits,
+        bound: Bound,
         batch: &mut ReadBatch,
     ) -> Result<bool, ReadError> {
         // SAFETY: `span.end` was published under the shard lock.
         let bytes = unsafe { span.map.published(span.end) };
         let segment = batch.segments.len() as u32;
         batch.segments.push(ReadSegment { map: span.map.clone(), end: span.end, frames: offset..offset });
-        let more = self.decode_frames(bytes, span, &mut offset, limits, batch);
+        let more = self.decode_frames(bytes, span, &mut offset, bound, batch);
         batch.segments[segment as usize].frames.end = offset;
         more
     }
@@ -281,12 +314,12 @@ impl ShardLog {
         bytes: &[u8],
         span: &Span,
         offset: &mut usize,
-        limits: ReadLimits,
+        Bound { limits, stop }: Bound,
         batch: &mut ReadBatch,
     ) -> Result<bool, ReadError> {
         let segment = batch.segments.len() as u32 - 1;
         while *offset < span.end {
-            if batch.records.len() >= limits.max_records {
+            if batch.records.len() >= limits.max_records || batch.next_sequence_number >= stop {
                 return Ok(false);
             }
             let f = match frame::decode(&bytes[*offset..]).map_err(|d| corrupt(&span.map, *offset, d))? {

@@ -229,6 +229,9 @@ pub struct ShardLog {
     /// Bytes (data plus partition keys) and records appended since the log was opened.
     appended_bytes: std::sync::atomic::AtomicU64,
     appended_records: std::sync::atomic::AtomicU64,
+    /// Readers see only records below this ([`ShardLog::track_high_watermark`]);
+    /// `u64::MAX`: every record.
+    high_watermark: std::sync::atomic::AtomicU64,
 }
 
 /// The segment files of `dir`, by first sequence number. Removes what an earlier run left
@@ -394,7 +397,48 @@ impl ShardLog {
             crate::syncer::register(&inner, every).map_err(|e| IoError::new(&inner.dir, e))?;
         }
         let appended = tokio::sync::watch::Sender::new(next_sequence_number);
-        Ok(Self { inner, recovery, appended, appended_bytes: Default::default(), appended_records: Default::default() })
+        Ok(Self {
+            inner,
+            recovery,
+            appended,
+            appended_bytes: Default::default(),
+            appended_records: Default::default(),
+            high_watermark: std::sync::atomic::AtomicU64::new(u64::MAX),
+        })
+    }
+
+    /// From now on, readers ([`ShardLog::read`], [`ShardLog::position`]) see only records
+    /// below the high watermark, which starts at 0 and rises with
+    /// [`ShardLog::raise_high_watermark`]: what a replicated shard's copy does, where
+    /// records past the last one a quorum of replicas holds may still be cut (Kafka's high
+    /// watermark; docs/cluster.md). No effect when already tracking.
+    pub fn track_high_watermark(&self) {
+        use std::sync::atomic::Ordering::AcqRel;
+        let _ = self.high_watermark.compare_exchange(u64::MAX, 0, AcqRel, std::sync::atomic::Ordering::Acquire);
+    }
+
+    /// Raises the high watermark to `next` (sequence number: readers see records below
+    /// it) and wakes readers waiting for records ([`ShardLog::watch_appends`]). Never
+    /// lowers it; `u64::MAX` stops tracking.
+    pub fn raise_high_watermark(&self, next: u64) {
+        let before = self.high_watermark.fetch_max(next, std::sync::atomic::Ordering::AcqRel);
+        if before < next {
+            let end = self.inner.state().next_sequence_number();
+            self.appended.send_replace(end);
+        }
+    }
+
+    /// The sequence number after the last record readers see: the next sequence number,
+    /// or the high watermark when it is lower.
+    pub fn readable_end(&self) -> u64 {
+        let next = self.inner.state().next_sequence_number();
+        self.high_watermark().map_or(next, |w| w.min(next))
+    }
+
+    /// The high watermark, when the log tracks one.
+    pub fn high_watermark(&self) -> Option<u64> {
+        let w = self.high_watermark.load(std::sync::atomic::Ordering::Acquire);
+        (w != u64::MAX).then_some(w)
     }
 
     /// A receiver that sees the log's next sequence number change each time an append is

@@ -387,7 +387,10 @@ impl Stream {
             Self::open_shard(dir, index, log_options, throttle)
         })
         .into_iter()
-        .collect::<Result<_, _>>()?;
+        .collect::<Result<Vec<Arc<Shard>>, _>>()?;
+        if meta.cluster.is_some() {
+            shards.iter().for_each(|s| s.log.track_high_watermark());
+        }
         Ok(Self {
             dir: dir.to_owned(),
             meta: RwLock::new(meta),

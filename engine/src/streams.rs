@@ -182,7 +182,9 @@ impl Streams {
 
     /// As [`Streams::create_with`], for a stream of a cluster's catalog: the stream gets the
     /// catalog's `incarnation` (so [`Stream::incarnation`] is the same on every node, and so
-    /// are the tokens it signs) and its creation time, and is marked as the `cluster`'s.
+    /// are the tokens it signs) and its creation time, and is marked as the `cluster`'s;
+    /// its shard logs serve only records below their high watermark
+    /// ([`crate::ShardLog::track_high_watermark`]), as they do when reopened.
     ///
     /// Errors: as [`Streams::create_with`]; [`CreateStreamError::Exists`] also when a
     /// stream of this incarnation is still on disk.
@@ -238,6 +240,8 @@ impl Streams {
             |stream| match cluster {
                 None => Ok(stream),
                 Some(c) => {
+                    // A copy of a replicated stream serves what a quorum holds.
+                    (0..shard_count).filter_map(|i| stream.log(i)).for_each(|log| log.track_high_watermark());
                     stream.meta_mut().cluster = Some(c.to_owned());
                     stream.persist().map(|()| stream).map_err(OpenError::from)
                 }

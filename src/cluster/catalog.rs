@@ -204,6 +204,33 @@ pub async fn claim_leadership(
     Ok(Some(record))
 }
 
+/// Gives up `me`'s leadership of shard `of` at epoch `epoch` (the catalog then shows no
+/// leader, and the replicas elect one at the next epoch), if the catalog still shows `me`
+/// leading at that epoch. What a node does with the shards it led when it starts again: a
+/// crash may have lost records it had not synced, and leading on under the same epoch
+/// would give their sequence numbers to other records while a replica still holds the
+/// first ones. Returns the updated record when it changed.
+pub async fn resign_leadership(
+    etcd: &Etcd,
+    cluster: &str,
+    of: ShardOf<'_>,
+    me: &str,
+    epoch: u64,
+) -> Result<Option<StreamRecord>, EtcdError> {
+    let key = format!("{}{}", streams_prefix(cluster), of.stream);
+    let Some(kv) = etcd.range_prefix(&key).await?.into_iter().find(|kv| kv.key == key) else { return Ok(None) };
+    let Ok(mut record) = serde_json::from_slice::<StreamRecord>(&kv.value) else { return Ok(None) };
+    let Some(p) = record.placement.get_mut(of.shard as usize).filter(|_| record.incarnation == of.incarnation) else {
+        return Ok(None);
+    };
+    if p.epoch != epoch || p.leader != me {
+        return Ok(None);
+    }
+    p.leader = String::new();
+    let value = serde_json::to_vec(&record).expect("a stream record serializes");
+    Ok(etcd.replace(&key, &value, 0, kv.mod_revision).await?.then_some(record))
+}
+
 /// Every stream of the catalog. A value that does not read as a record is skipped and
 /// logged (written by a newer version, or by hand).
 pub async fn records(etcd: &Etcd, cluster: &str) -> Result<Vec<StreamRecord>, EtcdError> {
@@ -256,6 +283,9 @@ pub struct ClusterLink {
     pub iterator_secret: Vec<u8>,
     /// Requests to the other nodes, and the epochs this node has seen.
     pub peers: Arc<super::replication::Peers>,
+    /// Set once this node has given up the leaderships it held before it started
+    /// ([`resign_leadership`]); until then it leads nothing.
+    pub resigned: std::sync::atomic::AtomicBool,
     /// (stream name, incarnation) → its shards' placements, from the last catalog read.
     placements: std::sync::RwLock<HashMap<(String, u64), Vec<ShardPlacement>>>,
     runtime: tokio::runtime::Handle,
@@ -287,6 +317,7 @@ impl ClusterLink {
             replication_factor: cfg.replication_factor,
             catalog_lock: Arc::new(tokio::sync::Mutex::new(())),
             peers: Arc::new(peers),
+            resigned: std::sync::atomic::AtomicBool::new(false),
             placements: std::sync::RwLock::default(),
             runtime,
         })

@@ -92,6 +92,22 @@ struct Shipment {
     first: u64,
     end: u64,
     log: Arc<ShardLog>,
+    /// The shard's replicas, the leader included: what its high watermark counts.
+    replicas: Arc<[String]>,
+    /// This node, the shard's leader.
+    leader: String,
+}
+
+/// What a leader knows of one shard's replicas under its epoch (Raft's match index): the
+/// sequence number below which each has acknowledged holding the leader's records.
+#[derive(Debug, Default)]
+struct Matched {
+    epoch: u64,
+    next: HashMap<String, u64>,
+    /// The highest watermark a batch or notice has carried to the replicas.
+    announced: u64,
+    /// A notice of the watermark is on its way.
+    notice_pending: bool,
 }
 
 /// A node's side of the channel: the HTTP client, where the other nodes are, and the
@@ -116,6 +132,8 @@ pub struct Peers {
     fences: Mutex<HashMap<(u64, u32), (u64, std::time::Instant)>>,
     /// Replicas of shards this node leads that missed a batch: probed until caught up.
     lagging: Mutex<HashSet<Lag>>,
+    /// Per shard this node leads, what each replica holds (its high watermark's source).
+    matched: Mutex<HashMap<ShardKey, Matched>>,
     /// Counts for `/metrics`.
     counts: Counts,
 }
@@ -182,6 +200,7 @@ impl Peers {
             shard_locks: Mutex::default(),
             fences: Mutex::default(),
             lagging: Mutex::default(),
+            matched: Mutex::default(),
             counts: Counts::default(),
         })
     }
@@ -313,7 +332,9 @@ impl Peers {
         log: &Arc<ShardLog>,
     ) -> Result<(), String> {
         let needed = placement.replicas.len() / 2;
+        let end = batch.first_sequence_number + batch.records.len() as u64;
         if needed == 0 {
+            log.raise_high_watermark(end);
             return Ok(());
         }
         let shipment = Arc::new(Shipment {
@@ -323,10 +344,13 @@ impl Peers {
             shard: batch.shard,
             epoch: batch.epoch,
             first: batch.first_sequence_number,
-            end: batch.first_sequence_number + batch.records.len() as u64,
+            end,
             log: log.clone(),
+            replicas: placement.replicas.clone().into(),
+            leader: me.to_owned(),
         });
-        let mut pending: tokio::task::JoinSet<(String, Result<(), String>)> = tokio::task::JoinSet::new();
+        self.announced(&shipment, batch.committed);
+        let mut pending: tokio::task::JoinSet<(String, Result<u64, String>)> = tokio::task::JoinSet::new();
         for follower in placement.replicas.iter().filter(|r| *r != me) {
             let (peers, shipment, follower) = (self.clone(), shipment.clone(), follower.clone());
             pending.spawn(async move {
@@ -338,16 +362,18 @@ impl Peers {
         while let Some(result) = pending.join_next().await {
             let Ok((node, result)) = result else { continue };
             match result {
-                Ok(()) => {
+                Ok(next) => {
                     acks += 1;
+                    self.matched(&shipment, &node, next);
                     if acks >= needed {
                         self.counts.quorum.fetch_add(1, Relaxed);
                         // The others finish on their own; one that fails is probed later.
                         let (peers, s) = (self.clone(), shipment.clone());
                         tokio::spawn(async move {
                             while let Some(Ok((node, result))) = pending.join_next().await {
-                                if result.is_err() {
-                                    peers.mark_lagging(&s, node);
+                                match result {
+                                    Ok(next) => peers.matched(&s, &node, next),
+                                    Err(_) => peers.mark_lagging(&s, node),
                                 }
                             }
                         });
@@ -362,6 +388,106 @@ impl Peers {
         }
         self.counts.no_quorum.fetch_add(1, Relaxed);
         Err(format!("{acks} of the {needed} other replicas a quorum needs acknowledged: {}", failures.join("; ")))
+    }
+
+    /// Notes that replica `node` holds the leader's records below `next` (under the
+    /// shipment's epoch) and raises the log's high watermark to what a quorum holds; when
+    /// it rose, the other replicas are told soon after unless a batch tells them first.
+    fn matched(self: &Arc<Self>, s: &Arc<Shipment>, node: &str, next: u64) {
+        let key = (s.incarnation, s.shard);
+        let (committed, notify) = {
+            let mut all = self.matched.lock().unwrap_or_else(PoisonError::into_inner);
+            let m = all.entry(key).or_default();
+            if m.epoch != s.epoch {
+                // Another leadership's acknowledgments say nothing of this one's records.
+                *m = Matched { epoch: s.epoch, ..Matched::default() };
+            }
+            let own = s.log.bounds().next_sequence_number;
+            let held = m.next.entry(node.to_owned()).or_insert(0);
+            *held = (*held).max(next.min(own));
+            // The leader holds its whole log.
+            let mut ends: Vec<u64> = s
+                .replicas
+                .iter()
+                .map(|r| if *r == s.leader { own } else { m.next.get(r).copied().unwrap_or(0) })
+                .collect();
+            ends.sort_unstable_by(|a, b| b.cmp(a));
+            let committed = ends[s.replicas.len() / 2];
+            let notify = committed > m.announced && !m.notice_pending;
+            m.notice_pending |= notify;
+            (committed, notify)
+        };
+        if s.log.high_watermark().is_some_and(|w| w < committed) {
+            s.log.raise_high_watermark(committed);
+        }
+        if notify {
+            let (peers, s) = (self.clone(), s.clone());
+            tokio::spawn(async move { peers.notice(&s).await });
+        }
+    }
+
+    /// Notes that a batch carried the high watermark `committed` to the replicas.
+    fn announced(&self, s: &Shipment, committed: u64) {
+        let mut all = self.matched.lock().unwrap_or_else(PoisonError::into_inner);
+        let m = all.entry((s.incarnation, s.shard)).or_default();
+        if m.epoch == s.epoch {
+            m.announced = m.announced.max(committed);
+        }
+    }
+
+    /// Tells the replicas of `s`'s shard the leader's high watermark, so they serve the
+    /// newest records too, unless a batch sent meanwhile carried it: an empty batch at the
+    /// watermark, sent a millisecond after it rose, so that under load the next batch
+    /// carries it instead.
+    async fn notice(self: &Arc<Self>, s: &Arc<Shipment>) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let key = (s.incarnation, s.shard);
+        let committed = s.log.high_watermark().unwrap_or(0);
+        let due = {
+            let mut all = self.matched.lock().unwrap_or_else(PoisonError::into_inner);
+            let m = all.entry(key).or_default();
+            m.notice_pending = false;
+            let due = m.epoch == s.epoch && committed > m.announced;
+            if due {
+                m.announced = committed;
+            }
+            due
+        };
+        if !due {
+            return;
+        }
+        let batch = Batch {
+            stream: &s.stream,
+            incarnation: s.incarnation,
+            shard: s.shard,
+            epoch: s.epoch,
+            first_sequence_number: committed,
+            committed,
+            records: Vec::new(),
+        };
+        let notice = Arc::new(Shipment {
+            body: Bytes::from(batch.encode()),
+            stream: s.stream.clone(),
+            incarnation: s.incarnation,
+            shard: s.shard,
+            epoch: s.epoch,
+            first: committed,
+            end: committed,
+            log: s.log.clone(),
+            replicas: s.replicas.clone(),
+            leader: s.leader.clone(),
+        });
+        let mut sent = tokio::task::JoinSet::new();
+        for node in notice.replicas.iter().filter(|r| **r != notice.leader).cloned() {
+            let (peers, notice) = (self.clone(), notice.clone());
+            sent.spawn(async move {
+                match peers.ship_to(&node, &notice).await {
+                    Ok(next) => peers.matched(&notice, &node, next),
+                    Err(_) => peers.mark_lagging(&notice, node),
+                }
+            });
+        }
+        while sent.join_next().await.is_some() {}
     }
 
     fn mark_lagging(&self, s: &Shipment, node: String) {
@@ -385,38 +511,51 @@ impl Peers {
     /// waiting for the next put.
     ///
     /// Errors: the replica could not be reached or refused (it stays lagging).
-    pub async fn probe(&self, lag: &Lag, epoch: u64, log: Arc<ShardLog>) -> Result<(), String> {
+    pub async fn probe(
+        self: &Arc<Self>,
+        me: &str,
+        lag: &Lag,
+        placement: &ShardPlacement,
+        log: Arc<ShardLog>,
+    ) -> Result<(), String> {
         let next = log.bounds().next_sequence_number;
         let batch = Batch {
             stream: &lag.stream,
             incarnation: lag.incarnation,
             shard: lag.shard,
-            epoch,
+            epoch: placement.epoch,
             first_sequence_number: next,
+            committed: log.high_watermark().unwrap_or(0),
             records: Vec::new(),
         };
-        let shipment = Shipment {
+        let shipment = Arc::new(Shipment {
             body: Bytes::from(batch.encode()),
             stream: lag.stream.clone(),
             incarnation: lag.incarnation,
             shard: lag.shard,
-            epoch,
+            epoch: placement.epoch,
             first: next,
             end: next,
             log,
-        };
-        self.ship_to(&lag.node, &shipment).await
+            replicas: placement.replicas.clone().into(),
+            leader: me.to_owned(),
+        });
+        self.announced(&shipment, batch.committed);
+        let held = self.ship_to(&lag.node, &shipment).await?;
+        self.matched(&shipment, &lag.node, held);
+        Ok(())
     }
 
     /// One replica: the batch, after the records it lacks when it answers 409.
-    async fn ship_to(&self, node: &str, s: &Shipment) -> Result<(), String> {
+    /// Returns where the replica's records end: it holds the leader's below that.
+    async fn ship_to(&self, node: &str, s: &Shipment) -> Result<u64, String> {
         let (mut not_yet_made, mut catch_ups) = (0, 0);
         loop {
             let (status, raw) = self.post(node, REPLICATE_PATH, s.body.clone()).await?;
             let answer: ReplicaAnswer = serde_json::from_slice(&raw).unwrap_or(ReplicaAnswer { next: 0, epoch: 0 });
             match status {
-                200 => return Ok(()),
-                409 if answer.next >= s.end => return Ok(()),
+                200 => return Ok(answer.next),
+                409 if answer.next >= s.end => return Ok(answer.next),
                 // Concurrent batches can leave a replica behind again; a replica that
                 // stays behind after a few catch-ups is left for the next probe.
                 409 if catch_ups < 4 => {
@@ -444,7 +583,7 @@ impl Peers {
         while from < s.first {
             let body = {
                 let limits = ReadLimits { max_records: CATCH_UP_RECORDS, max_bytes: CATCH_UP_BYTES };
-                let read = s.log.read(from, limits).map_err(|e| format!("catch-up read for node {node}: {e}"))?;
+                let read = s.log.read_all(from, limits).map_err(|e| format!("catch-up read for node {node}: {e}"))?;
                 // A read from below the trim horizon starts at the horizon: those records
                 // would land under the wrong sequence numbers.
                 if read.iter().next().is_some_and(|r| r.sequence_number != from) {
@@ -468,6 +607,7 @@ impl Peers {
                     shard: s.shard,
                     epoch: s.epoch,
                     first_sequence_number: from,
+                    committed: s.log.high_watermark().unwrap_or(0),
                     records,
                 };
                 from += chunk.records.len() as u64;

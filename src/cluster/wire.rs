@@ -11,6 +11,7 @@
 //! | 4 | shard index `u32` |
 //! | 8 | leader epoch `u64` (0 in a forward) |
 //! | 8 | first sequence number `u64` (0 in a forward) |
+//! | 8 | the leader's high watermark `u64`: its records below it are on a quorum (0 in a forward) |
 //! | 4 | record count `u32`, at most [`BATCH_RECORDS_MAX`] |
 //! | per record | arrival time ms `u64`, key length `u16` and UTF-8 key, data length `u32` and data |
 
@@ -41,6 +42,9 @@ pub struct Batch<'a> {
     pub epoch: u64,
     /// Sequence number of the first record.
     pub first_sequence_number: u64,
+    /// The leader's high watermark: every record below it is on a quorum of the shard's
+    /// replicas, so a replica may serve it (0 in a forward).
+    pub committed: u64,
     /// The records, in sequence order.
     pub records: Vec<WireRecord<'a>>,
 }
@@ -84,7 +88,7 @@ impl<'a> Reader<'a> {
 impl<'a> Batch<'a> {
     /// The body.
     pub fn encode(&self) -> Vec<u8> {
-        let size: usize = 34
+        let size: usize = 42
             + self.stream.len()
             + self.records.iter().map(|r| 14 + r.partition_key.len() + r.data.len()).sum::<usize>();
         let mut out = Vec::with_capacity(size);
@@ -94,6 +98,7 @@ impl<'a> Batch<'a> {
         out.extend_from_slice(&self.shard.to_le_bytes());
         out.extend_from_slice(&self.epoch.to_le_bytes());
         out.extend_from_slice(&self.first_sequence_number.to_le_bytes());
+        out.extend_from_slice(&self.committed.to_le_bytes());
         out.extend_from_slice(&(self.records.len() as u32).to_le_bytes());
         for r in &self.records {
             out.extend_from_slice(&r.arrival_timestamp_ms.to_le_bytes());
@@ -114,6 +119,7 @@ impl<'a> Batch<'a> {
         let name_len = r.u16()? as usize;
         let stream = r.text(name_len)?;
         let (incarnation, shard, epoch, first_sequence_number) = (r.u64()?, r.u32()?, r.u64()?, r.u64()?);
+        let committed = r.u64()?;
         let count = r.u32()? as usize;
         if count > BATCH_RECORDS_MAX {
             return Err(WireError("too many records"));
@@ -134,7 +140,7 @@ impl<'a> Batch<'a> {
         if !r.bytes.is_empty() {
             return Err(WireError("bytes after the last record"));
         }
-        Ok(Self { stream, incarnation, shard, epoch, first_sequence_number, records })
+        Ok(Self { stream, incarnation, shard, epoch, first_sequence_number, committed, records })
     }
 }
 
@@ -147,12 +153,12 @@ mod tests {
         #[test]
         fn a_batch_round_trips_and_every_cut_or_extension_of_it_is_refused(
             stream in "[a-zA-Z0-9_.-]{1,128}",
-            incarnation: u64, shard: u32, epoch: u64, first: u64,
+            incarnation: u64, shard: u32, epoch: u64, first: u64, committed: u64,
             records in prop::collection::vec((any::<u64>(), "\\PC{1,20}", prop::collection::vec(any::<u8>(), 0..64)), 0..20),
             cut in any::<prop::sample::Index>(),
         ) {
             let batch = Batch {
-                stream: &stream, incarnation, shard, epoch, first_sequence_number: first,
+                stream: &stream, incarnation, shard, epoch, first_sequence_number: first, committed,
                 records: records.iter().map(|(t, k, d)| WireRecord { arrival_timestamp_ms: *t, partition_key: k, data: d }).collect(),
             };
             let bytes = batch.encode();
@@ -167,9 +173,16 @@ mod tests {
 
     #[test]
     fn a_count_the_body_cannot_hold_is_refused_without_allocating() {
-        let mut bytes =
-            Batch { stream: "s", incarnation: 1, shard: 0, epoch: 1, first_sequence_number: 0, records: vec![] }
-                .encode();
+        let mut bytes = Batch {
+            stream: "s",
+            incarnation: 1,
+            shard: 0,
+            epoch: 1,
+            first_sequence_number: 0,
+            committed: 0,
+            records: vec![],
+        }
+        .encode();
         let n = bytes.len();
         bytes[n - 4..].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(Batch::decode(&bytes), Err(WireError("too many records")));

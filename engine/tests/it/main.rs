@@ -10,3 +10,4 @@ mod resident;
 mod streams;
 mod support;
 mod truncate;
+mod watermark;

@@ -75,13 +75,13 @@ pub fn run_within(k: &Kinesis, r: Request, max_bytes: usize, codec: Codec) -> Re
     if let Some(ts) = last_ts {
         shard.stats.iterator_age_ms.store(now.saturating_sub(ts), Relaxed);
     }
-    let bounds = log.bounds();
+    let end = log.readable_end();
     let behind = match last_ts {
-        Some(ts) if batch.next_sequence_number() < bounds.next_sequence_number => now.saturating_sub(ts),
+        Some(ts) if batch.next_sequence_number() < end => now.saturating_sub(ts),
         _ => 0,
     };
     let closed = stream.meta().shards.get(it.shard_index as usize).is_some_and(|s| s.closed);
-    if closed && batch.next_sequence_number() == bounds.next_sequence_number {
+    if closed && batch.next_sequence_number() == end {
         // The end of a closed shard: no next iterator; the children to continue with.
         let children = child_shards(&stream, it.shard_index);
         let answer =

@@ -55,6 +55,7 @@ impl Kinesis {
                 shard,
                 epoch: 0,
                 first_sequence_number: 0,
+                committed: 0,
                 records: records
                     .iter()
                     .map(|r| WireRecord { arrival_timestamp_ms: 0, partition_key: r.partition_key, data: r.data })
@@ -74,6 +75,11 @@ impl Kinesis {
                 arrival_timestamp_ms: answer.arrival_timestamp_ms,
             });
         }
+        if !link.resigned.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(failure(format!(
+                "shard {shard} of stream {name} is getting a new leader after this node's restart; retry"
+            )));
+        }
         let appended = {
             let lock = link.peers.shard_lock(incarnation, shard);
             let _shard = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -92,6 +98,7 @@ impl Kinesis {
             shard,
             epoch: placement.epoch,
             first_sequence_number: appended.first_sequence_number,
+            committed: log.high_watermark().unwrap_or(0),
             records: records
                 .iter()
                 .map(|r| WireRecord {
@@ -143,10 +150,10 @@ impl Kinesis {
             if p.leader != link.node_id || !p.replicas.contains(&lag.node) {
                 continue;
             }
-            let peers = link.peers.clone();
+            let (peers, me) = (link.peers.clone(), link.node_id.clone());
             probes.spawn_on(
                 async move {
-                    if let Err(e) = peers.probe(&lag, p.epoch, log).await {
+                    if let Err(e) = peers.probe(&me, &lag, &p, log).await {
                         tracing::debug!(stream = %lag.stream, shard = lag.shard, node = %lag.node, error = %e, "a replica is still behind");
                         peers.mark(lag);
                     }
@@ -155,6 +162,52 @@ impl Kinesis {
             );
         }
         link.block_on(async { while probes.join_next().await.is_some() {} });
+    }
+
+    /// Gives up the leadership of every shard the catalog `records` show this node leading
+    /// (its first catalog pass after a start: see
+    /// [`crate::cluster::catalog::resign_leadership`]); the replicas, this node among them,
+    /// elect the next leaders. When a leadership could not be given up (etcd failed), call
+    /// it again at the next pass; until all are given up this node leads nothing. No
+    /// effect after that.
+    pub fn resign_leaderships(&self, records: &[crate::cluster::StreamRecord]) {
+        use crate::cluster::catalog::{resign_leadership, ShardOf};
+        use std::sync::atomic::Ordering::{Acquire, Release};
+        let Some(link) = self.cluster.get() else { return };
+        if link.resigned.load(Acquire) {
+            return;
+        }
+        let mut done = true;
+        for r in records {
+            for (shard, p) in r.placement.iter().enumerate().filter(|(_, p)| p.leader == link.node_id) {
+                let of = ShardOf { stream: &r.name, incarnation: r.incarnation, shard: shard as u32 };
+                match link.block_on(resign_leadership(&link.etcd, &link.cluster, of, &link.node_id, p.epoch)) {
+                    Ok(Some(record)) => {
+                        link.set_placements(std::slice::from_ref(&record), true);
+                        tracing::info!(stream = %r.name, shard, epoch = p.epoch, "gave up a shard's leadership at start; its replicas elect the next leader");
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        done = false;
+                        tracing::warn!(stream = %r.name, shard, error = %e, "cannot give up a shard's leadership at start");
+                    }
+                }
+            }
+        }
+        link.resigned.store(done, Release);
+    }
+
+    /// Serves every record of the shards with one replica: a record there is acknowledged
+    /// once this node holds it, so nothing waits for a high watermark.
+    pub fn serve_unreplicated(&self, records: &[crate::cluster::StreamRecord]) {
+        for r in records {
+            let Some(stream) = self.streams.get(&r.name).filter(|s| s.incarnation() == r.incarnation) else { continue };
+            for (shard, _) in r.placement.iter().enumerate().filter(|(_, p)| p.replicas.len() == 1) {
+                if let Some(log) = stream.log(shard as u32).filter(|l| l.high_watermark().is_some()) {
+                    log.raise_high_watermark(u64::MAX);
+                }
+            }
+        }
     }
 
     /// Elects new leaders for the shards this node replicates whose leader has left the
@@ -301,6 +354,9 @@ impl Kinesis {
                 return (500, format!("cannot keep the epoch: {e}").into_bytes());
             }
         }
+        // Records below the leader's watermark are on a quorum: this replica may serve
+        // them (its log agrees with the leader's from here on).
+        log.raise_high_watermark(batch.committed);
         let next = log.bounds().next_sequence_number;
         if batch.first_sequence_number > next {
             return json(409, &ReplicaAnswer { next, epoch: batch.epoch });

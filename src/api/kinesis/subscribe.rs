@@ -298,7 +298,7 @@ impl Subscription {
             .read(self.position, ReadLimits { max_bytes: EVENT_BYTES_MAX, ..ReadLimits::default() })
             .map_err(|e| ApiError::new(ErrorKind::InternalFailure, e.to_string()))?;
         let now = k.clock.now_ms();
-        let next = log.bounds().next_sequence_number;
+        let next = log.readable_end();
         let more = batch.next_sequence_number() < next;
         let behind = match batch.iter().last() {
             Some(r) if more => now.saturating_sub(r.arrival_timestamp_ms),
