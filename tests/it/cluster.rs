@@ -695,6 +695,10 @@ async fn records_put_on_any_node_are_held_by_every_replica_outlive_their_leaders
         nodes[i] = Killed(node(dir.path(), &url, ids[i], ports[i]));
     }
     wait_for(&url, &all, "the two are back");
+    // Their memberships may be the killed processes' still (a lease outlives its holder).
+    for i in (0..3).filter(|i| *i != up) {
+        until(&clients[i], "telemetry", &format!("{} serves again", ids[i]), active).await.unwrap();
+    }
     every_node_holds(&clients, &ids, &shards, &acked, false).await;
 
     // A leader that crashed and lost records it had not synced (its log's tail cut here
@@ -718,6 +722,7 @@ async fn records_put_on_any_node_are_held_by_every_replica_outlive_their_leaders
         log.truncate(next - 5).unwrap();
     }
     nodes[li] = Killed(node(dir.path(), &url, ids[li], ports[li]));
+    until(&clients[li], "telemetry", &format!("{} serves again", ids[li]), active).await.unwrap();
     let t0 = Instant::now();
     while leaders(&url)[0].1 <= before[0].1 {
         assert!(t0.elapsed() < Duration::from_secs(30), "no new epoch after {}'s restart", ids[li]);
