@@ -93,6 +93,15 @@ pub fn open_state(config: &config::Config, clock: Arc<dyn Clock>) -> Result<Arc<
         ..ShardLogOptions::default()
     };
     let streams = Streams::open(&config.data_dir, log_options.clone(), config.throttling(), config.shard_limit)?;
+    if config.cluster.is_none() {
+        // A cluster's copies served on their own (the node left its cluster): no leader
+        // will raise their high watermarks, and nothing on this node can cut them.
+        for stream in streams.list().iter().filter(|s| s.meta().cluster.is_some()) {
+            (0..stream.meta().shards.len() as u32)
+                .filter_map(|i| stream.log(i))
+                .for_each(|log| log.raise_high_watermark(u64::MAX));
+        }
+    }
     let kinesis = Kinesis::new(
         streams,
         KinesisConfig {

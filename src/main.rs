@@ -413,8 +413,9 @@ fn main() -> ExitCode {
                         let _ = state.kinesis.cluster.set(link.clone());
                         let (kinesis_state, cluster) = (state.clone(), c.name.clone());
                         // After each catalog pass, replicas of the shards this node leads
-                        // that missed records are caught up (all of them after a start).
-                        let probed_all = std::sync::atomic::AtomicBool::new(false);
+                        // that missed records are caught up.
+                        let passes = std::sync::atomic::AtomicU64::new(0);
+                        let repairing = Arc::new(std::sync::atomic::AtomicBool::new(false));
                         // The shards this node led before it stopped get new leaders (it
                         // may be one) at a new epoch: see `resign_leaderships`.
                         let apply = move |records: &[sluice::cluster::StreamRecord], live: &[String]| {
@@ -423,8 +424,25 @@ fn main() -> ExitCode {
                             kinesis_state.kinesis.resign_leaderships(records);
                             kinesis_state.kinesis.serve_unreplicated(records);
                             kinesis_state.kinesis.elect_leaders(records, live);
-                            let every = !probed_all.swap(true, Relaxed);
-                            kinesis_state.kinesis.repair_replicas(every);
+                            // Catching a replica up can take long (one down for hours):
+                            // on its own thread, one repair at a time, so that the next
+                            // passes' elections do not wait for it.
+                            if !repairing.swap(true, Relaxed) {
+                                struct Done(Arc<std::sync::atomic::AtomicBool>);
+                                impl Drop for Done {
+                                    fn drop(&mut self) {
+                                        self.0.store(false, std::sync::atomic::Ordering::Relaxed);
+                                    }
+                                }
+                                // Every replica every 5 passes: the probes carry the
+                                // high watermark to replicas that restarted while idle.
+                                let every = passes.fetch_add(1, Relaxed).is_multiple_of(5);
+                                let (state, done) = (kinesis_state.clone(), Done(repairing.clone()));
+                                tokio::task::spawn_blocking(move || {
+                                    let _done = done;
+                                    state.kinesis.repair_replicas(every);
+                                });
+                            }
                         };
                         tokio::spawn(sluice::cluster::catalog::keep_copies(link, apply, catalog_stopped));
                         Some(membership)

@@ -230,8 +230,11 @@ impl ShardLog {
             StartingPosition::AtSequenceNumber(s) => at(s),
             StartingPosition::AfterSequenceNumber(s) => at(s.saturating_add(1)),
             StartingPosition::AtTimestamp(ts) => {
+                // Under a high watermark, no further than it: an iterator taken inside an
+                // unacknowledged tail would skip the records that replace it.
+                let visible = watermark.map_or(next, |w| w.clamp(first, next));
                 let Some(s) = state.segments.iter().find(|s| !s.is_empty() && s.summary.last_timestamp_ms >= ts) else {
-                    return Ok(next);
+                    return Ok(visible);
                 };
                 let span = Span {
                     map: s.map.clone(),
@@ -239,7 +242,7 @@ impl ShardLog {
                     end: s.summary.end,
                 };
                 drop(state);
-                skip(&span, span.start, |h| h.arrival_timestamp_ms >= ts).map(|(_, seq)| seq)
+                skip(&span, span.start, |h| h.arrival_timestamp_ms >= ts).map(|(_, seq)| seq.min(visible))
             }
         }
     }

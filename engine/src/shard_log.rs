@@ -435,6 +435,13 @@ impl ShardLog {
         self.high_watermark().map_or(next, |w| w.min(next))
     }
 
+    /// Lowers a tracked high watermark to `next` if it is above (a truncation's cut: what
+    /// is past it is not the records the watermark counted).
+    fn lower_high_watermark(&self, next: u64) {
+        use std::sync::atomic::Ordering::{AcqRel, Acquire};
+        let _ = self.high_watermark.fetch_update(AcqRel, Acquire, |w| (w != u64::MAX && w > next).then_some(next));
+    }
+
     /// The high watermark, when the log tracks one.
     pub fn high_watermark(&self) -> Option<u64> {
         let w = self.high_watermark.load(std::sync::atomic::Ordering::Acquire);
@@ -838,7 +845,8 @@ impl ShardLog {
     /// that ends at or after the cut, with no gap; the directory is synced before this
     /// returns, under every durability policy, so a power cut cannot bring the tail back.
     /// A read that began before the call may still return records past the cut; appends
-    /// waiting for a sync under `Durability::Always` get [`AppendError::Truncated`].
+    /// waiting for a sync under `Durability::Always` get [`AppendError::Truncated`]. A high
+    /// watermark above the cut is lowered to it.
     ///
     /// Errors: [`TruncateError::BelowTrimHorizon`] when `next` is below the oldest retained
     /// record; [`TruncateError::Corrupt`] when a frame before the cut in its segment fails
@@ -944,6 +952,9 @@ impl ShardLog {
         };
         w.last_timestamp_ms = last_timestamp_ms.unwrap_or(0);
         w.active = active;
+        // Before the next append: records written at the cut must not be served under
+        // the old watermark.
+        self.lower_high_watermark(next);
         drop(w);
         self.appended.send_replace(next);
         Ok(report)

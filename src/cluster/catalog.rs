@@ -140,7 +140,22 @@ pub struct ReportedEnd {
     /// The newest epoch the replica appended under.
     #[serde(default)]
     pub last_epoch: u64,
+    /// The replica may have lost records it acknowledged (its machine restarted since it
+    /// last ran, under a durability that does not sync each append, and no leader has
+    /// caught it up since): its end may be short of acknowledged records.
+    #[serde(default)]
+    pub unsure: bool,
+    /// When it was reported (ms since the Unix epoch): each live replica reports again at
+    /// each catalog pass, and an election counts only reports younger than
+    /// [`REPORT_LIFETIME_MS`], made while the reporter's fence still holds (a report left
+    /// from an election abandoned when the old leader came back is stale).
+    #[serde(default)]
+    pub at_ms: u64,
 }
+
+/// How long a reported end counts in an election: 5 s, half the fence a report raises
+/// ([`super::replication::FENCE_LIFETIME`]), so clocks a few seconds apart stay safe.
+pub const REPORT_LIFETIME_MS: u64 = 5_000;
 
 /// Reports this replica's log `end` for the election of shard `shard`'s next leader, and
 /// returns every end reported for that epoch.
@@ -210,6 +225,8 @@ pub async fn claim_leadership(
 /// crash may have lost records it had not synced, and leading on under the same epoch
 /// would give their sequence numbers to other records while a replica still holds the
 /// first ones. Returns the updated record when it changed.
+/// Errors: etcd's, or the entry kept changing under the transaction (other shards of the
+/// stream changing leaders) five times in a row.
 pub async fn resign_leadership(
     etcd: &Etcd,
     cluster: &str,
@@ -218,17 +235,27 @@ pub async fn resign_leadership(
     epoch: u64,
 ) -> Result<Option<StreamRecord>, EtcdError> {
     let key = format!("{}{}", streams_prefix(cluster), of.stream);
-    let Some(kv) = etcd.range_prefix(&key).await?.into_iter().find(|kv| kv.key == key) else { return Ok(None) };
-    let Ok(mut record) = serde_json::from_slice::<StreamRecord>(&kv.value) else { return Ok(None) };
-    let Some(p) = record.placement.get_mut(of.shard as usize).filter(|_| record.incarnation == of.incarnation) else {
-        return Ok(None);
-    };
-    if p.epoch != epoch || p.leader != me {
-        return Ok(None);
+    // The entry holds every shard of the stream: a transaction that lost to another
+    // shard's change reads the entry again.
+    for _ in 0..5 {
+        let Some(kv) = etcd.range_prefix(&key).await?.into_iter().find(|kv| kv.key == key) else { return Ok(None) };
+        let Ok(mut record) = serde_json::from_slice::<StreamRecord>(&kv.value) else { return Ok(None) };
+        let Some(p) = record.placement.get_mut(of.shard as usize).filter(|_| record.incarnation == of.incarnation)
+        else {
+            return Ok(None);
+        };
+        if p.epoch != epoch || p.leader != me {
+            return Ok(None);
+        }
+        p.leader = String::new();
+        let value = serde_json::to_vec(&record).expect("a stream record serializes");
+        if etcd.replace(&key, &value, 0, kv.mod_revision).await? {
+            // The election this starts must not count ends reported for an earlier one.
+            etcd.delete_prefix(&ends_prefix(cluster, of.stream, of.incarnation, of.shard)).await?;
+            return Ok(Some(record));
+        }
     }
-    p.leader = String::new();
-    let value = serde_json::to_vec(&record).expect("a stream record serializes");
-    Ok(etcd.replace(&key, &value, 0, kv.mod_revision).await?.then_some(record))
+    Err(EtcdError::Contended(key))
 }
 
 /// Every stream of the catalog. A value that does not read as a record is skipped and
@@ -260,6 +287,27 @@ async fn shared_secret(etcd: &Etcd, key: &str) -> Result<String, EtcdError> {
         None => fresh,
         Some(existing) => String::from_utf8_lossy(&existing.value).into_owned(),
     })
+}
+
+/// Whether the machine restarted since the node last ran in `data_dir`: the kernel's boot
+/// id (`/proc/sys/kernel/random/boot_id`; `SLUICE_BOOT_ID` when set, which tests use to
+/// stand for a reboot) differs from the one kept in `<data_dir>/cluster-boot-id`, which is
+/// then replaced. A process that was killed loses nothing the kernel holds; a machine that
+/// restarted may have lost every record not yet synced. False when no boot id is known.
+fn machine_restarted(data_dir: &std::path::Path) -> bool {
+    let now = std::env::var("SLUICE_BOOT_ID")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok())
+        .map(|s| s.trim().to_owned());
+    let Some(now) = now.filter(|s| !s.is_empty()) else { return false };
+    let path = data_dir.join("cluster-boot-id");
+    let before = std::fs::read_to_string(&path).ok().map(|s| s.trim().to_owned());
+    if before.as_deref() != Some(now.as_str()) {
+        if let Err(e) = sluice_engine::stream::write_atomically(&path, now.as_bytes()) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot keep the machine's boot id");
+        }
+    }
+    before.is_some_and(|b| b != now)
 }
 
 /// This node's link to its cluster, for the API's actions: etcd, names, the replication
@@ -309,6 +357,10 @@ impl ClusterLink {
             .map_err(|e| e.to_string())?
             .into_bytes();
         let peers = super::replication::Peers::new(token, Some(data_dir.join("cluster-epochs.json")))?;
+        if machine_restarted(data_dir) {
+            tracing::warn!("this machine restarted since the node last ran: records it had not synced may be lost, so it takes part in no election until a leader has caught it up (or every replica takes part)");
+            peers.set_machine_restarted();
+        }
         Ok(Self {
             iterator_secret,
             etcd,

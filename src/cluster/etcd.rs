@@ -32,6 +32,9 @@ pub enum EtcdError {
     /// etcd answered with an error (e.g. a lease that expired: `requested lease not found`).
     #[error("etcd: {0}")]
     Refused(String),
+    /// A compare-and-swap of the key kept losing to other writers.
+    #[error("etcd: {0} kept changing under a transaction")]
+    Contended(String),
 }
 
 /// A lease: keys attached to it go when it expires or is revoked.

@@ -124,7 +124,7 @@ impl Membership {
                     let id = lease.load(std::sync::atomic::Ordering::Relaxed);
                     match etcd.keep_alive(id).await {
                         Ok(true) => continue,
-                        Ok(false) | Err(EtcdError::Refused(_)) => {}
+                        Ok(false) | Err(EtcdError::Refused(_) | EtcdError::Contended(_)) => {}
                         Err(e @ EtcdError::Unreachable(_)) => {
                             tracing::warn!(error = %e, "cannot renew the cluster membership; retrying");
                             continue;

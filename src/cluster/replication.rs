@@ -108,6 +108,8 @@ struct Matched {
     announced: u64,
     /// A notice of the watermark is on its way.
     notice_pending: bool,
+    /// The end a quorum holds: the high watermark this leadership computed.
+    committed: u64,
 }
 
 /// A node's side of the channel: the HTTP client, where the other nodes are, and the
@@ -134,6 +136,12 @@ pub struct Peers {
     lagging: Mutex<HashSet<Lag>>,
     /// Per shard this node leads, what each replica holds (its high watermark's source).
     matched: Mutex<HashMap<ShardKey, Matched>>,
+    /// The machine restarted since this node last ran: its logs may lack records it had
+    /// acknowledged but not synced.
+    machine_restarted: std::sync::atomic::AtomicBool,
+    /// Shards a leader has caught this replica up on since it started (to the leader's
+    /// high watermark).
+    caught_up: Mutex<HashSet<ShardKey>>,
     /// Counts for `/metrics`.
     counts: Counts,
 }
@@ -201,8 +209,33 @@ impl Peers {
             fences: Mutex::default(),
             lagging: Mutex::default(),
             matched: Mutex::default(),
+            machine_restarted: std::sync::atomic::AtomicBool::new(false),
+            caught_up: Mutex::default(),
             counts: Counts::default(),
         })
+    }
+
+    /// Marks this node as started after its machine restarted (see `machine_restarted`).
+    pub fn set_machine_restarted(&self) {
+        self.machine_restarted.store(true, Relaxed);
+    }
+
+    /// Notes that a leader has caught this replica up on a shard, to the leader's high
+    /// watermark at least.
+    pub fn caught_up(&self, incarnation: u64, shard: u32) {
+        if self.machine_restarted.load(Relaxed) {
+            self.caught_up.lock().unwrap_or_else(PoisonError::into_inner).insert((incarnation, shard));
+        }
+    }
+
+    /// Whether this replica's copy of a shard may lack records it acknowledged: its machine
+    /// restarted since it last ran, appends were not synced each (`synced_each`: the
+    /// stream's `fsync = "always"`), and no leader has caught it up since. Such a replica's
+    /// end does not count toward an election's majority (docs/cluster.md, "Failover").
+    pub fn may_lack_acknowledged(&self, incarnation: u64, shard: u32, synced_each: bool) -> bool {
+        self.machine_restarted.load(Relaxed)
+            && !synced_each
+            && !self.caught_up.lock().unwrap_or_else(PoisonError::into_inner).contains(&(incarnation, shard))
     }
 
     /// The channel's counters and the replicas marked lagging, as OpenMetrics text.
@@ -393,12 +426,19 @@ impl Peers {
     /// Notes that replica `node` holds the leader's records below `next` (under the
     /// shipment's epoch) and raises the log's high watermark to what a quorum holds; when
     /// it rose, the other replicas are told soon after unless a batch tells them first.
+    /// Answers of an epoch this node no longer appends under count for nothing: its log
+    /// may follow another leader's by now.
     fn matched(self: &Arc<Self>, s: &Arc<Shipment>, node: &str, next: u64) {
-        let key = (s.incarnation, s.shard);
-        let (committed, notify) = {
+        if self.epoch_of(s.incarnation, s.shard) != Some(s.epoch) {
+            return;
+        }
+        let notify = {
             let mut all = self.matched.lock().unwrap_or_else(PoisonError::into_inner);
-            let m = all.entry(key).or_default();
-            if m.epoch != s.epoch {
+            let m = all.entry((s.incarnation, s.shard)).or_default();
+            if m.epoch > s.epoch {
+                return;
+            }
+            if m.epoch < s.epoch {
                 // Another leadership's acknowledgments say nothing of this one's records.
                 *m = Matched { epoch: s.epoch, ..Matched::default() };
             }
@@ -412,25 +452,32 @@ impl Peers {
                 .map(|r| if *r == s.leader { own } else { m.next.get(r).copied().unwrap_or(0) })
                 .collect();
             ends.sort_unstable_by(|a, b| b.cmp(a));
-            let committed = ends[s.replicas.len() / 2];
-            let notify = committed > m.announced && !m.notice_pending;
+            m.committed = m.committed.max(ends[s.replicas.len() / 2]);
+            // Raised under the lock, so a notice that reads it under the lock never sends
+            // less than was raised before it ran.
+            s.log.raise_high_watermark(m.committed);
+            let notify = m.committed > m.announced && !m.notice_pending;
             m.notice_pending |= notify;
-            (committed, notify)
+            notify
         };
-        if s.log.high_watermark().is_some_and(|w| w < committed) {
-            s.log.raise_high_watermark(committed);
-        }
         if notify {
             let (peers, s) = (self.clone(), s.clone());
             tokio::spawn(async move { peers.notice(&s).await });
         }
     }
 
+    /// The high watermark this node computed as the shard's leader under `epoch` (0 when it
+    /// has not led under that epoch): what its batches carry. Never the log's own, which
+    /// another leader may have raised.
+    pub fn committed(&self, incarnation: u64, shard: u32, epoch: u64) -> u64 {
+        let all = self.matched.lock().unwrap_or_else(PoisonError::into_inner);
+        all.get(&(incarnation, shard)).filter(|m| m.epoch == epoch).map_or(0, |m| m.committed)
+    }
+
     /// Notes that a batch carried the high watermark `committed` to the replicas.
     fn announced(&self, s: &Shipment, committed: u64) {
         let mut all = self.matched.lock().unwrap_or_else(PoisonError::into_inner);
-        let m = all.entry((s.incarnation, s.shard)).or_default();
-        if m.epoch == s.epoch {
+        if let Some(m) = all.get_mut(&(s.incarnation, s.shard)).filter(|m| m.epoch == s.epoch) {
             m.announced = m.announced.max(committed);
         }
     }
@@ -441,21 +488,16 @@ impl Peers {
     /// carries it instead.
     async fn notice(self: &Arc<Self>, s: &Arc<Shipment>) {
         tokio::time::sleep(Duration::from_millis(1)).await;
-        let key = (s.incarnation, s.shard);
-        let committed = s.log.high_watermark().unwrap_or(0);
-        let due = {
+        let committed = {
             let mut all = self.matched.lock().unwrap_or_else(PoisonError::into_inner);
-            let m = all.entry(key).or_default();
+            let Some(m) = all.get_mut(&(s.incarnation, s.shard)).filter(|m| m.epoch == s.epoch) else { return };
             m.notice_pending = false;
-            let due = m.epoch == s.epoch && committed > m.announced;
-            if due {
-                m.announced = committed;
+            if m.committed <= m.announced || self.epoch_of(s.incarnation, s.shard) != Some(s.epoch) {
+                return;
             }
-            due
+            m.announced = m.committed;
+            m.committed
         };
-        if !due {
-            return;
-        }
         let batch = Batch {
             stream: &s.stream,
             incarnation: s.incarnation,
@@ -525,7 +567,7 @@ impl Peers {
             shard: lag.shard,
             epoch: placement.epoch,
             first_sequence_number: next,
-            committed: log.high_watermark().unwrap_or(0),
+            committed: self.committed(lag.incarnation, lag.shard, placement.epoch),
             records: Vec::new(),
         };
         let shipment = Arc::new(Shipment {
@@ -607,7 +649,7 @@ impl Peers {
                     shard: s.shard,
                     epoch: s.epoch,
                     first_sequence_number: from,
-                    committed: s.log.high_watermark().unwrap_or(0),
+                    committed: self.committed(s.incarnation, s.shard, s.epoch),
                     records,
                 };
                 from += chunk.records.len() as u64;

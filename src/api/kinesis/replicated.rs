@@ -98,7 +98,7 @@ impl Kinesis {
             shard,
             epoch: placement.epoch,
             first_sequence_number: appended.first_sequence_number,
-            committed: log.high_watermark().unwrap_or(0),
+            committed: link.peers.committed(incarnation, shard, placement.epoch),
             records: records
                 .iter()
                 .map(|r| WireRecord {
@@ -117,8 +117,8 @@ impl Kinesis {
 
     /// Catches up the replicas of shards this node leads that missed batches (down, cut
     /// off, slow), with [`crate::cluster::replication::Peers::probe`]; `every` probes every
-    /// replica of every shard this node leads (once after a start, when what lagged before
-    /// is not known). Replicas still behind stay marked for the next call. Runs the probes
+    /// replica of every shard this node leads (now and then: a probe also carries the high
+    /// watermark to a replica that restarted while its shard was idle). Replicas still behind stay marked for the next call. Runs the probes
     /// at once and returns when all have answered; call it from a thread that may block.
     pub fn repair_replicas(&self, every: bool) {
         use crate::cluster::replication::Lag;
@@ -242,7 +242,17 @@ impl Kinesis {
                     let end = log.bounds().next_sequence_number.min(p.start_after(last_epoch).unwrap_or(u64::MAX));
                     (last_epoch, end)
                 };
-                let mine = ReportedEnd { node: me.clone(), epoch: p.epoch, end: held.1, last_epoch: held.0 };
+                let synced_each = log.options().durability == sluice_engine::Durability::Always;
+                let unsure = link.peers.may_lack_acknowledged(r.incarnation, shard, synced_each);
+                let now = self.clock.now_ms();
+                let mine = ReportedEnd {
+                    node: me.clone(),
+                    epoch: p.epoch,
+                    end: held.1,
+                    last_epoch: held.0,
+                    unsure,
+                    at_ms: now,
+                };
                 let of = ShardOf { stream: &r.name, incarnation: r.incarnation, shard };
                 let reported = link.block_on(report_end(&link.etcd, &link.cluster, of, &mine));
                 let ends = match reported {
@@ -252,9 +262,16 @@ impl Kinesis {
                         continue;
                     }
                 };
-                let voters: Vec<&ReportedEnd> =
-                    ends.iter().filter(|e| live.contains(&e.node) && p.replicas.contains(&e.node)).collect();
-                if voters.len() < p.replicas.len() / 2 + 1 {
+                let fresh = |e: &&ReportedEnd| e.at_ms + crate::cluster::catalog::REPORT_LIFETIME_MS >= now;
+                let voters: Vec<&ReportedEnd> = ends
+                    .iter()
+                    .filter(|e| live.contains(&e.node) && p.replicas.contains(&e.node))
+                    .filter(fresh)
+                    .collect();
+                // A majority of replicas sure of their logs holds every acknowledged record;
+                // short of one, only all replicas together hold what survived.
+                let sure = voters.iter().filter(|e| !e.unsure).count();
+                if sure < p.replicas.len() / 2 + 1 && voters.len() < p.replicas.len() {
                     continue;
                 }
                 let best = voters
@@ -363,6 +380,9 @@ impl Kinesis {
         }
         let skip = (next - batch.first_sequence_number) as usize;
         if skip >= batch.records.len() {
+            if next >= batch.committed {
+                link.peers.caught_up(batch.incarnation, batch.shard);
+            }
             return json(200, &ReplicaAnswer { next, epoch: batch.epoch });
         }
         let rest = &batch.records[skip..];
@@ -370,7 +390,13 @@ impl Kinesis {
             rest.iter().map(|r| Record { partition_key: r.partition_key, data: r.data }).collect();
         let times: Vec<u64> = rest.iter().map(|r| r.arrival_timestamp_ms).collect();
         match log.append_replica(next, &records, &times) {
-            Ok(a) => json(200, &ReplicaAnswer { next: a.first_sequence_number + a.record_count, epoch: batch.epoch }),
+            Ok(a) => {
+                let next = a.first_sequence_number + a.record_count;
+                if next >= batch.committed {
+                    link.peers.caught_up(batch.incarnation, batch.shard);
+                }
+                json(200, &ReplicaAnswer { next, epoch: batch.epoch })
+            }
             Err(AppendError::NotNext { expected, .. }) => {
                 json(409, &ReplicaAnswer { next: expected, epoch: batch.epoch })
             }

@@ -272,11 +272,12 @@ impl Kinesis {
             let shards: Vec<u32> = stream.meta().shards.iter().map(|s| s.index).collect();
             for index in shards {
                 let Some(log) = stream.log(index) else { continue };
-                let b = log.bounds();
+                // Records past a replicated shard's high watermark are not the shard's yet.
+                let (first, end) = (log.bounds().first_sequence_number, log.readable_end());
                 let key = (name.clone(), index);
-                let cursor = state.shards.get(&key).map_or(0, |c| c.cursor).max(b.first_sequence_number);
-                if cursor < b.next_sequence_number {
-                    heads.push((key, cursor, b.next_sequence_number));
+                let cursor = state.shards.get(&key).map_or(0, |c| c.cursor).max(first);
+                if cursor < end {
+                    heads.push((key, cursor, end));
                 }
             }
         }
