@@ -87,3 +87,28 @@ async fn raising_the_watermark_wakes_readers_waiting_for_records() {
     tokio::time::timeout(std::time::Duration::from_secs(5), appends.changed()).await.unwrap().unwrap();
     assert_eq!(log.read(0, ReadLimits::default()).unwrap().len(), 5);
 }
+
+#[test]
+fn a_cut_lowers_the_watermark_and_timestamps_past_it_resolve_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0_MS));
+    let log = ShardLog::open(dir.path(), small(clock.clone(), Durability::Never)).unwrap();
+    log.track_high_watermark();
+    for _ in 0..20 {
+        clock.advance(10);
+        fill(&log, 1, 40);
+    }
+    log.raise_high_watermark(15);
+    // Record n arrived at T0 + 10 (n + 1) ms: the one at the watermark and any later
+    // timestamp resolve to the watermark, earlier ones to their record.
+    let at = |ts: u64| log.position(StartingPosition::AtTimestamp(ts)).unwrap();
+    assert_eq!(at(T0_MS + 10 * 6), 5);
+    assert_eq!(at(T0_MS + 10 * 18), 15);
+    assert_eq!(at(T0_MS + 1_000_000), 15);
+    log.truncate(10).unwrap();
+    assert_eq!(log.high_watermark(), Some(10));
+    // The records that take the cut numbers are not served under the old watermark.
+    fill(&log, 5, 40);
+    assert_eq!(log.readable_end(), 10);
+    assert_eq!(log.read(0, ReadLimits::default()).unwrap().len(), 10);
+}
