@@ -158,6 +158,9 @@ struct Counts {
     forward_failed: AtomicU64,
     /// Records sent to replicas that were behind.
     caught_up_records: AtomicU64,
+    /// Leaderships this node took in an election, and gave up at a start.
+    leaderships_won: AtomicU64,
+    leaderships_resigned: AtomicU64,
 }
 /// A replica of a shard this node leads that may lack records.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -256,13 +259,36 @@ impl Peers {
              sluice_cluster_caught_up_records_total {}\n\
              # TYPE sluice_cluster_lagging_replicas gauge\n\
              # HELP sluice_cluster_lagging_replicas Replicas of shards this node leads that missed records and are being caught up.\n\
-             sluice_cluster_lagging_replicas {lagging}\n",
+             sluice_cluster_lagging_replicas {lagging}\n\
+             # TYPE sluice_cluster_leader_changes counter\n\
+             # HELP sluice_cluster_leader_changes Shard leaderships this node took in an election, or gave up when it started.\n\
+             sluice_cluster_leader_changes_total{{change=\"won\"}} {}\n\
+             sluice_cluster_leader_changes_total{{change=\"resigned\"}} {}\n",
             c.quorum.load(Relaxed),
             c.no_quorum.load(Relaxed),
             c.forwarded.load(Relaxed),
             c.forward_failed.load(Relaxed),
             c.caught_up_records.load(Relaxed),
+            c.leaderships_won.load(Relaxed),
+            c.leaderships_resigned.load(Relaxed),
         )
+    }
+
+    /// Counts a leadership this node took in an election (`won`) or gave up at a start.
+    pub fn count_leader_change(&self, won: bool) {
+        let c = if won { &self.counts.leaderships_won } else { &self.counts.leaderships_resigned };
+        c.fetch_add(1, Relaxed);
+    }
+
+    /// What each replica of a shard acknowledged holding, as this node's leadership under
+    /// `epoch` counts it: (node id, the end of its records). Empty when this node does not
+    /// lead the shard under that epoch.
+    pub fn replica_ends(&self, incarnation: u64, shard: u32, epoch: u64) -> Vec<(String, u64)> {
+        let all = self.matched.lock().unwrap_or_else(PoisonError::into_inner);
+        all.get(&(incarnation, shard))
+            .filter(|m| m.epoch == epoch)
+            .map(|m| m.next.iter().map(|(n, e)| (n.clone(), *e)).collect())
+            .unwrap_or_default()
     }
 
     /// Whether a request's token is the cluster's (compared in constant time).

@@ -692,6 +692,18 @@ async fn records_put_on_any_node_are_held_by_every_replica_outlive_their_leaders
         line.rsplit(' ').next().unwrap().parse().unwrap()
     };
     assert!(count("sluice_cluster_replicated_batches_total{outcome=\"quorum\"}") > 0);
+    // It leads the first shard, whose last records neither replica holds.
+    let lags: Vec<u64> = ids
+        .iter()
+        .filter(|id| **id != ids[up])
+        .map(|id| {
+            count(&format!(
+                "sluice_cluster_replica_lag_records{{stream=\"telemetry\",shard=\"{}\",replica=\"{id}\"}}",
+                shards[0]
+            ))
+        })
+        .collect();
+    assert!(lags.iter().all(|l| *l > 0), "replication lag of the first shard's replicas: {lags:?}");
     // The last put failed on n1 as a leader without a quorum or as a forward to a dead one.
     assert!(
         count("sluice_cluster_replicated_batches_total{outcome=\"no_quorum\"}")

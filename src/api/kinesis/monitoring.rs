@@ -78,8 +78,42 @@ impl Kinesis {
         out.push_str(&self.render_queue_metrics());
         if let Some(link) = self.cluster.get() {
             out.push_str(&link.peers.render_metrics());
+            out.push_str(&self.render_replica_lag(link));
         }
         out
+    }
+
+    /// Per replica of each shard this node leads: how many records it lacks of the
+    /// leader's log, as it last acknowledged (replication lag), as an OpenMetrics gauge.
+    fn render_replica_lag(&self, link: &crate::cluster::ClusterLink) -> String {
+        let mut lines = String::new();
+        for stream in self.streams.list() {
+            let (name, incarnation) = (stream.meta().name.clone(), stream.incarnation());
+            for shard in 0..stream.meta().shards.len() as u32 {
+                let Some(p) = link.placement(&name, incarnation, shard).filter(|p| p.leader == link.node_id) else {
+                    continue;
+                };
+                let Some(log) = stream.log(shard) else { continue };
+                let end = log.bounds().next_sequence_number;
+                let ends: std::collections::HashMap<String, u64> =
+                    link.peers.replica_ends(incarnation, shard, p.epoch).into_iter().collect();
+                for node in p.replicas.iter().filter(|n| **n != link.node_id) {
+                    let lag = end.saturating_sub(ends.get(node).copied().unwrap_or(0));
+                    let _ = writeln!(
+                        lines,
+                        "sluice_cluster_replica_lag_records{{stream=\"{name}\",shard=\"{}\",replica=\"{node}\"}} {lag}",
+                        shard_id(shard)
+                    );
+                }
+            }
+        }
+        if lines.is_empty() {
+            return lines;
+        }
+        format!(
+            "# TYPE sluice_cluster_replica_lag_records gauge\n\
+             # HELP sluice_cluster_replica_lag_records Records of the leader's log a replica of a shard this node leads has not acknowledged.\n{lines}"
+        )
     }
 
     /// Per queue: records visible, in flight and dead-lettered, and the age of the oldest

@@ -184,6 +184,7 @@ impl Kinesis {
                 match link.block_on(resign_leadership(&link.etcd, &link.cluster, of, &link.node_id, p.epoch)) {
                     Ok(Some(record)) => {
                         link.set_placements(std::slice::from_ref(&record), true);
+                        link.peers.count_leader_change(false);
                         tracing::info!(stream = %r.name, shard, epoch = p.epoch, "gave up a shard's leadership at start; its replicas elect the next leader");
                     }
                     Ok(None) => {}
@@ -298,6 +299,7 @@ impl Kinesis {
                             tracing::error!(stream = %r.name, shard, error = %e, "cannot keep the new epoch");
                         }
                         link.set_placements(std::slice::from_ref(&record), true);
+                        link.peers.count_leader_change(true);
                         for node in p.replicas.iter().filter(|n| *n != me) {
                             link.peers.mark(Lag {
                                 stream: r.name.clone(),
