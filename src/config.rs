@@ -64,6 +64,12 @@ pub const ENV_ACCESS_KEY_ID: &str = "SLUICE_ACCESS_KEY_ID";
 /// Environment variable holding the secret of [`ENV_ACCESS_KEY_ID`].
 pub const ENV_SECRET_ACCESS_KEY: &str = "SLUICE_SECRET_ACCESS_KEY";
 
+/// Environment variable that sets `[cluster] node_id` (see [`Config::with_node`]).
+pub const ENV_NODE_ID: &str = "SLUICE_NODE_ID";
+
+/// Environment variable that sets `[cluster] advertise_address` (see [`Config::with_node`]).
+pub const ENV_ADVERTISE_ADDRESS: &str = "SLUICE_ADVERTISE_ADDRESS";
+
 /// `sluice.toml`. See `deploy/sluice.toml` for a documented example.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -324,6 +330,7 @@ impl Config {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
         let config: Self = toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })?;
         let config = config.with_env_keys();
+        let config = config.with_node(std::env::var(ENV_NODE_ID).ok(), std::env::var(ENV_ADVERTISE_ADDRESS).ok());
         config.check()?;
         Ok(config)
     }
@@ -335,6 +342,22 @@ impl Config {
     pub fn with_env_keys(mut self) -> Self {
         if let (Ok(id), Ok(secret)) = (std::env::var(ENV_ACCESS_KEY_ID), std::env::var(ENV_SECRET_ACCESS_KEY)) {
             self.access_keys = vec![AccessKey { access_key_id: id, secret_access_key: secret }];
+        }
+        self
+    }
+
+    /// Sets `[cluster]`'s `node_id` and `advertise_address` to `node_id` and `advertise`
+    /// where given (from `SLUICE_NODE_ID` and `SLUICE_ADVERTISE_ADDRESS`): the nodes of a
+    /// Kubernetes StatefulSet share one ConfigMap and differ by their pod names. No effect
+    /// without a `[cluster]` section.
+    pub fn with_node(mut self, node_id: Option<String>, advertise: Option<String>) -> Self {
+        if let Some(c) = self.cluster.as_mut() {
+            if let Some(id) = node_id {
+                c.node_id = id;
+            }
+            if let Some(a) = advertise {
+                c.advertise_address = Some(a);
+            }
         }
         self
     }

@@ -834,4 +834,22 @@ fn cluster_settings_are_checked() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && stderr.contains(want), "{cluster}: {stderr}");
     }
+    // SLUICE_NODE_ID stands in for the file's node id (a StatefulSet's pods share one file).
+    let file = dir.path().join("c.toml");
+    std::fs::write(
+        &file,
+        "auth = \"none\"\n[cluster]\netcd_endpoints = [\"http://127.0.0.1:2379\"]\nnode_id = \"n1\"\n",
+    )
+    .unwrap();
+    let check = |id: &str| {
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .arg("check-config")
+            .arg(&file)
+            .env("SLUICE_NODE_ID", id)
+            .output()
+            .unwrap()
+    };
+    assert!(check("sluice-2").status.success());
+    let out = check("../sluice-2");
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("node_id"));
 }

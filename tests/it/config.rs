@@ -99,8 +99,28 @@ fn every_example_config_in_the_repository_parses() {
             }
         }
     }
+    // The configurations the Kubernetes manifests carry in their ConfigMaps (`sluice.toml: |`
+    // and the lines indented under it).
+    for name in ["sluice.yaml", "sluice-cluster.yaml"] {
+        let yaml = std::fs::read_to_string(repo_file(&format!("deploy/kubernetes/{name}"))).unwrap();
+        let mut lines = yaml.lines().skip_while(|l| l.trim() != "sluice.toml: |").skip(1);
+        let toml: Vec<&str> = lines.by_ref().take_while(|l| l.starts_with("    ")).map(|l| &l[4..]).collect();
+        assert!(!toml.is_empty(), "{name} carries a sluice.toml");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.toml");
+        std::fs::write(&path, toml.join("\n")).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .arg("check-config")
+            .arg(&path)
+            .env("SLUICE_ACCESS_KEY_ID", "container-key")
+            .env("SLUICE_SECRET_ACCESS_KEY", "a-secret-from-the-environment")
+            .env("SLUICE_NODE_ID", "sluice-1")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+    }
     checked.sort();
-    assert_eq!(checked, ["sluice-container.toml", "sluice-minio.toml", "sluice.toml"]);
+    assert_eq!(checked, ["sluice-cluster.toml", "sluice-container.toml", "sluice-minio.toml", "sluice.toml"]);
     // Without keys from the environment, a container config would serve the public default
     // pair on every interface: refused.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
