@@ -292,3 +292,218 @@ async fn acknowledged_records_survive_seeded_rounds_of_leader_kills_pauses_and_e
     assert!(h.acked.len() == 3, "every shard took records: {:?}", h.acked.keys());
     drop(nodes);
 }
+
+/// Runs `ip` with `args`; whether it succeeded.
+fn ip(args: &[&str]) -> bool {
+    std::process::Command::new("ip").args(args).status().is_ok_and(|s| s.success())
+}
+
+/// A network namespace for one node, joined to this one by two veth pairs: the cluster's
+/// (to etcd and the other nodes, which listen on `10.213.0.1`, an address added to this
+/// side's loopback; the node is `10.213.1.2` on it), which the test takes down and up
+/// again, and its clients' (the node is `10.213.2.2` on it), which stays up: cut off from
+/// the cluster, the node still takes puts.
+struct Partition {
+    netns: String,
+    host_link: String,
+    client_link: String,
+    shared_added: bool,
+}
+
+impl Partition {
+    const SHARED: &'static str = "10.213.0.1";
+    const CUT: &'static str = "10.213.1.2";
+    const CLIENTS: &'static str = "10.213.2.2";
+
+    /// Errors: why namespaces cannot be made here (not root, no `ip`).
+    fn new() -> Result<Self, String> {
+        let tag = std::process::id() % 100_000;
+        let mut p = Self {
+            netns: format!("sluice{tag}"),
+            host_link: format!("slh{tag}"),
+            client_link: format!("slc{tag}"),
+            shared_added: false,
+        };
+        let (ns_link, ns_client_link) = (format!("sln{tag}"), format!("slm{tag}"));
+        let shared = format!("{}/32", Self::SHARED);
+        if !ip(&["addr", "add", &shared, "dev", "lo"]) {
+            return Err(format!("`ip addr add {shared} dev lo` failed (root and iproute2 are needed)"));
+        }
+        p.shared_added = true;
+        let steps: [&[&str]; 15] = [
+            &["netns", "add", &p.netns],
+            &["link", "add", &p.host_link, "type", "veth", "peer", "name", &ns_link],
+            &["link", "set", &ns_link, "netns", &p.netns],
+            &["addr", "add", "10.213.1.1/30", "dev", &p.host_link],
+            &["link", "set", &p.host_link, "up"],
+            &["-n", &p.netns, "addr", "add", &format!("{}/30", Self::CUT), "dev", &ns_link],
+            &["-n", &p.netns, "link", "set", &ns_link, "up"],
+            &["-n", &p.netns, "link", "set", "lo", "up"],
+            &["-n", &p.netns, "route", "add", &shared, "via", "10.213.1.1"],
+            &["link", "add", &p.client_link, "type", "veth", "peer", "name", &ns_client_link],
+            &["link", "set", &ns_client_link, "netns", &p.netns],
+            &["addr", "add", "10.213.2.1/30", "dev", &p.client_link],
+            &["link", "set", &p.client_link, "up"],
+            &["-n", &p.netns, "addr", "add", &format!("{}/30", Self::CLIENTS), "dev", &ns_client_link],
+            &["-n", &p.netns, "link", "set", &ns_client_link, "up"],
+        ];
+        for step in steps {
+            if !ip(step) {
+                return Err(format!("`ip {}` failed (root and iproute2 are needed)", step.join(" ")));
+            }
+        }
+        Ok(p)
+    }
+
+    fn cut(&self, off: bool) {
+        assert!(ip(&["link", "set", &self.host_link, if off { "down" } else { "up" }]));
+    }
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        ip(&["link", "del", &self.host_link]);
+        ip(&["link", "del", &self.client_link]);
+        ip(&["netns", "del", &self.netns]);
+        if self.shared_added {
+            ip(&["addr", "del", &format!("{}/32", Self::SHARED), "dev", "lo"]);
+        }
+    }
+}
+
+/// `sluice serve` as node `id` of cluster `test` on `bind`, reached by the other nodes at
+/// `advertise`, signing with a test key pair (a non-loopback address refuses
+/// `auth = "none"`), inside network namespace `netns` if given.
+fn node_at(
+    dir: &std::path::Path,
+    etcd: &str,
+    id: &str,
+    (bind, advertise): (&str, &str),
+    netns: Option<&str>,
+) -> std::process::Child {
+    let config = dir.join(format!("{id}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "bind = \"{bind}\"\ndata_dir = \"{data}\"\n[[access_keys]]\naccess_key_id = \"{KEY}\"\nsecret_access_key = \"{SECRET}\"\n[cluster]\netcd_endpoints = [\"{etcd}\"]\nnode_id = \"{id}\"\nadvertise_address = \"{advertise}\"\nname = \"test\"\nlease_ttl_s = 2\n",
+            data = dir.join(id).display(),
+        ),
+    )
+    .unwrap();
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("{id}.log"))).unwrap();
+    let bin = env!("CARGO_BIN_EXE_sluice");
+    let mut command = match netns {
+        Some(ns) => {
+            let mut c = std::process::Command::new("ip");
+            c.args(["netns", "exec", ns, bin]);
+            c
+        }
+        None => std::process::Command::new(bin),
+    };
+    command.args(["serve", "--config"]).arg(&config).env("RUST_LOG", "warn");
+    command.stdout(std::process::Stdio::null()).stderr(log).spawn().unwrap()
+}
+
+const KEY: &str = "AKIDPARTITIONTEST";
+const SECRET: &str = "a-secret-for-the-partition-test";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_etcd_and_the_others_acknowledges_nothing_alone_and_loses_nothing() {
+    let Some(etcd_binary) = super::etcd_binary() else {
+        eprintln!("partition test skipped: no etcd binary");
+        return;
+    };
+    let partition = match Partition::new() {
+        Ok(p) => p,
+        Err(reason) => {
+            eprintln!("partition test skipped: {reason}");
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let shared = Partition::SHARED;
+    let (client_port, peer_port) = (super::free_port(), super::free_port());
+    let url = format!("http://{shared}:{client_port}");
+    let etcd_log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
+    let _etcd = Killed(
+        std::process::Command::new(etcd_binary)
+            .args(["--name", "e1", "--data-dir"])
+            .arg(dir.path().join("etcd-data"))
+            .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
+            .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer_port}")])
+            .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer_port}")])
+            .args(["--initial-cluster", &format!("e1=http://127.0.0.1:{peer_port}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(etcd_log)
+            .spawn()
+            .unwrap(),
+    );
+    let ids = ["n1", "n2", "n3"];
+    let ports: Vec<u16> = (0..3).map(|_| super::free_port()).collect();
+    let addresses: Vec<String> =
+        (0..3).map(|i| format!("{}:{}", if i == 2 { Partition::CUT } else { shared }, ports[i])).collect();
+    // n3 listens on both of its links: the cluster's, and its clients'.
+    let binds: Vec<String> =
+        (0..3).map(|i| if i == 2 { format!("0.0.0.0:{}", ports[i]) } else { addresses[i].clone() }).collect();
+    let _nodes: Vec<Killed> = (0..3)
+        .map(|i| {
+            let netns = (i == 2).then_some(partition.netns.as_str());
+            Killed(node_at(dir.path(), &url, ids[i], (&binds[i], &addresses[i]), netns))
+        })
+        .collect();
+    let all: Vec<(String, String)> = (0..3).map(|i| (ids[i].to_owned(), addresses[i].clone())).collect();
+    wait_for(&url, &all, "three nodes join, one in its own network namespace");
+    let client_addresses: Vec<String> = (0..3)
+        .map(|i| if i == 2 { format!("{}:{}", Partition::CLIENTS, ports[i]) } else { addresses[i].clone() })
+        .collect();
+    let clients: Vec<aws_sdk_kinesis::Client> =
+        client_addresses.iter().map(|a| crate::support::kinesis_client(a.parse().unwrap(), KEY, SECRET)).collect();
+    let active = |r: &Result<(String, i64, Vec<String>), String>| r.as_ref().is_ok_and(|v| v.0 == "ACTIVE");
+    clients[0].create_stream().stream_name("telemetry").shard_count(3).send().await.unwrap();
+    for (i, k) in clients.iter().enumerate() {
+        until(k, "telemetry", &format!("{}'s copy", ids[i]), active).await.unwrap();
+    }
+    let before = leaders_of(&url, "telemetry");
+    let shard = before.iter().position(|(l, _)| l == "n3").expect("n3 leads a shard");
+
+    let history = Arc::new(Mutex::new(History::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let producers: Vec<_> = clients
+        .iter()
+        .enumerate()
+        .map(|(p, k)| tokio::spawn(produce(k.clone(), (0, p), history.clone(), stop.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // n3 cut off from etcd and the other nodes mid-ingest, its producer still putting
+    // through it: its lease runs out, its shard gets a new leader, and what it appends
+    // alone is acknowledged to nobody and cut when it follows again.
+    partition.cut(true);
+    let t0 = Instant::now();
+    loop {
+        let now = leaders_of(&url, "telemetry");
+        if now[shard].1 > before[shard].1 && !now[shard].0.is_empty() {
+            eprintln!("n3 cut off: {} leads shard {shard} after {:?}", now[shard].0, t0.elapsed());
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "no new leader for n3's shard: {now:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    partition.cut(false);
+    wait_for(&url, &all, "n3 back in the cluster");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stop.store(true, Relaxed);
+    for p in producers {
+        p.await.unwrap();
+    }
+    let snapshot = {
+        let h = history.lock().unwrap();
+        History { acked: h.acked.clone(), unknown: h.unknown }
+    };
+    assert_eq!(snapshot.acked.len(), 3, "every shard took records");
+    if let Some(v) = check(&clients, &ids, &snapshot).await {
+        panic!("after n3 was cut off: {v}");
+    }
+    let acked: usize = snapshot.acked.values().map(Vec::len).sum();
+    eprintln!("partition: {acked} records acknowledged, {} refused or unanswered; history holds", snapshot.unknown);
+}
