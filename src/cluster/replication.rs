@@ -98,6 +98,25 @@ struct Shipment {
     leader: String,
 }
 
+impl Shipment {
+    /// `batch`, encoded, on its way from `leader` to the other `replicas` of its shard,
+    /// whose leader's log is `log`.
+    fn new(batch: &Batch<'_>, log: Arc<ShardLog>, replicas: Arc<[String]>, leader: String) -> Self {
+        Self {
+            body: Bytes::from(batch.encode()),
+            stream: batch.stream.to_owned(),
+            incarnation: batch.incarnation,
+            shard: batch.shard,
+            epoch: batch.epoch,
+            first: batch.first_sequence_number,
+            end: batch.first_sequence_number + batch.records.len() as u64,
+            log,
+            replicas,
+            leader,
+        }
+    }
+}
+
 /// What a leader knows of one shard's replicas under its epoch (Raft's match index): the
 /// sequence number below which each has acknowledged holding the leader's records.
 #[derive(Debug, Default)]
@@ -396,18 +415,7 @@ impl Peers {
             log.raise_high_watermark(end);
             return Ok(());
         }
-        let shipment = Arc::new(Shipment {
-            body: Bytes::from(batch.encode()),
-            stream: batch.stream.to_owned(),
-            incarnation: batch.incarnation,
-            shard: batch.shard,
-            epoch: batch.epoch,
-            first: batch.first_sequence_number,
-            end,
-            log: log.clone(),
-            replicas: placement.replicas.clone().into(),
-            leader: me.to_owned(),
-        });
+        let shipment = Arc::new(Shipment::new(batch, log.clone(), placement.replicas.clone().into(), me.to_owned()));
         self.announced(&shipment, batch.committed);
         let mut pending: tokio::task::JoinSet<(String, Result<u64, String>)> = tokio::task::JoinSet::new();
         for follower in placement.replicas.iter().filter(|r| *r != me) {
@@ -533,18 +541,7 @@ impl Peers {
             committed,
             records: Vec::new(),
         };
-        let notice = Arc::new(Shipment {
-            body: Bytes::from(batch.encode()),
-            stream: s.stream.clone(),
-            incarnation: s.incarnation,
-            shard: s.shard,
-            epoch: s.epoch,
-            first: committed,
-            end: committed,
-            log: s.log.clone(),
-            replicas: s.replicas.clone(),
-            leader: s.leader.clone(),
-        });
+        let notice = Arc::new(Shipment::new(&batch, s.log.clone(), s.replicas.clone(), s.leader.clone()));
         let mut sent = tokio::task::JoinSet::new();
         for node in notice.replicas.iter().filter(|r| **r != notice.leader).cloned() {
             let (peers, notice) = (self.clone(), notice.clone());
@@ -596,18 +593,7 @@ impl Peers {
             committed: self.committed(lag.incarnation, lag.shard, placement.epoch),
             records: Vec::new(),
         };
-        let shipment = Arc::new(Shipment {
-            body: Bytes::from(batch.encode()),
-            stream: lag.stream.clone(),
-            incarnation: lag.incarnation,
-            shard: lag.shard,
-            epoch: placement.epoch,
-            first: next,
-            end: next,
-            log,
-            replicas: placement.replicas.clone().into(),
-            leader: me.to_owned(),
-        });
+        let shipment = Arc::new(Shipment::new(&batch, log, placement.replicas.clone().into(), me.to_owned()));
         self.announced(&shipment, batch.committed);
         let held = self.ship_to(&lag.node, &shipment).await?;
         self.matched(&shipment, &lag.node, held);

@@ -27,7 +27,7 @@ use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType};
 
 use crate::firehose_delivery::{destination, kinesis_source, local_objects};
 use crate::s3_server::BUCKET;
-use crate::support::{ACCESS_KEY, SECRET_KEY};
+use crate::support::{Rng, ACCESS_KEY, SECRET_KEY};
 
 const STREAM: &str = "crash";
 const DELIVERY: &str = "crash-lake";
@@ -42,24 +42,6 @@ const PRODUCERS: usize = 2;
 const PAUSE_MS: u64 = 15;
 /// The Kinesis stream is read back whole after every this many restarts (and at the end).
 const CHECK_EVERY: usize = 2;
-
-/// splitmix64: a seeded generator, so a failing run can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-}
 
 /// Where an acknowledged record is: shard id and sequence number.
 type Ack = (String, String);

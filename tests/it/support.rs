@@ -188,3 +188,21 @@ pub async fn head_of(addr: SocketAddr, request: String) -> (u16, String) {
     let text = String::from_utf8_lossy(&response).to_ascii_lowercase();
     (text.split(' ').nth(1).unwrap().parse().unwrap(), text)
 }
+
+/// splitmix64: a seeded generator, so a failing run can be replayed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo + 1)
+    }
+}

@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::Rng;
+
 use super::{leaders_of, node, shard_records, three_nodes, until, wait_for, HeldRecord, Killed, ThreeNodes};
 
 /// Rounds that SIGKILL a shard's leader, as the issue asks.
@@ -23,23 +25,6 @@ const PUT_RECORDS: usize = 10;
 /// A producer's pause between puts: the checker reads every record from every node after
 /// each round, so the history stays a few thousand records per round.
 const PUT_PAUSE: Duration = Duration::from_millis(40);
-
-/// A small seeded generator (SplitMix64): the rounds replay from the seed alone.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 #[derive(Debug, Clone, Copy)]
 enum Fault {
@@ -159,6 +144,20 @@ async fn produce(
     }
 }
 
+/// Stops the producers and returns what they were told.
+async fn stop_producers(
+    stop: &AtomicBool,
+    producers: Vec<tokio::task::JoinHandle<()>>,
+    history: &Mutex<History>,
+) -> History {
+    stop.store(true, Relaxed);
+    for p in producers {
+        p.await.unwrap();
+    }
+    let h = history.lock().unwrap();
+    History { acked: h.acked.clone(), unknown: h.unknown }
+}
+
 /// Reads every shard from every node until the history checker passes, or 30 s have gone
 /// by (replicas catching up; a bound, not a timing assertion); the last violation then.
 async fn check(clients: &[aws_sdk_kinesis::Client], ids: &[&str], history: &History) -> Option<String> {
@@ -192,9 +191,9 @@ async fn acknowledged_records_survive_seeded_rounds_of_leader_kills_pauses_and_e
     });
     eprintln!("fault rounds: seed {seed} (SLUICE_FAULT_SEED={seed} replays them)");
     let mut rng = Rng(seed);
-    let mut faults: Vec<Fault> = (0..KILL_ROUNDS).map(|_| Fault::KillLeader(rng.below(3) as usize)).collect();
-    for f in [Fault::PauseLeader(rng.below(3) as usize), Fault::RestartEtcd] {
-        let at = rng.below(faults.len() as u64 + 1) as usize;
+    let mut faults: Vec<Fault> = (0..KILL_ROUNDS).map(|_| Fault::KillLeader(rng.range(0, 2) as usize)).collect();
+    for f in [Fault::PauseLeader(rng.range(0, 2) as usize), Fault::RestartEtcd] {
+        let at = rng.range(0, faults.len() as u64) as usize;
         faults.insert(at, f);
     }
 
@@ -212,7 +211,7 @@ async fn acknowledged_records_survive_seeded_rounds_of_leader_kills_pauses_and_e
             .map(|(p, k)| tokio::spawn(produce(k.clone(), (round, p), history.clone(), stop.clone())))
             .collect();
         // Mid-ingest.
-        tokio::time::sleep(Duration::from_millis(200 + rng.below(600))).await;
+        tokio::time::sleep(Duration::from_millis(200 + rng.range(0, 599))).await;
         let before = leaders_of(&url, "telemetry");
         let new_leader = |shard: usize| {
             let (url, old) = (url.clone(), before[shard].clone());
@@ -233,11 +232,11 @@ async fn acknowledged_records_survive_seeded_rounds_of_leader_kills_pauses_and_e
                 let i = ids.iter().position(|id| *id == before[shard].0).unwrap();
                 // Half the time a follower is paused first, so that the replicas left
                 // differ and the election must pick the one with every acknowledged record.
-                let lagging = (rng.below(2) == 0).then(|| (i + 1 + rng.below(2) as usize) % 3);
+                let lagging = (rng.range(0, 1) == 0).then(|| (i + 1 + rng.range(0, 1) as usize) % 3);
                 if let Some(f) = lagging {
                     // SAFETY: plain kill(2) of our own child.
                     unsafe { libc::kill(nodes[f].0.id() as i32, libc::SIGSTOP) };
-                    tokio::time::sleep(Duration::from_millis(300 + rng.below(700))).await;
+                    tokio::time::sleep(Duration::from_millis(300 + rng.range(0, 699))).await;
                 }
                 nodes[i].0.kill().unwrap();
                 nodes[i].0.wait().unwrap();
@@ -271,14 +270,7 @@ async fn acknowledged_records_survive_seeded_rounds_of_leader_kills_pauses_and_e
         wait_for(&url, &all, "every node a member again");
         // Ingest on after the fault, then the producers stop and the checker reads.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        stop.store(true, Relaxed);
-        for p in producers {
-            p.await.unwrap();
-        }
-        let snapshot = {
-            let h = history.lock().unwrap();
-            History { acked: h.acked.clone(), unknown: h.unknown }
-        };
+        let snapshot = stop_producers(&stop, producers, &history).await;
         if let Some(v) = check(&clients, &ids, &snapshot).await {
             panic!("seed {seed}, round {round} ({fault:?}): {v}");
         }
@@ -492,14 +484,7 @@ async fn a_node_cut_off_from_etcd_and_the_others_acknowledges_nothing_alone_and_
     partition.cut(false);
     wait_for(&url, &all, "n3 back in the cluster");
     tokio::time::sleep(Duration::from_millis(700)).await;
-    stop.store(true, Relaxed);
-    for p in producers {
-        p.await.unwrap();
-    }
-    let snapshot = {
-        let h = history.lock().unwrap();
-        History { acked: h.acked.clone(), unknown: h.unknown }
-    };
+    let snapshot = stop_producers(&stop, producers, &history).await;
     assert_eq!(snapshot.acked.len(), 3, "every shard took records");
     if let Some(v) = check(&clients, &ids, &snapshot).await {
         panic!("after n3 was cut off: {v}");
