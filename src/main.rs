@@ -423,6 +423,7 @@ fn main() -> ExitCode {
                             kinesis_state.kinesis.apply_catalog(&cluster, records);
                             kinesis_state.kinesis.resign_leaderships(records);
                             kinesis_state.kinesis.serve_unreplicated(records);
+                            kinesis_state.kinesis.settle_restart(records);
                             kinesis_state.kinesis.elect_leaders(records, live);
                             // Catching a replica up can take long (one down for hours):
                             // on its own thread, one repair at a time, so that the next

@@ -47,10 +47,25 @@ pub struct ShardPlacement {
 }
 
 impl ShardPlacement {
-    /// Where the first epoch after `epoch` began: what a replica whose newest records are
-    /// of `epoch` keeps below. `None` when no later epoch is recorded.
+    /// Where the epochs after `epoch` began, the lowest: what a replica whose newest records
+    /// are of `epoch` keeps below (a later epoch can begin lower than an earlier one when
+    /// the earlier one's leader was replaced before any replica held its start). `None`
+    /// when no later epoch is recorded.
     pub fn start_after(&self, epoch: u64) -> Option<u64> {
-        self.history.iter().find(|(e, _)| *e > epoch).map(|(_, start)| *start)
+        self.history.iter().filter(|(e, _)| *e > epoch).map(|(_, start)| *start).min()
+    }
+
+    /// The epoch of the newest record of a replica that holds the records below `end` and
+    /// last took batches of epoch `newest` (Raft's "last log term", for an election): `newest`
+    /// once its log reaches where that epoch began, else the epoch whose leader wrote its
+    /// last record. A replica that took a new leader's probe without its records yet must
+    /// not pass for as up to date as one that holds them.
+    pub fn epoch_held(&self, newest: u64, end: u64) -> u64 {
+        match self.history.iter().find(|(e, _)| *e == newest) {
+            None => newest,
+            Some((_, start)) if end >= *start => newest,
+            Some(_) => self.history.iter().filter(|(e, s)| *e < newest && *s < end).map(|(e, _)| *e).max().unwrap_or(0),
+        }
     }
 }
 
@@ -289,25 +304,32 @@ async fn shared_secret(etcd: &Etcd, key: &str) -> Result<String, EtcdError> {
     })
 }
 
-/// Whether the machine restarted since the node last ran in `data_dir`: the kernel's boot
-/// id (`/proc/sys/kernel/random/boot_id`; `SLUICE_BOOT_ID` when set, which tests use to
-/// stand for a reboot) differs from the one kept in `<data_dir>/cluster-boot-id`, which is
-/// then replaced. A process that was killed loses nothing the kernel holds; a machine that
-/// restarted may have lost every record not yet synced. False when no boot id is known.
-fn machine_restarted(data_dir: &std::path::Path) -> bool {
+/// Whether the machine restarted since the node's copies were last known whole: the
+/// kernel's boot id (`/proc/sys/kernel/random/boot_id`; `SLUICE_BOOT_ID` when set, which
+/// tests use to stand for a reboot) differs from the one kept in
+/// `<data_dir>/cluster-boot-id`. A process that was killed loses nothing the kernel holds;
+/// a machine that restarted may have lost every record not yet synced. The file is written
+/// at a first start, and after a restart only once a leader has caught up every copy
+/// ([`super::replication::Peers::settle_restart`]): a process restarted again meanwhile
+/// is still unsure. `None` when not restarted (or no boot id is known); else the file and
+/// the boot id to write then.
+fn machine_restarted(data_dir: &std::path::Path) -> Option<(std::path::PathBuf, String)> {
     let now = std::env::var("SLUICE_BOOT_ID")
         .ok()
         .or_else(|| std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok())
         .map(|s| s.trim().to_owned());
-    let Some(now) = now.filter(|s| !s.is_empty()) else { return false };
+    let now = now.filter(|s| !s.is_empty())?;
     let path = data_dir.join("cluster-boot-id");
-    let before = std::fs::read_to_string(&path).ok().map(|s| s.trim().to_owned());
-    if before.as_deref() != Some(now.as_str()) {
-        if let Err(e) = sluice_engine::stream::write_atomically(&path, now.as_bytes()) {
-            tracing::warn!(path = %path.display(), error = %e, "cannot keep the machine's boot id");
+    match std::fs::read_to_string(&path).ok().map(|s| s.trim().to_owned()) {
+        Some(before) if before == now => None,
+        Some(_) => Some((path, now)),
+        None => {
+            if let Err(e) = sluice_engine::stream::write_atomically(&path, now.as_bytes()) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot keep the machine's boot id");
+            }
+            None
         }
     }
-    before.is_some_and(|b| b != now)
 }
 
 /// This node's link to its cluster, for the API's actions: etcd, names, the replication
@@ -357,9 +379,9 @@ impl ClusterLink {
             .map_err(|e| e.to_string())?
             .into_bytes();
         let peers = super::replication::Peers::new(token, Some(data_dir.join("cluster-epochs.json")))?;
-        if machine_restarted(data_dir) {
-            tracing::warn!("this machine restarted since the node last ran: records it had not synced may be lost, so it takes part in no election until a leader has caught it up (or every replica takes part)");
-            peers.set_machine_restarted();
+        if let Some(boot) = machine_restarted(data_dir) {
+            tracing::warn!("this machine restarted since the node's copies were last known whole: records it had not synced may be lost, so it takes part in no election until a leader has caught it up (or every replica takes part)");
+            peers.set_machine_restarted(boot);
         }
         Ok(Self {
             iterator_secret,
@@ -490,6 +512,30 @@ mod tests {
         assert!(placed.iter().all(|p| p.replicas.len() == 2));
         let placed = place("s", 1, &ids(1), 3);
         assert_eq!(placed[0].replicas, ["n1"]);
+    }
+
+    #[test]
+    fn a_replica_counts_the_epoch_of_its_newest_record_and_cuts_at_the_lowest_later_start() {
+        // Epoch 2's leader began at 100 and was replaced before any replica held that far;
+        // epoch 3 began at 50.
+        let p = ShardPlacement {
+            replicas: ids(3),
+            leader: "n2".into(),
+            epoch: 3,
+            history: vec![(1, 0), (2, 100), (3, 50)],
+        };
+        assert_eq!(p.start_after(1), Some(50));
+        assert_eq!(p.start_after(2), Some(50));
+        assert_eq!(p.start_after(3), None);
+        // Took epoch 2's probe but holds epoch 1's records only.
+        assert_eq!(p.epoch_held(2, 50), 1);
+        assert_eq!(p.epoch_held(2, 100), 2);
+        assert_eq!(p.epoch_held(3, 50), 3);
+        assert_eq!(p.epoch_held(1, 0), 1);
+        assert_eq!(p.epoch_held(2, 0), 0);
+        // A placement without history (written before epochs had one) keeps the epoch.
+        let old = ShardPlacement { history: Vec::new(), ..p };
+        assert_eq!(old.epoch_held(2, 10), 2);
     }
 
     #[test]

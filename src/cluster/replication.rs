@@ -158,6 +158,8 @@ pub struct Peers {
     /// The machine restarted since this node last ran: its logs may lack records it had
     /// acknowledged but not synced.
     machine_restarted: std::sync::atomic::AtomicBool,
+    /// Where to keep the boot id, and which, once every copy is caught up again.
+    boot: Mutex<Option<(std::path::PathBuf, String)>>,
     /// Shards a leader has caught this replica up on since it started (to the leader's
     /// high watermark).
     caught_up: Mutex<HashSet<ShardKey>>,
@@ -232,14 +234,45 @@ impl Peers {
             lagging: Mutex::default(),
             matched: Mutex::default(),
             machine_restarted: std::sync::atomic::AtomicBool::new(false),
+            boot: Mutex::default(),
             caught_up: Mutex::default(),
             counts: Counts::default(),
         })
     }
 
-    /// Marks this node as started after its machine restarted (see `machine_restarted`).
-    pub fn set_machine_restarted(&self) {
+    /// Marks this node as started after its machine restarted: `boot` is the file to keep
+    /// the new boot id in, and the id, once [`Peers::settle_restart`] finds every copy
+    /// caught up.
+    pub fn set_machine_restarted(&self, boot: (std::path::PathBuf, String)) {
+        *self.boot.lock().unwrap_or_else(PoisonError::into_inner) = Some(boot);
         self.machine_restarted.store(true, Relaxed);
+    }
+
+    /// After a machine restart: once `settled` says every shard this node replicates is
+    /// caught up (or led by it under an epoch it won), keeps the new boot id, so that the
+    /// next start of the process on this boot votes again. Errors are logged; the node then
+    /// stays unsure until the next call.
+    pub fn settle_restart(&self, settled: impl FnOnce(&dyn Fn(u64, u32) -> bool) -> bool) {
+        if !self.machine_restarted.load(Relaxed) {
+            return;
+        }
+        let caught_up = |incarnation: u64, shard: u32| {
+            self.caught_up.lock().unwrap_or_else(PoisonError::into_inner).contains(&(incarnation, shard))
+        };
+        if !settled(&caught_up) {
+            return;
+        }
+        let mut boot = self.boot.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((path, id)) = boot.as_ref() {
+            match sluice_engine::stream::write_atomically(path, id.as_bytes()) {
+                Ok(()) => {
+                    tracing::info!("every copy is caught up since the machine restarted: this node votes again");
+                    *boot = None;
+                    self.machine_restarted.store(false, Relaxed);
+                }
+                Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot keep the machine's boot id"),
+            }
+        }
     }
 
     /// Notes that a leader has caught this replica up on a shard, to the leader's high

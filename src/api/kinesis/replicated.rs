@@ -198,6 +198,28 @@ impl Kinesis {
         link.resigned.store(done, Release);
     }
 
+    /// After a restart of this node's machine: keeps the new boot id once every shard of the
+    /// catalog `records` this node replicates is caught up by its leader or led by this node
+    /// under an epoch it won (see [`crate::cluster::replication::Peers::settle_restart`]).
+    pub fn settle_restart(&self, records: &[crate::cluster::StreamRecord]) {
+        let Some(link) = self.cluster.get() else { return };
+        // The leaderships held before the restart are given up first: only one won since
+        // counts.
+        if !link.resigned.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        link.peers.settle_restart(|caught_up| {
+            records.iter().all(|r| {
+                (0..r.placement.len() as u32).all(|shard| {
+                    let Some(p) = link.placement(&r.name, r.incarnation, shard) else { return false };
+                    !p.replicas.contains(&link.node_id)
+                        || caught_up(r.incarnation, shard)
+                        || (p.leader == link.node_id && link.peers.epoch_of(r.incarnation, shard) == Some(p.epoch))
+                })
+            })
+        });
+    }
+
     /// Serves every record of the shards with one replica: a record there is acknowledged
     /// once this node holds it, so nothing waits for a high watermark.
     pub fn serve_unreplicated(&self, records: &[crate::cluster::StreamRecord]) {
@@ -239,9 +261,9 @@ impl Kinesis {
                     // Reporting fences: from now on this replica takes nothing from the
                     // leader being replaced, so the end it reports stays true.
                     link.peers.fence(r.incarnation, shard, p.epoch + 1);
-                    let last_epoch = link.peers.epoch_of(r.incarnation, shard).unwrap_or(1);
-                    let end = log.bounds().next_sequence_number.min(p.start_after(last_epoch).unwrap_or(u64::MAX));
-                    (last_epoch, end)
+                    let newest = link.peers.epoch_of(r.incarnation, shard).unwrap_or(1);
+                    let end = log.bounds().next_sequence_number.min(p.start_after(newest).unwrap_or(u64::MAX));
+                    (p.epoch_held(newest, end), end)
                 };
                 let synced_each = log.options().durability == sluice_engine::Durability::Always;
                 let unsure = link.peers.may_lack_acknowledged(r.incarnation, shard, synced_each);
@@ -380,9 +402,13 @@ impl Kinesis {
         if batch.first_sequence_number > next {
             return json(409, &ReplicaAnswer { next, epoch: batch.epoch });
         }
+        // Caught up once this replica holds what the leader began its epoch with (all that
+        // survived the election) and the leader's watermark.
+        let epoch_start = placement.history.iter().find(|(e, _)| *e == batch.epoch).map_or(0, |(_, s)| *s);
+        let caught_up_at = batch.committed.max(epoch_start);
         let skip = (next - batch.first_sequence_number) as usize;
         if skip >= batch.records.len() {
-            if next >= batch.committed {
+            if next >= caught_up_at {
                 link.peers.caught_up(batch.incarnation, batch.shard);
             }
             return json(200, &ReplicaAnswer { next, epoch: batch.epoch });
@@ -394,7 +420,7 @@ impl Kinesis {
         match log.append_replica(next, &records, &times) {
             Ok(a) => {
                 let next = a.first_sequence_number + a.record_count;
-                if next >= batch.committed {
+                if next >= caught_up_at {
                     link.peers.caught_up(batch.incarnation, batch.shard);
                 }
                 json(200, &ReplicaAnswer { next, epoch: batch.epoch })

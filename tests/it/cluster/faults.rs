@@ -212,7 +212,20 @@ async fn acknowledged_records_survive_seeded_rounds_of_leader_kills_pauses_and_e
             .collect();
         // Mid-ingest.
         tokio::time::sleep(Duration::from_millis(200 + rng.range(0, 599))).await;
-        let before = leaders_of(&url, "telemetry");
+        // Every shard led (a node restarted in the last round may have given up its
+        // leaderships, and their election may still be under way).
+        let t0 = Instant::now();
+        let before = loop {
+            let now = leaders_of(&url, "telemetry");
+            if now.iter().all(|(l, _)| !l.is_empty()) {
+                break now;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "seed {seed}, round {round}: shards without a leader: {now:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
         let new_leader = |shard: usize| {
             let (url, old) = (url.clone(), before[shard].clone());
             async move {
@@ -287,7 +300,8 @@ async fn acknowledged_records_survive_seeded_rounds_of_leader_kills_pauses_and_e
 
 /// Runs `ip` with `args`; whether it succeeded.
 fn ip(args: &[&str]) -> bool {
-    std::process::Command::new("ip").args(args).status().is_ok_and(|s| s.success())
+    let run = std::process::Command::new("ip").args(args).stderr(std::process::Stdio::null()).status();
+    run.is_ok_and(|s| s.success())
 }
 
 /// A network namespace for one node, joined to this one by two veth pairs: the cluster's
@@ -318,6 +332,8 @@ impl Partition {
         };
         let (ns_link, ns_client_link) = (format!("sln{tag}"), format!("slm{tag}"));
         let shared = format!("{}/32", Self::SHARED);
+        // Left by a run that was killed before it could clean up.
+        ip(&["addr", "del", &shared, "dev", "lo"]);
         if !ip(&["addr", "add", &shared, "dev", "lo"]) {
             return Err(format!("`ip addr add {shared} dev lo` failed (root and iproute2 are needed)"));
         }
