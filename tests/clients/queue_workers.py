@@ -78,6 +78,10 @@ def worker(arn, events, stop):
         by_handle = {r["ReceiptHandle"]: r["Data"].decode() for r in keep}
         for s in ack["Successful"]:
             events.put(("ack", by_handle[s["ReceiptHandle"]], answered))
+        # A handle refused as stale may be one the SDK retried after a server killed before
+        # it answered a first attempt that took it: that record may never come again.
+        for f in ack.get("Failed", []):
+            events.put(("unanswered", by_handle[f["ReceiptHandle"]], answered))
 
 
 def put_part(lines, name):
