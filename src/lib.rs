@@ -127,6 +127,8 @@ pub fn open_state(config: &config::Config, clock: Arc<dyn Clock>) -> Result<Arc<
         lake,
         metrics: Arc::new(Metrics::default()),
         clock: clock.clone(),
+
+        coordination: Default::default(),
     };
     let delivery_streams = Arc::new(DeliveryStreams::open(
         &config.data_dir,

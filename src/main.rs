@@ -411,7 +411,11 @@ fn main() -> ExitCode {
                             }
                         };
                         let _ = state.kinesis.cluster.set(link.clone());
+                        let _ = state.firehose.cluster.set(link.clone());
+                        let coordination = Arc::new(sluice::cluster::deliveries::EtcdCoordination::new(link.clone()));
+                        let _ = state.firehose.delivery_streams.context().coordination.set(coordination.clone());
                         let (kinesis_state, cluster) = (state.clone(), c.name.clone());
+                        let catalog_link = link.clone();
                         // After each catalog pass, replicas of the shards this node leads
                         // that missed records are caught up.
                         let passes = std::sync::atomic::AtomicU64::new(0);
@@ -425,6 +429,12 @@ fn main() -> ExitCode {
                             kinesis_state.kinesis.serve_unreplicated(records);
                             kinesis_state.kinesis.settle_restart(records);
                             kinesis_state.kinesis.elect_leaders(records, live);
+                            coordination.set_live(live);
+                            // Delivery streams read the streams made above.
+                            match catalog_link.block_on(sluice::cluster::deliveries::records(&catalog_link.etcd, &catalog_link.cluster)) {
+                                Ok(deliveries) => kinesis_state.firehose.apply_catalog(&catalog_link, &deliveries),
+                                Err(e) => tracing::warn!(error = %e, "cannot read the cluster's delivery streams; this node's copies stay as they are"),
+                            }
                             // Catching a replica up can take long (one down for hours):
                             // on its own thread, one repair at a time, so that the next
                             // passes' elections do not wait for it.

@@ -78,6 +78,7 @@ fn encode(c: &mut Criterion) {
         iceberg: None,
         channel: None,
         direct_put_throughput_hint_mbs: None,
+        cluster: None,
     };
     let pipeline = sluice_firehose::plan::build(&spec, Some(arrow), None).unwrap();
     let source: Vec<SourceRecord> = lines

@@ -243,8 +243,42 @@ impl DeliveryStreams {
         if self.get(&spec.name).is_some() {
             return Err(CreateError::Exists(spec.name));
         }
+        self.create_at(spec, transform, None)
+    }
+
+    /// Where a delivery stream created now starts reading Kinesis stream `stream_name`:
+    /// each shard's index and the sequence number past its last readable record (LATEST).
+    /// `None` when the stream does not exist.
+    pub fn latest_positions(&self, stream_name: &str) -> Option<BTreeMap<u32, u64>> {
+        let stream = self.ctx.kinesis.get(stream_name)?;
+        let meta = stream.meta().clone();
+        Some(meta.shards.iter().map(|s| (s.index, stream.log(s.index).map_or(0, |l| l.readable_end()))).collect())
+    }
+
+    /// Creates a delivery stream (checked already) whose Kinesis source is read from
+    /// `start` (shard index → first sequence number to deliver; a shard not named: from
+    /// its start), and starts its worker: how each node makes its copy of a cluster's
+    /// delivery stream, at the positions the node that created it chose.
+    pub fn create_from(
+        &self,
+        spec: DeliveryStreamSpec,
+        transform: Option<Arc<dyn RecordTransform>>,
+        start: &BTreeMap<u32, u64>,
+    ) -> Result<Arc<DeliveryStreamEntry>, CreateError> {
+        if self.get(&spec.name).is_some() {
+            return Err(CreateError::Exists(spec.name));
+        }
+        self.create_at(spec, transform, Some(start))
+    }
+
+    fn create_at(
+        &self,
+        spec: DeliveryStreamSpec,
+        transform: Option<Arc<dyn RecordTransform>>,
+        start: Option<&BTreeMap<u32, u64>>,
+    ) -> Result<Arc<DeliveryStreamEntry>, CreateError> {
         let dir = self.new_dir()?;
-        match self.create_in(&dir, spec, transform) {
+        match self.create_in(&dir, spec, transform, start) {
             Ok(entry) => Ok(entry),
             Err(e) => {
                 // Nothing of a delivery stream that failed to be made stays behind.
@@ -271,6 +305,7 @@ impl DeliveryStreams {
         dir: &Path,
         spec: DeliveryStreamSpec,
         transform: Option<Arc<dyn RecordTransform>>,
+        start: Option<&BTreeMap<u32, u64>>,
     ) -> Result<Arc<DeliveryStreamEntry>, CreateError> {
         let dir = dir.to_owned();
         let mut checkpoints = Checkpoints::load(&dir.join("checkpoints.json"))?;
@@ -287,7 +322,10 @@ impl DeliveryStreams {
                 let meta = stream.meta().clone();
                 checkpoints.source_incarnation = Some(stream.incarnation());
                 for s in &meta.shards {
-                    let next = stream.log(s.index).map_or(0, |l| l.bounds().next_sequence_number);
+                    let next = match start {
+                        None => stream.log(s.index).map_or(0, |l| l.readable_end()),
+                        Some(start) => start.get(&s.index).copied().unwrap_or(0),
+                    };
                     checkpoints
                         .shards
                         .insert(s.index, ShardCheckpoint { next, pending_last: None, done: s.closed, attempts: 0 });

@@ -21,6 +21,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod convert;
+pub mod coordination;
 pub mod deaggregate;
 pub mod delivery_streams;
 pub mod deserializer;

@@ -689,6 +689,10 @@ pub struct DeliveryStreamSpec {
     /// in `DirectPutSourceDescription`, Sluice sizes nothing by it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub direct_put_throughput_hint_mbs: Option<u32>,
+    /// The cluster whose catalog holds this delivery stream (`None`: this node's own); see
+    /// [`crate::coordination`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::coordination::ClusterDelivery>,
 }
 
 /// Server-side encryption of a delivery stream, as `StartDeliveryStreamEncryption` set it.

@@ -23,6 +23,7 @@ use sluice_engine::{Clock, ReadLimits};
 use tokio::sync::watch;
 
 use crate::checkpoint::{Checkpoints, ShardCheckpoint};
+use crate::coordination::{Coordination, CLAIM_REFRESH_MS};
 use crate::delivery_streams::DeliveryStreamEntry;
 use crate::error_output::{self, Failure};
 use crate::lake::{s3_error_code, Lake};
@@ -97,6 +98,10 @@ pub struct WorkerContext {
     pub clock: Arc<dyn Clock>,
     /// Iceberg catalogs, for Iceberg destinations.
     pub tables: Arc<crate::table::Tables>,
+    /// The cluster's claims and checkpoints, once this node has joined a cluster (set
+    /// after the workers start): a delivery stream of a cluster delivers only the source
+    /// shards this node claims, and waits while this is unset.
+    pub coordination: Arc<std::sync::OnceLock<Arc<dyn Coordination>>>,
 }
 
 #[derive(Debug)]
@@ -120,6 +125,11 @@ struct Worker {
     /// [`DELIVERY_ATTEMPTS_MAX`] (see [`Worker::planning_finished`]).
     planned: bool,
     command: watch::Receiver<Command>,
+    /// A cluster's delivery stream: the source shards this node claims, with their tokens
+    /// ([`crate::coordination::Claim::token`]), and when they were last read (worker clock,
+    /// ms).
+    claims: BTreeMap<u32, i64>,
+    claims_read_ms: Option<u64>,
 }
 
 /// Starts the worker of `entry` on `runtime`.
@@ -139,6 +149,8 @@ pub fn start(
         table_pipeline: None,
         planned: false,
         command: rx,
+        claims: BTreeMap::new(),
+        claims_read_ms: None,
     };
     WorkerHandle { command: tx, task: runtime.spawn(worker.run()) }
 }
@@ -214,13 +226,18 @@ impl Worker {
         if dirty {
             self.checkpoints.save().map_err(|e| StepError::Failed(e.to_string()))?;
         }
+        let clustered = self.entry.spec().cluster.is_some();
+        if clustered {
+            let indices: Vec<u32> = shards.iter().map(|s| s.index).collect();
+            self.read_claims(source.incarnation(), &indices).await?;
+        }
         let spec = self.entry.spec();
         let size = spec.destination.buffering_hints.unwrap_or_default().size_bytes();
         let interval = spec.destination.buffering_hints.unwrap_or_default().interval_ms();
         let mut progressed = false;
         for s in &shards {
             let cp = self.checkpoints.shards[&s.index];
-            if cp.done || !self.parents_done(s) {
+            if cp.done || !self.parents_done(s) || (clustered && !self.claims.contains_key(&s.index)) {
                 continue;
             }
             let Some(log) = source.log(s.index) else { continue };
@@ -271,7 +288,7 @@ impl Worker {
             if s.closed && drained && cp.next >= log.bounds().next_sequence_number {
                 cp.done = true;
                 self.buffers.remove(&s.index);
-                self.checkpoints.save().map_err(|e| StepError::Failed(e.to_string()))?;
+                self.save(s.index).await?;
             }
         }
         let oldest = self.buffers.values().filter_map(|b| b.records.first().map(|r| r.arrival_ms)).min();
@@ -286,12 +303,56 @@ impl Worker {
 
     /// The pipeline for the current configuration, inferring and fixing the schema from
     /// `records` when conversion has none yet.
-    fn pipeline(&mut self, records: &[SourceRecord]) -> Result<Pipeline, StepError> {
+    async fn pipeline(&mut self, records: &[SourceRecord]) -> Result<Pipeline, StepError> {
+        if let Some(p) = self.pipeline_with_schema()? {
+            return Ok(p);
+        }
+        let transform = self.entry.transform();
+        // The schema describes what is converted: the transform's output, when there is one.
+        let sample = &records[..records.len().min(INFER_RECORDS_MAX)];
+        let transformed: Vec<Vec<u8>> = match &transform {
+            None => sample.iter().map(|r| r.data.clone()).collect(),
+            Some(t) => t
+                .process(sample, None)
+                .into_iter()
+                .filter_map(|o| match o {
+                    plan::TransformOutcome::Ok { data, .. } => Some(data),
+                    _ => None,
+                })
+                .collect(),
+        };
+        let fields = crate::schema::infer(transformed.iter().map(Vec::as_slice))
+            .ok_or_else(|| StepError::Failed("no JSON object to infer a schema from".into()))?;
+        let fields = self.fix_schema(fields).await?;
+        tracing::info!(delivery_stream = %self.entry.name(), columns = fields.len(), "schema inferred from the first buffer and fixed");
+        self.entry.update(|s| s.schema = Some(fields)).map_err(|e| StepError::Failed(e.to_string()))?;
+        self.pipeline_with_schema()?
+            .ok_or_else(|| StepError::Failed("the delivery stream still has no schema after one was fixed".into()))
+    }
+
+    /// The schema inferred by this node, fixed: for a cluster's delivery stream, the one
+    /// the cluster fixed first (every node converts with the same columns).
+    async fn fix_schema(
+        &self,
+        fields: Vec<crate::schema::FieldSpec>,
+    ) -> Result<Vec<crate::schema::FieldSpec>, StepError> {
+        let spec = self.entry.spec();
+        if spec.cluster.is_none() {
+            return Ok(fields);
+        }
+        let coordination =
+            self.ctx.coordination.get().ok_or_else(|| StepError::Failed("the cluster cannot be reached yet".into()))?;
+        coordination.fix_schema(&spec, fields).await.map_err(StepError::Failed)
+    }
+
+    /// The pipeline for the current configuration; `None` when conversion needs a schema
+    /// that is not known yet.
+    fn pipeline_with_schema(&mut self) -> Result<Option<Pipeline>, StepError> {
         let spec = self.entry.spec();
         let key = (spec.version, spec.schema.is_some());
         if let Some((v, s, p)) = &self.pipeline {
             if (*v, *s) == key {
-                return Ok(p.clone());
+                return Ok(Some(p.clone()));
             }
         }
         let schema = spec
@@ -303,27 +364,10 @@ impl Worker {
         let transform = self.entry.transform();
         let p = plan::build(&spec, schema, transform.clone()).map_err(StepError::Failed)?;
         if matches!(p.format, Format::Inferred) {
-            // The schema describes what is converted: the transform's output, when there is one.
-            let sample = &records[..records.len().min(INFER_RECORDS_MAX)];
-            let transformed: Vec<Vec<u8>> = match &transform {
-                None => sample.iter().map(|r| r.data.clone()).collect(),
-                Some(t) => t
-                    .process(sample, None)
-                    .into_iter()
-                    .filter_map(|o| match o {
-                        plan::TransformOutcome::Ok { data, .. } => Some(data),
-                        _ => None,
-                    })
-                    .collect(),
-            };
-            let fields = crate::schema::infer(transformed.iter().map(Vec::as_slice))
-                .ok_or_else(|| StepError::Failed("no JSON object to infer a schema from".into()))?;
-            tracing::info!(delivery_stream = %spec.name, columns = fields.len(), "schema inferred from the first buffer and fixed");
-            self.entry.update(|s| s.schema = Some(fields)).map_err(|e| StepError::Failed(e.to_string()))?;
-            return self.pipeline(records);
+            return Ok(None);
         }
         self.pipeline = Some((key.0, key.1, p.clone()));
-        Ok(p)
+        Ok(Some(p))
     }
 
     async fn deliver(&mut self, shard: u32, records: Vec<SourceRecord>) -> Result<(), StepError> {
@@ -343,7 +387,7 @@ impl Worker {
             }
             cp.attempts
         };
-        self.checkpoints.save().map_err(|e| StepError::Failed(e.to_string()))?;
+        self.save(shard).await?;
         // The backup holds every source record, whatever becomes of it below.
         let result = match self.back_up(shard, first, last, &records).await {
             Err(e) => Err(e),
@@ -361,11 +405,11 @@ impl Worker {
                 cp.next = last + 1;
                 cp.pending_last = None;
                 cp.attempts = 0;
-                self.checkpoints.save().map_err(|e| StepError::Failed(e.to_string()))
+                self.save(shard).await
             }
             Err(StepError::Interrupted) => {
                 // A stop asked for while storage was down is not a failed attempt.
-                let _ = self.planning_finished(shard);
+                let _ = self.planning_finished(shard).await;
                 Err(StepError::Interrupted)
             }
             Err(e) => Err(e),
@@ -419,7 +463,7 @@ impl Worker {
     ) -> Result<(), StepError> {
         let pipeline = match self.entry.spec().iceberg {
             Some(_) => self.current_table_pipeline(&records).await?,
-            None => self.pipeline(&records)?,
+            None => self.pipeline(&records).await?,
         };
         let now = self.ctx.clock.now_ms();
         let p = pipeline.clone();
@@ -482,13 +526,71 @@ impl Worker {
     /// The current attempt's planning is done: the attempt counted before it is taken back
     /// (durably), so a kill or stop while objects are written or committed is not one of
     /// the [`DELIVERY_ATTEMPTS_MAX`] that send a range to the error output. Once per attempt.
-    fn planning_finished(&mut self, shard: u32) -> Result<(), StepError> {
+    async fn planning_finished(&mut self, shard: u32) -> Result<(), StepError> {
         if std::mem::replace(&mut self.planned, true) {
             return Ok(());
         }
         let cp = self.checkpoints.shards.get_mut(&shard).expect("a checkpoint per shard");
         cp.attempts = cp.attempts.saturating_sub(1);
-        self.checkpoints.save().map_err(|e| StepError::Failed(e.to_string()))
+        self.save(shard).await
+    }
+
+    /// Writes the checkpoints; for a cluster's delivery stream, `shard`'s also to the
+    /// cluster, which refuses it when this node no longer holds the shard's claim (the
+    /// shard is then given up: its buffer goes, and the step fails).
+    async fn save(&mut self, shard: u32) -> Result<(), StepError> {
+        self.checkpoints.save().map_err(|e| StepError::Failed(e.to_string()))?;
+        let spec = self.entry.spec();
+        if spec.cluster.is_none() {
+            return Ok(());
+        }
+        let (Some(coordination), Some(&token), Some(source)) =
+            (self.ctx.coordination.get(), self.claims.get(&shard), self.checkpoints.source_incarnation)
+        else {
+            return Err(StepError::Failed(format!("source shard {shard} is not claimed by this node")));
+        };
+        let cp = self.checkpoints.shards[&shard];
+        if coordination.save(&spec, shard, token, source, cp).await.map_err(StepError::Failed)? {
+            return Ok(());
+        }
+        self.claims.remove(&shard);
+        self.buffers.remove(&shard);
+        Err(StepError::Failed(format!(
+            "source shard {shard} was taken over by another node; this node stops delivering it"
+        )))
+    }
+
+    /// Reads this node's claims on `shards` of the source (incarnation
+    /// `source_incarnation`) again, at most every [`CLAIM_REFRESH_MS`]: a shard newly taken
+    /// goes on from the cluster's checkpoint (its buffer, read under an older claim, goes),
+    /// a shard lost is no longer read. Without the cluster link yet, nothing is claimed.
+    async fn read_claims(&mut self, source_incarnation: u64, shards: &[u32]) -> Result<(), StepError> {
+        let now = self.ctx.clock.now_ms();
+        if self.claims_read_ms.is_some_and(|at| now.saturating_sub(at) < CLAIM_REFRESH_MS) {
+            return Ok(());
+        }
+        let Some(coordination) = self.ctx.coordination.get().cloned() else { return Ok(()) };
+        let spec = self.entry.spec();
+        let held = coordination.claim(&spec, source_incarnation, shards).await.map_err(StepError::Failed)?;
+        self.claims_read_ms = Some(now);
+        let lost: Vec<u32> = self.claims.keys().filter(|s| !held.contains_key(s)).copied().collect();
+        for shard in lost {
+            tracing::info!(delivery_stream = %spec.name, shard, "source shard claimed by another node");
+            self.claims.remove(&shard);
+            self.buffers.remove(&shard);
+        }
+        for (shard, claim) in held {
+            if self.claims.get(&shard) == Some(&claim.token) {
+                continue;
+            }
+            tracing::info!(delivery_stream = %spec.name, shard, "source shard claimed by this node");
+            self.buffers.remove(&shard);
+            if let Some(cp) = claim.checkpoint {
+                self.checkpoints.shards.insert(shard, cp);
+            }
+            self.claims.insert(shard, claim.token);
+        }
+        Ok(())
     }
 
     /// Plans and writes one range's objects.
@@ -502,9 +604,9 @@ impl Worker {
         if self.entry.spec().iceberg.is_some() {
             return self.deliver_to_table(shard, first, last, records).await;
         }
-        let pipeline = self.pipeline(&records)?;
+        let pipeline = self.pipeline(&records).await?;
         let (plan, records) = plan_off_thread(&pipeline, shard, first, last, records, self.ctx.clock.now_ms()).await?;
-        self.planning_finished(shard)?;
+        self.planning_finished(shard).await?;
         let label = Metrics::label(self.entry.name());
         for object in plan.objects {
             self.write(&pipeline, shard, first, last, &records, object).await?;
@@ -586,7 +688,7 @@ impl Worker {
     /// Writes the backup of a range's source records (`S3BackupMode` `Enabled`), retrying
     /// until it lands: a backup is never given up, so the range waits for it.
     async fn back_up(&mut self, shard: u32, first: u64, last: u64, records: &[SourceRecord]) -> Result<(), StepError> {
-        let pipeline = self.pipeline(records)?;
+        let pipeline = self.pipeline(records).await?;
         let Some(object) = pipeline.backup_object(shard, first, last, records) else {
             return Ok(());
         };

@@ -193,6 +193,28 @@ impl Etcd {
         Ok(v["succeeded"].as_bool() == Some(true))
     }
 
+    /// Puts `key` = `value` (no lease) if `guard` is at `guard_revision`, its last change's
+    /// revision (0: `guard` does not exist), in one transaction: the revision of the put, or
+    /// `Ok(None)` when the guard was elsewhere (nothing written). `guard` may be `key`.
+    pub async fn put_guarded(
+        &self,
+        guard: &str,
+        guard_revision: i64,
+        key: &str,
+        value: &[u8],
+    ) -> Result<Option<i64>, EtcdError> {
+        let v = self
+            .call(
+                "/v3/kv/txn",
+                json!({
+                    "compare": [{ "key": B64.encode(guard), "target": "MOD", "result": "EQUAL", "mod_revision": guard_revision.to_string() }],
+                    "success": [{ "request_put": { "key": B64.encode(key), "value": B64.encode(value) } }],
+                }),
+            )
+            .await?;
+        Ok((v["succeeded"].as_bool() == Some(true)).then(|| int(&v["header"]["revision"])))
+    }
+
     /// Deletes `key`; `Ok(false)` when there was none.
     pub async fn delete(&self, key: &str) -> Result<bool, EtcdError> {
         let v = self.call("/v3/kv/deleterange", json!({ "key": B64.encode(key) })).await?;

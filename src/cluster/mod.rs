@@ -3,6 +3,7 @@
 //! on them.
 
 pub mod catalog;
+pub mod deliveries;
 pub mod etcd;
 pub mod membership;
 pub mod replication;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod faults;
+mod firehose;
 
 /// The etcd binary: `SLUICE_ETCD_BIN`, else `etcd` on the PATH.
 fn etcd_binary() -> Option<PathBuf> {
@@ -78,7 +79,8 @@ impl Etcd {
     }
 }
 
-/// `sluice serve` as node `id` of cluster `test` (lease 2 s).
+/// `sluice serve` as node `id` of cluster `test` (lease 2 s), landing delivery streams in
+/// the folder `<dir>/lake`, which the nodes share.
 fn node(dir: &Path, etcd: &str, id: &str, port: u16) -> Child {
     node_booted(dir, etcd, id, port, None)
 }
@@ -91,8 +93,9 @@ fn node_booted(dir: &Path, etcd: &str, id: &str, port: u16, boot_id: Option<&str
     std::fs::write(
         &config,
         format!(
-            "bind = \"127.0.0.1:{port}\"\ndata_dir = \"{data}\"\nauth = \"none\"\n[cluster]\netcd_endpoints = [\"{etcd}\"]\nnode_id = \"{id}\"\nname = \"test\"\nlease_ttl_s = 2\n",
+            "bind = \"127.0.0.1:{port}\"\ndata_dir = \"{data}\"\nauth = \"none\"\n[lake]\nurl = \"file://{lake}\"\n[cluster]\netcd_endpoints = [\"{etcd}\"]\nnode_id = \"{id}\"\nname = \"test\"\nlease_ttl_s = 2\n",
             data = dir.join(format!("{id}-{port}")).display(),
+            lake = dir.join("lake").display(),
         ),
     )
     .unwrap();

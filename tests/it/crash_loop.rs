@@ -430,30 +430,38 @@ async fn check_stream(world: &World, produced: &Produced) -> BTreeSet<u64> {
 
 /// The ids in the lake's Parquet objects under [`PREFIX`] (each must decode whole), and
 /// the files that are not objects (leftovers of interrupted writes).
-fn landed_ids(world: &World) -> (BTreeMap<u64, Vec<String>>, Vec<String>) {
+fn landed_ids(world: &World) -> (LandedIds, Vec<String>) {
+    parquet_ids(&world.lake().join(PREFIX)).unwrap_or_else(|e| world.fail(e))
+}
+
+/// Each landed id with the keys of the objects holding it.
+pub type LandedIds = BTreeMap<u64, Vec<String>>;
+
+/// The `id` column of every Parquet object under the folder `root`: each id with the keys
+/// of the objects holding it, and the files that are not `.parquet` objects. Errors: an
+/// object that does not decode whole, or has no bigint `id`.
+pub fn parquet_ids(root: &std::path::Path) -> Result<(LandedIds, Vec<String>), String> {
     let mut ids: BTreeMap<u64, Vec<String>> = BTreeMap::new();
     let mut stray = Vec::new();
-    for (key, bytes) in local_objects(&world.lake().join(PREFIX)) {
+    for (key, bytes) in local_objects(root) {
         if !key.ends_with(".parquet") {
             stray.push(key);
             continue;
         }
         let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
-            .unwrap_or_else(|e| world.fail(format!("{key} is not Parquet: {e}")))
+            .map_err(|e| format!("{key} is not Parquet: {e}"))?
             .build()
-            .unwrap_or_else(|e| world.fail(format!("{key}: {e}")));
+            .map_err(|e| format!("{key}: {e}"))?;
         for batch in reader {
-            let batch = batch.unwrap_or_else(|e| world.fail(format!("{key} does not decode whole: {e}")));
-            let column = batch.column_by_name("id").unwrap_or_else(|| world.fail(format!("{key} has no id column")));
-            let column = column
-                .as_primitive_opt::<Int64Type>()
-                .unwrap_or_else(|| world.fail(format!("{key}: id is not bigint")));
+            let batch = batch.map_err(|e| format!("{key} does not decode whole: {e}"))?;
+            let column = batch.column_by_name("id").ok_or_else(|| format!("{key} has no id column"))?;
+            let column = column.as_primitive_opt::<Int64Type>().ok_or_else(|| format!("{key}: id is not bigint"))?;
             for i in 0..column.len() {
                 ids.entry(column.value(i) as u64).or_default().push(key.clone());
             }
         }
     }
-    (ids, stray)
+    Ok((ids, stray))
 }
 
 /// No id landed twice, and every landed id is in the stream.

@@ -76,6 +76,8 @@ async fn a_record_whose_processing_panics_fails_alone_and_the_rest_lands() {
         lake,
         metrics: Arc::new(Metrics::default()),
         clock: clock_dyn.clone(),
+
+        coordination: Default::default(),
     };
     let resolver: Arc<dyn TransformResolver> = Arc::new(Resolver);
     let delivery =

@@ -84,15 +84,7 @@ impl TestServer {
 
     /// An `aws-sdk-firehose` client signing with the server's key.
     pub fn firehose(&self) -> aws_sdk_firehose::Client {
-        let config = aws_sdk_firehose::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .endpoint_url(format!("http://{}", self.addr))
-            .credentials_provider(Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test"))
-            .http_client(aws_smithy_http_client::Builder::new().build_http())
-            .retry_config(aws_sdk_firehose::config::retry::RetryConfig::disabled())
-            .build();
-        aws_sdk_firehose::Client::from_conf(config)
+        firehose_client(self.addr)
     }
 
     /// Stops the server and waits until it has closed every shard log.
@@ -112,6 +104,20 @@ impl Drop for TestServer {
             let _ = s.send(());
         }
     }
+}
+
+/// An `aws-sdk-firehose` client of the server at `addr`, signing with the test key, without
+/// retries.
+pub fn firehose_client(addr: SocketAddr) -> aws_sdk_firehose::Client {
+    let config = aws_sdk_firehose::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(format!("http://{addr}"))
+        .credentials_provider(Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test"))
+        .http_client(aws_smithy_http_client::Builder::new().build_http())
+        .retry_config(aws_sdk_firehose::config::retry::RetryConfig::disabled())
+        .build();
+    aws_sdk_firehose::Client::from_conf(config)
 }
 
 pub fn kinesis_client(addr: SocketAddr, access_key: &str, secret: &str) -> aws_sdk_kinesis::Client {

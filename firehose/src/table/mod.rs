@@ -205,6 +205,12 @@ impl Tables {
         tables
     }
 
+    /// Whether every node reaches the same catalog (a REST catalog), rather than a SQLite
+    /// file of this node's own.
+    pub fn shared_catalog(&self) -> bool {
+        self.config.rest_catalog_url.is_some()
+    }
+
     /// The lake.
     pub fn lake(&self) -> &Arc<Lake> {
         &self.lake

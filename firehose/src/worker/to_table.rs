@@ -54,7 +54,7 @@ impl Worker {
             let now = self.ctx.clock.now_ms();
             let (plan, planned_records) =
                 super::plan_off_thread(&pipeline, shard, range_first, last, pending, now).await?;
-            self.planning_finished(shard)?;
+            self.planning_finished(shard).await?;
             let mut batches = Vec::new();
             for object in plan.objects {
                 if object.error_output_type.is_none() {
@@ -113,6 +113,7 @@ impl Worker {
                 let sample = &records[..records.len().min(super::INFER_RECORDS_MAX)];
                 let fields = crate::schema::infer(sample.iter().map(|r| r.data.as_slice()))
                     .ok_or_else(|| StepError::Failed("no JSON object to infer the table's columns from".into()))?;
+                let fields = self.fix_schema(fields).await?;
                 self.entry.update(|s| s.schema = Some(fields.clone())).map_err(|e| StepError::Failed(e.to_string()))?;
                 fields
             }

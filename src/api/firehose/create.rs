@@ -104,7 +104,26 @@ pub fn check_destination(d: &ExtendedS3Destination, member: &str) -> Result<(), 
 pub async fn run(f: &Firehose, r: Request) -> Result<Vec<u8>, ApiError> {
     let spec = check(f, r)?;
     let (spec, transform) = f.load_files(spec, true).await?;
-    create(f, spec, transform)
+    match f.cluster.get() {
+        // Kinesis channels make their delivery streams on the node that serves them.
+        Some(link) if spec.channel.is_none() && f.of_cluster(link, &spec) => {
+            let name = spec.name.clone();
+            super::check_pipeline(&spec, &transform)?;
+            if f.deleting(&name).is_some() {
+                return Err(in_use(f, &name));
+            }
+            f.create_in_cluster(link, spec, transform).await?;
+            created(f, &name)
+        }
+        _ => create(f, spec, transform),
+    }
+}
+
+fn in_use(f: &Firehose, name: &str) -> ApiError {
+    ApiError::new(
+        crate::api::error::ErrorKind::ResourceInUse,
+        format!("Firehose {name} under accountId {} already exists", f.config.account_id),
+    )
 }
 
 /// `CreateDeliveryStream` on the calling thread (delivery streams declared in the config,
@@ -221,6 +240,7 @@ fn check(f: &Firehose, r: Request) -> Result<DeliveryStreamSpec, ApiError> {
         iceberg,
         channel: None,
         direct_put_throughput_hint_mbs,
+        cluster: None,
     })
 }
 
@@ -278,30 +298,27 @@ fn create(
     // A delivery stream still DELETING holds its name (names are unique per account and
     // Region; AWS Firehose API reference, CreateDeliveryStream).
     if f.deleting(&name).is_some() {
-        return Err(ApiError::new(
-            crate::api::error::ErrorKind::ResourceInUse,
-            format!("Firehose {name} under accountId {} already exists", f.config.account_id),
-        ));
+        return Err(in_use(f, &name));
     }
     match f.delivery_streams.create(spec, transform) {
         Ok(_) => {}
-        Err(CreateError::Exists(name)) => {
-            return Err(ApiError::new(
-                crate::api::error::ErrorKind::ResourceInUse,
-                format!("Firehose {name} under accountId {} already exists", f.config.account_id),
-            ))
-        }
+        Err(CreateError::Exists(name)) => return Err(in_use(f, &name)),
         Err(CreateError::NoSource(name)) => {
             return Err(invalid(format!("Stream {name} under account {} not found.", f.config.account_id)))
         }
         Err(CreateError::Transform(m)) => return Err(invalid(m)),
         Err(e @ (CreateError::Io(_) | CreateError::Stream(_))) => return Err(super::internal(e)),
     }
+    created(f, &name)
+}
+
+/// The answer to a CreateDeliveryStream that created `name`.
+fn created(f: &Firehose, name: &str) -> Result<Vec<u8>, ApiError> {
     #[derive(serde::Serialize)]
     #[serde(rename_all = "PascalCase")]
     struct Response {
         #[serde(rename = "DeliveryStreamARN")]
         delivery_stream_arn: String,
     }
-    respond(&Response { delivery_stream_arn: f.arn(&name) })
+    respond(&Response { delivery_stream_arn: f.arn(name) })
 }

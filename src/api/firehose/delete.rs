@@ -31,7 +31,12 @@ pub async fn run(f: &Firehose, r: Request) -> Result<Vec<u8>, ApiError> {
             exclusive_start_destination_id: None,
         },
     )?;
-    if !f.delivery_streams.delete(&name).await.map_err(internal)? {
+    let of_cluster = f.delivery_streams.get(&name).is_some_and(|e| e.spec().cluster.is_some());
+    let deleted = match f.cluster.get().filter(|_| of_cluster) {
+        Some(link) => f.delete_in_cluster(link, &name).await?,
+        None => f.delivery_streams.delete(&name).await.map_err(internal)?,
+    };
+    if !deleted {
         return Err(f.not_found(&name));
     }
     f.begin_deleting(&name, description);

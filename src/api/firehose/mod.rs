@@ -3,6 +3,7 @@
 //! messages follow the botocore service model `firehose/2015-08-04` and the AWS Firehose
 //! API reference.
 
+mod cluster;
 mod create;
 mod delete;
 mod describe;
@@ -115,6 +116,9 @@ pub struct Firehose {
     pub config: FirehoseConfig,
     /// Time for timestamps.
     pub clock: Arc<dyn Clock>,
+    /// This node's cluster, once it has joined one: delivery streams are then created,
+    /// changed and deleted through the cluster's catalog.
+    pub cluster: std::sync::OnceLock<Arc<crate::cluster::ClusterLink>>,
     /// Deleted delivery streams still shown as DELETING: the time (ms) they vanish, and
     /// their last description.
     deleting: std::sync::Mutex<std::collections::BTreeMap<String, (u64, serde_json::Value)>>,
@@ -151,7 +155,7 @@ impl Firehose {
 
     /// The API over `delivery_streams`.
     pub fn new(delivery_streams: Arc<DeliveryStreams>, config: FirehoseConfig, clock: Arc<dyn Clock>) -> Self {
-        Self { delivery_streams, config, clock, deleting: Default::default() }
+        Self { delivery_streams, config, clock, cluster: std::sync::OnceLock::new(), deleting: Default::default() }
     }
 
     /// Runs `action` on a JSON `body`; returns the JSON response body.
@@ -162,6 +166,28 @@ impl Firehose {
     /// Runs `action` on a request already decoded (and checked against the model by the
     /// server); returns the JSON response body.
     pub async fn handle_value(&self, action: Action, body: serde_json::Value) -> Result<Vec<u8>, ApiError> {
+        let changes_definition = matches!(
+            action,
+            Action::UpdateDestination
+                | Action::TagDeliveryStream
+                | Action::UntagDeliveryStream
+                | Action::StartDeliveryStreamEncryption
+                | Action::StopDeliveryStreamEncryption
+        );
+        if let Some(link) = self.cluster.get().filter(|_| changes_definition) {
+            // A change of a cluster's delivery stream is written to the catalog before it
+            // is answered, and no catalog pass of this node runs in between (it would take
+            // the catalog's older definition back).
+            let _catalog = link.catalog_lock.lock().await;
+            let name = body.get("DeliveryStreamName").and_then(|n| n.as_str()).unwrap_or_default().to_owned();
+            let answer = self.run(action, body).await?;
+            self.publish(link, &name).await?;
+            return Ok(answer);
+        }
+        self.run(action, body).await
+    }
+
+    async fn run(&self, action: Action, body: serde_json::Value) -> Result<Vec<u8>, ApiError> {
         match action {
             Action::CreateDeliveryStream => create::run(self, parse(body)?).await,
             Action::DescribeDeliveryStream => describe::run(self, parse(body)?),

@@ -319,6 +319,7 @@ pub fn run_create(k: &Kinesis, r: CreateRequest) -> Result<Vec<u8>, ApiError> {
         iceberg,
         channel: Some(serde_json::to_value(&meta).map_err(super::internal)?),
         direct_put_throughput_hint_mbs: None,
+        cluster: None,
     };
     if let Err(e) = sluice_firehose::plan::build(&spec, None, None) {
         return Err(invalid(e));

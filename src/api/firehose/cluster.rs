@@ -1,0 +1,199 @@
+//! Delivery streams of a cluster (docs/cluster.md): CreateDeliveryStream, DeleteDeliveryStream
+//! and every change of a definition go through the cluster's catalog in etcd, and each node
+//! brings its copies in line with the catalog; which node delivers which source shard is
+//! settled by claims ([`crate::cluster::deliveries`]).
+
+use std::sync::Arc;
+
+use sluice_firehose::coordination::ClusterDelivery;
+use sluice_firehose::delivery_streams::CreateError;
+use sluice_firehose::plan::RecordTransform;
+use sluice_firehose::spec::{DeliveryStreamSpec, SourceSpec};
+
+use super::{internal, invalid, Firehose};
+use crate::api::error::{ApiError, ErrorKind};
+use crate::cluster::deliveries::{self, DeliveryRecord};
+use crate::cluster::{ClusterLink, EtcdError};
+
+/// etcd out of reach or refusing: nothing changed, and the SDKs retry the failure.
+fn catalog_error(e: EtcdError) -> ApiError {
+    ApiError::new(ErrorKind::InternalFailure, format!("the cluster's catalog cannot be reached: {e}"))
+}
+
+fn in_use(f: &Firehose, name: &str) -> ApiError {
+    ApiError::new(
+        ErrorKind::ResourceInUse,
+        format!("Firehose {name} under accountId {} already exists", f.config.account_id),
+    )
+}
+
+impl Firehose {
+    /// Whether a delivery stream of `spec` created on this node of `link`'s cluster is the
+    /// cluster's: one whose source is a stream of the cluster. A source that is this node's
+    /// own stream (made before it joined) keeps its delivery stream on this node too.
+    pub(super) fn of_cluster(&self, link: &ClusterLink, spec: &DeliveryStreamSpec) -> bool {
+        match &spec.source {
+            SourceSpec::DirectPut => true,
+            SourceSpec::KinesisStream { stream_name, .. } => self
+                .delivery_streams
+                .context()
+                .kinesis
+                .get(stream_name)
+                .is_none_or(|s| s.meta().cluster.as_deref() == Some(link.cluster.as_str())),
+        }
+    }
+
+    /// CreateDeliveryStream on a node of a cluster: enters the delivery stream in the
+    /// catalog (refused there when the name is taken) with the source's LATEST positions
+    /// as this node reads them, then makes this node's copy; the other nodes make theirs
+    /// from the catalog. `DirectPut` is refused: its records would live on this node
+    /// alone (no replicas), and a node's loss would lose them. So is an Iceberg destination
+    /// on the embedded SQLite catalog, which each node keeps for itself (a REST catalog is
+    /// every node's).
+    ///
+    /// Errors: `InvalidArgumentException` for those two or a missing source,
+    /// `ResourceInUseException` for a taken name, `InternalFailure` when etcd cannot be
+    /// reached (nothing changed).
+    pub(super) async fn create_in_cluster(
+        &self,
+        link: &ClusterLink,
+        mut spec: DeliveryStreamSpec,
+        transform: Option<Arc<dyn RecordTransform>>,
+    ) -> Result<(), ApiError> {
+        let SourceSpec::KinesisStream { stream_name, .. } = &spec.source else {
+            return Err(invalid(format!(
+                "Sluice cluster {}: DirectPut delivery streams are not replicated, so a node's loss would lose their records; put the records into a stream of the cluster and create the delivery stream with DeliveryStreamType KinesisStreamAsSource (docs/cluster.md).",
+                link.cluster
+            )));
+        };
+        if spec.iceberg.is_some() && !self.delivery_streams.context().tables.shared_catalog() {
+            return Err(invalid(format!(
+                "Sluice cluster {}: an Iceberg destination needs a catalog every node shares ([tables] rest_catalog_url); the embedded SQLite catalog is one node's (docs/cluster.md).",
+                link.cluster
+            )));
+        }
+        let _catalog = link.catalog_lock.lock().await;
+        let start = self.delivery_streams.latest_positions(stream_name).ok_or_else(|| {
+            invalid(format!("Stream {stream_name} under account {} not found.", self.config.account_id))
+        })?;
+        if self.delivery_streams.get(&spec.name).is_some() {
+            return Err(in_use(self, &spec.name));
+        }
+        spec.cluster =
+            Some(ClusterDelivery { cluster: link.cluster.clone(), incarnation: sluice_engine::stream::random_u64() });
+        let record = DeliveryRecord { spec: spec.clone(), start: start.clone() };
+        if !deliveries::register(&link.etcd, &link.cluster, &record).await.map_err(catalog_error)? {
+            return Err(in_use(self, &spec.name));
+        }
+        let name = spec.name.clone();
+        let made = self.delivery_streams.create_from(spec, transform, &start);
+        if made.is_err() {
+            if let Err(e) = deliveries::unregister(&link.etcd, &link.cluster, &name).await {
+                tracing::error!(delivery_stream = %name, error = %e, "a delivery stream this node could not make stays in the cluster's catalog");
+            }
+        }
+        match made {
+            Ok(_) => Ok(()),
+            Err(CreateError::Exists(name)) => Err(in_use(self, &name)),
+            Err(CreateError::NoSource(name)) => {
+                Err(invalid(format!("Stream {name} under account {} not found.", self.config.account_id)))
+            }
+            Err(CreateError::Transform(m)) => Err(invalid(m)),
+            Err(e @ (CreateError::Io(_) | CreateError::Stream(_))) => Err(internal(e)),
+        }
+    }
+
+    /// DeleteDeliveryStream of a cluster's delivery stream: out of the catalog (with its
+    /// claims and checkpoints) first, then this node's copy; the other nodes delete theirs
+    /// when they read the catalog. Errors: `InternalFailure` when etcd cannot be reached
+    /// (nothing changed).
+    pub(super) async fn delete_in_cluster(&self, link: &ClusterLink, name: &str) -> Result<bool, ApiError> {
+        let _catalog = link.catalog_lock.lock().await;
+        deliveries::unregister(&link.etcd, &link.cluster, name).await.map_err(catalog_error)?;
+        self.delivery_streams.delete(name).await.map_err(internal)
+    }
+
+    /// Writes this node's definition of the cluster's delivery stream `name` (just changed
+    /// by an action) to the catalog. Call it with the catalog lock held. Errors:
+    /// `InternalFailure` when etcd cannot be reached; the next catalog pass then brings
+    /// this node's copy back to the catalog's definition.
+    pub(super) async fn publish(&self, link: &ClusterLink, name: &str) -> Result<(), ApiError> {
+        let Some(entry) = self.delivery_streams.get(name) else { return Ok(()) };
+        let spec = entry.spec();
+        if spec.cluster.is_none() {
+            return Ok(());
+        }
+        deliveries::change_spec(&link.etcd, &link.cluster, &spec, |s| *s = spec.clone())
+            .await
+            .map_err(catalog_error)?;
+        Ok(())
+    }
+
+    /// Brings this node's copies of the cluster's delivery streams in line with the catalog
+    /// `records`: makes the missing ones (from the positions the creating node chose),
+    /// takes each changed definition (loading its transform again when its processing
+    /// changed), and deletes the copies of delivery streams the catalog no longer holds (or
+    /// holds under a new incarnation). A node's own delivery stream is never touched.
+    /// Call it with the catalog lock held, on a thread that may block.
+    pub fn apply_catalog(&self, link: &ClusterLink, records: &[DeliveryRecord]) {
+        let of_cluster = |s: &DeliveryStreamSpec| s.cluster.as_ref().is_some_and(|c| c.cluster == link.cluster);
+        for entry in self.delivery_streams.list() {
+            let spec = entry.spec();
+            let current = records.iter().any(|r| r.spec.name == spec.name && r.spec.cluster == spec.cluster);
+            if of_cluster(&spec) && !current {
+                match link.block_on(self.delivery_streams.delete(&spec.name)) {
+                    Ok(_) => {
+                        tracing::info!(delivery_stream = %spec.name, "deleted this node's copy of a delivery stream the cluster deleted")
+                    }
+                    Err(e) => {
+                        tracing::error!(delivery_stream = %spec.name, error = %e, "cannot delete the copy of a delivery stream the cluster deleted")
+                    }
+                }
+            }
+        }
+        for r in records {
+            match self.delivery_streams.get(&r.spec.name) {
+                Some(entry) if entry.spec().cluster == r.spec.cluster => {
+                    let spec = entry.spec();
+                    if spec == r.spec {
+                        continue;
+                    }
+                    if spec.destination.processing_configuration != r.spec.destination.processing_configuration {
+                        match self.delivery_streams.resolve_transform(&r.spec) {
+                            Ok(t) => self.delivery_streams.set_transform(&entry, t),
+                            Err(e) => {
+                                tracing::error!(delivery_stream = %r.spec.name, error = %e, "the transform of the cluster's definition cannot be loaded; keeping this node's");
+                                continue;
+                            }
+                        }
+                    }
+                    if let Err(e) = entry.update(|s| *s = r.spec.clone()) {
+                        tracing::error!(delivery_stream = %r.spec.name, error = %e, "cannot take the cluster's definition of a delivery stream");
+                    }
+                }
+                Some(entry) if !of_cluster(&entry.spec()) => {
+                    tracing::warn!(delivery_stream = %r.spec.name, "this node's own delivery stream has the name of one of the cluster; the node's own is kept");
+                }
+                Some(_) => {} // an older incarnation: deleted above, made at the next pass
+                None if self.deleting(&r.spec.name).is_some() => {}
+                None => {
+                    let transform = match self.delivery_streams.resolve_transform(&r.spec) {
+                        Ok(t) => t,
+                        Err(e) => {
+                            tracing::error!(delivery_stream = %r.spec.name, error = %e, "cannot load the transform of a delivery stream of the cluster");
+                            continue;
+                        }
+                    };
+                    match self.delivery_streams.create_from(r.spec.clone(), transform, &r.start) {
+                        Ok(_) => {
+                            tracing::info!(delivery_stream = %r.spec.name, "made this node's copy of a delivery stream of the cluster")
+                        }
+                        Err(e) => {
+                            tracing::warn!(delivery_stream = %r.spec.name, error = %e, "cannot make this node's copy of a delivery stream of the cluster yet")
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
