@@ -80,10 +80,15 @@ pub struct StreamRecord {
     pub created_ms: u64,
     /// Shards at creation.
     pub shard_count: u32,
-    /// Mode, record size limit and the rest, as created.
+    /// Mode, record size limit, encryption, consumers and the rest, as last changed on any
+    /// node.
     pub settings: StreamSettings,
-    /// Tags given at creation.
+    /// Tags, as last changed on any node.
     pub tags: BTreeMap<String, String>,
+    /// Retention period, hours, as last changed on any node (0: never changed, the
+    /// default's 24).
+    #[serde(default)]
+    pub retention_hours: u32,
     /// Shard `i`'s replicas at index `i`.
     pub placement: Vec<ShardPlacement>,
 }
@@ -213,25 +218,49 @@ pub async fn claim_leadership(
     epoch: u64,
     start: u64,
 ) -> Result<Option<StreamRecord>, EtcdError> {
-    let (name, incarnation, shard) = (of.stream, of.incarnation, of.shard);
+    let claimed = change_record(etcd, cluster, of.stream, of.incarnation, |record| {
+        let Some(p) = record.placement.get_mut(of.shard as usize) else { return false };
+        if p.epoch != epoch || p.leader == me || !p.replicas.iter().any(|r| r == me) {
+            return false;
+        }
+        p.leader = me.to_owned();
+        p.epoch = epoch + 1;
+        p.history.push((epoch + 1, start));
+        true
+    })
+    .await?;
+    if claimed.is_some() {
+        let _ = etcd.delete_prefix(&ends_prefix(cluster, of.stream, of.incarnation, of.shard)).await;
+    }
+    Ok(claimed)
+}
+
+/// Changes the catalog's entry of stream `name`'s incarnation `incarnation` by `change`
+/// (which says whether it changed anything), in a compare-and-swap on the entry read again
+/// whenever another writer won (the entry holds every shard of the stream: other shards
+/// changing leaders, other nodes changing settings). Returns the entry as written, or
+/// `None` when the catalog no longer holds that incarnation or `change` changed nothing.
+/// Errors: etcd's, or five lost swaps in a row.
+pub async fn change_record(
+    etcd: &Etcd,
+    cluster: &str,
+    name: &str,
+    incarnation: u64,
+    mut change: impl FnMut(&mut StreamRecord) -> bool,
+) -> Result<Option<StreamRecord>, EtcdError> {
     let key = format!("{}{name}", streams_prefix(cluster));
-    let Some(kv) = etcd.range_prefix(&key).await?.into_iter().find(|kv| kv.key == key) else { return Ok(None) };
-    let Ok(mut record) = serde_json::from_slice::<StreamRecord>(&kv.value) else { return Ok(None) };
-    let Some(p) = record.placement.get_mut(shard as usize).filter(|_| record.incarnation == incarnation) else {
-        return Ok(None);
-    };
-    if p.epoch != epoch || p.leader == me || !p.replicas.iter().any(|r| r == me) {
-        return Ok(None);
+    for _ in 0..5 {
+        let Some(kv) = etcd.range_prefix(&key).await?.into_iter().find(|kv| kv.key == key) else { return Ok(None) };
+        let Ok(mut record) = serde_json::from_slice::<StreamRecord>(&kv.value) else { return Ok(None) };
+        if record.incarnation != incarnation || !change(&mut record) {
+            return Ok(None);
+        }
+        let value = serde_json::to_vec(&record).expect("a stream record serializes");
+        if etcd.put_guarded(&key, kv.mod_revision, &key, &value).await?.is_some() {
+            return Ok(Some(record));
+        }
     }
-    p.leader = me.to_owned();
-    p.epoch = epoch + 1;
-    p.history.push((epoch + 1, start));
-    let value = serde_json::to_vec(&record).expect("a stream record serializes");
-    if !etcd.replace(&key, &value, 0, kv.mod_revision).await? {
-        return Ok(None);
-    }
-    let _ = etcd.delete_prefix(&ends_prefix(cluster, name, incarnation, shard)).await;
-    Ok(Some(record))
+    Err(EtcdError::Contended(key))
 }
 
 /// Gives up `me`'s leadership of shard `of` at epoch `epoch` (the catalog then shows no
@@ -249,28 +278,20 @@ pub async fn resign_leadership(
     me: &str,
     epoch: u64,
 ) -> Result<Option<StreamRecord>, EtcdError> {
-    let key = format!("{}{}", streams_prefix(cluster), of.stream);
-    // The entry holds every shard of the stream: a transaction that lost to another
-    // shard's change reads the entry again.
-    for _ in 0..5 {
-        let Some(kv) = etcd.range_prefix(&key).await?.into_iter().find(|kv| kv.key == key) else { return Ok(None) };
-        let Ok(mut record) = serde_json::from_slice::<StreamRecord>(&kv.value) else { return Ok(None) };
-        let Some(p) = record.placement.get_mut(of.shard as usize).filter(|_| record.incarnation == of.incarnation)
-        else {
-            return Ok(None);
-        };
+    let resigned = change_record(etcd, cluster, of.stream, of.incarnation, |record| {
+        let Some(p) = record.placement.get_mut(of.shard as usize) else { return false };
         if p.epoch != epoch || p.leader != me {
-            return Ok(None);
+            return false;
         }
         p.leader = String::new();
-        let value = serde_json::to_vec(&record).expect("a stream record serializes");
-        if etcd.replace(&key, &value, 0, kv.mod_revision).await? {
-            // The election this starts must not count ends reported for an earlier one.
-            etcd.delete_prefix(&ends_prefix(cluster, of.stream, of.incarnation, of.shard)).await?;
-            return Ok(Some(record));
-        }
+        true
+    })
+    .await?;
+    if resigned.is_some() {
+        // The election this starts must not count ends reported for an earlier one.
+        etcd.delete_prefix(&ends_prefix(cluster, of.stream, of.incarnation, of.shard)).await?;
     }
-    Err(EtcdError::Contended(key))
+    Ok(resigned)
 }
 
 /// Every stream of the catalog. A value that does not read as a record is skipped and
@@ -547,6 +568,7 @@ mod tests {
             shard_count: 2,
             settings: StreamSettings::default(),
             tags: BTreeMap::from([("team".into(), "data".into())]),
+            retention_hours: 48,
             placement: place("s", 2, &ids(3), 3),
         };
         let json = serde_json::to_vec(&record).unwrap();

@@ -348,10 +348,54 @@ async fn streams_are_created_and_deleted_through_the_catalog_on_any_node_and_eve
     let message = format!("{:?}", split);
     assert!(message.contains("InvalidArgumentException") && message.contains("cluster test"), "{message}");
 
+    // Tags, retention, monitoring and consumers changed on one node reach every copy.
+    clients[1].add_tags_to_stream().stream_name("clicks").tags("team", "data").send().await.unwrap();
+    clients[2]
+        .increase_stream_retention_period()
+        .stream_name("clicks")
+        .retention_period_hours(48)
+        .send()
+        .await
+        .unwrap();
+    clients[0]
+        .enable_enhanced_monitoring()
+        .stream_name("clicks")
+        .shard_level_metrics(aws_sdk_kinesis::types::MetricsName::IncomingBytes)
+        .send()
+        .await
+        .unwrap();
+    until(&clients[0], "clicks", "n1's copy ACTIVE after the monitoring change", active).await.unwrap();
+    let summary = clients[0].describe_stream_summary().stream_name("clicks").send().await.unwrap();
+    let arn = summary.stream_description_summary.unwrap().stream_arn;
+    clients[0].register_stream_consumer().stream_arn(&arn).consumer_name("reader").send().await.unwrap();
+    for (i, k) in clients.iter().enumerate() {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let tags = k.list_tags_for_stream().stream_name("clicks").send().await.unwrap();
+            let d = k.describe_stream_summary().stream_name("clicks").send().await.unwrap();
+            let d = d.stream_description_summary.unwrap();
+            let consumers = k.list_stream_consumers().stream_arn(&arn).send().await.unwrap();
+            let seen = (
+                tags.tags().iter().any(|t| t.key() == "team" && t.value() == Some("data")),
+                d.retention_period_hours,
+                d.enhanced_monitoring
+                    .iter()
+                    .flat_map(|m| m.shard_level_metrics())
+                    .any(|m| *m == aws_sdk_kinesis::types::MetricsName::IncomingBytes),
+                consumers.consumers().iter().any(|c| c.consumer_name() == "reader"),
+            );
+            if seen == (true, 48, true, true) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{} never took the changes made on other nodes: {seen:?}", ids[i]);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     // Deleted on n1 while n2 is down: gone from n3 at once and from n2 when it is back.
     nodes[1].0.kill().unwrap();
     nodes[1].0.wait().unwrap();
-    clients[0].delete_stream().stream_name("clicks").send().await.unwrap();
+    clients[0].delete_stream().stream_name("clicks").enforce_consumer_deletion(true).send().await.unwrap();
     until(&clients[2], "clicks", "n3's copy deleted", gone).await.unwrap_err();
     nodes[1] = Killed(node(dir.path(), &url, "n2", ports[1]));
     until(&clients[1], "clicks", "the restarted n2 deletes its copy", gone).await.unwrap_err();

@@ -34,7 +34,139 @@ pub(super) fn refuse_reshard_in_cluster(stream: &Stream) -> Result<(), ApiError>
     }
 }
 
+/// Whether `action` changes a stream's settings, tags, retention or consumers: what a
+/// cluster's catalog carries to every node's copy.
+pub(super) fn changes_stream(action: super::Action) -> bool {
+    use super::Action as A;
+    matches!(
+        action,
+        A::IncreaseStreamRetentionPeriod
+            | A::DecreaseStreamRetentionPeriod
+            | A::AddTagsToStream
+            | A::RemoveTagsFromStream
+            | A::RegisterStreamConsumer
+            | A::DeregisterStreamConsumer
+            | A::StartStreamEncryption
+            | A::StopStreamEncryption
+            | A::EnableEnhancedMonitoring
+            | A::DisableEnhancedMonitoring
+            | A::UpdateMaxRecordSize
+            | A::UpdateStreamMode
+            | A::UpdateStreamWarmThroughput
+            | A::UpdateStreamRecordDistributionStrategy
+            | A::TagResource
+            | A::UntagResource
+            | A::PutResourcePolicy
+            | A::DeleteResourcePolicy
+    )
+}
+
+/// The stream a request names: `StreamName`, or the stream of `StreamARN`, `ResourceARN` or
+/// `ConsumerARN` (`arn:aws:kinesis:<region>:<account>:stream/<name>[/consumer/...]`).
+pub(super) fn stream_named_by(body: &serde_json::Value) -> Option<String> {
+    if let Some(name) = body.get("StreamName").and_then(|n| n.as_str()) {
+        return Some(name.to_owned());
+    }
+    ["StreamARN", "ResourceARN", "ConsumerARN"].iter().find_map(|member| {
+        let arn = body.get(*member)?.as_str()?;
+        let (_, rest) = arn.split_once(":stream/")?;
+        Some(rest.split('/').next()?.to_owned())
+    })
+}
+
+/// A cluster's stream as this node's copy holds it, before an action changes it.
+#[derive(Debug)]
+pub(super) struct StreamState {
+    incarnation: u64,
+    settings: serde_json::Value,
+    tags: BTreeMap<String, String>,
+    retention_hours: u32,
+}
+
+/// Takes the catalog's settings, tags and retention of `r` into this node's copy `s` where
+/// they differ (a change made on another node).
+fn take_changes(s: &Stream, r: &StreamRecord) {
+    let differs = {
+        let m = s.meta();
+        m.settings != r.settings
+            || m.tags != r.tags
+            || (r.retention_hours != 0 && m.retention_hours != r.retention_hours)
+    };
+    if !differs {
+        return;
+    }
+    let taken = s.update_meta::<_, sluice_engine::error::IoError>(|m| {
+        m.settings = r.settings.clone();
+        m.tags = r.tags.clone();
+        if r.retention_hours != 0 {
+            m.retention_hours = r.retention_hours;
+        }
+        Ok(())
+    });
+    match taken {
+        Ok(()) => tracing::info!(stream = %r.name, "took a change of the cluster's stream made on another node"),
+        Err(e) => tracing::error!(stream = %r.name, error = %e, "cannot take a change of the cluster's stream"),
+    }
+}
+
 impl Kinesis {
+    /// This node's settings, tags and retention of the cluster's stream `name` (`None`:
+    /// no such stream of the cluster here), before an action changes them.
+    pub(super) fn stream_state(&self, link: &ClusterLink, name: &str) -> Option<StreamState> {
+        let stream = self.streams.get(name)?;
+        let m = stream.meta();
+        (m.cluster.as_deref() == Some(link.cluster.as_str())).then(|| StreamState {
+            incarnation: stream.incarnation(),
+            settings: serde_json::to_value(&m.settings).expect("settings serialize"),
+            tags: m.tags.clone(),
+            retention_hours: m.retention_hours,
+        })
+    }
+
+    /// Writes what an action changed in this node's copy of the cluster's stream `name`
+    /// (from `before` to now) into the catalog's entry: only the settings, tags and
+    /// retention that changed, so a change made meanwhile on another node (not yet in this
+    /// node's copy) is kept. Call it with the catalog lock held, on a thread that may
+    /// block. Errors: `InternalFailure` when etcd cannot be reached; the next catalog pass
+    /// then brings this node's copy back to the catalog's.
+    pub(super) fn publish_stream(&self, link: &ClusterLink, name: &str, before: &StreamState) -> Result<(), ApiError> {
+        let Some(after) = self.stream_state(link, name).filter(|a| a.incarnation == before.incarnation) else {
+            return Ok(());
+        };
+        let change = catalog::change_record(&link.etcd, &link.cluster, name, before.incarnation, |r| {
+            let mut settings = serde_json::to_value(&r.settings).expect("settings serialize");
+            if let (Some(now), Some(was), Some(into)) =
+                (after.settings.as_object(), before.settings.as_object(), settings.as_object_mut())
+            {
+                for (field, value) in now {
+                    if was.get(field) != Some(value) {
+                        into.insert(field.clone(), value.clone());
+                    }
+                }
+            }
+            let mut changed = false;
+            if let Ok(merged) = serde_json::from_value(settings) {
+                changed |= r.settings != merged;
+                r.settings = merged;
+            }
+            for (key, value) in &after.tags {
+                if before.tags.get(key) != Some(value) {
+                    changed |= r.tags.insert(key.clone(), value.clone()).as_ref() != Some(value);
+                }
+            }
+            for key in before.tags.keys().filter(|k| !after.tags.contains_key(*k)) {
+                changed |= r.tags.remove(key).is_some();
+            }
+            if after.retention_hours != before.retention_hours && r.retention_hours != after.retention_hours {
+                r.retention_hours = after.retention_hours;
+                changed = true;
+            }
+            changed
+        });
+        link.block_on(change).map_err(catalog_error)?;
+        Ok(())
+    }
+
     /// CreateStream in a cluster: places the shards on the live nodes, enters the stream in
     /// the catalog (refused there when the name is taken, as [`CreateStreamError::Exists`]),
     /// then makes this node's copy; the other nodes make theirs from the catalog. A copy
@@ -71,6 +203,7 @@ impl Kinesis {
             placement: catalog::place(name, shard_count, &nodes, link.replication_factor),
             settings: settings.clone(),
             tags: tags.clone(),
+            retention_hours: 0,
         };
         if !link.block_on(catalog::register(&link.etcd, &link.cluster, &record)).map_err(catalog_error)? {
             return Ok(Err(CreateStreamError::Exists(name.to_owned())));
@@ -129,6 +262,10 @@ impl Kinesis {
         }
         for r in records {
             match self.streams.get(&r.name) {
+                Some(s) if of_cluster(&s) && s.incarnation() == r.incarnation => {
+                    take_changes(&s, r);
+                    continue;
+                }
                 Some(s) if of_cluster(&s) => continue,
                 Some(_) => {
                     tracing::warn!(stream = %r.name, "this node's own stream has the name of a stream of the cluster; the node's own is kept");

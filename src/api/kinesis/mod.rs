@@ -538,6 +538,23 @@ impl Kinesis {
     /// Runs `action` on a request already decoded (and checked against the model by the
     /// server); returns the JSON response body.
     pub fn handle_value(&self, action: Action, body: serde_json::Value) -> Result<Vec<u8>, ApiError> {
+        if let Some(link) = self.cluster.get().filter(|_| catalog::changes_stream(action)) {
+            // A change of a cluster's stream is written to the catalog before it is
+            // answered, and no catalog pass of this node runs in between (it would take the
+            // catalog's older settings back).
+            let _catalog = link.catalog_lock.blocking_lock();
+            let named = catalog::stream_named_by(&body);
+            let before = named.as_deref().and_then(|name| Some((name, self.stream_state(link, name)?)));
+            let answer = self.run(action, body)?;
+            if let Some((name, before)) = before {
+                self.publish_stream(link, name, &before)?;
+            }
+            return Ok(answer);
+        }
+        self.run(action, body)
+    }
+
+    fn run(&self, action: Action, body: serde_json::Value) -> Result<Vec<u8>, ApiError> {
         match action {
             Action::CreateStream => create_stream::run(self, parse(body)?),
             Action::DeleteStream => delete_stream::run(self, parse(body)?),
