@@ -243,6 +243,21 @@ impl Worker {
             let Some(log) = source.log(s.index) else { continue };
             if let Some(last) = cp.pending_last {
                 let records = read_range(&log, cp.next, last).map_err(StepError::Failed)?;
+                if records.last().is_none_or(|r| r.sequence != last) {
+                    if log.bounds().first_sequence_number > last {
+                        // Retention removed the whole range while it could not be landed:
+                        // nothing of it is left.
+                        tracing::warn!(delivery_stream = %self.entry.name(), shard = s.index, first = cp.next, last, "a pending range expired from the source before it landed");
+                        let cp = self.checkpoints.shards.get_mut(&s.index).expect("registered above");
+                        (cp.next, cp.pending_last, cp.attempts) = (last + 1, None, 0);
+                        self.save(s.index).await?;
+                        progressed = true;
+                    }
+                    // Not all readable here yet (a new holder's copy whose high watermark is
+                    // below the range its former holder began): redone whole once it is, so
+                    // it lands on the same keys.
+                    continue;
+                }
                 self.buffers.remove(&s.index);
                 self.deliver(s.index, records).await?;
                 progressed = true;

@@ -70,10 +70,17 @@ pub async fn register(etcd: &Etcd, cluster: &str, record: &DeliveryRecord) -> Re
     Ok(etcd.create(&record_key(cluster, &record.spec.name), &value, 0).await?.is_none())
 }
 
-/// Removes delivery stream `name` from the catalog, then its claims and checkpoints.
-pub async fn unregister(etcd: &Etcd, cluster: &str, name: &str) -> Result<(), EtcdError> {
-    etcd.delete(&record_key(cluster, name)).await?;
-    etcd.delete_prefix(&state_prefix(cluster, name)).await.map(|_| ())
+/// Removes incarnation `incarnation` of delivery stream `name` from the catalog, then its
+/// claims and checkpoints (a newer incarnation's stay).
+pub async fn unregister(etcd: &Etcd, cluster: &str, name: &str, incarnation: u64) -> Result<(), EtcdError> {
+    let key = record_key(cluster, name);
+    if let Some(kv) = etcd.range_prefix(&key).await?.into_iter().find(|kv| kv.key == key) {
+        let current = serde_json::from_slice::<DeliveryRecord>(&kv.value).map_or(0, |r| r.incarnation());
+        if current == incarnation {
+            etcd.delete_guarded(&key, kv.mod_revision).await?;
+        }
+    }
+    etcd.delete_prefix(&incarnation_prefix(cluster, name, incarnation)).await.map(|_| ())
 }
 
 /// Every delivery stream of the catalog. A value that does not read as one is skipped and
@@ -101,7 +108,7 @@ pub async fn change_spec(
     etcd: &Etcd,
     cluster: &str,
     spec: &DeliveryStreamSpec,
-    change: impl Fn(&mut DeliveryStreamSpec),
+    mut change: impl FnMut(&mut DeliveryStreamSpec),
 ) -> Result<Option<DeliveryStreamSpec>, EtcdError> {
     let key = record_key(cluster, &spec.name);
     for _ in 0..5 {
@@ -128,23 +135,29 @@ pub async fn change_spec(
 #[derive(Debug)]
 pub struct EtcdCoordination {
     link: Arc<ClusterLink>,
-    /// The live nodes, as the last catalog pass read them.
-    live: RwLock<Vec<String>>,
+    /// The live nodes, as the last catalog pass read them (`None` before the first: no
+    /// claim is taken over until the membership is known).
+    live: RwLock<Option<Vec<String>>>,
 }
 
 impl EtcdCoordination {
     /// Coordination through `link`'s etcd.
     pub fn new(link: Arc<ClusterLink>) -> Self {
-        Self { link, live: RwLock::new(Vec::new()) }
+        Self { link, live: RwLock::new(None) }
     }
 
     /// Remembers the live nodes (each catalog pass).
     pub fn set_live(&self, live: &[String]) {
-        *self.live.write().unwrap_or_else(std::sync::PoisonError::into_inner) = live.to_vec();
+        *self.live.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(live.to_vec());
     }
 
+    /// Whether `node` is a live member (taken to be while the membership is not known yet).
     fn is_live(&self, node: &str) -> bool {
-        self.live.read().unwrap_or_else(std::sync::PoisonError::into_inner).iter().any(|n| n == node)
+        self.live
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .is_none_or(|l| l.iter().any(|n| n == node))
     }
 
     fn prefix(&self, spec: &DeliveryStreamSpec) -> Option<String> {
@@ -162,16 +175,27 @@ impl EtcdCoordination {
         let (Some(prefix), SourceSpec::KinesisStream { stream_name, .. }) = (self.prefix(spec), &spec.source) else {
             return Ok(held);
         };
+        // A delivery stream deleted (or made again) is claimed no more: its worker stops
+        // at this node's next pass, and claims made meanwhile would outlive it.
+        let key = record_key(&self.link.cluster, &spec.name);
+        let entry = self.link.etcd.range_prefix(&key).await?.into_iter().find(|kv| kv.key == key);
+        let current = entry.and_then(|kv| serde_json::from_slice::<DeliveryRecord>(&kv.value).ok());
+        if current.is_none_or(|r| r.spec.cluster != spec.cluster) {
+            return Ok(held);
+        }
         let kvs: HashMap<String, super::etcd::KeyValue> =
             self.link.etcd.range_prefix(&prefix).await?.into_iter().map(|kv| (kv.key.clone(), kv)).collect();
         let me = self.link.node_id.as_str();
+        let stored = |kv: &super::etcd::KeyValue| {
+            serde_json::from_slice::<StoredCheckpoint>(&kv.value)
+                .ok()
+                .filter(|c| c.source_incarnation == source_incarnation)
+                .map(|c| c.checkpoint)
+        };
         for &shard in shards {
             let claim_key = format!("{prefix}claim/{shard}");
-            let checkpoint = kvs
-                .get(&format!("{prefix}checkpoint/{shard}"))
-                .and_then(|kv| serde_json::from_slice::<StoredCheckpoint>(&kv.value).ok())
-                .filter(|c| c.source_incarnation == source_incarnation)
-                .map(|c| c.checkpoint);
+            let checkpoint_key = format!("{prefix}checkpoint/{shard}");
+            let mut checkpoint = kvs.get(&checkpoint_key).and_then(stored);
             let existing = kvs.get(&claim_key);
             let token = match existing {
                 Some(kv) if kv.value == me.as_bytes() => Some(kv.mod_revision),
@@ -184,7 +208,14 @@ impl EtcdCoordination {
                         continue;
                     }
                     let at = existing.map_or(0, |kv| kv.mod_revision);
-                    self.link.etcd.put_guarded(&claim_key, at, &claim_key, me.as_bytes()).await?
+                    let taken = self.link.etcd.put_guarded(&claim_key, at, &claim_key, me.as_bytes()).await?;
+                    if taken.is_some() {
+                        // The holder may have moved the checkpoint after it was read above
+                        // and before the claim changed hands; from now on it cannot.
+                        let now = self.link.etcd.range_prefix(&checkpoint_key).await?;
+                        checkpoint = now.iter().find(|kv| kv.key == checkpoint_key).and_then(stored);
+                    }
+                    taken
                 }
             };
             if let Some(token) = token {

@@ -215,6 +215,22 @@ impl Etcd {
         Ok((v["succeeded"].as_bool() == Some(true)).then(|| int(&v["header"]["revision"])))
     }
 
+    /// Deletes `key` if it is still at `mod_revision` (unchanged since read); `Ok(false)`
+    /// when it changed or is gone.
+    pub async fn delete_guarded(&self, key: &str, mod_revision: i64) -> Result<bool, EtcdError> {
+        let k = B64.encode(key);
+        let v = self
+            .call(
+                "/v3/kv/txn",
+                json!({
+                    "compare": [{ "key": k, "target": "MOD", "result": "EQUAL", "mod_revision": mod_revision.to_string() }],
+                    "success": [{ "request_delete_range": { "key": k } }],
+                }),
+            )
+            .await?;
+        Ok(v["succeeded"].as_bool() == Some(true))
+    }
+
     /// Deletes `key`; `Ok(false)` when there was none.
     pub async fn delete(&self, key: &str) -> Result<bool, EtcdError> {
         let v = self.call("/v3/kv/deleterange", json!({ "key": B64.encode(key) })).await?;

@@ -15,6 +15,14 @@ use crate::api::error::{ApiError, ErrorKind};
 use crate::cluster::deliveries::{self, DeliveryRecord};
 use crate::cluster::{ClusterLink, EtcdError};
 
+/// A definition's members, as its JSON object.
+fn to_members(spec: &DeliveryStreamSpec) -> serde_json::Map<String, serde_json::Value> {
+    match serde_json::to_value(spec).expect("a definition serializes") {
+        serde_json::Value::Object(members) => members,
+        _ => serde_json::Map::new(),
+    }
+}
+
 /// etcd out of reach or refusing: nothing changed, and the SDKs retry the failure.
 fn catalog_error(e: EtcdError) -> ApiError {
     ApiError::new(ErrorKind::InternalFailure, format!("the cluster's catalog cannot be reached: {e}"))
@@ -85,10 +93,10 @@ impl Firehose {
         if !deliveries::register(&link.etcd, &link.cluster, &record).await.map_err(catalog_error)? {
             return Err(in_use(self, &spec.name));
         }
-        let name = spec.name.clone();
+        let (name, incarnation) = (spec.name.clone(), record.incarnation());
         let made = self.delivery_streams.create_from(spec, transform, &start);
         if made.is_err() {
-            if let Err(e) = deliveries::unregister(&link.etcd, &link.cluster, &name).await {
+            if let Err(e) = deliveries::unregister(&link.etcd, &link.cluster, &name, incarnation).await {
                 tracing::error!(delivery_stream = %name, error = %e, "a delivery stream this node could not make stays in the cluster's catalog");
             }
         }
@@ -109,24 +117,77 @@ impl Firehose {
     /// (nothing changed).
     pub(super) async fn delete_in_cluster(&self, link: &ClusterLink, name: &str) -> Result<bool, ApiError> {
         let _catalog = link.catalog_lock.lock().await;
-        deliveries::unregister(&link.etcd, &link.cluster, name).await.map_err(catalog_error)?;
+        let Some(incarnation) = self.delivery_streams.get(name).and_then(|e| e.spec().cluster).map(|c| c.incarnation)
+        else {
+            return Ok(false);
+        };
+        deliveries::unregister(&link.etcd, &link.cluster, name, incarnation).await.map_err(catalog_error)?;
         self.delivery_streams.delete(name).await.map_err(internal)
     }
 
-    /// Writes this node's definition of the cluster's delivery stream `name` (just changed
-    /// by an action) to the catalog. Call it with the catalog lock held. Errors:
-    /// `InternalFailure` when etcd cannot be reached; the next catalog pass then brings
-    /// this node's copy back to the catalog's definition.
-    pub(super) async fn publish(&self, link: &ClusterLink, name: &str) -> Result<(), ApiError> {
-        let Some(entry) = self.delivery_streams.get(name) else { return Ok(()) };
-        let spec = entry.spec();
-        if spec.cluster.is_none() {
+    /// Writes what an action changed in this node's copy of the cluster's delivery stream
+    /// `name` (from `before` to now) into the catalog's definition: only the members that
+    /// changed (tags one by one), so a change made meanwhile on another node is kept. A
+    /// change of `VersionId` (UpdateDestination) is written only over the version it
+    /// started from: another node's update in between is `ConcurrentModificationException`,
+    /// as on AWS. Call it with the catalog lock held. Errors: `InternalFailure` when etcd
+    /// cannot be reached. After an error the next catalog pass brings this node's copy
+    /// back to the catalog's definition.
+    pub(super) async fn publish(
+        &self,
+        link: &ClusterLink,
+        name: &str,
+        before: &DeliveryStreamSpec,
+    ) -> Result<(), ApiError> {
+        let Some(after) = self.delivery_streams.get(name).map(|e| e.spec()) else { return Ok(()) };
+        if after.cluster.is_none() || after.cluster != before.cluster || after == *before {
             return Ok(());
         }
-        deliveries::change_spec(&link.etcd, &link.cluster, &spec, |s| *s = spec.clone())
-            .await
-            .map_err(catalog_error)?;
-        Ok(())
+        let (was, now) = (to_members(before), to_members(&after));
+        let mut conflict = None;
+        let written = deliveries::change_spec(&link.etcd, &link.cluster, &after, |s| {
+            if after.version != before.version && s.version != before.version {
+                conflict = Some(s.version);
+                return;
+            }
+            conflict = None;
+            let mut members = to_members(s);
+            for (member, value) in &now {
+                if member != "tags" && was.get(member) != Some(value) {
+                    members.insert(member.clone(), value.clone());
+                }
+            }
+            for member in was.keys().filter(|m| !now.contains_key(*m)) {
+                members.remove(member);
+            }
+            if let Ok(merged) = serde_json::from_value::<DeliveryStreamSpec>(serde_json::Value::Object(members)) {
+                let tags = std::mem::take(&mut s.tags);
+                *s = merged;
+                s.tags = tags;
+            }
+            for (key, value) in &after.tags {
+                if before.tags.get(key) != Some(value) {
+                    s.tags.insert(key.clone(), value.clone());
+                }
+            }
+            s.tags.retain(|key, _| !before.tags.contains_key(key) || after.tags.contains_key(key));
+        })
+        .await
+        .map_err(catalog_error)?;
+        match (written, conflict) {
+            (_, Some(version)) => Err(ApiError::new(
+                ErrorKind::ConcurrentModification,
+                format!(
+                    "Cannot update firehose: {name} since the current version id: {version} and specified version id: {} do not match",
+                    before.version
+                ),
+            )),
+            (None, None) => Err(ApiError::new(
+                ErrorKind::InternalFailure,
+                format!("Firehose {name} is no longer in the cluster's catalog."),
+            )),
+            (Some(_), None) => Ok(()),
+        }
     }
 
     /// Brings this node's copies of the cluster's delivery streams in line with the catalog

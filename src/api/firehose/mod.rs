@@ -180,8 +180,11 @@ impl Firehose {
             // the catalog's older definition back).
             let _catalog = link.catalog_lock.lock().await;
             let name = body.get("DeliveryStreamName").and_then(|n| n.as_str()).unwrap_or_default().to_owned();
+            let before = self.delivery_streams.get(&name).map(|e| e.spec());
             let answer = self.run(action, body).await?;
-            self.publish(link, &name).await?;
+            if let Some(before) = before {
+                self.publish(link, &name, &before).await?;
+            }
             return Ok(answer);
         }
         self.run(action, body).await

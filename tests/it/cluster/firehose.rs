@@ -3,6 +3,9 @@
 //! by one node at a time, and when that node is SIGKILLed mid-ingest another takes the
 //! shard over from the checkpoint the cluster holds: every acknowledged record lands
 //! exactly once (a redo lands on the same object keys), and nothing goes to the error output.
+//! The same when a leader is paused past its lease and woken (it may finish a delivery it
+//! began, onto the same keys, but moves no checkpoint); two updates of one version on two
+//! nodes at once: one wins.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -135,6 +138,27 @@ async fn a_delivery_stream_of_the_cluster_lands_every_record_once_across_a_node_
     assert!(acked.len() >= 500, "only {} of 600 acknowledged with every node up", acked.len());
     wait_landed(&landed, &acked, next, "every node up");
 
+    // The leader of shard 1 paused past its lease (SIGSTOP) while records keep coming:
+    // its shard and its claim go to another node; woken, it may finish a delivery it had
+    // begun (onto the same keys) but moves no checkpoint.
+    let paused = ids.iter().position(|id| *id == leaders_of(&url, STREAM)[1].0).unwrap();
+    let pid = nodes[paused].0.id() as i32;
+    // SAFETY: signals to a child process this test started.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let others: Vec<usize> = (0..3).filter(|i| *i != paused).collect();
+    for round in 0..25 {
+        acked.extend(put(&clients[others[round % 2]], next, 20).await);
+        next += 20;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    for round in 0..6 {
+        acked.extend(put(&clients[round % 3], next, 20).await);
+        next += 20;
+    }
+    wait_landed(&landed, &acked, next, &format!("after {} was paused past its lease", ids[paused]));
+
     // The leader of shard 0 (which delivers it) SIGKILLed mid-ingest: its shard gets a new
     // leader, which takes the delivery over from the cluster's checkpoint.
     let victim = ids.iter().position(|id| *id == leaders_of(&url, STREAM)[0].0).unwrap();
@@ -159,18 +183,25 @@ async fn a_delivery_stream_of_the_cluster_lands_every_record_once_across_a_node_
     };
     let (a, b) = (&firehoses[survivors[0]], &firehoses[survivors[1]]);
     let before = a.describe_delivery_stream().delivery_stream_name(DELIVERY).send().await.unwrap();
-    a.update_destination()
-        .delivery_stream_name(DELIVERY)
-        .current_delivery_stream_version_id(version(&before))
-        .destination_id("destinationId-000000000001")
-        .extended_s3_destination_update(
-            fh::ExtendedS3DestinationUpdate::builder()
-                .buffering_hints(fh::BufferingHints::builder().size_in_mbs(2).interval_in_seconds(2).build())
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    let update = |f: &aws_sdk_firehose::Client, seconds: i32| {
+        f.update_destination()
+            .delivery_stream_name(DELIVERY)
+            .current_delivery_stream_version_id(version(&before))
+            .destination_id("destinationId-000000000001")
+            .extended_s3_destination_update(
+                fh::ExtendedS3DestinationUpdate::builder()
+                    .buffering_hints(fh::BufferingHints::builder().size_in_mbs(2).interval_in_seconds(seconds).build())
+                    .build(),
+            )
+            .send()
+    };
+    // Two updates of one version on two nodes at once: one wins, as on AWS.
+    let (first, second) = tokio::join!(update(a, 2), update(b, 3));
+    let lost = match (&first, &second) {
+        (Ok(_), Err(e)) | (Err(e), Ok(_)) => e,
+        _ => panic!("two updates of version {} both answered alike: {first:?} {second:?}", version(&before)),
+    };
+    assert_eq!(lost.code(), Some("ConcurrentModificationException"), "{lost:?}");
     a.tag_delivery_stream()
         .delivery_stream_name(DELIVERY)
         .tags(fh::Tag::builder().key("team").value("data").build().unwrap())
