@@ -257,7 +257,8 @@ impl DeliveryStreams {
 
     /// Creates a delivery stream (checked already) whose Kinesis source is read from
     /// `start` (shard index → first sequence number to deliver; a shard not named: from
-    /// its start), and starts its worker: how each node makes its copy of a cluster's
+    /// its first record that arrived at or after the delivery stream's creation), and
+    /// starts its worker: how each node makes its copy of a cluster's
     /// delivery stream, at the positions the node that created it chose.
     pub fn create_from(
         &self,
@@ -322,9 +323,15 @@ impl DeliveryStreams {
                 let meta = stream.meta().clone();
                 checkpoints.source_incarnation = Some(stream.incarnation());
                 for s in &meta.shards {
-                    let next = match start {
-                        None => stream.log(s.index).map_or(0, |l| l.readable_end()),
-                        Some(start) => start.get(&s.index).copied().unwrap_or(0),
+                    let next = match (start.and_then(|m| m.get(&s.index)), stream.log(s.index)) {
+                        (Some(next), _) => *next,
+                        (None, None) => 0,
+                        (None, Some(l)) if start.is_none() => l.readable_end(),
+                        // A shard the creating node held no copy of: from the first record
+                        // that arrived once the delivery stream existed.
+                        (None, Some(l)) => l
+                            .position(sluice_engine::StartingPosition::AtTimestamp(spec.created_ms))
+                            .unwrap_or_else(|_| l.readable_end()),
                     };
                     checkpoints
                         .shards

@@ -81,9 +81,17 @@ impl Firehose {
             )));
         }
         let _catalog = link.catalog_lock.lock().await;
-        let start = self.delivery_streams.latest_positions(stream_name).ok_or_else(|| {
+        let mut start = self.delivery_streams.latest_positions(stream_name).ok_or_else(|| {
             invalid(format!("Stream {stream_name} under account {} not found.", self.config.account_id))
         })?;
+        // Only this node's replicas know where their shards end; every other shard starts
+        // at its first record that arrived once the delivery stream existed (each node's
+        // copy finds it by arrival time).
+        let source = self.delivery_streams.context().kinesis.get(stream_name);
+        let incarnation = source.map_or(0, |s| s.incarnation());
+        start.retain(|shard, _| {
+            link.placement(stream_name, incarnation, *shard).is_some_and(|p| p.replicas.contains(&link.node_id))
+        });
         if self.delivery_streams.get(&spec.name).is_some() {
             return Err(in_use(self, &spec.name));
         }
