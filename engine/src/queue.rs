@@ -298,13 +298,16 @@ impl QueueState {
     pub fn changes_for(&self, shard: &(String, u32), sequence: u64) -> Vec<Change> {
         let empty = ShardCursor::default();
         let c = self.shards.get(shard).unwrap_or(&empty);
-        let mut out = vec![Change::Cursor { shard: shard.clone(), cursor: c.cursor }];
+        let mut out = Vec::with_capacity(3);
         for (area, map) in [(Area::Main, &c.pending), (Area::DeadLetter, &c.dead)] {
             out.push(match map.get(&sequence) {
                 Some(d) => Change::Set { area, shard: shard.clone(), sequence, delivery: *d },
                 None => Change::Remove { area, shard: shard.clone(), sequence },
             });
         }
+        // The cursor last: a journal cut short after the record's line delivers it again
+        // (at least once), where one cut after a cursor past it would have lost it.
+        out.push(Change::Cursor { shard: shard.clone(), cursor: c.cursor });
         out
     }
 
@@ -414,6 +417,21 @@ mod tests {
     //! The state machine against a reference model that keeps one row per record.
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_journal_cut_anywhere_in_a_receive_never_moves_the_cursor_past_a_record_it_does_not_hold() {
+        let shard = ("clicks".to_owned(), 0);
+        let before = QueueState::default();
+        let mut state = before.clone();
+        state.receive(&shard, 0, 1_000, 30_000, None, Area::Main).expect("a first delivery");
+        let changes = state.changes_for(&shard, 0);
+        for cut in 0..=changes.len() {
+            let mut replayed = before.clone();
+            changes[..cut].iter().for_each(|c| replayed.apply(c));
+            let c = replayed.shards.get(&shard).cloned().unwrap_or_default();
+            assert!(c.cursor == 0 || c.pending.contains_key(&0), "cut after {cut} of {changes:?}: {c:?}");
+        }
+    }
 
     #[test]
     fn receipt_handles_round_trip_and_refuse_any_change() {
