@@ -177,20 +177,27 @@ impl Etcd {
         })))
     }
 
-    /// Puts `key` = `value` attached to `lease` if the key is still at `mod_revision`
-    /// (unchanged since read); `Ok(false)` when it changed.
-    pub async fn replace(&self, key: &str, value: &[u8], lease: LeaseId, mod_revision: i64) -> Result<bool, EtcdError> {
-        let k = B64.encode(key);
+    /// Runs `operation` (one etcd request op, e.g. `{"request_put": ...}`) if `guard` is at
+    /// `guard_revision`, its last change's revision (0: `guard` does not exist): the
+    /// transaction's revision when it ran, `Ok(None)` when the guard was elsewhere.
+    async fn run_guarded(&self, guard: &str, guard_revision: i64, operation: Value) -> Result<Option<i64>, EtcdError> {
         let v = self
             .call(
                 "/v3/kv/txn",
                 json!({
-                    "compare": [{ "key": k, "target": "MOD", "result": "EQUAL", "mod_revision": mod_revision.to_string() }],
-                    "success": [{ "request_put": { "key": k, "value": B64.encode(value), "lease": lease.to_string() } }],
+                    "compare": [{ "key": B64.encode(guard), "target": "MOD", "result": "EQUAL", "mod_revision": guard_revision.to_string() }],
+                    "success": [operation],
                 }),
             )
             .await?;
-        Ok(v["succeeded"].as_bool() == Some(true))
+        Ok((v["succeeded"].as_bool() == Some(true)).then(|| int(&v["header"]["revision"])))
+    }
+
+    /// Puts `key` = `value` attached to `lease` if the key is still at `mod_revision`
+    /// (unchanged since read); `Ok(false)` when it changed.
+    pub async fn replace(&self, key: &str, value: &[u8], lease: LeaseId, mod_revision: i64) -> Result<bool, EtcdError> {
+        let put = json!({ "request_put": { "key": B64.encode(key), "value": B64.encode(value), "lease": lease.to_string() } });
+        Ok(self.run_guarded(key, mod_revision, put).await?.is_some())
     }
 
     /// Puts `key` = `value` (no lease) if `guard` is at `guard_revision`, its last change's
@@ -203,32 +210,15 @@ impl Etcd {
         key: &str,
         value: &[u8],
     ) -> Result<Option<i64>, EtcdError> {
-        let v = self
-            .call(
-                "/v3/kv/txn",
-                json!({
-                    "compare": [{ "key": B64.encode(guard), "target": "MOD", "result": "EQUAL", "mod_revision": guard_revision.to_string() }],
-                    "success": [{ "request_put": { "key": B64.encode(key), "value": B64.encode(value) } }],
-                }),
-            )
-            .await?;
-        Ok((v["succeeded"].as_bool() == Some(true)).then(|| int(&v["header"]["revision"])))
+        let put = json!({ "request_put": { "key": B64.encode(key), "value": B64.encode(value) } });
+        self.run_guarded(guard, guard_revision, put).await
     }
 
     /// Deletes `key` if it is still at `mod_revision` (unchanged since read); `Ok(false)`
     /// when it changed or is gone.
     pub async fn delete_guarded(&self, key: &str, mod_revision: i64) -> Result<bool, EtcdError> {
-        let k = B64.encode(key);
-        let v = self
-            .call(
-                "/v3/kv/txn",
-                json!({
-                    "compare": [{ "key": k, "target": "MOD", "result": "EQUAL", "mod_revision": mod_revision.to_string() }],
-                    "success": [{ "request_delete_range": { "key": k } }],
-                }),
-            )
-            .await?;
-        Ok(v["succeeded"].as_bool() == Some(true))
+        let delete = json!({ "request_delete_range": { "key": B64.encode(key) } });
+        Ok(self.run_guarded(key, mod_revision, delete).await?.is_some())
     }
 
     /// Deletes `key`; `Ok(false)` when there was none.
