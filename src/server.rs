@@ -293,13 +293,14 @@ const CLUSTER_PATH_PREFIX: &str = "/_sluice/cluster/";
 const CLUSTER_BODY_BYTES_MAX: usize = 16 << 20;
 
 /// A request of another node of the cluster ([`crate::cluster::replication`]): refused
-/// without the cluster's token; its body is a shard batch.
+/// without the cluster's token; its body is a shard batch, or a read forwarded by a node
+/// that holds no replica of the shard.
 async fn cluster_request(
     state: Arc<AppState>,
     link: Arc<crate::cluster::ClusterLink>,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
-    use crate::cluster::replication::{APPEND_PATH, REPLICATE_PATH, TOKEN_HEADER};
+    use crate::cluster::replication::{APPEND_PATH, READ_PATH, REPLICATE_PATH, TOKEN_HEADER};
     let plain = |status: u16, text: &str| {
         let mut r = Response::new(Full::new(Bytes::from(text.to_owned())));
         *r.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
@@ -309,21 +310,23 @@ async fn cluster_request(
     if req.method() != http::Method::POST || !link.peers.token_matches(&token) {
         return plain(403, "not a node of this cluster");
     }
-    let replicate = match req.uri().path() {
-        REPLICATE_PATH => true,
-        APPEND_PATH => false,
-        _ => return plain(404, "no such cluster request"),
-    };
+    let path = req.uri().path().to_owned();
+    if ![REPLICATE_PATH, APPEND_PATH, READ_PATH].contains(&path.as_str()) {
+        return plain(404, "no such cluster request");
+    }
     let body = match http_body_util::Limited::new(req.into_body(), CLUSTER_BODY_BYTES_MAX).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => return plain(413, &format!("body refused: {e}")),
     };
     let answered = tokio::task::spawn_blocking(move || {
+        if path == READ_PATH {
+            return state.kinesis.read_forwarded(&body);
+        }
         let batch = match crate::cluster::wire::Batch::decode(&body) {
             Ok(b) => b,
             Err(e) => return (400, e.to_string().into_bytes()),
         };
-        if replicate {
+        if path == REPLICATE_PATH {
             state.kinesis.apply_replica(&batch)
         } else {
             state.kinesis.append_forwarded(&batch)

@@ -78,6 +78,36 @@ impl ErrorKind {
         }
     }
 
+    /// The kind whose `__type` string is `name` ([`ErrorKind::name`]).
+    pub fn from_name(name: &str) -> Option<Self> {
+        use ErrorKind as K;
+        [
+            K::ResourceNotFound,
+            K::ResourceInUse,
+            K::InvalidArgument,
+            K::Validation,
+            K::LimitExceeded,
+            K::ProvisionedThroughputExceeded,
+            K::ExpiredIterator,
+            K::ExpiredNextToken,
+            K::Serialization,
+            K::UnknownOperation,
+            K::MissingAuthenticationToken,
+            K::InvalidSignature,
+            K::IncompleteSignature,
+            K::UnrecognizedClient,
+            K::InternalFailure,
+            K::ServiceUnavailable,
+            K::InvalidSource,
+            K::ConcurrentModification,
+            K::DryRunOperation,
+            K::Throttling,
+            K::AccessDenied,
+        ]
+        .into_iter()
+        .find(|k| k.name() == name)
+    }
+
     /// The HTTP status AWS answers with: 500 for internal failures, 503 for Firehose's
     /// ServiceUnavailable, 400 otherwise (the JSON protocol answers authentication errors
     /// with 400 too: `Status Code: 400; Error Code: InvalidSignatureException`).

@@ -36,6 +36,11 @@ pub const REPLICATE_PATH: &str = "/_sluice/cluster/replicate";
 /// Path of records forwarded to a shard's leader.
 pub const APPEND_PATH: &str = "/_sluice/cluster/append";
 
+/// Where a node that holds no replica of a shard sends a read of it (GetShardIterator,
+/// GetRecords) to run on a node that does: a JSON body `{"action", "body"}`, answered with
+/// the action's JSON answer (200) or its error (`{"__type", "message"}`, the error's status).
+pub const READ_PATH: &str = "/_sluice/cluster/read";
+
 /// How long one request to another node may take: 2 s. A replica that does not answer in
 /// time does not count toward the quorum.
 pub const PEER_TIMEOUT: Duration = Duration::from_secs(2);
@@ -715,6 +720,13 @@ impl Peers {
             from = answer.next;
         }
         Ok(())
+    }
+
+    /// Runs read `action` (its request `body`) on `node` ([`READ_PATH`]): the status and
+    /// body it answered. Errors: the node cannot be reached or did not answer.
+    pub async fn read(&self, node: &str, action: &str, body: &serde_json::Value) -> Result<(u16, Bytes), String> {
+        let request = serde_json::to_vec(&serde_json::json!({ "action": action, "body": body })).expect("JSON");
+        self.post(node, READ_PATH, Bytes::from(request)).await
     }
 
     /// Forwards records of one shard to its leader `node`, which appends and replicates them.

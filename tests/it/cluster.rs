@@ -418,6 +418,80 @@ async fn streams_are_created_and_deleted_through_the_catalog_on_any_node_and_eve
     drop(nodes);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_a_replica_of_a_shard_serves_its_reads_from_one_that_has() {
+    let Some(ThreeNodes { dir, etcd: _etcd, url, ports: _, ids: _, mut nodes, mut all, mut clients }) =
+        three_nodes("read forwarding")
+    else {
+        return;
+    };
+    // A fourth node: each shard of a stream made now has three replicas among four nodes.
+    let port = free_port();
+    nodes.push(Killed(node(dir.path(), &url, "n4", port)));
+    all.push(("n4".into(), format!("127.0.0.1:{port}")));
+    wait_for(&url, &all, "four nodes join");
+    clients.push(crate::support::kinesis_client(([127, 0, 0, 1], port).into(), "AKIDANY", "any"));
+    let ids = ["n1", "n2", "n3", "n4"];
+    let active = |r: &Result<(String, i64, Vec<String>), String>| r.as_ref().is_ok_and(|v| v.0 == "ACTIVE");
+    clients[3].create_stream().stream_name("telemetry").shard_count(4).send().await.unwrap();
+    for (i, k) in clients.iter().enumerate() {
+        until(k, "telemetry", &format!("{}'s copy", ids[i]), active).await.unwrap();
+    }
+    let placement = catalog(&url).into_iter().find(|(n, _)| n == "telemetry").unwrap().1;
+    for id in ids {
+        let lacking = placement.iter().filter(|p| !p["replicas"].as_array().unwrap().iter().any(|r| r == id)).count();
+        assert_eq!(lacking, 1, "{id} holds no replica of exactly one shard: {placement:?}");
+    }
+    let shards = ["shardId-000000000000", "shardId-000000000001", "shardId-000000000002", "shardId-000000000003"];
+    let mut acked: Acked = Default::default();
+    for round in 0..8 {
+        let (ok, failed) = put(&clients[round % 4], "telemetry", round, 100).await;
+        assert_eq!(failed, 0, "round {round} through {}", ids[round % 4]);
+        for (shard, seq, key, data) in ok {
+            acked.entry(shard).or_default().push((seq, key, data));
+        }
+    }
+    assert_eq!(acked.len(), 4, "every shard took records");
+    // Every node, a replica or not, returns every shard's acknowledged records (from
+    // TRIM_HORIZON, through GetShardIterator and GetRecords), the same on every node.
+    every_node_holds(&clients, &ids, &shards, &acked, true).await;
+
+    // The same in CBOR (the Java SDKs' protocol), on the node without a replica of shard 0.
+    let outsider = ids.iter().position(|id| !placement[0]["replicas"].as_array().unwrap().iter().any(|r| r == id));
+    let outsider = outsider.unwrap();
+    let iterator = clients[outsider]
+        .get_shard_iterator()
+        .stream_name("telemetry")
+        .shard_id(shards[0])
+        .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
+        .send()
+        .await
+        .unwrap()
+        .shard_iterator
+        .unwrap();
+    use ciborium::value::Value as Cbor;
+    let mut request = Vec::new();
+    let body = Cbor::Map(vec![(Cbor::Text("ShardIterator".into()), Cbor::Text(iterator))]);
+    ciborium::ser::into_writer(&body, &mut request).unwrap();
+    let addr = all[outsider].1.parse().unwrap();
+    let (status, content_type, answer) =
+        crate::support::raw_call(addr, "Kinesis_20131202.GetRecords", "application/x-amz-cbor-1.1", &request).await;
+    assert_eq!((status, content_type.as_str()), (200, "application/x-amz-cbor-1.1"), "{answer:?}");
+    let answer: Cbor = ciborium::de::from_reader(answer.as_slice()).unwrap();
+    let records = answer.as_map().unwrap().iter().find(|(k, _)| k.as_text() == Some("Records")).unwrap().1.clone();
+    let data: Vec<Vec<u8>> = records
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r.as_map().unwrap().iter().find(|(k, _)| k.as_text() == Some("Data")).unwrap().1.as_bytes().unwrap().clone()
+        })
+        .collect();
+    let want: Vec<Vec<u8>> = acked[shards[0]].iter().map(|(_, _, d)| d.clone()).collect();
+    assert_eq!(data, want, "shard 0 in CBOR through {}", ids[outsider]);
+    drop(nodes);
+}
+
 /// Acknowledged records by shard id: sequence number, partition key, data.
 type Acked = std::collections::BTreeMap<String, Vec<(String, String, Vec<u8>)>>;
 

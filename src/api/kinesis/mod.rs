@@ -25,6 +25,7 @@ mod policy;
 mod put_record;
 mod put_records;
 pub(crate) mod queues;
+mod read_forward;
 mod replicated;
 mod reshard;
 mod resources;
@@ -502,6 +503,17 @@ impl Kinesis {
         max_bytes: usize,
         codec: crate::api::Codec,
     ) -> Result<(Vec<u8>, usize), ApiError> {
+        if let Some(answer) = self.cluster.get().and_then(|_| self.forward_read(Action::GetRecords, &body)) {
+            let json = answer?;
+            let bytes = json.len();
+            let body = match codec {
+                crate::api::Codec::Json => json,
+                crate::api::Codec::Cbor => {
+                    crate::api::encode_response(codec, crate::api::model::kinesis(), "GetRecords", json)?
+                }
+            };
+            return Ok((body, bytes));
+        }
         get_records::run_within(self, parse(body)?, max_bytes, codec)
     }
 
@@ -564,6 +576,13 @@ impl Kinesis {
             Action::ListShards => list_shards::run(self, parse(body)?),
             Action::PutRecord => put_record::run(self, parse(body)?),
             Action::PutRecords => put_records::run(self, parse(body)?),
+            Action::GetShardIterator | Action::GetRecords if self.cluster.get().is_some() => {
+                match self.forward_read(action, &body) {
+                    Some(answer) => answer,
+                    None if action == Action::GetRecords => get_records::run(self, parse(body)?),
+                    None => get_shard_iterator::run(self, parse(body)?),
+                }
+            }
             Action::GetShardIterator => get_shard_iterator::run(self, parse(body)?),
             Action::GetRecords => get_records::run(self, parse(body)?),
             Action::IncreaseStreamRetentionPeriod => retention::run_increase(self, parse(body)?),
