@@ -144,6 +144,65 @@ enum ClusterCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Moves every replica off a node (before it is removed): the cluster places each on
+    /// another live node, the shard's leader catching it up first, and nothing new on this
+    /// one. Waits until no shard has a replica on it, printing what is left.
+    Drain {
+        /// The node's id.
+        node: String,
+        /// etcd client URLs (repeat or comma-separate).
+        #[arg(long, required = true, value_delimiter = ',')]
+        etcd: Vec<String>,
+        /// The cluster's name (`[cluster] name`).
+        #[arg(long, default_value = "sluice")]
+        name: String,
+        /// Stop draining the node (replicas may move back to it to balance the load).
+        #[arg(long)]
+        cancel: bool,
+        /// Return once the drain is asked for, without waiting.
+        #[arg(long)]
+        no_wait: bool,
+    },
+}
+
+/// `sluice cluster drain`.
+fn cluster_drain(etcd: &[String], name: &str, node: &str, cancel: bool, no_wait: bool) -> ExitCode {
+    runtime().block_on(async {
+        let etcd = sluice::cluster::Etcd::new(etcd);
+        if let Err(e) = sluice::cluster::catalog::set_draining(&etcd, name, node, !cancel).await {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+        if cancel {
+            println!("node {node} is no longer being drained");
+            return ExitCode::SUCCESS;
+        }
+        if no_wait {
+            println!("node {node} is being drained");
+            return ExitCode::SUCCESS;
+        }
+        let mut last = None;
+        loop {
+            let left = match sluice::cluster::catalog::records(&etcd, name).await {
+                Ok(records) => {
+                    records.iter().flat_map(|r| &r.placement).filter(|p| p.replicas.iter().any(|n| n == node)).count()
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            if left == 0 {
+                println!("node {node} holds no replica: drained");
+                return ExitCode::SUCCESS;
+            }
+            if last != Some(left) {
+                println!("node {node}: {left} replica{} left", if left == 1 { "" } else { "s" });
+                last = Some(left);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    })
 }
 
 /// `sluice cluster status`.
@@ -153,9 +212,10 @@ fn cluster_status(etcd: &[String], name: &str, json: bool) -> ExitCode {
         let read = async {
             let nodes = sluice::cluster::nodes(&etcd, name).await?;
             let streams = sluice::cluster::catalog::records(&etcd, name).await?;
-            Ok::<_, sluice::cluster::EtcdError>((nodes, streams))
+            let draining = sluice::cluster::catalog::draining(&etcd, name).await?;
+            Ok::<_, sluice::cluster::EtcdError>((nodes, streams, draining))
         };
-        let (nodes, streams) = match read.await {
+        let (nodes, streams, draining) = match read.await {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("{e}");
@@ -167,7 +227,7 @@ fn cluster_status(etcd: &[String], name: &str, json: bool) -> ExitCode {
                 .iter()
                 .map(|s| serde_json::json!({ "name": s.name, "shard_count": s.shard_count, "created_ms": s.created_ms, "shards": s.placement }))
                 .collect();
-            println!("{}", serde_json::json!({ "cluster": name, "nodes": nodes, "streams": streams }));
+            println!("{}", serde_json::json!({ "cluster": name, "nodes": nodes, "streams": streams, "draining": draining }));
             return ExitCode::SUCCESS;
         }
         let plural = |n: usize| if n == 1 { "" } else { "s" };
@@ -175,12 +235,14 @@ fn cluster_status(etcd: &[String], name: &str, json: bool) -> ExitCode {
         for n in &nodes {
             let joined = chrono::DateTime::from_timestamp_millis(n.joined_ms as i64)
                 .map_or_else(|| n.joined_ms.to_string(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-            println!("node {}\t{}\tjoined {joined}\tsluice {}", n.node_id, n.address, n.version);
+            let drain = if draining.contains(&n.node_id) { "\tdraining" } else { "" };
+            println!("node {}\t{}\tjoined {joined}\tsluice {}{drain}", n.node_id, n.address, n.version);
         }
         for s in &streams {
             for (i, p) in s.placement.iter().enumerate() {
                 let shard = sluice_engine::stream::shard_id(i as u32);
-                println!("stream {}\t{shard}\tleader {} (epoch {})\treplicas {}", s.name, p.leader, p.epoch, p.replicas.join(","));
+                let moving = p.leaving.as_ref().map_or_else(String::new, |n| format!("\tmoving off {n}"));
+                println!("stream {}\t{shard}\tleader {} (epoch {})\treplicas {}{moving}", s.name, p.leader, p.epoch, p.replicas.join(","));
             }
         }
         ExitCode::SUCCESS
@@ -332,6 +394,9 @@ fn main() -> ExitCode {
             })
         }
         Command::Cluster { command: ClusterCommand::Status { etcd, name, json } } => cluster_status(&etcd, &name, json),
+        Command::Cluster { command: ClusterCommand::Drain { node, etcd, name, cancel, no_wait } } => {
+            cluster_drain(&etcd, &name, &node, cancel, no_wait)
+        }
         Command::Serve { config, bind, data_dir, tls_self_signed } => {
             let mut cfg = match load_config(config) {
                 Ok(c) => c,
@@ -429,6 +494,11 @@ fn main() -> ExitCode {
                             kinesis_state.kinesis.serve_unreplicated(records);
                             kinesis_state.kinesis.settle_restart(records);
                             kinesis_state.kinesis.elect_leaders(records, live);
+                            kinesis_state.kinesis.complete_moves(records, live);
+                            match catalog_link.block_on(sluice::cluster::catalog::draining(&catalog_link.etcd, &catalog_link.cluster)) {
+                                Ok(draining) => kinesis_state.kinesis.rebalance(records, live, &draining),
+                                Err(e) => tracing::warn!(error = %e, "cannot read the nodes being drained; no replica moves this pass"),
+                            }
                             coordination.set_live(live);
                             // Delivery streams read the streams made above.
                             match catalog_link.block_on(sluice::cluster::deliveries::records(&catalog_link.etcd, &catalog_link.cluster)) {

@@ -44,6 +44,11 @@ pub struct ShardPlacement {
     /// start of the first epoch after its own before following the leader.
     #[serde(default)]
     pub history: Vec<(u64, u64)>,
+    /// A replica being moved away (docs/cluster.md, "Rebalancing"): the replica that
+    /// replaces it is already among `replicas`; once the leader has caught that one up, this
+    /// one leaves `replicas` (and the leadership, if it leads).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaving: Option<String>,
 }
 
 impl ShardPlacement {
@@ -113,7 +118,7 @@ pub fn place(stream_name: &str, shard_count: u32, nodes: &[String], replication_
         .map(|i| {
             let start = (offset.wrapping_add(i) % nodes.len() as u64) as usize;
             let replicas: Vec<String> = (0..r).map(|k| nodes[(start + k) % nodes.len()].clone()).collect();
-            ShardPlacement { leader: replicas[0].clone(), replicas, epoch: 1, history: vec![(1, 0)] }
+            ShardPlacement { leader: replicas[0].clone(), replicas, epoch: 1, history: vec![(1, 0)], leaving: None }
         })
         .collect()
 }
@@ -235,6 +240,37 @@ pub async fn claim_leadership(
     Ok(claimed)
 }
 
+/// Ends the move of a replica off shard `of` (its `leaving` node, `leaving`), as its leader
+/// `me` under `epoch` does once the replicas left hold the shard's acknowledged records:
+/// `leaving` leaves the replicas, and the leadership too when it is `me` (its replicas
+/// then elect the next leader). Returns the updated record when it changed.
+pub async fn complete_move(
+    etcd: &Etcd,
+    cluster: &str,
+    of: ShardOf<'_>,
+    me: &str,
+    epoch: u64,
+    leaving: &str,
+) -> Result<Option<StreamRecord>, EtcdError> {
+    let done = change_record(etcd, cluster, of.stream, of.incarnation, |record| {
+        let Some(p) = record.placement.get_mut(of.shard as usize) else { return false };
+        if p.epoch != epoch || p.leader != me || p.leaving.as_deref() != Some(leaving) {
+            return false;
+        }
+        p.replicas.retain(|n| n != leaving);
+        p.leaving = None;
+        if leaving == me {
+            p.leader = String::new();
+        }
+        true
+    })
+    .await?;
+    if done.is_some() && leaving == me {
+        etcd.delete_prefix(&ends_prefix(cluster, of.stream, of.incarnation, of.shard)).await?;
+    }
+    Ok(done)
+}
+
 /// Changes the catalog's entry of stream `name`'s incarnation `incarnation` by `change`
 /// (which says whether it changed anything), in a compare-and-swap on the entry read again
 /// whenever another writer won (the entry holds every shard of the stream: other shards
@@ -307,6 +343,33 @@ pub async fn records(etcd: &Etcd, cluster: &str) -> Result<Vec<StreamRecord>, Et
                 None
             }
         })
+        .collect())
+}
+
+/// The etcd key prefix of the nodes being drained (`sluice cluster drain`).
+fn draining_prefix(cluster: &str) -> String {
+    format!("/sluice/{cluster}/draining/")
+}
+
+/// Marks node `node` as being drained (`drain`) or not: the cluster moves every replica
+/// it holds to other nodes and places nothing new on it.
+pub async fn set_draining(etcd: &Etcd, cluster: &str, node: &str, drain: bool) -> Result<(), EtcdError> {
+    let key = format!("{}{node}", draining_prefix(cluster));
+    if drain {
+        etcd.put_guarded(&key, 0, &key, b"1").await.map(|_| ())
+    } else {
+        etcd.delete(&key).await.map(|_| ())
+    }
+}
+
+/// The nodes being drained, by id.
+pub async fn draining(etcd: &Etcd, cluster: &str) -> Result<Vec<String>, EtcdError> {
+    let prefix = draining_prefix(cluster);
+    Ok(etcd
+        .range_prefix(&prefix)
+        .await?
+        .into_iter()
+        .filter_map(|kv| kv.key.strip_prefix(&prefix).map(str::to_owned))
         .collect())
 }
 
@@ -544,6 +607,7 @@ mod tests {
             leader: "n2".into(),
             epoch: 3,
             history: vec![(1, 0), (2, 100), (3, 50)],
+            leaving: None,
         };
         assert_eq!(p.start_after(1), Some(50));
         assert_eq!(p.start_after(2), Some(50));

@@ -197,14 +197,21 @@ impl EtcdCoordination {
             let checkpoint_key = format!("{prefix}checkpoint/{shard}");
             let mut checkpoint = kvs.get(&checkpoint_key).and_then(stored);
             let existing = kvs.get(&claim_key);
+            let placement = self.link.placement(stream_name, source_incarnation, shard);
+            // A claim is held by a replica of the shard: a node whose replica moved away
+            // reads a copy that no longer grows.
+            let replica =
+                |node: &[u8]| placement.as_ref().is_some_and(|p| p.replicas.iter().any(|r| r.as_bytes() == node));
             let token = match existing {
-                Some(kv) if kv.value == me.as_bytes() => Some(kv.mod_revision),
-                Some(kv) if self.is_live(&String::from_utf8_lossy(&kv.value)) => None,
+                Some(kv) if kv.value == me.as_bytes() && replica(&kv.value) => Some(kv.mod_revision),
+                Some(kv) if kv.value == me.as_bytes() => {
+                    self.link.etcd.delete_guarded(&claim_key, kv.mod_revision).await?;
+                    None
+                }
+                Some(kv) if self.is_live(&String::from_utf8_lossy(&kv.value)) && replica(&kv.value) => None,
                 _ => {
                     // Free, or its holder left: the shard's leader reads the freshest copy.
-                    let leads =
-                        self.link.placement(stream_name, source_incarnation, shard).is_some_and(|p| p.leader == me);
-                    if !leads {
+                    if placement.as_ref().is_none_or(|p| p.leader != me) {
                         continue;
                     }
                     let at = existing.map_or(0, |kv| kv.mod_revision);

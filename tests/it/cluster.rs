@@ -492,6 +492,102 @@ async fn a_node_without_a_replica_of_a_shard_serves_its_reads_from_one_that_has(
     drop(nodes);
 }
 
+/// Puts round `round + 1` (50 records) through one of `clients` in turn, adding what was
+/// acknowledged to `acked`: how many records failed.
+async fn put_round(clients: &[aws_sdk_kinesis::Client], round: &mut usize, acked: &mut Acked) -> i32 {
+    *round += 1;
+    let (ok, failures) = put(&clients[*round % clients.len()], "telemetry", *round, 50).await;
+    for (shard, seq, key, data) in ok {
+        acked.entry(shard).or_default().push((seq, key, data));
+    }
+    failures
+}
+
+/// Replicas per node in the catalog's placement of `stream`, and how many moves are under way.
+fn replica_load(url: &str, stream: &str) -> (std::collections::BTreeMap<String, usize>, usize) {
+    let placement = catalog(url).into_iter().find(|(n, _)| n == stream).unwrap().1;
+    let mut load = std::collections::BTreeMap::new();
+    for p in &placement {
+        for r in p["replicas"].as_array().unwrap() {
+            *load.entry(r.as_str().unwrap().to_owned()).or_insert(0) += 1;
+        }
+    }
+    (load, placement.iter().filter(|p| !p["leaving"].is_null()).count())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_move_to_a_node_that_joins_and_off_a_drained_node_under_ingest_and_nothing_is_lost() {
+    let Some(ThreeNodes { dir, etcd: _etcd, url, ports: _, ids: _, mut nodes, mut all, mut clients }) =
+        three_nodes("rebalancing")
+    else {
+        return;
+    };
+    let ids = ["n1", "n2", "n3", "n4"];
+    let active = |r: &Result<(String, i64, Vec<String>), String>| r.as_ref().is_ok_and(|v| v.0 == "ACTIVE");
+    clients[0].create_stream().stream_name("telemetry").shard_count(4).send().await.unwrap();
+    for (i, k) in clients.iter().enumerate() {
+        until(k, "telemetry", &format!("{}'s copy", ids[i]), active).await.unwrap();
+    }
+    let shards = ["shardId-000000000000", "shardId-000000000001", "shardId-000000000002", "shardId-000000000003"];
+    let mut acked: Acked = Default::default();
+    let mut failed = 0;
+    let mut round = 0;
+    for _ in 0..4 {
+        failed += put_round(&clients, &mut round, &mut acked).await;
+    }
+    assert_eq!(replica_load(&url, "telemetry").0.values().copied().collect::<Vec<_>>(), [4, 4, 4]);
+
+    // A fourth node joins: replicas move to it, one node's at a time, while records come.
+    let port = free_port();
+    nodes.push(Killed(node(dir.path(), &url, "n4", port)));
+    all.push(("n4".into(), format!("127.0.0.1:{port}")));
+    wait_for(&url, &all, "four nodes join");
+    clients.push(crate::support::kinesis_client(([127, 0, 0, 1], port).into(), "AKIDANY", "any"));
+    until(&clients[3], "telemetry", "n4's copy", active).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        failed += put_round(&clients, &mut round, &mut acked).await;
+        let (load, moving) = replica_load(&url, "telemetry");
+        if moving == 0 && load.values().all(|c| *c == 3) && load.len() == 4 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not balanced after 60 s: {load:?}, {moving} moving");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // n1 drained (`sluice cluster drain`, which waits): every replica leaves it.
+    let mut drain = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["cluster", "drain", "n1", "--name", "test", "--etcd", &url])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        failed += put_round(&clients, &mut round, &mut acked).await;
+        if let Some(status) = drain.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = drain.kill();
+            panic!("n1 not drained after 60 s: {:?}", replica_load(&url, "telemetry"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut printed = String::new();
+    std::io::Read::read_to_string(&mut drain.stdout.take().unwrap(), &mut printed).unwrap();
+    assert!(status.success() && printed.contains("drained"), "{status:?}: {printed}");
+    let (load, moving) = replica_load(&url, "telemetry");
+    assert_eq!((load.get("n1"), moving), (None, 0), "{load:?}");
+    assert!(load.values().all(|c| *c == 4), "{load:?}");
+    for _ in 0..4 {
+        failed += put_round(&clients, &mut round, &mut acked).await;
+    }
+    // Every node (n1 through its forwarded reads) returns every acknowledged record, in
+    // order, the same on every node; nothing else unless a put failed.
+    every_node_holds(&clients, &ids, &shards, &acked, failed == 0).await;
+    drop(nodes);
+}
+
 /// Acknowledged records by shard id: sequence number, partition key, data.
 type Acked = std::collections::BTreeMap<String, Vec<(String, String, Vec<u8>)>>;
 

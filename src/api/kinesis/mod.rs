@@ -26,6 +26,7 @@ mod put_record;
 mod put_records;
 pub(crate) mod queues;
 mod read_forward;
+mod rebalance;
 mod replicated;
 mod reshard;
 mod resources;
