@@ -493,6 +493,7 @@ fn main() -> ExitCode {
                             kinesis_state.kinesis.resign_leaderships(records);
                             kinesis_state.kinesis.serve_unreplicated(records);
                             kinesis_state.kinesis.settle_restart(records);
+                            kinesis_state.kinesis.step_down_when_cut_off(records);
                             kinesis_state.kinesis.elect_leaders(records, live);
                             kinesis_state.kinesis.complete_moves(records, live);
                             match catalog_link.block_on(sluice::cluster::catalog::draining(&catalog_link.etcd, &catalog_link.cluster)) {

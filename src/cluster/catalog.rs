@@ -176,6 +176,10 @@ pub struct ReportedEnd {
     /// from an election abandoned when the old leader came back is stale).
     #[serde(default)]
     pub at_ms: u64,
+    /// The reporter gave up this shard's leadership for want of a quorum a moment ago: it
+    /// wins only with a log longer than every other voter's.
+    #[serde(default)]
+    pub resting: bool,
 }
 
 /// How long a reported end counts in an election: 5 s, half the fence a report raises

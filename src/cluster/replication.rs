@@ -41,6 +41,15 @@ pub const APPEND_PATH: &str = "/_sluice/cluster/append";
 /// the action's JSON answer (200) or its error (`{"__type", "message"}`, the error's status).
 pub const READ_PATH: &str = "/_sluice/cluster/read";
 
+/// How long a leader's requests to enough of its shard's replicas keep failing (no answer
+/// in between) before it gives the leadership up, the others and itself making no quorum:
+/// 10 s (five times a peer request's timeout; a leader probes a replica that missed a
+/// batch at each catalog pass).
+pub const STEP_DOWN_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long a node that stepped down stands back in the shard's elections: 30 s.
+pub const REST_AFTER_STEP_DOWN: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// How long one request to another node may take: 2 s. A replica that does not answer in
 /// time does not count toward the quorum.
 pub const PEER_TIMEOUT: Duration = Duration::from_secs(2);
@@ -134,6 +143,9 @@ struct Matched {
     notice_pending: bool,
     /// The end a quorum holds: the high watermark this leadership computed.
     committed: u64,
+    /// Replicas whose requests from this leadership (batches, probes, notices) have failed
+    /// since they last answered one, and since when.
+    failing_since: HashMap<String, std::time::Instant>,
 }
 
 /// A node's side of the channel: the HTTP client, where the other nodes are, and the
@@ -160,6 +172,9 @@ pub struct Peers {
     lagging: Mutex<HashSet<Lag>>,
     /// Per shard this node leads, what each replica holds (its high watermark's source).
     matched: Mutex<HashMap<ShardKey, Matched>>,
+    /// Shards whose leadership this node gave up because it could not reach a quorum of
+    /// their replicas, until when it stands back in their elections.
+    resting: Mutex<HashMap<ShardKey, std::time::Instant>>,
     /// The machine restarted since this node last ran: its logs may lack records it had
     /// acknowledged but not synced.
     machine_restarted: std::sync::atomic::AtomicBool,
@@ -238,6 +253,7 @@ impl Peers {
             fences: Mutex::default(),
             lagging: Mutex::default(),
             matched: Mutex::default(),
+            resting: Mutex::default(),
             machine_restarted: std::sync::atomic::AtomicBool::new(false),
             boot: Mutex::default(),
             caught_up: Mutex::default(),
@@ -335,6 +351,53 @@ impl Peers {
     pub fn count_leader_change(&self, won: bool) {
         let c = if won { &self.counts.leaderships_won } else { &self.counts.leaderships_resigned };
         c.fetch_add(1, Relaxed);
+    }
+
+    /// Whether this node, leading shard (`incarnation`, `shard`) under `epoch` with
+    /// `replicas`, is cut off from them: so many of the others have failed every request
+    /// for [`STEP_DOWN_AFTER`] that the rest and itself make no quorum. Cut off from the
+    /// other nodes while it still reaches etcd, it would keep a leadership under which
+    /// nothing can be acknowledged.
+    pub fn cut_off(&self, incarnation: u64, shard: u32, epoch: u64, replicas: &[String], me: &str) -> bool {
+        let now = std::time::Instant::now();
+        let all = self.matched.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(m) = all.get(&(incarnation, shard)).filter(|m| m.epoch == epoch) else { return false };
+        let failing = replicas
+            .iter()
+            .filter(|r| *r != me)
+            .filter(|r| m.failing_since.get(*r).is_some_and(|since| now.duration_since(*since) >= STEP_DOWN_AFTER))
+            .count();
+        replicas.len() - failing < replicas.len() / 2 + 1
+    }
+
+    /// Notes that a request of this node's leadership of shard (`incarnation`, `shard`)
+    /// under `epoch` to replica `node` failed.
+    fn failed(&self, incarnation: u64, shard: u32, epoch: u64, node: &str) {
+        let mut all = self.matched.lock().unwrap_or_else(PoisonError::into_inner);
+        let m = all.entry((incarnation, shard)).or_default();
+        if m.epoch > epoch {
+            return;
+        }
+        if m.epoch < epoch {
+            *m = Matched { epoch, ..Matched::default() };
+        }
+        m.failing_since.entry(node.to_owned()).or_insert_with(std::time::Instant::now);
+    }
+
+    /// Notes that this node gave up the leadership of shard (`incarnation`, `shard`) for
+    /// want of a quorum: in its elections for [`REST_AFTER_STEP_DOWN`] it wins only with a
+    /// log longer than every other voter's, so a replica as up to date is preferred.
+    pub fn rest(&self, incarnation: u64, shard: u32) {
+        let until = std::time::Instant::now() + REST_AFTER_STEP_DOWN;
+        self.resting.lock().unwrap_or_else(PoisonError::into_inner).insert((incarnation, shard), until);
+    }
+
+    /// Whether this node stands back in shard (`incarnation`, `shard`)'s elections ([`Peers::rest`]).
+    pub fn resting(&self, incarnation: u64, shard: u32) -> bool {
+        let mut all = self.resting.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        all.retain(|_, until| *until > now);
+        all.contains_key(&(incarnation, shard))
     }
 
     /// What each replica of a shard acknowledged holding, as this node's leadership under
@@ -515,6 +578,7 @@ impl Peers {
                 *m = Matched { epoch: s.epoch, ..Matched::default() };
             }
             let own = s.log.bounds().next_sequence_number;
+            m.failing_since.remove(node);
             let held = m.next.entry(node.to_owned()).or_insert(0);
             *held = (*held).max(next.min(own));
             // The leader holds its whole log.
@@ -594,6 +658,7 @@ impl Peers {
     }
 
     fn mark_lagging(&self, s: &Shipment, node: String) {
+        self.failed(s.incarnation, s.shard, s.epoch, &node);
         let lag = Lag { stream: s.stream.clone(), incarnation: s.incarnation, shard: s.shard, node };
         self.lagging.lock().unwrap_or_else(PoisonError::into_inner).insert(lag);
     }
@@ -633,7 +698,13 @@ impl Peers {
         };
         let shipment = Arc::new(Shipment::new(&batch, log, placement.replicas.clone().into(), me.to_owned()));
         self.announced(&shipment, batch.committed);
-        let held = self.ship_to(&lag.node, &shipment).await?;
+        let held = match self.ship_to(&lag.node, &shipment).await {
+            Ok(held) => held,
+            Err(e) => {
+                self.failed(lag.incarnation, lag.shard, placement.epoch, &lag.node);
+                return Err(e);
+            }
+        };
         self.matched(&shipment, &lag.node, held);
         Ok(())
     }

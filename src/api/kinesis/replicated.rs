@@ -83,6 +83,11 @@ impl Kinesis {
         let appended = {
             let lock = link.peers.shard_lock(incarnation, shard);
             let _shard = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            // This node is giving the leadership up (it reported its end for an election,
+            // or stepped down): nothing more under this epoch.
+            if link.peers.fenced_below(incarnation, shard) > placement.epoch {
+                return Err(failure(format!("shard {shard} of stream {name} is getting a new leader; retry")));
+            }
             // A placement older than the epoch this node appends under: another leader has
             // been elected since this node read the catalog.
             if link.peers.epoch_of(incarnation, shard) != Some(placement.epoch) {
@@ -198,6 +203,53 @@ impl Kinesis {
         link.resigned.store(done, Release);
     }
 
+    /// Gives up the leadership of the shards this node leads whose replicas have not
+    /// answered it, a quorum of them, for [`crate::cluster::replication::STEP_DOWN_AFTER`]
+    /// (cut off from the other nodes while it still reaches etcd, it keeps its membership,
+    /// so no election would start): it first cuts its log back to its high watermark (what
+    /// is past it was acknowledged to no one), then leaves the leadership in the catalog,
+    /// and stands back in the election that follows unless its log is the longest.
+    pub fn step_down_when_cut_off(&self, records: &[crate::cluster::StreamRecord]) {
+        use crate::cluster::catalog::{resign_leadership, ShardOf};
+        let Some(link) = self.cluster.get() else { return };
+        let me = &link.node_id;
+        for r in records {
+            let Some(stream) = self.streams.get(&r.name).filter(|s| s.incarnation() == r.incarnation) else { continue };
+            for (shard, p) in r.placement.iter().enumerate().filter(|(_, p)| &p.leader == me) {
+                let shard = shard as u32;
+                if !link.peers.cut_off(r.incarnation, shard, p.epoch, &p.replicas, me) {
+                    continue;
+                }
+                let Some(log) = stream.log(shard) else { continue };
+                let lock = link.peers.shard_lock(r.incarnation, shard);
+                let _shard = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                // No append under this epoch from here on, and nothing past what a quorum
+                // acknowledged stays.
+                link.peers.fence(r.incarnation, shard, p.epoch + 1);
+                let keep = log.readable_end();
+                if log.bounds().next_sequence_number > keep {
+                    if let Err(e) = log.truncate(keep) {
+                        tracing::error!(stream = %r.name, shard, error = %e, "cannot cut what no quorum acknowledged before stepping down");
+                        continue;
+                    }
+                }
+                let of = ShardOf { stream: &r.name, incarnation: r.incarnation, shard };
+                match link.block_on(resign_leadership(&link.etcd, &link.cluster, of, me, p.epoch)) {
+                    Ok(Some(record)) => {
+                        link.peers.rest(r.incarnation, shard);
+                        link.set_placements(std::slice::from_ref(&record), true);
+                        link.peers.count_leader_change(false);
+                        tracing::warn!(stream = %r.name, shard, epoch = p.epoch, "gave up a shard's leadership: no quorum of its replicas answered");
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(stream = %r.name, shard, error = %e, "cannot give up a shard's leadership")
+                    }
+                }
+            }
+        }
+    }
+
     /// After a restart of this node's machine: keeps the new boot id once every shard of the
     /// catalog `records` this node replicates is caught up by its leader or led by this node
     /// under an epoch it won (see [`crate::cluster::replication::Peers::settle_restart`]).
@@ -275,6 +327,7 @@ impl Kinesis {
                     last_epoch: held.0,
                     unsure,
                     at_ms: now,
+                    resting: link.peers.resting(r.incarnation, shard),
                 };
                 let of = ShardOf { stream: &r.name, incarnation: r.incarnation, shard };
                 let reported = link.block_on(report_end(&link.etcd, &link.cluster, of, &mine));
@@ -297,9 +350,10 @@ impl Kinesis {
                 if sure < p.replicas.len() / 2 + 1 && voters.len() < p.replicas.len() {
                     continue;
                 }
-                let best = voters
-                    .iter()
-                    .max_by(|a, b| (a.last_epoch, a.end).cmp(&(b.last_epoch, b.end)).then(b.node.cmp(&a.node)));
+                // Ties: a replica that did not just step down, then the lowest node id.
+                let best = voters.iter().max_by(|a, b| {
+                    (a.last_epoch, a.end, !a.resting).cmp(&(b.last_epoch, b.end, !b.resting)).then(b.node.cmp(&a.node))
+                });
                 if best.is_none_or(|b| &b.node != me) {
                     continue;
                 }

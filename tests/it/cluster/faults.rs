@@ -320,6 +320,8 @@ impl Partition {
     const SHARED: &'static str = "10.213.0.1";
     const CUT: &'static str = "10.213.1.2";
     const CLIENTS: &'static str = "10.213.2.2";
+    /// The host's end of the clients' link.
+    const CLIENTS_HOST: &'static str = "10.213.2.1";
 
     /// Errors: why namespaces cannot be made here (not root, no `ip`).
     fn new() -> Result<Self, String> {
@@ -416,28 +418,42 @@ const KEY: &str = "AKIDPARTITIONTEST";
 const SECRET: &str = "a-secret-for-the-partition-test";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_cut_off_from_etcd_and_the_others_acknowledges_nothing_alone_and_loses_nothing() {
+async fn a_node_cut_off_from_the_others_acknowledges_nothing_alone_and_loses_nothing() {
     let Some(etcd_binary) = super::etcd_binary() else {
         eprintln!("partition test skipped: no etcd binary");
         return;
     };
-    let partition = match Partition::new() {
-        Ok(p) => p,
-        Err(reason) => {
-            eprintln!("partition test skipped: {reason}");
-            return;
-        }
-    };
+    // Cut off from etcd too: its lease runs out. From the other nodes only: it stays a
+    // member, and gives its leadership up once no quorum of its replicas answers.
+    for reaches_etcd in [false, true] {
+        let partition = match Partition::new() {
+            Ok(p) => p,
+            Err(reason) => {
+                eprintln!("partition test skipped: {reason}");
+                return;
+            }
+        };
+        cut_off(&etcd_binary, &partition, reaches_etcd).await;
+    }
+}
+
+/// Three nodes, n3 in its own network namespace behind `partition`, cut off mid-ingest from
+/// the other nodes (and from etcd unless `reaches_etcd`), then back; the history checker
+/// then holds every node to what the producers were told.
+async fn cut_off(etcd_binary: &std::path::Path, partition: &Partition, reaches_etcd: bool) {
     let dir = tempfile::tempdir().unwrap();
     let shared = Partition::SHARED;
     let (client_port, peer_port) = (super::free_port(), super::free_port());
     let url = format!("http://{shared}:{client_port}");
+    // n3 reaches etcd over its clients' link, which stays up, when `reaches_etcd`.
+    let url_for_n3 = format!("http://{}:{client_port}", Partition::CLIENTS_HOST);
+    let listen = if reaches_etcd { format!("{url},{url_for_n3}") } else { url.clone() };
     let etcd_log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
     let _etcd = Killed(
         std::process::Command::new(etcd_binary)
             .args(["--name", "e1", "--data-dir"])
             .arg(dir.path().join("etcd-data"))
-            .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
+            .args(["--listen-client-urls", &listen, "--advertise-client-urls", &url])
             .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer_port}")])
             .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer_port}")])
             .args(["--initial-cluster", &format!("e1=http://127.0.0.1:{peer_port}")])
@@ -456,7 +472,8 @@ async fn a_node_cut_off_from_etcd_and_the_others_acknowledges_nothing_alone_and_
     let _nodes: Vec<Killed> = (0..3)
         .map(|i| {
             let netns = (i == 2).then_some(partition.netns.as_str());
-            Killed(node_at(dir.path(), &url, ids[i], (&binds[i], &addresses[i]), netns))
+            let etcd = if i == 2 && reaches_etcd { &url_for_n3 } else { &url };
+            Killed(node_at(dir.path(), etcd, ids[i], (&binds[i], &addresses[i]), netns))
         })
         .collect();
     let all: Vec<(String, String)> = (0..3).map(|i| (ids[i].to_owned(), addresses[i].clone())).collect();
@@ -482,18 +499,19 @@ async fn a_node_cut_off_from_etcd_and_the_others_acknowledges_nothing_alone_and_
         .map(|(p, k)| tokio::spawn(produce(k.clone(), (0, p), history.clone(), stop.clone())))
         .collect();
     tokio::time::sleep(Duration::from_millis(700)).await;
-    // n3 cut off from etcd and the other nodes mid-ingest, its producer still putting
-    // through it: its lease runs out, its shard gets a new leader, and what it appends
+    // n3 cut off mid-ingest, its producer still putting through it: its shard gets a new
+    // leader (its lease runs out; or, reaching etcd, it steps down), and what it appends
     // alone is acknowledged to nobody and cut when it follows again.
     partition.cut(true);
     let t0 = Instant::now();
+    let what = if reaches_etcd { "from the other nodes" } else { "from etcd and the other nodes" };
     loop {
         let now = leaders_of(&url, "telemetry");
-        if now[shard].1 > before[shard].1 && !now[shard].0.is_empty() {
-            eprintln!("n3 cut off: {} leads shard {shard} after {:?}", now[shard].0, t0.elapsed());
+        if now[shard].1 > before[shard].1 && !now[shard].0.is_empty() && now[shard].0 != "n3" {
+            eprintln!("n3 cut off {what}: {} leads shard {shard} after {:?}", now[shard].0, t0.elapsed());
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(30), "no new leader for n3's shard: {now:?}");
+        assert!(t0.elapsed() < Duration::from_secs(40), "n3 cut off {what}: no new leader for its shard: {now:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -503,8 +521,11 @@ async fn a_node_cut_off_from_etcd_and_the_others_acknowledges_nothing_alone_and_
     let snapshot = stop_producers(&stop, producers, &history).await;
     assert_eq!(snapshot.acked.len(), 3, "every shard took records");
     if let Some(v) = check(&clients, &ids, &snapshot).await {
-        panic!("after n3 was cut off: {v}");
+        panic!("after n3 was cut off {what}: {v}");
     }
     let acked: usize = snapshot.acked.values().map(Vec::len).sum();
-    eprintln!("partition: {acked} records acknowledged, {} refused or unanswered; history holds", snapshot.unknown);
+    eprintln!(
+        "partition {what}: {acked} records acknowledged, {} refused or unanswered; history holds",
+        snapshot.unknown
+    );
 }
