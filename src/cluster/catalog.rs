@@ -510,6 +510,9 @@ impl ClusterLink {
             placements.clear();
         }
         for r in records {
+            for (shard, p) in r.placement.iter().enumerate() {
+                self.peers.set_replicas(r.incarnation, shard as u32, &p.replicas);
+            }
             placements.insert((r.name.clone(), r.incarnation), r.placement.clone());
         }
     }

@@ -172,6 +172,10 @@ pub struct Peers {
     lagging: Mutex<HashSet<Lag>>,
     /// Per shard this node leads, what each replica holds (its high watermark's source).
     matched: Mutex<HashMap<ShardKey, Matched>>,
+    /// Per shard, its replicas as this node last read the catalog: what a quorum is counted
+    /// against when an acknowledgment arrives, whatever list the batch was shipped with (a
+    /// replica may have left, or joined, since).
+    replica_sets: Mutex<HashMap<ShardKey, Arc<[String]>>>,
     /// Shards whose leadership this node gave up because it could not reach a quorum of
     /// their replicas, until when it stands back in their elections.
     resting: Mutex<HashMap<ShardKey, std::time::Instant>>,
@@ -254,6 +258,7 @@ impl Peers {
             lagging: Mutex::default(),
             matched: Mutex::default(),
             resting: Mutex::default(),
+            replica_sets: Mutex::default(),
             machine_restarted: std::sync::atomic::AtomicBool::new(false),
             boot: Mutex::default(),
             caught_up: Mutex::default(),
@@ -384,6 +389,20 @@ impl Peers {
         m.failing_since.entry(node.to_owned()).or_insert_with(std::time::Instant::now);
     }
 
+    /// Notes the replicas of shard (`incarnation`, `shard`) as the catalog now lists them.
+    pub fn set_replicas(&self, incarnation: u64, shard: u32, replicas: &[String]) {
+        let mut all = self.replica_sets.lock().unwrap_or_else(PoisonError::into_inner);
+        if all.get(&(incarnation, shard)).is_none_or(|r| **r != *replicas) {
+            all.insert((incarnation, shard), replicas.to_vec().into());
+        }
+    }
+
+    /// The replicas of shard (`incarnation`, `shard`) as last noted, else `fallback`.
+    fn replicas_of(&self, incarnation: u64, shard: u32, fallback: &Arc<[String]>) -> Arc<[String]> {
+        let all = self.replica_sets.lock().unwrap_or_else(PoisonError::into_inner);
+        all.get(&(incarnation, shard)).cloned().unwrap_or_else(|| fallback.clone())
+    }
+
     /// Notes that this node gave up the leadership of shard (`incarnation`, `shard`) for
     /// want of a quorum: in its elections for [`REST_AFTER_STEP_DOWN`] it wins only with a
     /// log longer than every other voter's, so a replica as up to date is preferred.
@@ -497,7 +516,10 @@ impl Peers {
     }
 
     /// Ships `batch`, just appended to the leader's `log`, to the shard's other replicas and
-    /// returns once a quorum of `placement.replicas` (this node included) holds it. A replica
+    /// returns once a quorum of the shard's replicas (this node included) holds it: once
+    /// the high watermark, counted against the replicas the catalog lists when each answer
+    /// arrives, covers the batch (a replica set changed by a move meanwhile counts as it is
+    /// now, never as it was when the batch left). A replica
     /// that is behind is first sent what it lacks, read from `log`. Replicas that have not
     /// answered when the quorum is reached are still sent the batch, in the background, so
     /// every live replica keeps up.
@@ -510,16 +532,18 @@ impl Peers {
         batch: &Batch<'_>,
         log: &Arc<ShardLog>,
     ) -> Result<(), String> {
-        let needed = placement.replicas.len() / 2;
+        let listed: Arc<[String]> = placement.replicas.clone().into();
+        let replicas = self.replicas_of(batch.incarnation, batch.shard, &listed);
+        let needed = replicas.len() / 2;
         let end = batch.first_sequence_number + batch.records.len() as u64;
         if needed == 0 {
             log.raise_high_watermark(end);
             return Ok(());
         }
-        let shipment = Arc::new(Shipment::new(batch, log.clone(), placement.replicas.clone().into(), me.to_owned()));
+        let shipment = Arc::new(Shipment::new(batch, log.clone(), replicas.clone(), me.to_owned()));
         self.announced(&shipment, batch.committed);
         let mut pending: tokio::task::JoinSet<(String, Result<u64, String>)> = tokio::task::JoinSet::new();
-        for follower in placement.replicas.iter().filter(|r| *r != me) {
+        for follower in replicas.iter().filter(|r| *r != me) {
             let (peers, shipment, follower) = (self.clone(), shipment.clone(), follower.clone());
             pending.spawn(async move {
                 let r = peers.ship_to(&follower, &shipment).await;
@@ -533,7 +557,7 @@ impl Peers {
                 Ok(next) => {
                     acks += 1;
                     self.matched(&shipment, &node, next);
-                    if acks >= needed {
+                    if self.committed(batch.incarnation, batch.shard, batch.epoch) >= end {
                         self.counts.quorum.fetch_add(1, Relaxed);
                         // The others finish on their own; one that fails is probed later.
                         let (peers, s) = (self.clone(), shipment.clone());
@@ -554,6 +578,11 @@ impl Peers {
                 }
             }
         }
+        // Other batches' answers may have carried the watermark past this one meanwhile.
+        if self.committed(batch.incarnation, batch.shard, batch.epoch) >= end {
+            self.counts.quorum.fetch_add(1, Relaxed);
+            return Ok(());
+        }
         self.counts.no_quorum.fetch_add(1, Relaxed);
         Err(format!("{acks} of the {needed} other replicas a quorum needs acknowledged: {}", failures.join("; ")))
     }
@@ -567,6 +596,7 @@ impl Peers {
         if self.epoch_of(s.incarnation, s.shard) != Some(s.epoch) {
             return;
         }
+        let replicas = self.replicas_of(s.incarnation, s.shard, &s.replicas);
         let notify = {
             let mut all = self.matched.lock().unwrap_or_else(PoisonError::into_inner);
             let m = all.entry((s.incarnation, s.shard)).or_default();
@@ -582,13 +612,12 @@ impl Peers {
             let held = m.next.entry(node.to_owned()).or_insert(0);
             *held = (*held).max(next.min(own));
             // The leader holds its whole log.
-            let mut ends: Vec<u64> = s
-                .replicas
+            let mut ends: Vec<u64> = replicas
                 .iter()
                 .map(|r| if *r == s.leader { own } else { m.next.get(r).copied().unwrap_or(0) })
                 .collect();
             ends.sort_unstable_by(|a, b| b.cmp(a));
-            m.committed = m.committed.max(ends[s.replicas.len() / 2]);
+            m.committed = m.committed.max(ends[replicas.len() / 2]);
             // Raised under the lock, so a notice that reads it under the lock never sends
             // less than was raised before it ran.
             s.log.raise_high_watermark(m.committed);

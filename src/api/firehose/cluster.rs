@@ -198,6 +198,20 @@ impl Firehose {
         }
     }
 
+    /// Puts this node's copy of delivery stream `name` back to `before` (its definition
+    /// and transform), after a change the catalog did not take.
+    pub(super) fn restore(&self, name: &str, before: DeliveryStreamSpec) {
+        let Some(entry) = self.delivery_streams.get(name) else { return };
+        if entry.spec().destination.processing_configuration != before.destination.processing_configuration {
+            if let Ok(t) = self.delivery_streams.resolve_transform(&before) {
+                self.delivery_streams.set_transform(&entry, t);
+            }
+        }
+        if let Err(e) = entry.update(|s| *s = before) {
+            tracing::error!(delivery_stream = name, error = %e, "cannot undo a change the cluster's catalog did not take");
+        }
+    }
+
     /// Brings this node's copies of the cluster's delivery streams in line with the catalog
     /// `records`: makes the missing ones (from the positions the creating node chose),
     /// takes each changed definition (loading its transform again when its processing

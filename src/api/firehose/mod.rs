@@ -183,7 +183,12 @@ impl Firehose {
             let before = self.delivery_streams.get(&name).map(|e| e.spec());
             let answer = self.run(action, body).await?;
             if let Some(before) = before {
-                self.publish(link, &name, &before).await?;
+                if let Err(e) = self.publish(link, &name, &before).await {
+                    // Not in the catalog: this node's copy goes back (a retry then changes
+                    // it again, and writes it).
+                    self.restore(&name, before);
+                    return Err(e);
+                }
             }
             return Ok(answer);
         }

@@ -74,6 +74,31 @@ pub(super) fn stream_named_by(body: &serde_json::Value) -> Option<String> {
     })
 }
 
+/// Brings `current` (a settings member as the catalog holds it) the change an action made
+/// from `was` to `now`: a list (consumers, shard-level metrics) element by element (keyed
+/// by `name` when its elements have one), so what another node added meanwhile stays; any
+/// other member whole.
+fn merge_member(current: &mut serde_json::Value, was: Option<&serde_json::Value>, now: &serde_json::Value) {
+    let key = |v: &serde_json::Value| v.get("name").cloned().unwrap_or_else(|| v.clone());
+    let (Some(list), Some(was), Some(now)) = (current.as_array_mut(), was.and_then(|w| w.as_array()), now.as_array())
+    else {
+        *current = now.clone();
+        return;
+    };
+    let removed: Vec<serde_json::Value> =
+        was.iter().filter(|w| !now.iter().any(|n| key(n) == key(w))).map(key).collect();
+    list.retain(|c| !removed.contains(&key(c)));
+    for n in now {
+        if was.iter().find(|w| key(w) == key(n)) == Some(n) {
+            continue;
+        }
+        match list.iter_mut().find(|c| key(c) == key(n)) {
+            Some(slot) => *slot = n.clone(),
+            None => list.push(n.clone()),
+        }
+    }
+}
+
 /// A cluster's stream as this node's copy holds it, before an action changes it.
 #[derive(Debug)]
 pub(super) struct StreamState {
@@ -140,7 +165,12 @@ impl Kinesis {
             {
                 for (field, value) in now {
                     if was.get(field) != Some(value) {
-                        into.insert(field.clone(), value.clone());
+                        match into.get_mut(field) {
+                            Some(current) => merge_member(current, was.get(field), value),
+                            None => {
+                                into.insert(field.clone(), value.clone());
+                            }
+                        }
                     }
                 }
             }
@@ -167,6 +197,22 @@ impl Kinesis {
         Ok(())
     }
 
+    /// Puts this node's copy of stream `name` back as it was `before` an action whose change
+    /// could not be written to the catalog (a retry then changes it again, and writes it).
+    pub(super) fn restore_stream(&self, name: &str, before: &StreamState) {
+        let Some(stream) = self.streams.get(name).filter(|s| s.incarnation() == before.incarnation) else { return };
+        let Ok(settings) = serde_json::from_value(before.settings.clone()) else { return };
+        let restored = stream.update_meta::<_, sluice_engine::error::IoError>(|m| {
+            m.settings = settings;
+            m.tags = before.tags.clone();
+            m.retention_hours = before.retention_hours;
+            Ok(())
+        });
+        if let Err(e) = restored {
+            tracing::error!(stream = name, error = %e, "cannot undo a change the cluster's catalog did not take");
+        }
+    }
+
     /// CreateStream in a cluster: places the shards on the live nodes, enters the stream in
     /// the catalog (refused there when the name is taken, as [`CreateStreamError::Exists`]),
     /// then makes this node's copy; the other nodes make theirs from the catalog. A copy
@@ -186,13 +232,16 @@ impl Kinesis {
         if self.streams.get(name).is_some() {
             return Ok(Err(CreateStreamError::Exists(name.to_owned())));
         }
+        // Nothing new goes to a node being drained.
+        let draining = link.block_on(catalog::draining(&link.etcd, &link.cluster)).map_err(catalog_error)?;
         let mut nodes: Vec<String> = link
             .block_on(crate::cluster::nodes(&link.etcd, &link.cluster))
             .map_err(catalog_error)?
             .into_iter()
             .map(|n| n.node_id)
+            .filter(|n| !draining.contains(n))
             .collect();
-        if !nodes.contains(&link.node_id) {
+        if nodes.is_empty() || (!nodes.contains(&link.node_id) && !draining.contains(&link.node_id)) {
             nodes.push(link.node_id.clone());
         }
         let record = StreamRecord {

@@ -560,7 +560,10 @@ impl Kinesis {
             let before = named.as_deref().and_then(|name| Some((name, self.stream_state(link, name)?)));
             let answer = self.run(action, body)?;
             if let Some((name, before)) = before {
-                self.publish_stream(link, name, &before)?;
+                if let Err(e) = self.publish_stream(link, name, &before) {
+                    self.restore_stream(name, &before);
+                    return Err(e);
+                }
             }
             return Ok(answer);
         }

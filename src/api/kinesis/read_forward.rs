@@ -95,9 +95,18 @@ impl Kinesis {
             Some("GetShardIterator") => Action::GetShardIterator,
             _ => return refuse("only GetRecords and GetShardIterator are forwarded"),
         };
+        /// Clears the flag however the read ends (a panic included): the thread serves
+        /// clients' reads next.
+        struct Serving;
+        impl Drop for Serving {
+            fn drop(&mut self) {
+                SERVING_FORWARDED.set(false);
+            }
+        }
         SERVING_FORWARDED.set(true);
+        let serving = Serving;
         let answer = self.handle_value(action, request["body"].clone());
-        SERVING_FORWARDED.set(false);
+        drop(serving);
         match answer {
             Ok(body) => (200, body),
             Err(e) => (e.kind.status(), e.body()),

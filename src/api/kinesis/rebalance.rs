@@ -36,7 +36,8 @@ impl Kinesis {
         let mut moving = 0;
         for p in records.iter().flat_map(|r| &r.placement) {
             moving += usize::from(p.leaving.is_some());
-            for n in &p.replicas {
+            // A replica on its way out counts no more: its node's load is what stays.
+            for n in p.replicas.iter().filter(|n| p.leaving.as_ref() != Some(*n)) {
                 if let Some(c) = load.get_mut(n.as_str()) {
                     *c += 1;
                 }
