@@ -477,6 +477,7 @@ fn main() -> ExitCode {
                         };
                         let _ = state.kinesis.cluster.set(link.clone());
                         let _ = state.firehose.cluster.set(link.clone());
+                        let _ = state.firehose.cluster_streams.set(Arc::new(Arc::downgrade(&state)));
                         let coordination = Arc::new(sluice::cluster::deliveries::EtcdCoordination::new(link.clone()));
                         let _ = state.firehose.delivery_streams.context().coordination.set(coordination.clone());
                         let (kinesis_state, cluster) = (state.clone(), c.name.clone());

@@ -39,6 +39,17 @@ pub struct ClusterDelivery {
     pub incarnation: u64,
 }
 
+impl ClusterDelivery {
+    /// The cluster's stream that holds the records of `DirectPut` delivery stream `name` of
+    /// this incarnation (one shard, replicated as every stream of the cluster):
+    /// `firehose:<name>:<incarnation, 16 hex digits>`. `:` is not among a stream name's
+    /// characters (`[a-zA-Z0-9_.-]`, AWS Kinesis API reference), so no Kinesis request can
+    /// name it, and a delivery stream made again under its name gets a new one.
+    pub fn direct_put_stream(&self, name: &str) -> String {
+        format!("firehose:{name}:{:016x}", self.incarnation)
+    }
+}
+
 /// A claim this node holds on one source shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Claim {

@@ -21,7 +21,7 @@ use sluice_engine::{AppendError, OpenError, Record, ShardLogOptions};
 
 use crate::checkpoint::{Checkpoints, ShardCheckpoint};
 use crate::plan::RecordTransform;
-use crate::spec::{DeliveryStreamSpec, SourceSpec};
+use crate::spec::DeliveryStreamSpec;
 use crate::worker::{self, Command, WorkerContext, WorkerHandle};
 
 /// Partition key of records in a `DirectPut` delivery stream's internal stream (Firehose
@@ -186,9 +186,9 @@ impl DeliveryStreams {
                 this.quarantined.lock().unwrap_or_else(PoisonError::into_inner).push(e.path());
                 continue;
             }
-            let internal = match spec.source {
-                SourceSpec::DirectPut => this.internal.get(&spec.name),
-                SourceSpec::KinesisStream { .. } => None,
+            let internal = match spec.source_stream() {
+                None => this.internal.get(&spec.name),
+                Some(_) => None,
             };
             let transform = match &this.resolver {
                 Some(r) => r.resolve(&spec).unwrap_or_else(|err| {
@@ -311,15 +311,15 @@ impl DeliveryStreams {
         let dir = dir.to_owned();
         let mut checkpoints = Checkpoints::load(&dir.join("checkpoints.json"))?;
         checkpoints.shards.clear();
-        let internal = match &spec.source {
-            SourceSpec::DirectPut => {
+        let internal = match spec.source_stream() {
+            None => {
                 // A leftover internal stream of a deleted namesake goes first.
                 self.internal.delete(&spec.name)?;
                 Some(self.internal.create(&spec.name, 1, spec.created_ms)?)
             }
-            SourceSpec::KinesisStream { stream_name, .. } => {
+            Some(stream_name) => {
                 let stream =
-                    self.ctx.kinesis.get(stream_name).ok_or_else(|| CreateError::NoSource(stream_name.clone()))?;
+                    self.ctx.kinesis.get(&stream_name).ok_or_else(|| CreateError::NoSource(stream_name.clone()))?;
                 let meta = stream.meta().clone();
                 checkpoints.source_incarnation = Some(stream.incarnation());
                 for s in &meta.shards {

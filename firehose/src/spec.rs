@@ -711,6 +711,18 @@ pub struct EncryptionSpec {
 }
 
 impl DeliveryStreamSpec {
+    /// The Kinesis stream this delivery stream reads: its source stream, or for a
+    /// `DirectPut` delivery stream of a cluster the cluster's stream its records are put
+    /// into ([`crate::coordination::ClusterDelivery::direct_put_stream`]). `None` for a
+    /// node's own `DirectPut` delivery stream, which reads its internal stream.
+    pub fn source_stream(&self) -> Option<String> {
+        match (&self.source, &self.cluster) {
+            (SourceSpec::KinesisStream { stream_name, .. }, _) => Some(stream_name.clone()),
+            (SourceSpec::DirectPut, Some(c)) => Some(c.direct_put_stream(&self.name)),
+            (SourceSpec::DirectPut, None) => None,
+        }
+    }
+
     /// `DeliveryStreamType`.
     pub fn stream_type(&self) -> &'static str {
         match self.source {

@@ -29,7 +29,6 @@ use crate::error_output::{self, Failure};
 use crate::lake::{s3_error_code, Lake};
 use crate::metrics::{ErrorLabel, Metrics};
 use crate::plan::{self, Format, Pipeline, PlannedObject, SourceRecord};
-use crate::spec::SourceSpec;
 
 /// How often an idle worker looks for new records, ms: 50.
 pub const POLL_INTERVAL_MS: u64 = 50;
@@ -185,9 +184,9 @@ impl Worker {
     }
 
     fn source(&self) -> Option<Arc<Stream>> {
-        match &self.entry.spec().source {
-            SourceSpec::DirectPut => self.entry.internal.clone(),
-            SourceSpec::KinesisStream { stream_name, .. } => self.ctx.kinesis.get(stream_name),
+        match self.entry.spec().source_stream() {
+            None => self.entry.internal.clone(),
+            Some(stream_name) => self.ctx.kinesis.get(&stream_name),
         }
     }
 
@@ -199,7 +198,7 @@ impl Worker {
     async fn step(&mut self, flushing: bool) -> Result<bool, StepError> {
         let Some(source) = self.source() else { return Ok(false) };
         let mut dirty = false;
-        if matches!(self.entry.spec().source, SourceSpec::KinesisStream { .. })
+        if self.entry.spec().source_stream().is_some()
             && self.checkpoints.source_incarnation != Some(source.incarnation())
         {
             if self.checkpoints.source_incarnation.is_some() {

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use sluice_firehose::checkpoint::ShardCheckpoint;
 use sluice_firehose::coordination::{BoxFuture, Claim, Coordination};
 use sluice_firehose::schema::FieldSpec;
-use sluice_firehose::spec::{DeliveryStreamSpec, SourceSpec};
+use sluice_firehose::spec::DeliveryStreamSpec;
 
 use super::catalog::ClusterLink;
 use super::etcd::{Etcd, EtcdError};
@@ -172,7 +172,7 @@ impl EtcdCoordination {
         shards: &[u32],
     ) -> Result<BTreeMap<u32, Claim>, EtcdError> {
         let mut held = BTreeMap::new();
-        let (Some(prefix), SourceSpec::KinesisStream { stream_name, .. }) = (self.prefix(spec), &spec.source) else {
+        let (Some(prefix), Some(stream_name)) = (self.prefix(spec), spec.source_stream()) else {
             return Ok(held);
         };
         // A delivery stream deleted (or made again) is claimed no more: its worker stops
@@ -197,7 +197,7 @@ impl EtcdCoordination {
             let checkpoint_key = format!("{prefix}checkpoint/{shard}");
             let mut checkpoint = kvs.get(&checkpoint_key).and_then(stored);
             let existing = kvs.get(&claim_key);
-            let placement = self.link.placement(stream_name, source_incarnation, shard);
+            let placement = self.link.placement(&stream_name, source_incarnation, shard);
             // A claim is held by a replica of the shard: a node whose replica moved away
             // reads a copy that no longer grows.
             let replica =

@@ -15,6 +15,20 @@ use crate::api::error::{ApiError, ErrorKind};
 use crate::cluster::deliveries::{self, DeliveryRecord};
 use crate::cluster::{ClusterLink, EtcdError};
 
+/// The cluster's streams, as the cluster's `DirectPut` delivery streams keep their records
+/// in them (the Kinesis side implements it; see `crate::api::kinesis::direct_put`). Every
+/// method blocks on etcd or the replicas: call them off the runtime's threads.
+pub trait ClusterStreams: Send + Sync + std::fmt::Debug {
+    /// Creates the cluster's stream `name` (one shard). Errors: the API's.
+    fn create(&self, name: &str) -> Result<(), ApiError>;
+    /// Deletes the cluster's stream `name`, if there is one. Errors: the API's.
+    fn delete(&self, name: &str) -> Result<(), ApiError>;
+    /// Appends `records` to the one shard of stream `name`, all or none, once a quorum of
+    /// its replicas holds them: the sequence number of the first. Errors: the API's.
+    fn append(&self, name: &str, records: &[&[u8]])
+        -> Result<sluice_engine::sequence_number::SequenceNumber, ApiError>;
+}
+
 /// A definition's members, as its JSON object.
 fn to_members(spec: &DeliveryStreamSpec) -> serde_json::Map<String, serde_json::Value> {
     match serde_json::to_value(spec).expect("a definition serializes") {
@@ -54,12 +68,13 @@ impl Firehose {
     /// CreateDeliveryStream on a node of a cluster: enters the delivery stream in the
     /// catalog (refused there when the name is taken) with the source's LATEST positions
     /// as this node reads them, then makes this node's copy; the other nodes make theirs
-    /// from the catalog. `DirectPut` is refused: its records would live on this node
-    /// alone (no replicas), and a node's loss would lose them. So is an Iceberg destination
-    /// on the embedded SQLite catalog, which each node keeps for itself (a REST catalog is
+    /// from the catalog. A `DirectPut` delivery stream first gets its own stream of the
+    /// cluster (one shard, replicated), which its PutRecord(Batch) on any node appends to
+    /// and which it reads from its start. An Iceberg destination on the embedded SQLite
+    /// catalog is refused: each node keeps that catalog for itself (a REST catalog is
     /// every node's).
     ///
-    /// Errors: `InvalidArgumentException` for those two or a missing source,
+    /// Errors: `InvalidArgumentException` for that or a missing source,
     /// `ResourceInUseException` for a taken name, `InternalFailure` when etcd cannot be
     /// reached (nothing changed).
     pub(super) async fn create_in_cluster(
@@ -68,35 +83,82 @@ impl Firehose {
         mut spec: DeliveryStreamSpec,
         transform: Option<Arc<dyn RecordTransform>>,
     ) -> Result<(), ApiError> {
-        let SourceSpec::KinesisStream { stream_name, .. } = &spec.source else {
-            return Err(invalid(format!(
-                "Sluice cluster {}: DirectPut delivery streams are not replicated, so a node's loss would lose their records; put the records into a stream of the cluster and create the delivery stream with DeliveryStreamType KinesisStreamAsSource (docs/cluster.md).",
-                link.cluster
-            )));
-        };
         if spec.iceberg.is_some() && !self.delivery_streams.context().tables.shared_catalog() {
             return Err(invalid(format!(
                 "Sluice cluster {}: an Iceberg destination needs a catalog every node shares ([tables] rest_catalog_url); the embedded SQLite catalog is one node's (docs/cluster.md).",
                 link.cluster
             )));
         }
-        let _catalog = link.catalog_lock.lock().await;
-        let mut start = self.delivery_streams.latest_positions(stream_name).ok_or_else(|| {
-            invalid(format!("Stream {stream_name} under account {} not found.", self.config.account_id))
-        })?;
-        // Only this node's replicas know where their shards end; every other shard starts
-        // at its first record that arrived once the delivery stream existed (each node's
-        // copy finds it by arrival time).
-        let source = self.delivery_streams.context().kinesis.get(stream_name);
-        let incarnation = source.map_or(0, |s| s.incarnation());
-        start.retain(|shard, _| {
-            link.placement(stream_name, incarnation, *shard).is_some_and(|p| p.replicas.contains(&link.node_id))
-        });
         if self.delivery_streams.get(&spec.name).is_some() {
             return Err(in_use(self, &spec.name));
         }
         spec.cluster =
             Some(ClusterDelivery { cluster: link.cluster.clone(), incarnation: sluice_engine::stream::random_u64() });
+        let direct_put = match &spec.source {
+            SourceSpec::DirectPut => spec.source_stream(),
+            SourceSpec::KinesisStream { .. } => None,
+        };
+        if let Some(stream) = &direct_put {
+            // Made before the catalog lock is taken: the stream's own creation takes it.
+            self.with_cluster_streams(stream, |streams, name| streams.create(name)).await?;
+        }
+        let registered = self.register(link, spec, transform).await;
+        if let (Err(_), Some(stream)) = (&registered, &direct_put) {
+            if let Err(e) = self.with_cluster_streams(stream, |streams, name| streams.delete(name)).await {
+                tracing::error!(stream = %stream, error = %e.message, "the stream made for a delivery stream that was not created stays");
+            }
+        }
+        registered
+    }
+
+    /// Runs `call` on the cluster's streams with stream `name`, on a blocking thread.
+    async fn with_cluster_streams<T: Send + 'static>(
+        &self,
+        name: &str,
+        call: impl FnOnce(&dyn ClusterStreams, &str) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let streams = self
+            .cluster_streams
+            .get()
+            .cloned()
+            .ok_or_else(|| ApiError::new(ErrorKind::InternalFailure, "this node has not joined its cluster yet"))?;
+        let name = name.to_owned();
+        tokio::task::spawn_blocking(move || call(streams.as_ref(), &name))
+            .await
+            .map_err(|e| ApiError::new(ErrorKind::InternalFailure, e.to_string()))?
+    }
+
+    /// The part of [`Firehose::create_in_cluster`] under the catalog lock: the start
+    /// positions, the catalog entry, this node's copy.
+    async fn register(
+        &self,
+        link: &ClusterLink,
+        spec: DeliveryStreamSpec,
+        transform: Option<Arc<dyn RecordTransform>>,
+    ) -> Result<(), ApiError> {
+        let stream_name = spec.source_stream().expect("a delivery stream of a cluster reads a stream of it");
+        let _catalog = link.catalog_lock.lock().await;
+        let mut start = self.delivery_streams.latest_positions(&stream_name).ok_or_else(|| {
+            invalid(format!("Stream {stream_name} under account {} not found.", self.config.account_id))
+        })?;
+        match &spec.source {
+            // Its own stream, new: every record in it is the delivery stream's.
+            SourceSpec::DirectPut => start.values_mut().for_each(|next| *next = 0),
+            // Only this node's replicas know where their shards end; every other shard
+            // starts at its first record that arrived once the delivery stream existed
+            // (each node's copy finds it by arrival time).
+            SourceSpec::KinesisStream { .. } => {
+                let source = self.delivery_streams.context().kinesis.get(&stream_name);
+                let incarnation = source.map_or(0, |s| s.incarnation());
+                start.retain(|shard, _| {
+                    link.placement(&stream_name, incarnation, *shard)
+                        .is_some_and(|p| p.replicas.contains(&link.node_id))
+                });
+            }
+        }
+        if self.delivery_streams.get(&spec.name).is_some() {
+            return Err(in_use(self, &spec.name));
+        }
         let record = DeliveryRecord { spec: spec.clone(), start: start.clone() };
         if !deliveries::register(&link.etcd, &link.cluster, &record).await.map_err(catalog_error)? {
             return Err(in_use(self, &spec.name));
@@ -124,13 +186,19 @@ impl Firehose {
     /// when they read the catalog. Errors: `InternalFailure` when etcd cannot be reached
     /// (nothing changed).
     pub(super) async fn delete_in_cluster(&self, link: &ClusterLink, name: &str) -> Result<bool, ApiError> {
-        let _catalog = link.catalog_lock.lock().await;
-        let Some(incarnation) = self.delivery_streams.get(name).and_then(|e| e.spec().cluster).map(|c| c.incarnation)
-        else {
-            return Ok(false);
-        };
+        let catalog = link.catalog_lock.lock().await;
+        let Some(spec) = self.delivery_streams.get(name).map(|e| e.spec()) else { return Ok(false) };
+        let Some(incarnation) = spec.cluster.as_ref().map(|c| c.incarnation) else { return Ok(false) };
         deliveries::unregister(&link.etcd, &link.cluster, name, incarnation).await.map_err(catalog_error)?;
-        self.delivery_streams.delete(name).await.map_err(internal)
+        let deleted = self.delivery_streams.delete(name).await.map_err(internal)?;
+        drop(catalog);
+        if let (SourceSpec::DirectPut, Some(stream)) = (&spec.source, spec.source_stream()) {
+            // Undelivered records go with the delivery stream, as on AWS.
+            if let Err(e) = self.with_cluster_streams(&stream, |streams, name| streams.delete(name)).await {
+                tracing::error!(stream = %stream, error = %e.message, "the stream of a deleted delivery stream stays");
+            }
+        }
+        Ok(deleted)
     }
 
     /// Writes what an action changed in this node's copy of the cluster's delivery stream

@@ -4,6 +4,7 @@
 //! API reference.
 
 mod cluster;
+pub use cluster::ClusterStreams;
 mod create;
 mod delete;
 mod describe;
@@ -119,6 +120,9 @@ pub struct Firehose {
     /// This node's cluster, once it has joined one: delivery streams are then created,
     /// changed and deleted through the cluster's catalog.
     pub cluster: std::sync::OnceLock<Arc<crate::cluster::ClusterLink>>,
+    /// The cluster's streams, which hold the records of the cluster's `DirectPut` delivery
+    /// streams; set with `cluster`.
+    pub cluster_streams: std::sync::OnceLock<Arc<dyn ClusterStreams>>,
     /// Deleted delivery streams still shown as DELETING: the time (ms) they vanish, and
     /// their last description.
     deleting: std::sync::Mutex<std::collections::BTreeMap<String, (u64, serde_json::Value)>>,
@@ -155,7 +159,14 @@ impl Firehose {
 
     /// The API over `delivery_streams`.
     pub fn new(delivery_streams: Arc<DeliveryStreams>, config: FirehoseConfig, clock: Arc<dyn Clock>) -> Self {
-        Self { delivery_streams, config, clock, cluster: std::sync::OnceLock::new(), deleting: Default::default() }
+        Self {
+            delivery_streams,
+            config,
+            clock,
+            cluster: std::sync::OnceLock::new(),
+            cluster_streams: std::sync::OnceLock::new(),
+            deleting: Default::default(),
+        }
     }
 
     /// Runs `action` on a JSON `body`; returns the JSON response body.
@@ -202,8 +213,8 @@ impl Firehose {
             Action::ListDeliveryStreams => describe::run_list(self, parse(body)?),
             Action::DeleteDeliveryStream => delete::run(self, parse(body)?).await,
             Action::UpdateDestination => update::run(self, parse(body)?).await,
-            Action::PutRecord => put::run_one(self, parse(body)?),
-            Action::PutRecordBatch => put::run_batch(self, parse(body)?),
+            Action::PutRecord => put::run_one(self, parse(body)?).await,
+            Action::PutRecordBatch => put::run_batch(self, parse(body)?).await,
             Action::TagDeliveryStream => tags::run_tag(self, parse(body)?),
             Action::UntagDeliveryStream => tags::run_untag(self, parse(body)?),
             Action::ListTagsForDeliveryStream => tags::run_list(self, parse(body)?),

@@ -47,15 +47,44 @@ fn decode(e: &Entry, member: &str) -> Result<Vec<u8>, ApiError> {
     Ok(data)
 }
 
-/// Appends `records` to delivery stream `name`; the record id of each.
-fn put(f: &Firehose, name: &str, records: &[Vec<u8>]) -> Result<Vec<String>, ApiError> {
+/// Appends `records` to delivery stream `name`, all or none: to its internal stream, or
+/// for a delivery stream of a cluster to the cluster's stream behind it (acknowledged once
+/// a quorum of its replicas holds them). The record id of each.
+///
+/// Errors: `InvalidArgumentException` for a `KinesisStreamAsSource` delivery stream,
+/// `ServiceUnavailableException` when the records could not be stored (nothing was
+/// acknowledged; the SDKs retry it).
+async fn put(f: &Firehose, name: &str, records: Vec<Vec<u8>>) -> Result<Vec<String>, ApiError> {
     let entry = f.entry(name)?;
-    if matches!(entry.spec().source, SourceSpec::KinesisStream { .. }) {
+    let spec = entry.spec();
+    if matches!(spec.source, SourceSpec::KinesisStream { .. }) {
         return Err(invalid("This operation is not permitted on KinesisStreamAsSource delivery stream type."));
     }
-    let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
-    let first =
-        entry.put(&refs).map_err(|e| ApiError::new(ErrorKind::ServiceUnavailable, format!("Slow down. ({e})")))?;
+    let slow_down = |e: String| ApiError::new(ErrorKind::ServiceUnavailable, format!("Slow down. ({e})"));
+    let (first, records) = match (spec.source_stream(), f.cluster_streams.get()) {
+        (Some(stream), Some(streams)) => {
+            let streams = streams.clone();
+            tokio::task::spawn_blocking(move || {
+                let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
+                let first = streams.append(&stream, &refs);
+                (first, records)
+            })
+            .await
+            .map_err(|e| ApiError::new(ErrorKind::InternalFailure, e.to_string()))?
+        }
+        (Some(stream), None) => {
+            return Err(slow_down(format!("stream {stream} of the cluster cannot be reached from this node yet")))
+        }
+        (None, _) => {
+            let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
+            (entry.put(&refs).map_err(|e| slow_down(e.to_string())), records)
+        }
+    };
+    // Not stored: the SDKs retry a ServiceUnavailableException.
+    let first = first.map_err(|e| match e.kind {
+        ErrorKind::ServiceUnavailable => e,
+        _ => slow_down(e.message),
+    })?;
     let label = Metrics::label(name);
     let metrics = &f.delivery_streams.context().metrics;
     metrics.incoming_records.get_or_create(&label).inc_by(records.len() as u64);
@@ -68,14 +97,14 @@ fn put(f: &Firehose, name: &str, records: &[Vec<u8>]) -> Result<Vec<String>, Api
         .collect())
 }
 
-pub fn run_one(f: &Firehose, r: Request) -> Result<Vec<u8>, ApiError> {
+pub async fn run_one(f: &Firehose, r: Request) -> Result<Vec<u8>, ApiError> {
     super::validate_name(&r.delivery_stream_name)?;
     let data = decode(&r.record, "record.")?;
-    let ids = put(f, &r.delivery_stream_name, &[data])?;
+    let ids = put(f, &r.delivery_stream_name, vec![data]).await?;
     respond(&serde_json::json!({ "RecordId": ids[0], "Encrypted": false }))
 }
 
-pub fn run_batch(f: &Firehose, r: BatchRequest) -> Result<Vec<u8>, ApiError> {
+pub async fn run_batch(f: &Firehose, r: BatchRequest) -> Result<Vec<u8>, ApiError> {
     super::validate_name(&r.delivery_stream_name)?;
     if r.records.is_empty() {
         return Err(ApiError::validation("[]", "records", "have length greater than or equal to 1"));
@@ -92,7 +121,7 @@ pub fn run_batch(f: &Firehose, r: BatchRequest) -> Result<Vec<u8>, ApiError> {
     if records.iter().map(Vec::len).sum::<usize>() > BATCH_BYTES_MAX {
         return Err(invalid("Records size exceeds 4 MB limit"));
     }
-    let ids = put(f, &r.delivery_stream_name, &records)?;
+    let ids = put(f, &r.delivery_stream_name, records).await?;
     let request_responses = ids.into_iter().map(|record_id| BatchResponseEntry { record_id }).collect();
     respond(&BatchResponse { encrypted: false, failed_put_count: 0, request_responses })
 }

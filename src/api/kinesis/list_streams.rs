@@ -25,8 +25,13 @@ pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
         ),
         (None, name) => name,
     };
-    let streams: Vec<_> =
-        k.streams.list().into_iter().filter(|s| after.as_ref().is_none_or(|a| s.meta().name > *a)).collect();
+    let streams: Vec<_> = k
+        .streams
+        .list()
+        .into_iter()
+        .filter(|s| !super::direct_put::behind_delivery_stream(&s.meta().name))
+        .filter(|s| after.as_ref().is_none_or(|a| s.meta().name > *a))
+        .collect();
     let page = &streams[..streams.len().min(limit)];
     let names: Vec<String> = page.iter().map(|s| s.meta().name.clone()).collect();
     let summaries: Vec<_> = page

@@ -15,6 +15,7 @@ mod create_stream;
 mod delete_stream;
 mod describe_limits;
 mod describe_stream;
+mod direct_put;
 mod get_records;
 mod get_shard_iterator;
 mod list_shards;
@@ -660,8 +661,8 @@ impl Kinesis {
             (None, Some(arn)) => {
                 let prefix = format!("arn:aws:kinesis:{}:{}:stream/", self.config.region, self.config.account_id);
                 match arn.strip_prefix(&prefix) {
-                    Some(name) => name.to_owned(),
-                    None => return Err(ApiError::new(ErrorKind::ResourceNotFound, format!("Stream {arn} not found."))),
+                    Some(name) if !direct_put::behind_delivery_stream(name) => name.to_owned(),
+                    _ => return Err(ApiError::new(ErrorKind::ResourceNotFound, format!("Stream {arn} not found."))),
                 }
             }
             (None, None) => {

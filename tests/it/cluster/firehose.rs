@@ -5,7 +5,8 @@
 //! exactly once (a redo lands on the same object keys), and nothing goes to the error output.
 //! The same when a leader is paused past its lease and woken (it may finish a delivery it
 //! began, onto the same keys, but moves no checkpoint); two updates of one version on two
-//! nodes at once: one wins.
+//! nodes at once: one wins. A DirectPut delivery stream, fed through every node, keeps its
+//! records in its own replicated stream: the same holds for them.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -23,6 +24,7 @@ use crate::support::firehose_client;
 
 const STREAM: &str = "clicks";
 const DELIVERY: &str = "landing";
+const DIRECT: &str = "direct";
 
 /// Puts ids `first..first + n` as `{"id": N, "page": "/p/N"}` through `k`: the ids
 /// acknowledged (a failed call acknowledges none).
@@ -40,6 +42,23 @@ async fn put(k: &aws_sdk_kinesis::Client, first: u64, n: u64) -> Vec<u64> {
         return Vec::new();
     };
     out.records().iter().zip(first..).filter(|(r, _)| r.sequence_number().is_some()).map(|(_, id)| id).collect()
+}
+
+/// Puts ids `first..first + n` as [`put`] does, into DirectPut delivery stream [`DIRECT`]
+/// through `f`: the ids acknowledged.
+async fn put_direct(f: &aws_sdk_firehose::Client, first: u64, n: u64) -> Vec<u64> {
+    let records: Vec<fh::Record> = (first..first + n)
+        .map(|id| {
+            fh::Record::builder()
+                .data(aws_sdk_firehose::primitives::Blob::new(format!("{{\"id\": {id}, \"page\": \"/p/{id}\"}}")))
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let Ok(out) = f.put_record_batch().delivery_stream_name(DIRECT).set_records(Some(records)).send().await else {
+        return Vec::new();
+    };
+    out.request_responses().iter().zip(first..).filter(|(r, _)| r.record_id().is_some()).map(|(_, id)| id).collect()
 }
 
 /// Waits (up to 60 s, a bound and not a timing assertion) until every id of `acked` has
@@ -83,16 +102,20 @@ async fn a_delivery_stream_of_the_cluster_lands_every_record_once_across_a_node_
         until(k, STREAM, &format!("{}'s copy becomes ACTIVE", ids[i]), active).await.unwrap();
     }
 
-    // DirectPut records would live on one node: refused with the reason.
-    let direct = firehoses[2]
+    // A DirectPut delivery stream, created on n3: its records go to its own stream of the
+    // cluster, which the Kinesis API does not show.
+    firehoses[2]
         .create_delivery_stream()
-        .delivery_stream_name("direct")
-        .extended_s3_destination_configuration(destination("direct/", "direct-failed/").build().unwrap())
+        .delivery_stream_name(DIRECT)
+        .extended_s3_destination_configuration(
+            destination("direct/", "failed/")
+                .data_format_conversion_configuration(json_to_parquet(None))
+                .build()
+                .unwrap(),
+        )
         .send()
         .await
-        .unwrap_err();
-    assert_eq!(direct.code(), Some("InvalidArgumentException"), "{direct:?}");
-    assert!(direct.message().unwrap_or_default().contains("KinesisStreamAsSource"), "{direct:?}");
+        .unwrap();
 
     // Created on n2 (Parquet, schema inferred): every node describes it, and the name is taken.
     firehoses[1]
@@ -110,11 +133,15 @@ async fn a_delivery_stream_of_the_cluster_lands_every_record_once_across_a_node_
         .await
         .unwrap();
     for (i, f) in firehoses.iter().enumerate() {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while f.describe_delivery_stream().delivery_stream_name(DELIVERY).send().await.is_err() {
-            assert!(Instant::now() < deadline, "{} never describes {DELIVERY}", ids[i]);
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        for name in [DELIVERY, DIRECT] {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while f.describe_delivery_stream().delivery_stream_name(name).send().await.is_err() {
+                assert!(Instant::now() < deadline, "{} never describes {name}", ids[i]);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
         }
+        let listed = clients[i].list_streams().send().await.unwrap();
+        assert_eq!(listed.stream_names(), [STREAM], "{} lists streams it should not", ids[i]);
     }
     let again = firehoses[2]
         .create_delivery_stream()
@@ -131,12 +158,16 @@ async fn a_delivery_stream_of_the_cluster_lands_every_record_once_across_a_node_
     let landed = lake.join("landed");
     let mut acked = BTreeSet::new();
     let mut next = 0u64;
+    let (direct, mut direct_acked) = (lake.join("direct"), BTreeSet::new());
     for round in 0..12 {
         acked.extend(put(&clients[round % 3], next, 50).await);
+        direct_acked.extend(put_direct(&firehoses[round % 3], next, 50).await);
         next += 50;
     }
     assert!(acked.len() >= 500, "only {} of 600 acknowledged with every node up", acked.len());
+    assert!(direct_acked.len() >= 500, "only {} of 600 DirectPut records acknowledged", direct_acked.len());
     wait_landed(&landed, &acked, next, "every node up");
+    wait_landed(&direct, &direct_acked, next, "DirectPut, every node up");
 
     // The leader of shard 1 paused past its lease (SIGSTOP) while records keep coming:
     // its shard and its claim go to another node; woken, it may finish a delivery it had
@@ -170,10 +201,12 @@ async fn a_delivery_stream_of_the_cluster_lands_every_record_once_across_a_node_
         }
         let via = if round < 3 { round % 3 } else { survivors[round % 2] };
         acked.extend(put(&clients[via], next, 50).await);
+        direct_acked.extend(put_direct(&firehoses[via], next, 50).await);
         next += 50;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     wait_landed(&landed, &acked, next, &format!("after {} was killed", ids[victim]));
+    wait_landed(&direct, &direct_acked, next, &format!("DirectPut, after {} was killed", ids[victim]));
     assert!(local_objects(&lake.join("failed")).is_empty(), "records went to the error output");
 
     // A change on one node is the cluster's; the killed node, back, deletes its copy of a
