@@ -487,8 +487,51 @@ async fn a_node_without_a_replica_of_a_shard_serves_its_reads_from_one_that_has(
             r.as_map().unwrap().iter().find(|(k, _)| k.as_text() == Some("Data")).unwrap().1.as_bytes().unwrap().clone()
         })
         .collect();
-    let want: Vec<Vec<u8>> = acked[shards[0]].iter().map(|(_, _, d)| d.clone()).collect();
+    let mut want: Vec<Vec<u8>> = acked[shards[0]].iter().map(|(_, _, d)| d.clone()).collect();
     assert_eq!(data, want, "shard 0 in CBOR through {}", ids[outsider]);
+
+    // SubscribeToShard on that node: the records come from a node that holds them, those
+    // put before and those put while the subscription lives.
+    use aws_sdk_kinesis::types::{ConsumerStatus, ShardIteratorType, StartingPosition, SubscribeToShardEventStream};
+    let outside = &clients[outsider];
+    let arn = outside.describe_stream_summary().stream_name("telemetry").send().await.unwrap();
+    let arn = arn.stream_description_summary.unwrap().stream_arn;
+    let registered = clients[0].register_stream_consumer().stream_arn(&arn).consumer_name("fan").send().await;
+    let consumer = registered.unwrap().consumer.unwrap().consumer_arn;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let d = outside.describe_stream_consumer().consumer_arn(&consumer).send().await;
+        if d.is_ok_and(|d| d.consumer_description.is_some_and(|c| c.consumer_status == ConsumerStatus::Active)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{} never sees the consumer ACTIVE", ids[outsider]);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut out = outside
+        .subscribe_to_shard()
+        .consumer_arn(&consumer)
+        .shard_id(shards[0])
+        .starting_position(StartingPosition::builder().r#type(ShardIteratorType::TrimHorizon).build().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let (ok, failed) = put(&clients[(outsider + 1) % 4], "telemetry", 8, 100).await;
+    assert_eq!(failed, 0, "the round put while subscribed");
+    want.extend(ok.into_iter().filter(|(shard, ..)| shard == shards[0]).map(|(_, _, _, d)| d));
+    let mut got: Vec<Vec<u8>> = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while got.len() < want.len() {
+        let Ok(event) = tokio::time::timeout_at(deadline, out.event_stream.recv()).await else {
+            panic!("{} of {} records by subscription", got.len(), want.len())
+        };
+        match event.unwrap() {
+            Some(SubscribeToShardEventStream::SubscribeToShardEvent(e)) => {
+                got.extend(e.records.into_iter().map(|r| r.data.into_inner()))
+            }
+            other => panic!("the subscription through {} ended: {other:?}", ids[outsider]),
+        }
+    }
+    assert_eq!(got, want, "shard 0 by SubscribeToShard through {}", ids[outsider]);
     drop(nodes);
 }
 

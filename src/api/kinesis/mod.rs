@@ -374,6 +374,17 @@ impl Kinesis {
         self.cluster.get().map_or(&self.config.iterator_secret, |link| &link.iterator_secret)
     }
 
+    /// The position (shard sequence number of the next record) a shard iterator this
+    /// cluster signed stands at. Errors: `InternalFailure` for one that does not decode
+    /// (another node's answer, not a client's input).
+    pub(crate) fn iterator_position(&self, iterator: &str) -> Result<u64, ApiError> {
+        sluice_engine::iterator::IteratorState::decode(iterator, self.iterator_secret())
+            .map(|it| it.position)
+            .ok_or_else(|| {
+                ApiError::new(ErrorKind::InternalFailure, "a replica answered a shard iterator that does not decode")
+            })
+    }
+
     /// Gives channels the delivery engine they run on; later calls change nothing.
     pub fn attach_deliveries(&self, deliveries: Arc<sluice_firehose::DeliveryStreams>) {
         let _ = self.deliveries.set(deliveries);

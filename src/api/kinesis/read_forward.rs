@@ -20,7 +20,7 @@ impl Kinesis {
     /// Where to read shard `index` of `stream` when this node holds no replica of it: the
     /// cluster link and the node (the leader, or the first replica while there is none).
     /// `None` when this node reads it itself.
-    fn read_elsewhere(&self, stream: &Stream, index: u32) -> Option<(Arc<ClusterLink>, String)> {
+    pub(super) fn read_elsewhere(&self, stream: &Stream, index: u32) -> Option<(Arc<ClusterLink>, String)> {
         if SERVING_FORWARDED.get() {
             return None;
         }
@@ -61,22 +61,14 @@ impl Kinesis {
 
     /// Runs read `action` with request `body` on `node`: its JSON answer, or its error.
     /// Errors: the node's own, or `InternalFailure` when it cannot be reached.
-    fn read_on(
+    pub(super) fn read_on(
         &self,
         link: &ClusterLink,
         node: &str,
         action: &str,
         body: serde_json::Value,
     ) -> Result<Vec<u8>, ApiError> {
-        let (status, answer) = link.block_on(link.peers.read(node, action, &body)).map_err(|e| {
-            ApiError::new(ErrorKind::InternalFailure, format!("the shard's replicas cannot be reached: {e}"))
-        })?;
-        if status == 200 {
-            return Ok(answer.to_vec());
-        }
-        let error: serde_json::Value = serde_json::from_slice(&answer).unwrap_or_default();
-        let kind = error["__type"].as_str().and_then(ErrorKind::from_name).unwrap_or(ErrorKind::InternalFailure);
-        Err(ApiError::new(kind, error["message"].as_str().unwrap_or("the shard's replica failed the read")))
+        link.block_on(read_on_async(link, node, action, body))
     }
 
     /// A read another node forwarded ([`crate::cluster::replication::READ_PATH`] body): run
@@ -112,4 +104,22 @@ impl Kinesis {
             Err(e) => (e.kind.status(), e.body()),
         }
     }
+}
+
+/// As [`Kinesis::read_on`], awaited (for a task of the runtime, such as a subscription's).
+pub(super) async fn read_on_async(
+    link: &ClusterLink,
+    node: &str,
+    action: &str,
+    body: serde_json::Value,
+) -> Result<Vec<u8>, ApiError> {
+    let (status, answer) = link.peers.read(node, action, &body).await.map_err(|e| {
+        ApiError::new(ErrorKind::InternalFailure, format!("the shard's replicas cannot be reached: {e}"))
+    })?;
+    if status == 200 {
+        return Ok(answer.to_vec());
+    }
+    let error: serde_json::Value = serde_json::from_slice(&answer).unwrap_or_default();
+    let kind = error["__type"].as_str().and_then(ErrorKind::from_name).unwrap_or(ErrorKind::InternalFailure);
+    Err(ApiError::new(kind, error["message"].as_str().unwrap_or("the shard's replica failed the read")))
 }

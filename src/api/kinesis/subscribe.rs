@@ -94,8 +94,25 @@ pub struct Subscription {
     position: u64,
     throttled: bool,
     lifetime: Duration,
+    /// Set when this node holds no replica of the shard (a cluster of more nodes than the
+    /// replication factor): the records are read by GetRecords on a node that does.
+    remote: Option<Remote>,
     _slot: Slot,
 }
+
+/// A subscription's reads on another node of the cluster.
+#[derive(Debug)]
+struct Remote {
+    link: Arc<crate::cluster::ClusterLink>,
+    /// The node that reads the shard (its leader, or a replica).
+    node: String,
+    /// The shard iterator of the next GetRecords there.
+    iterator: String,
+}
+
+/// How often a subscription read on another node asks for new records, ms: 200 (that node's
+/// appends are not announced here).
+const REMOTE_POLL_MS: u64 = 200;
 
 /// Checks a `SubscribeToShard` request and takes the consumer's hold on the shard.
 ///
@@ -123,8 +140,29 @@ pub fn open(k: &Kinesis, r: Request) -> Result<Subscription, ApiError> {
     let stream = k.stream_for_data(&super::StreamTarget { stream_name: Some(name.clone()), stream_arn: None })?;
     let (index, shard) = k.shard_of(&stream, &r.shard_id)?;
     let p = &r.starting_position;
-    let position =
-        resolve_position(&shard.log, index, &r.shard_id, &p.kind, p.sequence_number.as_deref(), p.timestamp)?;
+    let (position, remote) = match k.read_elsewhere(&stream, index) {
+        None => {
+            let position =
+                resolve_position(&shard.log, index, &r.shard_id, &p.kind, p.sequence_number.as_deref(), p.timestamp)?;
+            (position, None)
+        }
+        Some((link, node)) => {
+            // The starting position is resolved where the records are.
+            let mut body =
+                serde_json::json!({ "StreamName": name, "ShardId": r.shard_id, "ShardIteratorType": p.kind });
+            if let Some(n) = &p.sequence_number {
+                body["StartingSequenceNumber"] = n.clone().into();
+            }
+            if let Some(t) = p.timestamp {
+                body["Timestamp"] = t.into();
+            }
+            let answer: serde_json::Value =
+                serde_json::from_slice(&k.read_on(&link, &node, "GetShardIterator", body)?).map_err(super::internal)?;
+            let iterator = answer["ShardIterator"].as_str().unwrap_or_default().to_owned();
+            let position = k.iterator_position(&iterator)?;
+            (position, Some(Remote { link, node, iterator }))
+        }
+    };
     if r.dry_run == Some(true) {
         return Err(k.dry_run(&stream));
     }
@@ -164,6 +202,7 @@ pub fn open(k: &Kinesis, r: Request) -> Result<Subscription, ApiError> {
         position,
         throttled,
         lifetime: Duration::from_millis(k.config.subscription_lifetime_ms),
+        remote,
         _slot: Slot { registry, key },
     })
 }
@@ -238,7 +277,11 @@ impl Subscription {
                 tokio::time::sleep_until(next_send.min(deadline)).await;
             }
             appends.borrow_and_update();
-            let event = match self.event(k, codec) {
+            let event = match self.remote.is_some() {
+                true => self.remote_event(k, codec).await,
+                false => self.event(k, codec),
+            };
+            let event = match event {
                 Ok(e) => e,
                 Err(error) => {
                     let _ = tx.send(exception(codec, &error)).await;
@@ -263,7 +306,10 @@ impl Subscription {
                     continue;
                 }
             }
-            let heartbeat = last_event.map_or(deadline, |t| t + Duration::from_millis(HEARTBEAT_MS));
+            let mut heartbeat = last_event.map_or(deadline, |t| t + Duration::from_millis(HEARTBEAT_MS));
+            if self.remote.is_some() {
+                heartbeat = heartbeat.min(tokio::time::Instant::now() + Duration::from_millis(REMOTE_POLL_MS));
+            }
             tokio::select! {
                 changed = appends.changed() => if changed.is_err() { return },
                 () = tokio::time::sleep_until(heartbeat.min(deadline)) => {}
@@ -317,37 +363,84 @@ impl Subscription {
         let mut json = Vec::with_capacity(batch.bytes() * 4 / 3 + batch.len() * 110 + 256);
         json.extend_from_slice(b"{\"Records\":");
         Records { batch: &batch, shard_index: shard }.write_json(&mut json);
-        // The last event of a closed shard has no continuation: clients (the KCL, Flink,
-        // Beam) take its absence as the shard's end, as AWS sends it.
+        self.close_event(&mut json, &continuation, behind, end);
+        let (records, data_bytes) = (batch.len(), batch.bytes());
+        frame(json, codec, Event { bytes: Bytes::new(), records, data_bytes, more, end })
+    }
+
+    /// Ends an event's JSON after its `Records`: the continuation (none at the end of a
+    /// closed shard: clients, the KCL, Flink, Beam, take its absence as the shard's end, as
+    /// AWS sends it), `MillisBehindLatest`, and at the end the child shards.
+    fn close_event(&self, json: &mut Vec<u8>, continuation: &str, behind: u64, end: bool) {
         if !end {
             json.extend_from_slice(b",\"ContinuationSequenceNumber\":");
-            serde_json::to_writer(&mut json, &continuation).expect("a string serializes");
+            serde_json::to_writer(&mut *json, continuation).expect("a string serializes");
         }
         json.extend_from_slice(format!(",\"MillisBehindLatest\":{behind}").as_bytes());
         if end {
             json.extend_from_slice(b",\"ChildShards\":");
-            serde_json::to_writer(&mut json, &child_shards(&self.stream, shard)).expect("JSON values serialize");
+            serde_json::to_writer(&mut *json, &child_shards(&self.stream, self.shard_index))
+                .expect("JSON values serialize");
         }
         json.push(b'}');
-        let m = model::kinesis();
-        let shape = m.shape_id("SubscribeToShardEvent");
-        #[cfg(debug_assertions)]
-        if let (Some(shape), false) = (shape, end) {
-            let value: serde_json::Value = serde_json::from_slice(&json).map_err(super::internal)?;
-            crate::api::validate::conforms(m, shape, &value, "SubscribeToShardEvent")
-                .map_err(|e| ApiError::new(ErrorKind::InternalFailure, format!("event off the model: {e}")))?;
-        }
-        let payload = codec.encode(m, shape, json)?;
-        let bytes = message(
-            &[
-                (":message-type", "event".into()),
-                (":event-type", "SubscribeToShardEvent".into()),
-                (":content-type", codec.content_type().into()),
-            ],
-            payload,
-        );
-        Ok(Event { bytes, records: batch.len(), data_bytes: batch.bytes(), more, end })
     }
+
+    /// As [`Subscription::event`], for a shard read on another node: one GetRecords there
+    /// (at most [`EVENT_BYTES_MAX`] of data is what it answers anyway: 10,000 records or
+    /// 10 MiB, so the records of one answer may make a larger event).
+    async fn remote_event(&mut self, k: &Kinesis, codec: Codec) -> Result<Event, ApiError> {
+        // The shard's placement may have changed since the last event: a new leader, or a
+        // replica moved onto this node (read here from then on; the iterator's position is
+        // the same on every node).
+        let Some((link, node)) = k.read_elsewhere(&self.stream, self.shard_index) else {
+            self.remote = None;
+            return self.event(k, codec);
+        };
+        let remote = self.remote.as_mut().expect("a remote subscription");
+        (remote.link, remote.node) = (link, node);
+        let body = serde_json::json!({ "ShardIterator": remote.iterator, "Limit": 10_000 });
+        let answer = super::read_forward::read_on_async(&remote.link, &remote.node, "GetRecords", body).await?;
+        let answer: serde_json::Value = serde_json::from_slice(&answer).map_err(super::internal)?;
+        let empty = Vec::new();
+        let records = answer["Records"].as_array().unwrap_or(&empty);
+        let behind = answer["MillisBehindLatest"].as_u64().unwrap_or(0);
+        let end = answer.get("NextShardIterator").is_none_or(serde_json::Value::is_null);
+        if let Some(next) = answer["NextShardIterator"].as_str() {
+            remote.iterator = next.to_owned();
+            self.position = k.iterator_position(next)?;
+        }
+        let continuation =
+            SequenceNumber { shard_index: self.shard_index, shard_sequence: self.position.saturating_sub(1) }
+                .to_string();
+        let data_bytes = records.iter().map(|r| r["Data"].as_str().map_or(0, |d| d.len() * 3 / 4)).sum();
+        let mut json = b"{\"Records\":".to_vec();
+        serde_json::to_writer(&mut json, records).expect("JSON values serialize");
+        self.close_event(&mut json, &continuation, behind, end);
+        let more = !records.is_empty() && behind > 0;
+        frame(json, codec, Event { bytes: Bytes::new(), records: records.len(), data_bytes, more, end })
+    }
+}
+
+/// Frames an event's JSON `json` in `codec` into `event.bytes`.
+fn frame(json: Vec<u8>, codec: Codec, mut event: Event) -> Result<Event, ApiError> {
+    let m = model::kinesis();
+    let shape = m.shape_id("SubscribeToShardEvent");
+    #[cfg(debug_assertions)]
+    if let (Some(shape), false) = (shape, event.end) {
+        let value: serde_json::Value = serde_json::from_slice(&json).map_err(super::internal)?;
+        crate::api::validate::conforms(m, shape, &value, "SubscribeToShardEvent")
+            .map_err(|e| ApiError::new(ErrorKind::InternalFailure, format!("event off the model: {e}")))?;
+    }
+    let payload = codec.encode(m, shape, json)?;
+    event.bytes = message(
+        &[
+            (":message-type", "event".into()),
+            (":event-type", "SubscribeToShardEvent".into()),
+            (":content-type", codec.content_type().into()),
+        ],
+        payload,
+    );
+    Ok(event)
 }
 
 /// One framed event and what it held.
