@@ -497,6 +497,7 @@ fn main() -> ExitCode {
                             kinesis_state.kinesis.step_down_when_cut_off(records);
                             kinesis_state.kinesis.elect_leaders(records, live);
                             kinesis_state.kinesis.complete_moves(records, live);
+                            kinesis_state.kinesis.settle_reshards(records);
                             match catalog_link.block_on(sluice::cluster::catalog::draining(&catalog_link.etcd, &catalog_link.cluster)) {
                                 Ok(draining) => kinesis_state.kinesis.rebalance(records, live, &draining),
                                 Err(e) => tracing::warn!(error = %e, "cannot read the nodes being drained; no replica moves this pass"),

@@ -61,6 +61,7 @@ mod tests {
             closed,
             created_ms: None,
             closed_ms: None,
+            end: None,
         }
     }
 

@@ -74,9 +74,21 @@ pub struct ShardMeta {
     /// and in metadata written before shards kept their times.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub closed_ms: Option<u64>,
+    /// For a closed shard of a cluster's stream: the sequence number past its last record,
+    /// as its leader fixed it when the shard was closed (this copy's log may still be
+    /// catching up to it). `None`: the shard ends where its log does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<u64>,
 }
 
 impl ShardMeta {
+    /// Whether a reader at `position` (the next sequence number) has read the shard to its
+    /// end: it is closed, and `position` is at its fixed end or, without one, at
+    /// `readable_end` (its log's).
+    pub fn read_to_end(&self, position: u64, readable_end: u64) -> bool {
+        self.closed && position >= self.end.unwrap_or(readable_end)
+    }
+
     /// The `n` shards of a new stream: indexes 0 to n − 1 over [`HashKeyRange::split_evenly`],
     /// open, with no parents. `n` ≥ 1.
     pub fn split_evenly(n: u32) -> Vec<Self> {
@@ -91,12 +103,112 @@ impl ShardMeta {
                 closed: false,
                 created_ms: None,
                 closed_ms: None,
+                end: None,
             })
             .collect()
     }
 }
 
 impl StreamMeta {
+    /// What resharding step `op` does to the shards as they stand: the shards it closes
+    /// and the ones it opens (indexed after the last shard), at `now_ms`.
+    ///
+    /// Errors: no such shard, a closed shard, a split point not strictly inside the range,
+    /// shards that are not adjacent.
+    pub fn reshard_step(&self, op: &ReshardOp, now_ms: u64) -> Result<(Vec<u32>, Vec<ShardMeta>), ReshardError> {
+        let open = |index: u32| {
+            let s = self.shards.get(index as usize).ok_or(ReshardError::NoSuchShard(index))?;
+            if s.closed {
+                return Err(ReshardError::Closed(index));
+            }
+            Ok(s.hash_key_range)
+        };
+        let next = self.shards.len() as u32;
+        let child = |index: u32, hash_key_range, parent, adjacent_parent| ShardMeta {
+            index,
+            hash_key_range,
+            parent: Some(parent),
+            adjacent_parent,
+            closed: false,
+            created_ms: Some(now_ms),
+            closed_ms: None,
+            end: None,
+        };
+        match *op {
+            ReshardOp::Split { shard, ref new_starting_hash_key } => {
+                let range = open(shard)?;
+                let key: HashKey = new_starting_hash_key.parse().map_err(|_| ReshardError::SplitPointOutside)?;
+                if key <= range.starting || key > range.ending {
+                    return Err(ReshardError::SplitPointOutside);
+                }
+                let low = HashKeyRange { starting: range.starting, ending: key - 1 };
+                let high = HashKeyRange { starting: key, ending: range.ending };
+                Ok((vec![shard], vec![child(next, low, shard, None), child(next + 1, high, shard, None)]))
+            }
+            ReshardOp::Merge { shard, adjacent } => {
+                let (a, b) = (open(shard)?, open(adjacent)?);
+                let touching =
+                    a.ending.checked_add(1) == Some(b.starting) || b.ending.checked_add(1) == Some(a.starting);
+                if !touching || shard == adjacent {
+                    return Err(ReshardError::NotAdjacent(shard, adjacent));
+                }
+                let range = HashKeyRange { starting: a.starting.min(b.starting), ending: a.ending.max(b.ending) };
+                Ok((vec![shard, adjacent], vec![child(next, range, shard, Some(adjacent))]))
+            }
+        }
+    }
+
+    /// The shards after `ops`, applied in turn at `now_ms`, without changing anything: how a
+    /// resharding is checked before a cluster's catalog takes it.
+    pub fn after(&self, ops: &[ReshardOp], now_ms: u64) -> Result<Vec<ShardMeta>, ReshardError> {
+        let mut meta = self.clone();
+        for op in ops {
+            let (parents, children) = meta.reshard_step(op, now_ms)?;
+            for p in parents {
+                meta.shards[p as usize].closed = true;
+                meta.shards[p as usize].closed_ms = Some(now_ms);
+            }
+            meta.shards.extend(children);
+        }
+        Ok(meta.shards)
+    }
+
+    /// The steps of `UpdateShardCount` with `UNIFORM_SCALING` to `target` open shards: a
+    /// split at every new boundary inside an open shard, then merges of the pieces within
+    /// each new range, so every shard's lineage is exact (intermediate shards are closed at
+    /// once, as on AWS). The indexes are those the steps get applied in order.
+    pub fn uniform_scaling(&self, target: u32) -> Vec<ReshardOp> {
+        let mut open: Vec<(u32, HashKeyRange)> =
+            self.shards.iter().filter(|s| !s.closed).map(|s| (s.index, s.hash_key_range)).collect();
+        open.sort_by_key(|(_, r)| r.starting);
+        let targets = HashKeyRange::split_evenly(target);
+        let mut next = self.shards.len() as u32;
+        let (mut ops, mut pieces) = (Vec::new(), Vec::new());
+        for (mut index, mut range) in open {
+            for t in targets.iter().skip(1) {
+                if t.starting > range.starting && t.starting <= range.ending {
+                    ops.push(ReshardOp::split(index, t.starting));
+                    pieces.push((next, HashKeyRange { starting: range.starting, ending: t.starting - 1 }));
+                    index = next + 1;
+                    next += 2;
+                    range.starting = t.starting;
+                }
+            }
+            pieces.push((index, range));
+        }
+        for t in &targets {
+            let mut within =
+                pieces.iter().filter(|(_, r)| r.starting >= t.starting && r.ending <= t.ending).map(|(i, _)| *i);
+            let Some(mut acc) = within.next() else { continue };
+            for adjacent in within {
+                ops.push(ReshardOp::Merge { shard: acc, adjacent });
+                acc = next;
+                next += 1;
+            }
+        }
+        ops
+    }
+
     /// Metadata of a stream with these shards, of which the open ones cover the hash key space.
     pub fn new(
         name: String,
@@ -256,6 +368,35 @@ pub struct Stream {
     transition: Mutex<Option<(StreamStatus, u64)>>,
 }
 
+/// One resharding step, as a cluster's catalog records it: every node's copy applies the
+/// same steps in the same order, so its new shards get the same indexes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "op")]
+pub enum ReshardOp {
+    /// `SplitShard` of `shard` at `new_starting_hash_key` (decimal, as on the wire: a
+    /// 128-bit number is no JSON number every reader takes).
+    Split {
+        /// The shard split.
+        shard: u32,
+        /// The first hash key of the upper child.
+        new_starting_hash_key: String,
+    },
+    /// `MergeShards` of `shard` with `adjacent`.
+    Merge {
+        /// The shard merged.
+        shard: u32,
+        /// The one it is merged with.
+        adjacent: u32,
+    },
+}
+
+impl ReshardOp {
+    /// A split of `shard` at `key`.
+    pub fn split(shard: u32, key: HashKey) -> Self {
+        ReshardOp::Split { shard, new_starting_hash_key: key.to_string() }
+    }
+}
+
 /// Why a split or merge was refused.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -413,14 +554,6 @@ impl Stream {
         Ok(Arc::new(Shard { log, throttle, stats: ShardStats::default() }))
     }
 
-    fn open_meta(meta: &StreamMeta, index: u32) -> Result<&ShardMeta, ReshardError> {
-        let s = meta.shards.get(index as usize).ok_or(ReshardError::NoSuchShard(index))?;
-        if s.closed {
-            return Err(ReshardError::Closed(index));
-        }
-        Ok(s)
-    }
-
     /// Adds shards for `children` (closing `parents` first) and makes it durable. Appends
     /// hold the metadata lock while they route and write, so none lands in a closed shard.
     fn reshard(
@@ -432,7 +565,12 @@ impl Stream {
     ) -> Result<Vec<u32>, ReshardError> {
         let mut opened = Vec::new();
         for c in &children {
-            opened.push(Self::open_shard(&self.dir, c.index, &self.log_options, self.throttle)?);
+            let shard = Self::open_shard(&self.dir, c.index, &self.log_options, self.throttle)?;
+            // A copy of a replicated stream serves what a quorum holds, new shards too.
+            if meta.cluster.is_some() {
+                shard.log.track_high_watermark();
+            }
+            opened.push(shard);
         }
         // The new metadata is written first and applied after: a failed write leaves the
         // stream as it was (the children's empty logs are reopened by a later reshard).
@@ -458,49 +596,35 @@ impl Stream {
     /// Errors: no such shard, a closed shard, or a split point not strictly inside the range
     /// (it must be above the shard's starting hash key and at most its ending one).
     pub fn split(&self, index: u32, new_starting_hash_key: HashKey, now_ms: u64) -> Result<(u32, u32), ReshardError> {
-        let mut meta = self.meta_mut();
-        let range = Self::open_meta(&meta, index)?.hash_key_range;
-        if new_starting_hash_key <= range.starting || new_starting_hash_key > range.ending {
-            return Err(ReshardError::SplitPointOutside);
-        }
-        let next = meta.shards.len() as u32;
-        let child = |i: u32, starting, ending| ShardMeta {
-            index: i,
-            hash_key_range: HashKeyRange { starting, ending },
-            parent: Some(index),
-            adjacent_parent: None,
-            closed: false,
-            created_ms: Some(now_ms),
-            closed_ms: None,
-        };
-        let children = vec![
-            child(next, range.starting, new_starting_hash_key - 1),
-            child(next + 1, new_starting_hash_key, range.ending),
-        ];
-        let made = self.reshard(&mut meta, &[index], children, now_ms)?;
+        let made = self.apply(&ReshardOp::split(index, new_starting_hash_key), now_ms)?;
         Ok((made[0], made[1]))
     }
 
     /// Merges two open shards with adjacent hash key ranges into one child; both parents
     /// are closed (at `now_ms`, ms since the epoch) and keep their records.
     pub fn merge(&self, index: u32, adjacent: u32, now_ms: u64) -> Result<u32, ReshardError> {
+        Ok(self.apply(&ReshardOp::Merge { shard: index, adjacent }, now_ms)?[0])
+    }
+
+    /// Applies one resharding step (closing its parents, opening its children at `now_ms`)
+    /// and makes it durable: the new shards' indexes.
+    pub fn apply(&self, op: &ReshardOp, now_ms: u64) -> Result<Vec<u32>, ReshardError> {
         let mut meta = self.meta_mut();
-        let a = Self::open_meta(&meta, index)?.hash_key_range;
-        let b = Self::open_meta(&meta, adjacent)?.hash_key_range;
-        let touching = a.ending.checked_add(1) == Some(b.starting) || b.ending.checked_add(1) == Some(a.starting);
-        if !touching {
-            return Err(ReshardError::NotAdjacent(index, adjacent));
-        }
-        let child = ShardMeta {
-            index: meta.shards.len() as u32,
-            hash_key_range: HashKeyRange { starting: a.starting.min(b.starting), ending: a.ending.max(b.ending) },
-            parent: Some(index),
-            adjacent_parent: Some(adjacent),
-            closed: false,
-            created_ms: Some(now_ms),
-            closed_ms: None,
-        };
-        Ok(self.reshard(&mut meta, &[index, adjacent], vec![child], now_ms)?[0])
+        let (parents, children) = meta.reshard_step(op, now_ms)?;
+        self.reshard(&mut meta, &parents, children, now_ms)
+    }
+
+    /// Fixes the end of closed shards (index → sequence number past its last record), as
+    /// a cluster's catalog gives them, and makes it durable.
+    pub fn set_ends(&self, ends: &BTreeMap<u32, u64>) -> Result<(), IoError> {
+        self.update_meta(|m| {
+            for (&i, &end) in ends {
+                if let Some(s) = m.shards.get_mut(i as usize) {
+                    s.end = Some(end);
+                }
+            }
+            Ok(())
+        })
     }
 
     /// The shards created from shard `index` by a split or merge.
@@ -607,5 +731,56 @@ impl Stream {
         write_atomically(&self.dir.join("stream.json"), &bytes)?;
         *meta = next;
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open_ranges(shards: &[ShardMeta]) -> Vec<HashKeyRange> {
+        let mut v: Vec<HashKeyRange> = shards.iter().filter(|s| !s.closed).map(|s| s.hash_key_range).collect();
+        v.sort_by_key(|r| r.starting);
+        v
+    }
+
+    #[test]
+    fn uniform_scaling_reaches_the_even_split_of_any_count_from_any_count_with_exact_lineage() {
+        for from in 1..=12u32 {
+            for target in (from.div_ceil(2)).max(1)..=from * 2 {
+                let meta = StreamMeta::new("s".into(), 0, 24, ShardMeta::split_evenly(from), BTreeMap::new());
+                let ops = meta.uniform_scaling(target);
+                let after = meta.after(&ops, 7).unwrap_or_else(|e| panic!("{from} -> {target}: {e}"));
+                assert_eq!(open_ranges(&after), HashKeyRange::split_evenly(target), "{from} -> {target}");
+                for s in &after[from as usize..] {
+                    // Every new shard's parents are older than it and closed, its range
+                    // theirs.
+                    for p in [s.parent, s.adjacent_parent].into_iter().flatten() {
+                        assert!(p < s.index && after[p as usize].closed, "{from} -> {target}: {s:?}");
+                    }
+                    assert_eq!(s.created_ms, Some(7));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn steps_that_do_not_fit_the_shards_are_refused_without_changing_them() {
+        let meta = StreamMeta::new("s".into(), 0, 24, ShardMeta::split_evenly(2), BTreeMap::new());
+        let half = (1u128 << 127).to_string();
+        let bad = [
+            (ReshardOp::Split { shard: 2, new_starting_hash_key: "5".into() }, "no such shard"),
+            (ReshardOp::Split { shard: 0, new_starting_hash_key: half.clone() }, "outside"),
+            (ReshardOp::Split { shard: 0, new_starting_hash_key: "0".into() }, "outside"),
+            (ReshardOp::Split { shard: 0, new_starting_hash_key: "x".into() }, "outside"),
+            (ReshardOp::Merge { shard: 0, adjacent: 0 }, "not adjacent"),
+        ];
+        for (op, why) in bad {
+            assert!(meta.after(std::slice::from_ref(&op), 0).is_err(), "{op:?}: {why}");
+        }
+        // A closed shard takes no second step.
+        let twice = [ReshardOp::split(0, 5), ReshardOp::split(0, 6)];
+        assert!(matches!(meta.after(&twice, 0), Err(ReshardError::Closed(0))));
+        assert_eq!(meta.shards.len(), 2);
     }
 }

@@ -299,7 +299,7 @@ impl Worker {
             }
             let drained = self.buffers.get(&s.index).is_none_or(|b| b.records.is_empty());
             let cp = self.checkpoints.shards.get_mut(&s.index).expect("registered above");
-            if s.closed && drained && cp.next >= log.bounds().next_sequence_number {
+            if drained && s.read_to_end(cp.next, log.bounds().next_sequence_number) {
                 cp.done = true;
                 self.buffers.remove(&s.index);
                 self.save(s.index).await?;

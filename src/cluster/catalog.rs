@@ -49,6 +49,11 @@ pub struct ShardPlacement {
     /// one leaves `replicas` (and the leadership, if it leads).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leaving: Option<String>,
+    /// The shard is closed by a resharding ([`ReshardRecord`]): its leader appends nothing
+    /// more to it, fixes its end once a quorum holds its whole log, and the copies close it
+    /// there.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub closing: bool,
 }
 
 impl ShardPlacement {
@@ -94,8 +99,33 @@ pub struct StreamRecord {
     /// default's 24).
     #[serde(default)]
     pub retention_hours: u32,
-    /// Shard `i`'s replicas at index `i`.
+    /// Shard `i`'s replicas at index `i` (the shards resharding made included).
     pub placement: Vec<ShardPlacement>,
+    /// SplitShard, MergeShards and UpdateShardCount, oldest first: every copy applies them
+    /// in this order once their closed shards' ends are fixed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reshards: Vec<ReshardRecord>,
+}
+
+/// One resharding of a cluster's stream, as its catalog entry holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReshardRecord {
+    /// The steps, applied in turn by every copy (so the new shards get the same indexes).
+    pub ops: Vec<sluice_engine::stream::ReshardOp>,
+    /// When, ms since the Unix epoch (the shards' closing and creation time on every copy).
+    pub at_ms: u64,
+    /// How many shards the stream had before: the first new shard's index.
+    pub first_new: u32,
+    /// The open shards it closes, each with the sequence number past its last record once
+    /// its leader has fixed it (`None` until then).
+    pub ends: BTreeMap<u32, Option<u64>>,
+}
+
+impl ReshardRecord {
+    /// Whether every closed shard's end is fixed: the copies may apply it.
+    pub fn sealed(&self) -> bool {
+        self.ends.values().all(Option::is_some)
+    }
 }
 
 /// Places `shard_count` shards on `nodes` (node ids, any order), `replication_factor`
@@ -118,7 +148,14 @@ pub fn place(stream_name: &str, shard_count: u32, nodes: &[String], replication_
         .map(|i| {
             let start = (offset.wrapping_add(i) % nodes.len() as u64) as usize;
             let replicas: Vec<String> = (0..r).map(|k| nodes[(start + k) % nodes.len()].clone()).collect();
-            ShardPlacement { leader: replicas[0].clone(), replicas, epoch: 1, history: vec![(1, 0)], leaving: None }
+            ShardPlacement {
+                leader: replicas[0].clone(),
+                replicas,
+                epoch: 1,
+                history: vec![(1, 0)],
+                leaving: None,
+                closing: false,
+            }
         })
         .collect()
 }
@@ -615,6 +652,7 @@ mod tests {
             epoch: 3,
             history: vec![(1, 0), (2, 100), (3, 50)],
             leaving: None,
+            closing: false,
         };
         assert_eq!(p.start_after(1), Some(50));
         assert_eq!(p.start_after(2), Some(50));
@@ -641,6 +679,15 @@ mod tests {
             tags: BTreeMap::from([("team".into(), "data".into())]),
             retention_hours: 48,
             placement: place("s", 2, &ids(3), 3),
+            reshards: vec![ReshardRecord {
+                ops: vec![
+                    sluice_engine::stream::ReshardOp::split(0, u128::MAX / 4),
+                    sluice_engine::stream::ReshardOp::Merge { shard: 3, adjacent: 1 },
+                ],
+                at_ms: 1_700_000_000_456,
+                first_new: 2,
+                ends: BTreeMap::from([(0, Some(17)), (1, None)]),
+            }],
         };
         let json = serde_json::to_vec(&record).unwrap();
         assert_eq!(serde_json::from_slice::<StreamRecord>(&json).unwrap(), record);

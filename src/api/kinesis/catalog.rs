@@ -19,21 +19,6 @@ fn catalog_error(e: EtcdError) -> ApiError {
     ApiError::new(ErrorKind::InternalFailure, format!("the cluster's catalog cannot be reached: {e}"))
 }
 
-/// Resharding a cluster's stream would change one node's copy only: refused until the
-/// catalog carries shard changes.
-pub(super) fn refuse_reshard_in_cluster(stream: &Stream) -> Result<(), ApiError> {
-    match &stream.meta().cluster {
-        None => Ok(()),
-        Some(cluster) => Err(ApiError::new(
-            ErrorKind::InvalidArgument,
-            format!(
-                "Stream {} belongs to Sluice cluster {cluster}, whose streams cannot be resharded yet (docs/cluster.md).",
-                stream.meta().name
-            ),
-        )),
-    }
-}
-
 /// Whether `action` changes a stream's settings, tags, retention or consumers: what a
 /// cluster's catalog carries to every node's copy.
 pub(super) fn changes_stream(action: super::Action) -> bool {
@@ -253,6 +238,7 @@ impl Kinesis {
             settings: settings.clone(),
             tags: tags.clone(),
             retention_hours: 0,
+            reshards: Vec::new(),
         };
         if !link.block_on(catalog::register(&link.etcd, &link.cluster, &record)).map_err(catalog_error)? {
             return Ok(Err(CreateStreamError::Exists(name.to_owned())));

@@ -58,7 +58,7 @@ struct SequenceNumberRangeShape {
 /// The shape of one shard of `stream`.
 pub fn shard_shape(stream: &Stream, s: &ShardMeta) -> ShardShape {
     let ending = s.closed.then(|| {
-        let next = stream.log(s.index).map_or(0, |l| l.bounds().next_sequence_number);
+        let next = s.end.unwrap_or_else(|| stream.log(s.index).map_or(0, |l| l.bounds().next_sequence_number));
         SequenceNumber { shard_index: s.index, shard_sequence: next.saturating_sub(1) }.to_string()
     });
     ShardShape {

@@ -80,8 +80,12 @@ pub fn run_within(k: &Kinesis, r: Request, max_bytes: usize, codec: Codec) -> Re
         Some(ts) if batch.next_sequence_number() < end => now.saturating_sub(ts),
         _ => 0,
     };
-    let closed = stream.meta().shards.get(it.shard_index as usize).is_some_and(|s| s.closed);
-    if closed && batch.next_sequence_number() == end {
+    let ended = stream
+        .meta()
+        .shards
+        .get(it.shard_index as usize)
+        .is_some_and(|s| s.read_to_end(batch.next_sequence_number(), end));
+    if ended {
         // The end of a closed shard: no next iterator; the children to continue with.
         let children = child_shards(&stream, it.shard_index);
         let answer =

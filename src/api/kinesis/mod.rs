@@ -10,6 +10,7 @@
 mod account;
 mod catalog;
 mod channels;
+mod cluster_reshard;
 mod consumers;
 mod create_stream;
 mod delete_stream;
@@ -492,7 +493,6 @@ impl Kinesis {
     /// server's to change (`ValidationException`, as AWS answers).
     fn stream_for_provisioned_change(&self, target: &StreamTarget) -> Result<Arc<Stream>, ApiError> {
         let stream = self.stream_for_change(target)?;
-        catalog::refuse_reshard_in_cluster(&stream)?;
         if stream.meta().settings.mode == sluice_engine::settings::StreamMode::OnDemand {
             return Err(ApiError::new(
                 ErrorKind::Validation,

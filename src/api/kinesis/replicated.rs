@@ -88,6 +88,11 @@ impl Kinesis {
             if link.peers.fenced_below(incarnation, shard) > placement.epoch {
                 return Err(failure(format!("shard {shard} of stream {name} is getting a new leader; retry")));
             }
+            // Closed by a resharding: its end is being fixed (read under this lock, which
+            // the fixing takes too). The records go to the new shards once routed again.
+            if link.placement(name, incarnation, shard).is_some_and(|p| p.closing) {
+                return Err(failure(format!("shard {shard} of stream {name} is being resharded; retry")));
+            }
             // A placement older than the epoch this node appends under: another leader has
             // been elected since this node read the catalog.
             if link.peers.epoch_of(incarnation, shard) != Some(placement.epoch) {
@@ -514,10 +519,11 @@ impl Kinesis {
             }
         };
         let Some(log) = stream.log(batch.shard) else {
+            // A shard a resharding made, which this copy has not made yet: soon.
             return refuse(
-                404,
-                ErrorKind::ResourceNotFound,
-                format!("Shard {} not found on the shard's leader.", batch.shard),
+                503,
+                ErrorKind::InternalFailure,
+                format!("Shard {} is not made yet on the shard's leader; retry.", batch.shard),
             );
         };
         let records: Vec<Record<'_>> =

@@ -4,8 +4,8 @@
 use serde::Deserialize;
 
 use super::{internal, no_output, respond, ApiError, ErrorKind, Kinesis, StreamTarget};
-use sluice_engine::hash_key::{parse_explicit_hash_key, HashKeyRange};
-use sluice_engine::stream::{parse_shard_id, shard_id, ReshardError, Stream, StreamStatus};
+use sluice_engine::hash_key::parse_explicit_hash_key;
+use sluice_engine::stream::{parse_shard_id, shard_id, ReshardError, ReshardOp, Stream, StreamStatus};
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -47,7 +47,7 @@ fn shard_arg(k: &Kinesis, stream: &Stream, id: &str) -> Result<u32, ApiError> {
     })
 }
 
-fn reshard_error(e: ReshardError) -> ApiError {
+pub(super) fn reshard_error(e: ReshardError) -> ApiError {
     match e {
         ReshardError::NoSuchShard(i) => {
             ApiError::new(ErrorKind::ResourceNotFound, format!("Could not find shard {}.", shard_id(i)))
@@ -101,8 +101,7 @@ pub fn run_split(k: &Kinesis, r: SplitRequest) -> Result<Vec<u8>, ApiError> {
     let stream = k.stream_for_provisioned_change(&r.target)?;
     let index = shard_arg(k, &stream, &r.shard_to_split)?;
     check_limit(k, 1)?;
-    stream.split(index, key, k.clock.now_ms()).map_err(reshard_error)?;
-    updating(k, &stream);
+    reshard(k, &stream, vec![ReshardOp::split(index, key)])?;
     no_output()
 }
 
@@ -110,14 +109,30 @@ pub fn run_merge(k: &Kinesis, r: MergeRequest) -> Result<Vec<u8>, ApiError> {
     let stream = k.stream_for_provisioned_change(&r.target)?;
     let a = shard_arg(k, &stream, &r.shard_to_merge)?;
     let b = shard_arg(k, &stream, &r.adjacent_shard_to_merge)?;
-    stream.merge(a, b, k.clock.now_ms()).map_err(reshard_error)?;
-    updating(k, &stream);
+    reshard(k, &stream, vec![ReshardOp::Merge { shard: a, adjacent: b }])?;
     no_output()
 }
 
-/// Reaches `target` open shards splitting the key space evenly, through splits at every new
-/// boundary inside an open shard and then merges of the pieces within each new range, so
-/// every shard's lineage is exact (intermediate shards are closed at once, as on AWS).
+/// Applies the resharding `ops` to `stream`: on this node, or for a cluster's stream
+/// through the cluster's catalog (every copy applies them once the closed shards' ends are
+/// fixed). The stream shows UPDATING for a while, as on AWS.
+fn reshard(k: &Kinesis, stream: &Stream, ops: Vec<ReshardOp>) -> Result<(), ApiError> {
+    let link = k.cluster.get().filter(|l| stream.meta().cluster.as_deref() == Some(l.cluster.as_str()));
+    match link {
+        Some(link) => k.reshard_in_cluster(link, stream, ops)?,
+        None => {
+            let now = k.clock.now_ms();
+            for op in &ops {
+                stream.apply(op, now).map_err(reshard_error)?;
+            }
+        }
+    }
+    updating(k, stream);
+    Ok(())
+}
+
+/// Reaches `target` open shards splitting the key space evenly
+/// ([`sluice_engine::stream::StreamMeta::uniform_scaling`]).
 pub fn run_update(k: &Kinesis, r: UpdateRequest) -> Result<Vec<u8>, ApiError> {
     if r.scaling_type != "UNIFORM_SCALING" {
         return Err(ApiError::validation(&r.scaling_type, "scalingType", "satisfy enum value set: [UNIFORM_SCALING]"));
@@ -127,13 +142,7 @@ pub fn run_update(k: &Kinesis, r: UpdateRequest) -> Result<Vec<u8>, ApiError> {
     }
     let stream = k.stream_for_provisioned_change(&r.target)?;
     let target = r.target_shard_count;
-    let open: Vec<(u32, HashKeyRange)> = {
-        let meta = stream.meta();
-        let mut v: Vec<_> = meta.shards.iter().filter(|s| !s.closed).map(|s| (s.index, s.hash_key_range)).collect();
-        v.sort_by_key(|(_, r)| r.starting);
-        v
-    };
-    let current = open.len() as i64;
+    let current = i64::from(stream.meta().open_shards());
     if target > current * 2 || target * 2 < current {
         return Err(ApiError::new(
             ErrorKind::LimitExceeded,
@@ -141,29 +150,8 @@ pub fn run_update(k: &Kinesis, r: UpdateRequest) -> Result<Vec<u8>, ApiError> {
         ));
     }
     check_limit(k, target - current)?;
-    let targets = HashKeyRange::split_evenly(target as u32);
-    let now = k.clock.now_ms();
-    let mut pieces = Vec::new();
-    for (mut index, mut range) in open {
-        for t in targets.iter().skip(1) {
-            if t.starting > range.starting && t.starting <= range.ending {
-                let (lo, hi) = stream.split(index, t.starting, now).map_err(reshard_error)?;
-                pieces.push((lo, HashKeyRange { starting: range.starting, ending: t.starting - 1 }));
-                index = hi;
-                range.starting = t.starting;
-            }
-        }
-        pieces.push((index, range));
-    }
-    for t in &targets {
-        let mut within =
-            pieces.iter().filter(|(_, r)| r.starting >= t.starting && r.ending <= t.ending).map(|(i, _)| *i);
-        let Some(mut acc) = within.next() else { continue };
-        for next in within {
-            acc = stream.merge(acc, next, now).map_err(reshard_error)?;
-        }
-    }
-    updating(k, &stream);
+    let ops = stream.meta().uniform_scaling(target as u32);
+    reshard(k, &stream, ops)?;
     let name = stream.meta().name.clone();
     respond(&serde_json::json!({
         "StreamName": name,

@@ -358,8 +358,7 @@ impl Subscription {
         self.position = batch.next_sequence_number();
         let continuation =
             SequenceNumber { shard_index: shard, shard_sequence: self.position.saturating_sub(1) }.to_string();
-        let closed = self.stream.meta().shards.get(shard as usize).is_some_and(|s| s.closed);
-        let end = closed && !more;
+        let end = self.stream.meta().shards.get(shard as usize).is_some_and(|s| s.read_to_end(self.position, next));
         let mut json = Vec::with_capacity(batch.bytes() * 4 / 3 + batch.len() * 110 + 256);
         json.extend_from_slice(b"{\"Records\":");
         Records { batch: &batch, shard_index: shard }.write_json(&mut json);

@@ -1,0 +1,162 @@
+//! Resharding a cluster's stream (issue 18): SplitShard, MergeShards and UpdateShardCount,
+//! each called on a different node while records keep coming through all three, reach every
+//! node's copy (the same shards, lineage, hash key ranges and ending sequence numbers), and
+//! every acknowledged record is read exactly once, in order, from every node, a closed
+//! shard read to its end with its children named.
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_kinesis::types::{ScalingType, Shard, ShardIteratorType};
+
+use super::{every_node_holds, put_round, three_nodes, until, Acked, ThreeNodes};
+
+/// Every shard of "telemetry" as `k` lists it.
+async fn shards(k: &aws_sdk_kinesis::Client) -> Vec<Shard> {
+    let out = k.list_shards().stream_name("telemetry").send().await.unwrap();
+    out.shards().to_vec()
+}
+
+/// Puts rounds through every node until every node lists `total` shards, `open` of them
+/// open (30 s at most, a bound, not a timing assertion). Puts to shards being closed fail
+/// until the resharding settles, and are not acknowledged.
+async fn settle(
+    clients: &[aws_sdk_kinesis::Client],
+    ids: &[&str],
+    (total, open): (usize, usize),
+    round: &mut usize,
+    acked: &mut Acked,
+) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        put_round(clients, round, acked).await;
+        let mut listed = Vec::new();
+        for k in clients {
+            let all = shards(k).await;
+            let closed = all.iter().filter(|s| s.sequence_number_range().unwrap().ending_sequence_number().is_some());
+            listed.push((all.len(), all.len() - closed.count()));
+        }
+        if listed.iter().all(|n| *n == (total, open)) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "(shards, open) on {ids:?}: {listed:?}, want ({total}, {open}) on each");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Reads closed shard `shard` on `k` from TRIM_HORIZON until it ends: its children.
+async fn children_at_end(k: &aws_sdk_kinesis::Client, shard: &str) -> Vec<String> {
+    let mut iterator = k
+        .get_shard_iterator()
+        .stream_name("telemetry")
+        .shard_id(shard)
+        .shard_iterator_type(ShardIteratorType::TrimHorizon)
+        .send()
+        .await
+        .unwrap()
+        .shard_iterator;
+    for _ in 0..200 {
+        let Some(it) = iterator else { break };
+        let r = match k.get_records().shard_iterator(&it).send().await {
+            Ok(r) => r,
+            Err(_) => {
+                // Five reads per second per shard: wait and read again.
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                iterator = Some(it);
+                continue;
+            }
+        };
+        if r.next_shard_iterator.is_none() {
+            return r.child_shards().iter().map(|c| c.shard_id().to_owned()).collect();
+        }
+        iterator = r.next_shard_iterator;
+    }
+    panic!("closed shard {shard} never ended")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_stream_is_split_merged_and_rescaled_on_any_node_under_ingest_and_every_copy_reads_alike() {
+    let Some(ThreeNodes { dir: _dir, etcd: _etcd, url: _, ports: _, ids, nodes, all: _, clients }) =
+        three_nodes("resharding")
+    else {
+        return;
+    };
+    let active = |r: &Result<(String, i64, Vec<String>), String>| r.as_ref().is_ok_and(|v| v.0 == "ACTIVE");
+    clients[0].create_stream().stream_name("telemetry").shard_count(2).send().await.unwrap();
+    for (i, k) in clients.iter().enumerate() {
+        until(k, "telemetry", &format!("{}'s copy", ids[i]), active).await.unwrap();
+    }
+    let (mut round, mut acked) = (0, Acked::default());
+    for _ in 0..4 {
+        assert_eq!(put_round(&clients, &mut round, &mut acked).await, 0, "puts before any resharding");
+    }
+
+    // Split shard 0 (keys below 2^127) at 2^126, on n2: shards 2 and 3.
+    let split = clients[1]
+        .split_shard()
+        .stream_name("telemetry")
+        .shard_to_split("shardId-000000000000")
+        .new_starting_hash_key((1u128 << 126).to_string())
+        .send()
+        .await;
+    split.unwrap();
+    settle(&clients, &ids, (4, 3), &mut round, &mut acked).await;
+    // Merge them back, on n3: shard 4.
+    let merge = clients[2]
+        .merge_shards()
+        .stream_name("telemetry")
+        .shard_to_merge("shardId-000000000002")
+        .adjacent_shard_to_merge("shardId-000000000003")
+        .send()
+        .await;
+    merge.unwrap();
+    settle(&clients, &ids, (5, 2), &mut round, &mut acked).await;
+    // Three open shards from two, on n1 (splits, then merges of the pieces).
+    let update = clients[0]
+        .update_shard_count()
+        .stream_name("telemetry")
+        .target_shard_count(3)
+        .scaling_type(ScalingType::UniformScaling)
+        .send()
+        .await;
+    update.unwrap();
+    // Shard 4 (keys below 2^127) splits at 1/3 of the key space into 5 and 6, shard 1 at
+    // 2/3 into 7 and 8, and 6 and 7 merge into 9: ten shards, 5, 9 and 8 open.
+    settle(&clients, &ids, (10, 3), &mut round, &mut acked).await;
+    for _ in 0..4 {
+        assert_eq!(put_round(&clients, &mut round, &mut acked).await, 0, "puts once the reshardings settled");
+    }
+
+    // Every node lists the same shards: ids, parents, ranges, and where closed ones end.
+    let listed = shards(&clients[0]).await;
+    let open = listed.iter().filter(|s| s.sequence_number_range().unwrap().ending_sequence_number().is_none());
+    assert_eq!(open.count(), 3, "open shards after UpdateShardCount: {listed:?}");
+    for (i, k) in clients.iter().enumerate().skip(1) {
+        assert_eq!(shards(k).await, listed, "{} lists other shards than n1", ids[i]);
+    }
+    // No record was acknowledged in a closed shard past the end it was closed at.
+    for s in &listed {
+        let Some(ending) = s.sequence_number_range().unwrap().ending_sequence_number() else { continue };
+        // Decimal numbers of up to 128 bits and more: ordered by length, then digits.
+        let order = |n: &str| (n.len(), n.to_owned());
+        for (seq, ..) in acked.get(s.shard_id()).into_iter().flatten() {
+            assert!(order(seq) <= order(ending), "{seq} acknowledged in {} past its end {ending}", s.shard_id());
+        }
+    }
+    // Every acknowledged record, exactly once and in order, on every node; every closed
+    // shard ends, on every node, with its children.
+    let shard_ids: Vec<&str> = listed.iter().map(|s| s.shard_id()).collect();
+    every_node_holds(&clients, &ids, &shard_ids, &acked, true).await;
+    for s in listed.iter().filter(|s| s.sequence_number_range().unwrap().ending_sequence_number().is_some()) {
+        let want: Vec<String> = listed
+            .iter()
+            .filter(|c| c.parent_shard_id() == Some(s.shard_id()) || c.adjacent_parent_shard_id() == Some(s.shard_id()))
+            .map(|c| c.shard_id().to_owned())
+            .collect();
+        for (i, k) in clients.iter().enumerate() {
+            let mut children = children_at_end(k, s.shard_id()).await;
+            children.sort();
+            assert_eq!(children, want, "{} on {}", s.shard_id(), ids[i]);
+        }
+    }
+    drop(nodes);
+}
