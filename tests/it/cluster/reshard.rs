@@ -1,6 +1,7 @@
 //! Resharding a cluster's stream (issue 18): SplitShard, MergeShards and UpdateShardCount,
-//! each called on a different node while records keep coming through all three, reach every
-//! node's copy (the same shards, lineage, hash key ranges and ending sequence numbers), and
+//! each called on a different node while records keep coming through all three (the split
+//! with the closing shard's leader SIGKILLed at once, and back later), reach every node's
+//! copy (the same shards, lineage, hash key ranges and ending sequence numbers), and
 //! every acknowledged record is read exactly once, in order, from every node, a closed
 //! shard read to its end with its children named.
 
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::types::{ScalingType, Shard, ShardIteratorType};
 
-use super::{every_node_holds, put_round, three_nodes, until, Acked, ThreeNodes};
+use super::{every_node_holds, leaders_of, node, put_round, three_nodes, until, Acked, Killed, ThreeNodes};
 
 /// Every shard of "telemetry" as `k` lists it.
 async fn shards(k: &aws_sdk_kinesis::Client) -> Vec<Shard> {
@@ -17,8 +18,9 @@ async fn shards(k: &aws_sdk_kinesis::Client) -> Vec<Shard> {
 }
 
 /// Puts rounds through every node until every node lists `total` shards, `open` of them
-/// open (30 s at most, a bound, not a timing assertion). Puts to shards being closed fail
-/// until the resharding settles, and are not acknowledged.
+/// open, and a round through each node in turn fails nothing (30 s at most, a bound, not a
+/// timing assertion). Puts to shards being closed fail until the resharding settles, and
+/// are not acknowledged.
 async fn settle(
     clients: &[aws_sdk_kinesis::Client],
     ids: &[&str],
@@ -27,18 +29,22 @@ async fn settle(
     acked: &mut Acked,
 ) {
     let deadline = Instant::now() + Duration::from_secs(30);
+    let mut clean = 0;
     loop {
-        put_round(clients, round, acked).await;
+        clean = if put_round(clients, round, acked).await == 0 { clean + 1 } else { 0 };
         let mut listed = Vec::new();
         for k in clients {
             let all = shards(k).await;
             let closed = all.iter().filter(|s| s.sequence_number_range().unwrap().ending_sequence_number().is_some());
             listed.push((all.len(), all.len() - closed.count()));
         }
-        if listed.iter().all(|n| *n == (total, open)) {
+        if listed.iter().all(|n| *n == (total, open)) && clean >= clients.len() {
             return;
         }
-        assert!(Instant::now() < deadline, "(shards, open) on {ids:?}: {listed:?}, want ({total}, {open}) on each");
+        assert!(
+            Instant::now() < deadline,
+            "(shards, open) on {ids:?}: {listed:?}, want ({total}, {open}) on each; {clean} clean rounds"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -75,8 +81,7 @@ async fn children_at_end(k: &aws_sdk_kinesis::Client, shard: &str) -> Vec<String
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_stream_is_split_merged_and_rescaled_on_any_node_under_ingest_and_every_copy_reads_alike() {
-    let Some(ThreeNodes { dir: _dir, etcd: _etcd, url: _, ports: _, ids, nodes, all: _, clients }) =
-        three_nodes("resharding")
+    let Some(ThreeNodes { dir, etcd: _etcd, url, ports, ids, mut nodes, all: _, clients }) = three_nodes("resharding")
     else {
         return;
     };
@@ -90,8 +95,11 @@ async fn a_cluster_stream_is_split_merged_and_rescaled_on_any_node_under_ingest_
         assert_eq!(put_round(&clients, &mut round, &mut acked).await, 0, "puts before any resharding");
     }
 
-    // Split shard 0 (keys below 2^127) at 2^126, on n2: shards 2 and 3.
-    let split = clients[1]
+    // Split shard 0 (keys below 2^127) at 2^126 on another node than its leader, which is
+    // SIGKILLed at once: the shard's next leader fixes its end. Shards 2 and 3 on the
+    // survivors; the killed node, back, applies the split too.
+    let leader = ids.iter().position(|id| *id == leaders_of(&url, "telemetry")[0].0).unwrap();
+    let split = clients[(leader + 1) % 3]
         .split_shard()
         .stream_name("telemetry")
         .shard_to_split("shardId-000000000000")
@@ -99,6 +107,14 @@ async fn a_cluster_stream_is_split_merged_and_rescaled_on_any_node_under_ingest_
         .send()
         .await;
     split.unwrap();
+    nodes[leader].0.kill().unwrap();
+    nodes[leader].0.wait().unwrap();
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let (others, other_ids): (Vec<_>, Vec<_>) = survivors.iter().map(|&i| (clients[i].clone(), ids[i])).unzip();
+    settle(&others, &other_ids, (4, 3), &mut round, &mut acked).await;
+    nodes[leader] = Killed(node(dir.path(), &url, ids[leader], ports[leader]));
+    let serving = |r: &Result<(String, i64, Vec<String>), String>| r.is_ok();
+    until(&clients[leader], "telemetry", &format!("{} back", ids[leader]), serving).await.unwrap();
     settle(&clients, &ids, (4, 3), &mut round, &mut acked).await;
     // Merge them back, on n3: shard 4.
     let merge = clients[2]
