@@ -169,6 +169,28 @@ enum ClusterCommand {
 fn cluster_drain(etcd: &[String], name: &str, node: &str, cancel: bool, no_wait: bool) -> ExitCode {
     runtime().block_on(async {
         let etcd = sluice::cluster::Etcd::new(etcd);
+        if !cancel {
+            // A misspelled node would be "drained" at once (it holds nothing).
+            let known = async {
+                let members = sluice::cluster::nodes(&etcd, name).await?;
+                let records = sluice::cluster::catalog::records(&etcd, name).await?;
+                let holds = records.iter().flat_map(|r| &r.placement).any(|p| p.replicas.iter().any(|n| n == node));
+                let others = members.iter().filter(|m| m.node_id != node).count();
+                Ok::<_, sluice::cluster::EtcdError>((members.iter().any(|m| m.node_id == node) || holds, others))
+            };
+            match known.await {
+                Ok((false, _)) => {
+                    eprintln!("node {node} is no member of cluster {name} and holds no replica");
+                    return ExitCode::FAILURE;
+                }
+                Ok((true, 0)) => eprintln!("no other node of cluster {name} is up to take node {node}'s replicas yet"),
+                Ok(_) => {}
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
         if let Err(e) = sluice::cluster::catalog::set_draining(&etcd, name, node, !cancel).await {
             eprintln!("{e}");
             return ExitCode::FAILURE;

@@ -587,6 +587,13 @@ async fn replicas_move_to_a_node_that_joins_and_off_a_drained_node_under_ingest_
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
+    // A node that is not in the cluster (a misspelling) is refused, not "drained" at once.
+    let typo = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["cluster", "drain", "nl", "--name", "test", "--etcd", &url])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&typo.stderr);
+    assert!(!typo.status.success() && said.contains("no member"), "{:?}: {said}", typo.status);
     // n1 drained (`sluice cluster drain`, which waits): every replica leaves it.
     let mut drain = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["cluster", "drain", "n1", "--name", "test", "--etcd", &url])
