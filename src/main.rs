@@ -527,7 +527,11 @@ fn main() -> ExitCode {
                             coordination.set_live(live);
                             // Delivery streams read the streams made above.
                             match catalog_link.block_on(sluice::cluster::deliveries::records(&catalog_link.etcd, &catalog_link.cluster)) {
-                                Ok(deliveries) => kinesis_state.firehose.apply_catalog(&catalog_link, &deliveries),
+                                Ok(deliveries) => {
+                                    kinesis_state.firehose.apply_catalog(&catalog_link, &deliveries);
+                                    let in_use = deliveries.iter().filter_map(|d| d.spec.source_stream()).collect();
+                                    kinesis_state.kinesis.remove_orphaned_direct_put_streams(&in_use);
+                                }
                                 Err(e) => tracing::warn!(error = %e, "cannot read the cluster's delivery streams; this node's copies stay as they are"),
                             }
                             // Catching a replica up can take long (one down for hours):

@@ -111,21 +111,18 @@ impl Firehose {
         registered
     }
 
-    /// Runs `call` on the cluster's streams with stream `name`, on a blocking thread.
-    async fn with_cluster_streams<T: Send + 'static>(
+    /// Runs `call` on the cluster's streams with stream `name`, out of the runtime's
+    /// context (it blocks on etcd; see `put`).
+    async fn with_cluster_streams<T>(
         &self,
         name: &str,
-        call: impl FnOnce(&dyn ClusterStreams, &str) -> Result<T, ApiError> + Send + 'static,
+        call: impl FnOnce(&dyn ClusterStreams, &str) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
         let streams = self
             .cluster_streams
             .get()
-            .cloned()
             .ok_or_else(|| ApiError::new(ErrorKind::InternalFailure, "this node has not joined its cluster yet"))?;
-        let name = name.to_owned();
-        tokio::task::spawn_blocking(move || call(streams.as_ref(), &name))
-            .await
-            .map_err(|e| ApiError::new(ErrorKind::InternalFailure, e.to_string()))?
+        tokio::task::block_in_place(|| call(streams.as_ref(), name))
     }
 
     /// The part of [`Firehose::create_in_cluster`] under the catalog lock: the start

@@ -63,14 +63,13 @@ async fn put(f: &Firehose, name: &str, records: Vec<Vec<u8>>) -> Result<Vec<Stri
     let slow_down = |e: String| ApiError::new(ErrorKind::ServiceUnavailable, format!("Slow down. ({e})"));
     let (first, records) = match (spec.source_stream(), f.cluster_streams.get()) {
         (Some(stream), Some(streams)) => {
-            let streams = streams.clone();
-            tokio::task::spawn_blocking(move || {
-                let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
-                let first = streams.append(&stream, &refs);
-                (first, records)
-            })
-            .await
-            .map_err(|e| ApiError::new(ErrorKind::InternalFailure, e.to_string()))?
+            let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
+            // Blocks on the replicas: this thread (a request's, of the blocking pool) leaves
+            // the runtime's context meanwhile rather than wait for another pool thread,
+            // which a pool full of such requests would never give.
+            let first = tokio::task::block_in_place(|| streams.append(&stream, &refs));
+            drop(refs);
+            (first, records)
         }
         (Some(stream), None) => {
             return Err(slow_down(format!("stream {stream} of the cluster cannot be reached from this node yet")))

@@ -49,7 +49,9 @@ impl Kinesis {
         let now = self.clock.now_ms();
         let after = local.after(&ops, now).map_err(reshard_error)?;
         let before = local.shards.len() as u32;
-        let closed: Vec<u32> = (0..before).filter(|&i| after[i as usize].closed).collect();
+        // The open shards the steps close (not those earlier reshardings closed).
+        let closed: Vec<u32> =
+            (0..before).filter(|&i| after[i as usize].closed && !local.shards[i as usize].closed).collect();
         let busy = || {
             ApiError::new(
                 ErrorKind::ResourceInUse,
@@ -70,8 +72,16 @@ impl Kinesis {
             for s in &after[before as usize..] {
                 let from = s.parent.expect("a new shard has a parent") as usize;
                 let mut p = r.placement[from].clone();
+                // A replica on its way out of the parent does not come along (the new
+                // shard would keep it for good), nor leads.
+                if let Some(leaving) = p.leaving.take() {
+                    p.replicas.retain(|n| *n != leaving);
+                    if p.leader == leaving {
+                        p.leader = p.replicas.first().cloned().unwrap_or_default();
+                    }
+                }
                 // A shard made and closed by the same UpdateShardCount never holds a record.
-                (p.epoch, p.history, p.leaving, p.closing) = (1, vec![(1, 0)], None, s.closed);
+                (p.epoch, p.history, p.closing) = (1, vec![(1, 0)], s.closed);
                 r.placement.push(p);
             }
             for &i in &closed {
@@ -121,9 +131,17 @@ impl Kinesis {
     /// leads, once the shard's high watermark has reached its log's end (under the shard's
     /// lock, so no append comes after: appends check `closing` under it).
     fn fix_ends(&self, link: &ClusterLink, stream: &Stream, record: &StreamRecord, pending: &ReshardRecord) {
+        // A node that restarted leads nothing before it has given up what it led (its log
+        // may have lost its tail, and a reopened log's high watermark starts at 0).
+        if !link.resigned.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
         let mut fixed = BTreeMap::new();
         for (&shard, end) in &pending.ends {
-            let leads = record.placement.get(shard as usize).is_some_and(|p| p.leader == link.node_id);
+            // The placement as this node knows it now, and an epoch it leads under if any.
+            let leads = link.placement(&record.name, record.incarnation, shard).is_some_and(|p| {
+                p.leader == link.node_id && link.peers.epoch_of(record.incarnation, shard).is_none_or(|e| e == p.epoch)
+            });
             let Some(log) = stream.log(shard).filter(|_| end.is_none() && leads) else { continue };
             let lock = link.peers.shard_lock(record.incarnation, shard);
             let _shard = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

@@ -10,12 +10,19 @@ use sluice_engine::Record;
 use sluice_firehose::delivery_streams::DIRECT_PUT_PARTITION_KEY;
 
 use super::{ApiError, ErrorKind, Kinesis};
+use crate::cluster::catalog;
+use sluice_engine::streams::CreateStreamError;
 
 /// Whether stream `name` is one of the streams behind delivery streams, which the Kinesis
 /// API neither lists nor finds.
 pub(crate) fn behind_delivery_stream(name: &str) -> bool {
     name.contains(':')
 }
+
+/// How old a stream behind a `DirectPut` delivery stream must be before it is deleted as
+/// no delivery stream's, ms: 10 minutes (its delivery stream is entered in the catalog
+/// right after it; the margin covers clocks that differ between nodes).
+pub const ORPHAN_AFTER_MS: u64 = 600_000;
 
 fn no_cluster() -> ApiError {
     ApiError::new(ErrorKind::InternalFailure, "this node has not joined its cluster yet")
@@ -34,7 +41,11 @@ impl Kinesis {
         let now = self.clock.now_ms();
         match self.create_in_cluster(link, name, 1, now, Default::default(), Default::default())? {
             Ok(_) => Ok(()),
-            Err(e) => Err(ApiError::new(ErrorKind::ResourceInUse, e.to_string())),
+            Err(e @ CreateStreamError::Exists(_)) => Err(ApiError::new(ErrorKind::ResourceInUse, e.to_string())),
+            Err(e @ CreateStreamError::ShardLimit { .. }) => {
+                Err(ApiError::new(ErrorKind::LimitExceeded, format!("The delivery stream's records need a shard: {e}")))
+            }
+            Err(e) => Err(super::internal(e)),
         }
     }
 
@@ -44,7 +55,41 @@ impl Kinesis {
         let link = self.cluster.get().ok_or_else(no_cluster)?;
         match self.streams.get(name) {
             Some(stream) => self.delete_in_cluster(link, stream),
-            None => Ok(()),
+            // Not made here yet: out of the catalog; every copy goes at its node's next pass.
+            None => {
+                let _catalog = link.catalog_lock.blocking_lock();
+                link.block_on(catalog::unregister(&link.etcd, &link.cluster, name))
+                    .map(|_| ())
+                    .map_err(|e| ApiError::new(ErrorKind::InternalFailure, e.to_string()))
+            }
+        }
+    }
+
+    /// Deletes the cluster's streams behind `DirectPut` delivery streams that no delivery
+    /// stream of `in_use` (the catalog's, as just read) reads and that are older than
+    /// [`ORPHAN_AFTER_MS`]: left behind by a node that stopped between making one and
+    /// entering its delivery stream, or by a delete that failed half way. Part of the
+    /// catalog pass (its lock held), on a thread that may block.
+    pub fn remove_orphaned_direct_put_streams(&self, in_use: &std::collections::HashSet<String>) {
+        let Some(link) = self.cluster.get() else { return };
+        let now = self.clock.now_ms();
+        for stream in self.streams.list() {
+            let (name, cluster, created_ms) = {
+                let m = stream.meta();
+                (m.name.clone(), m.cluster.clone(), m.created_ms)
+            };
+            if !behind_delivery_stream(&name)
+                || cluster.as_deref() != Some(link.cluster.as_str())
+                || in_use.contains(&name)
+                || now.saturating_sub(created_ms) < ORPHAN_AFTER_MS
+            {
+                continue;
+            }
+            let removed = link.block_on(catalog::unregister(&link.etcd, &link.cluster, &name));
+            match removed.map_err(|e| e.to_string()).and_then(|_| self.delete(stream).map_err(|e| e.message)) {
+                Ok(()) => tracing::info!(stream = %name, "deleted a stream no delivery stream of the cluster reads"),
+                Err(e) => tracing::warn!(stream = %name, error = %e, "cannot delete a stream no delivery stream reads"),
+            }
         }
     }
 

@@ -111,7 +111,10 @@ pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
                     "The timestamp of the last ListShard call was older than 5 minutes.",
                 ));
             }
-            (k.streams.get(&name).ok_or_else(|| k.not_found(&name))?, Some(after), Some(window))
+            // A token names a stream as it is (not signed): one no request could name is
+            // not found either.
+            let stream = k.streams.get(&name).filter(|_| !super::direct_put::behind_delivery_stream(&name));
+            (stream.ok_or_else(|| k.not_found(&name))?, Some(after), Some(window))
         }
         None => (
             k.of_incarnation(k.stream(&r.target)?, r.stream_creation_timestamp)?,

@@ -51,7 +51,8 @@ impl Kinesis {
         samples.taken = Some(now);
         let mut next = HashMap::new();
         for stream in self.streams.list() {
-            // A cluster's stream changes shards through its catalog, which does not reshard yet.
+            // A cluster's stream changes shards through its catalog; on-demand scaling does
+            // not drive it yet.
             if stream.meta().settings.mode != StreamMode::OnDemand || stream.meta().cluster.is_some() {
                 continue;
             }

@@ -114,6 +114,10 @@ struct Remote {
 /// appends are not announced here).
 const REMOTE_POLL_MS: u64 = 200;
 
+/// Most records a subscription read on another node asks for at once: 1,000, so one read
+/// stays near an event's size and the shard's read quota there is not run into debt.
+const REMOTE_READ_RECORDS: u32 = 1_000;
+
 /// Checks a `SubscribeToShard` request and takes the consumer's hold on the shard.
 ///
 /// Errors: `ResourceNotFoundException` (no such consumer, stream or shard),
@@ -362,7 +366,7 @@ impl Subscription {
         let mut json = Vec::with_capacity(batch.bytes() * 4 / 3 + batch.len() * 110 + 256);
         json.extend_from_slice(b"{\"Records\":");
         Records { batch: &batch, shard_index: shard }.write_json(&mut json);
-        self.close_event(&mut json, &continuation, behind, end);
+        self.close_event(&mut json, &continuation, behind, end, None);
         let (records, data_bytes) = (batch.len(), batch.bytes());
         frame(json, codec, Event { bytes: Bytes::new(), records, data_bytes, more, end })
     }
@@ -370,7 +374,15 @@ impl Subscription {
     /// Ends an event's JSON after its `Records`: the continuation (none at the end of a
     /// closed shard: clients, the KCL, Flink, Beam, take its absence as the shard's end, as
     /// AWS sends it), `MillisBehindLatest`, and at the end the child shards.
-    fn close_event(&self, json: &mut Vec<u8>, continuation: &str, behind: u64, end: bool) {
+    /// `children`: as the node that read the shard answered them (else this copy's).
+    fn close_event(
+        &self,
+        json: &mut Vec<u8>,
+        continuation: &str,
+        behind: u64,
+        end: bool,
+        children: Option<&serde_json::Value>,
+    ) {
         if !end {
             json.extend_from_slice(b",\"ContinuationSequenceNumber\":");
             serde_json::to_writer(&mut *json, continuation).expect("a string serializes");
@@ -378,15 +390,19 @@ impl Subscription {
         json.extend_from_slice(format!(",\"MillisBehindLatest\":{behind}").as_bytes());
         if end {
             json.extend_from_slice(b",\"ChildShards\":");
-            serde_json::to_writer(&mut *json, &child_shards(&self.stream, self.shard_index))
-                .expect("JSON values serialize");
+            let written = match children {
+                Some(c) => serde_json::to_writer(&mut *json, c),
+                None => serde_json::to_writer(&mut *json, &child_shards(&self.stream, self.shard_index)),
+            };
+            written.expect("JSON values serialize");
         }
         json.push(b'}');
     }
 
     /// As [`Subscription::event`], for a shard read on another node: one GetRecords there
-    /// (at most [`EVENT_BYTES_MAX`] of data is what it answers anyway: 10,000 records or
-    /// 10 MiB, so the records of one answer may make a larger event).
+    /// of at most [`REMOTE_READ_RECORDS`]. That node charges the shard's read quota; a read
+    /// it throttles makes an event without records (the next one is asked for
+    /// [`REMOTE_POLL_MS`] later), not the subscription's end.
     async fn remote_event(&mut self, k: &Kinesis, codec: Codec) -> Result<Event, ApiError> {
         // The shard's placement may have changed since the last event: a new leader, or a
         // replica moved onto this node (read here from then on; the iterator's position is
@@ -397,9 +413,14 @@ impl Subscription {
         };
         let remote = self.remote.as_mut().expect("a remote subscription");
         (remote.link, remote.node) = (link, node);
-        let body = serde_json::json!({ "ShardIterator": remote.iterator, "Limit": 10_000 });
-        let answer = super::read_forward::read_on_async(&remote.link, &remote.node, "GetRecords", body).await?;
-        let answer: serde_json::Value = serde_json::from_slice(&answer).map_err(super::internal)?;
+        let body = serde_json::json!({ "ShardIterator": remote.iterator, "Limit": REMOTE_READ_RECORDS });
+        let answer = match super::read_forward::read_on_async(&remote.link, &remote.node, "GetRecords", body).await {
+            Ok(a) => serde_json::from_slice(&a).map_err(super::internal)?,
+            Err(e) if e.kind == ErrorKind::ProvisionedThroughputExceeded => serde_json::json!({
+                "Records": [], "NextShardIterator": remote.iterator, "MillisBehindLatest": 0,
+            }),
+            Err(e) => return Err(e),
+        };
         let empty = Vec::new();
         let records = answer["Records"].as_array().unwrap_or(&empty);
         let behind = answer["MillisBehindLatest"].as_u64().unwrap_or(0);
@@ -414,7 +435,7 @@ impl Subscription {
         let data_bytes = records.iter().map(|r| r["Data"].as_str().map_or(0, |d| d.len() * 3 / 4)).sum();
         let mut json = b"{\"Records\":".to_vec();
         serde_json::to_writer(&mut json, records).expect("JSON values serialize");
-        self.close_event(&mut json, &continuation, behind, end);
+        self.close_event(&mut json, &continuation, behind, end, answer.get("ChildShards"));
         let more = !records.is_empty() && behind > 0;
         frame(json, codec, Event { bytes: Bytes::new(), records: records.len(), data_bytes, more, end })
     }
