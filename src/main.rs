@@ -247,7 +247,7 @@ fn cluster_status(etcd: &[String], name: &str, json: bool) -> ExitCode {
         if json {
             let streams: Vec<serde_json::Value> = streams
                 .iter()
-                .map(|s| serde_json::json!({ "name": s.name, "shard_count": s.shard_count, "created_ms": s.created_ms, "shards": s.placement }))
+                .map(|s| serde_json::json!({ "name": s.name, "shard_count": s.shard_count, "created_ms": s.created_ms, "shards": s.placement, "reshards": s.reshards }))
                 .collect();
             println!("{}", serde_json::json!({ "cluster": name, "nodes": nodes, "streams": streams, "draining": draining }));
             return ExitCode::SUCCESS;
@@ -264,7 +264,8 @@ fn cluster_status(etcd: &[String], name: &str, json: bool) -> ExitCode {
             for (i, p) in s.placement.iter().enumerate() {
                 let shard = sluice_engine::stream::shard_id(i as u32);
                 let moving = p.leaving.as_ref().map_or_else(String::new, |n| format!("\tmoving off {n}"));
-                println!("stream {}\t{shard}\tleader {} (epoch {})\treplicas {}{moving}", s.name, p.leader, p.epoch, p.replicas.join(","));
+                let closing = if p.closing { "\tclosed by a resharding" } else { "" };
+                println!("stream {}\t{shard}\tleader {} (epoch {})\treplicas {}{moving}{closing}", s.name, p.leader, p.epoch, p.replicas.join(","));
             }
         }
         ExitCode::SUCCESS

@@ -208,18 +208,22 @@ fn nodes_join_by_lease_ids_are_unique_and_membership_outlives_kills_and_an_etcd_
 
 /// The catalog as `sluice cluster status --json` shows it: stream name → its shards.
 fn catalog(etcd: &str) -> Vec<(String, Vec<Value>)> {
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["cluster", "status", "--name", "test", "--json", "--etcd", etcd])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["streams"]
+    status_json(etcd)["streams"]
         .as_array()
         .unwrap()
         .iter()
         .map(|s| (s["name"].as_str().unwrap().to_owned(), s["shards"].as_array().unwrap().clone()))
         .collect()
+}
+
+/// `sluice cluster status --json` of cluster "test".
+fn status_json(etcd: &str) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["cluster", "status", "--name", "test", "--json", "--etcd", etcd])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// A node's view of stream `name`: (status, creation time in s, shard ids and hash key

@@ -8,6 +8,7 @@
 use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::types::{ScalingType, Shard, ShardIteratorType};
+use serde_json::Value;
 
 use super::{every_node_holds, leaders_of, node, put_round, three_nodes, until, Acked, Killed, ThreeNodes};
 
@@ -149,6 +150,15 @@ async fn a_cluster_stream_is_split_merged_and_rescaled_on_any_node_under_ingest_
     for (i, k) in clients.iter().enumerate().skip(1) {
         assert_eq!(shards(k).await, listed, "{} lists other shards than n1", ids[i]);
     }
+    // The catalog holds each resharding with the ends of the shards it closed, and only
+    // those (the split closed 0, the merge 2 and 3, the rescale 4 and 1), all fixed.
+    let entry =
+        super::status_json(&url)["streams"].as_array().unwrap().iter().find(|s| s["name"] == "telemetry").cloned();
+    let reshards = entry.unwrap()["reshards"].as_array().unwrap().clone();
+    let closed: Vec<Vec<String>> =
+        reshards.iter().map(|r| r["ends"].as_object().unwrap().keys().cloned().collect()).collect();
+    assert_eq!(closed, [vec!["0"], vec!["2", "3"], vec!["1", "4"]], "{reshards:?}");
+    assert!(reshards.iter().all(|r| r["ends"].as_object().unwrap().values().all(Value::is_u64)), "{reshards:?}");
     // No record was acknowledged in a closed shard past the end it was closed at.
     for s in &listed {
         let Some(ending) = s.sequence_number_range().unwrap().ending_sequence_number() else { continue };
