@@ -190,23 +190,45 @@ async fn a_delivery_stream_of_the_cluster_lands_every_record_once_across_a_node_
     }
     wait_landed(&landed, &acked, next, &format!("after {} was paused past its lease", ids[paused]));
 
-    // The leader of shard 0 (which delivers it) SIGKILLed mid-ingest: its shard gets a new
-    // leader, which takes the delivery over from the cluster's checkpoint.
-    let victim = ids.iter().position(|id| *id == leaders_of(&url, STREAM)[0].0).unwrap();
-    let survivors: Vec<usize> = (0..3).filter(|i| *i != victim).collect();
-    for round in 0..30 {
-        if round == 3 {
-            nodes[victim].0.kill().unwrap();
-            nodes[victim].0.wait().unwrap();
+    // SIGKILLed mid-ingest, in turn: the leader of shard 0 (which delivers it), then, once
+    // that node is back, the leader of the DirectPut delivery stream's own stream. Each
+    // shard gets a new leader, which takes the delivery over from the cluster's checkpoint.
+    let status = super::status_json(&url);
+    let hidden = status["streams"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap().to_owned());
+    let hidden: Vec<String> = hidden.filter(|n| n.starts_with(&format!("firehose:{DIRECT}:"))).collect();
+    assert_eq!(hidden.len(), 1, "the DirectPut delivery stream's own stream in the catalog: {status}");
+    let (mut victim, mut survivors) = (0, Vec::new());
+    for (turn, of) in [STREAM, hidden[0].as_str()].into_iter().enumerate() {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        victim = loop {
+            let leader = leaders_of(&url, of)[0].0.clone();
+            if let Some(i) = ids.iter().position(|id| *id == leader) {
+                break i;
+            }
+            assert!(Instant::now() < deadline, "{of} has no leader");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        survivors = (0..3).filter(|i| *i != victim).collect();
+        for round in 0..30 {
+            if round == 3 {
+                nodes[victim].0.kill().unwrap();
+                nodes[victim].0.wait().unwrap();
+            }
+            let via = if round < 3 { round % 3 } else { survivors[round % 2] };
+            acked.extend(put(&clients[via], next, 50).await);
+            direct_acked.extend(put_direct(&firehoses[via], next, 50).await);
+            next += 50;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let via = if round < 3 { round % 3 } else { survivors[round % 2] };
-        acked.extend(put(&clients[via], next, 50).await);
-        direct_acked.extend(put_direct(&firehoses[via], next, 50).await);
-        next += 50;
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let what = format!("after {} (leading {of}) was killed", ids[victim]);
+        wait_landed(&landed, &acked, next, &what);
+        wait_landed(&direct, &direct_acked, next, &format!("DirectPut, {what}"));
+        if turn == 0 {
+            nodes[victim] = Killed(node(dir.path(), &url, ids[victim], ports[victim]));
+            let serving = |r: &Result<(String, i64, Vec<String>), String>| r.is_ok();
+            until(&clients[victim], STREAM, &format!("{} back", ids[victim]), serving).await.unwrap();
+        }
     }
-    wait_landed(&landed, &acked, next, &format!("after {} was killed", ids[victim]));
-    wait_landed(&direct, &direct_acked, next, &format!("DirectPut, after {} was killed", ids[victim]));
     assert!(local_objects(&lake.join("failed")).is_empty(), "records went to the error output");
 
     // A change on one node is the cluster's; the killed node, back, deletes its copy of a
