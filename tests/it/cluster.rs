@@ -645,15 +645,7 @@ type HeldRecord = (String, i64, String, Vec<u8>);
 
 /// Every record of shard `shard` of `stream` on one node, from TRIM_HORIZON.
 async fn shard_records(k: &aws_sdk_kinesis::Client, stream: &str, shard: &str) -> Vec<HeldRecord> {
-    let mut iterator = k
-        .get_shard_iterator()
-        .stream_name(stream)
-        .shard_id(shard)
-        .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
-        .send()
-        .await
-        .unwrap()
-        .shard_iterator;
+    let mut iterator = Some(crate::support::trim_horizon(k, stream, shard).await);
     let mut out = Vec::new();
     while let Some(it) = iterator {
         let r = match k.get_records().shard_iterator(&it).send().await {

@@ -2,7 +2,6 @@
 //! closed parents keep their records and end with `ChildShards`, lineage survives a restart.
 
 use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::ShardIteratorType;
 use aws_sdk_kinesis::Client;
 use sluice_engine::hash_key::{hash_key_of, HashKeyRange};
 
@@ -13,15 +12,7 @@ const HALF: u128 = 1 << 127;
 /// Reads a shard from TRIM_HORIZON to its end (or to an empty page on an open shard);
 /// returns the data and the ids of the children announced at the end.
 async fn read_shard(client: &Client, shard: &str) -> (Vec<String>, Vec<String>) {
-    let mut it = client
-        .get_shard_iterator()
-        .stream_name("r")
-        .shard_id(shard)
-        .shard_iterator_type(ShardIteratorType::TrimHorizon)
-        .send()
-        .await
-        .unwrap()
-        .shard_iterator;
+    let mut it = Some(crate::support::trim_horizon(client, "r", shard).await);
     let mut data = Vec::new();
     while let Some(i) = it {
         let out = client.get_records().shard_iterator(i).send().await.unwrap();

@@ -138,13 +138,16 @@ pub fn kinesis_client(addr: SocketAddr, access_key: &str, secret: &str) -> aws_s
     aws_sdk_kinesis::Client::from_conf(config)
 }
 
-/// Sends one raw HTTP/1.1 request with `X-Amz-Target: <target>` (omitted when empty) and
-/// returns the status and the JSON body.
 /// The TRIM_HORIZON shard iterator of the first shard (`shardId-000000000000`) of `stream`.
 pub async fn first_shard_iterator(k: &aws_sdk_kinesis::Client, stream: &str) -> String {
+    trim_horizon(k, stream, "shardId-000000000000").await
+}
+
+/// The TRIM_HORIZON shard iterator of shard `shard` of `stream`.
+pub async fn trim_horizon(k: &aws_sdk_kinesis::Client, stream: &str, shard: &str) -> String {
     k.get_shard_iterator()
         .stream_name(stream)
-        .shard_id("shardId-000000000000")
+        .shard_id(shard)
         .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
         .send()
         .await
@@ -153,6 +156,8 @@ pub async fn first_shard_iterator(k: &aws_sdk_kinesis::Client, stream: &str) -> 
         .expect("an iterator")
 }
 
+/// Sends one raw HTTP/1.1 request with `X-Amz-Target: <target>` (omitted when empty) and
+/// returns the status and the JSON body.
 pub async fn raw_request(addr: SocketAddr, target: &str, body: &[u8]) -> (u16, serde_json::Value) {
     let (status, _, body) = raw_call(addr, target, "application/x-amz-json-1.1", body).await;
     (status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use aws_sdk_kinesis::types::{ScalingType, Shard, ShardIteratorType};
+use aws_sdk_kinesis::types::{ScalingType, Shard};
 use serde_json::Value;
 
 use super::{every_node_holds, leaders_of, node, put_round, three_nodes, until, Acked, Killed, ThreeNodes};
@@ -52,15 +52,7 @@ async fn settle(
 
 /// Reads closed shard `shard` on `k` from TRIM_HORIZON until it ends: its children.
 async fn children_at_end(k: &aws_sdk_kinesis::Client, shard: &str) -> Vec<String> {
-    let mut iterator = k
-        .get_shard_iterator()
-        .stream_name("telemetry")
-        .shard_id(shard)
-        .shard_iterator_type(ShardIteratorType::TrimHorizon)
-        .send()
-        .await
-        .unwrap()
-        .shard_iterator;
+    let mut iterator = Some(crate::support::trim_horizon(k, "telemetry", shard).await);
     for _ in 0..200 {
         let Some(it) = iterator else { break };
         let r = match k.get_records().shard_iterator(&it).send().await {
