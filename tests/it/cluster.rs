@@ -327,6 +327,17 @@ async fn streams_are_created_and_deleted_through_the_catalog_on_any_node_and_eve
         leaders.insert(s["leader"].as_str().unwrap().to_owned());
     }
     assert_eq!(leaders.len(), 3, "leaders {leaders:?}");
+    // A stream's own replication factor, as a tag given to CreateStream: one replica per
+    // shard here; out of range, refused.
+    let tagged = |name: &str, r: &str| {
+        clients[1].create_stream().stream_name(name).shard_count(3).tags("sluice:replication-factor", r).send()
+    };
+    tagged("single", "1").await.unwrap();
+    let single = catalog(&url).into_iter().find(|(n, _)| n == "single").expect("single in the catalog").1;
+    assert!(single.iter().all(|s| s["replicas"].as_array().unwrap().len() == 1), "{single:?}");
+    let refused = tagged("eight", "8").await.unwrap_err();
+    let refused = aws_sdk_kinesis::error::ProvideErrorMetadata::code(&refused).map(str::to_owned);
+    assert_eq!(refused.as_deref(), Some("InvalidArgumentException"));
 
     // The name is the cluster's: taken on every node, and two nodes racing for a new name
     // cannot both have it.

@@ -19,6 +19,12 @@ fn catalog_error(e: EtcdError) -> ApiError {
     ApiError::new(ErrorKind::InternalFailure, format!("the cluster's catalog cannot be reached: {e}"))
 }
 
+/// The tag that sets a cluster's stream's replication factor when given to CreateStream:
+/// 1 to 7 replicas per shard (fewer when the cluster has fewer nodes); without it, the
+/// cluster's `[cluster] replication_factor`. A tag, so every SDK and the CLI can set it; it
+/// stays on the stream as given (changing it later moves nothing).
+pub const REPLICATION_FACTOR_TAG: &str = "sluice:replication-factor";
+
 /// Whether `action` changes a stream's settings, tags, retention or consumers: what a
 /// cluster's catalog carries to every node's copy.
 pub(super) fn changes_stream(action: super::Action) -> bool {
@@ -229,12 +235,21 @@ impl Kinesis {
         if nodes.is_empty() || (!nodes.contains(&link.node_id) && !draining.contains(&link.node_id)) {
             nodes.push(link.node_id.clone());
         }
+        let replication_factor = match tags.get(REPLICATION_FACTOR_TAG) {
+            None => link.replication_factor,
+            Some(v) => v.parse().ok().filter(|r| (1..=7).contains(r)).ok_or_else(|| {
+                ApiError::new(
+                    ErrorKind::InvalidArgument,
+                    format!("Tag {REPLICATION_FACTOR_TAG} must be a number of replicas from 1 to 7, not {v}."),
+                )
+            })?,
+        };
         let record = StreamRecord {
             name: name.to_owned(),
             incarnation: sluice_engine::stream::random_u64(),
             created_ms: now_ms,
             shard_count,
-            placement: catalog::place(name, shard_count, &nodes, link.replication_factor),
+            placement: catalog::place(name, shard_count, &nodes, replication_factor),
             settings: settings.clone(),
             tags: tags.clone(),
             retention_hours: 0,
