@@ -45,20 +45,6 @@ impl TransformResolver for Resolver {
     }
 }
 
-fn files_under(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return out };
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else {
-            out.push((p.display().to_string(), std::fs::read(&p).unwrap()));
-        }
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_whose_processing_panics_fails_alone_and_the_rest_lands() {
     let dir = tempfile::tempdir().unwrap();
@@ -112,8 +98,8 @@ async fn a_record_whose_processing_panics_fails_alone_and_the_rest_lands() {
     let (landed, errors) = loop {
         clock.advance(1_000);
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let landed = files_under(&lake_dir.join("lake").join("ok"));
-        let errors = files_under(&lake_dir.join("lake").join("errors"));
+        let landed = crate::firehose_delivery::local_objects(&lake_dir.join("lake").join("ok"));
+        let errors = crate::firehose_delivery::local_objects(&lake_dir.join("lake").join("errors"));
         if !landed.is_empty() && !errors.is_empty() {
             break (landed, errors);
         }
