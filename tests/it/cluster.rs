@@ -447,14 +447,7 @@ async fn a_node_without_a_replica_of_a_shard_serves_its_reads_from_one_that_has(
         assert_eq!(lacking, 1, "{id} holds no replica of exactly one shard: {placement:?}");
     }
     let shards = ["shardId-000000000000", "shardId-000000000001", "shardId-000000000002", "shardId-000000000003"];
-    let mut acked: Acked = Default::default();
-    for round in 0..8 {
-        let (ok, failed) = put(&clients[round % 4], "telemetry", round, 100).await;
-        assert_eq!(failed, 0, "round {round} through {}", ids[round % 4]);
-        for (shard, seq, key, data) in ok {
-            acked.entry(shard).or_default().push((seq, key, data));
-        }
-    }
+    let acked = put_through_every_node(&clients, &ids, 8, 100).await;
     assert_eq!(acked.len(), 4, "every shard took records");
     // Every node, a replica or not, returns every shard's acknowledged records (from
     // TRIM_HORIZON, through GetShardIterator and GetRecords), the same on every node.
@@ -537,6 +530,20 @@ async fn a_node_without_a_replica_of_a_shard_serves_its_reads_from_one_that_has(
     }
     assert_eq!(got, want, "shard 0 by SubscribeToShard through {}", ids[outsider]);
     drop(nodes);
+}
+
+/// Puts `rounds` rounds of `n` records into "telemetry", through each of `clients` in
+/// turn, every one acknowledged: what was acknowledged, by shard.
+async fn put_through_every_node(clients: &[aws_sdk_kinesis::Client], ids: &[&str], rounds: usize, n: usize) -> Acked {
+    let mut acked = Acked::default();
+    for round in 0..rounds {
+        let (ok, failed) = put(&clients[round % clients.len()], "telemetry", round, n).await;
+        assert_eq!(failed, 0, "round {round} through {}", ids[round % clients.len()]);
+        for (shard, seq, key, data) in ok {
+            acked.entry(shard).or_default().push((seq, key, data));
+        }
+    }
+    acked
 }
 
 /// Puts round `round + 1` (50 records) through one of `clients` in turn, adding what was
@@ -780,14 +787,7 @@ async fn records_put_on_any_node_are_held_by_every_replica_outlive_their_leaders
 
     // Puts through every node: each shard's records go to its leader (forwarded by the
     // others) and are acknowledged once two of its three replicas hold them.
-    let mut acked: Acked = Default::default();
-    for round in 0..6 {
-        let (ok, failed) = put(&clients[round % 3], "telemetry", round, 120).await;
-        assert_eq!(failed, 0, "round {round} through {}", ids[round % 3]);
-        for (shard, seq, key, data) in ok {
-            acked.entry(shard).or_default().push((seq, key, data));
-        }
-    }
+    let mut acked = put_through_every_node(&clients, &ids, 6, 120).await;
     assert_eq!(acked.len(), 3, "every shard took records");
     // Every node holds exactly the acknowledged records, in sequence order, with the same
     // arrival times.

@@ -100,11 +100,11 @@ impl Firehose {
         };
         if let Some(stream) = &direct_put {
             // Made before the catalog lock is taken: the stream's own creation takes it.
-            self.with_cluster_streams(stream, |streams, name| streams.create(name)).await?;
+            self.with_cluster_streams(stream, |streams, name| streams.create(name))?;
         }
         let registered = self.register(link, spec, transform).await;
         if let (Err(_), Some(stream)) = (&registered, &direct_put) {
-            if let Err(e) = self.with_cluster_streams(stream, |streams, name| streams.delete(name)).await {
+            if let Err(e) = self.with_cluster_streams(stream, |streams, name| streams.delete(name)) {
                 tracing::error!(stream = %stream, error = %e.message, "the stream made for a delivery stream that was not created stays");
             }
         }
@@ -113,7 +113,7 @@ impl Firehose {
 
     /// Runs `call` on the cluster's streams with stream `name`, out of the runtime's
     /// context (it blocks on etcd; see `put`).
-    async fn with_cluster_streams<T>(
+    fn with_cluster_streams<T>(
         &self,
         name: &str,
         call: impl FnOnce(&dyn ClusterStreams, &str) -> Result<T, ApiError>,
@@ -191,7 +191,7 @@ impl Firehose {
         drop(catalog);
         if let (SourceSpec::DirectPut, Some(stream)) = (&spec.source, spec.source_stream()) {
             // Undelivered records go with the delivery stream, as on AWS.
-            if let Err(e) = self.with_cluster_streams(&stream, |streams, name| streams.delete(name)).await {
+            if let Err(e) = self.with_cluster_streams(&stream, |streams, name| streams.delete(name)) {
                 tracing::error!(stream = %stream, error = %e.message, "the stream of a deleted delivery stream stays");
             }
         }
