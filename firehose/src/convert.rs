@@ -13,7 +13,6 @@ use std::io::Write;
 use arrow_array::RecordBatch;
 use arrow_json::reader::{Decoder, ReaderBuilder};
 use arrow_schema::{ArrowError, SchemaRef};
-use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, GzipLevel, ZstdLevel};
 use parquet::file::properties::{WriterProperties, WriterVersion};
 
@@ -230,13 +229,7 @@ impl ColumnarEncoder {
             return Ok(Converted { bytes: Vec::new(), rows, failed });
         }
         let bytes = match &self.file {
-            FileFormat::Parquet(properties) => {
-                let mut writer = ArrowWriter::try_new(Vec::new(), self.schema.clone(), Some((**properties).clone()))?;
-                for b in &batches {
-                    writer.write(b)?;
-                }
-                writer.into_inner()?
-            }
+            FileFormat::Parquet(properties) => crate::parquet_file::write(&self.schema, properties, &batches)?,
             FileFormat::Orc { stripe_bytes } => crate::orc::write(&self.schema, &batches, *stripe_bytes)?,
         };
         Ok(Converted { bytes, rows, failed })

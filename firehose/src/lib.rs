@@ -35,6 +35,7 @@ pub mod lake;
 pub mod metrics;
 pub mod object_key;
 pub mod orc;
+pub mod parquet_file;
 pub mod partition;
 pub mod plan;
 pub mod prefix;
