@@ -21,6 +21,7 @@ mod hostile;
 mod hostile_firehose;
 mod kinesis_sdk;
 mod on_demand;
+mod prometheus;
 mod protocol;
 mod put_records_paths;
 mod queues;

@@ -29,6 +29,7 @@ pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
 /// [`Codec::encode`] would make of the JSON, without building it as values first). Also
 /// returns the bytes of data and partition keys the answer holds.
 pub fn run_within(k: &Kinesis, r: Request, max_bytes: usize, codec: Codec) -> Result<(Vec<u8>, usize), ApiError> {
+    let since = std::time::Instant::now();
     if r.shard_iterator.is_empty() || r.shard_iterator.len() > 512 {
         return Err(ApiError::validation(&r.shard_iterator, "shardIterator", "have length between 1 and 512"));
     }
@@ -75,6 +76,7 @@ pub fn run_within(k: &Kinesis, r: Request, max_bytes: usize, codec: Codec) -> Re
     if let Some(ts) = last_ts {
         shard.stats.iterator_age_ms.store(now.saturating_sub(ts), Relaxed);
     }
+    k.stream_metrics.of(&stream).get_records(batch.len(), batch.bytes(), since);
     let end = log.readable_end();
     let behind = match last_ts {
         Some(ts) if batch.next_sequence_number() < end => now.saturating_sub(ts),

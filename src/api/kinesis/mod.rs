@@ -33,6 +33,7 @@ mod replicated;
 mod reshard;
 mod resources;
 mod retention;
+pub(crate) mod stream_metrics;
 mod stream_settings;
 pub(crate) mod subscribe;
 mod tags;
@@ -344,6 +345,8 @@ pub struct Kinesis {
     /// The cluster this node belongs to, once it has joined (`[cluster]`): streams are then
     /// created and deleted through its catalog.
     pub cluster: std::sync::OnceLock<Arc<crate::cluster::ClusterLink>>,
+    /// Stream-level operation counters (CloudWatch's basic monitoring).
+    pub(crate) stream_metrics: stream_metrics::StreamMetrics,
 }
 
 impl Kinesis {
@@ -366,6 +369,7 @@ impl Kinesis {
             deliveries: std::sync::OnceLock::new(),
             dry_runs: Mutex::default(),
             cluster: std::sync::OnceLock::new(),
+            stream_metrics: stream_metrics::StreamMetrics::default(),
         })
     }
 

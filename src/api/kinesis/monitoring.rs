@@ -75,6 +75,9 @@ impl Kinesis {
                 out.push_str(&lines);
             }
         }
+        let listed: Vec<_> =
+            streams.iter().filter(|s| !super::direct_put::behind_delivery_stream(&s.meta().name)).cloned().collect();
+        out.push_str(&self.stream_metrics.render(&listed));
         out.push_str(&self.render_queue_metrics());
         if let Some(link) = self.cluster.get() {
             out.push_str(&link.peers.render_metrics());

@@ -18,13 +18,16 @@ pub struct Request {
 }
 
 pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
+    let since = std::time::Instant::now();
     let record = validate_entry(r.entry.as_ref(), None, k.max_record_bytes(&r.target))?;
     let stream = k.stream_for_data(&r.target)?;
     if r.dry_run == Some(true) {
         return Err(k.dry_run(&stream));
     }
+    let bytes = record.bytes();
     let results = append_routed(k, &stream, vec![record])?;
     let placed = results.into_iter().next().expect("one record in, one result out")?;
+    k.stream_metrics.of(&stream).put_record(bytes, since);
     respond(&serde_json::json!({
         "ShardId": placed.shard_id,
         "SequenceNumber": placed.sequence_number,

@@ -13,6 +13,7 @@ use std::borrow::Cow;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
+use super::stream_metrics::PutRecordsOutcome;
 use super::{internal, respond, ApiError, ErrorKind, Kinesis, StreamTarget};
 use crate::api::model::{Model, ShapeId, ShapeKind};
 use crate::api::validate;
@@ -74,6 +75,13 @@ pub struct Checked {
     data: Vec<u8>,
     partition_key: String,
     hash_key: HashKey,
+}
+
+impl Checked {
+    /// Bytes the record counts for: its data and partition key.
+    pub fn bytes(&self) -> usize {
+        self.data.len() + self.partition_key.len()
+    }
 }
 
 /// Checks one entry; `position` is its 1-based place in a `PutRecords` (member names in
@@ -244,6 +252,7 @@ pub fn run_entries(
     entries: &[EntryRef<'_>],
     dry_run: bool,
 ) -> Result<Vec<u8>, ApiError> {
+    let since = std::time::Instant::now();
     if entries.is_empty() {
         return Err(ApiError::validation("[]", "records", "have length greater than or equal to 1"));
     }
@@ -260,7 +269,7 @@ pub fn run_entries(
         .enumerate()
         .map(|(i, e)| validate_entry(*e, Some(i + 1), max_record_bytes))
         .collect::<Result<Vec<_>, _>>()?;
-    let total: usize = checked.iter().map(|c| c.data.len() + c.partition_key.len()).sum();
+    let total: usize = checked.iter().map(Checked::bytes).sum();
     if total > PUT_RECORDS_BYTES_MAX {
         return Err(ApiError::new(ErrorKind::InvalidArgument, "Records size exceeds 5 MB limit"));
     }
@@ -270,6 +279,12 @@ pub fn run_entries(
     }
     let results = append_routed(k, &stream, checked)?;
     let failed = results.iter().filter(|r| r.is_err()).count();
+    let throttled = results
+        .iter()
+        .filter(|r| r.as_ref().is_err_and(|e| e.kind == ErrorKind::ProvisionedThroughputExceeded))
+        .count();
+    let outcome = PutRecordsOutcome { bytes: total, records: results.len(), failed, throttled };
+    k.stream_metrics.of(&stream).put_records(outcome, since);
     let records: Vec<ResultEntry> = results
         .into_iter()
         .map(|r| match r {
