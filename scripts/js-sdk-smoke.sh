@@ -4,7 +4,8 @@
 # Kinesis client's default transport (HTTP/2, h2c on an http:// endpoint), once over
 # HTTP/1.1, and once in the default transport over HTTPS (HTTP/2 by ALPN) against a second
 # server started with --tls-self-signed; then the browser build of the SDK in headless Chromium
-# (tests/clients/browser-kinesis.mjs: a page on another origin puts records through CORS).
+# (tests/clients/browser-kinesis.mjs: a page on another origin puts records through CORS), and
+# the web console (tests/clients/console.mjs).
 # Prints "jssdk: N passed, M failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,5 +54,9 @@ run_counted "jssdk (https)" "$data-tls.log" \
   env NODE_EXTRA_CA_CERTS="$ca" node tests/clients/js-kinesis.mjs "https://localhost:$tls_port" sluice sluice-secret
 run_counted "jssdk (browser)" "$data.log" \
   node tests/clients/browser-kinesis.mjs "http://127.0.0.1:$port" sluice sluice-secret "$page_port"
+# The web console in headless Chromium, with boto3 (from the AWS CLI's venv, which
+# awscli-smoke.sh installs) as the producer; screenshots in target/console-screens/.
+run_counted "console (browser)" "$data.log" \
+  env SLUICE_PYTHON="$cache/awscli-venv/bin/python" node tests/clients/console.mjs "http://127.0.0.1:$port" sluice sluice-secret
 echo "jssdk: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

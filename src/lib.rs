@@ -6,6 +6,7 @@ pub mod api;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod console;
 pub mod cors;
 pub mod demo;
 mod idle;

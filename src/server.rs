@@ -138,6 +138,8 @@ pub struct AppState {
     /// Turns true when the server stops: open subscriptions end, so shutdown does not wait
     /// out their 5 minutes.
     closing: tokio::sync::watch::Sender<bool>,
+    /// Signed-in sessions of the web console.
+    pub console: crate::console::Sessions,
 }
 
 /// A body of at most this many bytes is small (64 KiB): it takes its share from a budget of
@@ -183,7 +185,13 @@ impl AppState {
             answer_budget: AnswerBudget::new(limits.get_records_bytes_in_flight),
             cors: Cors::default(),
             closing: tokio::sync::watch::Sender::new(false),
+            console: crate::console::Sessions::default(),
         }
+    }
+
+    /// A new request id (AWS's UUID form), for an answer made outside the API's own path.
+    pub(crate) fn next_request_id(&self) -> String {
+        self.request_id()
     }
 
     fn request_id(&self) -> String {
@@ -194,7 +202,8 @@ impl AppState {
     }
 }
 
-fn answer(request_id: &str, codec: Codec, result: Result<Bytes, ApiError>) -> Response<Full<Bytes>> {
+/// The API's answer to a request: the body, or the error as the codec writes AWS's errors.
+pub(crate) fn answer(request_id: &str, codec: Codec, result: Result<Bytes, ApiError>) -> Response<Full<Bytes>> {
     let (status, body) = match result {
         Ok(body) => (StatusCode::OK, body),
         Err(e) => (
@@ -242,6 +251,9 @@ async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response
 
 async fn respond(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let whole = |r: Response<Full<Bytes>>| Ok(r.map(Body::Left));
+    if crate::console::is_console(req.uri().path()) {
+        return whole(crate::console::respond(state, req).await);
+    }
     if req.method() == http::Method::GET && req.uri().path() == "/metrics" {
         let mut text = state.firehose.delivery_streams.context().metrics.render();
         // Enhanced monitoring's shard-level series go before OpenMetrics' closing `# EOF`.
@@ -582,15 +594,19 @@ async fn sts_request(state: Arc<AppState>, req: Request<Incoming>, request_id: &
 }
 
 /// A request body and its share of the body budget, given back when dropped.
-struct HeldBody {
-    bytes: Bytes,
+pub(crate) struct HeldBody {
+    pub(crate) bytes: Bytes,
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// Reads a request body of at most [`REQUEST_BYTES_MAX`] bytes within the body timeout,
 /// after reserving its size (`Content-Length`, or the maximum when unknown) from the
 /// server's body budget.
-async fn read_body(state: &AppState, headers: &http::HeaderMap, body: Incoming) -> Result<HeldBody, ApiError> {
+pub(crate) async fn read_body(
+    state: &AppState,
+    headers: &http::HeaderMap,
+    body: Incoming,
+) -> Result<HeldBody, ApiError> {
     let too_large = || {
         ApiError::new(
             ErrorKind::Serialization,

@@ -426,7 +426,7 @@ fn canonical_query(query: &str) -> String {
 
 /// Whether `a == b`, in time that depends only on the lengths: a signature compared byte
 /// by byte with an early exit tells an attacker how many leading bytes were right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

@@ -17,6 +17,7 @@ mod delete_stream;
 mod describe_limits;
 mod describe_stream;
 mod direct_put;
+pub(crate) use direct_put::behind_delivery_stream;
 mod get_records;
 mod get_shard_iterator;
 mod list_shards;

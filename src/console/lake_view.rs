@@ -1,0 +1,209 @@
+//! What the console shows that no API operation answers: a stream's per-shard counters, a
+//! delivery stream's metrics, and the objects and failed records in its lake.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use futures::{StreamExt as _, TryStreamExt as _};
+use http::StatusCode;
+use object_store::{ObjectStore as _, ObjectStoreExt as _};
+use parquet::file::metadata::{FooterTail, ParquetMetaDataReader};
+use serde_json::{json, Value};
+use sluice_engine::stream::shard_id;
+use sluice_firehose::error_output::{FORMAT_CONVERSION_FAILED, PROCESSING_FAILED};
+use sluice_firehose::metrics::{ErrorLabel, Metrics};
+use sluice_firehose::worker::S3_FAILED;
+
+use crate::server::AppState;
+
+/// Objects listed at most per answer: the newest 200.
+const OBJECTS_MAX: usize = 200;
+/// Objects listed at most under a prefix before the newest are picked: 10,000.
+const LISTED_MAX: usize = 10_000;
+/// Error objects read at most for the last failed records: the newest 5, each of 8 MiB at most.
+const ERROR_OBJECTS_READ: usize = 5;
+const ERROR_OBJECT_BYTES_MAX: u64 = 8 << 20;
+/// Failed records shown at most: the newest 50.
+const FAILED_RECORDS_MAX: usize = 50;
+/// Error output types a delivery stream writes.
+const ERROR_OUTPUT_TYPES: [&str; 3] = [PROCESSING_FAILED, FORMAT_CONVERSION_FAILED, S3_FAILED];
+
+/// Each shard's counters of stream `name` (not one behind a delivery stream), or `None` when
+/// there is no such stream.
+pub fn shard_stats(state: &AppState, name: &str) -> Option<Value> {
+    if crate::api::kinesis::behind_delivery_stream(name) {
+        return None;
+    }
+    let stream = state.kinesis.streams.get(name)?;
+    let meta = stream.meta();
+    let shards: Vec<Value> = meta
+        .shards
+        .iter()
+        .filter_map(|s| {
+            let shard = stream.shard(s.index)?;
+            let (in_bytes, in_records) = shard.log.appended_totals();
+            let st = &shard.stats;
+            Some(json!({
+                "shardId": shard_id(s.index),
+                "incomingBytes": in_bytes,
+                "incomingRecords": in_records,
+                "outgoingBytes": st.outgoing_bytes.load(Relaxed),
+                "outgoingRecords": st.outgoing_records.load(Relaxed),
+                "writeProvisionedThroughputExceeded": st.write_throttled.load(Relaxed),
+                "readProvisionedThroughputExceeded": st.read_throttled.load(Relaxed),
+                "iteratorAgeMilliseconds": st.iterator_age_ms.load(Relaxed),
+            }))
+        })
+        .collect();
+    Some(json!({"stream": name, "atMs": state.kinesis.clock.now_ms(), "shards": shards}))
+}
+
+/// Delivery stream `name`'s metrics, or `None` when there is no such delivery stream.
+pub fn delivery_stats(state: &AppState, name: &str) -> Option<Value> {
+    state.firehose.delivery_streams.get(name)?;
+    let m = &state.firehose.delivery_streams.context().metrics;
+    let label = Metrics::label(name);
+    let failed: serde_json::Map<String, Value> = ERROR_OUTPUT_TYPES
+        .iter()
+        .map(|t| {
+            let l = ErrorLabel { delivery_stream: name.into(), error_output_type: (*t).into() };
+            ((*t).to_owned(), m.failed_records.get_or_create(&l).get().into())
+        })
+        .collect();
+    Some(json!({
+        "deliveryStream": name,
+        "incomingRecords": m.incoming_records.get_or_create(&label).get(),
+        "incomingBytes": m.incoming_bytes.get_or_create(&label).get(),
+        "deliveredRecords": m.delivered_records.get_or_create(&label).get(),
+        "deliveredBytes": m.delivered_bytes.get_or_create(&label).get(),
+        "objectsWritten": m.delivery_success.get_or_create(&label).get(),
+        "objectWriteFailures": m.delivery_failures.get_or_create(&label).get(),
+        "droppedRecords": m.dropped_records.get_or_create(&label).get(),
+        "dataFreshnessMilliseconds": m.data_freshness_ms.get_or_create(&label).get(),
+        "failedRecords": failed,
+    }))
+}
+
+/// The newest objects a delivery stream landed (`what = "objects"`: key, size, time, and the
+/// row count of a Parquet file from its footer) or its newest failed records
+/// (`what = "errors"`: from the error objects under its error output prefix).
+///
+/// Errors: no such delivery stream (404), another `what` (400), the lake cannot be listed (502).
+pub async fn lake(state: &AppState, name: &str, what: &str) -> Result<Value, (StatusCode, String)> {
+    let entry = state
+        .firehose
+        .delivery_streams
+        .get(name)
+        .ok_or_else(|| (StatusCode::NOT_FOUND, "no such delivery stream".to_owned()))?;
+    let spec = entry.spec();
+    let d = &spec.destination;
+    let bucket_name =
+        d.bucket().ok_or_else(|| (StatusCode::BAD_REQUEST, "the destination has no bucket".to_owned()))?;
+    let bad_gateway = |e: String| (StatusCode::BAD_GATEWAY, e);
+    let bucket =
+        state.firehose.delivery_streams.context().lake.bucket(bucket_name).map_err(|e| bad_gateway(e.to_string()))?;
+    let error_prefix = d.error_output_prefix.as_deref().filter(|p| !p.is_empty());
+    let (prefix, errors) = match what {
+        "objects" => (static_part(d.prefix.as_deref().unwrap_or("")), false),
+        "errors" => (static_part(error_prefix.unwrap_or("")), true),
+        _ => return Err((StatusCode::BAD_REQUEST, "what= is objects or errors".into())),
+    };
+    let listing_prefix = (!prefix.is_empty()).then(|| object_store::path::Path::from(prefix.trim_end_matches('/')));
+    let mut listed: Vec<object_store::ObjectMeta> = bucket
+        .list(listing_prefix.as_ref())
+        .take(LISTED_MAX)
+        .try_collect()
+        .await
+        .map_err(|e| bad_gateway(e.to_string()))?;
+    // Without an error output prefix, error objects are under their type's folder.
+    let is_error = |key: &str| ERROR_OUTPUT_TYPES.iter().any(|t| key.split('/').any(|part| part == *t));
+    let error_static = static_part(error_prefix.unwrap_or(""));
+    listed.retain(|o| {
+        let key = o.location.as_ref();
+        let under_errors = is_error(key) || (!error_static.is_empty() && key.starts_with(&error_static));
+        if errors {
+            error_prefix.is_some() || under_errors
+        } else {
+            !under_errors
+        }
+    });
+    listed.sort_by(|a, b| b.last_modified.cmp(&a.last_modified).then_with(|| b.location.cmp(&a.location)));
+    listed.truncate(OBJECTS_MAX);
+    if !errors {
+        let mut objects = Vec::new();
+        for o in &listed {
+            let rows = if o.location.as_ref().ends_with(".parquet") { parquet_rows(&*bucket, o).await } else { None };
+            objects.push(json!({
+                "key": o.location.as_ref(), "size": o.size,
+                "lastModified": o.last_modified.to_rfc3339(), "rows": rows,
+            }));
+        }
+        return Ok(json!({"bucket": bucket_name, "prefix": prefix, "objects": objects}));
+    }
+    let mut failed = Vec::new();
+    for o in listed.iter().filter(|o| o.size <= ERROR_OBJECT_BYTES_MAX).take(ERROR_OBJECTS_READ) {
+        let Ok(got) = bucket.get(&o.location).await else { continue };
+        let Ok(bytes) = got.bytes().await else { continue };
+        let kind = ERROR_OUTPUT_TYPES.iter().find(|t| o.location.as_ref().contains(*t)).copied();
+        for line in bytes.split(|b| *b == b'\n').rev().filter(|l| !l.is_empty()) {
+            let Ok(v) = serde_json::from_slice::<Value>(line) else { continue };
+            failed.push(failed_record(&v, kind, o.location.as_ref()));
+            if failed.len() == FAILED_RECORDS_MAX {
+                break;
+            }
+        }
+        if failed.len() == FAILED_RECORDS_MAX {
+            break;
+        }
+    }
+    Ok(json!({"bucket": bucket_name, "prefix": prefix, "failedRecords": failed}))
+}
+
+/// One error record as the console shows it: the code and message, and the data as text
+/// when it is UTF-8 (base64 otherwise).
+fn failed_record(v: &Value, kind: Option<&str>, key: &str) -> Value {
+    use base64::Engine as _;
+    let code = v.get("errorCode").or_else(|| v.get("lastErrorCode")).cloned().unwrap_or(Value::Null);
+    let message = v.get("errorMessage").or_else(|| v.get("lastErrorMessage")).cloned().unwrap_or(Value::Null);
+    let raw = v.get("rawData").and_then(Value::as_str).unwrap_or("");
+    let decoded = base64::engine::general_purpose::STANDARD.decode(raw).ok();
+    let text = decoded.as_deref().and_then(|d| std::str::from_utf8(d).ok());
+    json!({
+        "errorOutputType": kind, "errorCode": code, "errorMessage": message,
+        "arrivalTimestamp": v.get("arrivalTimestamp"), "data": text, "rawData": raw, "object": key,
+    })
+}
+
+/// The row count of a Parquet object, from its footer (two ranged reads).
+async fn parquet_rows(store: &dyn object_store::ObjectStore, o: &object_store::ObjectMeta) -> Option<i64> {
+    let size = o.size;
+    let tail = store.get_range(&o.location, size.checked_sub(8)?..size).await.ok()?;
+    let len = FooterTail::try_from(tail.as_ref()).ok()?.metadata_length() as u64;
+    let start = size.checked_sub(8 + len)?;
+    let meta = store.get_range(&o.location, start..size - 8).await.ok()?;
+    let meta = ParquetMetaDataReader::decode_metadata(&meta).ok()?;
+    Some(meta.file_metadata().num_rows())
+}
+
+/// The part of a prefix before its first expression (`!{...}`), or before the last `/` of it.
+fn static_part(prefix: &str) -> String {
+    let fixed = prefix.split("!{").next().unwrap_or("");
+    match fixed.rfind('/') {
+        Some(i) => fixed[..=i].to_owned(),
+        None if prefix.contains("!{") => String::new(),
+        None => fixed.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::static_part;
+
+    #[test]
+    fn the_static_part_of_a_prefix_ends_at_a_folder() {
+        assert_eq!(static_part("telemetry/"), "telemetry/");
+        assert_eq!(static_part("telemetry/!{timestamp:yyyy}/"), "telemetry/");
+        assert_eq!(static_part("t/x!{partitionKeyFromQuery:k}/"), "t/");
+        assert_eq!(static_part("!{firehose:error-output-type}/"), "");
+        assert_eq!(static_part(""), "");
+    }
+}
