@@ -371,6 +371,7 @@ impl DeliveryStreams {
         if let Some(h) = handle {
             h.stop(Command::Discard).await;
         }
+        self.ctx.metrics.forget(name);
         // The rename is the delete (atomic, durable once the parent is synced); the internal
         // stream and the files go after it, and a crash in between is finished at next open.
         let id = entry.dir.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();

@@ -10,6 +10,9 @@ pub const PROCESSING_FAILED: &str = "processing-failed";
 /// `!{firehose:error-output-type}` of records format conversion refused.
 pub const FORMAT_CONVERSION_FAILED: &str = "format-conversion-failed";
 
+/// Every error output type a delivery stream writes.
+pub const ERROR_OUTPUT_TYPES: [&str; 3] = [PROCESSING_FAILED, FORMAT_CONVERSION_FAILED, crate::worker::S3_FAILED];
+
 /// Where a failed record came from in a Kinesis stream.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -98,6 +98,27 @@ impl Metrics {
         StreamLabel { delivery_stream: name.to_owned() }
     }
 
+    /// Drops every series of delivery stream `name` (it was deleted).
+    pub fn forget(&self, name: &str) {
+        let label = Self::label(name);
+        for family in [
+            &self.incoming_records,
+            &self.incoming_bytes,
+            &self.delivered_records,
+            &self.delivered_bytes,
+            &self.delivery_success,
+            &self.delivery_failures,
+            &self.dropped_records,
+        ] {
+            family.remove(&label);
+        }
+        self.data_freshness_ms.remove(&label);
+        for t in crate::error_output::ERROR_OUTPUT_TYPES {
+            self.failed_records
+                .remove(&ErrorLabel { delivery_stream: name.to_owned(), error_output_type: t.to_owned() });
+        }
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = String::new();

@@ -9,9 +9,8 @@ use object_store::{ObjectStore as _, ObjectStoreExt as _};
 use parquet::file::metadata::{FooterTail, ParquetMetaDataReader};
 use serde_json::{json, Value};
 use sluice_engine::stream::shard_id;
-use sluice_firehose::error_output::{FORMAT_CONVERSION_FAILED, PROCESSING_FAILED};
+use sluice_firehose::error_output::ERROR_OUTPUT_TYPES;
 use sluice_firehose::metrics::{ErrorLabel, Metrics};
-use sluice_firehose::worker::S3_FAILED;
 
 use crate::server::AppState;
 
@@ -24,8 +23,6 @@ const ERROR_OBJECTS_READ: usize = 5;
 const ERROR_OBJECT_BYTES_MAX: u64 = 8 << 20;
 /// Failed records shown at most: the newest 50.
 const FAILED_RECORDS_MAX: usize = 50;
-/// Error output types a delivery stream writes.
-const ERROR_OUTPUT_TYPES: [&str; 3] = [PROCESSING_FAILED, FORMAT_CONVERSION_FAILED, S3_FAILED];
 
 /// Each shard's counters of stream `name` (not one behind a delivery stream), or `None` when
 /// there is no such stream.

@@ -1,8 +1,8 @@
 //! A real Prometheus (Debian's package; `SLUICE_PROMETHEUS_BIN` names it, and the test fails
 //! rather than skips when that names no file) scrapes a Sluice under load from the AWS SDKs,
 //! and every PromQL query of the provisioned dashboard (`deploy/grafana/dashboards/sluice.json`)
-//! returns series. Also: the stream-level series count what the clients did, and go with the
-//! stream when it is deleted.
+//! returns series. Also: the stream-level series count what the clients did, and a stream's
+//! and a delivery stream's series go with them when they are deleted.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -211,6 +211,13 @@ async fn prometheus_scrapes_sluice_under_load_and_every_dashboard_query_returns_
         server.clock.advance(1_000);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // And a deleted delivery stream's.
+    f.delete_delivery_stream().delivery_stream_name("lake-feed").send().await.unwrap();
+    let (_, metrics) = get(server.addr, "/metrics").await;
+    assert!(
+        !metrics.contains("delivery_stream=\"lake-feed\""),
+        "the deleted delivery stream's series stayed: {metrics}"
+    );
     let _ = prometheus.kill();
     let _ = prometheus.wait();
     server.stop().await;
