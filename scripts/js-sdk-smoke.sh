@@ -16,14 +16,18 @@ modules="$cache/npm/node_modules"
 version=3.1143.0
 # The browser test's bundler and Chromium driver (playwright-core never downloads a browser).
 esbuild=0.25.12 playwright=1.65.1
+# Grafana's dashboard schema (its TypeScript types, generated from the schema Grafana keeps)
+# and the compiler that checks deploy/grafana/dashboards/sluice.json against it.
+grafana_schema=13.2.3 typescript=7.0.2
 installed() { node -p "require('$modules/$1/package.json').version" 2>/dev/null; }
 if [ "$(installed @aws-sdk/client-kinesis)" != "$version" ] || [ "$(installed esbuild)" != "$esbuild" ] \
-  || [ "$(installed playwright-core)" != "$playwright" ]; then
+  || [ "$(installed playwright-core)" != "$playwright" ] || [ "$(installed @grafana/schema)" != "$grafana_schema" ] \
+  || [ "$(installed typescript)" != "$typescript" ]; then
   mkdir -p "$cache/npm"
   [ -f "$cache/npm/package.json" ] || echo '{"name":"sluice-clients","private":true}' >"$cache/npm/package.json"
   (cd "$cache/npm" && npm install --no-audit --no-fund --silent \
     "@aws-sdk/client-kinesis@$version" "@aws-sdk/client-firehose@$version" "@smithy/node-http-handler" \
-    "esbuild@$esbuild" "playwright-core@$playwright")
+    "esbuild@$esbuild" "playwright-core@$playwright" "@grafana/schema@$grafana_schema" "typescript@$typescript")
 fi
 
 # The test build made target/debug/sluice already (see awscli-smoke.sh for why not cargo build).
@@ -58,5 +62,23 @@ run_counted "jssdk (browser)" "$data.log" \
 # awscli-smoke.sh installs) as the producer; screenshots in target/console-screens/.
 run_counted "console (browser)" "$data.log" \
   env SLUICE_PYTHON="$cache/awscli-venv/bin/python" node tests/clients/console.mjs "http://127.0.0.1:$port" sluice sluice-secret
+# The Grafana dashboard against Grafana's schema: the JSON as a TypeScript object literal typed
+# as the schema's Dashboard, so a wrong type, value or unknown member fails to compile.
+dashboard_check() {
+  local dir
+  dir=$(mktemp -d)
+  { echo 'import type { Dashboard } from "@grafana/schema";'
+    printf 'export const dashboard: Dashboard = '
+    cat deploy/grafana/dashboards/sluice.json
+    echo ';'
+  } >"$dir/dashboard.ts"
+  ln -s "$modules" "$dir/node_modules"
+  (cd "$dir" && node node_modules/typescript/bin/tsc --noEmit --strict --skipLibCheck --moduleResolution bundler \
+    --module esnext --target es2022 dashboard.ts) && echo "grafana dashboard schema: ok"
+  local status=$?
+  rm -rf "$dir"
+  return $status
+}
+run_counted "grafana dashboard schema" "$data.log" dashboard_check
 echo "jssdk: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
