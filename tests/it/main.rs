@@ -4,6 +4,7 @@ mod bad_input;
 mod cbor;
 mod cluster;
 mod config;
+mod console;
 mod cors;
 mod crash_loop;
 mod datasets;
