@@ -50,6 +50,8 @@ pub struct Metrics {
     pub failed_records: Family<ErrorLabel, Counter>,
     /// Age of the oldest record not yet landed, ms (0 when all are landed).
     pub data_freshness_ms: Family<StreamLabel, Gauge<u64, AtomicU64>>,
+    /// Bytes of source records read and buffered, not yet delivered.
+    pub buffered_bytes: Family<StreamLabel, Gauge<u64, AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -65,6 +67,7 @@ impl Default for Metrics {
             dropped_records: Family::default(),
             failed_records: Family::default(),
             data_freshness_ms: Family::default(),
+            buffered_bytes: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -87,6 +90,11 @@ impl Default for Metrics {
             "delivery_to_s3_data_freshness_ms",
             "Age of the oldest record not yet landed, ms",
             m.data_freshness_ms.clone(),
+        );
+        registry.register(
+            "buffered_bytes",
+            "Bytes of source records buffered and not yet delivered",
+            m.buffered_bytes.clone(),
         );
         Self { registry, ..m }
     }
@@ -113,6 +121,7 @@ impl Metrics {
             family.remove(&label);
         }
         self.data_freshness_ms.remove(&label);
+        self.buffered_bytes.remove(&label);
         for t in crate::error_output::ERROR_OUTPUT_TYPES {
             self.failed_records
                 .remove(&ErrorLabel { delivery_stream: name.to_owned(), error_output_type: t.to_owned() });

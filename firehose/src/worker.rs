@@ -307,11 +307,10 @@ impl Worker {
         }
         let oldest = self.buffers.values().filter_map(|b| b.records.first().map(|r| r.arrival_ms)).min();
         let freshness = oldest.map_or(0, |o| self.ctx.clock.now_ms().saturating_sub(o));
-        self.ctx
-            .metrics
-            .data_freshness_ms
-            .get_or_create(&crate::metrics::Metrics::label(self.entry.name()))
-            .set(freshness);
+        let label = crate::metrics::Metrics::label(self.entry.name());
+        self.ctx.metrics.data_freshness_ms.get_or_create(&label).set(freshness);
+        let buffered: usize = self.buffers.values().map(|b| b.bytes).sum();
+        self.ctx.metrics.buffered_bytes.get_or_create(&label).set(buffered as u64);
         Ok(progressed)
     }
 

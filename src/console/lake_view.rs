@@ -76,6 +76,7 @@ pub fn delivery_stats(state: &AppState, name: &str) -> Option<Value> {
         "objectWriteFailures": m.delivery_failures.get_or_create(&label).get(),
         "droppedRecords": m.dropped_records.get_or_create(&label).get(),
         "dataFreshnessMilliseconds": m.data_freshness_ms.get_or_create(&label).get(),
+        "bufferedBytes": m.buffered_bytes.get_or_create(&label).get(),
         "failedRecords": failed,
     }))
 }

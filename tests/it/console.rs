@@ -116,16 +116,27 @@ async fn the_console_api_needs_a_session_answers_as_the_api_and_reads_the_lake()
         .send()
         .await
         .unwrap();
+    let get = |path: String| {
+        let cookie = cookie.clone();
+        async move { request(addr, "GET", &path, &[marked, ("cookie", cookie.as_str())], "").await }
+    };
+    // Read from the source and held until the buffering interval passes (the test's clock
+    // stands still until wait_for moves it): the buffer fill shows it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, _, body) = get("/console/api/delivery-stats?name=readings".into()).await;
+        if json(&body)["bufferedBytes"].as_u64().unwrap() > 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "nothing buffered: {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let s3 = h.s3.client();
     let landed =
         wait_for(&h.clock, async || objects(&s3, "readings/").await, |o| crate::firehose_delivery::rows(o) == 300)
             .await;
     wait_for(&h.clock, async || objects(&s3, "readings-errors/").await, |o| !o.is_empty()).await;
 
-    let get = |path: String| {
-        let cookie = cookie.clone();
-        async move { request(addr, "GET", &path, &[marked, ("cookie", cookie.as_str())], "").await }
-    };
     let (status, _, body) = get("/console/api/lake?name=readings&what=objects".into()).await;
     assert_eq!(status, 200, "{body}");
     let shown = json(&body);
@@ -148,6 +159,7 @@ async fn the_console_api_needs_a_session_answers_as_the_api_and_reads_the_lake()
     assert_eq!(stats["incomingRecords"], 301);
     assert_eq!(stats["deliveredRecords"], 300);
     assert_eq!(stats["failedRecords"]["format-conversion-failed"], 1);
+    assert_eq!(stats["bufferedBytes"], 0, "everything read was delivered");
     let (status, _, _) = get("/console/api/delivery-stats?name=nope".into()).await;
     assert_eq!(status, 404);
 

@@ -372,6 +372,14 @@ async function deliveryStreamsPage(view) {
     rows.length ? rows : h("tr", {}, h("td", { colspan: 5, class: "muted" }, "No delivery streams yet."))));
 }
 
+/** Buffered bytes against the size hint of the first destination (SizeInMBs, 5 MiB by default). */
+function bufferFill(bytes, d) {
+  const dest = (d.Destinations || [])[0] || {};
+  const hints = Object.values(dest).find((v) => v && v.BufferingHints)?.BufferingHints || {};
+  const size = (hints.SizeInMBs || 5) * 1024 * 1024;
+  return `${fmtBytes(bytes || 0)} of ${fmtBytes(size)} (${((100 * (bytes || 0)) / size).toFixed(1)} %)`;
+}
+
 async function deliveryStreamPage(view, name) {
   const d = (await firehose("DescribeDeliveryStream", { DeliveryStreamName: name })).DeliveryStreamDescription;
   const stats = await (await api(`delivery-stats?name=${encodeURIComponent(name)}`)).json();
@@ -383,6 +391,7 @@ async function deliveryStreamPage(view, name) {
       card("Delivered records", fmt(stats.deliveredRecords), "stat-delivered"),
       card("Objects written", fmt(stats.objectsWritten), "stat-objects"),
       card("Data freshness", `${fmt(stats.dataFreshnessMilliseconds / 1000)} s`, "stat-freshness"),
+      card("Buffer fill", bufferFill(stats.bufferedBytes, d), "stat-buffer"),
       ...Object.entries(stats.failedRecords).map(([t, n]) => card(t, fmt(n), `stat-failed-${t}`))));
   const failed = h("table", { "data-testid": "failed-records" });
   const objects = h("table", { "data-testid": "lake-objects" });
