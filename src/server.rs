@@ -139,7 +139,7 @@ pub struct AppState {
     /// out their 5 minutes.
     closing: tokio::sync::watch::Sender<bool>,
     /// Signed-in sessions of the web console.
-    pub console: crate::console::Sessions,
+    pub console: crate::console::Console,
 }
 
 /// A body of at most this many bytes is small (64 KiB): it takes its share from a budget of
@@ -185,7 +185,7 @@ impl AppState {
             answer_budget: AnswerBudget::new(limits.get_records_bytes_in_flight),
             cors: Cors::default(),
             closing: tokio::sync::watch::Sender::new(false),
-            console: crate::console::Sessions::default(),
+            console: crate::console::Console::default(),
         }
     }
 

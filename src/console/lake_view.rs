@@ -51,7 +51,25 @@ pub fn shard_stats(state: &AppState, name: &str) -> Option<Value> {
             }))
         })
         .collect();
-    Some(json!({"stream": name, "atMs": state.kinesis.clock.now_ms(), "shards": shards}))
+    let history: Vec<Value> = state
+        .console
+        .history
+        .of(name, stream.incarnation())
+        .iter()
+        .map(|sample| {
+            let by_shard: serde_json::Map<String, Value> = sample
+                .shards
+                .iter()
+                .map(|(index, [ib, ir, ob, or])| {
+                    let counters =
+                        json!({"incomingBytes": ib, "incomingRecords": ir, "outgoingBytes": ob, "outgoingRecords": or});
+                    (shard_id(*index), counters)
+                })
+                .collect();
+            json!({"atMs": sample.at_ms, "shards": by_shard})
+        })
+        .collect();
+    Some(json!({"stream": name, "atMs": state.kinesis.clock.now_ms(), "shards": shards, "history": history}))
 }
 
 /// Delivery stream `name`'s metrics, or `None` when there is no such delivery stream.

@@ -18,6 +18,7 @@
 //! Nothing here runs unless a page asks: with the console closed it costs ingest nothing.
 
 mod assets;
+mod history;
 mod lake_view;
 mod sessions;
 
@@ -33,7 +34,17 @@ use crate::api::kinesis::Action;
 use crate::api::{self, ApiError, Codec, ErrorKind};
 use crate::config::Auth;
 use crate::server::AppState;
+pub use history::History;
 pub use sessions::{Sessions, SESSION_LIFETIME};
+
+/// What the console keeps: its sessions, and the shards' recent counters while it is used.
+#[derive(Debug, Default)]
+pub struct Console {
+    /// Signed-in sessions.
+    pub sessions: Sessions,
+    /// The last minutes of every shard's counters (sampled only while the console is used).
+    pub history: History,
+}
 
 /// The path every console page and call is under.
 pub const CONSOLE_PATH: &str = "/console";
@@ -64,16 +75,17 @@ pub async fn respond(state: Arc<AppState>, req: Request<Incoming>) -> Response<F
     if call == "session" && req.method() == http::Method::POST {
         return sign_in(&state, req).await;
     }
-    let Some(session) = state.console.session_of(req.headers()) else {
+    let Some(session) = state.console.sessions.session_of(req.headers()) else {
         return plain(StatusCode::UNAUTHORIZED, "sign in first");
     };
     if req.headers().get("x-sluice-console").and_then(|v| v.to_str().ok()) != Some("1") {
         return plain(StatusCode::FORBIDDEN, "console calls carry x-sluice-console: 1");
     }
+    state.console.history.touch(&state);
     let query = req.uri().query().unwrap_or("").to_owned();
     match (req.method().clone(), call.as_str()) {
         (http::Method::POST, "signout") => {
-            state.console.end(req.headers());
+            state.console.sessions.end(req.headers());
             let mut r = plain(StatusCode::OK, "signed out");
             r.headers_mut().insert(
                 http::header::SET_COOKIE,
@@ -195,7 +207,7 @@ async fn sign_in(state: &Arc<AppState>, req: Request<Incoming>) -> Response<Full
         tracing::warn!(access_key_id = %pair.access_key_id, "console sign-in refused");
         return plain(StatusCode::UNAUTHORIZED, "The security token included in the request is invalid.");
     }
-    let token = match state.console.open(&pair.access_key_id) {
+    let token = match state.console.sessions.open(&pair.access_key_id) {
         Ok(t) => t,
         Err(e) => return plain(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot make a session token: {e}")),
     };

@@ -105,7 +105,8 @@ print(json.dumps({"failed": out["FailedRecordCount"], "shards": sorted({r["Shard
     await page.getByTestId("input-ShardId").selectOption(shard);
     await page.getByTestId("input-ShardIteratorType").selectOption("TRIM_HORIZON");
     await page.getByTestId("read-records").getByRole("button").click();
-    await page.getByTestId("flash-ok").waitFor();
+    // The answer names the shard it read (the previous read's message may still be shown).
+    await page.getByTestId("flash-ok").filter({ hasText: shard }).waitFor();
     seen.push(...(await page.getByTestId("record-partition-key").allTextContents()));
     if (shard === put.binary_shard) {
       const binary = page.locator('[data-kind="binary"]');

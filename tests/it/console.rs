@@ -90,6 +90,22 @@ async fn the_console_api_needs_a_session_answers_as_the_api_and_reads_the_lake()
     let (status, _, _) = call("kinesis/NoSuchOperation", "{}").await;
     assert_eq!(status, 400);
 
+    // The shards' recent counters: sampled once the console is in use.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let path = "/console/api/shard-stats?stream=from-console";
+        let (status, _, body) = request(addr, "GET", path, &[marked, session], "").await;
+        assert_eq!(status, 200, "{body}");
+        let stats = json(&body);
+        assert_eq!(stats["shards"].as_array().unwrap().len(), 2);
+        if let Some(sample) = stats["history"].as_array().unwrap().first() {
+            assert!(sample["shards"]["shardId-000000000001"]["incomingBytes"].is_u64(), "{body}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no sample: {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
     // A delivery stream landing Parquet; one record that is not JSON fails conversion.
     let f = h.server.firehose();
     f.create_delivery_stream()

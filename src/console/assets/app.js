@@ -220,27 +220,23 @@ function sparkline(values, testid) {
   return h("svg", { width: w, height: hgt, "data-testid": testid }, h("polyline", { points: pts || `0,${hgt - 1} ${w},${hgt - 1}`, fill: "none", stroke: "#1f6feb", "stroke-width": 1.5 }));
 }
 
-const samples = new Map(); // stream → [{at, shards: {id: stats}}], the last 5 minutes at 5 s
-function rates(stream, shardId, key) {
-  const list = samples.get(stream) || [];
+/** Rates per second of one counter of one shard between the server's samples (every 10 s,
+ * the last 5 minutes, kept while the console is in use) and the counters just read. */
+function rates(stats, shardId, key) {
+  const points = [...(stats?.history || []), { atMs: stats?.atMs, shards: Object.fromEntries((stats?.shards || []).map((s) => [s.shardId, s])) }];
   const out = [];
-  for (let i = 1; i < list.length; i++) {
-    const a = list[i - 1].shards[shardId], b = list[i].shards[shardId];
-    if (!a || !b) continue;
-    out.push(Math.max(0, (b[key] - a[key]) / ((list[i].at - list[i - 1].at) / 1000)));
+  for (let i = 1; i < points.length; i++) {
+    const a = points[i - 1].shards[shardId], b = points[i].shards[shardId];
+    const secs = (points[i].atMs - points[i - 1].atMs) / 1000;
+    if (!a || !b || secs <= 0) continue;
+    out.push(Math.max(0, (b[key] - a[key]) / secs));
   }
   return out;
 }
 
-async function sample(stream) {
+async function shardStats(stream) {
   const r = await api(`shard-stats?stream=${encodeURIComponent(stream)}`);
-  if (!r.ok) return null;
-  const v = await r.json();
-  const list = samples.get(stream) || [];
-  list.push({ at: Date.now(), shards: Object.fromEntries(v.shards.map((s) => [s.shardId, s])) });
-  while (list.length > 61) list.shift();
-  samples.set(stream, list);
-  return v;
+  return r.ok ? r.json() : null;
 }
 
 async function streamPage(view, name) {
@@ -299,14 +295,14 @@ async function streamPage(view, name) {
           h("td", {}, s.ShardId, closed ? h("span", { class: "muted" }, " closed") : null),
           h("td", { class: "muted" }, s.HashKeyRange.StartingHashKey.length > 14 ? s.HashKeyRange.StartingHashKey.slice(0, 12) + "…" : s.HashKeyRange.StartingHashKey),
           h("td", { class: "num", "data-testid": `incoming-records-${s.ShardId}` }, fmt(st.incomingRecords)),
-          h("td", {}, sparkline(rates(name, s.ShardId, "incomingBytes"), `spark-in-${s.ShardId}`)),
-          h("td", {}, sparkline(rates(name, s.ShardId, "outgoingBytes"), `spark-out-${s.ShardId}`)),
+          h("td", {}, sparkline(rates(stats, s.ShardId, "incomingBytes"), `spark-in-${s.ShardId}`)),
+          h("td", {}, sparkline(rates(stats, s.ShardId, "outgoingBytes"), `spark-out-${s.ShardId}`)),
           h("td", { class: "num" }, `${fmt(st.writeProvisionedThroughputExceeded)} / ${fmt(st.readProvisionedThroughputExceeded)}`),
           h("td", { class: "num" }, st.iteratorAgeMilliseconds ? `${fmt(st.iteratorAgeMilliseconds)} ms` : ""));
       }));
   };
-  draw(await sample(name));
-  every(5000, async () => draw(await sample(name)));
+  draw(await shardStats(name));
+  every(5000, async () => draw(await shardStats(name)));
 }
 
 // ---------- data viewer ----------
@@ -348,7 +344,7 @@ async function dataViewerPage(view, name) {
       }, 1000);
       timers.push(tail);
     }
-    return `${read} record(s)${tail ? "; tailing" : ""}.`;
+    return `${read} record(s) from ${f.get("ShardId")}${tail ? "; tailing" : ""}.`;
   }, out);
   view.append(h("h1", {}, h("a", { class: "row", href: `#/streams/${encodeURIComponent(name)}` }, name), " · data viewer"),
     h("div", { class: "actions card" }, form), out,
