@@ -4,8 +4,9 @@
 # 8 connections, in-process server, unsigned) of this checkout against a build of BASE (a
 # commit without them), alternating runs so both see the same machine.
 # Usage: benches/console_cost.sh BASE [runs, default 4] [seconds per run, default 5]
-# BASE is built in a worktree under target/console-cost-base into this checkout's target
-# directory (its crates are other paths, so neither build undoes the other).
+# BASE is built in a worktree under target/console-cost-base with a target directory of its own
+# (sharing this checkout's would mix the two builds' path crates: cargo names them by their
+# path within the workspace and judges them fresh by time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 base=${1:?a base commit}
@@ -14,8 +15,8 @@ secs=${3:-5}
 worktree=target/console-cost-base
 if [ ! -d "$worktree" ]; then git worktree add --detach "$worktree" "$base" >/dev/null; fi
 git -C "$worktree" checkout --quiet --detach "$base"
-(cd "$worktree" && CARGO_TARGET_DIR="$PWD/../../target" cargo build --release --quiet --locked -p sluice-benches --example kinesis_http)
-cp target/release/examples/kinesis_http target/console-cost-base.kinesis_http
+(cd "$worktree" && CARGO_TARGET_DIR="$PWD/../console-cost-target" cargo build --release --quiet --locked -p sluice-benches --example kinesis_http)
+cp target/console-cost-target/release/examples/kinesis_http target/console-cost-base.kinesis_http
 cargo build --release --quiet --locked -p sluice-benches --example kinesis_http
 rate() { "$1" "$secs" 8 | sed -n 's/^PutRecords: .*: \([0-9]*\) records\/s.*/\1/p'; }
 head=() base_rates=()

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
+use crate::api::kinesis::stream_metrics::shard_counters;
 use crate::server::AppState;
 
 /// Time between samples: 10 s.
@@ -72,18 +73,9 @@ impl History {
             if crate::api::kinesis::behind_delivery_stream(&meta.name) {
                 continue;
             }
-            let shards = meta
-                .shards
-                .iter()
-                .filter_map(|s| {
-                    let shard = stream.shard(s.index)?;
-                    let (in_bytes, in_records) = shard.log.appended_totals();
-                    let st = &shard.stats;
-                    Some((
-                        s.index,
-                        [in_bytes, in_records, st.outgoing_bytes.load(Relaxed), st.outgoing_records.load(Relaxed)],
-                    ))
-                })
+            let shards = shard_counters(stream)
+                .into_iter()
+                .map(|(index, c)| (index, [c.incoming_bytes, c.incoming_records, c.outgoing_bytes, c.outgoing_records]))
                 .collect();
             let list = samples.entry((meta.name.clone(), stream.incarnation())).or_default();
             list.push_back(Sample { at_ms, shards });

@@ -1,8 +1,6 @@
 //! What the console shows that no API operation answers: a stream's per-shard counters, a
 //! delivery stream's metrics, and the objects and failed records in its lake.
 
-use std::sync::atomic::Ordering::Relaxed;
-
 use futures::{StreamExt as _, TryStreamExt as _};
 use http::StatusCode;
 use object_store::{ObjectStore as _, ObjectStoreExt as _};
@@ -12,6 +10,7 @@ use sluice_engine::stream::shard_id;
 use sluice_firehose::error_output::ERROR_OUTPUT_TYPES;
 use sluice_firehose::metrics::{ErrorLabel, Metrics};
 
+use crate::api::kinesis::stream_metrics::shard_counters;
 use crate::server::AppState;
 
 /// Objects listed at most per answer: the newest 200.
@@ -31,24 +30,19 @@ pub fn shard_stats(state: &AppState, name: &str) -> Option<Value> {
         return None;
     }
     let stream = state.kinesis.streams.get(name)?;
-    let meta = stream.meta();
-    let shards: Vec<Value> = meta
-        .shards
-        .iter()
-        .filter_map(|s| {
-            let shard = stream.shard(s.index)?;
-            let (in_bytes, in_records) = shard.log.appended_totals();
-            let st = &shard.stats;
-            Some(json!({
-                "shardId": shard_id(s.index),
-                "incomingBytes": in_bytes,
-                "incomingRecords": in_records,
-                "outgoingBytes": st.outgoing_bytes.load(Relaxed),
-                "outgoingRecords": st.outgoing_records.load(Relaxed),
-                "writeProvisionedThroughputExceeded": st.write_throttled.load(Relaxed),
-                "readProvisionedThroughputExceeded": st.read_throttled.load(Relaxed),
-                "iteratorAgeMilliseconds": st.iterator_age_ms.load(Relaxed),
-            }))
+    let shards: Vec<Value> = shard_counters(&stream)
+        .into_iter()
+        .map(|(index, c)| {
+            json!({
+                "shardId": shard_id(index),
+                "incomingBytes": c.incoming_bytes,
+                "incomingRecords": c.incoming_records,
+                "outgoingBytes": c.outgoing_bytes,
+                "outgoingRecords": c.outgoing_records,
+                "writeProvisionedThroughputExceeded": c.write_throttled,
+                "readProvisionedThroughputExceeded": c.read_throttled,
+                "iteratorAgeMilliseconds": c.iterator_age_ms,
+            })
         })
         .collect();
     let history: Vec<Value> = state

@@ -118,6 +118,18 @@ print(json.dumps({"failed": out["FailedRecordCount"], "shards": sorted({r["Shard
   assert.match(await page.locator('[data-kind="json"]').first().textContent(), /"page": "\/product\/\d+"/);
   await shot("4-data-viewer");
 
+  // Live tail: from LATEST, a record boto3 puts afterwards appears without another click.
+  await page.getByTestId("input-ShardId").selectOption(put.binary_shard);
+  await page.getByTestId("input-ShardIteratorType").selectOption("LATEST");
+  await page.getByTestId("input-tail").check();
+  await page.getByTestId("read-records").getByRole("button").click();
+  await page.getByTestId("flash-ok").filter({ hasText: "tailing" }).waitFor();
+  boto3(`
+print(json.dumps(kinesis.put_record(StreamName=${JSON.stringify(stream)}, PartitionKey="raw", Data=b'{"tailed": true}')))
+`);
+  await page.getByTestId("record-partition-key").filter({ hasText: "raw" }).waitFor({ timeout: 15000 });
+  assert.match(await page.getByTestId("records").textContent(), /"tailed": true/);
+
   // A split from the console: the lineage graph draws the closed parent and its two children.
   await page.goto(`${endpoint}/console/#/streams/${stream}`);
   await page.getByTestId("split-shard").getByRole("button").click();
@@ -131,6 +143,38 @@ print(json.dumps({"failed": out["FailedRecordCount"], "shards": sorted({r["Shard
   assert.match(await page.getByTestId("lineage-graph").textContent(), /shardId-000000000000 \(closed\)/);
   assert.equal(await page.getByTestId("open-shard-count").textContent(), "3");
   await shot("4b-stream-after-split");
+
+  // A test record put from the console is read back by boto3.
+  await page.getByTestId("input-PartitionKey").fill("from-console");
+  await page.getByTestId("input-Data").fill('{"console": 1}');
+  await page.getByTestId("put-record").getByRole("button").click();
+  await page.getByTestId("flash-ok").filter({ hasText: "Stored in" }).waitFor();
+  const back = boto3(`
+name = ${JSON.stringify(stream)}
+found = []
+for shard in kinesis.list_shards(StreamName=name)["Shards"]:
+    it = kinesis.get_shard_iterator(StreamName=name, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    while it:
+        out = kinesis.get_records(ShardIterator=it)
+        found += [r["Data"].decode() for r in out["Records"] if r["PartitionKey"] == "from-console"]
+        if not out["Records"]: break
+        it = out.get("NextShardIterator")
+print(json.dumps(found))
+`);
+  assert.deepEqual(back, ['{"console": 1}']);
+
+  // Merging the split's children back: four edges in the lineage graph, two open shards.
+  await page.getByTestId("input-ShardToMerge").selectOption("shardId-000000000002");
+  await page.getByTestId("input-AdjacentShardToMerge").selectOption("shardId-000000000003");
+  await page.getByTestId("merge-shards").getByRole("button").click();
+  await page.getByTestId("flash-ok").filter({ hasText: "Merging" }).waitFor();
+  for (let i = 0; i < 50 && (await page.getByTestId("lineage-graph").locator("line").count()) < 4; i++) {
+    await page.waitForTimeout(300);
+    await page.reload();
+    await page.getByTestId("lineage-graph").waitFor();
+  }
+  assert.equal(await page.getByTestId("lineage-graph").locator("line").count(), 4, "split then merge");
+  assert.equal(await page.getByTestId("open-shard-count").textContent(), "2");
 
   // 4. A failed Firehose record appears with its error.
   boto3(`
@@ -164,6 +208,19 @@ print(json.dumps({"ok": True}))
   assert.match(await page.getByTestId("failed-records").textContent(), /processing-failed/);
   assert.match(await page.getByTestId("lake-object-row").first().textContent(), /console\/click\//);
   await shot("5-delivery-stream");
+
+  // Deleting the stream from the list (the confirmation is accepted): boto3 no longer finds it.
+  await page.getByTestId("nav-streams").click();
+  await page.getByTestId(`delete-${stream}`).click();
+  await page.getByTestId("flash-ok").filter({ hasText: "deleted" }).waitFor();
+  const gone = boto3(`
+try:
+    kinesis.get_waiter("stream_not_exists").wait(StreamName=${JSON.stringify(stream)}, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+    print(json.dumps(True))
+except Exception as e:
+    print(json.dumps(str(e)))
+`);
+  assert.equal(gone, true);
 
   assert.deepEqual(errors, [], "no script errors on the pages");
   console.log("console (headless chromium): ok");

@@ -9,7 +9,7 @@ use aws_sdk_firehose::primitives::Blob;
 use aws_sdk_firehose::types as fh;
 
 use crate::datasets::beijing;
-use crate::firehose_delivery::{beijing_parquet, destination, wait_for, Harness};
+use crate::firehose_delivery::{create_beijing_parquet, wait_for, Harness};
 use crate::s3_server::objects;
 use crate::support::{ACCESS_KEY, SECRET_KEY};
 
@@ -108,18 +108,7 @@ async fn the_console_api_needs_a_session_answers_as_the_api_and_reads_the_lake()
 
     // A delivery stream landing Parquet; one record that is not JSON fails conversion.
     let f = h.server.firehose();
-    f.create_delivery_stream()
-        .delivery_stream_name("readings")
-        .delivery_stream_type(fh::DeliveryStreamType::DirectPut)
-        .extended_s3_destination_configuration(
-            destination("readings/", "readings-errors/!{firehose:error-output-type}/")
-                .data_format_conversion_configuration(beijing_parquet())
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
+    create_beijing_parquet(&f, "readings", "readings/", "readings-errors/!{firehose:error-output-type}/").await;
     let lines = beijing(300);
     for chunk in lines.chunks(100) {
         let records: Vec<fh::Record> =

@@ -148,6 +148,21 @@ pub fn destination(prefix: &str, error_prefix: &str) -> fh::builders::ExtendedS3
         .buffering_hints(fh::BufferingHints::builder().size_in_mbs(1).interval_in_seconds(1).build())
 }
 
+/// Creates the DirectPut delivery stream `name` landing Beijing readings as Parquet under
+/// `prefix`, records that do not convert under `error_prefix`.
+pub async fn create_beijing_parquet(firehose: &aws_sdk_firehose::Client, name: &str, prefix: &str, error_prefix: &str) {
+    firehose
+        .create_delivery_stream()
+        .delivery_stream_name(name)
+        .delivery_stream_type(fh::DeliveryStreamType::DirectPut)
+        .extended_s3_destination_configuration(
+            destination(prefix, error_prefix).data_format_conversion_configuration(beijing_parquet()).build().unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
 /// Beijing readings as Parquet under `prefix`, partitioned by station with a jq query
 /// (`!{partitionKeyFromQuery:station}` in the prefix); failures under `error_prefix`.
 pub fn beijing_by_station(prefix: &str, error_prefix: &str) -> fh::ExtendedS3DestinationConfiguration {
@@ -468,18 +483,7 @@ pub fn local_objects(root: &std::path::Path) -> Vec<(String, Vec<u8>)> {
 async fn malformed_and_schema_violating_records_land_in_format_conversion_failed_alone() {
     let Harness { dir: _dir, s3, clock, server } = Harness::start(None, |_| {}).await;
     let firehose = server.firehose();
-    firehose
-        .create_delivery_stream()
-        .delivery_stream_name("mixed")
-        .extended_s3_destination_configuration(
-            destination("good/", "bad/!{firehose:error-output-type}/")
-                .data_format_conversion_configuration(beijing_parquet())
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
+    create_beijing_parquet(&firehose, "mixed", "good/", "bad/!{firehose:error-output-type}/").await;
     let good = beijing(1_000);
     let bad: Vec<String> = vec![
         r#"{"No": 1, "year": 2013, "month": 3"#.into(), // cut short

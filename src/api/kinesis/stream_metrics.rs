@@ -50,6 +50,50 @@ impl Latency {
     }
 }
 
+/// One shard's own counters (since the server started).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ShardCounters {
+    /// Bytes (data and partition keys) and records appended.
+    pub incoming_bytes: u64,
+    /// Records appended.
+    pub incoming_records: u64,
+    /// Bytes and records returned to readers.
+    pub outgoing_bytes: u64,
+    /// Records returned to readers.
+    pub outgoing_records: u64,
+    /// Records refused for the shard's write throughput.
+    pub write_throttled: u64,
+    /// Reads refused for the shard's read throughput.
+    pub read_throttled: u64,
+    /// Age of the last record read when it was read, ms.
+    pub iterator_age_ms: u64,
+}
+
+/// The counters of each of `stream`'s shards (open and closed), by shard index.
+pub fn shard_counters(stream: &Stream) -> Vec<(u32, ShardCounters)> {
+    let meta = stream.meta();
+    meta.shards
+        .iter()
+        .filter_map(|s| {
+            let shard = stream.shard(s.index)?;
+            let (incoming_bytes, incoming_records) = shard.log.appended_totals();
+            let st = &shard.stats;
+            Some((
+                s.index,
+                ShardCounters {
+                    incoming_bytes,
+                    incoming_records,
+                    outgoing_bytes: st.outgoing_bytes.load(Relaxed),
+                    outgoing_records: st.outgoing_records.load(Relaxed),
+                    write_throttled: st.write_throttled.load(Relaxed),
+                    read_throttled: st.read_throttled.load(Relaxed),
+                    iterator_age_ms: st.iterator_age_ms.load(Relaxed),
+                },
+            ))
+        })
+        .collect()
+}
+
 /// The operation counters of one stream.
 #[derive(Debug, Default)]
 pub struct StreamOps {
@@ -179,13 +223,12 @@ impl StreamMetrics {
                     let name = s.meta().name.clone();
                     let ops = map.entry((name.clone(), s.incarnation())).or_default().clone();
                     let (mut sums, mut age) = ([0u64; 4], 0);
-                    for shard in (0..s.meta().shards.len() as u32).filter_map(|i| s.shard(i)) {
-                        let (bytes, records) = shard.log.appended_totals();
-                        sums[0] += bytes;
-                        sums[1] += records;
-                        sums[2] += shard.stats.write_throttled.load(Relaxed);
-                        sums[3] += shard.stats.read_throttled.load(Relaxed);
-                        age = age.max(shard.stats.iterator_age_ms.load(Relaxed));
+                    for (_, c) in shard_counters(s) {
+                        sums[0] += c.incoming_bytes;
+                        sums[1] += c.incoming_records;
+                        sums[2] += c.write_throttled;
+                        sums[3] += c.read_throttled;
+                        age = age.max(c.iterator_age_ms);
                     }
                     (name, ops, sums, age)
                 })
