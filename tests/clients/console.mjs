@@ -176,6 +176,19 @@ print(json.dumps(found))
   assert.equal(await page.getByTestId("lineage-graph").locator("line").count(), 4, "split then merge");
   assert.equal(await page.getByTestId("open-shard-count").textContent(), "2");
 
+  // UpdateShardCount from the console: 2 → 3 open shards.
+  await page.getByTestId("input-TargetShardCount").fill("3");
+  await page.getByTestId("update-shard-count").getByRole("button").click();
+  await page.getByTestId("flash-ok").filter({ hasText: "Resharding" }).waitFor();
+  for (let i = 0; i < 50 && (await page.getByTestId("open-shard-count").textContent()) !== "3"; i++) {
+    await page.waitForTimeout(300);
+    await page.reload();
+    await page.getByTestId("open-shard-count").waitFor();
+  }
+  assert.equal(await page.getByTestId("open-shard-count").textContent(), "3");
+  // A sparkline per shard and counter.
+  assert.equal(await page.locator('[data-testid^="spark-in-records-"]').count(), await page.locator('[data-testid^="shard-row-"]').count());
+
   // 4. A failed Firehose record appears with its error.
   boto3(`
 name = ${JSON.stringify(delivery)}

@@ -215,7 +215,7 @@ function lineageGraph(shards) {
 
 /** A sparkline of the last samples' rates. */
 function sparkline(values, testid) {
-  const w = 120, hgt = 24, max = Math.max(1, ...values);
+  const w = 90, hgt = 24, max = Math.max(1, ...values);
   const pts = values.map((v, i) => `${(i / Math.max(1, values.length - 1)) * w},${hgt - (v / max) * (hgt - 2) - 1}`).join(" ");
   return h("svg", { width: w, height: hgt, "data-testid": testid }, h("polyline", { points: pts || `0,${hgt - 1} ${w},${hgt - 1}`, fill: "none", stroke: "#1f6feb", "stroke-width": 1.5 }));
 }
@@ -287,7 +287,7 @@ async function streamPage(view, name) {
   view.append(h("h2", {}, "Shards"), table, h("h2", {}, "Lineage"), h("div", { class: "card" }, lineageGraph(shards)));
   const draw = (stats) => {
     const byId = Object.fromEntries((stats?.shards || []).map((s) => [s.shardId, s]));
-    table.replaceChildren(h("tr", {}, ["Shard", "Starting hash key", "In (records)", "In B/s", "Out B/s", "Throttled (w/r)", "Iterator age"].map((t) => h("th", {}, t))),
+    table.replaceChildren(h("tr", {}, ["Shard", "Starting hash key", "In (records)", "In records/s", "In B/s", "Out records/s", "Out B/s", "Throttled (w/r)", "Iterator age"].map((t) => h("th", {}, t))),
       ...shards.map((s) => {
         const st = byId[s.ShardId] || {};
         const closed = Boolean(s.SequenceNumberRange?.EndingSequenceNumber);
@@ -295,7 +295,9 @@ async function streamPage(view, name) {
           h("td", {}, s.ShardId, closed ? h("span", { class: "muted" }, " closed") : null),
           h("td", { class: "muted" }, s.HashKeyRange.StartingHashKey.length > 14 ? s.HashKeyRange.StartingHashKey.slice(0, 12) + "…" : s.HashKeyRange.StartingHashKey),
           h("td", { class: "num", "data-testid": `incoming-records-${s.ShardId}` }, fmt(st.incomingRecords)),
+          h("td", {}, sparkline(rates(stats, s.ShardId, "incomingRecords"), `spark-in-records-${s.ShardId}`)),
           h("td", {}, sparkline(rates(stats, s.ShardId, "incomingBytes"), `spark-in-${s.ShardId}`)),
+          h("td", {}, sparkline(rates(stats, s.ShardId, "outgoingRecords"), `spark-out-records-${s.ShardId}`)),
           h("td", {}, sparkline(rates(stats, s.ShardId, "outgoingBytes"), `spark-out-${s.ShardId}`)),
           h("td", { class: "num" }, `${fmt(st.writeProvisionedThroughputExceeded)} / ${fmt(st.readProvisionedThroughputExceeded)}`),
           h("td", { class: "num" }, st.iteratorAgeMilliseconds ? `${fmt(st.iteratorAgeMilliseconds)} ms` : ""));
