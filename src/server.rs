@@ -189,6 +189,21 @@ impl AppState {
         }
     }
 
+    /// Runs GetRecords (`request` checked against the model) and encodes its answer for
+    /// `codec`. The answer's records are held in the answer budget until the client has read
+    /// them: the read is sized to what the budget has left.
+    pub(crate) fn get_records_held(&self, request: serde_json::Value, codec: Codec) -> Result<Bytes, ApiError> {
+        let mut grant = self.answer_budget.grant(sluice_engine::limits::GET_RECORDS_BYTES_MAX);
+        let (answer, bytes) = self.kinesis.get_records_within(request, grant.bytes(), codec)?;
+        grant.keep(bytes);
+        let body = match codec {
+            Codec::Json => api::encode_response(codec, api::model::kinesis(), "GetRecords", answer)?,
+            // Encoded from the frames already; tests compare it with the generic encoder.
+            Codec::Cbor => answer,
+        };
+        Ok(Bytes::from_owner(HeldAnswer { body, grant }))
+    }
+
     /// A new request id (AWS's UUID form), for an answer made outside the API's own path.
     pub(crate) fn next_request_id(&self) -> String {
         self.request_id()
@@ -235,7 +250,9 @@ fn access_denied(request_id: &str) -> Response<Full<Bytes>> {
 }
 
 async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-    let Some(allowed) = state.cors.allow(req.headers().get(http::header::ORIGIN)) else {
+    // The console is for its own pages only: no origin is ever allowed to call it.
+    let origin = req.headers().get(http::header::ORIGIN).filter(|_| !crate::console::is_console(req.uri().path()));
+    let Some(allowed) = state.cors.allow(origin) else {
         return respond(state, req).await;
     };
     // A browser's preflight carries no credentials: it is answered before any check.
@@ -516,18 +533,8 @@ async fn dispatch(state: Arc<AppState>, codec: Codec, req: Request<Incoming>) ->
             return Ok(Answer::Events(Box::new(api::kinesis::subscribe::open(&worker.kinesis, request)?)));
         }
         if let Target::Kinesis(Action::GetRecords) = action {
-            // The answer's records are held until the client has read them: the read is
-            // sized to the answer budget.
-            let mut grant = worker.answer_budget.grant(sluice_engine::limits::GET_RECORDS_BYTES_MAX);
-            let (answer, bytes) = worker.kinesis.get_records_within(request, grant.bytes(), codec)?;
-            grant.keep(bytes);
             drop(body);
-            let body = match codec {
-                Codec::Json => api::encode_response(codec, model, &operation, answer)?,
-                // Encoded from the frames already; tests compare it with the generic encoder.
-                Codec::Cbor => answer,
-            };
-            return Ok(Answer::Body(Bytes::from_owner(HeldAnswer { body, grant })));
+            return worker.get_records_held(request, codec).map(Answer::Body);
         }
         let answer = match action {
             Target::Kinesis(action) => worker.kinesis.handle_value(action, request),

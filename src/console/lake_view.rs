@@ -1,6 +1,10 @@
 //! What the console shows that no API operation answers: a stream's per-shard counters, a
 //! delivery stream's metrics, and the objects and failed records in its lake.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use chrono::{DateTime, Utc};
 use futures::{StreamExt as _, TryStreamExt as _};
 use http::StatusCode;
 use object_store::{ObjectStore as _, ObjectStoreExt as _};
@@ -15,8 +19,11 @@ use crate::server::AppState;
 
 /// Objects listed at most per answer: the newest 200.
 const OBJECTS_MAX: usize = 200;
-/// Objects listed at most under a prefix before the newest are picked: 10,000.
-const LISTED_MAX: usize = 10_000;
+/// Objects listed at most under a prefix while the newest are picked: 100,000 (the listing
+/// is in key order, so past it newer objects are missed; only [`OBJECTS_MAX`] are held).
+const LISTED_MAX: usize = 100_000;
+/// A Parquet footer read for its row count is this many bytes at most: 16 MiB.
+const FOOTER_BYTES_MAX: u64 = 16 << 20;
 /// Error objects read at most for the last failed records: the newest 5, each of 8 MiB at most.
 const ERROR_OBJECTS_READ: usize = 5;
 const ERROR_OBJECT_BYTES_MAX: u64 = 8 << 20;
@@ -118,45 +125,43 @@ pub async fn lake(state: &AppState, name: &str, what: &str) -> Result<Value, (St
         _ => return Err((StatusCode::BAD_REQUEST, "what= is objects or errors".into())),
     };
     let listing_prefix = (!prefix.is_empty()).then(|| object_store::path::Path::from(prefix.trim_end_matches('/')));
-    let mut listed: Vec<object_store::ObjectMeta> = bucket
-        .list(listing_prefix.as_ref())
-        .take(LISTED_MAX)
-        .try_collect()
-        .await
-        .map_err(|e| bad_gateway(e.to_string()))?;
-    // Without an error output prefix, error objects are under their type's folder.
-    let is_error = |key: &str| ERROR_OUTPUT_TYPES.iter().any(|t| key.split('/').any(|part| part == *t));
     let error_static = static_part(error_prefix.unwrap_or(""));
-    listed.retain(|o| {
-        let key = o.location.as_ref();
-        let under_errors = is_error(key) || (!error_static.is_empty() && key.starts_with(&error_static));
-        if errors {
-            error_prefix.is_some() || under_errors
-        } else {
-            !under_errors
+    // Error objects are under their type's folder, or under the error prefix's fixed part.
+    let is_error = |key: &str| {
+        ERROR_OUTPUT_TYPES.iter().any(|t| key.contains(t))
+            || (!error_static.is_empty() && key.starts_with(&error_static))
+    };
+    // The newest OBJECTS_MAX by time, held in a min-heap while the listing streams past.
+    let mut newest: BinaryHeap<Reverse<(DateTime<Utc>, String, u64)>> = BinaryHeap::new();
+    let mut listing = bucket.list(listing_prefix.as_ref()).take(LISTED_MAX);
+    while let Some(o) = listing.try_next().await.map_err(|e| bad_gateway(e.to_string()))? {
+        let key = o.location.as_ref().to_owned();
+        if is_error(&key) != errors {
+            continue;
         }
-    });
-    listed.sort_by(|a, b| b.last_modified.cmp(&a.last_modified).then_with(|| b.location.cmp(&a.location)));
-    listed.truncate(OBJECTS_MAX);
+        newest.push(Reverse((o.last_modified, key, o.size)));
+        if newest.len() > OBJECTS_MAX {
+            newest.pop();
+        }
+    }
+    let mut listed: Vec<(DateTime<Utc>, String, u64)> = newest.into_iter().map(|Reverse(o)| o).collect();
+    listed.sort_by(|a, b| b.cmp(a));
     if !errors {
         let mut objects = Vec::new();
-        for o in &listed {
-            let rows = if o.location.as_ref().ends_with(".parquet") { parquet_rows(&*bucket, o).await } else { None };
-            objects.push(json!({
-                "key": o.location.as_ref(), "size": o.size,
-                "lastModified": o.last_modified.to_rfc3339(), "rows": rows,
-            }));
+        for (modified, key, size) in &listed {
+            let rows = if key.ends_with(".parquet") { parquet_rows(&*bucket, key, *size).await } else { None };
+            objects.push(json!({"key": key, "size": size, "lastModified": modified.to_rfc3339(), "rows": rows}));
         }
         return Ok(json!({"bucket": bucket_name, "prefix": prefix, "objects": objects}));
     }
     let mut failed = Vec::new();
-    for o in listed.iter().filter(|o| o.size <= ERROR_OBJECT_BYTES_MAX).take(ERROR_OBJECTS_READ) {
-        let Ok(got) = bucket.get(&o.location).await else { continue };
+    for (_, key, _) in listed.iter().filter(|(_, _, size)| *size <= ERROR_OBJECT_BYTES_MAX).take(ERROR_OBJECTS_READ) {
+        let Ok(got) = bucket.get(&object_store::path::Path::from(key.as_str())).await else { continue };
         let Ok(bytes) = got.bytes().await else { continue };
-        let kind = ERROR_OUTPUT_TYPES.iter().find(|t| o.location.as_ref().contains(*t)).copied();
+        let kind = ERROR_OUTPUT_TYPES.iter().find(|t| key.contains(*t)).copied();
         for line in bytes.split(|b| *b == b'\n').rev().filter(|l| !l.is_empty()) {
             let Ok(v) = serde_json::from_slice::<Value>(line) else { continue };
-            failed.push(failed_record(&v, kind, o.location.as_ref()));
+            failed.push(failed_record(&v, kind, key));
             if failed.len() == FAILED_RECORDS_MAX {
                 break;
             }
@@ -183,13 +188,17 @@ fn failed_record(v: &Value, kind: Option<&str>, key: &str) -> Value {
     })
 }
 
-/// The row count of a Parquet object, from its footer (two ranged reads).
-async fn parquet_rows(store: &dyn object_store::ObjectStore, o: &object_store::ObjectMeta) -> Option<i64> {
-    let size = o.size;
-    let tail = store.get_range(&o.location, size.checked_sub(8)?..size).await.ok()?;
+/// The row count of the Parquet object `key` of `size` bytes, from its footer (two ranged
+/// reads; a footer over [`FOOTER_BYTES_MAX`] is not read).
+async fn parquet_rows(store: &dyn object_store::ObjectStore, key: &str, size: u64) -> Option<i64> {
+    let location = object_store::path::Path::from(key);
+    let tail = store.get_range(&location, size.checked_sub(8)?..size).await.ok()?;
     let len = FooterTail::try_from(tail.as_ref()).ok()?.metadata_length() as u64;
+    if len > FOOTER_BYTES_MAX {
+        return None;
+    }
     let start = size.checked_sub(8 + len)?;
-    let meta = store.get_range(&o.location, start..size - 8).await.ok()?;
+    let meta = store.get_range(&location, start..size - 8).await.ok()?;
     let meta = ParquetMetaDataReader::decode_metadata(&meta).ok()?;
     Some(meta.file_metadata().num_rows())
 }
@@ -197,11 +206,9 @@ async fn parquet_rows(store: &dyn object_store::ObjectStore, o: &object_store::O
 /// The part of a prefix before its first expression (`!{...}`), or before the last `/` of it.
 fn static_part(prefix: &str) -> String {
     let fixed = prefix.split("!{").next().unwrap_or("");
-    match fixed.rfind('/') {
-        Some(i) => fixed[..=i].to_owned(),
-        None if prefix.contains("!{") => String::new(),
-        None => fixed.to_owned(),
-    }
+    // Keys continue a prefix without a `/` in the same segment (`logs` → `logs2024/...`), and
+    // listings go by whole segments: such a prefix has no fixed folder.
+    fixed.rfind('/').map_or_else(String::new, |i| fixed[..=i].to_owned())
 }
 
 #[cfg(test)]
@@ -215,5 +222,7 @@ mod tests {
         assert_eq!(static_part("t/x!{partitionKeyFromQuery:k}/"), "t/");
         assert_eq!(static_part("!{firehose:error-output-type}/"), "");
         assert_eq!(static_part(""), "");
+        assert_eq!(static_part("logs"), "");
+        assert_eq!(static_part("a/logs"), "a/");
     }
 }

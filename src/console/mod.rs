@@ -38,16 +38,28 @@ pub use history::History;
 pub use sessions::{Sessions, SESSION_LIFETIME};
 
 /// What the console keeps: its sessions, and the shards' recent counters while it is used.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Console {
     /// Signed-in sessions.
     pub sessions: Sessions,
     /// The last minutes of every shard's counters (sampled only while the console is used).
     pub history: History,
+    /// Lake views running at once at most: 2 (each lists up to 100,000 objects and reads up
+    /// to 5 error objects of 8 MiB); more wait.
+    lake_views: tokio::sync::Semaphore,
+}
+
+impl Default for Console {
+    fn default() -> Self {
+        Self { sessions: Sessions::default(), history: History::default(), lake_views: tokio::sync::Semaphore::new(2) }
+    }
 }
 
 /// The path every console page and call is under.
 pub const CONSOLE_PATH: &str = "/console";
+
+/// A sign-in body is this many bytes at most: 4 KiB.
+const SIGN_IN_BYTES_MAX: usize = 4096;
 
 /// The cookie holding a session's token.
 const COOKIE: &str = "sluice_console";
@@ -72,15 +84,16 @@ pub async fn respond(state: Arc<AppState>, req: Request<Incoming>) -> Response<F
     }
     let Some(call) = path.strip_prefix("/console/api/") else { return plain(StatusCode::NOT_FOUND, "not found") };
     let call = call.to_owned();
+    // Sign-in too: a cross-site form could otherwise sign a victim in as someone else.
+    if req.headers().get("x-sluice-console").and_then(|v| v.to_str().ok()) != Some("1") {
+        return plain(StatusCode::FORBIDDEN, "console calls carry x-sluice-console: 1");
+    }
     if call == "session" && req.method() == http::Method::POST {
         return sign_in(&state, req).await;
     }
     let Some(session) = state.console.sessions.session_of(req.headers()) else {
         return plain(StatusCode::UNAUTHORIZED, "sign in first");
     };
-    if req.headers().get("x-sluice-console").and_then(|v| v.to_str().ok()) != Some("1") {
-        return plain(StatusCode::FORBIDDEN, "console calls carry x-sluice-console: 1");
-    }
     state.console.history.touch(&state);
     let query = req.uri().query().unwrap_or("").to_owned();
     match (req.method().clone(), call.as_str()) {
@@ -130,6 +143,9 @@ pub async fn respond(state: Arc<AppState>, req: Request<Incoming>) -> Response<F
             let (Some(name), Some(what)) = (param(&query, "name"), param(&query, "what")) else {
                 return plain(StatusCode::BAD_REQUEST, "name= and what= are required");
             };
+            let Ok(_turn) = state.console.lake_views.acquire().await else {
+                return plain(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping");
+            };
             match lake_view::lake(&state, &name, &what).await {
                 Ok(v) => json(StatusCode::OK, &v),
                 Err((status, message)) => plain(status, &message),
@@ -167,6 +183,9 @@ fn run_operation(
             if let Some(caller) = caller {
                 state.kinesis.check_policy(operation, &request, caller)?;
             }
+            if action == Action::GetRecords {
+                return state.get_records_held(request, Codec::Json);
+            }
             let answer = state.kinesis.handle_value(action, request)?;
             api::encode_response(Codec::Json, model, operation, answer).map(Bytes::from)
         }
@@ -189,22 +208,36 @@ async fn sign_in(state: &Arc<AppState>, req: Request<Incoming>) -> Response<Full
         access_key_id: String,
         secret_access_key: String,
     }
+    let declared = req.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_none_or(|n| n > SIGN_IN_BYTES_MAX) {
+        return plain(StatusCode::PAYLOAD_TOO_LARGE, "a sign-in body has a Content-Length of at most 4,096 bytes");
+    }
     let body = match crate::server::read_body(state, &req.headers().clone(), req.into_body()).await {
         Ok(b) => b,
         Err(e) => return plain(StatusCode::BAD_REQUEST, &e.message),
     };
-    let Ok(pair) = serde_json::from_slice::<Pair>(&body.bytes) else {
-        return plain(StatusCode::BAD_REQUEST, "the body is {\"accessKeyId\": ..., \"secretAccessKey\": ...}");
+    let pair = serde_json::from_slice::<Pair>(&body.bytes).ok().filter(|p| {
+        // An access key id is 1–128 word characters (AWS IAM API reference, AccessKeyIdType:
+        // 16–128; Sluice's configured ids may be shorter); a secret 1–128 bytes here.
+        (1..=128).contains(&p.access_key_id.len())
+            && p.access_key_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && (1..=128).contains(&p.secret_access_key.len())
+    });
+    let Some(pair) = pair else {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "the body is {\"accessKeyId\": 1-128 word characters, \"secretAccessKey\": 1-128 bytes}",
+        );
     };
     let accepted = match state.auth {
-        Auth::None => !pair.access_key_id.is_empty(),
+        Auth::None => true,
         Auth::Sigv4 => state.access_keys.iter().any(|k| {
             k.access_key_id == pair.access_key_id
                 && crate::sigv4::constant_time_eq(k.secret_access_key.as_bytes(), pair.secret_access_key.as_bytes())
         }),
     };
     if !accepted {
-        tracing::warn!(access_key_id = %pair.access_key_id, "console sign-in refused");
+        tracing::warn!(access_key_id = ?pair.access_key_id, "console sign-in refused");
         return plain(StatusCode::UNAUTHORIZED, "The security token included in the request is invalid.");
     }
     let token = match state.console.sessions.open(&pair.access_key_id) {

@@ -58,10 +58,18 @@ async fn the_console_api_needs_a_session_answers_as_the_api_and_reads_the_lake()
     assert_eq!(status, 401);
     let pair = |secret: &str| serde_json::json!({"accessKeyId": ACCESS_KEY, "secretAccessKey": secret}).to_string();
     let wrong = pair("test-secret-key-not");
-    let (status, head, _) = request(addr, "POST", "/console/api/session", &[list], &wrong).await;
+    // Without the console's header (what a cross-site form sends), not even a sign-in.
+    let (status, _, _) = request(addr, "POST", "/console/api/session", &[list], &pair(SECRET_KEY)).await;
+    assert_eq!(status, 403);
+    let (status, _, _) = request(addr, "POST", "/console/api/session", &[list, marked], &"x".repeat(5000)).await;
+    assert_eq!(status, 413);
+    let too_long = serde_json::json!({"accessKeyId": "a".repeat(129), "secretAccessKey": "s"}).to_string();
+    let (status, _, _) = request(addr, "POST", "/console/api/session", &[list, marked], &too_long).await;
+    assert_eq!(status, 400);
+    let (status, head, _) = request(addr, "POST", "/console/api/session", &[list, marked], &wrong).await;
     assert_eq!(status, 401);
     assert!(!head.contains("set-cookie"), "{head}");
-    let (status, head, _) = request(addr, "POST", "/console/api/session", &[list], &pair(SECRET_KEY)).await;
+    let (status, head, _) = request(addr, "POST", "/console/api/session", &[list, marked], &pair(SECRET_KEY)).await;
     assert_eq!(status, 200);
     let cookie_line = head.lines().find(|l| l.starts_with("set-cookie:")).expect("a session cookie").to_owned();
     assert!(cookie_line.contains("httponly") && cookie_line.contains("samesite=strict"), "{cookie_line}");

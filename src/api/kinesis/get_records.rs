@@ -76,7 +76,7 @@ pub fn run_within(k: &Kinesis, r: Request, max_bytes: usize, codec: Codec) -> Re
     if let Some(ts) = last_ts {
         shard.stats.iterator_age_ms.store(now.saturating_sub(ts), Relaxed);
     }
-    k.stream_metrics.of(&stream).get_records(batch.len(), batch.bytes(), since);
+    k.stream_metrics.of(&k.streams, &stream).get_records(batch.len(), batch.bytes(), since);
     let end = log.readable_end();
     let behind = match last_ts {
         Some(ts) if batch.next_sequence_number() < end => now.saturating_sub(ts),

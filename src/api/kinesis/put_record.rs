@@ -27,7 +27,7 @@ pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
     let bytes = record.bytes();
     let results = append_routed(k, &stream, vec![record])?;
     let placed = results.into_iter().next().expect("one record in, one result out")?;
-    k.stream_metrics.of(&stream).put_record(bytes, since);
+    k.stream_metrics.of(&k.streams, &stream).put_record(bytes, since);
     respond(&serde_json::json!({
         "ShardId": placed.shard_id,
         "SequenceNumber": placed.sequence_number,

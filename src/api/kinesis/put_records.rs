@@ -284,7 +284,7 @@ pub fn run_entries(
         .filter(|r| r.as_ref().is_err_and(|e| e.kind == ErrorKind::ProvisionedThroughputExceeded))
         .count();
     let outcome = PutRecordsOutcome { bytes: total, records: results.len(), failed, throttled };
-    k.stream_metrics.of(&stream).put_records(outcome, since);
+    k.stream_metrics.of(&k.streams, &stream).put_records(outcome, since);
     let records: Vec<ResultEntry> = results
         .into_iter()
         .map(|r| match r {

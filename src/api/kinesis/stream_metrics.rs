@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use sluice_engine::stream::Stream;
+use sluice_engine::streams::Streams;
 
 /// Upper bounds of the latency histograms' buckets, seconds (0.1 ms to 10 s).
 const LATENCY_BUCKETS_S: [f64; 12] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 1.0, 10.0];
@@ -53,6 +54,8 @@ impl Latency {
 /// One shard's own counters (since the server started).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ShardCounters {
+    /// Whether the shard is closed (split or merged away): its iterator age no longer moves.
+    pub closed: bool,
     /// Bytes (data and partition keys) and records appended.
     pub incoming_bytes: u64,
     /// Records appended.
@@ -81,6 +84,7 @@ pub fn shard_counters(stream: &Stream) -> Vec<(u32, ShardCounters)> {
             Some((
                 s.index,
                 ShardCounters {
+                    closed: s.closed,
                     incoming_bytes,
                     incoming_records,
                     outgoing_bytes: st.outgoing_bytes.load(Relaxed),
@@ -120,7 +124,9 @@ pub struct PutRecordsOutcome {
     pub bytes: usize,
     /// Records in the request.
     pub records: usize,
-    /// Records that failed, of which `throttled` for the shard's write throughput.
+    /// Records that failed, of which `throttled` for the shard's write throughput (a
+    /// PutRecords counts in `PutRecords.Success` when fewer than all failed; AWS Kinesis
+    /// developer guide, stream-level metrics).
     pub failed: usize,
     /// Records refused with `ProvisionedThroughputExceededException`.
     pub throttled: usize,
@@ -141,8 +147,8 @@ impl StreamOps {
         self.put_records_successful.fetch_add((o.records - o.failed) as u64, Relaxed);
         self.put_records_failed.fetch_add(o.failed as u64, Relaxed);
         self.put_records_throttled.fetch_add(o.throttled as u64, Relaxed);
-        // CloudWatch counts a PutRecords as a success when all its records were stored.
-        if o.failed == 0 {
+        // CloudWatch counts the PutRecords operations where at least one record succeeded.
+        if o.failed < o.records {
             self.put_records_success.fetch_add(1, Relaxed);
         }
         self.put_records_latency.observe(since);
@@ -202,10 +208,16 @@ const SHARD_SUMS: [ShardSum; 4] = [
 ];
 
 impl StreamMetrics {
-    /// The counters of `stream` (this incarnation of its name).
-    pub fn of(&self, stream: &Stream) -> Arc<StreamOps> {
+    /// The counters of `stream` (this incarnation of its name). A stream seen for the first
+    /// time drops the counters of streams `streams` no longer holds, so deleted streams'
+    /// counters go even when nothing reads `/metrics`.
+    pub fn of(&self, streams: &Streams, stream: &Stream) -> Arc<StreamOps> {
         let key = (stream.meta().name.clone(), stream.incarnation());
         let mut map = self.by_stream.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(ops) = map.get(&key) {
+            return ops.clone();
+        }
+        map.retain(|(name, incarnation), _| streams.get(name).is_some_and(|s| s.incarnation() == *incarnation));
         map.entry(key).or_default().clone()
     }
 
@@ -228,7 +240,9 @@ impl StreamMetrics {
                         sums[1] += c.incoming_records;
                         sums[2] += c.write_throttled;
                         sums[3] += c.read_throttled;
-                        age = age.max(c.iterator_age_ms);
+                        if !c.closed {
+                            age = age.max(c.iterator_age_ms);
+                        }
                     }
                     (name, ops, sums, age)
                 })

@@ -54,7 +54,8 @@ const fmtTime = (t) => (t ? new Date(typeof t === "number" ? (t < 1e11 ? t * 100
 
 /** A record's data as the viewer shows it: JSON pretty-printed, text, or hex and base64. */
 function renderData(b64) {
-  const bytes = b64ToBytes(b64);
+  let bytes;
+  try { bytes = b64ToBytes(b64); } catch { return h("div", { class: "record-data", "data-kind": "text" }, h("pre", {}, String(b64))); }
   let text = null;
   try { text = new TextDecoder("utf-8", { fatal: true }).decode(bytes); } catch { text = null; }
   if (text !== null) {
@@ -341,8 +342,11 @@ async function dataViewerPage(view, name) {
       if (!r.Records.length || read >= 100) break;
     }
     if (f.get("tail") && iterator) {
+      let busy = false; // one read at a time: a slow answer must not be read twice
       tail = setInterval(async () => {
-        try { const r = await kinesis("GetRecords", { ShardIterator: iterator, Limit: 100 }); show(r.Records); iterator = r.NextShardIterator; if (!iterator) stopTail(); } catch (e) { flash(out, e.message); stopTail(); }
+        if (busy) return;
+        busy = true;
+        try { const r = await kinesis("GetRecords", { ShardIterator: iterator, Limit: 100 }); show(r.Records); iterator = r.NextShardIterator; if (!iterator) stopTail(); } catch (e) { flash(out, e.message); stopTail(); } finally { busy = false; }
       }, 1000);
       timers.push(tail);
     }
