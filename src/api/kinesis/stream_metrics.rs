@@ -290,6 +290,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn put_records_success_counts_operations_with_a_stored_record() {
+        let ops = StreamOps::default();
+        let now = Instant::now();
+        ops.put_records(PutRecordsOutcome { bytes: 10, records: 3, failed: 0, throttled: 0 }, now);
+        ops.put_records(PutRecordsOutcome { bytes: 10, records: 3, failed: 2, throttled: 2 }, now);
+        ops.put_records(PutRecordsOutcome { bytes: 10, records: 3, failed: 3, throttled: 1 }, now);
+        assert_eq!(ops.put_records_success.load(Relaxed), 2);
+        assert_eq!(ops.put_records_total.load(Relaxed), 9);
+        assert_eq!(ops.put_records_successful.load(Relaxed), 4);
+        assert_eq!(ops.put_records_failed.load(Relaxed), 5);
+        assert_eq!(ops.put_records_throttled.load(Relaxed), 3);
+        assert_eq!(ops.put_records_latency.count.load(Relaxed), 3);
+    }
+
+    #[test]
     fn latency_buckets_are_cumulative_and_end_with_the_count() {
         let l = Latency::default();
         let past = |ms: u64| Instant::now() - std::time::Duration::from_millis(ms);
