@@ -253,33 +253,12 @@ async fn sign_in(state: &Arc<AppState>, req: Request<Incoming>) -> Response<Full
     r
 }
 
-/// One query parameter, percent-decoded.
+/// One query parameter, decoded as a form value (`+` is a space, then percent escapes).
 fn param(query: &str, name: &str) -> Option<String> {
     query.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
-        (k == name).then(|| percent_decode(v))
+        (k == name).then(|| crate::sigv4::uri_decode(&v.replace('+', " ")))
     })
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes.get(i + 1..i + 3).filter(|h| h.iter().all(u8::is_ascii_hexdigit));
-        match (bytes[i], hex) {
-            (b'%', Some(h)) => {
-                let digits = std::str::from_utf8(h).expect("ASCII hex digits");
-                out.push(u8::from_str_radix(digits, 16).expect("two hex digits"));
-                i += 3;
-                continue;
-            }
-            (b'+', _) => out.push(b' '),
-            (b, _) => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn api_answer(state: &AppState, result: Result<Bytes, ApiError>) -> Response<Full<Bytes>> {
