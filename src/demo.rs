@@ -513,6 +513,7 @@ pub async fn run(options: &DemoOptions) -> Result<DemoReport, DemoError> {
         from: sluice_firehose::replay::ReplayPoint::Timestamp(0),
         to: None,
         prefix: Some("replay/clickstream/channel=!{partitionKeyFromLambda:channel}/".into()),
+        shards: Vec::new(),
     };
     report.replay = sluice_firehose::replay::replay(&state.firehose.delivery_streams, &source, &request, &|n| {
         replay_bar.set_position(n)

@@ -10,6 +10,7 @@ pub mod console;
 pub mod cors;
 pub mod demo;
 mod idle;
+pub mod reprocess_cli;
 pub mod server;
 pub mod sigv4;
 pub mod tail;
@@ -139,8 +140,10 @@ pub fn open_state(config: &config::Config, clock: Arc<dyn Clock>) -> Result<Arc<
         transforms,
     )?);
     kinesis.attach_deliveries(delivery_streams.clone());
+    let tasks = Arc::new(sluice_firehose::tasks::Tasks::open(delivery_streams.clone()).map_err(OpenError::from)?);
     let firehose = Firehose::new(
         delivery_streams,
+        tasks,
         FirehoseConfig {
             region: config.region.clone(),
             account_id: config.account_id.clone(),

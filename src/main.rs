@@ -76,30 +76,25 @@ enum Command {
         lake: PathBuf,
     },
     /// Deliver a range of a stream again through a delivery stream (a new transform, a new
-    /// prefix). Run it with the server stopped: it opens the data directory itself.
-    /// Re-running it over the same range overwrites the same objects.
+    /// prefix). With --endpoint the running server does it (and `replay list|watch|cancel`
+    /// follow it); without, it opens a stopped server's data directory itself. Re-running
+    /// it over the same range overwrites the same objects.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Replay {
-        /// TOML configuration file (the server's).
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Data directory, overriding the config.
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        /// The Kinesis stream to read.
-        #[arg(long)]
-        stream: String,
-        /// Start: an RFC 3339 time (2026-11-27T08:00:00Z) or a sequence number.
-        #[arg(long)]
-        from: String,
-        /// End: a time (exclusive) or a sequence number (inclusive); default the end.
-        #[arg(long)]
-        to: Option<String>,
-        /// The delivery stream whose configuration delivers the records.
-        #[arg(long)]
-        delivery_stream: String,
-        /// Deliver under this prefix instead of the delivery stream's.
-        #[arg(long)]
-        prefix: Option<String>,
+        #[command(subcommand)]
+        action: Option<sluice::reprocess_cli::TaskAction>,
+        #[command(flatten)]
+        args: ReplayArgs,
+    },
+    /// Put the records a delivery stream sent to its error output back (after a fix to its
+    /// transform or schema), each error object exactly once, on the running server; `redrive
+    /// list|watch|cancel` follow it.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    Redrive {
+        #[command(subcommand)]
+        action: Option<sluice::reprocess_cli::TaskAction>,
+        #[command(flatten)]
+        args: RedriveArgs,
     },
     /// A cluster's state, read from etcd.
     Cluster {
@@ -128,6 +123,82 @@ enum Command {
         #[arg(long, env = "AWS_SECRET_ACCESS_KEY", default_value = "sluice-secret", hide_env_values = true)]
         secret_access_key: String,
     },
+}
+
+/// `sluice replay`'s range and options.
+#[derive(Debug, clap::Args)]
+struct ReplayArgs {
+    /// The running server to replay on; without it, the data directory is opened (the
+    /// server must be stopped).
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// Region to sign for.
+    #[arg(long, env = "AWS_DEFAULT_REGION", default_value = "us-east-1")]
+    region: String,
+    /// Access key id.
+    #[arg(long, env = "AWS_ACCESS_KEY_ID", default_value = "sluice")]
+    access_key_id: String,
+    /// Secret access key.
+    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", default_value = "sluice-secret", hide_env_values = true)]
+    secret_access_key: String,
+    /// TOML configuration file (the server's; offline only).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data directory, overriding the config (offline only).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// The delivery stream whose configuration delivers the records.
+    #[arg(long)]
+    delivery_stream: Option<String>,
+    /// The Kinesis stream to read (default: the delivery stream's source).
+    #[arg(long)]
+    stream: Option<String>,
+    /// Start: an RFC 3339 time (2026-11-27T08:00:00Z) or a sequence number.
+    #[arg(long)]
+    from: Option<String>,
+    /// End: a time (exclusive) or a sequence number (inclusive); default the end.
+    #[arg(long)]
+    to: Option<String>,
+    /// Deliver under this prefix instead of the delivery stream's.
+    #[arg(long)]
+    prefix: Option<String>,
+    /// Only these shards (shardId-000000000000,...).
+    #[arg(long, value_delimiter = ',')]
+    shards: Vec<String>,
+    /// Read at most this many records per second (server only).
+    #[arg(long)]
+    max_records_per_second: Option<u64>,
+    /// Read at most this many bytes of records per second (server only).
+    #[arg(long)]
+    max_bytes_per_second: Option<u64>,
+    /// Print the task's id and return; it goes on on the server.
+    #[arg(long)]
+    detach: bool,
+}
+
+/// `sluice redrive`'s selection.
+#[derive(Debug, clap::Args)]
+struct RedriveArgs {
+    #[command(flatten)]
+    connection: sluice::reprocess_cli::Connection,
+    /// The delivery stream whose error output is read.
+    #[arg(long)]
+    delivery_stream: Option<String>,
+    /// processing-failed, format-conversion-failed or s3-failed.
+    #[arg(long)]
+    error_output_type: Option<String>,
+    /// Error objects written at or after this RFC 3339 time (default: all).
+    #[arg(long)]
+    from: Option<String>,
+    /// Error objects written before this RFC 3339 time (default: now).
+    #[arg(long)]
+    to: Option<String>,
+    /// Put the records into this Kinesis stream instead of back into the delivery stream.
+    #[arg(long)]
+    into_stream: Option<String>,
+    /// Print the task's id and return; it goes on on the server.
+    #[arg(long)]
+    detach: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -296,6 +367,157 @@ fn replay_point(s: &str) -> Result<ReplayPoint, String> {
         .map_err(|_| format!("'{s}' is neither an RFC 3339 time (2026-11-27T08:00:00Z) nor a sequence number"))
 }
 
+/// An RFC 3339 time as ms since the Unix epoch.
+fn time_ms(s: &str) -> Result<u64, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.timestamp_millis().max(0) as u64)
+        .map_err(|_| format!("'{s}' is not an RFC 3339 time (2026-11-27T08:00:00Z)"))
+}
+
+/// A point of a replay as the reprocessing API takes it: `<What>TimestampMs` or
+/// `<What>SequenceNumber`.
+fn point_json(what: &str, point: ReplayPoint, body: &mut serde_json::Map<String, serde_json::Value>) {
+    match point {
+        ReplayPoint::Timestamp(ms) => body.insert(format!("{what}TimestampMs"), ms.into()),
+        ReplayPoint::Sequence(s) => body.insert(format!("{what}SequenceNumber"), s.to_string().into()),
+    };
+}
+
+/// `sluice replay` with a range: on the server with --endpoint, else offline.
+fn replay(args: ReplayArgs) -> ExitCode {
+    let (Some(delivery_stream), Some(from)) = (args.delivery_stream.clone(), args.from.as_deref()) else {
+        eprintln!("sluice replay needs --delivery-stream and --from (or list, watch, cancel)");
+        return ExitCode::FAILURE;
+    };
+    let (from, to) = match (replay_point(from), args.to.as_deref().map(replay_point).transpose()) {
+        (Ok(f), Ok(t)) => (f, t),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(endpoint) = args.endpoint {
+        let connection = sluice::reprocess_cli::Connection {
+            endpoint,
+            region: args.region,
+            access_key_id: args.access_key_id,
+            secret_access_key: args.secret_access_key,
+        };
+        let mut body = serde_json::Map::new();
+        body.insert("DeliveryStreamName".into(), delivery_stream.into());
+        point_json("From", from, &mut body);
+        if let Some(to) = to {
+            point_json("To", to, &mut body);
+        }
+        for (name, value) in [("StreamName", args.stream), ("Prefix", args.prefix)] {
+            if let Some(v) = value {
+                body.insert(name.into(), v.into());
+            }
+        }
+        if !args.shards.is_empty() {
+            body.insert("ShardIds".into(), args.shards.into());
+        }
+        for (name, value) in
+            [("MaxRecordsPerSecond", args.max_records_per_second), ("MaxBytesPerSecond", args.max_bytes_per_second)]
+        {
+            if let Some(v) = value {
+                body.insert(name.into(), v.into());
+            }
+        }
+        let body = serde_json::Value::Object(body);
+        return runtime().block_on(sluice::reprocess_cli::start(&connection, "StartReplay", body, args.detach));
+    }
+    if args.max_records_per_second.is_some() || args.max_bytes_per_second.is_some() || args.detach {
+        eprintln!("--max-records-per-second, --max-bytes-per-second and --detach need --endpoint");
+        return ExitCode::FAILURE;
+    }
+    let shards = match args
+        .shards
+        .iter()
+        .map(|id| sluice_engine::stream::parse_shard_id(id).ok_or_else(|| format!("'{id}' is not a shard id")))
+        .collect::<Result<Vec<u32>, String>>()
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut cfg = match load_config(args.config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    cfg.data_dir = args.data_dir.unwrap_or(cfg.data_dir);
+    runtime().block_on(async move {
+        let state = match open_state(&cfg) {
+            Ok(s) => s,
+            Err(code) => return code,
+        };
+        let streams = &state.firehose.delivery_streams;
+        let request = ReplayRequest { delivery_stream, from, to, prefix: args.prefix, shards };
+        let source = match sluice_firehose::replay::source_of(streams, &request.delivery_stream, args.stream.as_deref())
+        {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("{e} in {}", cfg.data_dir.display());
+                return ExitCode::FAILURE;
+            }
+        };
+        let total = match sluice_firehose::replay::resolve(&source, &request) {
+            Ok(ranges) => ranges.iter().map(|r| r.records()).sum(),
+            Err(e) => {
+                eprintln!("replay failed: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("replay [{bar:40}] {pos}/{len} records {per_sec} ETA {eta}")
+                .expect("a template"),
+        );
+        let result = sluice_firehose::replay::replay(streams, &source, &request, &|n| bar.set_position(n)).await;
+        bar.finish();
+        streams.shutdown().await;
+        match result {
+            Ok(r) => {
+                println!(
+                    "replayed {} records: {} objects, {} delivered, {} dropped, {} failed",
+                    r.records, r.objects, r.delivered, r.dropped, r.failed
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("replay failed: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// `sluice redrive` with a selection, on the server.
+fn redrive(args: RedriveArgs) -> ExitCode {
+    let (Some(delivery_stream), Some(error_output_type)) = (args.delivery_stream, args.error_output_type) else {
+        eprintln!("sluice redrive needs --delivery-stream and --error-output-type (or list, watch, cancel)");
+        return ExitCode::FAILURE;
+    };
+    let mut body = serde_json::json!({ "DeliveryStreamName": delivery_stream, "ErrorOutputType": error_output_type });
+    for (name, value) in [("FromTimestampMs", args.from), ("ToTimestampMs", args.to)] {
+        if let Some(v) = value {
+            match time_ms(&v) {
+                Ok(ms) => body[name] = ms.into(),
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    }
+    if let Some(s) = args.into_stream {
+        body["StreamName"] = s.into();
+    }
+    runtime().block_on(sluice::reprocess_cli::start(&args.connection, "StartRedrive", body, args.detach))
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Runtime::new().expect("tokio runtime")
 }
@@ -343,66 +565,11 @@ fn main() -> ExitCode {
                 }
             }
         }),
-        Command::Replay { config, data_dir, stream, from, to, delivery_stream, prefix } => {
-            let mut cfg = match load_config(config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            cfg.data_dir = data_dir.unwrap_or(cfg.data_dir);
-            let (from, to) = match (replay_point(&from), to.as_deref().map(replay_point).transpose()) {
-                (Ok(f), Ok(t)) => (f, t),
-                (Err(e), _) | (_, Err(e)) => {
-                    eprintln!("{e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            runtime().block_on(async move {
-                let state = match open_state(&cfg) {
-                    Ok(s) => s,
-                    Err(code) => return code,
-                };
-                let Some(source) = state.kinesis.streams.get(&stream) else {
-                    eprintln!("stream {stream} not found in {}", cfg.data_dir.display());
-                    return ExitCode::FAILURE;
-                };
-                let total: u64 = source
-                    .meta()
-                    .shards
-                    .iter()
-                    .filter_map(|s| source.log(s.index))
-                    .map(|l| {
-                        let b = l.bounds();
-                        b.next_sequence_number - b.first_sequence_number
-                    })
-                    .sum();
-                let bar = indicatif::ProgressBar::new(total);
-                bar.set_style(
-                    indicatif::ProgressStyle::with_template("replay [{bar:40}] {pos}/{len} records {per_sec}")
-                        .expect("a template"),
-                );
-                let request = ReplayRequest { delivery_stream, from, to, prefix };
-                let result =
-                    sluice_firehose::replay::replay(&state.firehose.delivery_streams, &source, &request, &|n| {
-                        bar.set_position(n)
-                    })
-                    .await;
-                bar.finish();
-                state.firehose.delivery_streams.shutdown().await;
-                match result {
-                    Ok(r) => {
-                        println!(
-                            "replayed {} records: {} objects, {} delivered, {} dropped, {} failed",
-                            r.records, r.objects, r.delivered, r.dropped, r.failed
-                        );
-                        ExitCode::SUCCESS
-                    }
-                    Err(e) => {
-                        eprintln!("replay failed: {e}");
-                        ExitCode::FAILURE
-                    }
-                }
-            })
+        Command::Replay { action: Some(action), .. } | Command::Redrive { action: Some(action), .. } => {
+            runtime().block_on(sluice::reprocess_cli::act(&action))
         }
+        Command::Replay { action: None, args } => replay(args),
+        Command::Redrive { action: None, args } => redrive(args),
         Command::Tail { stream, endpoint, from_start, region, access_key_id, secret_access_key } => {
             runtime().block_on(async move {
                 let client = sluice::client::KinesisClient::new(&endpoint, &region, &access_key_id, &secret_access_key);

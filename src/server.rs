@@ -449,6 +449,9 @@ fn target_of<B>(req: &Request<B>) -> Option<Target> {
     match target.split_once('.') {
         Some((TARGET_PREFIX, name)) => Action::from_name(name).map(Target::Kinesis),
         Some((FIREHOSE_TARGET_PREFIX, name)) => FirehoseAction::from_name(name).map(Target::Firehose),
+        Some((api::reprocessing::TARGET_PREFIX, name)) => {
+            api::reprocessing::OPERATIONS.iter().find(|o| **o == name).map(|o| Target::Reprocessing(o))
+        }
         _ => None,
     }
 }
@@ -457,6 +460,8 @@ fn target_of<B>(req: &Request<B>) -> Option<Target> {
 enum Target {
     Kinesis(Action),
     Firehose(FirehoseAction),
+    /// Sluice's replays and redrives ([`api::reprocessing`]).
+    Reprocessing(&'static str),
 }
 
 async fn dispatch(state: Arc<AppState>, codec: Codec, req: Request<Incoming>) -> Result<Answer, ApiError> {
@@ -469,7 +474,7 @@ async fn dispatch(state: Arc<AppState>, codec: Codec, req: Request<Incoming>) ->
         region: &state.kinesis.config.region,
         service: match action {
             Target::Kinesis(_) => "kinesis",
-            Target::Firehose(_) => "firehose",
+            Target::Firehose(_) | Target::Reprocessing(_) => "firehose",
         },
     };
     // Credentials are checked before the body is read: without them a client cannot make
@@ -501,6 +506,15 @@ async fn dispatch(state: Arc<AppState>, codec: Codec, req: Request<Incoming>) ->
         let model = match action {
             Target::Kinesis(_) => api::model::kinesis(),
             Target::Firehose(_) => api::model::firehose(),
+            Target::Reprocessing(operation) => {
+                if codec != Codec::Json {
+                    return Err(ApiError::new(ErrorKind::Serialization, "the reprocessing API takes AWS JSON 1.1"));
+                }
+                let tasks = worker.firehose.tasks.clone();
+                return runtime
+                    .block_on(api::reprocessing::handle(&tasks, operation, &body.bytes))
+                    .map(|b| Answer::Body(b.into()));
+            }
         };
         // PutRecords in JSON, the hot path of every producer, is read straight into its
         // shape when it meets the model; anything else takes the general path below.
@@ -539,6 +553,7 @@ async fn dispatch(state: Arc<AppState>, codec: Codec, req: Request<Incoming>) ->
         let answer = match action {
             Target::Kinesis(action) => worker.kinesis.handle_value(action, request),
             Target::Firehose(action) => runtime.block_on(worker.firehose.handle_value(action, request)),
+            Target::Reprocessing(_) => unreachable!("answered above"),
         }?;
         // The body's share of the budget is held until the action is done with its copy.
         drop(body);
@@ -703,6 +718,8 @@ pub async fn serve_with(
     tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) {
+    // Replays and redrives that were running when the server stopped go on.
+    state.firehose.tasks.resume();
     let retention = every(RETENTION_CHECK_INTERVAL, state.clone(), |state| {
         state.kinesis.prune_deleted();
         match state.kinesis.streams.trim_expired() + state.firehose.delivery_streams.trim_expired() {

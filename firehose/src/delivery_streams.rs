@@ -53,6 +53,12 @@ impl DeliveryStreamEntry {
         &self.name
     }
 
+    /// Its directory (`<data_dir>/firehose/delivery-streams/<id>/`), for files that live
+    /// and die with it, such as the redrive ledger.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// A copy of the definition.
     pub fn spec(&self) -> DeliveryStreamSpec {
         self.spec.read().unwrap_or_else(PoisonError::into_inner).clone()
@@ -223,6 +229,11 @@ impl DeliveryStreams {
         *entry.worker.lock().unwrap_or_else(PoisonError::into_inner) = Some(handle);
         self.entries.write().unwrap_or_else(PoisonError::into_inner).insert(name, entry.clone());
         entry
+    }
+
+    /// `<data_dir>/firehose/`, where the delivery streams' files are.
+    pub fn root(&self) -> &Path {
+        self.dir.parent().expect("delivery-streams/ is under firehose/")
     }
 
     /// The transform `spec`'s `Lambda` processor names, loaded.

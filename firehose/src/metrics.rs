@@ -52,6 +52,14 @@ pub struct Metrics {
     pub data_freshness_ms: Family<StreamLabel, Gauge<u64, AtomicU64>>,
     /// Bytes of source records read and buffered, not yet delivered.
     pub buffered_bytes: Family<StreamLabel, Gauge<u64, AtomicU64>>,
+    /// Records replays read and delivered again ([`crate::tasks`]).
+    pub replayed_records: Family<StreamLabel, Counter>,
+    /// Records redrives put back from the error output.
+    pub redriven_records: Family<StreamLabel, Counter>,
+    /// Records running replays have still to deliver.
+    pub replay_remaining_records: Family<StreamLabel, Gauge<u64, AtomicU64>>,
+    /// Error objects running redrives have still to put back.
+    pub redrive_remaining_objects: Family<StreamLabel, Gauge<u64, AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -68,6 +76,10 @@ impl Default for Metrics {
             failed_records: Family::default(),
             data_freshness_ms: Family::default(),
             buffered_bytes: Family::default(),
+            replayed_records: Family::default(),
+            redriven_records: Family::default(),
+            replay_remaining_records: Family::default(),
+            redrive_remaining_objects: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -96,6 +108,22 @@ impl Default for Metrics {
             "Bytes of source records buffered and not yet delivered",
             m.buffered_bytes.clone(),
         );
+        registry.register("replay_records", "Records replays delivered again", m.replayed_records.clone());
+        registry.register(
+            "redrive_records",
+            "Records redrives put back from the error output",
+            m.redriven_records.clone(),
+        );
+        registry.register(
+            "replay_remaining_records",
+            "Records running replays have still to deliver",
+            m.replay_remaining_records.clone(),
+        );
+        registry.register(
+            "redrive_remaining_objects",
+            "Error objects running redrives have still to put back",
+            m.redrive_remaining_objects.clone(),
+        );
         Self { registry, ..m }
     }
 }
@@ -117,11 +145,15 @@ impl Metrics {
             &self.delivery_success,
             &self.delivery_failures,
             &self.dropped_records,
+            &self.replayed_records,
+            &self.redriven_records,
         ] {
             family.remove(&label);
         }
         self.data_freshness_ms.remove(&label);
         self.buffered_bytes.remove(&label);
+        self.replay_remaining_records.remove(&label);
+        self.redrive_remaining_objects.remove(&label);
         for t in crate::error_output::ERROR_OUTPUT_TYPES {
             self.failed_records
                 .remove(&ErrorLabel { delivery_stream: name.to_owned(), error_output_type: t.to_owned() });

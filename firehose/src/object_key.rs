@@ -24,6 +24,10 @@ pub struct ObjectOrigin<'a> {
     pub partition: &'a str,
     /// `""` for delivered records, else the error output type.
     pub kind: &'a str,
+    /// `""` for live deliveries and replays; a redrive names the error object its records
+    /// came from, so what it lands never takes the key of an object the first delivery of
+    /// the same range wrote.
+    pub tag: &'a str,
 }
 
 /// An object's id, derived from its [`ObjectOrigin`].
@@ -41,6 +45,11 @@ impl ObjectId {
         h.update(origin.shard.to_le_bytes());
         h.update(origin.first.to_le_bytes());
         h.update(origin.last.to_le_bytes());
+        // Hashed only when set: every key written before tags existed stays the same.
+        if !origin.tag.is_empty() {
+            h.update((origin.tag.len() as u64).to_le_bytes());
+            h.update(origin.tag.as_bytes());
+        }
         Self(h.finalize().into())
     }
 
@@ -74,7 +83,15 @@ mod tests {
     use super::*;
 
     fn origin(last: u64) -> ObjectOrigin<'static> {
-        ObjectOrigin { delivery_stream: "lake", shard: 2, first: 10, last, partition: "station=Dongsi/", kind: "" }
+        ObjectOrigin {
+            delivery_stream: "lake",
+            shard: 2,
+            first: 10,
+            last,
+            partition: "station=Dongsi/",
+            kind: "",
+            tag: "",
+        }
     }
 
     #[test]
@@ -82,6 +99,7 @@ mod tests {
         let a = ObjectId::of(&origin(20));
         assert_eq!(a, ObjectId::of(&origin(20)));
         assert_ne!(a, ObjectId::of(&origin(21)));
+        assert_ne!(a, ObjectId::of(&ObjectOrigin { tag: "errors/x", ..origin(20) }));
         let name = object_name("lake", 1, 1_442_018_818_771, &a, ".parquet");
         assert!(name.starts_with("lake-1-2015-09-12-00-46-58-"), "{name}");
         assert!(name.ends_with(".parquet"));

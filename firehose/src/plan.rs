@@ -133,6 +133,8 @@ pub struct Pipeline {
     kinesis_source: bool,
     transform: Option<Arc<dyn RecordTransform>>,
     backup: Option<Backup>,
+    /// [`ObjectOrigin::tag`] of every object planned: empty but for redrives.
+    pub origin_tag: String,
 }
 
 /// Where source records are backed up (`S3BackupMode` `Enabled`).
@@ -338,6 +340,7 @@ pub fn build(
         extension,
         kinesis_source: matches!(spec.source, crate::spec::SourceSpec::KinesisStream { .. }),
         transform,
+        origin_tag: String::new(),
     })
 }
 
@@ -462,7 +465,15 @@ impl Pipeline {
         for ((group, (query_keys, lambda_keys, members)), (bytes, batches, landed, failures)) in
             groups.iter().zip(encoded)
         {
-            let origin = ObjectOrigin { delivery_stream: &self.name, shard, first, last, partition: group, kind: "" };
+            let origin = ObjectOrigin {
+                delivery_stream: &self.name,
+                shard,
+                first,
+                last,
+                partition: group,
+                kind: "",
+                tag: &self.origin_tag,
+            };
             let id = ObjectId::of(&origin);
             for (local, failure) in failures {
                 states[members[local]] = State::Failed(failure);
@@ -540,7 +551,15 @@ impl Pipeline {
         records: &[SourceRecord],
     ) -> Option<std::io::Result<(String, PlannedObject)>> {
         let b = self.backup.as_ref()?;
-        let origin = ObjectOrigin { delivery_stream: &self.name, shard, first, last, partition: "", kind: "backup" };
+        let origin = ObjectOrigin {
+            delivery_stream: &self.name,
+            shard,
+            first,
+            last,
+            partition: "",
+            kind: "backup",
+            tag: &self.origin_tag,
+        };
         let id = ObjectId::of(&origin);
         let random = id.random_string();
         let oldest = records.iter().map(|r| r.arrival_ms).min().unwrap_or(0);
@@ -597,7 +616,15 @@ impl Pipeline {
         members: Vec<usize>,
         bytes: Vec<u8>,
     ) -> PlannedObject {
-        let origin = ObjectOrigin { delivery_stream: &self.name, shard, first, last, partition, kind: output_type };
+        let origin = ObjectOrigin {
+            delivery_stream: &self.name,
+            shard,
+            first,
+            last,
+            partition,
+            kind: output_type,
+            tag: &self.origin_tag,
+        };
         let id = ObjectId::of(&origin);
         let random = id.random_string();
         let oldest = members.iter().map(|&i| records[i].arrival_ms).min().unwrap_or(0);

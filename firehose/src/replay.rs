@@ -5,7 +5,12 @@
 //! number), and the same range cuts into the same buffers, so replaying a range twice
 //! overwrites the same objects instead of adding any.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 
 use sluice_engine::sequence_number::SequenceNumber;
 use sluice_engine::stream::Stream;
@@ -13,9 +18,12 @@ use sluice_engine::{ReadLimits, StartingPosition};
 
 use crate::delivery_streams::DeliveryStreams;
 use crate::plan::{self, SourceRecord};
+use crate::worker::WorkerContext;
 
-/// Where a replay starts or ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a replay starts or ends. Kept (in a task's file, on the wire) as
+/// `{"Timestamp": <ms>}` or `{"SequenceNumber": "<Kinesis sequence number>"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "PointRepr", try_from = "PointRepr")]
 pub enum ReplayPoint {
     /// Records that arrived at or after this time (ms since the Unix epoch), in every shard.
     Timestamp(u64),
@@ -23,8 +31,36 @@ pub enum ReplayPoint {
     Sequence(SequenceNumber),
 }
 
+#[derive(Serialize, Deserialize)]
+enum PointRepr {
+    Timestamp(u64),
+    SequenceNumber(String),
+}
+
+impl From<ReplayPoint> for PointRepr {
+    fn from(p: ReplayPoint) -> Self {
+        match p {
+            ReplayPoint::Timestamp(ms) => Self::Timestamp(ms),
+            ReplayPoint::Sequence(s) => Self::SequenceNumber(s.to_string()),
+        }
+    }
+}
+
+impl TryFrom<PointRepr> for ReplayPoint {
+    type Error = String;
+    fn try_from(p: PointRepr) -> Result<Self, String> {
+        match p {
+            PointRepr::Timestamp(ms) => Ok(Self::Timestamp(ms)),
+            PointRepr::SequenceNumber(s) => {
+                s.parse().map(Self::Sequence).map_err(|_| format!("'{s}' is not a sequence number"))
+            }
+        }
+    }
+}
+
 /// What to replay.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct ReplayRequest {
     /// The delivery stream whose configuration delivers the records.
     pub delivery_stream: String,
@@ -35,13 +71,48 @@ pub struct ReplayRequest {
     pub to: Option<ReplayPoint>,
     /// A prefix to deliver under instead of the delivery stream's.
     pub prefix: Option<String>,
+    /// Shard indexes to replay; empty is every shard.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<u32>,
+}
+
+/// One shard's part of a replay: records `start..end` of its log; `next` is the first not
+/// yet landed (`end` when the shard is done). Buffers are cut from `next` on, so a replay
+/// resumed at a `next` it recorded cuts, and names, the rest as an uninterrupted one would.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ShardRange {
+    /// Shard index.
+    pub shard: u32,
+    /// First sequence number (in the shard's log) of the range.
+    pub start: u64,
+    /// Sequence number past the range.
+    pub end: u64,
+    /// First sequence number not landed yet.
+    pub next: u64,
+}
+
+impl ShardRange {
+    /// Records of the range (sequence numbers of a shard's log are dense).
+    pub fn records(&self) -> u64 {
+        self.end.saturating_sub(self.start)
+    }
+
+    /// Records not landed yet.
+    pub fn remaining(&self) -> u64 {
+        self.end.saturating_sub(self.next)
+    }
 }
 
 /// What a replay did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct ReplayReport {
     /// Records read from the source.
     pub records: u64,
+    /// Bytes of record data read from the source.
+    #[serde(default)]
+    pub bytes: u64,
     /// Objects written (delivered and error objects).
     pub objects: u64,
     /// Records in delivered objects.
@@ -52,6 +123,47 @@ pub struct ReplayReport {
     pub failed: u64,
 }
 
+impl ReplayReport {
+    /// The sum of two reports (a resumed replay's before and after).
+    pub fn plus(&self, o: &Self) -> Self {
+        Self {
+            records: self.records + o.records,
+            bytes: self.bytes + o.bytes,
+            objects: self.objects + o.objects,
+            delivered: self.delivered + o.delivered,
+            dropped: self.dropped + o.dropped,
+            failed: self.failed + o.failed,
+        }
+    }
+
+    fn add_plan(&mut self, plan: &plan::Plan) {
+        self.delivered += plan.delivered as u64;
+        self.dropped += plan.dropped as u64;
+        self.failed += plan.failed.values().map(|v| *v as u64).sum::<u64>();
+    }
+}
+
+/// How fast a replay may read: at most this many records and bytes per second (averaged
+/// from its start; `None` is no limit), so live ingest and delivery keep their latency.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Pace {
+    /// Records per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_records_per_second: Option<u64>,
+    /// Bytes of record data per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes_per_second: Option<u64>,
+}
+
+impl Pace {
+    /// How long `records` and `bytes` should have taken at this pace.
+    fn due(&self, records: u64, bytes: u64) -> Duration {
+        let at = |n: u64, rate: Option<u64>| rate.filter(|r| *r > 0).map_or(0.0, |r| n as f64 / r as f64);
+        Duration::from_secs_f64(at(records, self.max_records_per_second).max(at(bytes, self.max_bytes_per_second)))
+    }
+}
+
 /// Why a replay stopped.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -59,6 +171,9 @@ pub enum ReplayError {
     /// No delivery stream of that name.
     #[error("delivery stream {0} not found")]
     NoDeliveryStream(String),
+    /// No Kinesis stream of that name.
+    #[error("stream {0} not found")]
+    NoStream(String),
     /// The configuration (or prefix given) is not usable.
     #[error("{0}")]
     Invalid(String),
@@ -81,44 +196,37 @@ pub enum ReplayError {
     },
 }
 
-/// Replays `request` from `source`, calling `progress` with the records read so far.
-pub async fn replay(
+/// The stream a replay through `delivery_stream` reads: `stream` when given, else the
+/// delivery stream's Kinesis source, or its internal stream for `DirectPut`.
+///
+/// Errors: [`ReplayError::NoDeliveryStream`], [`ReplayError::NoStream`].
+pub fn source_of(
     streams: &DeliveryStreams,
-    source: &Arc<Stream>,
-    request: &ReplayRequest,
-    progress: &(dyn Fn(u64) + Sync),
-) -> Result<ReplayReport, ReplayError> {
-    let entry = streams
-        .get(&request.delivery_stream)
-        .ok_or_else(|| ReplayError::NoDeliveryStream(request.delivery_stream.clone()))?;
-    let mut spec = entry.spec();
-    if spec.iceberg.is_some() {
-        // A table's rows are committed with its delivery watermarks; replaying into it
-        // would be appending records the table already holds.
-        return Err(ReplayError::Invalid(
-            "replay lands objects; the delivery stream has an Iceberg destination".into(),
-        ));
-    }
-    if let Some(p) = &request.prefix {
-        spec.destination.prefix = Some(p.clone());
-    }
-    let schema = spec
-        .schema
-        .as_deref()
-        .map(crate::schema::to_arrow)
-        .transpose()
-        .map_err(|e| ReplayError::Invalid(e.to_string()))?;
-    let pipeline = plan::build(&spec, schema, entry.transform()).map_err(ReplayError::Invalid)?;
-    if matches!(pipeline.format, plan::Format::Inferred) {
-        return Err(ReplayError::Invalid(
-            "the delivery stream has no schema yet (it is inferred at its first delivery); name a schema file or deliver first".into(),
-        ));
-    }
-    let buffer_bytes = spec.destination.buffering_hints.unwrap_or_default().size_bytes();
-    let ctx = streams.context();
-    let shards: Vec<u32> = source.meta().shards.iter().map(|s| s.index).collect();
-    let mut report = ReplayReport::default();
-    for shard in shards {
+    delivery_stream: &str,
+    stream: Option<&str>,
+) -> Result<Arc<Stream>, ReplayError> {
+    let entry =
+        streams.get(delivery_stream).ok_or_else(|| ReplayError::NoDeliveryStream(delivery_stream.to_owned()))?;
+    let name = match stream {
+        Some(s) => s.to_owned(),
+        None => match entry.spec().source_stream() {
+            Some(s) => s,
+            None => return entry.internal.clone().ok_or_else(|| ReplayError::NoStream(delivery_stream.to_owned())),
+        },
+    };
+    streams.context().kinesis.get(&name).ok_or(ReplayError::NoStream(name))
+}
+
+/// The shard ranges `request` names in `source`, fixed now: an open end becomes each
+/// shard's end at this moment.
+///
+/// Errors: [`ReplayError::Read`] when a shard's log cannot find a timestamp.
+pub fn resolve(source: &Stream, request: &ReplayRequest) -> Result<Vec<ShardRange>, ReplayError> {
+    let mut ranges = Vec::new();
+    for shard in source.meta().shards.iter().map(|s| s.index) {
+        if !request.shards.is_empty() && !request.shards.contains(&shard) {
+            continue;
+        }
         let Some(log) = source.log(shard) else { continue };
         let read_err = |e: sluice_engine::ReadError| ReplayError::Read { shard, message: e.to_string() };
         let start = match request.from {
@@ -131,50 +239,163 @@ pub async fn replay(
             Some(ReplayPoint::Timestamp(ms)) => log.position(StartingPosition::AtTimestamp(ms)).map_err(read_err)?,
             Some(ReplayPoint::Sequence(s)) => s.shard_sequence.saturating_add(1).min(log.bounds().next_sequence_number),
         };
-        let mut next = start;
-        while next < end {
-            let limits = ReadLimits {
-                max_records: usize::try_from(end - next).unwrap_or(usize::MAX).min(100_000),
-                max_bytes: buffer_bytes,
-            };
-            let batch = log.read(next, limits).map_err(read_err)?;
-            if batch.is_empty() {
-                break;
+        ranges.push(ShardRange { shard, start, end: end.max(start), next: start });
+    }
+    Ok(ranges)
+}
+
+/// A delivery stream's configuration compiled for a replay (with the request's prefix).
+pub struct Replayer {
+    pipeline: plan::Pipeline,
+    buffer_bytes: usize,
+    ctx: WorkerContext,
+}
+
+impl Replayer {
+    /// Compiles `request`'s delivery stream.
+    ///
+    /// Errors: [`ReplayError::NoDeliveryStream`]; [`ReplayError::Invalid`] for an Iceberg
+    /// destination (its rows are committed with the delivery's watermarks, and a replay
+    /// would append rows the table holds), a configuration that does not compile, or a
+    /// schema still to be inferred.
+    pub fn new(streams: &DeliveryStreams, request: &ReplayRequest) -> Result<Self, ReplayError> {
+        let entry = streams
+            .get(&request.delivery_stream)
+            .ok_or_else(|| ReplayError::NoDeliveryStream(request.delivery_stream.clone()))?;
+        let mut spec = entry.spec();
+        if spec.iceberg.is_some() {
+            return Err(ReplayError::Invalid(
+                "replay lands objects; the delivery stream has an Iceberg destination".into(),
+            ));
+        }
+        if let Some(p) = &request.prefix {
+            spec.destination.prefix = Some(p.clone());
+        }
+        let schema = spec
+            .schema
+            .as_deref()
+            .map(crate::schema::to_arrow)
+            .transpose()
+            .map_err(|e| ReplayError::Invalid(e.to_string()))?;
+        let pipeline = plan::build(&spec, schema, entry.transform()).map_err(ReplayError::Invalid)?;
+        if matches!(pipeline.format, plan::Format::Inferred) {
+            return Err(ReplayError::Invalid(
+                "the delivery stream has no schema yet (it is inferred at its first delivery); name a schema file or deliver first".into(),
+            ));
+        }
+        let buffer_bytes = spec.destination.buffering_hints.unwrap_or_default().size_bytes();
+        Ok(Self { pipeline, buffer_bytes, ctx: streams.context().clone() })
+    }
+
+    /// Lands `ranges` of `source` from each one's `next`, a buffer (the size hint's bytes,
+    /// at most 100,000 records) at a time, at `pace`. After each buffer's objects are
+    /// written, moves its range's `next` past it and calls `landed` with every range and
+    /// the report so far (a caller keeps them to resume from). Stops between buffers once
+    /// `cancel` is set. Adds what it does to `report`.
+    ///
+    /// Errors: [`ReplayError::Read`], [`ReplayError::Write`] (what landed before stays).
+    pub async fn run(
+        &self,
+        source: &Stream,
+        ranges: &mut [ShardRange],
+        pace: Pace,
+        cancel: &AtomicBool,
+        report: &mut ReplayReport,
+        landed: &mut (dyn FnMut(&[ShardRange], &ReplayReport) + Send),
+    ) -> Result<(), ReplayError> {
+        let started = Instant::now();
+        // What this run read, for the pace (a resumed replay's earlier part is not due again).
+        let mut read = ReplayReport::default();
+        for i in 0..ranges.len() {
+            let ShardRange { shard, end, .. } = ranges[i];
+            let Some(log) = source.log(shard) else { continue };
+            while ranges[i].next < end {
+                if cancel.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                let next = ranges[i].next;
+                let limits = ReadLimits {
+                    max_records: usize::try_from(end - next).unwrap_or(usize::MAX).min(100_000),
+                    max_bytes: self.buffer_bytes,
+                };
+                let batch = log.read(next, limits).map_err(|e| ReplayError::Read { shard, message: e.to_string() })?;
+                if batch.is_empty() {
+                    // Trimmed by retention, or the shard ends sooner than it did.
+                    ranges[i].next = end;
+                    break;
+                }
+                let records: Vec<SourceRecord> = batch
+                    .iter()
+                    .take_while(|r| r.sequence_number < end)
+                    .map(|r| SourceRecord {
+                        sequence: r.sequence_number,
+                        arrival_ms: r.arrival_timestamp_ms,
+                        partition_key: r.partition_key.to_owned(),
+                        data: r.data.to_vec(),
+                    })
+                    .collect();
+                let (Some(first), Some(last)) =
+                    (records.first().map(|r| r.sequence), records.last().map(|r| r.sequence))
+                else {
+                    ranges[i].next = end;
+                    break;
+                };
+                let bytes: u64 = records.iter().map(|r| r.data.len() as u64).sum();
+                let n = records.len() as u64;
+                let p = self.pipeline.clone();
+                let now = self.ctx.clock.now_ms();
+                let plan =
+                    tokio::task::spawn_blocking(move || p.plan(shard, first, last, &p.deaggregate(records), now))
+                        .await
+                        .map_err(|e| ReplayError::Invalid(format!("planning panicked: {e}")))?;
+                report.add_plan(&plan);
+                for o in plan.objects {
+                    self.put(&o.key, o.bytes).await?;
+                    report.objects += 1;
+                }
+                report.records += n;
+                report.bytes += bytes;
+                read.records += n;
+                read.bytes += bytes;
+                ranges[i].next = batch.next_sequence_number().min(end).max(last + 1);
+                landed(ranges, report);
+                self.pace(pace, started, &read, cancel).await;
             }
-            let records: Vec<SourceRecord> = batch
-                .iter()
-                .take_while(|r| r.sequence_number < end)
-                .map(|r| SourceRecord {
-                    sequence: r.sequence_number,
-                    arrival_ms: r.arrival_timestamp_ms,
-                    partition_key: r.partition_key.to_owned(),
-                    data: r.data.to_vec(),
-                })
-                .collect();
-            next = batch.next_sequence_number();
-            let (Some(first), Some(last)) = (records.first().map(|r| r.sequence), records.last().map(|r| r.sequence))
-            else {
-                break;
-            };
-            let p = pipeline.clone();
-            let now = ctx.clock.now_ms();
-            let n = records.len() as u64;
-            let plan = tokio::task::spawn_blocking(move || p.plan(shard, first, last, &p.deaggregate(records), now))
-                .await
-                .map_err(|e| ReplayError::Invalid(format!("planning panicked: {e}")))?;
-            for o in plan.objects {
-                ctx.lake
-                    .put(&pipeline.bucket, &o.key, o.bytes)
-                    .await
-                    .map_err(|source| ReplayError::Write { key: o.key.clone(), source })?;
-                report.objects += 1;
-            }
-            report.records += n;
-            report.delivered += plan.delivered as u64;
-            report.dropped += plan.dropped as u64;
-            report.failed += plan.failed.values().map(|v| *v as u64).sum::<u64>();
-            progress(report.records);
+        }
+        Ok(())
+    }
+
+    async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), ReplayError> {
+        self.ctx
+            .lake
+            .put(&self.pipeline.bucket, key, bytes)
+            .await
+            .map_err(|source| ReplayError::Write { key: key.to_owned(), source })
+    }
+
+    /// Waits until `report`'s records and bytes are due at `pace`, or `cancel` is set.
+    async fn pace(&self, pace: Pace, started: Instant, report: &ReplayReport, cancel: &AtomicBool) {
+        let due = started + pace.due(report.records, report.bytes);
+        while Instant::now() < due && !cancel.load(Ordering::Relaxed) {
+            tokio::time::sleep((due - Instant::now()).min(Duration::from_millis(100))).await;
         }
     }
+}
+
+/// Replays `request` from `source` at full speed (the offline `sluice replay`), calling
+/// `progress` with the records read so far.
+///
+/// Errors: as [`Replayer::new`] and [`Replayer::run`].
+pub async fn replay(
+    streams: &DeliveryStreams,
+    source: &Arc<Stream>,
+    request: &ReplayRequest,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<ReplayReport, ReplayError> {
+    let replayer = Replayer::new(streams, request)?;
+    let mut ranges = resolve(source, request)?;
+    let cancel = AtomicBool::new(false);
+    let mut report = ReplayReport::default();
+    replayer.run(source, &mut ranges, Pace::default(), &cancel, &mut report, &mut |_, r| progress(r.records)).await?;
     Ok(report)
 }

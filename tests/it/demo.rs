@@ -76,6 +76,7 @@ async fn demo_lands_every_record_and_replay_is_idempotent() {
         from: ReplayPoint::Timestamp(0),
         to: None,
         prefix: Some("replay/clickstream/channel=!{partitionKeyFromLambda:channel}/".into()),
+        shards: Vec::new(),
     };
     for _ in 0..2 {
         let r = sluice_firehose::replay::replay(&state.firehose.delivery_streams, &source, &request, &|_| {})

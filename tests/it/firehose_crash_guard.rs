@@ -68,8 +68,11 @@ async fn a_record_whose_processing_panics_fails_alone_and_the_rest_lands() {
     let resolver: Arc<dyn TransformResolver> = Arc::new(Resolver);
     let delivery =
         DeliveryStreams::open(dir.path(), log_options, ctx, tokio::runtime::Handle::current(), Some(resolver)).unwrap();
+    let delivery = Arc::new(delivery);
+    let tasks = Arc::new(sluice_firehose::tasks::Tasks::open(delivery.clone()).unwrap());
     let firehose = Firehose::new(
-        Arc::new(delivery),
+        delivery,
+        tasks,
         FirehoseConfig { schema_dir: dir.path().into(), status_transition_ms: 0, ..FirehoseConfig::default() },
         clock_dyn,
     );

@@ -113,6 +113,8 @@ impl Default for FirehoseConfig {
 pub struct Firehose {
     /// The delivery streams.
     pub delivery_streams: Arc<DeliveryStreams>,
+    /// Replays and redrives ([`crate::api::reprocessing`]).
+    pub tasks: Arc<sluice_firehose::tasks::Tasks>,
     /// Settings.
     pub config: FirehoseConfig,
     /// Time for timestamps.
@@ -157,10 +159,16 @@ impl Firehose {
         }
     }
 
-    /// The API over `delivery_streams`.
-    pub fn new(delivery_streams: Arc<DeliveryStreams>, config: FirehoseConfig, clock: Arc<dyn Clock>) -> Self {
+    /// The API over `delivery_streams`, with their reprocessing `tasks`.
+    pub fn new(
+        delivery_streams: Arc<DeliveryStreams>,
+        tasks: Arc<sluice_firehose::tasks::Tasks>,
+        config: FirehoseConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Self {
             delivery_streams,
+            tasks,
             config,
             clock,
             cluster: std::sync::OnceLock::new(),
