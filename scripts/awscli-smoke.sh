@@ -135,6 +135,18 @@ if ! "$venv/bin/python" tests/clients/iceberg_tables.py target/debug/sluice "$id
 fi
 rm -rf "$idir"
 
+# Replay and redrive on a live server (sluice replay --endpoint, sluice redrive), the server
+# SIGKILLed mid-task; pyarrow counts what landed; prints its own line.
+reprocess_failed=0
+rdir=$(mktemp -d)
+if ! "$venv/bin/python" tests/clients/reprocessing.py target/debug/sluice "$rdir" \
+  examples/data/beijing_multisite_air_quality_2013_2017.jsonl.gz 0; then
+  reprocess_failed=1
+  echo "reprocessing failed; server log:"
+  tail -20 "$rdir/server.log"
+fi
+rm -rf "$rdir"
+
 # HTTPS: --tls-self-signed makes a local authority under the data directory and prints its path.
 . scripts/serve-lib.sh
 tls_port=$(free_port)
@@ -152,4 +164,4 @@ check https-untrusted "$("$venv/bin/aws" --endpoint-url "https://localhost:$tls_
 
 echo "awscli: $passed passed, $failed failed"
 [ "$failed" -eq 0 ] && [ "$conversion_failed" -eq 0 ] && [ "$operations_failed" -eq 0 ] && [ "$queues_failed" -eq 0 ] \
-  && [ "$iceberg_failed" -eq 0 ]
+  && [ "$iceberg_failed" -eq 0 ] && [ "$reprocess_failed" -eq 0 ]

@@ -196,6 +196,9 @@ struct RedriveArgs {
     /// Put the records into this Kinesis stream instead of back into the delivery stream.
     #[arg(long)]
     into_stream: Option<String>,
+    /// Put back at most this many records per second.
+    #[arg(long)]
+    max_records_per_second: Option<u64>,
     /// Print the task's id and return; it goes on on the server.
     #[arg(long)]
     detach: bool,
@@ -514,6 +517,9 @@ fn redrive(args: RedriveArgs) -> ExitCode {
     }
     if let Some(s) = args.into_stream {
         body["StreamName"] = s.into();
+    }
+    if let Some(n) = args.max_records_per_second {
+        body["MaxRecordsPerSecond"] = n.into();
     }
     runtime().block_on(sluice::reprocess_cli::start(&args.connection, "StartRedrive", body, args.detach))
 }

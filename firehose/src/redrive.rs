@@ -34,6 +34,7 @@ use sluice_engine::{ReadLimits, Record};
 use crate::delivery_streams::{DeliveryStreamEntry, DeliveryStreams};
 use crate::error_output::{ERROR_OUTPUT_TYPES, FORMAT_CONVERSION_FAILED, PROCESSING_FAILED};
 use crate::plan::{self, SourceRecord};
+use crate::replay::Pace;
 use crate::worker::{WorkerContext, S3_FAILED};
 
 /// Largest error object a redrive reads: 128 MiB (Firehose's largest buffer is 128 MiB of
@@ -376,8 +377,8 @@ impl Redriver {
     /// Redrives `objects` (from [`Redriver::error_objects`]) in order for task `task`,
     /// adding to `report`. An object the ledger has as done is skipped; one that this
     /// task finished before a restart counts as redriven, with the counts it had. Calls
-    /// `redriven` with the index of each object done; stops between objects once `cancel`
-    /// is set.
+    /// `redriven` with the index of each object done; keeps to `pace` and stops between
+    /// objects once `cancel` is set.
     ///
     /// Errors: the lake cannot be read or written, the ledger cannot be written, the target
     /// stream refuses an append. What was redriven before stays recorded.
@@ -386,9 +387,12 @@ impl Redriver {
         task: &str,
         objects: &[(String, u64)],
         report: &mut RedriveReport,
+        pace: Pace,
         cancel: &AtomicBool,
         redriven: &mut (dyn FnMut(usize, &RedriveReport) + Send),
     ) -> Result<(), RedriveError> {
+        let started = tokio::time::Instant::now();
+        let mut done = RedriveReport::default();
         let output_type = self.request.error_output_type.clone();
         let store = self.ctx.lake.bucket(&self.bucket).map_err(|e| RedriveError::Lake(e.to_string()))?;
         for (i, (key, size)) in objects.iter().enumerate() {
@@ -452,6 +456,8 @@ impl Redriver {
             self.ledger.record(key, &output_type, Step::Done { task: task.to_owned(), report: counts })?;
             *report = report.plus(&counts);
             redriven(i, report);
+            done = done.plus(&counts);
+            pace.wait(started, done.records, done.bytes, cancel).await;
         }
         Ok(())
     }

@@ -162,6 +162,15 @@ impl Pace {
         let at = |n: u64, rate: Option<u64>| rate.filter(|r| *r > 0).map_or(0.0, |r| n as f64 / r as f64);
         Duration::from_secs_f64(at(records, self.max_records_per_second).max(at(bytes, self.max_bytes_per_second)))
     }
+
+    /// Waits until `records` and `bytes`, done since `started`, are due at this pace, or
+    /// `cancel` is set.
+    pub async fn wait(&self, started: Instant, records: u64, bytes: u64, cancel: &AtomicBool) {
+        let due = started + self.due(records, bytes);
+        while Instant::now() < due && !cancel.load(Ordering::Relaxed) {
+            tokio::time::sleep((due - Instant::now()).min(Duration::from_millis(100))).await;
+        }
+    }
 }
 
 /// Why a replay stopped.
@@ -359,7 +368,7 @@ impl Replayer {
                 read.bytes += bytes;
                 ranges[i].next = batch.next_sequence_number().min(end).max(last + 1);
                 landed(ranges, report);
-                self.pace(pace, started, &read, cancel).await;
+                pace.wait(started, read.records, read.bytes, cancel).await;
             }
         }
         Ok(())
@@ -371,14 +380,6 @@ impl Replayer {
             .put(&self.pipeline.bucket, key, bytes)
             .await
             .map_err(|source| ReplayError::Write { key: key.to_owned(), source })
-    }
-
-    /// Waits until `report`'s records and bytes are due at `pace`, or `cancel` is set.
-    async fn pace(&self, pace: Pace, started: Instant, report: &ReplayReport, cancel: &AtomicBool) {
-        let due = started + pace.due(report.records, report.bytes);
-        while Instant::now() < due && !cancel.load(Ordering::Relaxed) {
-            tokio::time::sleep((due - Instant::now()).min(Duration::from_millis(100))).await;
-        }
     }
 }
 

@@ -71,6 +71,9 @@ pub struct RedriveTask {
     pub objects: Vec<(String, u64)>,
     /// Index of the first object not redriven yet.
     pub next_object: usize,
+    /// How fast.
+    #[serde(default)]
+    pub pace: Pace,
     /// What it did so far.
     pub report: RedriveReport,
 }
@@ -250,13 +253,18 @@ impl Tasks {
         self.add(state)
     }
 
-    /// Starts redriving `request`; an open end becomes now. Returns the task as it starts.
+    /// Starts redriving `request` at `pace`; an open end becomes now. Returns the task as
+    /// it starts.
     ///
     /// Errors: [`TaskError::Redrive`] (no such delivery stream or target stream, an unknown
     /// error output type, the lake cannot be listed), [`TaskError::Busy`] (also when a
     /// redrive of the same delivery stream runs: two would take the same objects),
     /// [`TaskError::Io`].
-    pub async fn start_redrive(self: &Arc<Self>, mut request: RedriveRequest) -> Result<TaskState, TaskError> {
+    pub async fn start_redrive(
+        self: &Arc<Self>,
+        mut request: RedriveRequest,
+        pace: Pace,
+    ) -> Result<TaskState, TaskError> {
         self.check_room(Some(&request.delivery_stream))?;
         let now = self.now_ms();
         request.to_ms = Some(request.to_ms.unwrap_or(now));
@@ -270,7 +278,7 @@ impl Tasks {
             updated_ms: now,
             failure: None,
             replay: None,
-            redrive: Some(RedriveTask { request, objects, next_object: 0, report: RedriveReport::default() }),
+            redrive: Some(RedriveTask { request, objects, next_object: 0, pace, report: RedriveReport::default() }),
         };
         self.add(state)
     }
@@ -454,7 +462,7 @@ impl Tasks {
         let label = Metrics::label(&r.request.delivery_stream);
         let mut counted = report.records;
         let result = redriver
-            .run(&id, &r.objects[start..], &mut report, &task.cancel, &mut |i, report| {
+            .run(&id, &r.objects[start..], &mut report, r.pace, &task.cancel, &mut |i, report| {
                 metrics.redriven_records.get_or_create(&label).inc_by(report.records - counted);
                 counted = report.records;
                 self.update(task, |s| {

@@ -7,7 +7,7 @@
 //! | operation | request | answer |
 //! |---|---|---|
 //! | `StartReplay` | `DeliveryStreamName`; `StreamName`?; `FromTimestampMs` or `FromSequenceNumber`; `ToTimestampMs`? (exclusive) or `ToSequenceNumber`? (inclusive); `Prefix`?; `ShardIds`?; `MaxRecordsPerSecond`?, `MaxBytesPerSecond`? | `Task` |
-//! | `StartRedrive` | `DeliveryStreamName`; `ErrorOutputType`; `FromTimestampMs`?, `ToTimestampMs`?; `StreamName`? (a Kinesis stream to put into instead) | `Task` |
+//! | `StartRedrive` | `DeliveryStreamName`; `ErrorOutputType`; `FromTimestampMs`?, `ToTimestampMs`?; `StreamName`? (a Kinesis stream to put into instead); `MaxRecordsPerSecond`?, `MaxBytesPerSecond`? | `Task` |
 //! | `DescribeTask` | `TaskId` | `Task` |
 //! | `ListTasks` | `DeliveryStreamName`? | `Tasks` (newest first) |
 //! | `CancelTask` | `TaskId` | `Task` |
@@ -57,6 +57,8 @@ struct StartRedrive {
     from_timestamp_ms: Option<u64>,
     to_timestamp_ms: Option<u64>,
     stream_name: Option<String>,
+    max_records_per_second: Option<u64>,
+    max_bytes_per_second: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -174,7 +176,9 @@ pub async fn handle(tasks: &Arc<Tasks>, operation: &str, body: &[u8]) -> Result<
                 to_ms: r.to_timestamp_ms,
                 target,
             };
-            let task = tasks.start_redrive(request).await.map_err(task_error)?;
+            let pace =
+                Pace { max_records_per_second: r.max_records_per_second, max_bytes_per_second: r.max_bytes_per_second };
+            let task = tasks.start_redrive(request, pace).await.map_err(task_error)?;
             json!({ "Task": task_json(&task) })
         }
         "DescribeTask" => {

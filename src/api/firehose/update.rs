@@ -39,6 +39,10 @@ pub async fn run(f: &Firehose, r: Request) -> Result<Vec<u8>, ApiError> {
     if r.destination_id != DESTINATION_ID {
         return Err(invalid(format!("Destination Id {} not found", r.destination_id)));
     }
+    // Naming the conversion reads the schema file again even when the configuration is the
+    // same: how a fixed schema is taken (AWS takes a Glue table's newest version by itself).
+    let names_conversion =
+        r.extended_s3_destination_update.as_ref().is_some_and(|u| u.0.data_format_conversion_configuration.is_some());
     let mut spec = current.clone();
     match (r.extended_s3_destination_update, r.s3_destination_update, r.iceberg_destination_update, &current.iceberg) {
         (Some(u), None, None, None) | (None, Some(u), None, None) => spec.destination.merge(u),
@@ -74,7 +78,7 @@ pub async fn run(f: &Firehose, r: Request) -> Result<Vec<u8>, ApiError> {
     spec.updated_ms = f.clock.now_ms();
     let same_conversion = spec.destination.data_format_conversion_configuration
         == current.destination.data_format_conversion_configuration;
-    let (spec, transform) = f.load_files(spec, !same_conversion).await?;
+    let (spec, transform) = f.load_files(spec, names_conversion || !same_conversion).await?;
     // Another update may have finished while the files loaded.
     let now_current = entry.spec();
     if now_current.version != current.version {
