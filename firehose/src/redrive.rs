@@ -121,11 +121,12 @@ pub enum RedriveError {
 #[serde(tag = "state", rename_all = "camelCase")]
 enum Step {
     /// Its records are going somewhere: `now_ms` stamps what fails again; `ends` are the
-    /// target stream's shard ends before its appends.
+    /// target stream's shard ends before its appends, as (shard index, end) pairs (a map
+    /// with integer keys does not survive serde's buffering of tagged enums).
     Begun {
         now_ms: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        ends: Option<BTreeMap<u32, u64>>,
+        ends: Option<Vec<(u32, u64)>>,
     },
     /// Its records were put back, by task `task` (empty when run without one), with
     /// this object's counts.
@@ -176,8 +177,11 @@ impl Ledger {
         }
         let mut steps = HashMap::new();
         for line in text[..whole].split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            if let Ok(l) = serde_json::from_slice::<LedgerLine>(line) {
-                steps.insert((l.key, l.output_type), l.step);
+            match serde_json::from_slice::<LedgerLine>(line) {
+                Ok(l) => {
+                    steps.insert((l.key, l.output_type), l.step);
+                }
+                Err(error) => tracing::warn!(ledger = %path.display(), %error, "a redrive ledger line cannot be read"),
             }
         }
         Ok(Self { path, steps })
@@ -436,7 +440,7 @@ impl Redriver {
                 }
                 (None, Some(stream)) => {
                     let ends = match begun {
-                        Some(Step::Begun { ends: Some(ends), .. }) => ends,
+                        Some(Step::Begun { ends: Some(ends), .. }) => ends.into_iter().collect(),
                         _ => {
                             let ends: BTreeMap<u32, u64> = stream
                                 .meta()
@@ -444,7 +448,8 @@ impl Redriver {
                                 .iter()
                                 .filter_map(|s| stream.log(s.index).map(|l| (s.index, l.readable_end())))
                                 .collect();
-                            let step = Step::Begun { now_ms: self.ctx.clock.now_ms(), ends: Some(ends.clone()) };
+                            let pairs = ends.iter().map(|(s, e)| (*s, *e)).collect();
+                            let step = Step::Begun { now_ms: self.ctx.clock.now_ms(), ends: Some(pairs) };
                             self.ledger.record(key, &output_type, step)?;
                             ends
                         }
@@ -592,7 +597,8 @@ mod tests {
         ledger
             .record("e/1", PROCESSING_FAILED, Step::Done { task: String::new(), report: RedriveReport::default() })
             .unwrap();
-        ledger.record("e/2", PROCESSING_FAILED, Step::Begun { now_ms: 9, ends: None }).unwrap();
+        let begun = Step::Begun { now_ms: 9, ends: Some(vec![(0, 12), (3, 4)]) };
+        ledger.record("e/2", PROCESSING_FAILED, begun.clone()).unwrap();
         let mut f = OpenOptions::new().append(true).open(dir.path().join(Ledger::FILE)).unwrap();
         f.write_all(br#"{"key":"e/2","type":"processing-fa"#).unwrap();
         let mut ledger = Ledger::load(dir.path()).unwrap();
@@ -603,6 +609,6 @@ mod tests {
         assert!(ledger.is_done("e/3", PROCESSING_FAILED), "a line after a torn one is read");
         assert!(ledger.is_done("e/1", PROCESSING_FAILED));
         assert!(!ledger.is_done("e/1", FORMAT_CONVERSION_FAILED));
-        assert_eq!(ledger.step("e/2", PROCESSING_FAILED), Some(&Step::Begun { now_ms: 9, ends: None }));
+        assert_eq!(ledger.step("e/2", PROCESSING_FAILED), Some(&begun), "a begun step comes back whole");
     }
 }

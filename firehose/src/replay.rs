@@ -183,6 +183,9 @@ pub enum ReplayError {
     /// No Kinesis stream of that name.
     #[error("stream {0} not found")]
     NoStream(String),
+    /// The stream has no shard of that id.
+    #[error("shard {0} does not exist in the stream")]
+    NoShard(String),
     /// The configuration (or prefix given) is not usable.
     #[error("{0}")]
     Invalid(String),
@@ -229,8 +232,12 @@ pub fn source_of(
 /// The shard ranges `request` names in `source`, fixed now: an open end becomes each
 /// shard's end at this moment.
 ///
-/// Errors: [`ReplayError::Read`] when a shard's log cannot find a timestamp.
+/// Errors: [`ReplayError::NoShard`] for a shard the stream lacks; [`ReplayError::Read`] when
+/// a shard's log cannot find a timestamp.
 pub fn resolve(source: &Stream, request: &ReplayRequest) -> Result<Vec<ShardRange>, ReplayError> {
+    if let Some(missing) = request.shards.iter().find(|i| source.log(**i).is_none()) {
+        return Err(ReplayError::NoShard(sluice_engine::stream::shard_id(*missing)));
+    }
     let mut ranges = Vec::new();
     for shard in source.meta().shards.iter().map(|s| s.index) {
         if !request.shards.is_empty() && !request.shards.contains(&shard) {

@@ -147,6 +147,9 @@ pub enum TaskError {
 struct Task {
     state: Mutex<TaskState>,
     cancel: AtomicBool,
+    /// Order of start on this server (tasks read at open first): ListTasks' tie-break
+    /// between tasks started in the same millisecond.
+    order: u64,
 }
 
 /// The reprocessing tasks of a server.
@@ -154,6 +157,7 @@ pub struct Tasks {
     dir: PathBuf,
     streams: Arc<DeliveryStreams>,
     tasks: Mutex<BTreeMap<String, Arc<Task>>>,
+    started: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Tasks {
@@ -184,13 +188,13 @@ impl Tasks {
                 Ok(state) => {
                     tasks.insert(
                         state.task_id.clone(),
-                        Arc::new(Task { state: Mutex::new(state), cancel: false.into() }),
+                        Arc::new(Task { state: Mutex::new(state), cancel: false.into(), order: 0 }),
                     );
                 }
                 Err(error) => tracing::error!(file = %path.display(), %error, "a task file cannot be read: left alone"),
             }
         }
-        Ok(Self { dir, streams, tasks: Mutex::new(tasks) })
+        Ok(Self { dir, streams, tasks: Mutex::new(tasks), started: 1.into() })
     }
 
     fn metrics(&self) -> Arc<Metrics> {
@@ -298,7 +302,8 @@ impl Tasks {
 
     fn add(self: &Arc<Self>, state: TaskState) -> Result<TaskState, TaskError> {
         self.write(&state)?;
-        let task = Arc::new(Task { state: Mutex::new(state.clone()), cancel: false.into() });
+        let order = self.started.fetch_add(1, Ordering::Relaxed);
+        let task = Arc::new(Task { state: Mutex::new(state.clone()), cancel: false.into(), order });
         {
             let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
             tasks.insert(state.task_id.clone(), task.clone());
@@ -325,15 +330,18 @@ impl Tasks {
 
     /// Every task kept, newest first.
     pub fn list(&self) -> Vec<TaskState> {
-        let mut all: Vec<TaskState> = self
+        let mut all: Vec<(u64, u64, TaskState)> = self
             .tasks
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .values()
-            .map(|t| t.state.lock().unwrap_or_else(PoisonError::into_inner).clone())
+            .map(|t| {
+                let s = t.state.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                (s.created_ms, t.order, s)
+            })
             .collect();
-        all.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then_with(|| b.task_id.cmp(&a.task_id)));
-        all
+        all.sort_by_key(|t| std::cmp::Reverse((t.0, t.1)));
+        all.into_iter().map(|(_, _, s)| s).collect()
     }
 
     /// Task `id`.

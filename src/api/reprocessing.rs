@@ -105,7 +105,7 @@ fn point(what: &str, ms: Option<u64>, sequence: Option<&str>) -> Result<Option<R
 fn task_error(e: TaskError) -> ApiError {
     match e {
         TaskError::NotFound(_)
-        | TaskError::Replay(ReplayError::NoDeliveryStream(_) | ReplayError::NoStream(_))
+        | TaskError::Replay(ReplayError::NoDeliveryStream(_) | ReplayError::NoStream(_) | ReplayError::NoShard(_))
         | TaskError::Redrive(RedriveError::NoDeliveryStream(_) | RedriveError::NoStream(_)) => {
             ApiError::new(ErrorKind::ResourceNotFound, e.to_string())
         }

@@ -26,6 +26,7 @@ mod prometheus;
 mod protocol;
 mod put_records_paths;
 mod queues;
+mod reprocessing;
 mod resharding;
 mod resource_faults;
 mod s3_server;
