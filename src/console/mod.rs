@@ -8,7 +8,7 @@
 //! - Every other API call must also carry `x-sluice-console: 1`: a page of another origin
 //!   cannot send that header without a CORS preflight this server never grants, so the cookie
 //!   alone cannot be used against it.
-//! - `POST /console/api/call/{kinesis|firehose}/<Operation>` runs an operation with a JSON
+//! - `POST /console/api/call/{kinesis|firehose|reprocessing}/<Operation>` runs an operation with a JSON
 //!   body through the same model checks, resource policies (the signed-in key is the caller)
 //!   and actions as an SDK's request, and answers as the API does.
 //! - `GET /console/api/shard-stats?stream=`, `delivery-stats?name=`, `lake?name=&what=objects|errors`:
@@ -195,6 +195,12 @@ fn run_operation(
             let request = api::decode_request(Codec::Json, model, operation, body)?;
             let answer = runtime.block_on(state.firehose.handle_value(action, request))?;
             api::encode_response(Codec::Json, model, operation, answer).map(Bytes::from)
+        }
+        "reprocessing" => {
+            if !api::reprocessing::OPERATIONS.contains(&operation) {
+                return Err(unknown());
+            }
+            runtime.block_on(api::reprocessing::handle(&state.firehose.tasks, operation, body)).map(Bytes::from)
         }
         _ => Err(unknown()),
     }

@@ -5,7 +5,8 @@
 //   3. those records appear in the console's data viewer, and a split made in the console shows
 //      in the lineage graph;
 //   4. a record a delivery stream fails (jq partition key missing) appears with its error on the
-//      delivery stream's page, next to the object the other record landed in.
+//      delivery stream's page, next to the object the other record landed in; a redrive and a
+//      replay started there are listed and complete.
 // Screenshots of each step go to target/console-screens/.
 // Usage: node console.mjs <sluice endpoint> <access key> <secret>; SLUICE_PYTHON names a Python
 // with boto3. Exit 0 when every check held.
@@ -221,6 +222,23 @@ print(json.dumps({"ok": True}))
   assert.match(await page.getByTestId("failed-records").textContent(), /processing-failed/);
   assert.match(await page.getByTestId("lake-object-row").first().textContent(), /console\/click\//);
   await shot("5-delivery-stream");
+
+  // A redrive of the failed record and a replay of the delivery stream, started on its page,
+  // are listed and end COMPLETED (the failed record fails again: it is still not JSON).
+  await page.getByTestId("start-redrive").getByRole("button").click();
+  await page.getByTestId("flash-ok").filter({ hasText: "Redrive" }).waitFor();
+  await page.getByTestId("start-replay").getByRole("button").click();
+  await page.getByTestId("flash-ok").filter({ hasText: "Replay" }).waitFor();
+  let statuses = [];
+  for (let i = 0; i < 40; i++) {
+    statuses = await page.locator('[data-testid^="task-status-"]').allTextContents();
+    if (statuses.length === 2 && statuses.every((s) => s.startsWith("COMPLETED"))) break;
+    await page.waitForTimeout(500);
+  }
+  assert.deepEqual(statuses.map((s) => s.split(" ")[0]), ["COMPLETED", "COMPLETED"], "the replay and the redrive complete");
+  const redriveRow = await page.locator('[data-testid^="task-row-redrive-"]').textContent();
+  assert.match(redriveRow, /1 \/ 1/, "the redrive took the one error object");
+  await shot("6-reprocessing");
 
   // Deleting the stream from the list (the confirmation is accepted): boto3 no longer finds it.
   await page.getByTestId("nav-streams").click();

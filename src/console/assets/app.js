@@ -43,6 +43,7 @@ async function call(service, operation, body = {}) {
 }
 const kinesis = (op, body) => call("kinesis", op, body);
 const firehose = (op, body) => call("firehose", op, body);
+const reprocessing = (op, body) => call("reprocessing", op, body);
 
 // ---------- bytes, numbers, time ----------
 function b64ToBytes(s) { const bin = atob(s); const out = new Uint8Array(bin.length); for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i); return out; }
@@ -397,6 +398,7 @@ async function deliveryStreamPage(view, name) {
       ...Object.entries(stats.failedRecords).map(([t, n]) => card(t, fmt(n), `stat-failed-${t}`))));
   const failed = h("table", { "data-testid": "failed-records" });
   const objects = h("table", { "data-testid": "lake-objects" });
+  view.append(...reprocessingSection(name, stats));
   view.append(h("h2", {}, "Last failed records"), failed, h("h2", {}, "Objects in the lake"), objects,
     h("h2", {}, "Configuration"), h("pre", { "data-testid": "delivery-config" }, JSON.stringify(d, null, 2)));
   const [errs, objs] = await Promise.all([
@@ -412,6 +414,53 @@ async function deliveryStreamPage(view, name) {
     ...(objs.objects || []).map((o) => h("tr", { "data-testid": "lake-object-row" },
       h("td", {}, o.key), h("td", { class: "num" }, fmtBytes(o.size)), h("td", { class: "num" }, o.rows ?? ""), h("td", {}, fmtTime(o.lastModified)))));
   if (!(objs.objects || []).length) objects.append(h("tr", {}, h("td", { colspan: 4, class: "muted" }, "No objects yet.")));
+}
+
+/** Replays and redrives of a delivery stream: start one, follow them, cancel. */
+function reprocessingSection(name, stats) {
+  const out = h("div", {});
+  const table = h("table", { "data-testid": "tasks-table" });
+  const ms = (t) => (t ? Date.parse(t) : undefined);
+  const failedTypes = Object.entries(stats.failedRecords || {}).filter(([, n]) => n > 0).map(([t]) => [t]);
+  const forms = h("div", { class: "actions card" },
+    actionForm("start-replay", [
+      field("From (RFC 3339)", "From", { value: "1970-01-01T00:00:00Z" }),
+      field("To (optional)", "To", {}),
+      field("Prefix (optional)", "Prefix", {}),
+      field("Records/s (optional)", "Rate", { type: "number", min: 1 }),
+    ], "Replay", async (f) => {
+      const body = { DeliveryStreamName: name, FromTimestampMs: ms(f.get("From")) };
+      if (f.get("To")) body.ToTimestampMs = ms(f.get("To"));
+      if (f.get("Prefix")) body.Prefix = f.get("Prefix");
+      if (f.get("Rate")) body.MaxRecordsPerSecond = Number(f.get("Rate"));
+      const t = (await reprocessing("StartReplay", body)).Task;
+      draw();
+      return `Replay ${t.TaskId} started: ${fmt(t.Total)} records.`;
+    }, out, "secondary"),
+    failedTypes.length ? actionForm("start-redrive", [choice("Error output type", "ErrorOutputType", failedTypes)], "Redrive", async (f) => {
+      const t = (await reprocessing("StartRedrive", { DeliveryStreamName: name, ErrorOutputType: f.get("ErrorOutputType") })).Task;
+      draw();
+      return `Redrive ${t.TaskId} started: ${fmt(t.Total)} error objects.`;
+    }, out, "secondary") : null);
+  const draw = async () => {
+    const tasks = (await reprocessing("ListTasks", { DeliveryStreamName: name })).Tasks || [];
+    table.replaceChildren(h("tr", {}, ["Task", "Status", "Done", "Records", "Started", ""].map((t) => h("th", {}, t))),
+      ...tasks.map((t) => {
+        const report = (t.Replay || t.Redrive || {}).Report || {};
+        const cancel = t.Status === "RUNNING" ? h("button", { class: "secondary", "data-testid": `cancel-${t.TaskId}`, onclick: async () => {
+          try { await reprocessing("CancelTask", { TaskId: t.TaskId }); flash(out, `Cancelling ${t.TaskId}.`, true); } catch (err) { flash(out, String(err.message || err)); }
+          draw();
+        } }, "Cancel") : null;
+        return h("tr", { "data-testid": `task-row-${t.TaskId}` },
+          h("td", {}, t.TaskId), h("td", { "data-testid": `task-status-${t.TaskId}` }, t.Status, t.Failure ? h("span", { class: "muted" }, ` ${t.Failure}`) : null),
+          h("td", { class: "num" }, `${fmt(t.Total - t.Remaining)} / ${fmt(t.Total)}`), h("td", { class: "num" }, fmt(report.Records)),
+          h("td", {}, fmtTime(t.CreatedMs)), h("td", {}, cancel));
+      }));
+    if (!tasks.length) table.append(h("tr", {}, h("td", { colspan: 6, class: "muted" }, "No replays or redrives.")));
+  };
+  draw().catch((e) => flash(out, String(e.message || e)));
+  every(2000, () => draw().catch(() => {}));
+  return [h("h2", {}, "Replays and redrives"), forms, out, table];
 }
 
 // ---------- start ----------
