@@ -67,8 +67,10 @@ pub struct ReplayTask {
 pub struct RedriveTask {
     /// What to redrive (with the end fixed when the task started).
     pub request: RedriveRequest,
-    /// The error objects in range when the task started, oldest first: key and size.
-    pub objects: Vec<(String, u64)>,
+    /// Error objects in range when the task started. Their keys and sizes, oldest first,
+    /// are in `<id>.objects.json` beside the task's file, written once (the task's own file
+    /// is rewritten after every object).
+    pub objects: u64,
     /// Index of the first object not redriven yet.
     pub next_object: usize,
     /// How fast.
@@ -108,7 +110,7 @@ impl TaskState {
     pub fn total(&self) -> u64 {
         match (&self.replay, &self.redrive) {
             (Some(r), _) => r.ranges.iter().map(ShardRange::records).sum(),
-            (_, Some(r)) => r.objects.len() as u64,
+            (_, Some(r)) => r.objects,
             _ => 0,
         }
     }
@@ -117,7 +119,7 @@ impl TaskState {
     pub fn remaining(&self) -> u64 {
         match (&self.replay, &self.redrive) {
             (Some(r), _) => r.ranges.iter().map(ShardRange::remaining).sum(),
-            (_, Some(r)) => (r.objects.len() - r.next_object.min(r.objects.len())) as u64,
+            (_, Some(r)) => r.objects.saturating_sub(r.next_object as u64),
             _ => 0,
         }
     }
@@ -178,7 +180,8 @@ impl Tasks {
         let mut tasks = BTreeMap::new();
         for e in std::fs::read_dir(&dir).map_err(|e| IoError::new(&dir, e))? {
             let path = e.map_err(|e| IoError::new(&dir, e))?.path();
-            if path.extension().is_none_or(|x| x != "json") {
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            if !name.ends_with(".json") || name.ends_with(".objects.json") {
                 continue;
             }
             match std::fs::read(&path)
@@ -274,15 +277,18 @@ impl Tasks {
         request.to_ms = Some(request.to_ms.unwrap_or(now));
         let redriver = Redriver::new(&self.streams, request.clone())?;
         let objects = redriver.error_objects().await?;
+        let task_id = format!("redrive-{:016x}", sluice_engine::stream::random_u64());
+        let list = serde_json::to_vec(&objects).expect("keys serialize");
+        write_atomically(&self.objects_path(&task_id), &list)?;
         let state = TaskState {
-            task_id: format!("redrive-{:016x}", sluice_engine::stream::random_u64()),
+            task_id,
             delivery_stream_name: request.delivery_stream.clone(),
             status: TaskStatus::Running,
             created_ms: now,
             updated_ms: now,
             failure: None,
             replay: None,
-            redrive: Some(RedriveTask { request, objects, next_object: 0, pace, report: RedriveReport::default() }),
+            redrive: Some(RedriveTask { request, objects: objects.len() as u64, next_object: 0, pace, report: RedriveReport::default() }),
         };
         self.add(state)
     }
@@ -325,6 +331,7 @@ impl Tasks {
         for (_, id) in finished.into_iter().take(excess) {
             tasks.remove(&id);
             let _ = std::fs::remove_file(self.dir.join(format!("{id}.json")));
+            let _ = std::fs::remove_file(self.objects_path(&id));
         }
     }
 
@@ -369,6 +376,10 @@ impl Tasks {
             .get(id)
             .cloned()
             .ok_or_else(|| TaskError::NotFound(id.to_owned()))
+    }
+
+    fn objects_path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.objects.json"))
     }
 
     fn now_ms(&self) -> u64 {
@@ -464,13 +475,18 @@ impl Tasks {
     async fn run_redrive(&self, task: &Task, r: RedriveTask) -> Result<(), String> {
         let mut redriver = Redriver::new(&self.streams, r.request.clone()).map_err(|e| e.to_string())?;
         let id = task.state.lock().unwrap_or_else(PoisonError::into_inner).task_id.clone();
-        let start = r.next_object.min(r.objects.len());
+        let path = self.objects_path(&id);
+        let objects: Vec<(String, u64)> = std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+            .map_err(|e| format!("the task's list of error objects ({}) cannot be read: {e}", path.display()))?;
+        let start = r.next_object.min(objects.len());
         let mut report = r.report;
         let metrics = self.metrics();
         let label = Metrics::label(&r.request.delivery_stream);
         let mut counted = report.records;
         let result = redriver
-            .run(&id, &r.objects[start..], &mut report, r.pace, &task.cancel, &mut |i, report| {
+            .run(&id, &objects[start..], &mut report, r.pace, &task.cancel, &mut |i, report| {
                 metrics.redriven_records.get_or_create(&label).inc_by(report.records - counted);
                 counted = report.records;
                 self.update(task, |s| {
