@@ -152,12 +152,12 @@ fn summary(task: &Value) -> String {
     let status = task["Status"].as_str().unwrap_or("");
     let mut line = match (&task["Replay"]["Report"], &task["Redrive"]["Report"]) {
         (r, _) if r.is_object() => format!(
-            "{id} {status}: {} records ({} bytes) read, {} objects, {} delivered, {} dropped, {} failed",
-            r["Records"], r["Bytes"], r["Objects"], r["Delivered"], r["Dropped"], r["Failed"]
+            "{id} {status}: {} records ({} bytes) read, {} objects, {} delivered, {} dropped, {} failed, {} no longer retained",
+            r["Records"], r["Bytes"], r["Objects"], r["Delivered"], r["Dropped"], r["Failed"], r["Skipped"]
         ),
         (_, r) => format!(
-            "{id} {status}: {} error objects redriven ({} taken before), {} records, {} delivered, {} failed again",
-            r["Objects"], r["Skipped"], r["Records"], r["Delivered"], r["Failed"]
+            "{id} {status}: {} error objects redriven ({} taken before), {} records, {} delivered, {} failed again, {} unreadable",
+            r["Objects"], r["Skipped"], r["Records"], r["Delivered"], r["Failed"], r["Unreadable"]
         ),
     };
     if let Some(f) = task["Failure"].as_str() {

@@ -77,7 +77,8 @@ async fn reprocessing(client: &KinesisClient, operation: &str, body: Value) -> V
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let endpoint = args.first().cloned().unwrap_or_else(|| "http://127.0.0.1:4567".into());
-    let dataset = args.get(1).cloned().unwrap_or_else(|| "examples/data/beijing_multisite_air_quality_2013_2017.jsonl.gz".into());
+    let dataset =
+        args.get(1).cloned().unwrap_or_else(|| "examples/data/beijing_multisite_air_quality_2013_2017.jsonl.gz".into());
     let seconds: f64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(15.0);
     let client = Arc::new(KinesisClient::new(&endpoint, "us-east-1", "sluice", "sluice-secret"));
     let data = Arc::new(lines(&dataset));
@@ -123,12 +124,14 @@ async fn main() {
 
     println!("| phase | PutRecords | p50 ms | p99 ms | max ms | replay |");
     println!("|---|---|---|---|---|---|");
-    let mut phases: Vec<(&str, Option<u64>)> = vec![("no replay", None), ("unpaced replay", Some(0)), ("replay paced at 50,000 records/s", Some(50_000))];
+    let mut phases: Vec<(&str, Option<u64>)> =
+        vec![("no replay", None), ("unpaced replay", Some(0)), ("replay paced at 50,000 records/s", Some(50_000))];
     for (n, (label, pace)) in phases.drain(..).enumerate() {
         let task = match pace {
             None => None,
             Some(rate) => {
-                let mut body = json!({"DeliveryStreamName": DELIVERY, "FromTimestampMs": 0, "Prefix": format!("replay-{n}/")});
+                let mut body =
+                    json!({"DeliveryStreamName": DELIVERY, "FromTimestampMs": 0, "Prefix": format!("replay-{n}/")});
                 if rate > 0 {
                     body["MaxRecordsPerSecond"] = rate.into();
                 }

@@ -115,6 +115,15 @@ pub struct Plan {
     pub failed: BTreeMap<&'static str, usize>,
 }
 
+impl Pipeline {
+    /// The same pipeline naming objects with configuration version `version`: a task
+    /// resumed after an `UpdateDestination` names what it lands as it began to.
+    pub fn with_version(mut self, version: u64) -> Self {
+        self.version = version;
+        self
+    }
+}
+
 /// A delivery stream's configuration, compiled for planning.
 #[derive(Debug, Clone)]
 pub struct Pipeline {

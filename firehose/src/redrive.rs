@@ -37,6 +37,9 @@ use crate::plan::{self, SourceRecord};
 use crate::replay::Pace;
 use crate::worker::{WorkerContext, S3_FAILED};
 
+/// Most error objects one redrive takes: 100,000 (a narrower time range takes more).
+pub const ERROR_OBJECTS_MAX: usize = 100_000;
+
 /// Largest error object a redrive reads: 128 MiB (Firehose's largest buffer is 128 MiB of
 /// source records; an error object holds at most one buffer's records, base64-encoded).
 pub const ERROR_OBJECT_BYTES_MAX: u64 = 192 << 20;
@@ -85,6 +88,10 @@ pub struct RedriveReport {
     pub failed: u64,
     /// Records a transform dropped.
     pub dropped: u64,
+    /// Lines of the error output type whose data could not be read (no `rawData`, or not
+    /// base64): not put back.
+    #[serde(default)]
+    pub unreadable: u64,
 }
 
 /// Why a redrive stopped.
@@ -125,8 +132,18 @@ enum Step {
     /// with integer keys does not survive serde's buffering of tagged enums).
     Begun {
         now_ms: u64,
+        /// Where: `delivery-stream` or `stream:<name>`; an object begun into one target is
+        /// finished into the same one.
+        #[serde(default)]
+        target: String,
+        /// The delivery stream's configuration version its objects are named with.
+        #[serde(default)]
+        version: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ends: Option<Vec<(u32, u64)>>,
+        /// Target shards whose append is made (each shard's records go in one append).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        appended: Vec<u32>,
     },
     /// Its records were put back, by task `task` (empty when run without one), with
     /// this object's counts.
@@ -222,10 +239,12 @@ fn line_output_type(v: &Value) -> &'static str {
     }
 }
 
-/// The records of `output_type` in an error object, as the source records they were.
-/// Lines that are not error records are passed over.
-fn records_of(bytes: &[u8], output_type: &str) -> Vec<(u32, SourceRecord)> {
+/// The records of `output_type` in an error object, as the source records they were, and
+/// how many of its lines of that type have no readable data. Lines that are not error
+/// records are passed over.
+fn records_of(bytes: &[u8], output_type: &str) -> (Vec<(u32, SourceRecord)>, u64) {
     let mut records = Vec::new();
+    let mut unreadable = 0;
     for (i, line) in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()).enumerate() {
         let Ok(v) = serde_json::from_slice::<Value>(line) else { continue };
         if line_output_type(&v) != output_type {
@@ -236,6 +255,7 @@ fn records_of(bytes: &[u8], output_type: &str) -> Vec<(u32, SourceRecord)> {
             .and_then(Value::as_str)
             .and_then(|raw| base64::engine::general_purpose::STANDARD.decode(raw).ok())
         else {
+            unreadable += 1;
             continue;
         };
         let arrival_ms = v.get("arrivalTimestamp").and_then(Value::as_u64).unwrap_or(0);
@@ -248,7 +268,7 @@ fn records_of(bytes: &[u8], output_type: &str) -> Vec<(u32, SourceRecord)> {
         let partition_key = field("partitionKey").unwrap_or(crate::delivery_streams::DIRECT_PUT_PARTITION_KEY);
         records.push((shard, SourceRecord { sequence, arrival_ms, partition_key: partition_key.to_owned(), data }));
     }
-    records
+    (records, unreadable)
 }
 
 /// The part of a prefix before its first expression, up to its last `/`: where listing
@@ -282,6 +302,7 @@ impl RedriveReport {
             delivered: self.delivered + o.delivered,
             failed: self.failed + o.failed,
             dropped: self.dropped + o.dropped,
+            unreadable: self.unreadable + o.unreadable,
         }
     }
 }
@@ -333,7 +354,15 @@ impl Redriver {
                 (Some(pipeline), None)
             }
             RedriveTarget::Stream(name) => {
-                (None, Some(ctx.kinesis.get(name).ok_or_else(|| RedriveError::NoStream(name.clone()))?))
+                let stream = ctx.kinesis.get(name).ok_or_else(|| RedriveError::NoStream(name.clone()))?;
+                if stream.meta().cluster.is_some() {
+                    // Its appends go through the shard's leader and replicas, which this
+                    // layer does not reach.
+                    return Err(RedriveError::Invalid(format!(
+                        "stream {name} is a cluster's; redrive into the delivery stream instead"
+                    )));
+                }
+                (None, Some(stream))
             }
         };
         let ledger = Ledger::load(entry.dir())?;
@@ -371,6 +400,11 @@ impl Redriver {
             // prefix holds every type's records, told apart line by line.
             if named && !key.split('/').any(|segment| segment == wanted) {
                 continue;
+            }
+            if found.len() == ERROR_OBJECTS_MAX {
+                return Err(RedriveError::Invalid(format!(
+                    "more than {ERROR_OBJECTS_MAX} error objects are in range; redrive a narrower time range"
+                )));
             }
             found.push((modified, key, o.size));
         }
@@ -423,38 +457,50 @@ impl Redriver {
             let location = object_store::path::Path::from(key.as_str());
             let read = async { store.get(&location).await?.bytes().await };
             let bytes = read.await.map_err(|e| RedriveError::Lake(format!("reading {key}: {e}")))?;
-            let records = records_of(&bytes, &output_type);
-            let begun = self.ledger.step(key, &output_type).cloned();
-            let mut counts = RedriveReport { objects: 1, ..RedriveReport::default() };
-            match (&self.pipeline, &self.stream) {
+            let wanted = output_type.clone();
+            let (records, unreadable) = tokio::task::spawn_blocking(move || records_of(&bytes, &wanted))
+                .await
+                .map_err(|e| RedriveError::Invalid(format!("reading {key} panicked: {e}")))?;
+            let mut counts = RedriveReport { objects: 1, unreadable, ..RedriveReport::default() };
+            let target = match &self.request.target {
+                RedriveTarget::DeliveryStream => "delivery-stream".to_owned(),
+                RedriveTarget::Stream(name) => format!("stream:{name}"),
+            };
+            let begun = match self.ledger.step(key, &output_type).cloned() {
+                Some(Step::Begun { target: was, .. }) if !was.is_empty() && was != target => {
+                    return Err(RedriveError::Invalid(format!(
+                        "error object {key} was begun into {was}; redrive it into the same target to finish it"
+                    )));
+                }
+                Some(begun @ Step::Begun { .. }) => begun,
+                _ => {
+                    let ends = self.stream.as_ref().map(|stream| {
+                        let meta = stream.meta();
+                        meta.shards
+                            .iter()
+                            .filter_map(|s| stream.log(s.index).map(|l| (s.index, l.readable_end())))
+                            .collect()
+                    });
+                    let version = self.pipeline.as_ref().map_or(0, plan::Pipeline::version);
+                    let step =
+                        Step::Begun { now_ms: self.ctx.clock.now_ms(), target, version, ends, appended: Vec::new() };
+                    self.ledger.record(key, &output_type, step.clone())?;
+                    step
+                }
+            };
+            let Step::Begun { now_ms, version, ends, appended, .. } = begun.clone() else {
+                unreachable!("begun above")
+            };
+            match (&self.pipeline, self.stream.clone()) {
                 (Some(pipeline), _) => {
-                    let now_ms = match begun {
-                        Some(Step::Begun { now_ms, .. }) => now_ms,
-                        _ => {
-                            let now_ms = self.ctx.clock.now_ms();
-                            self.ledger.record(key, &output_type, Step::Begun { now_ms, ends: None })?;
-                            now_ms
-                        }
-                    };
-                    self.land(pipeline, key, &output_type, records, now_ms, &mut counts).await?;
+                    // Named with the version it was begun with: finishing it after an
+                    // UpdateDestination overwrites what the first attempt wrote.
+                    let pipeline = if version > 0 { pipeline.clone().with_version(version) } else { pipeline.clone() };
+                    self.land(&pipeline, key, &output_type, records, now_ms, &mut counts).await?;
                 }
                 (None, Some(stream)) => {
-                    let ends = match begun {
-                        Some(Step::Begun { ends: Some(ends), .. }) => ends.into_iter().collect(),
-                        _ => {
-                            let ends: BTreeMap<u32, u64> = stream
-                                .meta()
-                                .shards
-                                .iter()
-                                .filter_map(|s| stream.log(s.index).map(|l| (s.index, l.readable_end())))
-                                .collect();
-                            let pairs = ends.iter().map(|(s, e)| (*s, *e)).collect();
-                            let step = Step::Begun { now_ms: self.ctx.clock.now_ms(), ends: Some(pairs) };
-                            self.ledger.record(key, &output_type, step)?;
-                            ends
-                        }
-                    };
-                    self.append(stream, &records, &ends, &mut counts)?;
+                    let ends: BTreeMap<u32, u64> = ends.unwrap_or_default().into_iter().collect();
+                    self.append(&stream, key, &output_type, &records, &ends, begun, appended, &mut counts)?;
                 }
                 (None, None) => unreachable!("a redriver has a pipeline or a stream"),
             }
@@ -507,13 +553,20 @@ impl Redriver {
         Ok(())
     }
 
-    /// Appends `records` to `stream`, each shard's in one append, skipping a shard whose
-    /// append is found past `ends` (made before a crash).
+    /// Appends `records` to `stream`, each shard's in one append, recording each shard
+    /// appended in the ledger's begun step. A shard not recorded as appended may have been
+    /// appended just before a crash: its log is searched from the end recorded before the
+    /// appends up to its end now, and the append is made only when the batch is not there.
+    #[allow(clippy::too_many_arguments)]
     fn append(
-        &self,
+        &mut self,
         stream: &Stream,
+        key: &str,
+        output_type: &str,
         records: &[(u32, SourceRecord)],
         ends: &BTreeMap<u32, u64>,
+        mut begun: Step,
+        appended: Vec<u32>,
         report: &mut RedriveReport,
     ) -> Result<(), RedriveError> {
         let name = stream.meta().name.clone();
@@ -525,44 +578,56 @@ impl Redriver {
             report.bytes += r.data.len() as u64;
         }
         for (shard, batch) in by_shard {
+            if appended.contains(&shard) {
+                continue;
+            }
             let log = stream.log(shard).ok_or_else(|| RedriveError::Append {
                 stream: name.clone(),
                 message: format!("shard {shard} has no log"),
             })?;
-            if let Some(from) = ends.get(&shard) {
-                if appended_since(&log, *from, &batch) {
-                    continue;
-                }
+            let found = ends.get(&shard).is_some_and(|from| appended_between(&log, *from, log.readable_end(), &batch));
+            if !found {
+                log.append(&batch)
+                    .map_err(|e| RedriveError::Append { stream: name.clone(), message: e.to_string() })?;
             }
-            log.append(&batch).map_err(|e| RedriveError::Append { stream: name.clone(), message: e.to_string() })?;
+            if let Step::Begun { appended, .. } = &mut begun {
+                appended.push(shard);
+            }
+            self.ledger.record(key, output_type, begun.clone())?;
         }
         Ok(())
     }
 }
 
-/// Whether `batch` was appended, whole and in order, to `log` at or after `from`.
-fn appended_since(log: &sluice_engine::ShardLog, from: u64, batch: &[Record<'_>]) -> bool {
-    let mut next = from;
-    let mut matched = 0;
-    loop {
-        let Ok(read) = log.read(next, ReadLimits { max_records: 10_000, max_bytes: 16 << 20 }) else { return false };
+/// Whether `batch` is in `log`, contiguous and in order, between sequence numbers `from`
+/// and `to` (a naive search from every start: an append is contiguous, and one that
+/// repeats its own beginning is still found).
+fn appended_between(log: &sluice_engine::ShardLog, from: u64, to: u64, batch: &[Record<'_>]) -> bool {
+    if batch.is_empty() || to.saturating_sub(from) < batch.len() as u64 {
+        return false;
+    }
+    let same =
+        |r: &sluice_engine::RecordRef<'_>, b: &Record<'_>| r.partition_key == b.partition_key && r.data == b.data;
+    let mut start = from;
+    while start + batch.len() as u64 <= to {
+        // Find the next record equal to the batch's first, then compare the rest.
+        let Ok(read) = log.read(start, ReadLimits { max_records: 10_000, max_bytes: 16 << 20 }) else { return false };
         if read.is_empty() {
             return false;
         }
-        for r in read.iter() {
-            let b = &batch[matched];
-            if r.partition_key == b.partition_key && r.data == b.data {
-                matched += 1;
-                if matched == batch.len() {
-                    return true;
-                }
-            } else {
-                // One append is contiguous: a mismatch restarts the search at this record.
-                matched = usize::from(r.partition_key == batch[0].partition_key && r.data == batch[0].data);
-            }
+        let Some(at) = read.iter().find(|r| r.sequence_number < to && same(r, &batch[0])).map(|r| r.sequence_number)
+        else {
+            start = read.next_sequence_number();
+            continue;
+        };
+        let limits = ReadLimits { max_records: batch.len(), max_bytes: usize::MAX };
+        let Ok(run) = log.read(at, limits) else { return false };
+        if run.len() == batch.len() && run.iter().zip(batch).all(|(r, b)| same(&r, b)) {
+            return true;
         }
-        next = read.next_sequence_number();
+        start = at + 1;
     }
+    false
 }
 
 #[cfg(test)]
@@ -577,27 +642,66 @@ mod tests {
             r#"{"attemptsMade":1,"arrivalTimestamp":5,"errorCode":"Lambda.FunctionError","errorMessage":"y","rawData":"YQ=="}"#,
             "\nnot json\n"
         );
-        let conv = records_of(lines.as_bytes(), FORMAT_CONVERSION_FAILED);
+        let (conv, unreadable) = records_of(lines.as_bytes(), FORMAT_CONVERSION_FAILED);
+        assert_eq!(unreadable, 0);
         assert_eq!(conv.len(), 1);
         assert_eq!(conv[0].0, 2);
         assert_eq!(conv[0].1.data, br#"{"a":1}"#);
         assert_eq!(conv[0].1.partition_key, "k");
         assert_eq!(conv[0].1.arrival_ms, 1_700_000_000_000);
-        let processing = records_of(lines.as_bytes(), PROCESSING_FAILED);
+        let (processing, _) = records_of(lines.as_bytes(), PROCESSING_FAILED);
         assert_eq!(processing.len(), 1);
         assert_eq!((processing[0].1.data.as_slice(), processing[0].1.arrival_ms), (b"a".as_slice(), 5));
-        assert!(records_of(lines.as_bytes(), S3_FAILED).is_empty());
+        assert!(records_of(lines.as_bytes(), S3_FAILED).0.is_empty());
+        let (none, unreadable) = records_of(br#"{"errorCode":"Lambda.X","rawData":"%%%"}"#, PROCESSING_FAILED);
+        assert_eq!((none.len(), unreadable), (0, 1));
+    }
+
+    #[test]
+    fn an_append_is_found_only_whole_in_order_and_in_its_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = sluice_engine::ShardLog::open(dir.path(), sluice_engine::ShardLogOptions::default()).unwrap();
+        let r = |k: &'static str, d: &'static [u8]| Record { partition_key: k, data: d };
+        let (a, b, c) = (r("k", b"a"), r("k", b"b"), r("k", b"c"));
+        // 0..4: a a a b (a live producer's a first), 4..6: c a
+        log.append(&[a, a, a, b]).unwrap();
+        log.append(&[c, a]).unwrap();
+        assert!(appended_between(&log, 0, 6, &[a, a, b]), "a batch repeating its own start is found");
+        assert!(appended_between(&log, 0, 6, &[c, a]));
+        assert!(!appended_between(&log, 0, 6, &[b, a]), "in order, contiguous");
+        assert!(!appended_between(&log, 0, 4, &[c, a]), "not past the window's end");
+        assert!(!appended_between(&log, 5, 6, &[a, a]), "not before the window's start");
+        assert!(!appended_between(&log, 0, 6, &[r("other", b"a")]), "the partition key counts");
+        assert!(!appended_between(&log, 0, 6, &[]));
     }
 
     #[test]
     fn the_ledger_survives_a_torn_line() {
         let dir = tempfile::tempdir().unwrap();
         let mut ledger = Ledger::load(dir.path()).unwrap();
-        ledger.record("e/1", PROCESSING_FAILED, Step::Begun { now_ms: 7, ends: None }).unwrap();
+        ledger
+            .record(
+                "e/1",
+                PROCESSING_FAILED,
+                Step::Begun {
+                    now_ms: 7,
+                    target: "delivery-stream".into(),
+                    version: 1,
+                    ends: None,
+                    appended: Vec::new(),
+                },
+            )
+            .unwrap();
         ledger
             .record("e/1", PROCESSING_FAILED, Step::Done { task: String::new(), report: RedriveReport::default() })
             .unwrap();
-        let begun = Step::Begun { now_ms: 9, ends: Some(vec![(0, 12), (3, 4)]) };
+        let begun = Step::Begun {
+            now_ms: 9,
+            target: "stream:s".into(),
+            version: 2,
+            ends: Some(vec![(0, 12), (3, 4)]),
+            appended: vec![3],
+        };
         ledger.record("e/2", PROCESSING_FAILED, begun.clone()).unwrap();
         let mut f = OpenOptions::new().append(true).open(dir.path().join(Ledger::FILE)).unwrap();
         f.write_all(br#"{"key":"e/2","type":"processing-fa"#).unwrap();

@@ -121,6 +121,10 @@ pub struct ReplayReport {
     pub dropped: u64,
     /// Records sent to the error prefix.
     pub failed: u64,
+    /// Records of the range no longer there when read (retention trimmed them, or their
+    /// shard's log is gone): not delivered.
+    #[serde(default)]
+    pub skipped: u64,
 }
 
 impl ReplayReport {
@@ -133,6 +137,7 @@ impl ReplayReport {
             delivered: self.delivered + o.delivered,
             dropped: self.dropped + o.dropped,
             failed: self.failed + o.failed,
+            skipped: self.skipped + o.skipped,
         }
     }
 
@@ -232,30 +237,53 @@ pub fn source_of(
 /// The shard ranges `request` names in `source`, fixed now: an open end becomes each
 /// shard's end at this moment.
 ///
+/// A sequence number (`from` or `to`) limits the range to its shard; `from` and `to` naming
+/// different shards make an empty range.
+///
 /// Errors: [`ReplayError::NoShard`] for a shard the stream lacks; [`ReplayError::Read`] when
 /// a shard's log cannot find a timestamp.
 pub fn resolve(source: &Stream, request: &ReplayRequest) -> Result<Vec<ShardRange>, ReplayError> {
-    if let Some(missing) = request.shards.iter().find(|i| source.log(**i).is_none()) {
-        return Err(ReplayError::NoShard(sluice_engine::stream::shard_id(*missing)));
+    let named = request.shards.iter().copied().chain(
+        [request.from, request.to.unwrap_or(request.from)].into_iter().filter_map(|p| match p {
+            ReplayPoint::Sequence(s) => Some(s.shard_index),
+            ReplayPoint::Timestamp(_) => None,
+        }),
+    );
+    for shard in named {
+        if source.log(shard).is_none() {
+            return Err(ReplayError::NoShard(sluice_engine::stream::shard_id(shard)));
+        }
     }
+    // A sequence number names one shard: the range is that shard's.
+    let only = |p: Option<ReplayPoint>| match p {
+        Some(ReplayPoint::Sequence(s)) => Some(s.shard_index),
+        _ => None,
+    };
+    let (from_shard, to_shard) = (only(Some(request.from)), only(request.to));
     let mut ranges = Vec::new();
     for shard in source.meta().shards.iter().map(|s| s.index) {
         if !request.shards.is_empty() && !request.shards.contains(&shard) {
             continue;
         }
+        if from_shard.is_some_and(|s| s != shard) || to_shard.is_some_and(|s| s != shard) {
+            continue;
+        }
         let Some(log) = source.log(shard) else { continue };
         let read_err = |e: sluice_engine::ReadError| ReplayError::Read { shard, message: e.to_string() };
+        // What readers see: in a cluster, below the high watermark.
+        let readable = log.readable_end();
         let start = match request.from {
             ReplayPoint::Timestamp(ms) => log.position(StartingPosition::AtTimestamp(ms)).map_err(read_err)?,
-            ReplayPoint::Sequence(s) if s.shard_index == shard => s.shard_sequence,
-            ReplayPoint::Sequence(_) => continue,
+            ReplayPoint::Sequence(s) => s.shard_sequence,
         };
         let end = match request.to {
-            None => log.bounds().next_sequence_number,
+            None => readable,
             Some(ReplayPoint::Timestamp(ms)) => log.position(StartingPosition::AtTimestamp(ms)).map_err(read_err)?,
-            Some(ReplayPoint::Sequence(s)) => s.shard_sequence.saturating_add(1).min(log.bounds().next_sequence_number),
-        };
-        ranges.push(ShardRange { shard, start, end: end.max(start), next: start });
+            Some(ReplayPoint::Sequence(s)) => s.shard_sequence.saturating_add(1),
+        }
+        .min(readable);
+        let start = start.min(end);
+        ranges.push(ShardRange { shard, start, end, next: start });
     }
     Ok(ranges)
 }
@@ -265,6 +293,8 @@ pub struct Replayer {
     pipeline: plan::Pipeline,
     buffer_bytes: usize,
     ctx: WorkerContext,
+    /// Stamps error records (`attemptEndingTimestamp`) instead of the clock.
+    stamp_ms: Option<u64>,
 }
 
 impl Replayer {
@@ -300,7 +330,22 @@ impl Replayer {
             ));
         }
         let buffer_bytes = spec.destination.buffering_hints.unwrap_or_default().size_bytes();
-        Ok(Self { pipeline, buffer_bytes, ctx: streams.context().clone() })
+        Ok(Self { pipeline, buffer_bytes, ctx: streams.context().clone(), stamp_ms: None })
+    }
+
+    /// How this replay cuts and names: (configuration version, buffer bytes).
+    pub fn cut(&self) -> (u64, usize) {
+        (self.pipeline.version(), self.buffer_bytes)
+    }
+
+    /// This replay cutting buffers of `buffer_bytes` and naming objects with configuration
+    /// `version`, error records stamped `stamp_ms`: how a task resumes as it began, whatever
+    /// `UpdateDestination` changed in between.
+    pub fn pinned(mut self, version: u64, buffer_bytes: usize, stamp_ms: u64) -> Self {
+        self.pipeline = self.pipeline.with_version(version);
+        self.buffer_bytes = buffer_bytes;
+        self.stamp_ms = Some(stamp_ms);
+        self
     }
 
     /// Lands `ranges` of `source` from each one's `next`, a buffer (the size hint's bytes,
@@ -324,7 +369,12 @@ impl Replayer {
         let mut read = ReplayReport::default();
         for i in 0..ranges.len() {
             let ShardRange { shard, end, .. } = ranges[i];
-            let Some(log) = source.log(shard) else { continue };
+            let Some(log) = source.log(shard) else {
+                report.skipped += ranges[i].remaining();
+                ranges[i].next = end;
+                landed(ranges, report);
+                continue;
+            };
             while ranges[i].next < end {
                 if cancel.load(Ordering::Relaxed) {
                     return Ok(());
@@ -337,7 +387,9 @@ impl Replayer {
                 let batch = log.read(next, limits).map_err(|e| ReplayError::Read { shard, message: e.to_string() })?;
                 if batch.is_empty() {
                     // Trimmed by retention, or the shard ends sooner than it did.
+                    report.skipped += end - next;
                     ranges[i].next = end;
+                    landed(ranges, report);
                     break;
                 }
                 let records: Vec<SourceRecord> = batch
@@ -353,13 +405,17 @@ impl Replayer {
                 let (Some(first), Some(last)) =
                     (records.first().map(|r| r.sequence), records.last().map(|r| r.sequence))
                 else {
+                    report.skipped += end - next;
                     ranges[i].next = end;
+                    landed(ranges, report);
                     break;
                 };
+                // Below the trim horizon the read starts later: those records are gone.
+                report.skipped += first.saturating_sub(next);
                 let bytes: u64 = records.iter().map(|r| r.data.len() as u64).sum();
                 let n = records.len() as u64;
                 let p = self.pipeline.clone();
-                let now = self.ctx.clock.now_ms();
+                let now = self.stamp_ms.unwrap_or_else(|| self.ctx.clock.now_ms());
                 let plan =
                     tokio::task::spawn_blocking(move || p.plan(shard, first, last, &p.deaggregate(records), now))
                         .await

@@ -57,6 +57,14 @@ pub struct ReplayTask {
     pub pace: Pace,
     /// Each shard's range and where it stands.
     pub ranges: Vec<ShardRange>,
+    /// The delivery stream's configuration version when the task started: objects are
+    /// named with it to the end (a resumed replay names as it began).
+    pub version: u64,
+    /// Buffer size the ranges are cut by, bytes (the size hint when the task started).
+    pub buffer_bytes: usize,
+    /// `attemptEndingTimestamp` of the error records it writes (ms): the same in every
+    /// attempt at a buffer.
+    pub stamp_ms: u64,
     /// What it did so far.
     pub report: ReplayReport,
 }
@@ -97,6 +105,9 @@ pub struct TaskState {
     /// Why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
+    /// CancelTask asked it to stop (kept, so a restart does not take it up again).
+    #[serde(default)]
+    pub cancel_requested: bool,
     /// A replay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replay: Option<ReplayTask>,
@@ -146,6 +157,18 @@ pub enum TaskError {
     Io(#[from] IoError),
 }
 
+/// A place taken by a task being started ([`Tasks::reserve`]).
+struct Reservation<'a> {
+    tasks: &'a Tasks,
+    id: u64,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.tasks.starting.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.id);
+    }
+}
+
 struct Task {
     state: Mutex<TaskState>,
     cancel: AtomicBool,
@@ -160,6 +183,9 @@ pub struct Tasks {
     streams: Arc<DeliveryStreams>,
     tasks: Mutex<BTreeMap<String, Arc<Task>>>,
     started: std::sync::atomic::AtomicU64,
+    /// Tasks being started (checked, not yet added), by reservation: the delivery stream
+    /// of a redrive.
+    starting: Mutex<BTreeMap<u64, Option<String>>>,
 }
 
 impl std::fmt::Debug for Tasks {
@@ -181,7 +207,14 @@ impl Tasks {
         for e in std::fs::read_dir(&dir).map_err(|e| IoError::new(&dir, e))? {
             let path = e.map_err(|e| IoError::new(&dir, e))?.path();
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            if !name.ends_with(".json") || name.ends_with(".objects.json") {
+            if let Some(id) = name.strip_suffix(".objects.json") {
+                // A redrive's list whose task file was never written (a crash in between).
+                if !dir.join(format!("{id}.json")).exists() {
+                    let _ = std::fs::remove_file(&path);
+                }
+                continue;
+            }
+            if !name.ends_with(".json") {
                 continue;
             }
             match std::fs::read(&path)
@@ -197,7 +230,7 @@ impl Tasks {
                 Err(error) => tracing::error!(file = %path.display(), %error, "a task file cannot be read: left alone"),
             }
         }
-        Ok(Self { dir, streams, tasks: Mutex::new(tasks), started: 1.into() })
+        Ok(Self { dir, streams, tasks: Mutex::new(tasks), started: 1.into(), starting: Mutex::default() })
     }
 
     fn metrics(&self) -> Arc<Metrics> {
@@ -231,8 +264,8 @@ impl Tasks {
         stream: Option<&str>,
         pace: Pace,
     ) -> Result<TaskState, TaskError> {
-        self.check_room(None)?;
-        Replayer::new(&self.streams, &request)?;
+        let _room = self.reserve(None)?;
+        let (version, buffer_bytes) = Replayer::new(&self.streams, &request)?.cut();
         let stream_name = match stream {
             Some(s) => Some(s.to_owned()),
             None => self.streams.get(&request.delivery_stream).and_then(|e| e.spec().source_stream()),
@@ -247,12 +280,16 @@ impl Tasks {
             created_ms: now,
             updated_ms: now,
             failure: None,
+            cancel_requested: false,
             replay: Some(ReplayTask {
                 stream_name,
                 stream_incarnation: source.incarnation(),
                 request,
                 pace,
                 ranges,
+                version,
+                buffer_bytes,
+                stamp_ms: now,
                 report: ReplayReport::default(),
             }),
             redrive: None,
@@ -272,7 +309,7 @@ impl Tasks {
         mut request: RedriveRequest,
         pace: Pace,
     ) -> Result<TaskState, TaskError> {
-        self.check_room(Some(&request.delivery_stream))?;
+        let _room = self.reserve(Some(&request.delivery_stream))?;
         let now = self.now_ms();
         request.to_ms = Some(request.to_ms.unwrap_or(now));
         let redriver = Redriver::new(&self.streams, request.clone())?;
@@ -287,23 +324,38 @@ impl Tasks {
             created_ms: now,
             updated_ms: now,
             failure: None,
+            cancel_requested: false,
             replay: None,
-            redrive: Some(RedriveTask { request, objects: objects.len() as u64, next_object: 0, pace, report: RedriveReport::default() }),
+            redrive: Some(RedriveTask {
+                request,
+                objects: objects.len() as u64,
+                next_object: 0,
+                pace,
+                report: RedriveReport::default(),
+            }),
         };
         self.add(state)
     }
 
-    fn check_room(&self, redrive_of: Option<&str>) -> Result<(), TaskError> {
+    /// Takes a place for a task about to start (of a redrive of `redrive_of`), checked
+    /// against the running tasks and the others being started; given back when dropped.
+    fn reserve(&self, redrive_of: Option<&str>) -> Result<Reservation<'_>, TaskError> {
         let running: Vec<TaskState> = self.list().into_iter().filter(|t| t.status == TaskStatus::Running).collect();
-        if running.len() >= RUNNING_TASKS_MAX {
+        let mut starting = self.starting.lock().unwrap_or_else(PoisonError::into_inner);
+        if running.len() + starting.len() >= RUNNING_TASKS_MAX {
             return Err(TaskError::Busy(format!("{RUNNING_TASKS_MAX} tasks are running, the most at once")));
         }
         if let Some(name) = redrive_of {
             if let Some(t) = running.iter().find(|t| t.redrive.is_some() && t.delivery_stream_name == name) {
                 return Err(TaskError::Busy(format!("redrive {} of delivery stream {name} is running", t.task_id)));
             }
+            if starting.values().any(|s| s.as_deref() == Some(name)) {
+                return Err(TaskError::Busy(format!("a redrive of delivery stream {name} is starting")));
+            }
         }
-        Ok(())
+        let id = self.started.fetch_add(1, Ordering::Relaxed);
+        starting.insert(id, redrive_of.map(str::to_owned));
+        Ok(Reservation { tasks: self, id })
     }
 
     fn add(self: &Arc<Self>, state: TaskState) -> Result<TaskState, TaskError> {
@@ -365,6 +417,10 @@ impl Tasks {
     pub fn cancel(&self, id: &str) -> Result<TaskState, TaskError> {
         let task = self.task(id)?;
         task.cancel.store(true, Ordering::Relaxed);
+        let running = task.state.lock().unwrap_or_else(PoisonError::into_inner).status == TaskStatus::Running;
+        if running {
+            self.update(&task, |s| s.cancel_requested = true);
+        }
         let state = task.state.lock().unwrap_or_else(PoisonError::into_inner).clone();
         Ok(state)
     }
@@ -447,7 +503,11 @@ impl Tasks {
     }
 
     async fn run_replay(&self, task: &Task, r: ReplayTask) -> Result<(), String> {
-        let replayer = Replayer::new(&self.streams, &r.request).map_err(|e| e.to_string())?;
+        let replayer = Replayer::new(&self.streams, &r.request).map_err(|e| e.to_string())?.pinned(
+            r.version,
+            r.buffer_bytes,
+            r.stamp_ms,
+        );
         let source = replay::source_of(&self.streams, &r.request.delivery_stream, r.stream_name.as_deref())
             .ok()
             .filter(|s| s.incarnation() == r.stream_incarnation)

@@ -81,16 +81,25 @@ fn error_lines(objects: &[(String, Vec<u8>)]) -> Vec<Value> {
         .collect()
 }
 
-/// Drops the `done` lines of every redrive ledger under `data`: what a crash between an
-/// error object's landing and its `done` leaves.
+/// Drops the `done` lines of every redrive ledger under `data`, and the shards its `begun`
+/// lines record as appended: what a crash right after the appends, before the ledger heard
+/// of them, leaves.
 fn forget_done(data: &Path) -> usize {
     let mut dropped = 0;
     for e in std::fs::read_dir(data.join("firehose/delivery-streams")).unwrap() {
         let path = e.unwrap().path().join(sluice_firehose::redrive::Ledger::FILE);
         let Ok(text) = std::fs::read_to_string(&path) else { continue };
-        let kept: Vec<&str> = text.lines().filter(|l| !l.contains(r#""state":"done""#)).collect();
-        dropped += text.lines().count() - kept.len();
-        std::fs::write(&path, kept.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+        let mut kept = String::new();
+        for line in text.lines() {
+            let mut v: Value = serde_json::from_str(line).unwrap();
+            if v["state"] == "done" {
+                dropped += 1;
+                continue;
+            }
+            v.as_object_mut().unwrap().remove("appended");
+            kept.push_str(&format!("{v}\n"));
+        }
+        std::fs::write(&path, kept).unwrap();
     }
     dropped
 }
