@@ -40,6 +40,21 @@ pub fn conversion_threads() -> usize {
     *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from))
 }
 
+thread_local! {
+    /// Set while [`on_one_thread`] runs: conversions on this thread take no more threads.
+    static ONE_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with every conversion it starts on the calling thread alone: how background
+/// work (replays, redrives on a running server) leaves the other cores to live requests
+/// and deliveries.
+pub fn on_one_thread<R>(f: impl FnOnce() -> R) -> R {
+    let before = ONE_THREAD.replace(true);
+    let out = f();
+    ONE_THREAD.set(before);
+    out
+}
+
 /// Threads held by conversions now, over every delivery stream (and nested conversions: the
 /// partitions of a buffer convert in parallel, each of them in parallel again).
 static THREADS_HELD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -58,7 +73,7 @@ impl ConversionThreads {
     /// rather than 20.
     pub fn take(want: usize) -> Self {
         use std::sync::atomic::Ordering;
-        if want < 2 {
+        if want < 2 || ONE_THREAD.get() {
             return Self { held: 0 };
         }
         let budget = conversion_threads();

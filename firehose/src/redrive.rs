@@ -536,9 +536,12 @@ impl Redriver {
             let first = records.iter().map(|r| r.sequence).min().unwrap_or(0);
             let last = records.iter().map(|r| r.sequence).max().unwrap_or(0);
             let p = pipeline.clone();
-            let plan = tokio::task::spawn_blocking(move || p.plan(shard, first, last, &p.deaggregate(records), now_ms))
-                .await
-                .map_err(|e| RedriveError::Invalid(format!("planning panicked: {e}")))?;
+            // Background work: one core, the others left to live requests and deliveries.
+            let plan = tokio::task::spawn_blocking(move || {
+                crate::convert::on_one_thread(|| p.plan(shard, first, last, &p.deaggregate(records), now_ms))
+            })
+            .await
+            .map_err(|e| RedriveError::Invalid(format!("planning panicked: {e}")))?;
             for o in plan.objects {
                 self.ctx
                     .lake

@@ -295,6 +295,8 @@ pub struct Replayer {
     ctx: WorkerContext,
     /// Stamps error records (`attemptEndingTimestamp`) instead of the clock.
     stamp_ms: Option<u64>,
+    /// Converts on one thread ([`crate::convert::on_one_thread`]).
+    background: bool,
 }
 
 impl Replayer {
@@ -330,7 +332,7 @@ impl Replayer {
             ));
         }
         let buffer_bytes = spec.destination.buffering_hints.unwrap_or_default().size_bytes();
-        Ok(Self { pipeline, buffer_bytes, ctx: streams.context().clone(), stamp_ms: None })
+        Ok(Self { pipeline, buffer_bytes, ctx: streams.context().clone(), stamp_ms: None, background: false })
     }
 
     /// How this replay cuts and names: (configuration version, buffer bytes).
@@ -345,6 +347,13 @@ impl Replayer {
         self.pipeline = self.pipeline.with_version(version);
         self.buffer_bytes = buffer_bytes;
         self.stamp_ms = Some(stamp_ms);
+        self
+    }
+
+    /// This replay converting on one thread: background work on a running server, which
+    /// leaves the other cores to live requests and deliveries (objects are the same).
+    pub fn in_background(mut self) -> Self {
+        self.background = true;
         self
     }
 
@@ -384,27 +393,39 @@ impl Replayer {
                     max_records: usize::try_from(end - next).unwrap_or(usize::MAX).min(100_000),
                     max_bytes: self.buffer_bytes,
                 };
-                let batch = log.read(next, limits).map_err(|e| ReplayError::Read { shard, message: e.to_string() })?;
-                if batch.is_empty() {
+                let p = self.pipeline.clone();
+                let now = self.stamp_ms.unwrap_or_else(|| self.ctx.clock.now_ms());
+                let (one, log) = (self.background, log.clone());
+                // Reading, copying and planning a buffer is work for a blocking thread:
+                // on a runtime worker it would hold up the requests that worker serves.
+                let cut = tokio::task::spawn_blocking(move || {
+                    let batch =
+                        log.read(next, limits).map_err(|e| ReplayError::Read { shard, message: e.to_string() })?;
+                    let records: Vec<SourceRecord> = batch
+                        .iter()
+                        .take_while(|r| r.sequence_number < end)
+                        .map(|r| SourceRecord {
+                            sequence: r.sequence_number,
+                            arrival_ms: r.arrival_timestamp_ms,
+                            partition_key: r.partition_key.to_owned(),
+                            data: r.data.to_vec(),
+                        })
+                        .collect();
+                    let (Some(first), Some(last)) =
+                        (records.first().map(|r| r.sequence), records.last().map(|r| r.sequence))
+                    else {
+                        return Ok(None);
+                    };
+                    let bytes: u64 = records.iter().map(|r| r.data.len() as u64).sum();
+                    let n = records.len() as u64;
+                    let plan = || p.plan(shard, first, last, &p.deaggregate(records), now);
+                    let plan = if one { crate::convert::on_one_thread(plan) } else { plan() };
+                    Ok(Some((plan, first, last, n, bytes, batch.next_sequence_number())))
+                })
+                .await
+                .map_err(|e| ReplayError::Invalid(format!("planning panicked: {e}")))??;
+                let Some((plan, first, last, n, bytes, after)) = cut else {
                     // Trimmed by retention, or the shard ends sooner than it did.
-                    report.skipped += end - next;
-                    ranges[i].next = end;
-                    landed(ranges, report);
-                    break;
-                }
-                let records: Vec<SourceRecord> = batch
-                    .iter()
-                    .take_while(|r| r.sequence_number < end)
-                    .map(|r| SourceRecord {
-                        sequence: r.sequence_number,
-                        arrival_ms: r.arrival_timestamp_ms,
-                        partition_key: r.partition_key.to_owned(),
-                        data: r.data.to_vec(),
-                    })
-                    .collect();
-                let (Some(first), Some(last)) =
-                    (records.first().map(|r| r.sequence), records.last().map(|r| r.sequence))
-                else {
                     report.skipped += end - next;
                     ranges[i].next = end;
                     landed(ranges, report);
@@ -412,14 +433,6 @@ impl Replayer {
                 };
                 // Below the trim horizon the read starts later: those records are gone.
                 report.skipped += first.saturating_sub(next);
-                let bytes: u64 = records.iter().map(|r| r.data.len() as u64).sum();
-                let n = records.len() as u64;
-                let p = self.pipeline.clone();
-                let now = self.stamp_ms.unwrap_or_else(|| self.ctx.clock.now_ms());
-                let plan =
-                    tokio::task::spawn_blocking(move || p.plan(shard, first, last, &p.deaggregate(records), now))
-                        .await
-                        .map_err(|e| ReplayError::Invalid(format!("planning panicked: {e}")))?;
                 report.add_plan(&plan);
                 for o in plan.objects {
                     self.put(&o.key, o.bytes).await?;
@@ -429,7 +442,7 @@ impl Replayer {
                 report.bytes += bytes;
                 read.records += n;
                 read.bytes += bytes;
-                ranges[i].next = batch.next_sequence_number().min(end).max(last + 1);
+                ranges[i].next = after.min(end).max(last + 1);
                 landed(ranges, report);
                 pace.wait(started, read.records, read.bytes, cancel).await;
             }

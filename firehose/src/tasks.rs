@@ -503,11 +503,10 @@ impl Tasks {
     }
 
     async fn run_replay(&self, task: &Task, r: ReplayTask) -> Result<(), String> {
-        let replayer = Replayer::new(&self.streams, &r.request).map_err(|e| e.to_string())?.pinned(
-            r.version,
-            r.buffer_bytes,
-            r.stamp_ms,
-        );
+        let replayer = Replayer::new(&self.streams, &r.request)
+            .map_err(|e| e.to_string())?
+            .pinned(r.version, r.buffer_bytes, r.stamp_ms)
+            .in_background();
         let source = replay::source_of(&self.streams, &r.request.delivery_stream, r.stream_name.as_deref())
             .ok()
             .filter(|s| s.incarnation() == r.stream_incarnation)
