@@ -113,15 +113,8 @@ enum Command {
         /// Start with the oldest retained records instead of new ones.
         #[arg(long)]
         from_start: bool,
-        /// Region to sign for.
-        #[arg(long, env = "AWS_DEFAULT_REGION", default_value = "us-east-1")]
-        region: String,
-        /// Access key id.
-        #[arg(long, env = "AWS_ACCESS_KEY_ID", default_value = "sluice")]
-        access_key_id: String,
-        /// Secret access key.
-        #[arg(long, env = "AWS_SECRET_ACCESS_KEY", default_value = "sluice-secret", hide_env_values = true)]
-        secret_access_key: String,
+        #[command(flatten)]
+        signing: sluice::reprocess_cli::Signing,
     },
 }
 
@@ -132,15 +125,8 @@ struct ReplayArgs {
     /// server must be stopped).
     #[arg(long)]
     endpoint: Option<String>,
-    /// Region to sign for.
-    #[arg(long, env = "AWS_DEFAULT_REGION", default_value = "us-east-1")]
-    region: String,
-    /// Access key id.
-    #[arg(long, env = "AWS_ACCESS_KEY_ID", default_value = "sluice")]
-    access_key_id: String,
-    /// Secret access key.
-    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", default_value = "sluice-secret", hide_env_values = true)]
-    secret_access_key: String,
+    #[command(flatten)]
+    signing: sluice::reprocess_cli::Signing,
     /// TOML configuration file (the server's; offline only).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -400,12 +386,7 @@ fn replay(args: ReplayArgs) -> ExitCode {
         }
     };
     if let Some(endpoint) = args.endpoint {
-        let connection = sluice::reprocess_cli::Connection {
-            endpoint,
-            region: args.region,
-            access_key_id: args.access_key_id,
-            secret_access_key: args.secret_access_key,
-        };
+        let connection = sluice::reprocess_cli::Connection { endpoint, signing: args.signing };
         let mut body = serde_json::Map::new();
         body.insert("DeliveryStreamName".into(), delivery_stream.into());
         point_json("From", from, &mut body);
@@ -576,19 +557,17 @@ fn main() -> ExitCode {
         }
         Command::Replay { action: None, args } => replay(args),
         Command::Redrive { action: None, args } => redrive(args),
-        Command::Tail { stream, endpoint, from_start, region, access_key_id, secret_access_key } => {
-            runtime().block_on(async move {
-                let client = sluice::client::KinesisClient::new(&endpoint, &region, &access_key_id, &secret_access_key);
-                let kind = if from_start { "TRIM_HORIZON" } else { "LATEST" };
-                match sluice::tail::tail(&client, &stream, kind, |line| println!("{line}"), shutdown_signal()).await {
-                    Ok(()) => ExitCode::SUCCESS,
-                    Err(e) => {
-                        eprintln!("tail failed: {e}");
-                        ExitCode::FAILURE
-                    }
+        Command::Tail { stream, endpoint, from_start, signing } => runtime().block_on(async move {
+            let client = signing.client(&endpoint);
+            let kind = if from_start { "TRIM_HORIZON" } else { "LATEST" };
+            match sluice::tail::tail(&client, &stream, kind, |line| println!("{line}"), shutdown_signal()).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("tail failed: {e}");
+                    ExitCode::FAILURE
                 }
-            })
-        }
+            }
+        }),
         Command::Cluster { command: ClusterCommand::Status { etcd, name, json } } => cluster_status(&etcd, &name, json),
         Command::Cluster { command: ClusterCommand::Drain { node, etcd, name, cancel, no_wait } } => {
             cluster_drain(&etcd, &name, &node, cancel, no_wait)

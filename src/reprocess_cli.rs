@@ -10,12 +10,9 @@ use serde_json::{json, Value};
 use crate::api::reprocessing::TARGET_PREFIX;
 use crate::client::KinesisClient;
 
-/// Where the server is and the key pair to sign with.
+/// The region and key pair a command signs with (the AWS CLI's environment variables).
 #[derive(Debug, Clone, clap::Args)]
-pub struct Connection {
-    /// The server (`http://host:port`).
-    #[arg(long, default_value = "http://127.0.0.1:4567")]
-    pub endpoint: String,
+pub struct Signing {
     /// Region to sign for.
     #[arg(long, env = "AWS_DEFAULT_REGION", default_value = "us-east-1")]
     pub region: String,
@@ -27,9 +24,27 @@ pub struct Connection {
     pub secret_access_key: String,
 }
 
+impl Signing {
+    /// A client of `endpoint` signing with these.
+    pub fn client(&self, endpoint: &str) -> KinesisClient {
+        KinesisClient::new(endpoint, &self.region, &self.access_key_id, &self.secret_access_key)
+    }
+}
+
+/// Where the server is and the key pair to sign with.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Connection {
+    /// The server (`http://host:port`).
+    #[arg(long, default_value = "http://127.0.0.1:4567")]
+    pub endpoint: String,
+    /// The region and key pair.
+    #[command(flatten)]
+    pub signing: Signing,
+}
+
 impl Connection {
     fn client(&self) -> KinesisClient {
-        KinesisClient::new(&self.endpoint, &self.region, &self.access_key_id, &self.secret_access_key)
+        self.signing.client(&self.endpoint)
     }
 }
 

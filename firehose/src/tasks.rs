@@ -117,6 +117,21 @@ pub struct TaskState {
 }
 
 impl TaskState {
+    /// A task starting now (`now_ms`), neither replay nor redrive yet.
+    fn starting(task_id: String, delivery_stream_name: String, now_ms: u64) -> Self {
+        Self {
+            task_id,
+            delivery_stream_name,
+            status: TaskStatus::Running,
+            created_ms: now_ms,
+            updated_ms: now_ms,
+            failure: None,
+            cancel_requested: false,
+            replay: None,
+            redrive: None,
+        }
+    }
+
     /// Records in range (replay) or error objects in range (redrive).
     pub fn total(&self) -> u64 {
         match (&self.replay, &self.redrive) {
@@ -273,27 +288,19 @@ impl Tasks {
         let source = replay::source_of(&self.streams, &request.delivery_stream, stream_name.as_deref())?;
         let ranges = replay::resolve(&source, &request)?;
         let now = self.now_ms();
-        let state = TaskState {
-            task_id: format!("replay-{:016x}", sluice_engine::stream::random_u64()),
-            delivery_stream_name: request.delivery_stream.clone(),
-            status: TaskStatus::Running,
-            created_ms: now,
-            updated_ms: now,
-            failure: None,
-            cancel_requested: false,
-            replay: Some(ReplayTask {
-                stream_name,
-                stream_incarnation: source.incarnation(),
-                request,
-                pace,
-                ranges,
-                version,
-                buffer_bytes,
-                stamp_ms: now,
-                report: ReplayReport::default(),
-            }),
-            redrive: None,
-        };
+        let id = format!("replay-{:016x}", sluice_engine::stream::random_u64());
+        let mut state = TaskState::starting(id, request.delivery_stream.clone(), now);
+        state.replay = Some(ReplayTask {
+            stream_name,
+            stream_incarnation: source.incarnation(),
+            request,
+            pace,
+            ranges,
+            version,
+            buffer_bytes,
+            stamp_ms: now,
+            report: ReplayReport::default(),
+        });
         self.add(state)
     }
 
@@ -317,23 +324,14 @@ impl Tasks {
         let task_id = format!("redrive-{:016x}", sluice_engine::stream::random_u64());
         let list = serde_json::to_vec(&objects).expect("keys serialize");
         write_atomically(&self.objects_path(&task_id), &list)?;
-        let state = TaskState {
-            task_id,
-            delivery_stream_name: request.delivery_stream.clone(),
-            status: TaskStatus::Running,
-            created_ms: now,
-            updated_ms: now,
-            failure: None,
-            cancel_requested: false,
-            replay: None,
-            redrive: Some(RedriveTask {
-                request,
-                objects: objects.len() as u64,
-                next_object: 0,
-                pace,
-                report: RedriveReport::default(),
-            }),
-        };
+        let mut state = TaskState::starting(task_id, request.delivery_stream.clone(), now);
+        state.redrive = Some(RedriveTask {
+            request,
+            objects: objects.len() as u64,
+            next_object: 0,
+            pace,
+            report: RedriveReport::default(),
+        });
         self.add(state)
     }
 

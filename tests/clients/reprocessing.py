@@ -131,6 +131,21 @@ def kill_mid_task(task_id, proc):
     raise SystemExit(f"task {task_id} was not caught mid-way: {task(task_id)}")
 
 
+def start_kill_resume(kind, proc, *args):
+    """Starts a detached task with `sluice <kind> … --detach`, SIGKILLs the server mid-task,
+    starts it again and watches the task to its end. Returns (task id, done when killed,
+    total, the restarted server)."""
+    started = cli(kind, *endpoint(), *args, "--detach")
+    task_id = started.stdout.strip()
+    check(f"{kind} task id", task_id.startswith(f"{kind}-"), started.stdout + started.stderr)
+    done, total = kill_mid_task(task_id, proc)
+    proc = server.start()
+    watched = cli(kind, "watch", task_id, *endpoint(), ok=False)
+    check(f"resumed {kind} completes", watched.returncode == 0 and "COMPLETED" in watched.stdout,
+          watched.stdout + watched.stderr)
+    return task_id, done, total, proc
+
+
 def put_all(k, stream, lines, latencies=None):
     """PutRecords in batches of 500, retried (through a server restart) until every record is in."""
     for i in range(0, len(lines), 500):
@@ -168,17 +183,10 @@ def replay_case(lines):
     # The second half goes in while the replay runs (and through the SIGKILL).
     second = threading.Thread(target=put_all, args=(server.client("kinesis"), "air", lines[half:]))
     second.start()
-    started = cli("replay", *endpoint(), "--delivery-stream", "air-lake", "--from", "1970-01-01T00:00:00Z",
-                  "--to", rfc3339(first_half_end), "--prefix", "replay-live/", "--max-records-per-second", "40000",
-                  "--detach")
-    task_id = started.stdout.strip()
-    check("replay task id", task_id.startswith("replay-"), started.stdout + started.stderr)
-    done, total = kill_mid_task(task_id, proc)
+    task_id, done, total, proc = start_kill_resume(
+        "replay", proc, "--delivery-stream", "air-lake", "--from", "1970-01-01T00:00:00Z", "--to",
+        rfc3339(first_half_end), "--prefix", "replay-live/", "--max-records-per-second", "40000")
     check("replay range is the first half", total == half, f"{total} records in range, {half} put")
-    proc = server.start()
-    watched = cli("replay", "watch", task_id, *endpoint(), ok=False)
-    check("resumed replay completes", watched.returncode == 0 and "COMPLETED" in watched.stdout,
-          watched.stdout + watched.stderr)
     second.join()
     metrics = urllib.request.urlopen(f"{server.endpoint}/metrics").read().decode()
     replayed = re.search(r'sluice_firehose_replay_records_total\{delivery_stream="air-lake"\} (\d+)', metrics)
@@ -245,16 +253,10 @@ def redrive_case(lines):
                          DestinationId=d["Destinations"][0]["DestinationId"],
                          ExtendedS3DestinationUpdate={"DataFormatConversionConfiguration": conversion("strict")})
     redrive_started_ms = int(time.time() * 1000)
-    started = cli("redrive", *endpoint(), "--delivery-stream", "air-strict", "--error-output-type",
-                  "format-conversion-failed", "--max-records-per-second", str(max(200, errors // 4)), "--detach")
-    task_id = started.stdout.strip()
-    check("redrive task id", task_id.startswith("redrive-"), started.stdout + started.stderr)
-    done, total = kill_mid_task(task_id, proc)
+    task_id, done, total, proc = start_kill_resume(
+        "redrive", proc, "--delivery-stream", "air-strict", "--error-output-type", "format-conversion-failed",
+        "--max-records-per-second", str(max(200, errors // 4)))
     check("redrive takes every error object", total == error_objects, f"{total} of {error_objects}")
-    proc = server.start()
-    watched = cli("redrive", "watch", task_id, *endpoint(), ok=False)
-    check("resumed redrive completes", watched.returncode == 0 and "COMPLETED" in watched.stdout,
-          watched.stdout + watched.stderr)
     keys = collections.Counter(parquet_keys("strict"))
     want = collections.Counter(reading_key(line) for line in lines)
     check("every reading landed exactly once", keys == want,
