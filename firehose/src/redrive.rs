@@ -35,6 +35,7 @@ use crate::delivery_streams::{DeliveryStreamEntry, DeliveryStreams};
 use crate::error_output::{ERROR_OUTPUT_TYPES, FORMAT_CONVERSION_FAILED, PROCESSING_FAILED};
 use crate::plan::{self, SourceRecord};
 use crate::replay::Pace;
+use crate::tasks::off_runtime;
 use crate::worker::{WorkerContext, S3_FAILED};
 
 /// Most error objects one redrive takes: 100,000 (a narrower time range takes more).
@@ -484,7 +485,7 @@ impl Redriver {
                     let version = self.pipeline.as_ref().map_or(0, plan::Pipeline::version);
                     let step =
                         Step::Begun { now_ms: self.ctx.clock.now_ms(), target, version, ends, appended: Vec::new() };
-                    self.ledger.record(key, &output_type, step.clone())?;
+                    off_runtime(|| self.ledger.record(key, &output_type, step.clone()))?;
                     step
                 }
             };
@@ -500,11 +501,15 @@ impl Redriver {
                 }
                 (None, Some(stream)) => {
                     let ends: BTreeMap<u32, u64> = ends.unwrap_or_default().into_iter().collect();
-                    self.append(&stream, key, &output_type, &records, &ends, begun, appended, &mut counts)?;
+                    off_runtime(|| {
+                        self.append(&stream, key, &output_type, &records, &ends, begun, appended, &mut counts)
+                    })?;
                 }
                 (None, None) => unreachable!("a redriver has a pipeline or a stream"),
             }
-            self.ledger.record(key, &output_type, Step::Done { task: task.to_owned(), report: counts })?;
+            off_runtime(|| {
+                self.ledger.record(key, &output_type, Step::Done { task: task.to_owned(), report: counts })
+            })?;
             *report = report.plus(&counts);
             redriven(i, report);
             done = done.plus(&counts);

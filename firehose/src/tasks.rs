@@ -20,6 +20,16 @@ use crate::metrics::Metrics;
 use crate::redrive::{RedriveError, RedriveReport, RedriveRequest, Redriver};
 use crate::replay::{self, Pace, ReplayError, ReplayReport, ReplayRequest, Replayer, ShardRange};
 
+/// Runs `f`, which blocks (file syncs, log scans), off the async runtime's worker: on a
+/// multi-threaded runtime the worker hands its other tasks to another thread meanwhile
+/// (`block_in_place`), so live requests it serves do not wait; elsewhere `f` just runs.
+pub(crate) fn off_runtime<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// Tasks kept, finished ones included: the newest 100 finished stay listed (AWS keeps
 /// finished SQS message move tasks listed the same way).
 pub const FINISHED_TASKS_KEPT: usize = 100;
@@ -453,7 +463,7 @@ impl Tasks {
             s.updated_ms = self.now_ms();
             s.clone()
         };
-        if let Err(error) = self.write(&state) {
+        if let Err(error) = off_runtime(|| self.write(&state)) {
             // The task goes on; a restart would redo what this write missed (idempotent keys).
             tracing::warn!(task = %state.task_id, %error, "a task's progress could not be written");
         }
