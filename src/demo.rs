@@ -514,6 +514,9 @@ pub async fn run(options: &DemoOptions) -> Result<DemoReport, DemoError> {
         to: None,
         prefix: Some("replay/clickstream/channel=!{partitionKeyFromLambda:channel}/".into()),
         shards: Vec::new(),
+        lambda_arn: None,
+        schema: None,
+        error_prefix: None,
     };
     report.replay = sluice_firehose::replay::replay(&state.firehose.delivery_streams, &source, &request, &|n| {
         replay_bar.set_position(n)

@@ -151,6 +151,17 @@ struct ReplayArgs {
     /// Only these shards (shardId-000000000000,...).
     #[arg(long, value_delimiter = ',')]
     shards: Vec<String>,
+    /// Send failures under this prefix (default with --prefix: its fixed part, then
+    /// errors/<error output type>/).
+    #[arg(long)]
+    error_output_prefix: Option<String>,
+    /// Transform with this Lambda ARN's component instead of the delivery stream's.
+    #[arg(long)]
+    lambda_arn: Option<String>,
+    /// Convert with this schema table (DATABASE.TABLE, a file of the schema folder) instead of
+    /// the delivery stream's.
+    #[arg(long)]
+    schema_table: Option<String>,
     /// Read at most this many records per second (server only).
     #[arg(long)]
     max_records_per_second: Option<u64>,
@@ -372,6 +383,18 @@ fn point_json(what: &str, point: ReplayPoint, body: &mut serde_json::Map<String,
     };
 }
 
+/// `--schema-table DATABASE.TABLE`, split.
+fn schema_table(given: Option<&str>) -> Result<Option<(String, String)>, ExitCode> {
+    match given.map(|t| t.split_once('.')) {
+        None => Ok(None),
+        Some(Some((db, table))) if !db.is_empty() && !table.is_empty() => Ok(Some((db.to_owned(), table.to_owned()))),
+        Some(_) => {
+            eprintln!("--schema-table takes DATABASE.TABLE");
+            Err(ExitCode::FAILURE)
+        }
+    }
+}
+
 /// `sluice replay` with a range: on the server with --endpoint, else offline.
 fn replay(args: ReplayArgs) -> ExitCode {
     let (Some(delivery_stream), Some(from)) = (args.delivery_stream.clone(), args.from.as_deref()) else {
@@ -393,7 +416,19 @@ fn replay(args: ReplayArgs) -> ExitCode {
         if let Some(to) = to {
             point_json("To", to, &mut body);
         }
-        for (name, value) in [("StreamName", args.stream), ("Prefix", args.prefix)] {
+        let (database, table) = match schema_table(args.schema_table.as_deref()) {
+            Ok(t) => t.unzip(),
+            Err(code) => return code,
+        };
+        let named = [
+            ("StreamName", args.stream),
+            ("Prefix", args.prefix),
+            ("ErrorOutputPrefix", args.error_output_prefix),
+            ("LambdaArn", args.lambda_arn),
+            ("SchemaDatabaseName", database),
+            ("SchemaTableName", table),
+        ];
+        for (name, value) in named {
             if let Some(v) = value {
                 body.insert(name.into(), v.into());
             }
@@ -438,7 +473,29 @@ fn replay(args: ReplayArgs) -> ExitCode {
             Err(code) => return code,
         };
         let streams = &state.firehose.delivery_streams;
-        let request = ReplayRequest { delivery_stream, from, to, prefix: args.prefix, shards };
+        let schema = match schema_table(args.schema_table.as_deref()) {
+            Ok(None) => None,
+            Ok(Some((database_name, table_name))) => {
+                match sluice_firehose::schema::load_table(&cfg.schema_dir, &database_name, &table_name) {
+                    Ok(fields) => Some(sluice_firehose::replay::SchemaVariant { database_name, table_name, fields }),
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+            Err(code) => return code,
+        };
+        let request = ReplayRequest {
+            delivery_stream,
+            from,
+            to,
+            prefix: args.prefix,
+            shards,
+            lambda_arn: args.lambda_arn,
+            schema,
+            error_prefix: args.error_output_prefix,
+        };
         let source = match sluice_firehose::replay::source_of(streams, &request.delivery_stream, args.stream.as_deref())
         {
             Ok(s) => s,

@@ -510,9 +510,8 @@ async fn dispatch(state: Arc<AppState>, codec: Codec, req: Request<Incoming>) ->
                 if codec != Codec::Json {
                     return Err(ApiError::new(ErrorKind::Serialization, "the reprocessing API takes AWS JSON 1.1"));
                 }
-                let tasks = worker.firehose.tasks.clone();
                 return runtime
-                    .block_on(api::reprocessing::handle(&tasks, operation, &body.bytes))
+                    .block_on(api::reprocessing::handle(&worker.firehose, operation, &body.bytes))
                     .map(|b| Answer::Body(b.into()));
             }
         };

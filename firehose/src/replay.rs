@@ -71,9 +71,50 @@ pub struct ReplayRequest {
     pub to: Option<ReplayPoint>,
     /// A prefix to deliver under instead of the delivery stream's.
     pub prefix: Option<String>,
+    /// An error output prefix instead of the delivery stream's. With another `prefix` and
+    /// none given, failures go to `<the prefix's fixed part>errors/<error output type>/`:
+    /// never into the delivery stream's own error output, whose redrive would put a
+    /// variant's failures into the live prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_prefix: Option<String>,
     /// Shard indexes to replay; empty is every shard.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shards: Vec<u32>,
+    /// Another transform than the delivery stream's: the `LambdaArn` its Lambda processor
+    /// gets (a WASM component of the transform folder; a processor is added if it has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lambda_arn: Option<String>,
+    /// Another schema for format conversion, read when the replay starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<SchemaVariant>,
+}
+
+/// A schema a replay converts with instead of the delivery stream's: the table it names and
+/// its fields, read from the schema file when the replay starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SchemaVariant {
+    /// `DatabaseName`.
+    pub database_name: String,
+    /// `TableName`.
+    pub table_name: String,
+    /// The schema file's fields.
+    pub fields: Vec<crate::schema::FieldSpec>,
+}
+
+/// Gives `spec`'s Lambda processor `arn` (adding one, enabled, if it has none).
+fn set_lambda_arn(spec: &mut crate::spec::DeliveryStreamSpec, arn: &str) {
+    use crate::spec::{Processor, ProcessorParameter};
+    let processing = spec.destination.processing_configuration.get_or_insert_with(Default::default);
+    processing.enabled = Some(true);
+    let parameter = ProcessorParameter { parameter_name: "LambdaArn".into(), parameter_value: arn.to_owned() };
+    match processing.processors.iter_mut().find(|p| p.kind == "Lambda") {
+        Some(p) => {
+            p.parameters.retain(|q| q.parameter_name != "LambdaArn");
+            p.parameters.push(parameter);
+        }
+        None => processing.processors.insert(0, Processor { kind: "Lambda".into(), parameters: vec![parameter] }),
+    }
 }
 
 /// One shard's part of a replay: records `start..end` of its log; `next` is the first not
@@ -318,14 +359,37 @@ impl Replayer {
         }
         if let Some(p) = &request.prefix {
             spec.destination.prefix = Some(p.clone());
+            let own = || format!("{}errors/!{{firehose:error-output-type}}/", crate::redrive::static_part(p));
+            spec.destination.error_output_prefix = Some(request.error_prefix.clone().unwrap_or_else(own));
+        } else if let Some(e) = &request.error_prefix {
+            spec.destination.error_output_prefix = Some(e.clone());
         }
+        if let Some(v) = &request.schema {
+            let conversion = spec.destination.data_format_conversion_configuration.as_mut().filter(|c| c.is_enabled());
+            let Some(conversion) = conversion else {
+                return Err(ReplayError::Invalid(
+                    "the delivery stream converts no format; a schema applies to format conversion".into(),
+                ));
+            };
+            let sc = conversion.schema_configuration.get_or_insert_with(Default::default);
+            sc.database_name = Some(v.database_name.clone());
+            sc.table_name = Some(v.table_name.clone());
+            spec.schema = Some(v.fields.clone());
+        }
+        let transform = match &request.lambda_arn {
+            Some(arn) => {
+                set_lambda_arn(&mut spec, arn);
+                streams.resolve_transform(&spec).map_err(ReplayError::Invalid)?
+            }
+            None => entry.transform(),
+        };
         let schema = spec
             .schema
             .as_deref()
             .map(crate::schema::to_arrow)
             .transpose()
             .map_err(|e| ReplayError::Invalid(e.to_string()))?;
-        let pipeline = plan::build(&spec, schema, entry.transform()).map_err(ReplayError::Invalid)?;
+        let pipeline = plan::build(&spec, schema, transform).map_err(ReplayError::Invalid)?;
         if matches!(pipeline.format, plan::Format::Inferred) {
             return Err(ReplayError::Invalid(
                 "the delivery stream has no schema yet (it is inferred at its first delivery); name a schema file or deliver first".into(),

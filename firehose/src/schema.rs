@@ -313,6 +313,20 @@ pub fn find(schema_dir: &Path, database: &str, table: &str) -> Result<PathBuf, S
     json.or(toml).ok_or_else(not_found)
 }
 
+/// The fields of table `table` of database `database` under `schema_dir` ([`find`], then
+/// [`load`]). Names are plain: not empty, no `/`, backslash or NUL, not `.` or `..` (a name is
+/// never a way out of the schema folder).
+///
+/// Errors: the message for the client (`InvalidArgumentException` in the API).
+pub fn load_table(schema_dir: &Path, database: &str, table: &str) -> Result<Vec<FieldSpec>, String> {
+    let safe = |s: &str| !s.is_empty() && !s.contains(['/', '\\', '\0']) && s != ".." && s != ".";
+    if !safe(database) || !safe(table) {
+        return Err("DatabaseName and TableName must be plain names.".into());
+    }
+    let path = find(schema_dir, database, table).map_err(|e| e.to_string())?;
+    load(&path).map_err(|e| e.to_string())
+}
+
 /// Reads a schema file (`.json` or `.toml`): a regular file of at most
 /// [`SCHEMA_FILE_BYTES_MAX`] bytes.
 pub fn load(path: &Path) -> Result<Vec<FieldSpec>, SchemaError> {

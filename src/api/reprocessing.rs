@@ -6,23 +6,22 @@
 //!
 //! | operation | request | answer |
 //! |---|---|---|
-//! | `StartReplay` | `DeliveryStreamName`; `StreamName`?; `FromTimestampMs` or `FromSequenceNumber`; `ToTimestampMs`? (exclusive) or `ToSequenceNumber`? (inclusive); `Prefix`?; `ShardIds`?; `MaxRecordsPerSecond`?, `MaxBytesPerSecond`? | `Task` |
+//! | `StartReplay` | `DeliveryStreamName`; `StreamName`?; `FromTimestampMs` or `FromSequenceNumber`; `ToTimestampMs`? (exclusive) or `ToSequenceNumber`? (inclusive); `Prefix`?, `ErrorOutputPrefix`?, `LambdaArn`?, `SchemaDatabaseName` + `SchemaTableName`? (a variant of the configuration); `ShardIds`?; `MaxRecordsPerSecond`?, `MaxBytesPerSecond`? | `Task` |
 //! | `StartRedrive` | `DeliveryStreamName`; `ErrorOutputType`; `FromTimestampMs`?, `ToTimestampMs`?; `StreamName`? (a Kinesis stream to put into instead); `MaxRecordsPerSecond`?, `MaxBytesPerSecond`? | `Task` |
 //! | `DescribeTask` | `TaskId` | `Task` |
 //! | `ListTasks` | `DeliveryStreamName`? | `Tasks` (newest first) |
 //! | `CancelTask` | `TaskId` | `Task` |
-
-use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sluice_engine::sequence_number::SequenceNumber;
 use sluice_engine::stream::parse_shard_id;
 use sluice_firehose::redrive::{RedriveError, RedriveRequest, RedriveTarget};
-use sluice_firehose::replay::{Pace, ReplayError, ReplayPoint, ReplayRequest};
-use sluice_firehose::tasks::{TaskError, TaskState, Tasks};
+use sluice_firehose::replay::{Pace, ReplayError, ReplayPoint, ReplayRequest, SchemaVariant};
+use sluice_firehose::tasks::{TaskError, TaskState};
 
 use super::error::{ApiError, ErrorKind};
+use super::firehose::Firehose;
 
 /// The `X-Amz-Target` prefix of the reprocessing API.
 pub const TARGET_PREFIX: &str = "SluiceReprocessing_20261205";
@@ -44,6 +43,10 @@ struct StartReplay {
     to_timestamp_ms: Option<u64>,
     to_sequence_number: Option<String>,
     prefix: Option<String>,
+    error_output_prefix: Option<String>,
+    lambda_arn: Option<String>,
+    schema_database_name: Option<String>,
+    schema_table_name: Option<String>,
     shard_ids: Option<Vec<String>>,
     max_records_per_second: Option<u64>,
     max_bytes_per_second: Option<u64>,
@@ -131,7 +134,8 @@ fn task_json(task: &TaskState) -> Value {
 /// Errors: `UnknownOperationException` for another operation; `SerializationException`
 /// for a body that is not the operation's shape; `InvalidArgumentException`,
 /// `ResourceNotFoundException`, `LimitExceededException` as the task layer refuses.
-pub async fn handle(tasks: &Arc<Tasks>, operation: &str, body: &[u8]) -> Result<Vec<u8>, ApiError> {
+pub async fn handle(firehose: &Firehose, operation: &str, body: &[u8]) -> Result<Vec<u8>, ApiError> {
+    let tasks = &firehose.tasks;
     let answer = match operation {
         "StartReplay" => {
             let r: StartReplay = parse(body)?;
@@ -148,12 +152,40 @@ pub async fn handle(tasks: &Arc<Tasks>, operation: &str, body: &[u8]) -> Result<
                 .iter()
                 .map(|id| parse_shard_id(id).ok_or_else(|| invalid(format!("ShardIds: '{id}' is not a shard id"))))
                 .collect::<Result<Vec<u32>, ApiError>>()?;
-            if let Some(p) = &r.prefix {
+            for p in [&r.prefix, &r.error_output_prefix].into_iter().flatten() {
                 if p.len() > 1024 {
-                    return Err(invalid("Prefix is at most 1024 characters"));
+                    return Err(invalid("Prefix and ErrorOutputPrefix are at most 1024 characters"));
                 }
             }
-            let request = ReplayRequest { delivery_stream: r.delivery_stream_name, from, to, prefix: r.prefix, shards };
+            if let Some(arn) = &r.lambda_arn {
+                if arn.is_empty() || arn.len() > 512 {
+                    return Err(invalid("LambdaArn is 1 to 512 characters"));
+                }
+            }
+            let schema = match (r.schema_database_name, r.schema_table_name) {
+                (None, None) => None,
+                (Some(database_name), Some(table_name)) => {
+                    let dir = firehose.config.schema_dir.clone();
+                    let (db, table) = (database_name.clone(), table_name.clone());
+                    let fields =
+                        tokio::task::spawn_blocking(move || sluice_firehose::schema::load_table(&dir, &db, &table))
+                            .await
+                            .map_err(|e| ApiError::new(ErrorKind::InternalFailure, e.to_string()))?
+                            .map_err(invalid)?;
+                    Some(SchemaVariant { database_name, table_name, fields })
+                }
+                _ => return Err(invalid("give SchemaDatabaseName and SchemaTableName together")),
+            };
+            let request = ReplayRequest {
+                delivery_stream: r.delivery_stream_name,
+                from,
+                to,
+                prefix: r.prefix,
+                shards,
+                lambda_arn: r.lambda_arn,
+                schema,
+                error_prefix: r.error_output_prefix,
+            };
             let pace =
                 Pace { max_records_per_second: r.max_records_per_second, max_bytes_per_second: r.max_bytes_per_second };
             let task = tasks.start_replay(request, r.stream_name.as_deref(), pace).map_err(task_error)?;

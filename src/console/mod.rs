@@ -200,7 +200,7 @@ fn run_operation(
             if !api::reprocessing::OPERATIONS.contains(&operation) {
                 return Err(unknown());
             }
-            runtime.block_on(api::reprocessing::handle(&state.firehose.tasks, operation, body)).map(Bytes::from)
+            runtime.block_on(api::reprocessing::handle(&state.firehose, operation, body)).map(Bytes::from)
         }
         _ => Err(unknown()),
     }

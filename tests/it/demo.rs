@@ -77,6 +77,9 @@ async fn demo_lands_every_record_and_replay_is_idempotent() {
         to: None,
         prefix: Some("replay/clickstream/channel=!{partitionKeyFromLambda:channel}/".into()),
         shards: Vec::new(),
+        lambda_arn: None,
+        schema: None,
+        error_prefix: None,
     };
     for _ in 0..2 {
         let r = sluice_firehose::replay::replay(&state.firehose.delivery_streams, &source, &request, &|_| {})

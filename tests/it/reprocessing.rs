@@ -190,6 +190,26 @@ async fn reprocessing_refuses_bad_requests_replays_cancels_and_redrives_exactly_
         ),
         ("StartReplay", json!({"DeliveryStreamName": "", "FromTimestampMs": 0}), "InvalidArgumentException"),
         (
+            "StartReplay",
+            json!({"DeliveryStreamName": "strict", "FromTimestampMs": 0, "LambdaArn": "arn:aws:lambda:us-east-1:000000000000:function:nope"}),
+            "InvalidArgumentException",
+        ),
+        (
+            "StartReplay",
+            json!({"DeliveryStreamName": "strict", "FromTimestampMs": 0, "SchemaDatabaseName": "beijing", "SchemaTableName": ".."}),
+            "InvalidArgumentException",
+        ),
+        (
+            "StartReplay",
+            json!({"DeliveryStreamName": "strict", "FromTimestampMs": 0, "SchemaTableName": "strict"}),
+            "InvalidArgumentException",
+        ),
+        (
+            "StartReplay",
+            json!({"DeliveryStreamName": "strict", "FromTimestampMs": 0, "SchemaDatabaseName": "beijing", "SchemaTableName": "missing"}),
+            "InvalidArgumentException",
+        ),
+        (
             "StartRedrive",
             json!({"DeliveryStreamName": "strict", "ErrorOutputType": "../x"}),
             "InvalidArgumentException",
@@ -243,6 +263,25 @@ async fn reprocessing_refuses_bad_requests_replays_cancels_and_redrives_exactly_
     assert_eq!(done["Replay"]["Report"]["Delivered"], 6000);
     let (digest, _) = BeijingDigest::of_parquet(&objects(&s3, "again/").await);
     assert_eq!(digest, BeijingDigest::of_json(&lines));
+
+    // A variant: the same range converted with another schema table (O3 an int again).
+    write_schema(schemas.path(), "strict_int", "int");
+    let variant = call(
+        addr,
+        "StartReplay",
+        json!({"DeliveryStreamName": "strict", "FromTimestampMs": 0, "Prefix": "variant/",
+               "SchemaDatabaseName": "beijing", "SchemaTableName": "strict_int"}),
+    )
+    .await
+    .unwrap();
+    let variant = finished(addr, variant["Task"]["TaskId"].as_str().unwrap()).await;
+    assert_eq!(variant["Status"], "COMPLETED", "{variant}");
+    let report = &variant["Replay"]["Report"];
+    assert_eq!(
+        (report["Failed"].as_u64(), report["Delivered"].as_u64()),
+        (Some(failing.len() as u64), Some((6000 - failing.len()) as u64)),
+        "{report}"
+    );
 
     // Paced at 1 record/s, it stops after its first buffer once cancelled.
     let slow = call(

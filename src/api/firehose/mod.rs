@@ -297,12 +297,7 @@ fn load_schema(schema_dir: &Path, spec: &mut DeliveryStreamSpec) -> Result<(), A
     let Some(sc) = &conv.schema_configuration else { return Ok(()) };
     let Some(table) = sc.table_name.as_deref() else { return Ok(()) };
     let db = sc.database_name.as_deref().unwrap_or("default");
-    let safe = |s: &str| !s.is_empty() && !s.contains(['/', '\\', '\0']) && s != ".." && s != ".";
-    if !safe(db) || !safe(table) {
-        return Err(invalid("DatabaseName and TableName must be plain names."));
-    }
-    let path = sluice_firehose::schema::find(schema_dir, db, table).map_err(|e| invalid(e.to_string()))?;
-    spec.schema = Some(sluice_firehose::schema::load(&path).map_err(|e| invalid(e.to_string()))?);
+    spec.schema = Some(sluice_firehose::schema::load_table(schema_dir, db, table).map_err(invalid)?);
     Ok(())
 }
 
