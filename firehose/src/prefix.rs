@@ -219,8 +219,29 @@ pub fn check_pair(
     Ok(())
 }
 
+/// The part of a prefix before its first expression (`!{...}`), up to its last `/`: the
+/// folder where listing its objects starts (the console's lake views, a redrive's error
+/// objects, a replay's own error folder).
+pub fn static_part(prefix: &str) -> String {
+    let fixed = prefix.split("!{").next().unwrap_or("");
+    // Keys continue a prefix without a `/` in the same segment (`logs` → `logs2024/...`), and
+    // listings go by whole segments: such a prefix has no fixed folder.
+    fixed.rfind('/').map_or_else(String::new, |i| fixed[..=i].to_owned())
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_static_part_of_a_prefix_ends_at_a_folder() {
+        assert_eq!(static_part("telemetry/"), "telemetry/");
+        assert_eq!(static_part("telemetry/!{timestamp:yyyy}/"), "telemetry/");
+        assert_eq!(static_part("t/x!{partitionKeyFromQuery:k}/"), "t/");
+        assert_eq!(static_part("!{firehose:error-output-type}/"), "");
+        assert_eq!(static_part(""), "");
+        assert_eq!(static_part("logs"), "");
+        assert_eq!(static_part("a/logs"), "a/");
+    }
+
     use super::*;
 
     fn values<'a>(q: &'a BTreeMap<String, String>, l: &'a BTreeMap<String, String>) -> PrefixValues<'a> {

@@ -34,6 +34,7 @@ use sluice_engine::{ReadLimits, Record};
 use crate::delivery_streams::{DeliveryStreamEntry, DeliveryStreams};
 use crate::error_output::{ERROR_OUTPUT_TYPES, FORMAT_CONVERSION_FAILED, PROCESSING_FAILED};
 use crate::plan::{self, SourceRecord};
+use crate::prefix::static_part;
 use crate::replay::Pace;
 use crate::tasks::off_runtime;
 use crate::worker::{WorkerContext, S3_FAILED};
@@ -270,13 +271,6 @@ fn records_of(bytes: &[u8], output_type: &str) -> (Vec<(u32, SourceRecord)>, u64
         records.push((shard, SourceRecord { sequence, arrival_ms, partition_key: partition_key.to_owned(), data }));
     }
     (records, unreadable)
-}
-
-/// The part of a prefix before its first expression, up to its last `/`: where listing
-/// its objects starts.
-pub fn static_part(prefix: &str) -> String {
-    let fixed = prefix.split("!{").next().unwrap_or("");
-    fixed.rfind('/').map_or_else(String::new, |i| fixed[..=i].to_owned())
 }
 
 /// A redrive of one delivery stream's error output, ready to run.

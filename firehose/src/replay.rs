@@ -359,7 +359,7 @@ impl Replayer {
         }
         if let Some(p) = &request.prefix {
             spec.destination.prefix = Some(p.clone());
-            let own = || format!("{}errors/!{{firehose:error-output-type}}/", crate::redrive::static_part(p));
+            let own = || format!("{}errors/!{{firehose:error-output-type}}/", crate::prefix::static_part(p));
             spec.destination.error_output_prefix = Some(request.error_prefix.clone().unwrap_or_else(own));
         } else if let Some(e) = &request.error_prefix {
             spec.destination.error_output_prefix = Some(e.clone());

@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use sluice_engine::stream::shard_id;
 use sluice_firehose::error_output::ERROR_OUTPUT_TYPES;
 use sluice_firehose::metrics::{ErrorLabel, Metrics};
+use sluice_firehose::prefix::static_part;
 
 use crate::api::kinesis::stream_metrics::shard_counters;
 use crate::server::AppState;
@@ -201,28 +202,4 @@ async fn parquet_rows(store: &dyn object_store::ObjectStore, key: &str, size: u6
     let meta = store.get_range(&location, start..size - 8).await.ok()?;
     let meta = ParquetMetaDataReader::decode_metadata(&meta).ok()?;
     Some(meta.file_metadata().num_rows())
-}
-
-/// The part of a prefix before its first expression (`!{...}`), or before the last `/` of it.
-fn static_part(prefix: &str) -> String {
-    let fixed = prefix.split("!{").next().unwrap_or("");
-    // Keys continue a prefix without a `/` in the same segment (`logs` → `logs2024/...`), and
-    // listings go by whole segments: such a prefix has no fixed folder.
-    fixed.rfind('/').map_or_else(String::new, |i| fixed[..=i].to_owned())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::static_part;
-
-    #[test]
-    fn the_static_part_of_a_prefix_ends_at_a_folder() {
-        assert_eq!(static_part("telemetry/"), "telemetry/");
-        assert_eq!(static_part("telemetry/!{timestamp:yyyy}/"), "telemetry/");
-        assert_eq!(static_part("t/x!{partitionKeyFromQuery:k}/"), "t/");
-        assert_eq!(static_part("!{firehose:error-output-type}/"), "");
-        assert_eq!(static_part(""), "");
-        assert_eq!(static_part("logs"), "");
-        assert_eq!(static_part("a/logs"), "a/");
-    }
 }
