@@ -100,5 +100,43 @@ fn actions(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, routing, actions);
+/// Record data to base64 and back, the crate the wire layer used (`base64`, scalar) against
+/// `base64-simd` (AVX2 where the CPU has it): what PutRecords decodes and GetRecords encodes.
+fn base64_codecs(c: &mut Criterion) {
+    let mut group = c.benchmark_group("base64");
+    group.sample_size(20).measurement_time(Duration::from_secs(3));
+    for bytes in [100usize, 1024] {
+        let data: Vec<u8> = (0..bytes * 500).map(|i| (i * 31 % 251) as u8).collect();
+        group.throughput(Throughput::Bytes(data.len() as u64));
+        let records = || data.chunks(bytes);
+        let texts: Vec<String> = records().map(|r| base64::engine::general_purpose::STANDARD.encode(r)).collect();
+        group.bench_function(BenchmarkId::new("encode/base64", bytes), |b| {
+            let mut out = String::new();
+            b.iter(|| {
+                out.clear();
+                records().for_each(|r| base64::engine::general_purpose::STANDARD.encode_string(r, &mut out));
+                out.len()
+            })
+        });
+        group.bench_function(BenchmarkId::new("encode/base64-simd", bytes), |b| {
+            let mut out = Vec::new();
+            b.iter(|| {
+                out.clear();
+                records().for_each(|r| base64_simd::STANDARD.encode_append(r, &mut out));
+                out.len()
+            })
+        });
+        group.bench_function(BenchmarkId::new("decode/base64", bytes), |b| {
+            b.iter(|| {
+                texts.iter().map(|t| base64::engine::general_purpose::STANDARD.decode(t).unwrap().len()).sum::<usize>()
+            })
+        });
+        group.bench_function(BenchmarkId::new("decode/base64-simd", bytes), |b| {
+            b.iter(|| texts.iter().map(|t| base64_simd::STANDARD.decode_to_vec(t).unwrap().len()).sum::<usize>())
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, routing, actions, base64_codecs);
 criterion_main!(benches);

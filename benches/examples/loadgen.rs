@@ -80,13 +80,15 @@ fn options() -> Options {
 }
 
 /// The data of record `n` of producer `p`: an id the verifier parses back, padded to size
-/// with bytes derived from the id, so a corrupted byte anywhere is caught.
+/// with bytes derived from the id, so a corrupted byte anywhere is caught. Seven letters per
+/// step of the generator: one per step made this function a third of the client's CPU.
 fn record_data(p: usize, n: u64, bytes: usize) -> Vec<u8> {
-    let mut d = format!("{p}:{n}:").into_bytes();
+    let mut d = Vec::with_capacity(bytes + 8);
+    d.extend_from_slice(format!("{p}:{n}:").as_bytes());
     let mut x = (p as u64) << 40 ^ n;
     while d.len() < bytes {
         x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-        d.push(b'a' + (x >> 59) as u8 % 26);
+        d.extend((x >> 8).to_le_bytes()[..7].iter().map(|b| b'a' + b % 26));
     }
     d.truncate(bytes);
     d
@@ -167,6 +169,28 @@ fn process_usage(pid: u32) -> Option<(f64, u64)> {
     Some((ticks / 100.0, status_bytes(pid, "VmRSS:")?))
 }
 
+/// CPU seconds (user + system) the server and this client spend in one phase: what a
+/// gigabyte costs each, whoever is the limit on shared cores.
+struct PhaseCpu {
+    server_pid: Option<u32>,
+    server: Option<f64>,
+    client: Option<f64>,
+}
+
+impl PhaseCpu {
+    fn start(server_pid: Option<u32>) -> Self {
+        let cpu = |pid: Option<u32>| pid.and_then(process_usage).map(|u| u.0);
+        Self { server_pid, server: cpu(server_pid), client: cpu(Some(std::process::id())) }
+    }
+
+    /// (server, client) CPU seconds since [`PhaseCpu::start`].
+    fn end(self) -> (Option<f64>, Option<f64>) {
+        let since =
+            |before: Option<f64>, pid: Option<u32>| before.zip(pid.and_then(process_usage)).map(|(a, b)| b.0 - a);
+        (since(self.server, self.server_pid), since(self.client, Some(std::process::id())))
+    }
+}
+
 /// A `kB` field of `/proc/<pid>/status`, in bytes.
 fn status_bytes(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -206,7 +230,6 @@ async fn ingest(c: &KinesisClient, o: &Options) -> (Vec<Acked>, f64) {
         tasks.spawn(async move {
             let mut acked = Vec::new();
             let mut n: u64 = 0;
-            let b64 = base64::engine::general_purpose::STANDARD;
             while Instant::now() < deadline {
                 // The body is written by hand and the answer read into borrowed fields: a
                 // JSON tree per request would make the client, not the server, the limit.
@@ -218,7 +241,7 @@ async fn ingest(c: &KinesisClient, o: &Options) -> (Vec<Acked>, f64) {
                     body.extend_from_slice(b"{\"PartitionKey\":\"");
                     body.extend_from_slice(key_of(p, i, o.keys).as_bytes());
                     body.extend_from_slice(b"\",\"Data\":\"");
-                    body.extend_from_slice(b64.encode(record_data(p, i, o.record_bytes)).as_bytes());
+                    base64_simd::STANDARD.encode_append(record_data(p, i, o.record_bytes), &mut body);
                     body.extend_from_slice(b"\"}");
                 }
                 body.extend_from_slice(b"]}");
@@ -354,7 +377,7 @@ async fn replay(c: &KinesisClient, o: &Options) -> (ReadBack, f64, u64, Vec<Stri
                 let page: Page<'_> = serde_json::from_slice(&bytes).expect("a GetRecords answer");
                 let n = page.records.len();
                 for r in page.records {
-                    let data = base64::engine::general_purpose::STANDARD.decode(r.data).expect("base64");
+                    let data = base64_simd::STANDARD.decode_to_vec(r.data).expect("base64");
                     digest_record(&mut digest, r.sequence_number, r.partition_key, &data);
                     count += 1;
                     if consumer == 0 {
@@ -450,12 +473,15 @@ async fn main() {
     let client_before = process_usage(std::process::id());
 
     let peak_windows = reset_peak_rss(o.server_pid);
+    let phase = PhaseCpu::start(o.server_pid);
     let (acked, secs) = ingest(&c, &o).await;
     let ingest_rps = acked.len() as f64 / secs;
     let ingest_mbs = ingest_rps * o.record_bytes as f64 / 1e6;
+    let (server_cpu, client_cpu) = phase.end();
+    let gb = (acked.len() * o.record_bytes) as f64 / 1e9;
     println!(
         "{}",
-        json!({"label": o.label, "phase": "ingest", "records": acked.len(), "seconds": secs, "records_per_s": ingest_rps, "mb_per_s": ingest_mbs, "record_bytes": o.record_bytes, "batch": o.batch, "concurrency": o.concurrency, "server_peak_rss_bytes": peak_rss(o.server_pid), "peak_since_phase_start": peak_windows})
+        json!({"label": o.label, "phase": "ingest", "records": acked.len(), "seconds": secs, "records_per_s": ingest_rps, "mb_per_s": ingest_mbs, "record_bytes": o.record_bytes, "batch": o.batch, "concurrency": o.concurrency, "server_peak_rss_bytes": peak_rss(o.server_pid), "peak_since_phase_start": peak_windows, "server_cpu_s": server_cpu, "client_cpu_s": client_cpu, "server_core_s_per_gb": server_cpu.map(|s| s / gb), "client_core_s_per_gb": client_cpu.map(|s| s / gb)})
     );
     let lat = latency(&c, &o).await;
     println!(
@@ -468,11 +494,14 @@ async fn main() {
         json!({"label": o.label, "phase": "e2e", "p50_ms": percentile(&e, 0.5), "p99_ms": percentile(&e, 0.99), "samples": e.len()})
     );
     let peak_windows = reset_peak_rss(o.server_pid);
+    let phase = PhaseCpu::start(o.server_pid);
     let (read, rsecs, rbytes, mut problems) = replay(&c, &o).await;
     let nread = read.values().map(Vec::len).sum::<usize>() * o.replay_consumers;
+    let (server_cpu, client_cpu) = phase.end();
+    let gb = rbytes as f64 / 1e9;
     println!(
         "{}",
-        json!({"label": o.label, "phase": "replay", "records": nread, "consumers_per_shard": o.replay_consumers, "seconds": rsecs, "records_per_s": nread as f64 / rsecs, "mb_per_s": rbytes as f64 / rsecs / 1e6, "server_peak_rss_bytes": peak_rss(o.server_pid), "peak_since_phase_start": peak_windows})
+        json!({"label": o.label, "phase": "replay", "records": nread, "consumers_per_shard": o.replay_consumers, "seconds": rsecs, "records_per_s": nread as f64 / rsecs, "mb_per_s": rbytes as f64 / rsecs / 1e6, "server_peak_rss_bytes": peak_rss(o.server_pid), "peak_since_phase_start": peak_windows, "server_cpu_s": server_cpu, "client_cpu_s": client_cpu, "server_core_s_per_gb": server_cpu.map(|s| s / gb), "client_core_s_per_gb": client_cpu.map(|s| s / gb)})
     );
     let shards = shard_ids(&c, &o.stream).await;
     problems.extend(verify(&o, &acked, &read, &shards));
