@@ -84,31 +84,98 @@ fn options() -> Options {
 /// step of the generator: one per step made this function a third of the client's CPU.
 fn record_data(p: usize, n: u64, bytes: usize) -> Vec<u8> {
     let mut d = Vec::with_capacity(bytes + 8);
-    d.extend_from_slice(format!("{p}:{n}:").as_bytes());
+    record_data_into(p, n, bytes, &mut d);
+    d
+}
+
+/// [`record_data`] into `d` (cleared first), reusing its allocation.
+fn record_data_into(p: usize, n: u64, bytes: usize, d: &mut Vec<u8>) {
+    use std::io::Write as _;
+    d.clear();
+    write!(d, "{p}:{n}:").expect("a Vec takes writes");
     let mut x = (p as u64) << 40 ^ n;
     while d.len() < bytes {
         x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
         d.extend((x >> 8).to_le_bytes()[..7].iter().map(|b| b'a' + b % 26));
     }
     d.truncate(bytes);
-    d
+}
+
+thread_local! {
+    /// A buffer per thread for the records a replay checks.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 fn key_of(p: usize, n: u64, keys: usize) -> String {
-    format!("key-{}", (n as usize * 7919 + p * 104_729) % keys)
+    format!("key-{}", key_number(p, n, keys))
 }
 
-/// What a replay read, per shard: (sequence number, partition key, data), in read order.
-type ReadBack = HashMap<String, Vec<(Seq, String, Vec<u8>)>>;
+fn key_number(p: usize, n: u64, keys: usize) -> usize {
+    (n as usize * 7919 + p * 104_729) % keys
+}
 
-/// A sequence number: a decimal string of up to 56 digits (AWS's length), ordered numerically.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-struct Seq(usize, String);
+/// What a replay read, per shard, in read order.
+type ReadBack = HashMap<String, Vec<ReadRecord>>;
+
+/// A record a replay read, checked as it was read (its bytes are not kept: a replay of
+/// gigabytes would make the client's memory, not the server, the limit).
+#[derive(Debug)]
+struct ReadRecord {
+    sequence: Seq,
+    /// The producer and record number its data names, when it is a load record.
+    id: Option<(usize, u64)>,
+    /// Whether its data and partition key are exactly what that producer put.
+    intact: bool,
+    data_bytes: usize,
+}
+
+impl ReadRecord {
+    fn check(o: &Options, sequence_number: &str, partition_key: &str, data: &[u8]) -> Self {
+        let id = std::str::from_utf8(&data[..data.len().min(48)]).ok().and_then(|text| {
+            let mut parts = text.splitn(3, ':');
+            Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+        });
+        let intact = id.is_some_and(|(p, n)| {
+            data.len() == o.record_bytes
+                && partition_key.strip_prefix("key-").and_then(|k| k.parse().ok()) == Some(key_number(p, n, o.keys))
+                && SCRATCH.with_borrow_mut(|expected| {
+                    record_data_into(p, n, o.record_bytes, expected);
+                    data == expected.as_slice()
+                })
+        });
+        Self { sequence: Seq::parse(sequence_number), id, intact, data_bytes: data.len() }
+    }
+}
+
+/// A sequence number: a decimal string of up to 56 digits (AWS's length), held as its
+/// digits before and in the last 38 (each fits a u128), so it orders numerically and costs
+/// no allocation per record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Seq(u128, u128);
 
 impl Seq {
     fn parse(s: &str) -> Self {
         let digits = s.trim_start_matches('0');
-        Self(digits.len(), digits.to_owned())
+        assert!(digits.len() <= 76 && digits.bytes().all(|b| b.is_ascii_digit()), "a sequence number: {s}");
+        // In runs of at most 19 digits, each fitting a u64 (std's u128 parse was a tenth of
+        // the client's CPU in a 100 B replay).
+        let number = |d: &[u8]| {
+            d.rchunks(19).rev().fold(0u128, |acc, run| {
+                let value = run.iter().fold(0u64, |v, b| v * 10 + u64::from(b - b'0'));
+                acc * 10u128.pow(run.len() as u32) + u128::from(value)
+            })
+        };
+        let (high, low) = digits.as_bytes().split_at(digits.len().saturating_sub(38));
+        Self(number(high), number(low))
+    }
+}
+
+impl std::fmt::Display for Seq {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            0 => write!(f, "{}", self.1),
+            high => write!(f, "{high}{:038}", self.1),
+        }
     }
 }
 
@@ -150,7 +217,7 @@ struct PageRecord<'a> {
 struct Acked {
     producer: usize,
     n: u64,
-    shard: String,
+    shard: Arc<str>,
     sequence: Seq,
 }
 
@@ -229,6 +296,8 @@ async fn ingest(c: &KinesisClient, o: &Options) -> (Vec<Acked>, f64) {
         let (c, o) = (c.clone(), o.clone());
         tasks.spawn(async move {
             let mut acked = Vec::new();
+            // Shard ids as answered, each kept once and shared by its records.
+            let mut shards: Vec<Arc<str>> = Vec::new();
             let mut n: u64 = 0;
             while Instant::now() < deadline {
                 // The body is written by hand and the answer read into borrowed fields: a
@@ -249,7 +318,14 @@ async fn ingest(c: &KinesisClient, o: &Options) -> (Vec<Acked>, f64) {
                 let out: PutOut<'_> = serde_json::from_slice(&out).expect("a PutRecords answer");
                 for (i, r) in (n..).zip(out.records) {
                     if let (Some(shard), Some(seq)) = (r.shard_id, r.sequence_number) {
-                        acked.push(Acked { producer: p, n: i, shard: shard.to_owned(), sequence: Seq::parse(seq) });
+                        let shard = match shards.iter().find(|s| &***s == shard) {
+                            Some(known) => known.clone(),
+                            None => {
+                                shards.push(Arc::from(shard));
+                                shards[shards.len() - 1].clone()
+                            }
+                        };
+                        acked.push(Acked { producer: p, n: i, shard, sequence: Seq::parse(seq) });
                     }
                 }
                 n += o.batch as u64;
@@ -350,8 +426,8 @@ async fn e2e(c: &KinesisClient, o: &Options) -> Vec<f64> {
     ms
 }
 
-/// Reads every shard from TRIM_HORIZON (one consumer per shard) and returns, per shard,
-/// the (sequence number, partition key, data) of every record, in the order read.
+/// Reads every shard from TRIM_HORIZON (`--replay-consumers` consumers per shard) and
+/// returns, per shard, every record as the first consumer read and checked it, in order.
 async fn replay(c: &KinesisClient, o: &Options) -> (ReadBack, f64, u64, Vec<String>) {
     let shards = shard_ids(c, &o.stream).await;
     let mut iterators = Vec::new();
@@ -363,7 +439,7 @@ async fn replay(c: &KinesisClient, o: &Options) -> (ReadBack, f64, u64, Vec<Stri
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for (id, consumer, it) in iterators {
-        let c = c.clone();
+        let (c, o) = (c.clone(), o.clone());
         tasks.spawn(async move {
             let mut it = it;
             // The first consumer of a shard keeps what it read for the verification; the
@@ -378,10 +454,14 @@ async fn replay(c: &KinesisClient, o: &Options) -> (ReadBack, f64, u64, Vec<Stri
                 let n = page.records.len();
                 for r in page.records {
                     let data = base64_simd::STANDARD.decode_to_vec(r.data).expect("base64");
-                    digest_record(&mut digest, r.sequence_number, r.partition_key, &data);
+                    // Only to compare consumers of one shard: with one, it would cost the
+                    // client more than its whole check.
+                    if o.replay_consumers > 1 {
+                        digest_record(&mut digest, r.sequence_number, r.partition_key, &data);
+                    }
                     count += 1;
                     if consumer == 0 {
-                        got.push((Seq::parse(r.sequence_number), r.partition_key.to_owned(), data));
+                        got.push(ReadRecord::check(&o, r.sequence_number, r.partition_key, &data));
                     }
                 }
                 if n == 0 || page.millis_behind_latest == Some(0) && n < 10_000 {
@@ -402,7 +482,7 @@ async fn replay(c: &KinesisClient, o: &Options) -> (ReadBack, f64, u64, Vec<Stri
         }
     }
     let seconds = start.elapsed().as_secs_f64();
-    let one_pass: u64 = all.values().flatten().map(|(_, _, d)| d.len() as u64).sum();
+    let one_pass: u64 = all.values().flatten().map(|r| r.data_bytes as u64).sum();
     let mut problems = Vec::new();
     for (id, mut d) in digests {
         d.sort_by_key(|(consumer, _, _)| *consumer);
@@ -425,31 +505,30 @@ fn digest_record(digest: &mut md5::Md5, sequence_number: &str, partition_key: &s
 /// Checks the replay against the acknowledgements; returns the problems found.
 fn verify(o: &Options, acked: &[Acked], read: &ReadBack, shards: &[(String, u128, u128)]) -> Vec<String> {
     let mut problems = Vec::new();
-    let mut by_sequence: HashMap<(&str, &Seq), (String, Vec<u8>, usize)> = HashMap::new();
+    let mut by_sequence: HashMap<(&str, &Seq), (&ReadRecord, usize)> = HashMap::new();
     for (shard, records) in read {
-        if records.windows(2).any(|w| w[0].0 >= w[1].0) {
+        if records.windows(2).any(|w| w[0].sequence >= w[1].sequence) {
             problems.push(format!("{shard}: sequence numbers not increasing"));
         }
-        for (seq, key, data) in records {
-            let entry = by_sequence.entry((shard.as_str(), seq)).or_insert((key.clone(), data.clone(), 0));
-            entry.2 += 1;
+        for r in records {
+            by_sequence.entry((shard.as_str(), &r.sequence)).or_insert((r, 0)).1 += 1;
         }
     }
     for a in acked {
         let key = key_of(a.producer, a.n, o.keys);
-        match by_sequence.get(&(a.shard.as_str(), &a.sequence)) {
+        match by_sequence.get(&(&*a.shard, &a.sequence)) {
             None => problems
-                .push(format!("acked record {}:{} ({}, {}) was not read back", a.producer, a.n, a.shard, a.sequence.1)),
-            Some((k, d, count)) => {
+                .push(format!("acked record {}:{} ({}, {}) was not read back", a.producer, a.n, a.shard, a.sequence)),
+            Some((r, count)) => {
                 if *count != 1 {
-                    problems.push(format!("record {} read {count} times", a.sequence.1));
+                    problems.push(format!("record {} read {count} times", a.sequence));
                 }
-                if *k != key || *d != record_data(a.producer, a.n, o.record_bytes) {
+                if r.id != Some((a.producer, a.n)) || !r.intact {
                     problems.push(format!("record {}:{} differs from what was put", a.producer, a.n));
                 }
                 let hash = u128::from_be_bytes(md5::Md5::digest(key.as_bytes()).into());
                 let owner = shards.iter().find(|(_, lo, hi)| (*lo..=*hi).contains(&hash)).map(|(id, _, _)| id.as_str());
-                if owner != Some(a.shard.as_str()) {
+                if owner != Some(&*a.shard) {
                     problems.push(format!("key {key} landed on {} but its MD5 selects {owner:?}", a.shard));
                 }
             }
