@@ -239,7 +239,31 @@ impl ColumnarEncoder {
     /// Converts `records` (JSON objects, one or more each) to one file; records that do not
     /// fit are returned as failures and the rows of the rest are written in input order.
     pub fn encode(&self, records: &[&[u8]]) -> Result<Converted, EncodeError> {
-        let Decoded { batches, rows, failed } = self.decode(records);
+        self.write(self.decode(records))
+    }
+
+    /// As [`Self::encode`], with the first `head_records` of `records` decoded already
+    /// (`head`, from [`Self::decode`] on exactly those): only the rest is decoded now. The
+    /// rows and failures are those [`Self::encode`] finds.
+    pub fn encode_continuing(
+        &self,
+        records: &[&[u8]],
+        head: Decoded,
+        head_records: usize,
+    ) -> Result<Converted, EncodeError> {
+        let tail = self.decode(&records[head_records..]);
+        let mut decoded = head;
+        decoded.batches.extend(tail.batches);
+        decoded.rows += tail.rows;
+        decoded
+            .failed
+            .extend(tail.failed.into_iter().map(|f| ConversionFailure { index: f.index + head_records, ..f }));
+        self.write(decoded)
+    }
+
+    /// Writes decoded rows as one file.
+    fn write(&self, decoded: Decoded) -> Result<Converted, EncodeError> {
+        let Decoded { batches, rows, failed } = decoded;
         if rows == 0 {
             return Ok(Converted { bytes: Vec::new(), rows, failed });
         }

@@ -102,6 +102,27 @@ pub struct PlannedObject {
     pub error_output_type: Option<&'static str>,
 }
 
+/// The leading records of a shard buffer converted to Arrow rows while the buffer filled
+/// ([`Pipeline::predecode`]), so that a delivery that comes due (by interval or size) only
+/// decodes the rest and writes the file. It is used only by the configuration version that
+/// made it and only for a buffer that starts where it starts.
+#[derive(Debug)]
+pub struct Predecoded {
+    version: u64,
+    first_sequence: u64,
+    last_sequence: u64,
+    /// Records decoded, at least 1.
+    records: usize,
+    decoded: crate::convert::Decoded,
+}
+
+impl Predecoded {
+    /// How many leading records of the buffer are decoded.
+    pub fn records(&self) -> usize {
+        self.records
+    }
+}
+
 /// The objects of one delivery and what became of each record.
 #[derive(Debug, Default)]
 pub struct Plan {
@@ -378,9 +399,77 @@ impl Pipeline {
         }
     }
 
+    /// Whether this pipeline's deliveries can be decoded ahead ([`Pipeline::predecode`]):
+    /// Parquet or ORC conversion of the records as they arrived, with no transform, no
+    /// dynamic partitioning and no deaggregation of Firehose's own.
+    pub fn predecodable(&self) -> bool {
+        matches!(self.format, Format::Columnar(_))
+            && self.transform.is_none()
+            && self.query.is_none()
+            && self.prefix.query_keys().next().is_none()
+            && self.prefix.lambda_keys().next().is_none()
+            && self.deaggregation.is_none()
+    }
+
+    /// Decodes `more`, the buffer's records after those `ahead` holds (all of the buffer's
+    /// from its first when `ahead` is `None`), into Arrow rows, and returns the extended
+    /// decoding; `None` when this pipeline cannot decode ahead, `ahead` was made by another
+    /// configuration, or a record is KPL-aggregated (its user records are only known at
+    /// planning).
+    pub fn predecode(&self, ahead: Option<Predecoded>, more: &[SourceRecord]) -> Option<Predecoded> {
+        let Format::Columnar(enc) = &self.format else { return None };
+        let (first, last) = (more.first()?, more.last()?);
+        if !self.predecodable()
+            || ahead.as_ref().is_some_and(|a| a.version != self.version)
+            || (self.kinesis_source && more.iter().any(|r| r.data.starts_with(&crate::kpl::MAGIC)))
+        {
+            return None;
+        }
+        let data: Vec<&[u8]> = more.iter().map(|r| r.data.as_slice()).collect();
+        let tail = enc.decode(&data);
+        let mut ahead = ahead.unwrap_or(Predecoded {
+            version: self.version,
+            first_sequence: first.sequence,
+            last_sequence: last.sequence,
+            records: 0,
+            decoded: crate::convert::Decoded { batches: Vec::new(), rows: 0, failed: Vec::new() },
+        });
+        let offset = ahead.records;
+        ahead.decoded.batches.extend(tail.batches);
+        ahead.decoded.rows += tail.rows;
+        ahead.decoded.failed.extend(
+            tail.failed.into_iter().map(|f| crate::convert::ConversionFailure { index: f.index + offset, ..f }),
+        );
+        ahead.records += more.len();
+        ahead.last_sequence = last.sequence;
+        Some(ahead)
+    }
+
     /// Plans the delivery of `records`, the range `first..=last` of source shard `shard`.
     /// `now_ms` stamps error records.
     pub fn plan(&self, shard: u32, first: u64, last: u64, records: &[SourceRecord], now_ms: u64) -> Plan {
+        self.plan_continuing(shard, first, last, records, now_ms, None)
+    }
+
+    /// As [`Pipeline::plan`], with the leading records decoded ahead (`ahead`, used only
+    /// when it fits: the same configuration, the same first record, and records as they
+    /// arrived). The plan is the one [`Pipeline::plan`] makes.
+    pub fn plan_continuing(
+        &self,
+        shard: u32,
+        first: u64,
+        last: u64,
+        records: &[SourceRecord],
+        now_ms: u64,
+        ahead: Option<Predecoded>,
+    ) -> Plan {
+        let ahead = ahead.filter(|a| {
+            self.predecodable()
+                && a.version == self.version
+                && a.records <= records.len()
+                && records.first().is_some_and(|r| r.sequence == a.first_sequence)
+                && records[a.records - 1].sequence == a.last_sequence
+        });
         let mut states: Vec<State<'_>> = match &self.transform {
             None => records
                 .iter()
@@ -402,8 +491,17 @@ impl Pipeline {
         // Group by partition keys (one group without dynamic partitioning).
         let mut groups: BTreeMap<String, (PartitionKeys, PartitionKeys, Vec<usize>)> = BTreeMap::new();
         let needs_lambda: Vec<&str> = self.prefix.lambda_keys().collect();
+        let partitioned = self.query.is_some() || self.prefix.query_keys().next().is_some() || !needs_lambda.is_empty();
+        if !partitioned {
+            // One group, no keys: none of the per-record key work below (it was a tenth of
+            // a plan's time, perf on benches/examples/firehose_e2e.rs).
+            let members: Vec<usize> = (0..states.len()).filter(|&i| matches!(states[i], State::Ok { .. })).collect();
+            if !members.is_empty() {
+                groups.insert(String::new(), (PartitionKeys::new(), PartitionKeys::new(), members));
+            }
+        }
         let mut query_results = self.query.as_ref().map(|q| query_keys(q, &states)).unwrap_or_default().into_iter();
-        for (i, state) in states.iter_mut().enumerate() {
+        for (i, state) in states.iter_mut().enumerate().filter(|_| partitioned) {
             let query_result = query_results.next();
             let State::Ok { lambda_keys, .. } = state else { continue };
             let query_keys = match query_result.flatten() {
@@ -460,6 +558,9 @@ impl Pipeline {
         let mut plan = Plan::default();
         // Partitions convert independently: several at once use every core.
         let members: Vec<&Vec<usize>> = groups.values().map(|(_, _, m)| m).collect();
+        // Rows decoded ahead belong to the one group of an unpartitioned delivery, whose
+        // members are then every record (no transform: none dropped or failed before).
+        let ahead = std::sync::Mutex::new(ahead.filter(|_| members.len() == 1 && members[0].len() == records.len()));
         let threads = crate::convert::ConversionThreads::take(conversion_threads().min(members.len()));
         let encoded = sluice_engine::parallel::in_parallel(&members, threads.count(), "sluice-convert", |members| {
             let data: Vec<&[u8]> = members
@@ -469,7 +570,8 @@ impl Pipeline {
                     _ => unreachable!("groups hold records that are Ok"),
                 })
                 .collect();
-            self.encode(&data)
+            let ahead = ahead.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+            self.encode(&data, ahead)
         });
         for ((group, (query_keys, lambda_keys, members)), (bytes, batches, landed, failures)) in
             groups.iter().zip(encoded)
@@ -658,7 +760,11 @@ impl Pipeline {
     /// Encodes one group: the object bytes (or a table's rows), the local indexes that
     /// landed, and failures.
     #[allow(clippy::type_complexity)]
-    fn encode(&self, data: &[&[u8]]) -> (Vec<u8>, Vec<arrow_array::RecordBatch>, Vec<usize>, Vec<(usize, Failure)>) {
+    fn encode(
+        &self,
+        data: &[&[u8]],
+        ahead: Option<Predecoded>,
+    ) -> (Vec<u8>, Vec<arrow_array::RecordBatch>, Vec<usize>, Vec<(usize, Failure)>) {
         match &self.format {
             Format::Raw(c) => {
                 let bytes = c
@@ -672,22 +778,24 @@ impl Pipeline {
                 let landed = landed(data.len(), &failed);
                 (Vec::new(), d.batches, landed, failed)
             }
-            Format::Columnar(enc) => match enc.encode(data) {
-                Ok(c) => {
-                    let failed = conversion_failures(c.failed);
-                    let landed = landed(data.len(), &failed);
-                    (c.bytes, Vec::new(), landed, failed)
+            Format::Columnar(enc) => {
+                match ahead.map_or_else(|| enc.encode(data), |a| enc.encode_continuing(data, a.decoded, a.records)) {
+                    Ok(c) => {
+                        let failed = conversion_failures(c.failed);
+                        let landed = landed(data.len(), &failed);
+                        (c.bytes, Vec::new(), landed, failed)
+                    }
+                    Err(e) => {
+                        let failure = Failure {
+                            output_type: FORMAT_CONVERSION_FAILED,
+                            code: "DataFormatConversion.InternalError".into(),
+                            message: e.to_string(),
+                            attempts: 1,
+                        };
+                        (Vec::new(), Vec::new(), Vec::new(), (0..data.len()).map(|i| (i, failure.clone())).collect())
+                    }
                 }
-                Err(e) => {
-                    let failure = Failure {
-                        output_type: FORMAT_CONVERSION_FAILED,
-                        code: "DataFormatConversion.InternalError".into(),
-                        message: e.to_string(),
-                        attempts: 1,
-                    };
-                    (Vec::new(), Vec::new(), Vec::new(), (0..data.len()).map(|i| (i, failure.clone())).collect())
-                }
-            },
+            }
             Format::Inferred => unreachable!("the worker fixes the schema before planning"),
         }
     }
@@ -785,4 +893,95 @@ pub fn check_object_key(key: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    /// A Parquet delivery of a Kinesis source with a fixed schema (`id` int, `name` string).
+    fn parquet_pipeline() -> Pipeline {
+        let spec: DeliveryStreamSpec = serde_json::from_value(serde_json::json!({
+            "name": "ahead", "created_ms": 0, "updated_ms": 0, "version": 3,
+            "source": {"type": "kinesis_stream", "stream_name": "s", "stream_arn": "arn:aws:kinesis:us-east-1:000000000000:stream/s", "role_arn": "r"},
+            "destination": {"RoleARN": "r", "BucketARN": "arn:aws:s3:::lake", "Prefix": "p/",
+                "DataFormatConversionConfiguration": {"Enabled": true,
+                    "OutputFormatConfiguration": {"Serializer": {"ParquetSerDe": {}}}}},
+            "schema": [{"name": "id", "type": "int"}, {"name": "name", "type": "string"}],
+        }))
+        .unwrap();
+        let schema = crate::schema::to_arrow(spec.schema.as_deref().unwrap()).unwrap();
+        build(&spec, Some(schema), None).unwrap()
+    }
+
+    /// Records 0..n, every 7th one not fitting the schema (`id` not an integer), the 13th
+    /// not JSON.
+    fn records(n: u64) -> Vec<SourceRecord> {
+        (0..n)
+            .map(|i| SourceRecord {
+                sequence: 100 + i,
+                arrival_ms: 1_700_000_000_000 + i,
+                partition_key: format!("k{i}"),
+                data: match i {
+                    13 => b"{not json".to_vec(),
+                    i if i % 7 == 3 => format!(r#"{{"id":"x{i}","name":"n{i}"}}"#).into_bytes(),
+                    i => format!(r#"{{"id":{i},"name":"n{i}"}}"#).into_bytes(),
+                },
+            })
+            .collect()
+    }
+
+    /// The rows of a plan's Parquet object, read back.
+    fn rows(plan: &Plan) -> Vec<(Option<i32>, Option<String>)> {
+        use arrow_array::cast::AsArray;
+        use arrow_array::types::Int32Type;
+        let data = plan.objects.iter().find(|o| o.error_output_type.is_none()).expect("a data object");
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(data.bytes.clone())).unwrap();
+        let mut rows = Vec::new();
+        for batch in reader.build().unwrap().map(Result::unwrap) {
+            let (ids, names) = (batch.column(0).as_primitive::<Int32Type>(), batch.column(1).as_string::<i32>());
+            rows.extend(ids.iter().zip(names.iter()).map(|(i, n)| (i, n.map(str::to_owned))));
+        }
+        rows
+    }
+
+    #[test]
+    fn a_delivery_decoded_ahead_plans_what_a_whole_decoding_plans() {
+        let p = parquet_pipeline();
+        assert!(p.predecodable());
+        let all = records(30_000);
+        let whole = p.plan(0, 100, 100 + 29_999, &all, 5);
+        // Decoded ahead in two steps, then the rest at planning.
+        let ahead = p.predecode(None, &all[..9_000]).expect("decodable");
+        let ahead = p.predecode(Some(ahead), &all[9_000..20_000]).expect("decodable");
+        assert_eq!(ahead.records(), 20_000);
+        let continued = p.plan_continuing(0, 100, 100 + 29_999, &all, 5, Some(ahead));
+        assert_eq!((continued.delivered, &continued.failed), (whole.delivered, &whole.failed));
+        assert_eq!(whole.delivered, 30_000 - (0..30_000).filter(|i| i % 7 == 3).count() - 1);
+        let keys = |p: &Plan| p.objects.iter().map(|o| (o.key.clone(), o.records.clone())).collect::<Vec<_>>();
+        assert_eq!(keys(&continued), keys(&whole));
+        let error_bytes = |p: &Plan| {
+            p.objects.iter().filter(|o| o.error_output_type.is_some()).map(|o| o.bytes.clone()).collect::<Vec<_>>()
+        };
+        assert_eq!(error_bytes(&continued), error_bytes(&whole));
+        assert_eq!(rows(&continued), rows(&whole));
+        assert_eq!(rows(&whole).len(), whole.delivered);
+    }
+
+    #[test]
+    fn rows_decoded_ahead_by_another_configuration_or_range_are_not_used() {
+        let p = parquet_pipeline();
+        let all = records(20_000);
+        let whole = p.plan(0, 100, 100 + 19_999, &all, 5);
+        // Decoded from a buffer that began one record later: not this range's rows.
+        let shifted = p.predecode(None, &all[1..10_001]).unwrap();
+        let plan = p.plan_continuing(0, 100, 100 + 19_999, &all, 5, Some(shifted));
+        assert_eq!(plan.delivered, whole.delivered);
+        assert_eq!(rows(&plan), rows(&whole));
+        // KPL-aggregated records are only split at planning.
+        let mut aggregated = records(10);
+        aggregated[4].data = crate::kpl::aggregate(&[("a", b"{\"id\":1}")]);
+        assert!(p.predecode(None, &aggregated).is_none());
+    }
 }

@@ -110,7 +110,17 @@ struct ShardBuffer {
     /// When the first buffered record was read (worker clock, ms).
     started_ms: u64,
     next_read: u64,
+    /// The leading records converted to rows already, while the buffer fills.
+    ahead: Option<plan::Predecoded>,
+    /// This buffer is not decoded ahead (its pipeline refused, or a decode panicked).
+    ahead_off: bool,
 }
+
+/// A buffer's records are decoded ahead once this many more than were decoded wait (the
+/// conversion's batch size), so a delivery that comes due converts little more than its
+/// last records: with the 4 shards of `benches/examples/firehose_e2e.rs` due at once after
+/// their interval, their conversion was a third of the time to land the Beijing file.
+const DECODE_AHEAD_RECORDS_MIN: usize = 8192;
 
 struct Worker {
     entry: Arc<DeliveryStreamEntry>,
@@ -258,7 +268,7 @@ impl Worker {
                     continue;
                 }
                 self.buffers.remove(&s.index);
-                self.deliver(s.index, records).await?;
+                self.deliver(s.index, records, None).await?;
                 progressed = true;
                 continue;
             }
@@ -268,6 +278,8 @@ impl Worker {
                 bytes: 0,
                 started_ms: now,
                 next_read: cp.next,
+                ahead: None,
+                ahead_off: false,
             });
             if buf.bytes < size {
                 let limits = ReadLimits { max_records: 10_000, max_bytes: size - buf.bytes };
@@ -293,9 +305,12 @@ impl Worker {
                 && (buf.bytes >= size || now.saturating_sub(buf.started_ms) >= interval || flushing);
             if due {
                 let records = std::mem::take(&mut buf.records);
-                buf.bytes = 0;
-                self.deliver(s.index, records).await?;
+                let ahead = buf.ahead.take();
+                (buf.bytes, buf.ahead_off) = (0, false);
+                self.deliver(s.index, records, ahead).await?;
                 progressed = true;
+            } else {
+                self.decode_ahead(s.index);
             }
             let drained = self.buffers.get(&s.index).is_none_or(|b| b.records.is_empty());
             let cp = self.checkpoints.shards.get_mut(&s.index).expect("registered above");
@@ -383,7 +398,33 @@ impl Worker {
         Ok(Some(p))
     }
 
-    async fn deliver(&mut self, shard: u32, records: Vec<SourceRecord>) -> Result<(), StepError> {
+    /// Converts the records of `shard`'s buffer not decoded yet to rows, when there are
+    /// [`DECODE_AHEAD_RECORDS_MIN`] of them and the pipeline allows it. A refusal or a panic
+    /// stops it for this buffer; its delivery then decodes everything, as without it.
+    fn decode_ahead(&mut self, shard: u32) {
+        let Ok(Some(pipeline)) = self.pipeline_with_schema() else { return };
+        let Some(buf) = self.buffers.get_mut(&shard) else { return };
+        let done = buf.ahead.as_ref().map_or(0, plan::Predecoded::records);
+        if buf.ahead_off || !pipeline.predecodable() || buf.records.len() < done + DECODE_AHEAD_RECORDS_MIN {
+            return;
+        }
+        let ahead = buf.ahead.take();
+        let more = &buf.records[done..];
+        let decoded = crate::tasks::off_runtime(|| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pipeline.predecode(ahead, more)))
+        });
+        match decoded {
+            Ok(Some(ahead)) => buf.ahead = Some(ahead),
+            Ok(None) | Err(_) => buf.ahead_off = true,
+        }
+    }
+
+    async fn deliver(
+        &mut self,
+        shard: u32,
+        records: Vec<SourceRecord>,
+        ahead: Option<plan::Predecoded>,
+    ) -> Result<(), StepError> {
         let (Some(first), Some(last)) = (records.first().map(|r| r.sequence), records.last().map(|r| r.sequence))
         else {
             return Ok(());
@@ -410,7 +451,7 @@ impl Worker {
             Ok(()) if attempts == DELIVERY_ATTEMPTS_MAX + 1 => {
                 self.deliver_isolating(shard, first, last, records).await
             }
-            Ok(()) => self.deliver_range(shard, first, last, records).await,
+            Ok(()) => self.deliver_range(shard, first, last, records, ahead).await,
         };
         match result {
             Ok(()) => {
@@ -533,7 +574,7 @@ impl Worker {
         if good.is_empty() {
             return Ok(());
         }
-        self.deliver_range(shard, first, last, good).await
+        self.deliver_range(shard, first, last, good, None).await
     }
 
     /// The current attempt's planning is done: the attempt counted before it is taken back
@@ -613,12 +654,14 @@ impl Worker {
         first: u64,
         last: u64,
         records: Vec<SourceRecord>,
+        ahead: Option<plan::Predecoded>,
     ) -> Result<(), StepError> {
         if self.entry.spec().iceberg.is_some() {
             return self.deliver_to_table(shard, first, last, records).await;
         }
         let pipeline = self.pipeline(&records).await?;
-        let (plan, records) = plan_off_thread(&pipeline, shard, first, last, records, self.ctx.clock.now_ms()).await?;
+        let now = self.ctx.clock.now_ms();
+        let (plan, records) = plan_off_thread(&pipeline, shard, first, last, records, now, ahead).await?;
         self.planning_finished(shard).await?;
         let label = Metrics::label(self.entry.name());
         for object in plan.objects {
@@ -740,11 +783,12 @@ async fn plan_off_thread(
     last: u64,
     records: Vec<SourceRecord>,
     now_ms: u64,
+    ahead: Option<plan::Predecoded>,
 ) -> Result<(plan::Plan, Vec<SourceRecord>), StepError> {
     let p = pipeline.clone();
     tokio::task::spawn_blocking(move || {
         let records = p.deaggregate(records);
-        let plan = p.plan(shard, first, last, &records, now_ms);
+        let plan = p.plan_continuing(shard, first, last, &records, now_ms, ahead);
         (plan, records)
     })
     .await

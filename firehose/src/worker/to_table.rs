@@ -53,7 +53,7 @@ impl Worker {
             let pipeline = self.table_pipeline(&table)?;
             let now = self.ctx.clock.now_ms();
             let (plan, planned_records) =
-                super::plan_off_thread(&pipeline, shard, range_first, last, pending, now).await?;
+                super::plan_off_thread(&pipeline, shard, range_first, last, pending, now, None).await?;
             self.planning_finished(shard).await?;
             let mut batches = Vec::new();
             for object in plan.objects {
