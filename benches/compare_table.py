@@ -22,6 +22,12 @@ def mib(n):
     return "" if n is None else f"{n / 2**20:,.0f}"
 
 
+def per_gb(phase, who):
+    """CPU seconds (user + system) `who` spent per GB of record data in a phase."""
+    v = phase.get(f"{who}_core_s_per_gb")
+    return "" if v is None else f"{v:.1f}"
+
+
 def kinesis_rows(path):
     rows = {}
     for line in open(path):
@@ -29,12 +35,13 @@ def kinesis_rows(path):
         rows.setdefault(r["label"], {})[r["phase"]] = r
     out = [
         "| server | ingest records/s | MB/s | × kinesalite | replay records/s | MB/s | × kinesalite "
-        "| put p99 ms | put→visible p99 ms | peak RSS MiB, ingest / replay | verified |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| put p99 ms | put→visible p99 ms | peak RSS MiB, ingest / replay "
+        "| server CPU s per GB, ingest / replay | client CPU s per GB, ingest / replay | verified |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for label, p in rows.items():
         if not {"ingest", "replay", "latency", "e2e", "verify"} <= p.keys():
-            out.append(f"| {label} | run incomplete | | | | | | | | | NO |")
+            out.append(f"| {label} | run incomplete | | | | | | | | | | | NO |")
             continue
         size = label.rsplit("-", 1)[1]
         base = rows.get(f"kinesalite-{size}", {})
@@ -47,6 +54,7 @@ def kinesis_rows(path):
             f"| {rep['records_per_s']:,.0f} | {rep['mb_per_s']:,.0f} | {ratio(rep['records_per_s'], br)} "
             f"| {p['latency']['p99_ms']:.2f} | {p['e2e']['p99_ms']:.2f} "
             f"| {mib(ing.get('server_peak_rss_bytes'))} / {mib(rep.get('server_peak_rss_bytes'))} "
+            f"| {per_gb(ing, 'server')} / {per_gb(rep, 'server')} | {per_gb(ing, 'client')} / {per_gb(rep, 'client')} "
             f"| {'yes' if p['verify']['problems'] == 0 else 'NO'} |"
         )
     return out
