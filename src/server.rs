@@ -738,6 +738,7 @@ pub async fn serve_with(
     let page_release = every(PAGE_RELEASE_INTERVAL, state.clone(), |state| {
         state.kinesis.streams.release_pages();
         state.firehose.delivery_streams.release_pages();
+        crate::answer_budget::ANSWER_BUFFERS.trim(crate::answer_budget::KEPT_IDLE);
     });
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());

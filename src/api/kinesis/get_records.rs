@@ -210,8 +210,10 @@ fn respond(r: &Response<'_>, codec: Codec) -> Result<Vec<u8>, ApiError> {
 }
 
 fn respond_cbor(r: &Response<'_>) -> Vec<u8> {
-    // Data as it is; about 130 bytes of keys and sequence number per record.
-    let mut out = Vec::with_capacity(r.records.batch.bytes() + r.records.batch.len() * 130 + 1024);
+    // Data and partition keys as they are; about 140 bytes of member names, heads and
+    // sequence number per record (192 reserved, so the buffer never grows half-way).
+    let mut out =
+        crate::answer_budget::ANSWER_BUFFERS.take(r.records.batch.bytes() + r.records.batch.len() * 192 + 1024);
     cbor_out::head(&mut out, cbor_out::MAP, 2 + u64::from(r.next_shard_iterator.is_some()));
     cbor_out::text(&mut out, "MillisBehindLatest");
     cbor_out::head(&mut out, cbor_out::UNSIGNED, r.millis_behind_latest);
@@ -225,7 +227,7 @@ fn respond_cbor(r: &Response<'_>) -> Vec<u8> {
 }
 
 fn respond_json(r: &Response<'_>) -> Result<Vec<u8>, ApiError> {
-    let mut out = Vec::with_capacity(r.records.json_bytes_max() + 1024);
+    let mut out = crate::answer_budget::ANSWER_BUFFERS.take(r.records.json_bytes_max() + 1024);
     out.extend_from_slice(b"{\"Records\":");
     r.records.write_json(&mut out);
     if let Some(next) = &r.next_shard_iterator {
