@@ -29,8 +29,8 @@ pub fn run(k: &Kinesis, r: Request) -> Result<Vec<u8>, ApiError> {
     let placed = results.into_iter().next().expect("one record in, one result out")?;
     k.stream_metrics.of(&k.streams, &stream).put_record(bytes, since);
     respond(&serde_json::json!({
-        "ShardId": placed.shard_id,
-        "SequenceNumber": placed.sequence_number,
+        "ShardId": placed.shard_id(),
+        "SequenceNumber": placed.sequence_number.to_string(),
         "EncryptionType": if stream.meta().settings.kms_key_id.is_some() { "KMS" } else { "NONE" },
     }))
 }
