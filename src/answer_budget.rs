@@ -79,13 +79,23 @@ impl Drop for Grant {
     }
 }
 
-/// An answer's body and the grant its records took, given back once the body is sent.
+/// An answer's body and the grant its records took, given back once the body is sent; the
+/// body's buffer then goes back to [`ANSWER_BUFFERS`].
 #[derive(Debug)]
 pub struct HeldAnswer {
-    /// The encoded answer.
-    pub body: Vec<u8>,
-    /// The grant, held as long as the body.
-    pub grant: Grant,
+    body: Vec<u8>,
+    /// Held as long as the body.
+    _grant: Grant,
+    /// The body's capacity as counted out in [`ANSWER_BUFFERS`].
+    counted: usize,
+}
+
+impl HeldAnswer {
+    /// Holds `body` (best taken from [`ANSWER_BUFFERS`]) and `grant` until dropped.
+    pub fn new(body: Vec<u8>, grant: Grant) -> Self {
+        let counted = ANSWER_BUFFERS.lend(&body);
+        Self { body, _grant: grant, counted }
+    }
 }
 
 impl AsRef<[u8]> for HeldAnswer {
@@ -96,7 +106,7 @@ impl AsRef<[u8]> for HeldAnswer {
 
 impl Drop for HeldAnswer {
     fn drop(&mut self) {
-        ANSWER_BUFFERS.give(std::mem::take(&mut self.body));
+        ANSWER_BUFFERS.give(std::mem::take(&mut self.body), self.counted);
     }
 }
 
@@ -126,7 +136,8 @@ pub const KEPT_IDLE: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub struct AnswerBuffers {
     kept: Mutex<Vec<(Vec<u8>, Instant)>>,
-    /// Capacity of the large buffers taken and not given back yet.
+    /// Capacity of the large buffers out in answers ([`AnswerBuffers::lend`]) and not given
+    /// back yet.
     out: AtomicUsize,
 }
 
@@ -150,23 +161,34 @@ impl AnswerBuffers {
         }
         let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
         let fit = (0..kept.len()).filter(|&i| kept[i].0.capacity() >= capacity).min_by_key(|&i| kept[i].0.capacity());
-        let buffer = match fit {
+        match fit {
             Some(i) => kept.swap_remove(i).0,
             None => Vec::with_capacity(capacity),
-        };
-        self.out.fetch_add(buffer.capacity(), Ordering::Relaxed);
-        buffer
+        }
     }
 
-    /// Gives back a buffer from [`AnswerBuffers::take`] once its answer is sent: kept for a
-    /// later answer, emptied, unless it is small or the buffers out and kept would pass
-    /// [`KEPT_BYTES_MAX`] with it.
-    pub fn give(&self, mut buffer: Vec<u8>) {
+    /// Counts `body` as out in an answer until [`AnswerBuffers::give`] gets it back with
+    /// the count this returns (0 for a small buffer, which is neither counted nor kept).
+    /// Counting where an answer is held, not where a buffer is taken, keeps the count exact
+    /// whatever becomes of buffers that never become held answers.
+    pub fn lend(&self, body: &Vec<u8>) -> usize {
+        let capacity = body.capacity();
+        if capacity < KEPT_BUFFER_BYTES_MIN {
+            return 0;
+        }
+        self.out.fetch_add(capacity, Ordering::Relaxed);
+        capacity
+    }
+
+    /// Gives back the body of an answer once it is sent, with the count
+    /// [`AnswerBuffers::lend`] returned for it: kept for a later answer, emptied, unless it is
+    /// small or the buffers out and kept would pass [`KEPT_BYTES_MAX`] with it.
+    pub fn give(&self, mut buffer: Vec<u8>, counted: usize) {
+        self.out.fetch_sub(counted, Ordering::Relaxed);
         let capacity = buffer.capacity();
         if capacity < KEPT_BUFFER_BYTES_MIN {
             return;
         }
-        let _ = self.out.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |out| Some(out.saturating_sub(capacity)));
         buffer.clear();
         let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
         let bytes: usize = kept.iter().map(|(b, _)| b.capacity()).sum::<usize>() + self.out.load(Ordering::Relaxed);
@@ -201,25 +223,41 @@ mod tests {
     #[test]
     fn answer_buffers_are_reused_up_to_their_bound_and_freed_when_idle() {
         let buffers = AnswerBuffers::new();
+        // An answer held, sent, and its buffer given back.
         let mut a = buffers.take(4 << 20);
         a.extend_from_slice(b"an answer");
         let pointer = a.as_ptr();
-        buffers.give(a);
-        assert_eq!(buffers.kept_bytes(), 4 << 20);
+        let counted = buffers.lend(&a);
+        assert_eq!(buffers.out.load(Ordering::Relaxed), 4 << 20);
+        buffers.give(a, counted);
+        assert_eq!((buffers.kept_bytes(), buffers.out.load(Ordering::Relaxed)), (4 << 20, 0));
         let b = buffers.take(3 << 20);
         assert_eq!((b.as_ptr(), b.len()), (pointer, 0), "the kept buffer, emptied");
         assert_eq!(buffers.kept_bytes(), 0);
         let c = buffers.take(8 << 20);
         assert_ne!(c.as_ptr(), pointer, "too small a kept buffer is not taken");
-        buffers.give(Vec::with_capacity(1000));
+        let small = Vec::with_capacity(1000);
+        let counted = buffers.lend(&small);
+        buffers.give(small, counted);
         assert_eq!(buffers.kept_bytes(), 0, "small buffers are not kept");
-        // 12 MiB out in answers (b and c, never given back here) count against the bound.
-        let taken: Vec<Vec<u8>> = (0..20).map(|_| buffers.take(10 << 20)).collect();
-        taken.into_iter().for_each(|t| buffers.give(t));
+        // A buffer taken but never held (dropped on another path) counts nothing.
+        drop(buffers.take(10 << 20));
+        // 12 MiB out in answers held (b and c) count against the bound.
+        let (b_counted, c_counted) = (buffers.lend(&b), buffers.lend(&c));
+        let held: Vec<(Vec<u8>, usize)> = (0..20)
+            .map(|_| {
+                let t = buffers.take(10 << 20);
+                let n = buffers.lend(&t);
+                (t, n)
+            })
+            .collect();
+        held.into_iter().for_each(|(t, n)| buffers.give(t, n));
         assert_eq!(buffers.kept_bytes(), 50 << 20, "out and kept at most KEPT_BYTES_MAX");
-        drop((b, c));
+        buffers.give(b, b_counted);
+        buffers.give(c, c_counted);
+        assert_eq!(buffers.out.load(Ordering::Relaxed), 0, "every lent buffer given back");
         buffers.trim(Duration::from_secs(60));
-        assert_eq!(buffers.kept_bytes(), 50 << 20, "not idle yet");
+        assert_eq!(buffers.kept_bytes(), 62 << 20, "b and c kept too; none idle yet");
         buffers.trim(Duration::ZERO);
         assert_eq!(buffers.kept_bytes(), 0);
     }

@@ -201,7 +201,7 @@ impl AppState {
             // Encoded from the frames already; tests compare it with the generic encoder.
             Codec::Cbor => answer,
         };
-        Ok(Bytes::from_owner(HeldAnswer { body, grant }))
+        Ok(Bytes::from_owner(HeldAnswer::new(body, grant)))
     }
 
     /// A new request id (AWS's UUID form), for an answer made outside the API's own path.
