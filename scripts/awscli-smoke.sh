@@ -2,7 +2,8 @@
 # Drives a real `sluice serve` with the AWS CLI (installed from PyPI into a cached venv):
 # create-stream, put-record, get-shard-iterator, get-records, split-shard, delete-stream, STS
 # get-caller-identity, then a Firehose delivery stream into a folder: create-delivery-stream,
-# describe-delivery-stream, put-record-batch; boto3 (same venv) runs
+# describe-delivery-stream, put-record-batch; SQS create-queue, send-message, receive-message;
+# boto3 (same venv) runs
 # tests/clients/boto3_kinesis.py; last, a second server with --tls-self-signed, which the CLI
 # reaches over HTTPS with --ca-bundle. Prints "awscli: N passed, M failed".
 set -euo pipefail
@@ -93,6 +94,13 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 check firehose-delivery "$landed" $'one\ntwo'
+# SQS (AWS JSON 1.0) from the CLI.
+qurl=$(aws sqs create-queue --queue-name cli-queue --query QueueUrl --output text)
+check sqs-create-queue "$qurl" "http://127.0.0.1:$port/000000000000/cli-queue"
+aws sqs send-message --queue-url "$qurl" --message-body "from the cli" >/dev/null
+check sqs-receive-message "$(aws sqs receive-message --queue-url "$qurl" --query 'Messages[0].Body' --output text)" "from the cli"
+check sqs-missing-queue "$(aws sqs get-queue-url --queue-name none 2>&1 | grep -o 'AWS.SimpleQueueService.NonExistentQueue' || true)" \
+  AWS.SimpleQueueService.NonExistentQueue
 check boto3 "$("$venv/bin/python" tests/clients/boto3_kinesis.py "http://127.0.0.1:$port" sluice sluice-secret 2>&1 | tail -1)" "boto3: ok"
 # Firehose data correctness (issue 22's table), read back with pyarrow; prints its own line.
 conversion_failed=0
@@ -108,6 +116,14 @@ operations_failed=0
 if ! "$venv/bin/python" tests/clients/operations.py "http://127.0.0.1:$port" sluice sluice-secret; then
   operations_failed=1
   echo "operations failed; server log:"
+  tail -5 "$data.log"
+fi
+
+# SQS through boto3: every operation of botocore's model, and their behaviour; prints its own line.
+sqs_failed=0
+if ! "$venv/bin/python" tests/clients/sqs.py "http://127.0.0.1:$port" sluice sluice-secret; then
+  sqs_failed=1
+  echo "sqs failed; server log:"
   tail -5 "$data.log"
 fi
 
@@ -164,4 +180,4 @@ check https-untrusted "$("$venv/bin/aws" --endpoint-url "https://localhost:$tls_
 
 echo "awscli: $passed passed, $failed failed"
 [ "$failed" -eq 0 ] && [ "$conversion_failed" -eq 0 ] && [ "$operations_failed" -eq 0 ] && [ "$queues_failed" -eq 0 ] \
-  && [ "$iceberg_failed" -eq 0 ] && [ "$reprocess_failed" -eq 0 ]
+  && [ "$sqs_failed" -eq 0 ] && [ "$iceberg_failed" -eq 0 ] && [ "$reprocess_failed" -eq 0 ]

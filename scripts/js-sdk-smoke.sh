@@ -4,8 +4,9 @@
 # Kinesis client's default transport (HTTP/2, h2c on an http:// endpoint), once over
 # HTTP/1.1, and once in the default transport over HTTPS (HTTP/2 by ALPN) against a second
 # server started with --tls-self-signed; then the browser build of the SDK in headless Chromium
-# (tests/clients/browser-kinesis.mjs: a page on another origin puts records through CORS), and
-# the web console (tests/clients/console.mjs).
+# (tests/clients/browser-kinesis.mjs: a page on another origin puts records through CORS), the
+# SQS client over HTTP/1.1 and HTTP/2 (tests/clients/js-sqs.mjs), and the web console
+# (tests/clients/console.mjs).
 # Prints "jssdk: N passed, M failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,13 +21,15 @@ esbuild=0.25.12 playwright=1.65.1
 # and the compiler that checks deploy/grafana/dashboards/sluice.json against it.
 grafana_schema=13.2.3 typescript=7.0.2
 installed() { node -p "require('$modules/$1/package.json').version" 2>/dev/null; }
-if [ "$(installed @aws-sdk/client-kinesis)" != "$version" ] || [ "$(installed esbuild)" != "$esbuild" ] \
+if [ "$(installed @aws-sdk/client-kinesis)" != "$version" ] || [ "$(installed @aws-sdk/client-sqs)" != "$version" ] \
+  || [ "$(installed esbuild)" != "$esbuild" ] \
   || [ "$(installed playwright-core)" != "$playwright" ] || [ "$(installed @grafana/schema)" != "$grafana_schema" ] \
   || [ "$(installed typescript)" != "$typescript" ]; then
   mkdir -p "$cache/npm"
   [ -f "$cache/npm/package.json" ] || echo '{"name":"sluice-clients","private":true}' >"$cache/npm/package.json"
   (cd "$cache/npm" && npm install --no-audit --no-fund --silent \
-    "@aws-sdk/client-kinesis@$version" "@aws-sdk/client-firehose@$version" "@smithy/node-http-handler" \
+    "@aws-sdk/client-kinesis@$version" "@aws-sdk/client-firehose@$version" "@aws-sdk/client-sqs@$version" \
+    "@smithy/node-http-handler" \
     "esbuild@$esbuild" "playwright-core@$playwright" "@grafana/schema@$grafana_schema" "typescript@$typescript")
 fi
 
@@ -56,6 +59,11 @@ done
 # generated authority through NODE_EXTRA_CA_CERTS.
 run_counted "jssdk (https)" "$data-tls.log" \
   env NODE_EXTRA_CA_CERTS="$ca" node tests/clients/js-kinesis.mjs "https://localhost:$tls_port" sluice sluice-secret
+# The SQS client (AWS JSON 1.0) in its default transport (HTTP/1.1) and over HTTP/2.
+for http2 in 0 1; do
+  run_counted "jssdk sqs (SLUICE_JS_HTTP2=$http2)" "$data.log" \
+    env SLUICE_JS_HTTP2=$http2 node tests/clients/js-sqs.mjs "http://127.0.0.1:$port" sluice sluice-secret
+done
 run_counted "jssdk (browser)" "$data.log" \
   node tests/clients/browser-kinesis.mjs "http://127.0.0.1:$port" sluice sluice-secret "$page_port"
 # The web console in headless Chromium, with boto3 (from the AWS CLI's venv, which

@@ -2,6 +2,8 @@
 //! the Kinesis or Firehose API, and `GET /metrics` (Prometheus). It takes its listener and a
 //! shutdown future, so tests bind port 0.
 
+mod sqs;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -291,6 +293,9 @@ async fn respond(state: Arc<AppState>, req: Request<Incoming>) -> Result<Respons
     let request_id = state.request_id();
     if req.method() != http::Method::POST {
         return whole(access_denied(&request_id));
+    }
+    if let Some(operation) = sqs::operation_of(&req) {
+        return whole(sqs::request(state, req, operation, &request_id).await);
     }
     let content_type = req.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     if !req.headers().contains_key("x-amz-target") && api::sts::is_sts(content_type, req.uri().query().unwrap_or("")) {
@@ -721,7 +726,10 @@ pub async fn serve_with(
     state.firehose.tasks.resume();
     let retention = every(RETENTION_CHECK_INTERVAL, state.clone(), |state| {
         state.kinesis.prune_deleted();
-        match state.kinesis.streams.trim_expired() + state.firehose.delivery_streams.trim_expired() {
+        let trimmed = state.kinesis.streams.trim_expired()
+            + state.firehose.delivery_streams.trim_expired()
+            + state.kinesis.sqs.trim_expired();
+        match trimmed {
             0 => {}
             n => tracing::info!(records = n, "retention deleted expired records"),
         }
@@ -733,11 +741,17 @@ pub async fn serve_with(
     );
     let queue_sync = (state.kinesis.config.queue_sync_interval_ms > 0).then(|| {
         let interval = std::time::Duration::from_millis(state.kinesis.config.queue_sync_interval_ms);
-        every(interval, state.clone(), |state| state.kinesis.queues.sync_journals())
+        every(interval, state.clone(), |state| {
+            state.kinesis.queues.sync_journals();
+            state.kinesis.sqs.sync_journals();
+        })
     });
     let page_release = every(PAGE_RELEASE_INTERVAL, state.clone(), |state| {
         state.kinesis.streams.release_pages();
         state.firehose.delivery_streams.release_pages();
+        state.kinesis.sqs.release_pages();
+        // SQS message move tasks step once a second (their rates are per second).
+        state.kinesis.sqs.run_move_tasks();
         crate::answer_budget::ANSWER_BUFFERS.trim(crate::answer_budget::KEPT_IDLE);
     });
     let graceful = GracefulShutdown::new();
@@ -830,6 +844,7 @@ pub async fn serve_with(
     }
     // Queue journals written since the last sync reach the disk before the server stops.
     state.kinesis.queues.sync_journals();
+    state.kinesis.sqs.sync_journals();
     // Delivery workers land what they buffered before the server stops.
     state.firehose.delivery_streams.shutdown().await;
     // Another server may open the data directory now (the logs sync when the state drops).

@@ -224,6 +224,54 @@ impl QueueState {
         Ok(())
     }
 
+    /// Puts a record never handed out (at or past the cursor) aside until `visible_at_ms`,
+    /// with no receives: a message sent with a delay (SQS's `DelaySeconds`). Records between
+    /// the cursor and it are kept as pending and visible, so none is skipped. Returns the
+    /// changes to journal.
+    pub fn defer(&mut self, shard: &(String, u32), sequence: u64, visible_at_ms: u64) -> Vec<Change> {
+        let skipped = self.pass_cursor(shard, sequence);
+        let c = self.shards.entry(shard.clone()).or_default();
+        if let Some(d) = c.pending.get_mut(&sequence).filter(|d| d.receives == 0) {
+            d.visible_at_ms = visible_at_ms;
+        }
+        self.changes_after(shard, skipped, sequence)
+    }
+
+    /// Moves the cursor of `shard` past `sequence` when it is not yet; the records passed
+    /// (with `sequence`) become pending, visible, never received. Returns those passed
+    /// before `sequence`.
+    fn pass_cursor(&mut self, shard: &(String, u32), sequence: u64) -> std::ops::Range<u64> {
+        let c = self.shards.entry(shard.clone()).or_default();
+        if sequence < c.cursor {
+            return 0..0;
+        }
+        let skipped = c.cursor..sequence;
+        for s in c.cursor..=sequence {
+            c.pending.insert(s, Delivery::default());
+        }
+        c.cursor = sequence + 1;
+        skipped
+    }
+
+    /// The changes of the records in `skipped` and of `sequence`.
+    fn changes_after(&self, shard: &(String, u32), skipped: std::ops::Range<u64>, sequence: u64) -> Vec<Change> {
+        let mut out: Vec<Change> = skipped.flat_map(|s| self.changes_for(shard, s)).collect();
+        out.extend(self.changes_for(shard, sequence));
+        out
+    }
+
+    /// Removes a record from the queue for good, whatever its receive: expired by the
+    /// queue's retention, or moved to another queue. A record never handed out moves the
+    /// cursor past it (the records between are kept pending, as [`QueueState::defer`] does).
+    /// Returns the changes to journal.
+    pub fn expire(&mut self, shard: &(String, u32), sequence: u64) -> Vec<Change> {
+        let skipped = self.pass_cursor(shard, sequence);
+        let c = self.shards.entry(shard.clone()).or_default();
+        c.pending.remove(&sequence);
+        c.dead.remove(&sequence);
+        self.changes_after(shard, skipped, sequence)
+    }
+
     /// Forgets records of `shard` below `first` (trimmed from its log by retention): the
     /// queue stops delivering them. Returns how many were dropped.
     pub fn drop_below(&mut self, shard: &(String, u32), first: u64) -> usize {
@@ -431,6 +479,27 @@ mod tests {
             let c = replayed.shards.get(&shard).cloned().unwrap_or_default();
             assert!(c.cursor == 0 || c.pending.contains_key(&0), "cut after {cut} of {changes:?}: {c:?}");
         }
+    }
+
+    #[test]
+    fn deferred_and_expired_records_skip_none_and_replay_from_their_changes() {
+        let shard = ("q".to_owned(), 0);
+        let mut state = QueueState::default();
+        let mut journal = state.defer(&shard, 2, 5_000);
+        // Records 0 and 1, passed by the cursor, stay visible; 2 waits until 5 s.
+        assert_eq!(state.visible(1_000, 10, Area::Main).len(), 2);
+        assert_eq!(state.visible(5_000, 10, Area::Main).len(), 3);
+        journal.extend(state.expire(&shard, 4));
+        journal.extend(state.expire(&shard, 0));
+        let c = &state.shards[&shard];
+        assert_eq!(c.cursor, 5);
+        assert_eq!(c.pending.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3]);
+        let received = state.receive(&shard, 2, 6_000, 30_000, None, Area::Main).expect("visible at 6 s");
+        assert_eq!(received.delivery.receives, 1);
+        journal.extend(state.changes_for(&shard, 2));
+        let mut replayed = QueueState::default();
+        journal.iter().for_each(|c| replayed.apply(c));
+        assert_eq!(replayed, state);
     }
 
     #[test]

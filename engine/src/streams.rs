@@ -138,6 +138,11 @@ impl Streams {
         Ok(Self { dir, log_options, throttling, shard_limit, streams: RwLock::new(streams), quarantined })
     }
 
+    /// The options every shard log of these streams opens with.
+    pub fn log_options(&self) -> &ShardLogOptions {
+        &self.log_options
+    }
+
     /// The folder holding every stream's directory (`<data_dir>/streams`).
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -1,4 +1,4 @@
-//! The wire layer shared by the Kinesis and Firehose APIs: AWS's service models, request
+//! The wire layer of the Kinesis, Firehose and SQS APIs: AWS's service models, request
 //! checking driven by them, and the JSON and CBOR codecs.
 
 pub mod cbor_out;
@@ -8,6 +8,7 @@ pub mod firehose;
 pub mod kinesis;
 pub mod model;
 pub mod reprocessing;
+pub mod sqs;
 pub mod sts;
 pub mod validate;
 

@@ -251,6 +251,12 @@ pub fn firehose() -> &'static Model {
         .get_or_init(|| Model::parse(include_str!("models/firehose-2015-08-04.json")).expect("embedded Firehose model"))
 }
 
+/// The SQS model (botocore `sqs/2012-11-05`).
+pub fn sqs() -> &'static Model {
+    static MODEL: OnceLock<Model> = OnceLock::new();
+    MODEL.get_or_init(|| Model::parse(include_str!("models/sqs-2012-11-05.json")).expect("embedded SQS model"))
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RawMetadata {

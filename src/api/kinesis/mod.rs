@@ -348,16 +348,28 @@ pub struct Kinesis {
     pub cluster: std::sync::OnceLock<Arc<crate::cluster::ClusterLink>>,
     /// Stream-level operation counters (CloudWatch's basic monitoring).
     pub(crate) stream_metrics: stream_metrics::StreamMetrics,
+    /// The SQS API, whose queues live beside the streams (`<data_dir>/sqs/`).
+    pub sqs: crate::api::sqs::Sqs,
 }
 
 impl Kinesis {
-    /// The API over `streams`, with the queues kept beside them (`<data_dir>/queues/`).
+    /// The API over `streams`, with the queues kept beside them (`<data_dir>/queues/`) and
+    /// the SQS API's (`<data_dir>/sqs/`).
     ///
     /// Errors: the queues' folder or its secret cannot be made or read.
     pub fn new(streams: Streams, config: KinesisConfig, clock: Arc<dyn Clock>) -> std::io::Result<Self> {
         let data_dir = streams.dir().parent().map_or_else(|| streams.dir().to_owned(), |p| p.to_owned());
         let queues = queues::Queues::open(&data_dir, config.sync_queue_state)?;
+        let sqs = crate::api::sqs::Sqs::open(
+            &data_dir,
+            streams.log_options().clone(),
+            config.sync_queue_state,
+            &config.region,
+            &config.account_id,
+            clock.clone(),
+        )?;
         Ok(Self {
+            sqs,
             streams: Arc::new(streams),
             config,
             clock,

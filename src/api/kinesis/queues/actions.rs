@@ -380,6 +380,8 @@ pub fn run_create(k: &Kinesis, r: CreateRequest) -> Result<Vec<u8>, ApiError> {
         max_receives: None,
         tags: r.tags.unwrap_or_default(),
         incarnation: sluice_engine::stream::random_u64(),
+        attributes: BTreeMap::new(),
+        modified_ms: 0,
     };
     attributes(r.queue_attributes.as_ref(), &mut meta)?;
     let mut state = QueueState::default();

@@ -47,6 +47,13 @@ pub struct QueueMeta {
     pub tags: BTreeMap<String, String>,
     /// Which incarnation of its name this is (receipt handles carry it).
     pub incarnation: u64,
+    /// An SQS queue's attributes as `SetQueueAttributes` took them (checked, by name);
+    /// empty for a Kinesis queue.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, String>,
+    /// Last change of the attributes, ms since the Unix epoch (0: at creation).
+    #[serde(default)]
+    pub modified_ms: u64,
 }
 
 /// One stream of a queue.
