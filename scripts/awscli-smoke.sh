@@ -14,10 +14,11 @@ venv="$cache/awscli-venv"
 # pyarrow and cramjam read the delivered Parquet and compressed objects back
 # (tests/clients/firehose_conversion.py), PyIceberg the Iceberg tables
 # (tests/clients/iceberg_tables.py), independently of Sluice's own readers.
-if [ ! -x "$venv/bin/aws" ] || ! "$venv/bin/python" -c 'import boto3, pyarrow, cramjam, pyiceberg.catalog.sql' 2>/dev/null; then
+# cryptography checks the signatures of SNS's messages (tests/clients/sns.py).
+if [ ! -x "$venv/bin/aws" ] || ! "$venv/bin/python" -c 'import boto3, pyarrow, cramjam, pyiceberg.catalog.sql, cryptography' 2>/dev/null; then
   mkdir -p "$cache"
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check awscli boto3 pyarrow cramjam 'pyiceberg[sql-sqlite,pyarrow]'
+  "$venv/bin/pip" install --quiet --disable-pip-version-check awscli boto3 pyarrow cramjam 'pyiceberg[sql-sqlite,pyarrow]' cryptography
 fi
 
 # `cargo test --workspace` already built target/debug/sluice; `cargo build --bin sluice` would
@@ -127,6 +128,15 @@ if ! "$venv/bin/python" tests/clients/sqs.py "http://127.0.0.1:$port" sluice slu
   tail -5 "$data.log"
 fi
 
+# SNS through boto3: every operation, fan-out through filter policies to queues and to an HTTP
+# endpoint the script serves (signatures checked), retries, FIFO; prints its own line.
+sns_failed=0
+if ! "$venv/bin/python" tests/clients/sns.py "http://127.0.0.1:$port" sluice sluice-secret; then
+  sns_failed=1
+  echo "sns failed; server log:"
+  tail -5 "$data.log"
+fi
+
 # A Kinesis queue worked by 8 competing boto3 processes over all 420,768 Beijing readings,
 # the server SIGKILLed 10 times under them; prints its own line.
 queues_failed=0
@@ -180,4 +190,4 @@ check https-untrusted "$("$venv/bin/aws" --endpoint-url "https://localhost:$tls_
 
 echo "awscli: $passed passed, $failed failed"
 [ "$failed" -eq 0 ] && [ "$conversion_failed" -eq 0 ] && [ "$operations_failed" -eq 0 ] && [ "$queues_failed" -eq 0 ] \
-  && [ "$sqs_failed" -eq 0 ] && [ "$iceberg_failed" -eq 0 ] && [ "$reprocess_failed" -eq 0 ]
+  && [ "$sqs_failed" -eq 0 ] && [ "$sns_failed" -eq 0 ] && [ "$iceberg_failed" -eq 0 ] && [ "$reprocess_failed" -eq 0 ]

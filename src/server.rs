@@ -2,6 +2,7 @@
 //! the Kinesis or Firehose API, and `GET /metrics` (Prometheus). It takes its listener and a
 //! shutdown future, so tests bind port 0.
 
+mod sns;
 mod sqs;
 
 use std::convert::Infallible;
@@ -291,11 +292,17 @@ async fn respond(state: Arc<AppState>, req: Request<Incoming>) -> Result<Respons
         }
     }
     let request_id = state.request_id();
+    if sns::is_link(&req) {
+        return whole(sns::link(state, req, &request_id).await);
+    }
     if req.method() != http::Method::POST {
         return whole(access_denied(&request_id));
     }
     if let Some(operation) = sqs::operation_of(&req) {
         return whole(sqs::request(state, req, operation, &request_id).await);
+    }
+    if !req.headers().contains_key("x-amz-target") && sns::is_sns(&req) {
+        return whole(sns::request(state, req, &request_id).await);
     }
     let content_type = req.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     if !req.headers().contains_key("x-amz-target") && api::sts::is_sts(content_type, req.uri().query().unwrap_or("")) {
@@ -754,6 +761,7 @@ pub async fn serve_with(
         state.kinesis.sqs.run_move_tasks();
         crate::answer_budget::ANSWER_BUFFERS.trim(crate::answer_budget::KEPT_IDLE);
     });
+    let sns_deliveries = tokio::spawn(sns::deliver(state.clone()));
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(state.limits.header_read_timeout);
@@ -836,6 +844,8 @@ pub async fn serve_with(
     }
     state.closing.send_replace(true);
     graceful.shutdown().await;
+    sns_deliveries.abort();
+    let _ = sns_deliveries.await;
     let _ = retention.await;
     let _ = page_release.await;
     let _ = on_demand.await;

@@ -8,6 +8,7 @@ pub mod firehose;
 pub mod kinesis;
 pub mod model;
 pub mod reprocessing;
+pub mod sns;
 pub mod sqs;
 pub mod sts;
 pub mod validate;

@@ -350,6 +350,8 @@ pub struct Kinesis {
     pub(crate) stream_metrics: stream_metrics::StreamMetrics,
     /// The SQS API, whose queues live beside the streams (`<data_dir>/sqs/`).
     pub sqs: crate::api::sqs::Sqs,
+    /// The SNS API, its topics and subscriptions in `<data_dir>/sns/`.
+    pub sns: crate::api::sns::Sns,
 }
 
 impl Kinesis {
@@ -368,8 +370,10 @@ impl Kinesis {
             &config.account_id,
             clock.clone(),
         )?;
+        let sns = crate::api::sns::Sns::open(&data_dir, &config.region, &config.account_id)?;
         Ok(Self {
             sqs,
+            sns,
             streams: Arc::new(streams),
             config,
             clock,

@@ -162,10 +162,11 @@ pub fn create(sqs: &Sqs, r: CreateRequest, host: &str) -> Result<Value, SqsError
     check_redrive_target(sqs, &attrs, fifo)?;
     if let Some(q) = sqs.queues.get(&r.queue_name) {
         // The same name with the same attributes is the queue that exists; other attributes
-        // are refused (SQS's QueueNameExists).
-        // Only the attributes sent are compared, as SQS does.
+        // are refused (SQS's QueueNameExists). Only the attributes sent are compared, as SQS
+        // does.
+        let existing_fifo = is_fifo(&q);
         let m = q.meta.read().unwrap_or_else(PoisonError::into_inner);
-        let existing = attributes::shown(&m.attributes, is_fifo(&q));
+        let existing = attributes::shown(&m.attributes, existing_fifo);
         let asked = attributes::shown(&attrs, fifo);
         if let Some(name) = attrs.keys().find(|k| existing.get(*k) != asked.get(*k)) {
             return Err(SqsError::new(
@@ -175,6 +176,19 @@ pub fn create(sqs: &Sqs, r: CreateRequest, host: &str) -> Result<Value, SqsError
         }
         return Ok(json!({ "QueueUrl": sqs.queue_url(host, &m.name) }));
     }
+    make_queue(sqs, &r.queue_name, attrs, r.tags)?;
+    Ok(json!({ "QueueUrl": sqs.queue_url(host, &r.queue_name) }))
+}
+
+/// Makes queue `name` (checked) with `attrs` (checked) and `tags`: its stream, with the
+/// retention its messages need, and its state. A queue of that name made meanwhile by
+/// another request stands, and this one's stream goes.
+pub(super) fn make_queue(
+    sqs: &Sqs,
+    name: &str,
+    attrs: BTreeMap<String, String>,
+    tags: BTreeMap<String, String>,
+) -> Result<(), SqsError> {
     let now = sqs.clock.now_ms();
     let incarnation = sluice_engine::stream::random_u64();
     let stream_name = Sqs::stream_name(incarnation);
@@ -184,37 +198,32 @@ pub fn create(sqs: &Sqs, r: CreateRequest, host: &str) -> Result<Value, SqsError
         .create_with(&stream_name, 1, now, settings, BTreeMap::new())
         .map_err(|e| SqsError::internal(e.to_string()))?;
     let hours = retention_hours(attributes::number(&attrs, "MessageRetentionPeriod"));
-    stream
+    let made = stream
         .update_meta(|m| -> Result<(), sluice_engine::IoError> {
             m.retention_hours = hours;
             Ok(())
         })
-        .map_err(|e| SqsError::internal(e.to_string()))?;
-    let meta = QueueMeta {
-        name: r.queue_name.clone(),
-        created_ms: now,
-        streams: Vec::new(),
-        visibility_timeout_s: attributes::number(&attrs, "VisibilityTimeout") as u32,
-        max_receives: None,
-        tags: r.tags,
-        incarnation,
-        attributes: attrs,
-        modified_ms: now,
-    };
-    let mut state = QueueState::default();
-    state.shards.insert((stream_name.clone(), 0), Default::default());
-    match sqs.queues.create(meta, state) {
-        Ok(Some(_)) => Ok(json!({ "QueueUrl": sqs.queue_url(host, &r.queue_name) })),
-        // Created by another request meanwhile.
-        Ok(None) => {
-            let _ = sqs.streams.delete(&stream_name);
-            Ok(json!({ "QueueUrl": sqs.queue_url(host, &r.queue_name) }))
-        }
-        Err(e) => {
-            let _ = sqs.streams.delete(&stream_name);
-            Err(SqsError::internal(e.to_string()))
-        }
+        .map_err(|e| SqsError::internal(e.to_string()))
+        .and_then(|()| {
+            let meta = QueueMeta {
+                name: name.to_owned(),
+                created_ms: now,
+                streams: Vec::new(),
+                visibility_timeout_s: attributes::number(&attrs, "VisibilityTimeout") as u32,
+                max_receives: None,
+                tags,
+                incarnation,
+                attributes: attrs,
+                modified_ms: now,
+            };
+            let mut state = QueueState::default();
+            state.shards.insert((stream_name.clone(), 0), Default::default());
+            sqs.queues.create(meta, state).map_err(|e| SqsError::internal(e.to_string()))
+        });
+    if !matches!(made, Ok(Some(_))) {
+        let _ = sqs.streams.delete(&stream_name);
     }
+    made.map(|_| ())
 }
 
 /// A redrive policy's target must be an existing queue of the same type.
@@ -235,7 +244,11 @@ pub fn get_url(sqs: &Sqs, r: NameRequest, host: &str) -> Result<Value, SqsError>
     if r.owner.as_deref().is_some_and(|o| o != sqs.account_id) {
         return Err(SqsError::no_queue());
     }
-    let q = sqs.queues.get(&r.queue_name).ok_or_else(SqsError::no_queue)?;
+    let q = sqs
+        .queues
+        .get(&r.queue_name)
+        .filter(|_| !super::internal::is_hidden(&r.queue_name))
+        .ok_or_else(SqsError::no_queue)?;
     let name = q.meta.read().unwrap_or_else(PoisonError::into_inner).name.clone();
     Ok(json!({ "QueueUrl": sqs.queue_url(host, &name) }))
 }
@@ -278,7 +291,7 @@ pub fn list(sqs: &Sqs, r: ListRequest, host: &str) -> Result<Value, SqsError> {
         .list()
         .iter()
         .map(|q| q.meta.read().unwrap_or_else(PoisonError::into_inner).name.clone())
-        .filter(|n| n.starts_with(&prefix))
+        .filter(|n| n.starts_with(&prefix) && !super::internal::is_hidden(n))
         .collect();
     let (names, token) = page(names, r.next_token.as_deref(), r.max_results)?;
     let mut out = json!({});

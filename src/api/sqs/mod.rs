@@ -12,12 +12,20 @@
 mod actions;
 mod attributes;
 mod error;
+mod internal;
 mod message;
 mod messages;
 mod move_tasks;
 
 pub use error::SqsError;
+pub use internal::{OutboxMessage, Outboxed};
+pub use message::{new_message_id, AttributeValue};
 pub use messages::ReceiveRequest;
+
+/// Checks message attributes as `SendMessage` does (SNS's `Publish` takes the same).
+pub fn check_message_attributes(attributes: &BTreeMap<String, AttributeValue>) -> Result<(), SqsError> {
+    message::check_attributes(attributes, false)
+}
 
 use std::collections::BTreeMap;
 use std::path::Path;
