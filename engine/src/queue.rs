@@ -151,13 +151,15 @@ impl QueueState {
         };
         let d = map.get_mut(&sequence)?;
         if area == Area::Main && max_receives.is_some_and(|m| d.receives >= m) {
-            let dead = Delivery { receives: 0, first_receive_ms: 0, visible_at_ms: 0, attempt: d.attempt + 1 };
+            let dead =
+                Delivery { receives: 0, first_receive_ms: 0, visible_at_ms: 0, attempt: d.attempt.wrapping_add(1) };
             c.pending.remove(&sequence);
             c.dead.insert(sequence, dead);
             return None;
         }
-        d.receives += 1;
-        d.attempt += 1;
+        // Saturating and wrapping: a record received 2^32 times stays countable, never a panic.
+        d.receives = d.receives.saturating_add(1);
+        d.attempt = d.attempt.wrapping_add(1);
         if d.first_receive_ms == 0 {
             d.first_receive_ms = now_ms;
         }
@@ -220,7 +222,7 @@ impl QueueState {
         let d = *self.current(Area::DeadLetter, shard, sequence, attempt)?;
         let c = self.shards.get_mut(shard).expect("checked");
         c.dead.remove(&sequence);
-        c.pending.insert(sequence, Delivery { attempt: d.attempt + 1, ..Delivery::default() });
+        c.pending.insert(sequence, Delivery { attempt: d.attempt.wrapping_add(1), ..Delivery::default() });
         Ok(())
     }
 
@@ -229,10 +231,17 @@ impl QueueState {
     /// the cursor and it are kept as pending and visible, so none is skipped. Returns the
     /// changes to journal.
     pub fn defer(&mut self, shard: &(String, u32), sequence: u64, visible_at_ms: u64) -> Vec<Change> {
+        let passed = self.shards.get(shard).is_none_or(|c| sequence >= c.cursor);
         let skipped = self.pass_cursor(shard, sequence);
         let c = self.shards.entry(shard.clone()).or_default();
-        if let Some(d) = c.pending.get_mut(&sequence).filter(|d| d.receives == 0) {
+        let mut changed = passed;
+        if let Some(d) = c.pending.get_mut(&sequence).filter(|d| d.receives == 0 && d.visible_at_ms != visible_at_ms) {
             d.visible_at_ms = visible_at_ms;
+            changed = true;
+        }
+        // A record deferred again to the same time changes nothing, and journals nothing.
+        if !changed {
+            return Vec::new();
         }
         self.changes_after(shard, skipped, sequence)
     }
@@ -253,10 +262,16 @@ impl QueueState {
         skipped
     }
 
-    /// The changes of the records in `skipped` and of `sequence`.
+    /// The changes of the records in `skipped` and of `sequence`, the cursor's last: a
+    /// journal cut short anywhere before it leaves the cursor where it was.
     fn changes_after(&self, shard: &(String, u32), skipped: std::ops::Range<u64>, sequence: u64) -> Vec<Change> {
-        let mut out: Vec<Change> = skipped.flat_map(|s| self.changes_for(shard, s)).collect();
-        out.extend(self.changes_for(shard, sequence));
+        let mut out: Vec<Change> = Vec::new();
+        for s in skipped.chain(std::iter::once(sequence)) {
+            let mut c = self.changes_for(shard, s);
+            c.pop(); // its cursor line: one comes at the end
+            out.extend(c);
+        }
+        out.push(Change::Cursor { shard: shard.clone(), cursor: self.shards.get(shard).map_or(0, |c| c.cursor) });
         out
     }
 
@@ -500,6 +515,18 @@ mod tests {
         let mut replayed = QueueState::default();
         journal.iter().for_each(|c| replayed.apply(c));
         assert_eq!(replayed, state);
+        // A journal cut anywhere in a deferral never leaves the cursor past a record it
+        // does not hold.
+        let mut fresh = QueueState::default();
+        let changes = fresh.defer(&shard, 5, 9_000);
+        for cut in 0..=changes.len() {
+            let mut r = QueueState::default();
+            changes[..cut].iter().for_each(|c| r.apply(c));
+            let c = r.shards.get(&shard).cloned().unwrap_or_default();
+            assert!((0..c.cursor).all(|s| c.pending.contains_key(&s)), "cut after {cut}: {c:?}");
+        }
+        // Deferred again to the same time: nothing to journal.
+        assert!(fresh.defer(&shard, 5, 9_000).is_empty());
     }
 
     #[test]

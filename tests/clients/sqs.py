@@ -246,6 +246,23 @@ check("group A in order", [m["Body"] for m in rest] == ["a2", "a3"]
       and all(m["Attributes"]["MessageGroupId"] == "A" for m in rest), rest)
 code, _, _, _ = error_of(sqs.send_message, QueueUrl=fifo, MessageBody="x", MessageGroupId="A", DelaySeconds=5)
 check("FIFO refuses a message delay", code == "InvalidParameterValue", code)
+zero = sqs.send_message(QueueUrl=fifo, MessageBody="no delay", MessageGroupId="Z", DelaySeconds=0)
+check("FIFO takes DelaySeconds 0", "MessageId" in zero, zero)
+
+# --- An earlier receipt handle still deletes (standard queue), own DLQ refused, bad task handle
+old_url = url_of(f"handles-{suffix}", VisibilityTimeout=1)
+sqs.send_message(QueueUrl=old_url, MessageBody="twice")
+first = receive(old_url)
+time.sleep(1.2)
+second = receive(old_url)
+sqs.delete_message(QueueUrl=old_url, ReceiptHandle=first[0]["ReceiptHandle"])
+time.sleep(1.2)
+check("an earlier handle deletes", len(second) == 1 and receive(old_url) == [], second)
+code, _, _, msg = error_of(sqs.set_queue_attributes, QueueUrl=old_url, Attributes={
+    "RedrivePolicy": f'{{"deadLetterTargetArn":"{arn_of(old_url)}","maxReceiveCount":"1"}}'})
+check("a queue is not its own dead-letter queue", code == "InvalidParameterValue", (code, msg))
+code, _, status, msg = error_of(sqs.cancel_message_move_task, TaskHandle="garbage")
+check("undecodable task handle", (code, msg) == ("InvalidParameterValue", "Value for parameter TaskHandle is invalid."), (code, status, msg))
 
 # --- Every operation of botocore's model is served ----------------------------------------------------
 model = sqs.meta.service_model

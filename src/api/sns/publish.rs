@@ -51,16 +51,7 @@ fn message(p: &Params, fifo: bool, content_dedup: bool) -> Result<Message, SnsEr
     let attributes = p.message_attributes("MessageAttributes");
     crate::api::sqs::check_message_attributes(&attributes)
         .map_err(|e| SnsError::new("ParameterValueInvalid", 400, e.message))?;
-    let size = text.len()
-        + attributes
-            .iter()
-            .map(|(k, v)| {
-                k.len()
-                    + v.data_type.len()
-                    + v.string_value.as_ref().map_or(0, String::len)
-                    + v.binary_value.as_ref().map_or(0, |b| b.len() / 4 * 3)
-            })
-            .sum::<usize>();
+    let size = crate::api::sqs::message_size(text, &attributes);
     if size > MESSAGE_BYTES_MAX {
         return Err(invalid("Message too long"));
     }

@@ -21,6 +21,11 @@ pub const QUEUE_NAME_CHARS_MAX: usize = 80;
 /// Most queue URLs one `ListQueues` page holds: 1,000.
 pub const LIST_RESULTS_MAX: usize = 1_000;
 
+/// Most queues a server holds (with SNS's hidden outboxes): 100,000. An idle queue costs
+/// no thread and no open file (a shard log opens its files on demand), but each is a folder
+/// and an entry in memory.
+pub const QUEUES_MAX: usize = 100_000;
+
 /// Most tags a queue holds: 50. Source: Amazon SQS Developer Guide, quotas.
 pub const TAGS_MAX: usize = 50;
 
@@ -159,7 +164,7 @@ pub fn create(sqs: &Sqs, r: CreateRequest, host: &str) -> Result<Value, SqsError
         return Err(SqsError::invalid(format!("Too many tags added for queue {}.", r.queue_name)));
     }
     let attrs = attributes::check(&r.attributes, fifo)?;
-    check_redrive_target(sqs, &attrs, fifo)?;
+    check_redrive_target(sqs, &attrs, fifo, &sqs.queue_arn(&r.queue_name))?;
     if let Some(q) = sqs.queues.get(&r.queue_name) {
         // The same name with the same attributes is the queue that exists; other attributes
         // are refused (SQS's QueueNameExists). Only the attributes sent are compared, as SQS
@@ -189,6 +194,9 @@ pub(super) fn make_queue(
     attrs: BTreeMap<String, String>,
     tags: BTreeMap<String, String>,
 ) -> Result<(), SqsError> {
+    if sqs.queues.list().len() >= QUEUES_MAX {
+        return Err(SqsError::new("OverLimit", format!("This server holds at most {QUEUES_MAX} queues.")));
+    }
     let now = sqs.clock.now_ms();
     let incarnation = sluice_engine::stream::random_u64();
     let stream_name = Sqs::stream_name(incarnation);
@@ -226,10 +234,19 @@ pub(super) fn make_queue(
     made.map(|_| ())
 }
 
-/// A redrive policy's target must be an existing queue of the same type.
-fn check_redrive_target(sqs: &Sqs, attrs: &BTreeMap<String, String>, fifo: bool) -> Result<(), SqsError> {
+/// A redrive policy's target must be an existing queue of the same type, not the queue
+/// (`own_arn`) itself.
+fn check_redrive_target(
+    sqs: &Sqs,
+    attrs: &BTreeMap<String, String>,
+    fifo: bool,
+    own_arn: &str,
+) -> Result<(), SqsError> {
     let Some(policy) = attrs.get("RedrivePolicy").filter(|p| !p.is_empty()) else { return Ok(()) };
     let redrive = attributes::redrive(policy).map_err(|m| attributes::redrive_error(policy, &m))?;
+    if redrive.target_arn == own_arn {
+        return Err(attributes::redrive_error(policy, "A queue cannot be its own dead-letter queue."));
+    }
     let Some(target) = sqs.by_arn(&redrive.target_arn) else {
         return Err(attributes::redrive_error(policy, "Dead letter target does not exist."));
     };
@@ -390,7 +407,8 @@ pub fn set_attributes(sqs: &Sqs, r: SetAttributesRequest) -> Result<Value, SqsEr
         return Err(SqsError::new("InvalidAttributeName", format!("Unknown Attribute {n}.")));
     }
     let attrs = attributes::check(&r.attributes, fifo)?;
-    check_redrive_target(sqs, &attrs, fifo)?;
+    let own_arn = sqs.queue_arn(&q.meta.read().unwrap_or_else(PoisonError::into_inner).name);
+    check_redrive_target(sqs, &attrs, fifo, &own_arn)?;
     let incarnation = {
         let mut m = q.meta.write().unwrap_or_else(PoisonError::into_inner);
         for (k, v) in attrs {
@@ -542,6 +560,7 @@ pub fn purge(sqs: &Sqs, r: UrlRequest) -> Result<Value, SqsError> {
                 format!("Only one PurgeQueue operation on {name} is allowed every 60 seconds."),
             ));
         }
+        purges.retain(|_, at| now < *at + PURGE_INTERVAL_MS);
         purges.insert(incarnation, now);
     }
     let mut state = q.state.lock().unwrap_or_else(PoisonError::into_inner);

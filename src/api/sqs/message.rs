@@ -81,18 +81,30 @@ impl Envelope {
     /// and each attribute's name, data type and value bytes. Source: Amazon SQS Developer
     /// Guide, "Amazon SQS message attributes".
     pub fn size(&self) -> usize {
-        self.body.len()
-            + self
-                .attributes
-                .iter()
-                .map(|(name, v)| {
-                    name.len()
-                        + v.data_type.len()
-                        + v.string_value.as_ref().map_or(0, String::len)
-                        + v.binary_value.as_ref().map_or(0, |b| b.len() / 4 * 3)
-                })
-                .sum::<usize>()
+        message_size(&self.body, &self.attributes)
     }
+}
+
+/// A message's size as SQS counts it against `MaximumMessageSize` (and SNS against its
+/// 256 KiB): the body's bytes, and each attribute's name, data type and value bytes (binary
+/// values decoded). Source: Amazon SQS Developer Guide, "Amazon SQS message attributes".
+pub fn message_size(body: &str, attributes: &BTreeMap<String, AttributeValue>) -> usize {
+    body.len()
+        + attributes
+            .iter()
+            .map(|(name, v)| {
+                name.len()
+                    + v.data_type.len()
+                    + v.string_value.as_ref().map_or(0, String::len)
+                    + v.binary_value.as_deref().map_or(0, binary_len)
+            })
+            .sum::<usize>()
+}
+
+/// The decoded length of base64 text `b64` (padding not counted).
+pub fn binary_len(b64: &str) -> usize {
+    let padding = b64.bytes().rev().take_while(|b| *b == b'=').count().min(2);
+    (b64.len() / 4 * 3).saturating_sub(padding)
 }
 
 /// A new message id: a random UUID (version 4), as SQS gives.
@@ -184,8 +196,10 @@ pub fn check_attributes(attributes: &BTreeMap<String, AttributeValue>, system: b
     }
     for (name, v) in attributes {
         if system {
-            if name != "AWSTraceHeader" {
-                return Err(SqsError::invalid(format!("Message system attribute name '{name}' is invalid.")));
+            if name != "AWSTraceHeader" || v.data_type != "String" {
+                return Err(SqsError::invalid(format!(
+                    "Message system attribute name '{name}' is invalid, or its type is not String."
+                )));
             }
         } else if !attribute_name_ok(name) {
             return Err(SqsError::invalid(format!("Message (user) attribute '{name}' is invalid.")));

@@ -150,11 +150,13 @@ fn envelope(s: &Settings, e: SendEntry, now: u64, sender: &str) -> Result<Envelo
     message::check_attributes(&e.message_attributes, false)?;
     message::check_attributes(&e.message_system_attributes, true)?;
     let delay_s = match e.delay_seconds {
-        Some(d) if s.fifo => {
+        Some(d) if s.fifo && d != 0 => {
             return Err(SqsError::invalid(format!(
                 "Value {d} for parameter DelaySeconds is invalid. Reason: The request include parameter that is not valid for this queue type."
             )))
         }
+        // A FIFO queue takes 0, and keeps its own delay.
+        Some(0) if s.fifo => s.delay_s,
         Some(d @ 0..=900) => d as u32,
         Some(d) => {
             return Err(SqsError::invalid(format!(
@@ -280,10 +282,7 @@ fn append(sqs: &Sqs, s: &Settings, envelopes: Vec<Envelope>) -> Result<Vec<(Enve
     let mut appends: Vec<Envelope> = Vec::new();
     let mut firsts: BTreeMap<String, usize> = BTreeMap::new();
     for env in envelopes {
-        let key = env.dedup.as_ref().map(|d| match (&env.group, s.group_dedup) {
-            (Some(g), true) => format!("{g}\u{0}{d}"),
-            _ => d.clone(),
-        });
+        let key = env.dedup.as_ref().map(|d| dedup_key(s.group_dedup, env.group.as_deref(), d));
         let Some(d) = key else {
             slots.push(Slot::Appended(appends.len()));
             appends.push(env);
@@ -326,6 +325,15 @@ fn append(sqs: &Sqs, s: &Settings, envelopes: Vec<Envelope>) -> Result<Vec<(Enve
         .collect())
 }
 
+/// The key a deduplication id is remembered under: per queue, or per message group with
+/// `DeduplicationScope` `messageGroup`.
+fn dedup_key(per_group: bool, group: Option<&str>, dedup: &str) -> String {
+    match (group, per_group) {
+        (Some(g), true) => format!("{g}\u{0}{dedup}"),
+        _ => dedup.to_owned(),
+    }
+}
+
 impl Sqs {
     /// Reads the deduplication ids of a FIFO queue's last 5 minutes back from its stream, so a
     /// restart does not forget them.
@@ -333,7 +341,10 @@ impl Sqs {
         if !is_fifo(q) {
             return;
         }
-        let incarnation = q.meta.read().unwrap_or_else(PoisonError::into_inner).incarnation;
+        let (incarnation, per_group) = {
+            let m = q.meta.read().unwrap_or_else(PoisonError::into_inner);
+            (m.incarnation, m.attributes.get("DeduplicationScope").is_some_and(|v| v == "messageGroup"))
+        };
         let Some(log) = self.streams.get(&Sqs::stream_name(incarnation)).and_then(|s| s.log(0)) else { return };
         let since = self.clock.now_ms().saturating_sub(DEDUP_WINDOW_MS);
         let Ok(mut at) = log.position(sluice_engine::StartingPosition::AtTimestamp(since)) else { return };
@@ -345,8 +356,9 @@ impl Sqs {
             for r in batch.iter() {
                 at = r.sequence_number + 1;
                 if let Some(e) = Envelope::decode(r.data) {
-                    if let Some(d) = e.dedup {
-                        seen.insert(d, (r.arrival_timestamp_ms, e.id, r.sequence_number));
+                    if let Some(d) = &e.dedup {
+                        let key = dedup_key(per_group, e.group.as_deref(), d);
+                        seen.insert(key, (r.arrival_timestamp_ms, e.id, r.sequence_number));
                     }
                 }
             }
@@ -397,22 +409,7 @@ fn check_batch<'a>(ids: impl ExactSizeIterator<Item = &'a str>, kind: &str) -> R
 pub fn send_batch(sqs: &Sqs, r: SendBatchRequest, sender: &str) -> Result<Value, SqsError> {
     let q = sqs.by_url(&r.queue_url)?;
     check_batch(r.entries.iter().map(|e| e.id.as_str()), "SendMessageBatchRequestEntry")?;
-    let total: usize = r
-        .entries
-        .iter()
-        .map(|e| {
-            e.message_body.len()
-                + e.message_attributes
-                    .iter()
-                    .map(|(k, v)| {
-                        k.len()
-                            + v.data_type.len()
-                            + v.string_value.as_ref().map_or(0, String::len)
-                            + v.binary_value.as_ref().map_or(0, |b| b.len() / 4 * 3)
-                    })
-                    .sum::<usize>()
-        })
-        .sum();
+    let total: usize = r.entries.iter().map(|e| message::message_size(&e.message_body, &e.message_attributes)).sum();
     if total > BATCH_BYTES_MAX {
         return Err(SqsError::new(
             "BatchRequestTooLong",
@@ -513,7 +510,8 @@ pub(super) fn receive_answer(sqs: &Sqs, r: &ReceiveRequest) -> Result<Value, Sqs
     let candidates = candidates(&state, &shard, &log, now, limit, s.fifo);
     // FIFO: groups with a message in flight, and groups passed over in this receive, hand
     // out nothing more (one group's messages go out in order, one receive at a time).
-    let mut busy: BTreeSet<String> = if s.fifo { in_flight_groups(&state, &shard, &log, now) } else { BTreeSet::new() };
+    let mut busy: BTreeSet<String> =
+        if s.fifo { in_flight_groups(sqs, s.incarnation, &state, &shard, &log, now) } else { BTreeSet::new() };
     let mut out = Vec::new();
     let mut moved = false;
     for seq in candidates {
@@ -538,7 +536,9 @@ pub(super) fn receive_answer(sqs: &Sqs, r: &ReceiveRequest) -> Result<Value, Sqs
                 None
             }
             Some(env) if env.group.as_ref().is_some_and(|g| busy.contains(g)) && s.fifo => {
-                changes.extend(state.defer(&shard, seq, 0));
+                // Kept back for its group, with its delay if it has one running.
+                let due = if is_new(&state, &shard, seq) { env.sent_ms + u64::from(env.delay_s) * 1000 } else { 0 };
+                changes.extend(state.defer(&shard, seq, if due > now { due } else { 0 }));
                 None
             }
             Some(env) if is_new(&state, &shard, seq) && env.sent_ms + u64::from(env.delay_s) * 1000 > now => {
@@ -555,6 +555,9 @@ pub(super) fn receive_answer(sqs: &Sqs, r: &ReceiveRequest) -> Result<Value, Sqs
                         if move_to(sqs, &rd.target_arn, &env, Some(&s.arn)) {
                             changes.extend(state.expire(&shard, seq));
                             moved = true;
+                        } else if let Some(g) = env.group.as_ref().filter(|_| s.fifo) {
+                            // It stays at the head of its group: nothing of the group overtakes it.
+                            busy.insert(g.clone());
                         }
                         None
                     }
@@ -607,10 +610,13 @@ fn candidates(
     limit: usize,
     fifo: bool,
 ) -> Vec<u64> {
-    let c = state.shards.get(shard).cloned().unwrap_or_default();
+    let empty = sluice_engine::queue::ShardCursor::default();
+    let c = state.shards.get(shard).unwrap_or(&empty);
     let want = limit + SCAN_AHEAD;
     let mut out: Vec<u64> = if fifo {
-        c.pending.iter().filter(|(_, d)| d.visible_at_ms <= now).map(|(s, _)| *s).take(want).collect()
+        // Every visible one: a cut could let a later record of a group overtake an earlier
+        // one past it.
+        c.pending.iter().filter(|(_, d)| d.visible_at_ms <= now).map(|(s, _)| *s).collect()
     } else {
         state.visible(now, want, Area::Main).into_iter().map(|(_, s)| s).collect()
     };
@@ -625,21 +631,36 @@ fn candidates(
 
 /// The groups of a FIFO queue's messages in flight now.
 fn in_flight_groups(
+    sqs: &Sqs,
+    incarnation: u64,
     state: &QueueState,
     shard: &(String, u32),
     log: &sluice_engine::ShardLog,
     now: u64,
 ) -> BTreeSet<String> {
     let Some(c) = state.shards.get(shard) else { return BTreeSet::new() };
-    c.pending
-        .iter()
-        .filter(|(_, d)| d.visible_at_ms > now && d.receives > 0)
-        .filter_map(|(seq, _)| {
-            let batch = log.read(*seq, ReadLimits { max_records: 1, ..ReadLimits::default() }).ok()?;
-            let r = batch.iter().next().filter(|r| r.sequence_number == *seq)?;
-            Envelope::decode(r.data)?.group
-        })
-        .collect()
+    // Groups of records already looked at are remembered while the records are pending, so
+    // a receive reads only the records it has not seen.
+    let mut cache = sqs.groups.lock().unwrap_or_else(PoisonError::into_inner);
+    let known = cache.entry(incarnation).or_default();
+    known.retain(|seq, _| c.pending.contains_key(seq));
+    let mut out = BTreeSet::new();
+    for (seq, _) in c.pending.iter().filter(|(_, d)| d.visible_at_ms > now) {
+        if let Some(g) = known.get(seq) {
+            out.insert(g.clone());
+            continue;
+        }
+        let group = log
+            .read(*seq, ReadLimits { max_records: 1, ..ReadLimits::default() })
+            .ok()
+            .and_then(|b| b.iter().next().filter(|r| r.sequence_number == *seq).and_then(|r| Envelope::decode(r.data)))
+            .and_then(|e| e.group);
+        if let Some(g) = group {
+            known.insert(*seq, g.clone());
+            out.insert(g);
+        }
+    }
+    out
 }
 
 /// Appends a message to the queue `target_arn` names (as a dead letter of `source_arn`, or
@@ -770,7 +791,13 @@ fn delete_one(
             )));
         }
     }
-    match state.acknowledge(Area::Main, &h.shard, h.sequence, h.attempt) {
+    // On a standard queue an earlier receive's handle deletes the message too, as on SQS.
+    let attempt = if is_fifo(q) {
+        h.attempt
+    } else {
+        state.shards.get(&h.shard).and_then(|c| c.pending.get(&h.sequence)).map_or(h.attempt, |d| d.attempt)
+    };
+    match state.acknowledge(Area::Main, &h.shard, h.sequence, attempt) {
         Ok(()) => changes.extend(state.changes_for(&h.shard, h.sequence)),
         Err(EntryError::Stale) => {}
     }

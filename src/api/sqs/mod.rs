@@ -19,7 +19,7 @@ mod move_tasks;
 
 pub use error::SqsError;
 pub use internal::{OutboxMessage, Outboxed};
-pub use message::{new_message_id, AttributeValue};
+pub use message::{message_size, new_message_id, AttributeValue};
 pub use messages::ReceiveRequest;
 
 /// Checks message attributes as `SendMessage` does (SNS's `Publish` takes the same).
@@ -88,6 +88,9 @@ pub struct Sqs {
     dedup: Mutex<BTreeMap<u64, DedupIds>>,
     /// The last `PurgeQueue` of each queue incarnation, ms (one a minute is allowed).
     purges: Mutex<BTreeMap<u64, u64>>,
+    /// FIFO queues: the message group of pending records looked at, by queue incarnation and
+    /// sequence number.
+    groups: Mutex<BTreeMap<u64, BTreeMap<u64, String>>>,
 }
 
 /// A FIFO queue's deduplication ids: to (sent ms, message id, sequence number).
@@ -128,6 +131,7 @@ impl Sqs {
             move_tasks: Mutex::new(Vec::new()),
             dedup: Mutex::new(BTreeMap::new()),
             purges: Mutex::new(BTreeMap::new()),
+            groups: Mutex::new(BTreeMap::new()),
         };
         for q in this.queues.list() {
             this.rebuild_dedup(&q);

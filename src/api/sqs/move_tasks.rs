@@ -96,6 +96,13 @@ pub fn start(sqs: &Sqs, r: StartRequest) -> Result<Value, SqsError> {
     let id = super::message::new_message_id();
     let handle = base64::engine::general_purpose::STANDARD
         .encode(json!({ "taskId": id, "sourceArn": r.source_arn }).to_string());
+    // Finished tasks are kept for ListMessageMoveTasks, the newest 10 per source queue.
+    let finished = tasks.iter().filter(|t| t.source_arn == r.source_arn && t.status != "RUNNING").count();
+    if finished >= 10 {
+        if let Some(i) = tasks.iter().position(|t| t.source_arn == r.source_arn && t.status != "RUNNING") {
+            tasks.remove(i);
+        }
+    }
     tasks.push(MoveTask {
         handle: handle.clone(),
         source_arn: r.source_arn,
@@ -159,6 +166,21 @@ pub fn list(sqs: &Sqs, r: ListRequest) -> Result<Value, SqsError> {
 }
 
 pub fn cancel(sqs: &Sqs, r: CancelRequest) -> Result<Value, SqsError> {
+    let decoded: Option<Value> = base64::engine::general_purpose::STANDARD
+        .decode(&r.task_handle)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let source = decoded
+        .as_ref()
+        .and_then(|v| v["sourceArn"].as_str().map(str::to_owned))
+        .filter(|_| decoded.as_ref().is_some_and(|v| v["taskId"].is_string()))
+        .ok_or_else(|| SqsError::invalid("Value for parameter TaskHandle is invalid."))?;
+    if sqs.by_arn(&source).is_none() {
+        return Err(SqsError::new(
+            "ResourceNotFoundException",
+            "The resource that you specified for the SourceArn parameter doesn't exist.",
+        ));
+    }
     let mut tasks = sqs.move_tasks.lock().unwrap_or_else(PoisonError::into_inner);
     let task = tasks
         .iter_mut()
@@ -209,14 +231,21 @@ impl Sqs {
         let shard = (stream, 0u32);
         let now = self.clock.now_ms();
         let mut state = source.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut changes = Vec::new();
+        // Records trimmed by retention are gone from the queue before any is looked at.
+        let first = log.bounds().first_sequence_number;
+        if state.shards.get(&shard).is_some_and(|c| c.cursor < first) {
+            state.drop_below(&shard, first);
+            changes.push(sluice_engine::queue::Change::DropBelow { shard: shard.clone(), first });
+        }
         let mut sequences: Vec<u64> =
             state.visible(now, budget as usize, Area::Main).into_iter().map(|(_, s)| s).collect();
         let cursor = state.shards.get(&shard).map_or(0, |c| c.cursor).max(log.bounds().first_sequence_number);
         let end = log.readable_end();
         sequences.extend(cursor..end.min(cursor + budget));
         sequences.truncate(budget as usize);
-        let mut changes = Vec::new();
         let mut moved = 0;
+        let mut failure = None;
         for seq in sequences {
             let Some(env) = log.read(seq, ReadLimits { max_records: 1, ..ReadLimits::default() }).ok().and_then(|b| {
                 b.iter().next().filter(|r| r.sequence_number == seq).and_then(|r| Envelope::decode(r.data))
@@ -226,7 +255,9 @@ impl Sqs {
             let target = task.destination_arn.clone().or_else(|| env.source_arn.clone());
             let Some(target) = target else { continue };
             if !messages::move_to(self, &target, &env, None) {
-                return Err(format!("AWS.SimpleQueueService.NonExistentQueue: {target}"));
+                // SQS's reason, exactly; what moved so far is journaled below.
+                failure = Some("AWS.SimpleQueueService.NonExistentQueue".to_owned());
+                break;
             }
             changes.extend(state.expire(&shard, seq));
             moved += 1;
@@ -236,6 +267,9 @@ impl Sqs {
         if moved > 0 {
             self.wake_receivers();
         }
-        Ok(moved)
+        match failure {
+            Some(reason) => Err(reason),
+            None => Ok(moved),
+        }
     }
 }
