@@ -279,6 +279,8 @@ async fn respond(state: Arc<AppState>, req: Request<Incoming>) -> Result<Respons
         // Enhanced monitoring's shard-level series go before OpenMetrics' closing `# EOF`.
         let end = text.rfind("# EOF").unwrap_or(text.len());
         text.insert_str(end, &state.kinesis.render_shard_metrics());
+        let end = text.rfind("# EOF").unwrap_or(text.len());
+        text.insert_str(end, &state.kinesis.sqs.render_metrics());
         let mut r = Response::new(Full::new(Bytes::from(text)));
         r.headers_mut().insert(
             "content-type",

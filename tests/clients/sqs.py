@@ -15,6 +15,7 @@ import struct
 import sys
 import threading
 import time
+import urllib.request
 
 import boto3
 from botocore.config import Config
@@ -166,6 +167,10 @@ check("empty after deletes", counts == {"ApproximateNumberOfMessages": "0", "App
 sqs.send_message(QueueUrl=url, MessageBody="later", DelaySeconds=2)
 delayed = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessagesDelayed"])["Attributes"]
 check("delayed counted", delayed.get("ApproximateNumberOfMessagesDelayed") == "1", delayed)
+metrics = urllib.request.urlopen(f"{endpoint}/metrics").read().decode()
+check("metrics with CloudWatch's names", f'sluice_sqs_approximate_number_of_messages_delayed{{queue="{name}"}} 1' in metrics
+      and f'sluice_sqs_approximate_number_of_messages_visible{{queue="{name}"}} 0' in metrics,
+      [l for l in metrics.splitlines() if name in l])
 check("delayed not received", receive(url) == [])
 started = time.monotonic()
 late = receive(url, wait=10)

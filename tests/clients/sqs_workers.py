@@ -133,7 +133,10 @@ def main():
     next_kill = time.monotonic() + rng.uniform(2, 6)
     killed = 0
     deadline = time.monotonic() + 1800
-    # Until every good message was deleted, or had a delete that went unanswered.
+    next_report = time.monotonic() + 30
+    # Until every good message was deleted, or had a delete that went unanswered; or, once
+    # the kills are done, the queue holds nothing more (a message whose receives all went
+    # unanswered by killed servers may have reached the dead-letter queue: at least once).
     while waiting and time.monotonic() < deadline:
         try:
             e = events.get(timeout=0.5)
@@ -141,7 +144,14 @@ def main():
             if e[0] in ("delete", "unanswered"):
                 waiting.discard(e[1])
         except Exception:
-            pass
+            if killed == kills and events.empty():
+                a = q.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages",
+                                                                         "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+                if a == {"ApproximateNumberOfMessages": "0", "ApproximateNumberOfMessagesNotVisible": "0"}:
+                    break
+        if time.monotonic() >= next_report:
+            print(f"sqs workers: {len(waiting)} messages to go, {killed} kills, {len(log)} events", flush=True)
+            next_report = time.monotonic() + 30
         if killed < kills and time.monotonic() >= next_kill:
             server.send_signal(signal.SIGKILL)
             server.wait()
@@ -153,10 +163,15 @@ def main():
     # the dead-letter queue after their second receive's timeout.
     time.sleep(2 * VISIBILITY_S + 3)
     stop.set()
+    # Drained while they stop: a process exits only once its queue's feeder has written all
+    # it put, which waits for this reader.
+    while any(w.is_alive() for w in workers) or not events.empty():
+        try:
+            log.append(events.get(timeout=0.2))
+        except Exception:
+            pass
     for w in workers:
         w.join()
-    while not events.empty():
-        log.append(events.get())
     log.sort(key=lambda e: e[3])
     latest, deleted_at, violations, unanswered = {}, {}, [], set()
     for kind, body, handle, at in log:
@@ -171,8 +186,6 @@ def main():
     left = q.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
     check("the queue is drained", not left, f"{len(left)} messages still delivered")
     missing = good - set(deleted_at) - unanswered
-    check("nothing sent is lost: every message but the 1% deleted", not missing,
-          f"{len(deleted_at)} of {len(good)}; missing e.g. {list(missing)[:2]}")
     check("nothing deleted comes back", not violations, f"{len(violations)}: {violations[:2]}")
     check("the server was killed under the workers", killed == kills, f"{killed} of {kills}")
     # Each dead letter is read once (in flight for 10 minutes), then made visible again for
@@ -186,7 +199,10 @@ def main():
         if not got and len({m["Body"] for m in dead}) >= len(poison):
             break
     dead_bodies = {m["Body"] for m in dead}
-    check("the 1% are in the dead-letter queue", dead_bodies == poison, f"{len(dead_bodies)} of {len(poison)}")
+    check("nothing sent is lost: every message but the 1% deleted, or dead-lettered after unanswered receives",
+          missing <= dead_bodies, f"{len(deleted_at)} of {len(good)} deleted; missing e.g. {list(missing - dead_bodies)[:2]}")
+    check("the 1% are in the dead-letter queue", poison <= dead_bodies, f"{len(poison & dead_bodies)} of {len(poison)}")
+    poison = dead_bodies
     for i in range(0, len(dead), 10):
         q.change_message_visibility_batch(QueueUrl=dlq, Entries=[
             {"Id": str(j), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0} for j, m in enumerate(dead[i:i + 10])])
@@ -206,7 +222,8 @@ def main():
             break
     check("moved back and received again", again == poison, f"{len(again)} of {len(poison)}")
     print(f"sqs workers: {len(lines)} messages sent in {send_s:.1f} s; {len(good)} deleted by {WORKERS} workers in {work_s:.1f} s "
-          f"through {killed} SIGKILLs ({len(unanswered - set(deleted_at))} deletes unanswered by a killed server and taken); "
+          f"through {killed} SIGKILLs ({len(unanswered - set(deleted_at))} deletes unanswered by a killed server and taken, "
+          f"{len(missing)} dead-lettered after receives unanswered); "
           f"{len(poison)} dead-lettered and moved back (task {moved_task[:12]}...)", flush=True)
     server.send_signal(signal.SIGTERM)
     server.wait()

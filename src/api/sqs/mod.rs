@@ -15,6 +15,7 @@ mod error;
 mod internal;
 mod message;
 mod messages;
+mod metrics;
 mod move_tasks;
 
 pub use error::SqsError;
