@@ -11,6 +11,9 @@ use sluice_engine::ReadLimits;
 
 use super::{actions, internal, Sqs};
 
+/// A gauge: its family, the CloudWatch metric it stands for, and its value in a row.
+type Family = (&'static str, &'static str, fn(&Row) -> u64);
+
 /// One queue's figures.
 struct Row {
     name: String,
@@ -56,7 +59,7 @@ impl Sqs {
         if rows.is_empty() {
             return String::new();
         }
-        let families: [(&str, &str, fn(&Row) -> u64); 4] = [
+        let families: [Family; 4] = [
             ("sluice_sqs_approximate_number_of_messages_visible", "ApproximateNumberOfMessagesVisible", |r| r.visible),
             ("sluice_sqs_approximate_number_of_messages_not_visible", "ApproximateNumberOfMessagesNotVisible", |r| {
                 r.not_visible
