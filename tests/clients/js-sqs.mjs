@@ -2,7 +2,8 @@
 // HTTP/1.1 (its default) or, with SLUICE_JS_HTTP2=1, HTTP/2. The client checks the MD5 of
 // each body on every send, batch and receive (@aws-sdk/middleware-sdk-sqs), so a digest off
 // AWS's throws. Queue, send with attributes, batch, receive, long poll, delete, a
-// FIFO queue's order, and an error's class and code (from the x-amzn-query-error header).
+// FIFO queue's order, an error's class and code (from the x-amzn-query-error header), and
+// every command of the client answered by an operation Sluice serves.
 // Usage: node js-sqs.mjs <endpoint> <access key> <secret>   (exit 0 when every check held)
 import { createRequire } from "node:module";
 import { strict as assert } from "node:assert";
@@ -60,6 +61,21 @@ await assert.rejects(sqs.send(new q.GetQueueUrlCommand({ QueueName: `none-${proc
   assert.equal(e.$metadata.httpStatusCode, 400);
   return true;
 });
+// Every command of the client reaches an operation Sluice serves: with junk input each
+// answers an SQS error of its own (a missing queue, a bad value), never an unknown action.
+const commands = Object.keys(q).filter((k) => k.endsWith("Command") && k !== "$Command");
+assert.equal(commands.length, 23, commands.join(" "));
+for (const name of commands) {
+  try {
+    await sqs.send(new q[name]({ QueueUrl: `${endpoint}/000000000000/none-${process.pid}`, QueueName: `none-${process.pid}`,
+      ReceiptHandle: "x", Entries: [{ Id: "a", ReceiptHandle: "x", MessageBody: "x" }], MessageBody: "x", VisibilityTimeout: 1,
+      Attributes: {}, Tags: { a: "b" }, TagKeys: ["a"], Label: "l", AWSAccountIds: ["1"], Actions: ["SendMessage"],
+      SourceArn: "arn:aws:sqs:us-east-1:000000000000:none", TaskHandle: "x" }));
+  } catch (e) {
+    assert.ok(!["InvalidAction", "UnknownOperationException"].includes(e.name), `${name}: ${e.name} ${e.message}`);
+    assert.ok(e.$metadata.httpStatusCode < 500, `${name}: ${e.$metadata.httpStatusCode} ${e.message}`);
+  }
+}
 await sqs.send(new q.DeleteQueueCommand({ QueueUrl }));
 await sqs.send(new q.DeleteQueueCommand({ QueueUrl: fifo }));
 console.log(`js sqs (${http2 ? "HTTP/2" : "HTTP/1.1"}): ok`);
