@@ -254,6 +254,63 @@ check("FIFO refuses a message delay", code == "InvalidParameterValue", code)
 zero = sqs.send_message(QueueUrl=fifo, MessageBody="no delay", MessageGroupId="Z", DelaySeconds=0)
 check("FIFO takes DelaySeconds 0", "MessageId" in zero, zero)
 
+# --- FIFO under concurrent producers and consumers ---------------------------------------------
+# 4 producers, 2 groups each, 100 messages per group in order, each message sent twice (the
+# second time by another producer, as a retry would) with the same deduplication id; 3
+# consumers receive and delete. Each message must arrive exactly once, each group in order.
+cfifo = url_of(f"conc-{suffix}.fifo", FifoQueue="true", VisibilityTimeout=30)
+PER_GROUP = 100
+
+
+def produce(p):
+    c = session.client("sqs", endpoint_url=endpoint, config=Config(retries={"max_attempts": 1}))
+    for n in range(PER_GROUP):
+        for g in (f"g{p}a", f"g{p}b"):
+            c.send_message(QueueUrl=cfifo, MessageBody=f"{g}:{n}", MessageGroupId=g, MessageDeduplicationId=f"{g}-{n}")
+    # The retries, from another producer's group pair, after the first sends.
+    other = (p + 1) % 4
+    for n in range(PER_GROUP):
+        for g in (f"g{other}a", f"g{other}b"):
+            c.send_message(QueueUrl=cfifo, MessageBody=f"{g}:{n}", MessageGroupId=g, MessageDeduplicationId=f"{g}-{n}")
+
+
+seen, seen_lock = [], threading.Lock()
+done = threading.Event()
+
+
+def consume():
+    c = session.client("sqs", endpoint_url=endpoint, config=Config(retries={"max_attempts": 1}))
+    while not done.is_set():
+        got = c.receive_message(QueueUrl=cfifo, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+        at = time.monotonic()
+        with seen_lock:
+            seen.extend((at, i, m["Body"]) for i, m in enumerate(got))
+        for m in got:
+            c.delete_message(QueueUrl=cfifo, ReceiptHandle=m["ReceiptHandle"])
+
+
+producers = [threading.Thread(target=produce, args=(p,)) for p in range(4)]
+consumers = [threading.Thread(target=consume) for _ in range(3)]
+for t in producers + consumers:
+    t.start()
+for t in producers:
+    t.join()
+wait_until = time.monotonic() + 60
+while time.monotonic() < wait_until and len(seen) < 8 * PER_GROUP:
+    time.sleep(0.2)
+time.sleep(1.5)
+done.set()
+for t in consumers:
+    t.join()
+bodies = [b for _, _, b in seen]
+check("FIFO: each message once under concurrent producers", sorted(bodies) == sorted(f"g{p}{x}:{n}" for p in range(4) for x in "ab" for n in range(PER_GROUP)),
+      f"{len(bodies)} received, {len(set(bodies))} distinct")
+in_order = True
+for g in {b.split(":")[0] for b in bodies}:
+    ns = [int(b.split(":")[1]) for _, _, b in sorted(seen) if b.split(":")[0] == g]
+    in_order &= ns == sorted(ns)
+check("FIFO: each group in order across consumers", in_order)
+
 # --- An earlier receipt handle still deletes (standard queue), own DLQ refused, bad task handle
 old_url = url_of(f"handles-{suffix}", VisibilityTimeout=1)
 sqs.send_message(QueueUrl=old_url, MessageBody="twice")
