@@ -64,7 +64,25 @@ pub(super) async fn link(state: Arc<AppState>, req: Request<Incoming>, request_i
         return r;
     }
     let (parts, _) = req.into_parts();
-    let params = Params::parse(parts.uri.query().unwrap_or(""));
+    let query = parts.uri.query().unwrap_or("");
+    // Only the two link actions, each with only its own parameters, run unsigned: any other
+    // action, or a second Action, is refused (the token or the subscription ARN is the
+    // secret, as on SNS).
+    let actions = query.split('&').filter(|p| p.starts_with("Action=")).count();
+    let params = Params::parse(query);
+    let allowed: &[&str] = match params.get("Action") {
+        Some("ConfirmSubscription") => &["Action", "TopicArn", "Token", "AuthenticateOnUnsubscribe"],
+        Some("Unsubscribe") => &["Action", "SubscriptionArn"],
+        _ => &[],
+    };
+    if actions != 1 || allowed.is_empty() || !params.names().all(|n| allowed.contains(&n)) {
+        let e = crate::api::sns::SnsError::new(
+            "AuthorizationError",
+            403,
+            "Only ConfirmSubscription and Unsubscribe links are served unsigned.",
+        );
+        return xml(e.status, e.body(request_id), request_id);
+    }
     let caller = caller(&parts, request_id);
     let worker = state.clone();
     match tokio::task::spawn_blocking(move || worker.kinesis.sns.handle(&worker.kinesis.sqs, &params, &caller)).await {
@@ -111,6 +129,9 @@ pub(super) async fn request(state: Arc<AppState>, req: Request<Incoming>, reques
     }
 }
 
+/// Most POSTs to HTTP endpoints in flight at once.
+const POSTS_IN_FLIGHT: usize = 64;
+
 /// Delivers SNS messages to HTTP endpoints until the server closes: takes what is due,
 /// POSTs it (concurrently), settles each; waits for a send or a second when nothing is due.
 pub(super) async fn deliver(state: Arc<AppState>) {
@@ -133,7 +154,11 @@ pub(super) async fn deliver(state: Arc<AppState>) {
             }
             continue;
         }
-        let results = futures::future::join_all(due.iter().map(|d| delivery::post(&client, d))).await;
+        // At most POSTS_IN_FLIGHT at once, so many endpoints cannot take every descriptor.
+        let mut results = Vec::with_capacity(due.len());
+        for chunk in due.chunks(POSTS_IN_FLIGHT) {
+            results.extend(futures::future::join_all(chunk.iter().map(|d| delivery::post(&client, d))).await);
+        }
         let worker = state.clone();
         let _ = tokio::task::spawn_blocking(move || {
             for (d, ok) in due.iter().zip(results) {

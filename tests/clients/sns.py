@@ -16,6 +16,7 @@ import json
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 
 import boto3
@@ -101,7 +102,8 @@ def verified(doc):
     text = "".join(f"{k}\n{doc[k]}\n" for k in keys if k in doc).encode()
     cert = x509.load_pem_x509_certificate(urllib.request.urlopen(doc["SigningCertURL"]).read())
     try:
-        cert.public_key().verify(base64.b64decode(doc["Signature"]), text, padding.PKCS1v15(), hashes.SHA256())
+        digest = hashes.SHA256() if doc["SignatureVersion"] == "2" else hashes.SHA1()
+        cert.public_key().verify(base64.b64decode(doc["Signature"]), text, padding.PKCS1v15(), digest)
         return True
     except Exception:
         return False
@@ -250,6 +252,29 @@ dup = sns.publish(TopicArn=ftopic, Message="job 0", MessageGroupId="g")
 check("FIFO dedup", dup["MessageId"] == ids[0]["MessageId"] and dup["SequenceNumber"] == ids[0]["SequenceNumber"], dup)
 got = sqs.receive_message(QueueUrl=furl, MaxNumberOfMessages=10).get("Messages", [])
 check("FIFO order, once each", [m["Body"] for m in got] == [f"job {i}" for i in range(5)], [m["Body"] for m in got])
+
+# --- What must be refused ------------------------------------------------------------------------
+try:
+    urllib.request.urlopen(f"{endpoint}/?Action=Unsubscribe&Action=DeleteTopic&TopicArn={topic}")
+    link_status = 200
+except urllib.error.HTTPError as e:
+    link_status = e.code
+check("an unsigned link runs only its own action", link_status == 403 and "Attributes" in sns.get_topic_attributes(TopicArn=topic), link_status)
+outbox_sub = sns.subscribe(TopicArn=topic, Protocol="http", Endpoint=hook + "/2", ReturnSubscriptionArn=True)["SubscriptionArn"]
+outbox_url = f"{endpoint}/000000000000/~sns-{outbox_sub.rsplit(':', 1)[1]}"
+try:
+    sqs.receive_message(QueueUrl=outbox_url)
+    code = None
+except ClientError as e:
+    code = e.response["Error"]["Code"]
+check("an SNS outbox is no client's queue", code == "AWS.SimpleQueueService.NonExistentQueue", code)
+sns.unsubscribe(SubscriptionArn=outbox_sub)
+sns.unsubscribe(SubscriptionArn=outbox_sub)  # not subscribed any more: no error, as on SNS
+code, _ = error_of(sns.subscribe, TopicArn=topic, Protocol="sqs", Endpoint=city_arn,
+                   Attributes={"FilterPolicy": json.dumps({"a": {"b": ["c"]}})})
+check("nested policy needs the MessageBody scope", code == "InvalidParameter", code)
+std_url, std_arn = queue(f"std-{suffix}")
+check("a FIFO topic fans out to a standard queue", "SubscriptionArn" in sns.subscribe(TopicArn=ftopic, Protocol="sqs", Endpoint=std_arn))
 
 # --- Every operation of botocore's model ----------------------------------------------------------------
 OUT_OF_SCOPE = {"CheckIfPhoneNumberIsOptedOut", "CreatePlatformApplication", "CreatePlatformEndpoint",

@@ -371,6 +371,7 @@ impl Kinesis {
             clock.clone(),
         )?;
         let sns = crate::api::sns::Sns::open(&data_dir, &config.region, &config.account_id)?;
+        sns.reconcile(&sqs);
         Ok(Self {
             sqs,
             sns,

@@ -164,6 +164,11 @@ pub fn create_topic(sns: &Sns, p: &Params) -> Result<String, SnsError> {
                     "Invalid parameter: Attributes Reason: Topic already exists with different attributes",
                 ));
             }
+            if !tags.is_empty() && tags != t.tags {
+                return Err(SnsError::invalid_parameter(
+                    "Invalid parameter: Tags Reason: Topic already exists with different tags",
+                ));
+            }
             return Ok(());
         }
         s.topics.insert(
@@ -453,7 +458,8 @@ pub fn subscribe(sns: &Sns, sqs: &Sqs, p: &Params, caller: &Caller) -> Result<St
             if !endpoint.starts_with("arn:aws:sqs:") {
                 return Err(SnsError::invalid_parameter("Invalid parameter: SQS endpoint ARN"));
             }
-            if fifo != endpoint.ends_with(".fifo") {
+            // A FIFO queue takes only a FIFO topic's messages; a standard queue takes both.
+            if !fifo && endpoint.ends_with(".fifo") {
                 return Err(SnsError::invalid_parameter(
                     "Invalid parameter: Invalid parameter: Endpoint Reason: FIFO SQS Queues can not be subscribed to standard SNS topics",
                 ));
@@ -491,17 +497,13 @@ pub fn subscribe(sns: &Sns, sqs: &Sqs, p: &Params, caller: &Caller) -> Result<St
     for (k, v) in p.map("Attributes") {
         attributes.insert(k.clone(), check_subscription_attribute(&k, &v, sqs)?);
     }
+    check_policy_scope(&attributes)?;
     let return_arn = p.get("ReturnSubscriptionArn").is_some_and(|v| v.eq_ignore_ascii_case("true"));
-    // The same endpoint subscribed again is the subscription that exists.
-    if let Some(existing) = sns
-        .subscriptions()
-        .into_iter()
-        .find(|s| s.topic_arn == topic_arn && s.protocol == protocol && s.endpoint == endpoint)
-    {
-        if attributes.iter().any(|(k, v)| existing.attributes.get(k) != Some(v)) {
-            return Err(SnsError::invalid_parameter(
-                "Invalid parameter: Attributes Reason: Subscription already exists with different attributes",
-            ));
+    // The same endpoint subscribed again is the subscription that exists (a pending one gets
+    // its confirmation again).
+    if let Some(existing) = existing_subscription(sns, &topic_arn, &protocol, &endpoint, &attributes)? {
+        if let (false, Some(outbox)) = (existing.confirmed, &existing.outbox) {
+            super::publish::send_confirmation(sns, sqs, &existing, outbox, caller)?;
         }
         let arn = if existing.confirmed || return_arn { existing.arn.as_str() } else { "pending confirmation" };
         return Ok(element("SubscriptionArn", arn));
@@ -522,14 +524,68 @@ pub fn subscribe(sns: &Sns, sqs: &Sqs, p: &Params, caller: &Caller) -> Result<St
         token: token.clone(),
         outbox: outbox.clone(),
     };
-    sns.update(|s| {
+    // Checked again under the state's lock: a DeleteTopic or a Subscribe of the same endpoint
+    // meanwhile wins, and this outbox goes.
+    let added = sns.update(|s| {
+        let name = sns.topic_name(&topic_arn).unwrap_or_default();
+        if !s.topics.contains_key(name) {
+            return Err(topic_not_found());
+        }
+        let same =
+            |x: &&Subscription| x.topic_arn == topic_arn && x.protocol == sub.protocol && x.endpoint == sub.endpoint;
+        if s.subscriptions.values().any(|x| same(&x)) {
+            return Ok(false);
+        }
         s.subscriptions.insert(arn.clone(), sub.clone());
-        Ok(())
-    })?;
+        Ok(true)
+    });
+    if !matches!(added, Ok(true)) {
+        if let Some(outbox) = &outbox {
+            sqs.delete_internal(outbox);
+        }
+        added?;
+        return subscribe(sns, sqs, p, caller);
+    }
     if let Some(outbox) = &outbox {
         super::publish::send_confirmation(sns, sqs, &sub, outbox, caller)?;
     }
     Ok(element("SubscriptionArn", if confirmed || return_arn { &arn } else { "pending confirmation" }))
+}
+
+/// The subscription of `endpoint` to `topic_arn` over `protocol`, if there is one; an error
+/// when it has other attributes than `attributes`.
+fn existing_subscription(
+    sns: &Sns,
+    topic_arn: &str,
+    protocol: &str,
+    endpoint: &str,
+    attributes: &BTreeMap<String, String>,
+) -> Result<Option<Subscription>, SnsError> {
+    let found = sns
+        .subscriptions()
+        .into_iter()
+        .find(|s| s.topic_arn == topic_arn && s.protocol == protocol && s.endpoint == endpoint);
+    let Some(existing) = found else { return Ok(None) };
+    if attributes.iter().any(|(k, v)| existing.attributes.get(k) != Some(v)) {
+        return Err(SnsError::invalid_parameter(
+            "Invalid parameter: Attributes Reason: Subscription already exists with different attributes",
+        ));
+    }
+    Ok(Some(existing))
+}
+
+/// A filter policy of scope `MessageAttributes` (the default) has no nested keys.
+fn check_policy_scope(attributes: &BTreeMap<String, String>) -> Result<(), SnsError> {
+    let Some(policy) = attributes.get("FilterPolicy").filter(|p| !p.is_empty()) else { return Ok(()) };
+    if attributes.get("FilterPolicyScope").map(String::as_str) == Some("MessageBody") {
+        return Ok(());
+    }
+    if filter::nested(policy) {
+        return Err(SnsError::invalid_parameter(
+            "Invalid parameter: Filter policy scope MessageAttributes does not support nested filter policy",
+        ));
+    }
+    Ok(())
 }
 
 /// Confirms the subscription of `TopicArn` that `Token` was sent to.
@@ -537,12 +593,18 @@ pub fn confirm(sns: &Sns, p: &Params) -> Result<String, SnsError> {
     let topic_arn = p.required("TopicArn")?.to_owned();
     let token = p.required("Token")?.to_owned();
     topic(sns, &topic_arn)?;
+    // Confirmed already (a link followed twice): nothing to write.
+    if let Some(done) =
+        sns.subscriptions().into_iter().find(|x| x.topic_arn == topic_arn && x.token == token && x.confirmed)
+    {
+        return Ok(element("SubscriptionArn", &done.arn));
+    }
     let arn = sns.update(|s| {
         let sub = s
             .subscriptions
             .values_mut()
             .find(|x| x.topic_arn == topic_arn && x.token == token)
-            .ok_or_else(|| SnsError::invalid_parameter("Invalid token"))?;
+            .ok_or_else(|| SnsError::invalid_parameter("Invalid parameter: Token"))?;
         sub.confirmed = true;
         Ok(sub.arn.clone())
     })?;
@@ -551,9 +613,16 @@ pub fn confirm(sns: &Sns, p: &Params) -> Result<String, SnsError> {
 
 pub fn unsubscribe(sns: &Sns, sqs: &Sqs, p: &Params) -> Result<(), SnsError> {
     let arn = p.required("SubscriptionArn")?.to_owned();
-    let gone =
-        sns.update(|s| s.subscriptions.remove(&arn).ok_or_else(|| SnsError::not_found("Subscription does not exist")))?;
-    if let Some(outbox) = gone.outbox {
+    // arn:aws:sns:<region>:<account>:<topic>:<id>
+    if arn.split(':').count() != 7 || !arn.starts_with("arn:aws:sns:") {
+        return Err(SnsError::invalid_parameter("Invalid parameter: SubscriptionArn Reason: An ARN must have 7 parts"));
+    }
+    // Unsubscribing what is not subscribed is no error, as on SNS; nothing is written then.
+    if subscription(sns, &arn).is_err() {
+        return Ok(());
+    }
+    let gone = sns.update(|s| Ok(s.subscriptions.remove(&arn)))?;
+    if let Some(outbox) = gone.and_then(|g| g.outbox) {
         sqs.delete_internal(&outbox);
     }
     Ok(())
@@ -607,7 +676,7 @@ pub fn get_subscription_attributes(sns: &Sns, p: &Params) -> Result<String, SnsE
     a.insert("Owner".into(), sns.account_id.clone());
     a.insert("Protocol".into(), s.protocol.clone());
     a.insert("Endpoint".into(), s.endpoint.clone());
-    a.insert("ConfirmationWasAuthenticated".into(), "true".into());
+    a.insert("ConfirmationWasAuthenticated".into(), s.confirmed.to_string());
     a.insert("PendingConfirmation".into(), (!s.confirmed).to_string());
     a.insert("RawMessageDelivery".into(), "false".into());
     a.insert("SubscriptionPrincipal".into(), format!("arn:aws:iam::{}:root", sns.account_id));
@@ -638,6 +707,6 @@ pub fn set_subscription_attributes(sns: &Sns, sqs: &Sqs, p: &Params) -> Result<(
         } else {
             sub.attributes.insert(name.clone(), stored.clone());
         }
-        Ok(())
+        check_policy_scope(&sub.attributes)
     })
 }

@@ -8,8 +8,9 @@
 //! (`RedrivePolicy`), or is dropped, as SNS does. Source: Amazon SNS Developer Guide, "Amazon
 //! SNS message delivery retries" and "HTTP/S notification JSON format".
 //!
-//! Messages are signed as SNS signs them (`SignatureVersion` 2: SHA256withRSA over the
-//! message's canonical string) with a key kept in `<data_dir>/sns/signing-key.p8`; its
+//! Messages are signed as SNS signs them with `SignatureVersion` 2 (SHA256withRSA over the
+//! message's canonical string; SNS's default, 1, is SHA1withRSA, which Sluice's crypto
+//! library does not sign with: every message says 2, which verifiers honour) with a key kept in `<data_dir>/sns/signing-key.p8`; its
 //! self-signed certificate is served at [`CERT_PATH`], which each message's `SigningCertURL`
 //! names.
 
@@ -72,7 +73,7 @@ impl Signer {
         Ok(Self { key, cert_pem: cert.pem() })
     }
 
-    /// The base64 SHA256withRSA signature of `doc`'s canonical string.
+    /// The base64 SHA256withRSA signature of `doc`'s canonical string (`SignatureVersion` 2).
     pub fn sign(&self, doc: &Value) -> String {
         let text = canonical(doc);
         let mut sig = vec![0; self.key.public_modulus_len()];
@@ -155,8 +156,13 @@ pub async fn post(client: &Client<HttpConnector, Full<Bytes>>, d: &Due) -> bool 
         .header("x-amz-sns-message-type", m.kind)
         .header("x-amz-sns-message-id", &m.message_id)
         .header("x-amz-sns-topic-arn", &d.topic_arn)
-        .header("x-amz-sns-subscription-arn", &m.subscription_arn)
         .header("user-agent", "Amazon Simple Notification Service Agent");
+    // A confirmation names no subscription yet, as SNS sends it.
+    let request = if m.kind == "Notification" {
+        request.header("x-amz-sns-subscription-arn", &m.subscription_arn)
+    } else {
+        request
+    };
     let request = if m.raw { request.header("x-amz-sns-rawdelivery", "true") } else { request };
     let Ok(request) = request.body(Full::new(Bytes::from(m.body.clone()))) else { return false };
     match tokio::time::timeout(POST_TIMEOUT, client.request(request)).await {

@@ -16,8 +16,28 @@ use crate::api::sqs::AttributeValue;
 /// `$or` alternatives added): 150. Source: as above, "Filter policy constraints".
 const COMBINATIONS_MAX: usize = 150;
 
+/// Largest filter policy, bytes: 256 KiB. Source: as above, "Filter policy constraints".
+pub const POLICY_BYTES_MAX: usize = 256 * 1024;
+
+/// Whether a policy (already checked) has nested keys (an object under a key).
+pub fn nested(policy: &str) -> bool {
+    fn has_nested(v: &Value) -> bool {
+        v.as_object().is_some_and(|m| {
+            m.iter().any(|(k, v)| match (k.as_str(), v) {
+                ("$or", Value::Array(alternatives)) => alternatives.iter().any(has_nested),
+                (_, Value::Object(_)) => true,
+                _ => false,
+            })
+        })
+    }
+    serde_json::from_str::<Value>(policy).is_ok_and(|v| has_nested(&v))
+}
+
 /// Checks a policy's form; the reason when it does not stand.
 pub fn check(policy: &str) -> Result<Value, String> {
+    if policy.len() > POLICY_BYTES_MAX {
+        return Err(format!("Filter policy is too large: {} bytes, at most {POLICY_BYTES_MAX}", policy.len()));
+    }
     let v: Value = serde_json::from_str(policy).map_err(|e| format!("failed to parse JSON. {e}"))?;
     let Value::Object(map) = &v else { return Err("Filter policy must be a JSON object".into()) };
     if map.is_empty() {
@@ -48,10 +68,14 @@ fn check_object(v: &Value, depth: usize) -> Result<usize, String> {
             }
             ("$or", _) => return Err("$or must be an array of at least two filter policies".into()),
             (_, Value::Array(conditions)) if !conditions.is_empty() => {
+                let mut values = 0usize;
                 for c in conditions {
                     check_condition(key, c)?;
+                    // An anything-but list weighs what it lists, so a policy's cost per
+                    // message stays within the bound.
+                    values += c.get("anything-but").and_then(Value::as_array).map_or(1, Vec::len);
                 }
-                conditions.len()
+                values
             }
             (_, Value::Object(_)) => check_object(value, depth + 1)?,
             _ => return Err(format!("Match value for {key} must be an array of conditions")),
@@ -157,15 +181,25 @@ pub fn matches_attributes(policy: &Value, attributes: &BTreeMap<String, Attribut
 /// is not a JSON object matches no policy with keys).
 pub fn matches_body(policy: &Value, body: &Value) -> bool {
     matches_object(policy, &|path: &[&str]| {
-        let mut at = body;
+        // Arrays on the way are looked through: a key under an array of objects matches any
+        // of them, as SNS does.
+        let mut at: Vec<&Value> = vec![body];
         for k in path {
-            at = at.get(k)?;
+            at = at.into_iter().flat_map(spread).filter_map(|v| v.get(k)).collect();
+            if at.is_empty() {
+                return None;
+            }
         }
-        Some(match at {
-            Value::Array(items) => items.iter().collect(),
-            v => vec![v],
-        })
+        Some(at.into_iter().flat_map(spread).collect())
     })
+}
+
+/// An array's items, or the value alone.
+fn spread(v: &Value) -> Vec<&Value> {
+    match v {
+        Value::Array(items) => items.iter().collect(),
+        v => vec![v],
+    }
 }
 
 /// Values at a key path, if the key is there.
@@ -208,7 +242,7 @@ fn found(v: &Value) -> Option<Found<'_>> {
 /// Whether condition `c` holds for the values at its key (`None`: the key is absent).
 fn condition_holds(c: &Value, values: Option<&[&Value]>) -> bool {
     if let Some(Value::Bool(want)) = c.get("exists") {
-        return values.is_some_and(|v| !v.is_empty()) == *want;
+        return values.is_some() == *want;
     }
     let Some(values) = values else { return false };
     values.iter().filter_map(|v| found(v)).any(|v| one_holds(c, &v))
@@ -310,6 +344,12 @@ mod tests {
         assert!(matches_body(&p, &body));
         let other: Value = serde_json::from_str(r#"{"reading":{"station":"Aotizhongxin","pm25":150}}"#).unwrap();
         assert!(!matches_body(&p, &other));
+        let records = check(r#"{"Records":{"s3":{"object":{"key":[{"prefix":"auto-"}]}}}}"#).unwrap();
+        let event: Value = serde_json::from_str(
+            r#"{"Records":[{"s3":{"object":{"key":"manual-1"}}},{"s3":{"object":{"key":"auto-7"}}}]}"#,
+        )
+        .unwrap();
+        assert!(matches_body(&records, &event));
         assert!(check(r#"{"a":"not an array"}"#).is_err());
         assert!(check(r#"{"a":[{"numeric":["~",1]}]}"#).is_err());
         assert!(check("[1]").is_err());

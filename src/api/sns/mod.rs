@@ -258,6 +258,19 @@ impl Sns {
         Ok(out)
     }
 
+    /// Deletes the outboxes no subscription has (left by a crash between a subscription's
+    /// outbox and its state, or between an unsubscription's state and its outbox).
+    pub fn reconcile(&self, sqs: &crate::api::sqs::Sqs) {
+        let kept: std::collections::BTreeSet<String> =
+            self.subscriptions().into_iter().filter_map(|s| s.outbox).collect();
+        for name in sqs.hidden_queues() {
+            if !kept.contains(&name) {
+                tracing::info!(queue = %name, "an SNS outbox of no subscription is deleted");
+                sqs.delete_internal(&name);
+            }
+        }
+    }
+
     /// A copy of every subscription.
     pub fn subscriptions(&self) -> Vec<Subscription> {
         self.state.read().unwrap_or_else(PoisonError::into_inner).subscriptions.values().cloned().collect()

@@ -33,6 +33,8 @@ struct Message {
     attributes: BTreeMap<String, AttributeValue>,
     group: Option<String>,
     dedup: Option<String>,
+    /// Sent with `MessageStructure` `json`.
+    structured: bool,
 }
 
 impl Message {
@@ -111,7 +113,8 @@ fn message(p: &Params, fifo: bool, content_dedup: bool) -> Result<Message, SnsEr
             return Err(invalid(&format!("{name} Reason: {v} is not 1 to 128 alphanumeric or punctuation characters")));
         }
     }
-    Ok(Message { id: crate::api::sqs::new_message_id(), bodies, subject, attributes, group, dedup })
+    let structured = p.get("MessageStructure") == Some("json");
+    Ok(Message { id: crate::api::sqs::new_message_id(), bodies, subject, attributes, group, dedup, structured })
 }
 
 /// An ISO 8601 time in ms, UTC, as SNS writes `Timestamp`.
@@ -123,7 +126,15 @@ fn timestamp(ms: u64) -> String {
 /// The JSON document SNS delivers for a message (not raw): `Type` `Notification`, the
 /// message, its attributes as `{"Type": ..., "Value": ...}`, and the URLs to unsubscribe and
 /// to fetch the signing certificate.
-fn notification(sns: &Sns, sub: &Subscription, m: &Message, seq: Option<&str>, now_ms: u64, caller: &Caller) -> String {
+fn notification(
+    sns: &Sns,
+    sub: &Subscription,
+    m: &Message,
+    seq: Option<&str>,
+    now_ms: u64,
+    caller: &Caller,
+    signatures: &mut BTreeMap<String, String>,
+) -> String {
     let mut doc = json!({
         "Type": "Notification",
         "MessageId": m.id,
@@ -140,7 +151,8 @@ fn notification(sns: &Sns, sub: &Subscription, m: &Message, seq: Option<&str>, n
     if let Some(s) = seq {
         doc["SequenceNumber"] = s.into();
     }
-    if !m.attributes.is_empty() {
+    // With MessageStructure json, SNS leaves the attributes out.
+    if !m.attributes.is_empty() && !m.structured {
         let attrs: serde_json::Map<String, Value> = m
             .attributes
             .iter()
@@ -151,7 +163,9 @@ fn notification(sns: &Sns, sub: &Subscription, m: &Message, seq: Option<&str>, n
             .collect();
         doc["MessageAttributes"] = Value::Object(attrs);
     }
-    doc["Signature"] = sns.signer.sign(&doc).into();
+    let key = super::delivery::canonical(&doc);
+    let signature = signatures.entry(key).or_insert_with(|| sns.signer.sign(&doc)).clone();
+    doc["Signature"] = signature.into();
     doc.to_string()
 }
 
@@ -180,8 +194,11 @@ fn selected(sub: &Subscription, m: &Message) -> bool {
 }
 
 /// Appends message `m` (sequence number `seq` on a FIFO topic) to every confirmed
-/// subscription of `topic_arn` that selects it. A subscribed queue that does not exist is
-/// skipped with a warning, as SNS drops deliveries to a deleted queue.
+/// subscription of `topic_arn` that selects it. A delivery the subscriber refuses for good (its
+/// queue deleted, or the message not one it takes: over its size, too many attributes for a
+/// raw delivery) is dropped with a warning, as SNS drops it; only a failure of the server's
+/// own (a write) fails the publish, and its retry may deliver twice to the subscribers before
+/// (at least once).
 fn fan_out(
     sns: &Sns,
     sqs: &Sqs,
@@ -191,14 +208,20 @@ fn fan_out(
     caller: &Caller,
 ) -> Result<(), SnsError> {
     let now = sqs.now_ms();
+    // The signature covers what every subscriber of one protocol's body gets alike: one per body.
+    let mut signatures: BTreeMap<String, String> = BTreeMap::new();
     for sub in sns.subscriptions().iter().filter(|s| s.topic_arn == topic_arn && s.confirmed) {
         if !selected(sub, m) {
             continue;
         }
         let raw = sub.attributes.get("RawMessageDelivery").is_some_and(|v| v == "true");
-        let body = if raw { m.body_for(&sub.protocol).to_owned() } else { notification(sns, sub, m, seq, now, caller) };
-        let sent = match (&sub.outbox, sub.protocol.as_str()) {
-            (Some(outbox), _) => sqs.send_outbox(
+        let body = if raw {
+            m.body_for(&sub.protocol).to_owned()
+        } else {
+            notification(sns, sub, m, seq, now, caller, &mut signatures)
+        };
+        let sent = match &sub.outbox {
+            Some(outbox) => sqs.send_outbox(
                 outbox,
                 OutboxMessage {
                     body,
@@ -208,53 +231,29 @@ fn fan_out(
                     raw,
                 },
             ),
-            (None, _) => {
+            None => {
                 let attributes = if raw { m.attributes.clone() } else { BTreeMap::new() };
-                sqs.send_internal(
-                    &sub.endpoint,
-                    body,
-                    attributes,
-                    m.group.clone(),
-                    m.dedup.clone().or_else(|| m.group.as_ref().map(|_| m.id.clone())),
-                )
-                .map(|_| ())
+                let dedup = m.dedup.clone().or_else(|| m.group.as_ref().map(|_| m.id.clone()));
+                sqs.send_internal(&sub.endpoint, body, attributes, m.group.clone(), dedup).map(|_| ())
             }
         };
-        if let Err(e) = sent {
-            if e.query_code == "AWS.SimpleQueueService.NonExistentQueue" {
-                tracing::warn!(subscription = %sub.arn, queue = %sub.endpoint, "a subscribed queue does not exist; its delivery is dropped");
-                continue;
+        match sent {
+            Ok(()) => {}
+            Err(e) if e.status < 500 => {
+                tracing::warn!(subscription = %sub.arn, endpoint = %sub.endpoint, error = %e.message, "a delivery was refused; it is dropped");
             }
-            return Err(SnsError::internal(format!("delivery to {} failed: {}", sub.endpoint, e.message)));
+            Err(e) => return Err(SnsError::internal(format!("delivery to {} failed: {}", sub.endpoint, e.message))),
         }
     }
     Ok(())
 }
 
 impl Sns {
-    /// A FIFO topic's answer to a deduplication id seen within 5 minutes, or the sequence
-    /// number of a new message (the id remembered from now).
-    fn fifo_sequence(
-        &self,
-        topic: &str,
-        dedup: &str,
-        message_id: &str,
-        now_ms: u64,
-    ) -> Result<String, (String, String)> {
-        let mut fifo = self.fifo.lock().unwrap_or_else(PoisonError::into_inner);
-        let (next, seen) = fifo.entry(topic.to_owned()).or_insert_with(|| (now_ms << 16, BTreeMap::new()));
-        seen.retain(|_, (at, _, _)| at.saturating_add(DEDUP_WINDOW_MS) > now_ms);
-        if let Some((_, id, seq)) = seen.get(dedup) {
-            return Err((id.clone(), seq.clone()));
-        }
-        *next = (*next + 1).max(now_ms << 16);
-        let seq = format!("{:020}", *next);
-        seen.insert(dedup.to_owned(), (now_ms, message_id.to_owned(), seq.clone()));
-        Ok(seq)
-    }
-
     /// Publishes one checked message to topic `topic_arn`; its message id and, on a FIFO
-    /// topic, its sequence number.
+    /// topic, its sequence number. A FIFO topic holds its lock from the sequence number to
+    /// the last delivery, so subscribers get its messages in sequence order, and remembers a
+    /// deduplication id only once its message was delivered (a failed publish retried is
+    /// delivered, not taken for a duplicate).
     fn publish_one(
         &self,
         sqs: &Sqs,
@@ -263,23 +262,34 @@ impl Sns {
         mut m: Message,
         caller: &Caller,
     ) -> Result<(String, Option<String>), SnsError> {
-        let seq = if fifo {
-            let dedup = m.dedup.clone().unwrap_or_default();
-            match self.fifo_sequence(topic_arn, &dedup, &m.id, sqs.now_ms()) {
-                Ok(seq) => Some(seq),
-                // Seen within the window: accepted, not delivered again.
-                Err((id, seq)) => return Ok((id, Some(seq))),
-            }
-        } else {
-            None
-        };
-        if fifo && m.dedup.is_none() {
-            m.dedup = Some(m.id.clone());
+        if !fifo {
+            fan_out(self, sqs, topic_arn, &m, None, caller)?;
+            return Ok((m.id, None));
         }
-        fan_out(self, sqs, topic_arn, &m, seq.as_deref(), caller)?;
-        Ok((m.id, seq))
+        let now = sqs.now_ms();
+        let dedup = m.dedup.clone().unwrap_or_else(|| m.id.clone());
+        m.dedup = Some(dedup.clone());
+        let mut topics = self.fifo.lock().unwrap_or_else(PoisonError::into_inner);
+        let (next, seen) = topics.entry(topic_arn.to_owned()).or_insert_with(|| (now << 16, BTreeMap::new()));
+        if seen.len() > DEDUP_PRUNE_AT {
+            seen.retain(|_, (at, _, _)| at.saturating_add(DEDUP_WINDOW_MS) > now);
+        }
+        if let Some((at, id, seq)) = seen.get(&dedup).filter(|(at, ..)| at.saturating_add(DEDUP_WINDOW_MS) > now) {
+            // Seen within the window: accepted, not delivered again.
+            let _ = at;
+            return Ok((id.clone(), Some(seq.clone())));
+        }
+        let n = (*next + 1).max(now << 16);
+        let seq = format!("{n:020}");
+        fan_out(self, sqs, topic_arn, &m, Some(&seq), caller)?;
+        *next = n;
+        seen.insert(dedup, (now, m.id.clone(), seq.clone()));
+        Ok((m.id, Some(seq)))
     }
 }
+
+/// Deduplication ids a FIFO topic keeps before it drops those past the window.
+const DEDUP_PRUNE_AT: usize = 10_000;
 
 pub fn publish(sns: &Sns, sqs: &Sqs, p: &Params, caller: &Caller) -> Result<String, SnsError> {
     if p.get("PhoneNumber").is_some() {

@@ -31,6 +31,11 @@ impl Params {
         self.0.extend(other.0);
     }
 
+    /// The names of the parameters given.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
+
     /// Parameter `name`, if given.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(String::as_str)
@@ -100,6 +105,9 @@ pub fn escape(s: &str) -> String {
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
             '\r' => out.push_str("&#13;"),
+            // XML 1.0 has no other C0 characters, not even as references: they would make the
+            // answer unreadable, so they are shown as U+FFFD.
+            c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n') => out.push('\u{FFFD}'),
             c => out.push(c),
         }
     }

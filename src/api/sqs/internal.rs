@@ -17,6 +17,17 @@ pub fn is_hidden(name: &str) -> bool {
     name.starts_with('~')
 }
 
+thread_local! {
+    /// Set while this thread runs a call of the server's own ([`Sqs::call`]): only then are
+    /// hidden queues found.
+    static INTERNAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether queue `name` may be named by the call this thread runs.
+pub fn reachable(name: &str) -> bool {
+    !is_hidden(name) || INTERNAL.with(std::cell::Cell::get)
+}
+
 /// A message of an SNS subscription's outbox: the HTTP body to POST and what its headers say.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxMessage {
@@ -61,7 +72,10 @@ impl Sqs {
     /// Runs action `operation` with `body` as a client of this server would.
     fn call(&self, operation: &str, body: Value) -> Result<Value, SqsError> {
         let bytes = serde_json::to_vec(&body).map_err(|e| SqsError::internal(e.to_string()))?;
-        match self.handle(operation, &bytes, "internal", &self.account_id.clone())? {
+        INTERNAL.with(|i| i.set(true));
+        let answered = self.handle(operation, &bytes, "internal", &self.account_id.clone());
+        INTERNAL.with(|i| i.set(false));
+        match answered? {
             SqsAnswer::Body(b) => serde_json::from_slice(&b).map_err(|e| SqsError::internal(e.to_string())),
             SqsAnswer::Wait(..) => Err(SqsError::internal("an internal receive waits for nothing")),
         }

@@ -187,13 +187,13 @@ impl Sqs {
                 return Err(SqsError::no_queue());
             }
         }
-        self.queues.get(name).ok_or_else(SqsError::no_queue)
+        self.queues.get(name).filter(|_| internal::reachable(name)).ok_or_else(SqsError::no_queue)
     }
 
     /// The queue an ARN names, if it is one of this server's.
     fn by_arn(&self, arn: &str) -> Option<Arc<Queue>> {
         let prefix = format!("arn:aws:sqs:{}:{}:", self.region, self.account_id);
-        arn.strip_prefix(&prefix).and_then(|name| self.queues.get(name))
+        arn.strip_prefix(&prefix).filter(|name| internal::reachable(name)).and_then(|name| self.queues.get(name))
     }
 
     /// Stream name of a queue's incarnation.
