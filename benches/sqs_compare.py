@@ -161,18 +161,19 @@ def main():
         conf = os.path.join(work, "sluice.toml")
         with open(conf, "w") as f:
             f.write('throttle = "off"\nfsync = "interval"\nauth = "sigv4"\n')
-        server = subprocess.Popen([args.sluice, "serve", "--config", conf, "--bind", f"127.0.0.1:{port}", "--data-dir",
-                                   os.path.join(work, "data")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_up(f"http://127.0.0.1:{port}")
-        rows.append(run("Sluice", f"http://127.0.0.1:{port}", server.pid, args))
-        server.send_signal(signal.SIGTERM)
-        server.wait()
-        port = free_port()
-        server = subprocess.Popen([args.moto_server, "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_up(f"http://127.0.0.1:{port}")
-        rows.append(run("moto (server mode)", f"http://127.0.0.1:{port}", server.pid, args))
-        server.send_signal(signal.SIGTERM)
-        server.wait()
+        servers = [
+            ("Sluice", [args.sluice, "serve", "--config", conf, "--bind", f"127.0.0.1:{port}", "--data-dir", os.path.join(work, "data")], port),
+        ]
+        moto_port = free_port()
+        servers.append(("moto (server mode)", [args.moto_server, "-p", str(moto_port)], moto_port))
+        for name, command, p in servers:
+            server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                wait_up(f"http://127.0.0.1:{p}")
+                rows.append(run(name, f"http://127.0.0.1:{p}", server.pid, args))
+            finally:
+                server.send_signal(signal.SIGTERM)
+                server.wait()
     finally:
         shutil.rmtree(work, ignore_errors=True)
     head = (f"{args.messages} messages of {args.bytes} B, {args.clients} boto3 client processes; "

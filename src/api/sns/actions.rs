@@ -16,6 +16,17 @@ pub const TOPIC_NAME_CHARS_MAX: usize = 256;
 /// Items of one `ListTopics` / `ListSubscriptions` page: 100. Source: Amazon SNS API Reference.
 pub const PAGE_ITEMS: usize = 100;
 
+/// Longest topic or subscription attribute value, bytes: 256 KiB (a filter policy's limit;
+/// SNS's own are smaller for most attributes).
+pub const ATTRIBUTE_BYTES_MAX: usize = 256 * 1024;
+
+/// Most topics a server holds: 100,000 (AWS's quota of standard topics per account).
+pub const TOPICS_MAX: usize = 100_000;
+
+/// Most subscriptions a server holds: 100,000 (every one is in `state.json`, written whole
+/// on each change).
+pub const SUBSCRIPTIONS_MAX: usize = 100_000;
+
 /// Most tags a topic holds: 50. Source: Amazon SNS Developer Guide, quotas.
 pub const TAGS_MAX: usize = 50;
 
@@ -90,6 +101,9 @@ fn check_topic_attribute(name: &str, value: &str, fifo: bool) -> Result<String, 
     let invalid = |reason: &str| SnsError::invalid_parameter(format!("Invalid parameter: {reason}"));
     if !TOPIC_SETTABLE.contains(&name) {
         return Err(invalid("AttributeName"));
+    }
+    if value.len() > ATTRIBUTE_BYTES_MAX {
+        return Err(invalid(&format!("{name} Reason: longer than {ATTRIBUTE_BYTES_MAX} bytes")));
     }
     match name {
         "ContentBasedDeduplication" if !fifo => Err(invalid(
@@ -170,6 +184,13 @@ pub fn create_topic(sns: &Sns, p: &Params) -> Result<String, SnsError> {
                 ));
             }
             return Ok(());
+        }
+        if s.topics.len() >= TOPICS_MAX {
+            return Err(SnsError::new(
+                "TopicLimitExceeded",
+                403,
+                "Topic already exists or the topic quota is reached.",
+            ));
         }
         s.topics.insert(
             name.clone(),
@@ -409,6 +430,9 @@ fn check_subscription_attribute(name: &str, value: &str, sqs: &Sqs) -> Result<St
     if !SUBSCRIPTION_SETTABLE.contains(&name) {
         return Err(invalid("AttributeName".into()));
     }
+    if value.len() > ATTRIBUTE_BYTES_MAX {
+        return Err(invalid(format!("{name} Reason: longer than {ATTRIBUTE_BYTES_MAX} bytes")));
+    }
     match name {
         "RawMessageDelivery" => match value.to_ascii_lowercase().as_str() {
             v @ ("true" | "false") => Ok(v.to_owned()),
@@ -535,6 +559,9 @@ pub fn subscribe(sns: &Sns, sqs: &Sqs, p: &Params, caller: &Caller) -> Result<St
             |x: &&Subscription| x.topic_arn == topic_arn && x.protocol == sub.protocol && x.endpoint == sub.endpoint;
         if s.subscriptions.values().any(|x| same(&x)) {
             return Ok(false);
+        }
+        if s.subscriptions.len() >= SUBSCRIPTIONS_MAX {
+            return Err(SnsError::new("SubscriptionLimitExceeded", 403, "The subscription quota is reached."));
         }
         s.subscriptions.insert(arn.clone(), sub.clone());
         Ok(true)
