@@ -131,7 +131,7 @@ fi
 # SNS through boto3: every operation, fan-out through filter policies to queues and to an HTTP
 # endpoint the script serves (signatures checked), retries, FIFO; prints its own line.
 sns_failed=0
-if ! "$venv/bin/python" tests/clients/sns.py "http://127.0.0.1:$port" sluice sluice-secret; then
+if ! "$venv/bin/python" tests/clients/sns.py "http://127.0.0.1:$port" sluice sluice-secret "$data/lake"; then
   sns_failed=1
   echo "sns failed; server log:"
   tail -5 "$data.log"

@@ -9,7 +9,10 @@ SHA256withRSA signature against the certificate at SigningCertURL: each subscrib
 exactly what its policy selects, raw or wrapped; HTTP retries and the subscription's
 dead-letter queue; PublishBatch; FIFO topics into FIFO queues, in order and deduplicated.
 
-Usage: sns.py <endpoint> <key> <secret>. Prints "sns: N passed, M failed"."""
+With a fourth argument, the folder of the server's `[lake]`, a Firehose delivery stream
+subscribed to the topic lands the messages there.
+
+Usage: sns.py <endpoint> <key> <secret> [lake folder]. Prints "sns: N passed, M failed"."""
 import base64
 import http.server
 import json
@@ -27,6 +30,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
 endpoint, key, secret = sys.argv[1:4]
+lake = sys.argv[4] if len(sys.argv) > 4 else None
 session = boto3.session.Session(aws_access_key_id=key, aws_secret_access_key=secret, region_name="us-east-1")
 cfg = Config(retries={"max_attempts": 1}, read_timeout=30)
 sns = session.client("sns", endpoint_url=endpoint, config=cfg)
@@ -230,6 +234,42 @@ time.sleep(1.5)
 check("unsubscribed endpoint gets nothing", not received, received)
 drain(high_url, seconds=1)
 drain(body_url, seconds=1)
+
+# --- A Firehose delivery stream subscribed ----------------------------------------------------------
+if lake:
+    import os
+    firehose = session.client("firehose", endpoint_url=endpoint, config=cfg)
+    stream = f"sns-{suffix}"
+    firehose.create_delivery_stream(DeliveryStreamName=stream, ExtendedS3DestinationConfiguration={
+        "RoleARN": "arn:aws:iam::000000000000:role/r", "BucketARN": "arn:aws:s3:::lake", "Prefix": f"{stream}/",
+        "BufferingHints": {"SizeInMBs": 1, "IntervalInSeconds": 0},
+        "ProcessingConfiguration": {"Enabled": True, "Processors": [{"Type": "AppendDelimiterToRecord"}]}})
+    for _ in range(50):
+        if firehose.describe_delivery_stream(DeliveryStreamName=stream)["DeliveryStreamDescription"]["DeliveryStreamStatus"] == "ACTIVE":
+            break
+        time.sleep(0.1)
+    fh_arn = firehose.describe_delivery_stream(DeliveryStreamName=stream)["DeliveryStreamDescription"]["DeliveryStreamARN"]
+    code, _ = error_of(sns.subscribe, TopicArn=topic, Protocol="firehose", Endpoint=fh_arn)
+    check("firehose needs a role", code == "InvalidParameter", code)
+    sns.subscribe(TopicArn=topic, Protocol="firehose", Endpoint=fh_arn,
+                  Attributes={"SubscriptionRoleArn": "arn:aws:iam::000000000000:role/sns", "RawMessageDelivery": "true",
+                              "FilterPolicy": json.dumps({"station": ["Wanliu"]})})
+    for station in ["Wanliu", "Dongsi", "Wanliu"]:
+        sns.publish(TopicArn=topic, Message=f"to the lake from {station}",
+                    MessageAttributes={"station": {"DataType": "String", "StringValue": station}})
+
+    def landed():
+        folder = os.path.join(lake, "lake", stream)
+        text = ""
+        for root, _, files in os.walk(folder):
+            for f in files:
+                text += open(os.path.join(root, f)).read()
+        return text
+
+    check("a delivery stream lands what its policy selects",
+          wait_for(lambda: landed().count("to the lake from Wanliu") == 2, 20) and "Dongsi" not in landed(), landed())
+    drain(high_url, seconds=1)
+    drain(body_url, seconds=1)
 
 # --- PublishBatch -----------------------------------------------------------------------------------
 out = sns.publish_batch(TopicArn=topic, PublishBatchRequestEntries=[

@@ -410,6 +410,7 @@ impl Kinesis {
 
     /// Gives channels the delivery engine they run on; later calls change nothing.
     pub fn attach_deliveries(&self, deliveries: Arc<sluice_firehose::DeliveryStreams>) {
+        self.sns.attach_deliveries(deliveries.clone());
         let _ = self.deliveries.set(deliveries);
     }
 

@@ -506,9 +506,19 @@ pub fn subscribe(sns: &Sns, sqs: &Sqs, p: &Params, caller: &Caller) -> Result<St
                 ));
             }
         }
-        "email" | "email-json" | "sms" | "application" | "lambda" | "firehose" => {
+        "firehose" => {
+            if !endpoint.starts_with("arn:aws:firehose:") || !endpoint.contains(":deliverystream/") {
+                return Err(SnsError::invalid_parameter("Invalid parameter: Firehose endpoint ARN"));
+            }
+            if !p.map("Attributes").contains_key("SubscriptionRoleArn") {
+                return Err(SnsError::invalid_parameter(
+                    "Invalid parameter: Attributes Reason: SubscriptionRoleArn is required for the firehose protocol",
+                ));
+            }
+        }
+        "email" | "email-json" | "sms" | "application" | "lambda" => {
             return Err(SnsError::invalid_parameter(format!(
-                "Invalid parameter: Protocol Reason: {protocol} is not supported by Sluice (sqs and http are)"
+                "Invalid parameter: Protocol Reason: {protocol} is not supported by Sluice (sqs, firehose and http are)"
             )))
         }
         _ => {
@@ -535,7 +545,8 @@ pub fn subscribe(sns: &Sns, sqs: &Sqs, p: &Params, caller: &Caller) -> Result<St
     let id = crate::api::sqs::new_message_id();
     let arn = format!("{topic_arn}:{id}");
     let token: String = (0..4).map(|_| format!("{:016x}", sluice_engine::stream::random_u64())).collect();
-    let confirmed = protocol == "sqs";
+    // Queues and delivery streams of this account are confirmed at once; HTTP endpoints confirm.
+    let confirmed = matches!(protocol.as_str(), "sqs" | "firehose");
     let outbox =
         if confirmed { None } else { Some(sqs.create_outbox(&id).map_err(|e| SnsError::internal(e.message))?) };
     let sub = Subscription {

@@ -4,7 +4,8 @@
 //!
 //! A message published goes, before the answer, to every confirmed subscription its filter
 //! policy selects: appended to the subscribed SQS queue (an SQS queue is a Sluice stream; see
-//! [`crate::api::sqs`]), or, for an HTTP endpoint, to the subscription's outbox, a hidden SQS
+//! [`crate::api::sqs`]) or Firehose delivery stream (`firehose`, a `DirectPut` one), or, for
+//! an HTTP endpoint, to the subscription's outbox, a hidden SQS
 //! queue that the delivery loop ([`delivery`]) drains with POSTs, retrying through the queue's
 //! visibility timeout and moving what fails for good to the subscription's dead-letter queue.
 //! Topics and subscriptions live in `<data_dir>/sns/state.json`, written whole and renamed
@@ -198,6 +199,8 @@ pub struct Sns {
     /// FIFO topics: the next sequence number and the deduplication ids seen within the
     /// window, by topic ARN.
     fifo: Mutex<BTreeMap<String, FifoTopic>>,
+    /// The delivery streams `firehose` subscriptions put to (set once Firehose is open).
+    deliveries: std::sync::OnceLock<std::sync::Arc<sluice_firehose::DeliveryStreams>>,
 }
 
 /// A FIFO topic's sequence counter and its deduplication ids: to (sent ms, message id,
@@ -234,6 +237,7 @@ impl Sns {
             account_id: account_id.to_owned(),
             signer: delivery::Signer::open(&dir)?,
             fifo: Mutex::new(BTreeMap::new()),
+            deliveries: std::sync::OnceLock::new(),
         })
     }
 
@@ -256,6 +260,29 @@ impl Sns {
         sluice_engine::stream::write_atomically(&self.path, &bytes).map_err(|e| SnsError::internal(e.to_string()))?;
         *state = next;
         Ok(out)
+    }
+
+    /// Gives `firehose` subscriptions the delivery streams they put to; later calls change
+    /// nothing.
+    pub fn attach_deliveries(&self, deliveries: std::sync::Arc<sluice_firehose::DeliveryStreams>) {
+        let _ = self.deliveries.set(deliveries);
+    }
+
+    /// Puts `record` to the delivery stream `arn` names (a `DirectPut` one of this
+    /// account). `Ok(false)` when it refuses it for good (no such delivery stream, or one
+    /// fed by a Kinesis stream): the delivery is dropped.
+    fn put_to_firehose(&self, arn: &str, record: &[u8]) -> Result<bool, SnsError> {
+        let prefix = format!("arn:aws:firehose:{}:{}:deliverystream/", self.region, self.account_id);
+        let Some(entry) = arn.strip_prefix(&prefix).and_then(|name| self.deliveries.get()?.get(name)) else {
+            return Ok(false);
+        };
+        if entry.spec().source_stream().is_some() {
+            return Ok(false);
+        }
+        match entry.put(&[record]) {
+            Ok(_) => Ok(true),
+            Err(e) => Err(SnsError::internal(format!("delivery stream {arn}: {e}"))),
+        }
     }
 
     /// Deletes the outboxes no subscription has (left by a crash between a subscription's

@@ -220,6 +220,12 @@ fn fan_out(
         } else {
             notification(sns, sub, m, seq, now, caller, &mut signatures)
         };
+        if sub.protocol == "firehose" {
+            if !sns.put_to_firehose(&sub.endpoint, body.as_bytes())? {
+                tracing::warn!(subscription = %sub.arn, endpoint = %sub.endpoint, "a subscribed delivery stream takes no put; the delivery is dropped");
+            }
+            continue;
+        }
         let sent = match &sub.outbox {
             Some(outbox) => sqs.send_outbox(
                 outbox,
