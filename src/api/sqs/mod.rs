@@ -267,10 +267,16 @@ impl Sqs {
 }
 
 /// Reads a request into an action's input; a member of the wrong type is a
-/// `SerializationException`, as AWS's front end answers.
+/// `SerializationException`, as AWS's front end answers, a required one left out
+/// `MissingParameter`.
 fn parse<T: DeserializeOwned>(request: serde_json::Value) -> Result<T, SqsError> {
     serde_json::from_value(request).map_err(|e| {
-        SqsError::from_api(&crate::api::ApiError::new(crate::api::ErrorKind::Serialization, e.to_string()))
+        let text = e.to_string();
+        // A member left out is SQS's MissingParameter, named as the client named it.
+        if let Some(name) = text.strip_prefix("missing field `").and_then(|r| r.split('`').next()) {
+            return SqsError::new("MissingParameter", format!("The request must contain the parameter {name}."));
+        }
+        SqsError::from_api(&crate::api::ApiError::new(crate::api::ErrorKind::Serialization, text))
     })
 }
 
