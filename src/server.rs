@@ -577,6 +577,18 @@ async fn dispatch(state: Arc<AppState>, codec: Codec, req: Request<Incoming>) ->
     answer
 }
 
+/// The host a client reached the server at, as it named it (`Host`, or HTTP/2's
+/// `:authority`), for the URLs answers give back (SQS queue URLs, SNS links).
+fn host_of(parts: &http::request::Parts) -> String {
+    parts
+        .headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| parts.uri.authority().map(|a| a.as_str().to_owned()))
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
 /// A request's headers as the signature check takes them. HTTP/2 has no Host header:
 /// clients sign `:authority` (the JavaScript SDK) or name it `host` (others); both are
 /// offered.

@@ -35,13 +35,7 @@ pub(super) fn is_link<B>(req: &Request<B>) -> bool {
 }
 
 fn caller(parts: &http::request::Parts, request_id: &str) -> Caller {
-    let host = parts
-        .headers
-        .get(http::header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| parts.uri.authority().map(|a| a.as_str().to_owned()))
-        .unwrap_or_else(|| "localhost".to_owned());
+    let host = super::host_of(parts);
     Caller { base_url: format!("http://{host}"), request_id: request_id.to_owned() }
 }
 

@@ -72,13 +72,7 @@ async fn answer(state: Arc<AppState>, req: Request<Incoming>, operation: String)
         let uri = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         checked.verify_body(parts.method.as_str(), uri, &body.bytes).map_err(|e| SqsError::from_api(&e))?;
     }
-    let host = parts
-        .headers
-        .get(http::header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| parts.uri.authority().map(|a| a.as_str().to_owned()))
-        .unwrap_or_else(|| "localhost".to_owned());
+    let host = super::host_of(&parts);
     let worker = state.clone();
     let answered =
         tokio::task::spawn_blocking(move || worker.kinesis.sqs.handle(&operation, &body.bytes, &host, &sender))

@@ -146,6 +146,12 @@ fn check_name(name: &str, fifo_attribute: bool) -> Result<bool, SqsError> {
     Ok(fifo)
 }
 
+/// Queue `q`'s name and incarnation.
+pub(super) fn name_and_incarnation(q: &Queue) -> (String, u64) {
+    let m = q.meta.read().unwrap_or_else(PoisonError::into_inner);
+    (m.name.clone(), m.incarnation)
+}
+
 /// Whether queue `q` is a FIFO queue.
 pub(super) fn is_fifo(q: &Queue) -> bool {
     q.meta.read().unwrap_or_else(PoisonError::into_inner).name.ends_with(".fifo")
@@ -323,10 +329,7 @@ pub fn list(sqs: &Sqs, r: ListRequest, host: &str) -> Result<Value, SqsError> {
 
 pub fn delete(sqs: &Sqs, r: UrlRequest) -> Result<Value, SqsError> {
     let q = sqs.by_url(&r.queue_url)?;
-    let (name, incarnation) = {
-        let m = q.meta.read().unwrap_or_else(PoisonError::into_inner);
-        (m.name.clone(), m.incarnation)
-    };
+    let (name, incarnation) = name_and_incarnation(&q);
     sqs.queues.delete(&name);
     if let Err(e) = sqs.streams.delete(&Sqs::stream_name(incarnation)) {
         tracing::warn!(queue = %name, error = %e, "could not remove a deleted queue's stream");
@@ -547,10 +550,7 @@ pub fn dead_letter_sources(sqs: &Sqs, r: PagedUrlRequest, host: &str) -> Result<
 /// Deletes every message of the queue: those sent before the purge, in flight or not.
 pub fn purge(sqs: &Sqs, r: UrlRequest) -> Result<Value, SqsError> {
     let q = sqs.by_url(&r.queue_url)?;
-    let (name, incarnation) = {
-        let m = q.meta.read().unwrap_or_else(PoisonError::into_inner);
-        (m.name.clone(), m.incarnation)
-    };
+    let (name, incarnation) = name_and_incarnation(&q);
     {
         let now = sqs.clock.now_ms();
         let mut purges = sqs.purges.lock().unwrap_or_else(PoisonError::into_inner);

@@ -29,10 +29,7 @@ impl Sqs {
         let now = self.clock.now_ms();
         let mut rows = Vec::new();
         for q in self.queues.list() {
-            let (name, incarnation) = {
-                let m = q.meta.read().unwrap_or_else(PoisonError::into_inner);
-                (m.name.clone(), m.incarnation)
-            };
+            let (name, incarnation) = actions::name_and_incarnation(&q);
             if internal::is_hidden(&name) {
                 continue;
             }
