@@ -128,6 +128,19 @@ if ! "$venv/bin/python" tests/clients/sqs.py "http://127.0.0.1:$port" sluice slu
   tail -5 "$data.log"
 fi
 
+# SQS's older query protocol through boto3 1.34.22 (the last before JSON), in a venv of its own.
+qvenv="$cache/sqs-query-venv"
+if ! "$qvenv/bin/python" -c 'import boto3; assert boto3.__version__ == "1.34.22"' 2>/dev/null; then
+  [ -x "$qvenv/bin/python" ] || python3 -m venv "$qvenv"
+  "$qvenv/bin/pip" install --quiet --disable-pip-version-check 'boto3==1.34.22' 'botocore==1.34.22'
+fi
+sqs_query_failed=0
+if ! "$qvenv/bin/python" tests/clients/sqs_query.py "http://127.0.0.1:$port" sluice sluice-secret; then
+  sqs_query_failed=1
+  echo "sqs-query failed; server log:"
+  tail -5 "$data.log"
+fi
+
 # SNS through boto3: every operation, fan-out through filter policies to queues and to an HTTP
 # endpoint the script serves (signatures checked), retries, FIFO; prints its own line.
 sns_failed=0
@@ -203,4 +216,4 @@ check https-untrusted "$("$venv/bin/aws" --endpoint-url "https://localhost:$tls_
 
 echo "awscli: $passed passed, $failed failed"
 [ "$failed" -eq 0 ] && [ "$conversion_failed" -eq 0 ] && [ "$operations_failed" -eq 0 ] && [ "$queues_failed" -eq 0 ] \
-  && [ "$sqs_failed" -eq 0 ] && [ "$sns_failed" -eq 0 ] && [ "$sqs_workers_failed" -eq 0 ] && [ "$iceberg_failed" -eq 0 ] && [ "$reprocess_failed" -eq 0 ]
+  && [ "$sqs_failed" -eq 0 ] && [ "$sqs_query_failed" -eq 0 ] && [ "$sns_failed" -eq 0 ] && [ "$sqs_workers_failed" -eq 0 ] && [ "$iceberg_failed" -eq 0 ] && [ "$reprocess_failed" -eq 0 ]

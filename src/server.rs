@@ -301,10 +301,13 @@ async fn respond(state: Arc<AppState>, req: Request<Incoming>) -> Result<Respons
         return whole(access_denied(&request_id));
     }
     if let Some(operation) = sqs::operation_of(&req) {
-        return whole(sqs::request(state, req, operation, &request_id).await);
+        return whole(sqs::request(state, req, sqs::Protocol::Json(operation), &request_id).await);
     }
     if !req.headers().contains_key("x-amz-target") && sns::is_sns(&req) {
         return whole(sns::request(state, req, &request_id).await);
+    }
+    if !req.headers().contains_key("x-amz-target") && sqs::is_query(&req) {
+        return whole(sqs::request(state, req, sqs::Protocol::Query, &request_id).await);
     }
     let content_type = req.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     if !req.headers().contains_key("x-amz-target") && api::sts::is_sts(content_type, req.uri().query().unwrap_or("")) {

@@ -7,6 +7,7 @@ pub mod error;
 pub mod firehose;
 pub mod kinesis;
 pub mod model;
+pub mod query;
 pub mod reprocessing;
 pub mod sns;
 pub mod sqs;

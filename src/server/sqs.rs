@@ -1,6 +1,8 @@
-//! SQS requests on the server's port: `POST /` with `X-Amz-Target: AmazonSQS.<Action>` (AWS
-//! JSON 1.0), signed for service `sqs`; answered by [`crate::api::sqs::Sqs`], errors with
-//! the `x-amzn-query-error` header SQS's clients read their error codes from.
+//! SQS requests on the server's port, signed for service `sqs`: `POST /` with `X-Amz-Target:
+//! AmazonSQS.<Action>` (AWS JSON 1.0; errors with the `x-amzn-query-error` header SQS's
+//! clients read their error codes from), or a form with `Action=` (the query protocol of
+//! older SDKs, posted to `/` or to the queue's URL; XML answers). Both are answered by
+//! [`crate::api::sqs::Sqs`].
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -11,6 +13,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 
 use super::{read_body, signing_headers, AppState};
+use crate::api::query::Params;
 use crate::api::sqs::{ReceiveRequest, SqsAnswer, SqsError, TARGET_PREFIX};
 use crate::config::Auth;
 use crate::sigv4;
@@ -22,22 +25,41 @@ pub(super) fn operation_of<B>(req: &Request<B>) -> Option<String> {
     (prefix == TARGET_PREFIX).then(|| name.to_owned())
 }
 
+/// Whether a request without `X-Amz-Target` is an SQS query-protocol request: signed for
+/// `sqs` (in the `Authorization` header or presigned).
+pub(super) fn is_query<B>(req: &Request<B>) -> bool {
+    let auth = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let query = req.uri().query().unwrap_or("");
+    auth.contains("/sqs/aws4_request") || query.contains("%2Fsqs%2Faws4_request")
+}
+
+/// Which protocol a request speaks: JSON naming its operation, or the query protocol.
+pub(super) enum Protocol {
+    /// AWS JSON 1.0, for the operation its `X-Amz-Target` names.
+    Json(String),
+    /// The query protocol (the operation is the form's `Action`).
+    Query,
+}
+
 /// Answers an SQS request.
 pub(super) async fn request(
     state: Arc<AppState>,
     req: Request<Incoming>,
-    operation: String,
+    protocol: Protocol,
     request_id: &str,
 ) -> Response<Full<Bytes>> {
-    let answered = answer(state, req, operation).await;
+    let query = matches!(protocol, Protocol::Query);
+    let answered = answer(state, req, protocol, request_id).await;
     let (status, body, query_error) = match answered {
         Ok(body) => (200, body, None),
+        Err(e) if query => (e.status, crate::api::sqs::query::error(&e, request_id).into_bytes(), None),
         Err(e) => (e.status, e.body(), Some(e.query_error())),
     };
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
     let h = r.headers_mut();
-    h.insert("content-type", HeaderValue::from_static("application/x-amz-json-1.0"));
+    let content_type = if query { "text/xml" } else { "application/x-amz-json-1.0" };
+    h.insert("content-type", HeaderValue::from_static(content_type));
     if let Ok(v) = HeaderValue::from_str(request_id) {
         h.insert("x-amzn-requestid", v);
     }
@@ -47,7 +69,13 @@ pub(super) async fn request(
     r
 }
 
-async fn answer(state: Arc<AppState>, req: Request<Incoming>, operation: String) -> Result<Vec<u8>, SqsError> {
+async fn answer(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+    protocol: Protocol,
+    request_id: &str,
+) -> Result<Vec<u8>, SqsError> {
+    let query = matches!(protocol, Protocol::Query);
     let (parts, body) = req.into_parts();
     let headers = signing_headers(&parts);
     let scope = sigv4::Scope { region: &state.kinesis.config.region, service: "sqs" };
@@ -73,15 +101,38 @@ async fn answer(state: Arc<AppState>, req: Request<Incoming>, operation: String)
         checked.verify_body(parts.method.as_str(), uri, &body.bytes).map_err(|e| SqsError::from_api(&e))?;
     }
     let host = super::host_of(&parts);
+    let (operation, json) = match protocol {
+        Protocol::Json(operation) => (operation, body.bytes.to_vec()),
+        Protocol::Query => {
+            let mut params = Params::parse(parts.uri.query().unwrap_or(""));
+            params.extend(Params::parse(&String::from_utf8_lossy(&body.bytes)));
+            // Older SDKs post to the queue's URL and leave QueueUrl out of the form.
+            if params.get("QueueUrl").is_none() && parts.uri.path() != "/" {
+                params.insert("QueueUrl", format!("http://{host}{}", parts.uri.path()));
+            }
+            let operation = params
+                .get("Action")
+                .ok_or_else(|| SqsError::new("MissingParameter", "The request must contain the parameter Action."))?
+                .to_owned();
+            let input = crate::api::sqs::query::input(&operation, &params)?;
+            (operation, serde_json::to_vec(&input).map_err(|e| SqsError::internal(e.to_string()))?)
+        }
+    };
+    drop(body);
     let worker = state.clone();
-    let answered =
-        tokio::task::spawn_blocking(move || worker.kinesis.sqs.handle(&operation, &body.bytes, &host, &sender))
-            .await
-            .map_err(|e| SqsError::internal(e.to_string()))??;
-    match answered {
-        SqsAnswer::Body(body) => Ok(body),
-        SqsAnswer::Wait(request, deadline) => long_poll(state, *request, deadline).await,
+    let (op, h) = (operation.clone(), host.clone());
+    let answered = tokio::task::spawn_blocking(move || worker.kinesis.sqs.handle(&op, &json, &h, &sender))
+        .await
+        .map_err(|e| SqsError::internal(e.to_string()))??;
+    let body = match answered {
+        SqsAnswer::Body(body) => body,
+        SqsAnswer::Wait(request, deadline) => long_poll(state, *request, deadline).await?,
+    };
+    if !query {
+        return Ok(body);
     }
+    let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| SqsError::internal(e.to_string()))?;
+    Ok(crate::api::sqs::query::output(&operation, &value, request_id).into_bytes())
 }
 
 /// Waits for messages of a receive's queue: looks again whenever messages are sent or made

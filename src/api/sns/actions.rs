@@ -5,8 +5,8 @@ use std::sync::PoisonError;
 
 use serde_json::json;
 
-use super::query::{element, entries, Params};
 use super::{filter, Caller, Sns, SnsError, Subscription, Topic};
+use crate::api::query::{element, entries, Params};
 use crate::api::sqs::Sqs;
 
 /// Longest topic name, characters: 256 (`.fifo` included). Source: Amazon SNS API Reference,

@@ -17,7 +17,6 @@ mod actions;
 pub mod delivery;
 mod filter;
 mod publish;
-mod query;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,7 +24,8 @@ use std::sync::{Mutex, PoisonError, RwLock};
 
 use serde::{Deserialize, Serialize};
 
-pub use query::Params;
+use crate::api::query;
+pub use crate::api::query::Params;
 
 /// The XML namespace of SNS's answers.
 pub const XMLNS: &str = "http://sns.amazonaws.com/doc/2010-03-31/";
@@ -317,7 +317,7 @@ impl Sns {
             a => Err(SnsError::new("InvalidAction", 400, format!("The action {a} is not valid for this endpoint."))),
         };
         match answered {
-            Ok(result) => (200, query::response(action, result.as_deref(), &caller.request_id)),
+            Ok(result) => (200, query::response(XMLNS, action, result.as_deref(), &caller.request_id)),
             Err(e) => (e.status, e.body(&caller.request_id)),
         }
     }

@@ -7,8 +7,8 @@ use std::sync::PoisonError;
 
 use serde_json::{json, Value};
 
-use super::query::{element, Params};
 use super::{actions, filter, Caller, Sns, SnsError, Subscription};
+use crate::api::query::{element, Params};
 use crate::api::sqs::{AttributeValue, OutboxMessage, Sqs};
 
 /// Largest message, bytes: 262,144 (256 KiB, the message and its attributes). Source:

@@ -17,6 +17,7 @@ mod message;
 mod messages;
 mod metrics;
 mod move_tasks;
+pub mod query;
 
 pub use error::SqsError;
 pub use internal::{OutboxMessage, Outboxed};

@@ -1,11 +1,11 @@
-//! The AWS query protocol as SNS speaks it: a form-encoded request (`Action=Publish&
-//! TopicArn=...&MessageAttributes.entry.1.Name=...`) and an XML answer wrapped in
-//! `<ActionResponse><ActionResult>...</ActionResult><ResponseMetadata>`. Source: botocore's
-//! query serializer and parser (`serialize.py`, `parsers.py`).
+//! The AWS query protocol, as SNS and SQS's older clients speak it: a form-encoded request
+//! (`Action=Publish&TopicArn=...&MessageAttributes.entry.1.Name=...`) and an XML answer
+//! wrapped in `<ActionResponse><ActionResult>...</ActionResult><ResponseMetadata>`. Source:
+//! botocore's query serializer and parser (`serialize.py`, `parsers.py`).
 
 use std::collections::BTreeMap;
 
-use super::SnsError;
+use crate::api::sns::SnsError;
 
 /// A request's parameters, by name (`Attributes.entry.1.key`), each once (the last wins).
 #[derive(Debug, Default, Clone)]
@@ -39,6 +39,18 @@ impl Params {
     /// Parameter `name`, if given.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(String::as_str)
+    }
+
+    /// Whether any parameter is named `prefix` or starts with `prefix.`.
+    pub fn has_prefix(&self, prefix: &str) -> bool {
+        self.0.contains_key(prefix)
+            || self.0.range(format!("{prefix}.")..).next().is_some_and(|(k, _)| k.starts_with(&format!("{prefix}.")))
+    }
+
+    /// Sets parameter `name` (a value the request itself does not carry, as an SQS queue's
+    /// URL taken from the request's path).
+    pub fn insert(&mut self, name: &str, value: String) {
+        self.0.insert(name.to_owned(), value);
     }
 
     /// Parameter `name`, or `InvalidParameter` naming it when missing.
@@ -124,13 +136,12 @@ pub fn entries(map: &BTreeMap<String, String>) -> String {
     map.iter().map(|(k, v)| format!("<entry>{}{}</entry>", element("key", k), element("value", v))).collect()
 }
 
-/// The whole answer of `action` with `result` (XML members of its result element, or `None`
-/// for an action whose answer has no result element).
-pub fn response(action: &str, result: Option<&str>, request_id: &str) -> String {
+/// The whole answer of `action` in namespace `xmlns` with `result` (XML members of its result
+/// element, or `None` for an action whose answer has no result element).
+pub fn response(xmlns: &str, action: &str, result: Option<&str>, request_id: &str) -> String {
     let result = result.map_or(String::new(), |r| format!("<{action}Result>{r}</{action}Result>"));
     format!(
-        "<{action}Response xmlns=\"{}\">{result}<ResponseMetadata><RequestId>{}</RequestId></ResponseMetadata></{action}Response>",
-        super::XMLNS,
+        "<{action}Response xmlns=\"{xmlns}\">{result}<ResponseMetadata><RequestId>{}</RequestId></ResponseMetadata></{action}Response>",
         escape(request_id)
     )
 }
