@@ -132,7 +132,7 @@ pub(super) async fn deliver(state: Arc<AppState>) {
     let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .build(hyper_util::client::legacy::connect::HttpConnector::new());
-    let mut signal = state.kinesis.sqs.watch_receivers();
+    let mut signal = state.kinesis.sqs.watch_outboxes();
     let mut closing = state.closing.subscribe();
     loop {
         signal.borrow_and_update();

@@ -143,7 +143,10 @@ async fn long_poll(
     request: ReceiveRequest,
     deadline: tokio::time::Instant,
 ) -> Result<Vec<u8>, SqsError> {
-    let mut signal = state.kinesis.sqs.watch_receivers();
+    // The queue's own signal: sends to other queues do not wake this receive.
+    let Some(mut signal) = state.kinesis.sqs.watch_queue(&request) else {
+        return Ok(b"{}".to_vec());
+    };
     let request = Arc::new(request);
     loop {
         signal.borrow_and_update();

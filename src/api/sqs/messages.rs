@@ -249,7 +249,7 @@ fn sent_answer(env: &Envelope, id: Option<&str>, sequence: Option<u64>) -> Value
 /// Appends checked envelopes to queue `q` in one batch; FIFO messages whose deduplication
 /// id was seen within 5 minutes are not appended again and answer as the first did.
 /// Returns, per envelope, the envelope answered and its sequence number.
-fn append(sqs: &Sqs, s: &Settings, envelopes: Vec<Envelope>) -> Result<Vec<(Envelope, u64)>, SqsError> {
+fn append(sqs: &Sqs, q: &Queue, s: &Settings, envelopes: Vec<Envelope>) -> Result<Vec<(Envelope, u64)>, SqsError> {
     let log = sqs
         .streams
         .get(&s.stream)
@@ -260,7 +260,7 @@ fn append(sqs: &Sqs, s: &Settings, envelopes: Vec<Envelope>) -> Result<Vec<(Enve
         let records: Vec<Record<'_>> =
             envelopes.iter().zip(&bytes).map(|(e, b)| Record { partition_key: &e.id, data: b }).collect();
         let first = log.append(&records).map_err(|e| SqsError::internal(e.to_string()))?.first_sequence_number;
-        sqs.wake_receivers();
+        sqs.wake(q);
         return Ok(envelopes.into_iter().enumerate().map(|(k, e)| (e, first + k as u64)).collect());
     }
     // The deduplication lock is held across the append, so two producers of one id cannot
@@ -311,7 +311,7 @@ fn append(sqs: &Sqs, s: &Settings, envelopes: Vec<Envelope>) -> Result<Vec<(Enve
         }
     }
     drop(dedup);
-    sqs.wake_receivers();
+    sqs.wake(q);
     Ok(slots
         .into_iter()
         .map(|slot| match slot {
@@ -374,7 +374,7 @@ pub fn send(sqs: &Sqs, r: SendRequest, sender: &str) -> Result<Value, SqsError> 
     let q = sqs.by_url(&r.queue_url)?;
     let s = settings(sqs, &q);
     let env = envelope(&s, r.entry, sqs.clock.now_ms(), sender)?;
-    let (env, seq) = append(sqs, &s, vec![env])?.pop().expect("one sent");
+    let (env, seq) = append(sqs, &q, &s, vec![env])?.pop().expect("one sent");
     Ok(sent_answer(&env, None, s.fifo.then_some(seq)))
 }
 
@@ -449,7 +449,7 @@ pub fn send_batch(sqs: &Sqs, r: SendBatchRequest, sender: &str) -> Result<Value,
             }
         }
     }
-    let sent = if envelopes.is_empty() { Vec::new() } else { append(sqs, &s, envelopes)? };
+    let sent = if envelopes.is_empty() { Vec::new() } else { append(sqs, &q, &s, envelopes)? };
     let successful: Vec<Value> =
         sent.iter().zip(&ok_ids).map(|((env, seq), id)| sent_answer(env, Some(id), s.fifo.then_some(*seq))).collect();
     Ok(json!({ "Successful": successful, "Failed": failed }))
@@ -513,7 +513,6 @@ pub(super) fn receive_answer(sqs: &Sqs, r: &ReceiveRequest) -> Result<Value, Sqs
     let mut busy: BTreeSet<String> =
         if s.fifo { in_flight_groups(sqs, s.incarnation, &state, &shard, &log, now) } else { BTreeSet::new() };
     let mut out = Vec::new();
-    let mut moved = false;
     for seq in candidates {
         if out.len() >= limit {
             break;
@@ -554,7 +553,6 @@ pub(super) fn receive_answer(sqs: &Sqs, r: &ReceiveRequest) -> Result<Value, Sqs
                     Some(rd) if receives >= rd.max_receives => {
                         if move_to(sqs, &rd.target_arn, &env, Some(&s.arn)) {
                             changes.extend(state.expire(&shard, seq));
-                            moved = true;
                         } else if let Some(g) = env.group.as_ref().filter(|_| s.fifo) {
                             // It stays at the head of its group: nothing of the group overtakes it.
                             busy.insert(g.clone());
@@ -588,9 +586,6 @@ pub(super) fn receive_answer(sqs: &Sqs, r: &ReceiveRequest) -> Result<Value, Sqs
     }
     q.record(&state, &changes).map_err(|e| SqsError::internal(e.to_string()))?;
     drop(state);
-    if moved {
-        sqs.wake_receivers();
-    }
     Ok(if out.is_empty() { json!({}) } else { json!({ "Messages": out }) })
 }
 
@@ -677,7 +672,10 @@ pub(super) fn move_to(sqs: &Sqs, target_arn: &str, env: &Envelope, source_arn: O
     moved.delay_s = 0;
     let bytes = moved.encode();
     match log.append(&[Record { partition_key: &moved.id, data: &bytes }]) {
-        Ok(_) => true,
+        Ok(_) => {
+            sqs.wake(&target);
+            true
+        }
         Err(e) => {
             tracing::error!(target = target_arn, error = %e, "cannot move a message; it stays");
             false
@@ -848,7 +846,7 @@ fn on_handles<T>(
     q.record(&state, &changes).map_err(|e| SqsError::internal(e.to_string()))?;
     drop(state);
     if !changes.is_empty() {
-        sqs.wake_receivers();
+        sqs.wake(q);
     }
     Ok(out)
 }

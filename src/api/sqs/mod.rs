@@ -82,8 +82,12 @@ pub struct Sqs {
     account_id: String,
     /// Time for timestamps, visibility and retention.
     clock: Arc<dyn Clock>,
-    /// Bumped when messages are sent or made visible: waiting receives look again.
+    /// Bumped when messages of an SNS outbox (a hidden queue) are sent or made visible: the
+    /// delivery loop looks again.
     receivers: tokio::sync::watch::Sender<u64>,
+    /// Per queue incarnation, bumped when its messages are sent or made visible: its waiting
+    /// receives look again (a send to one queue wakes no other queue's receives).
+    queue_signals: Mutex<BTreeMap<u64, tokio::sync::watch::Sender<u64>>>,
     /// Message move tasks, newest last.
     move_tasks: Mutex<Vec<move_tasks::MoveTask>>,
     /// FIFO deduplication ids seen within the window, by queue incarnation.
@@ -130,6 +134,7 @@ impl Sqs {
             account_id: account_id.to_owned(),
             clock,
             receivers: tokio::sync::watch::Sender::new(0),
+            queue_signals: Mutex::new(BTreeMap::new()),
             move_tasks: Mutex::new(Vec::new()),
             dedup: Mutex::new(BTreeMap::new()),
             purges: Mutex::new(BTreeMap::new()),
@@ -156,13 +161,34 @@ impl Sqs {
         self.queues.sync_journals();
     }
 
-    /// A receiver woken when messages are sent or made visible.
-    pub fn watch_receivers(&self) -> tokio::sync::watch::Receiver<u64> {
+    /// A receiver woken when messages of an SNS outbox are sent or made visible.
+    pub fn watch_outboxes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.receivers.subscribe()
     }
 
-    fn wake_receivers(&self) {
-        self.receivers.send_modify(|n| *n = n.wrapping_add(1));
+    /// A receiver woken when messages of the queue a receive names are sent or made visible
+    /// (`None` when there is no such queue).
+    pub fn watch_queue(&self, request: &ReceiveRequest) -> Option<tokio::sync::watch::Receiver<u64>> {
+        let q = self.by_url(&request.queue_url).ok()?;
+        let incarnation = q.meta.read().unwrap_or_else(PoisonError::into_inner).incarnation;
+        let mut signals = self.queue_signals.lock().unwrap_or_else(PoisonError::into_inner);
+        Some(signals.entry(incarnation).or_insert_with(|| tokio::sync::watch::Sender::new(0)).subscribe())
+    }
+
+    /// Wakes the receives waiting on queue `q` (and, for an outbox, the delivery loop).
+    fn wake(&self, q: &Queue) {
+        let (name, incarnation) = actions::name_and_incarnation(q);
+        if internal::is_hidden(&name) {
+            self.receivers.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        let mut signals = self.queue_signals.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(signal) = signals.get(&incarnation) {
+            signal.send_modify(|n| *n = n.wrapping_add(1));
+            // Nobody waits on it any more: forgotten, so deleted queues leave nothing behind.
+            if signal.receiver_count() == 0 {
+                signals.remove(&incarnation);
+            }
+        }
     }
 
     /// The ARN of queue `name`.

@@ -264,9 +264,6 @@ impl Sqs {
         }
         source.record(&state, &changes).map_err(|e| e.to_string())?;
         drop(state);
-        if moved > 0 {
-            self.wake_receivers();
-        }
         match failure {
             Some(reason) => Err(reason),
             None => Ok(moved),
