@@ -253,6 +253,10 @@ code, _, _, _ = error_of(sqs.send_message, QueueUrl=fifo, MessageBody="x", Messa
 check("FIFO refuses a message delay", code == "InvalidParameterValue", code)
 zero = sqs.send_message(QueueUrl=fifo, MessageBody="no delay", MessageGroupId="Z", DelaySeconds=0)
 check("FIFO takes DelaySeconds 0", "MessageId" in zero, zero)
+first_try = receive(fifo, n=10, ReceiveRequestAttemptId="try-1")
+retried = receive(fifo, n=10, ReceiveRequestAttemptId="try-1")
+check("a retried receive gets the same messages", first_try and [m["ReceiptHandle"] for m in retried] == [m["ReceiptHandle"] for m in first_try],
+      (first_try, retried))
 
 # --- FIFO under concurrent producers and consumers ---------------------------------------------
 # 4 producers, 2 groups each, 100 messages per group in order, each message sent twice (the
@@ -349,6 +353,8 @@ for op_name in model.operation_names:
 sqs.delete_queue(QueueUrl=url)
 code, _, _, _ = error_of(sqs.get_queue_url, QueueName=name)
 check("deleted queue", code == "AWS.SimpleQueueService.NonExistentQueue", code)
+code, cls, _, _ = error_of(sqs.create_queue, QueueName=name)
+check("not created again within a minute", (code, cls) == ("AWS.SimpleQueueService.QueueDeletedRecently", "QueueDeletedRecently"), (code, cls))
 
 print(f"sqs: {passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)

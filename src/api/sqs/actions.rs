@@ -29,6 +29,10 @@ pub const QUEUES_MAX: usize = 100_000;
 /// Most tags a queue holds: 50. Source: Amazon SQS Developer Guide, quotas.
 pub const TAGS_MAX: usize = 50;
 
+/// How long after a queue is deleted its name may be taken again, ms: 60 s. Source: Amazon
+/// SQS API Reference, DeleteQueue.
+const RECREATE_AFTER_MS: u64 = 60_000;
+
 /// One `PurgeQueue` of a queue per this many ms: 60 s. Source: Amazon SQS API Reference.
 const PURGE_INTERVAL_MS: u64 = 60_000;
 
@@ -187,6 +191,17 @@ pub fn create(sqs: &Sqs, r: CreateRequest, host: &str) -> Result<Value, SqsError
         }
         return Ok(json!({ "QueueUrl": sqs.queue_url(host, &m.name) }));
     }
+    {
+        let now = sqs.clock.now_ms();
+        let mut deleted = sqs.deleted.lock().unwrap_or_else(PoisonError::into_inner);
+        deleted.retain(|_, at| now < *at + RECREATE_AFTER_MS);
+        if deleted.contains_key(&r.queue_name) {
+            return Err(SqsError::new(
+                "QueueDeletedRecently",
+                "You must wait 60 seconds after deleting a queue before you can create another with the same name.",
+            ));
+        }
+    }
     make_queue(sqs, &r.queue_name, attrs, r.tags)?;
     Ok(json!({ "QueueUrl": sqs.queue_url(host, &r.queue_name) }))
 }
@@ -331,6 +346,9 @@ pub fn delete(sqs: &Sqs, r: UrlRequest) -> Result<Value, SqsError> {
     let q = sqs.by_url(&r.queue_url)?;
     let (name, incarnation) = name_and_incarnation(&q);
     sqs.queues.delete(&name);
+    if !super::internal::is_hidden(&name) {
+        sqs.deleted.lock().unwrap_or_else(PoisonError::into_inner).insert(name.clone(), sqs.clock.now_ms());
+    }
     if let Err(e) = sqs.streams.delete(&Sqs::stream_name(incarnation)) {
         tracing::warn!(queue = %name, error = %e, "could not remove a deleted queue's stream");
     }

@@ -61,6 +61,12 @@ const KINDS: &[(&str, &str, &str, u16)] = &[
         "AWS.SimpleQueueService.UnsupportedOperation",
         400,
     ),
+    (
+        "QueueDeletedRecently",
+        "com.amazonaws.sqs#QueueDeletedRecently",
+        "AWS.SimpleQueueService.QueueDeletedRecently",
+        400,
+    ),
     ("InvalidParameterValue", "com.amazon.coral.service#InvalidParameterValueException", "InvalidParameterValue", 400),
     ("MissingParameter", "com.amazon.coral.service#MissingRequiredParameterException", "MissingParameter", 400),
     ("InvalidAction", "com.amazon.coral.service#UnknownOperationException", "InvalidAction", 400),

@@ -80,7 +80,6 @@ pub struct ReceiveRequest {
     visibility_timeout: Option<i64>,
     wait_time_seconds: Option<i64>,
     #[serde(default)]
-    #[allow(dead_code)]
     receive_request_attempt_id: Option<String>,
 }
 
@@ -474,6 +473,9 @@ pub fn receive(sqs: &Sqs, r: ReceiveRequest) -> Result<SqsAnswer, SqsError> {
             "Value {n} for parameter VisibilityTimeout is invalid. Reason: Must be >= 0 and <= 43200, if provided."
         )));
     }
+    if let Some(id) = &r.receive_request_attempt_id {
+        check_fifo_id("ReceiveRequestAttemptId", id)?;
+    }
     let wait_s = r.wait_time_seconds.map_or(settings(sqs, &q).wait_s, |w| w as u32);
     let answer = receive_answer(sqs, &r)?;
     let empty = answer.get("Messages").is_none();
@@ -489,6 +491,31 @@ pub fn receive(sqs: &Sqs, r: ReceiveRequest) -> Result<SqsAnswer, SqsError> {
 pub(super) fn receive_answer(sqs: &Sqs, r: &ReceiveRequest) -> Result<Value, SqsError> {
     let q = sqs.by_url(&r.queue_url)?;
     let s = settings(sqs, &q);
+    // A FIFO receive retried with its ReceiveRequestAttemptId within 5 minutes gets the same
+    // messages and handles, as on SQS.
+    let attempt = r.receive_request_attempt_id.clone().filter(|_| s.fifo).map(|id| (s.incarnation, id));
+    if let Some(key) = &attempt {
+        let now = sqs.clock.now_ms();
+        let mut attempts = sqs.attempts.lock().unwrap_or_else(PoisonError::into_inner);
+        if attempts.len() > ATTEMPTS_KEPT {
+            attempts.retain(|_, (at, _)| now < *at + DEDUP_WINDOW_MS);
+        }
+        if let Some((_, answer)) = attempts.get(key).filter(|(at, _)| now < *at + DEDUP_WINDOW_MS) {
+            return Ok(answer.clone());
+        }
+    }
+    let answer = receive_now(sqs, &q, &s, r)?;
+    if let (Some(key), true) = (attempt, answer.get("Messages").is_some()) {
+        sqs.attempts.lock().unwrap_or_else(PoisonError::into_inner).insert(key, (sqs.clock.now_ms(), answer.clone()));
+    }
+    Ok(answer)
+}
+
+/// Receive attempts a server remembers before it drops those past 5 minutes.
+const ATTEMPTS_KEPT: usize = 10_000;
+
+/// The messages of one receive of queue `q`, handed out now.
+fn receive_now(sqs: &Sqs, q: &Arc<Queue>, s: &Settings, r: &ReceiveRequest) -> Result<Value, SqsError> {
     let limit = r.max_number_of_messages.unwrap_or(1).clamp(1, RECEIVE_MESSAGES_MAX) as usize;
     let visibility_ms = r.visibility_timeout.map_or(u64::from(s.visibility_s), |v| v.max(0) as u64) * 1000;
     let shard = (s.stream.clone(), 0u32);

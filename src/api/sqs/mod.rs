@@ -97,6 +97,12 @@ pub struct Sqs {
     /// FIFO queues: the message group of pending records looked at, by queue incarnation and
     /// sequence number.
     groups: Mutex<BTreeMap<u64, BTreeMap<u64, String>>>,
+    /// Names of queues deleted within the last minute, with when (ms): not created again
+    /// before the minute is over, as on SQS.
+    deleted: Mutex<BTreeMap<String, u64>>,
+    /// FIFO receives by `ReceiveRequestAttemptId` within 5 minutes (queue incarnation, id) to
+    /// (when, the answer): a retried receive gets the same messages.
+    attempts: Mutex<BTreeMap<(u64, String), (u64, serde_json::Value)>>,
 }
 
 /// A FIFO queue's deduplication ids: to (sent ms, message id, sequence number).
@@ -139,6 +145,8 @@ impl Sqs {
             dedup: Mutex::new(BTreeMap::new()),
             purges: Mutex::new(BTreeMap::new()),
             groups: Mutex::new(BTreeMap::new()),
+            deleted: Mutex::new(BTreeMap::new()),
+            attempts: Mutex::new(BTreeMap::new()),
         };
         for q in this.queues.list() {
             this.rebuild_dedup(&q);
