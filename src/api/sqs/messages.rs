@@ -608,7 +608,7 @@ fn receive_now(sqs: &Sqs, q: &Arc<Queue>, s: &Settings, r: &ReceiveRequest) -> R
                 sequence: seq,
                 attempt: delivery.attempt,
             };
-            out.push(message_answer(r, &s, &env, seq, &delivery, &handle.encode(&sqs.queues.secret)));
+            out.push(message_answer(r, s, &env, seq, &delivery, &handle.encode(&sqs.queues.secret)));
         }
     }
     q.record(&state, &changes).map_err(|e| SqsError::internal(e.to_string()))?;
