@@ -102,6 +102,14 @@ aws sqs send-message --queue-url "$qurl" --message-body "from the cli" >/dev/nul
 check sqs-receive-message "$(aws sqs receive-message --queue-url "$qurl" --query 'Messages[0].Body' --output text)" "from the cli"
 check sqs-missing-queue "$(aws sqs get-queue-url --queue-name none 2>&1 | grep -o 'AWS.SimpleQueueService.NonExistentQueue' || true)" \
   AWS.SimpleQueueService.NonExistentQueue
+# SNS (the query protocol) from the CLI: a topic fanning out to the queue above.
+topic=$(aws sns create-topic --name cli-topic --query TopicArn --output text)
+check sns-create-topic "$topic" arn:aws:sns:us-east-1:000000000000:cli-topic
+aws sns subscribe --topic-arn "$topic" --protocol sqs --notification-endpoint arn:aws:sqs:us-east-1:000000000000:cli-queue \
+  --attributes RawMessageDelivery=true >/dev/null
+aws sns publish --topic-arn "$topic" --message "through the topic" >/dev/null
+check sns-publish "$(aws sqs receive-message --queue-url "$qurl" --wait-time-seconds 5 --query 'Messages[0].Body' --output text)" \
+  "through the topic"
 check boto3 "$("$venv/bin/python" tests/clients/boto3_kinesis.py "http://127.0.0.1:$port" sluice sluice-secret 2>&1 | tail -1)" "boto3: ok"
 # Firehose data correctness (issue 22's table), read back with pyarrow; prints its own line.
 conversion_failed=0

@@ -277,7 +277,7 @@ fn default_policy(sns: &Sns, arn: &str) -> String {
 pub fn get_topic_attributes(sns: &Sns, p: &Params) -> Result<String, SnsError> {
     let arn = p.required("TopicArn")?;
     let t = topic(sns, arn)?;
-    let subs = sns.subscriptions();
+    let subs = sns.subscriptions_of(arn);
     let of_topic = subs.iter().filter(|s| s.topic_arn == arn);
     let confirmed = of_topic.clone().filter(|s| s.confirmed).count();
     let pending = of_topic.filter(|s| !s.confirmed).count();

@@ -298,6 +298,13 @@ impl Sns {
         }
     }
 
+    /// A copy of the subscriptions of topic `topic_arn` (only those are cloned: a publish
+    /// costs its topic's subscriptions, not the server's).
+    pub fn subscriptions_of(&self, topic_arn: &str) -> Vec<Subscription> {
+        let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
+        state.subscriptions.values().filter(|s| s.topic_arn == topic_arn).cloned().collect()
+    }
+
     /// A copy of every subscription.
     pub fn subscriptions(&self) -> Vec<Subscription> {
         self.state.read().unwrap_or_else(PoisonError::into_inner).subscriptions.values().cloned().collect()

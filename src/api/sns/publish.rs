@@ -210,7 +210,7 @@ fn fan_out(
     let now = sqs.now_ms();
     // The signature covers what every subscriber of one protocol's body gets alike: one per body.
     let mut signatures: BTreeMap<String, String> = BTreeMap::new();
-    for sub in sns.subscriptions().iter().filter(|s| s.topic_arn == topic_arn && s.confirmed) {
+    for sub in sns.subscriptions_of(topic_arn).iter().filter(|s| s.confirmed) {
         if !selected(sub, m) {
             continue;
         }
