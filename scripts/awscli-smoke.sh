@@ -29,10 +29,14 @@ port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0));
 mkdir -p "$data-schemas"
 # Subscriptions end after 2 s (AWS: 5 minutes), so clients' resubscriptions are exercised.
 printf 'schema_dir = "%s-schemas"\nsubscription_lifetime_ms = 2000\n[lake]\nurl = "file://%s/lake"\n' "$data" "$data" >"$data.toml"
-target/debug/sluice serve --config "$data.toml" --bind "127.0.0.1:$port" --data-dir "$data" >"$data.log" 2>&1 &
+# An authority for tests/clients/sns.py's https endpoint, which this server trusts (its
+# SSL_CERT_FILE); nothing else of this server makes TLS connections.
+mkdir -p "$data-certs"
+"$venv/bin/python" tests/clients/make_ca.py "$data-certs"
+SSL_CERT_FILE="$data-certs/ca.pem" target/debug/sluice serve --config "$data.toml" --bind "127.0.0.1:$port" --data-dir "$data" >"$data.log" 2>&1 &
 pid=$!
 tls_pid=""
-trap 'kill $pid $tls_pid 2>/dev/null; wait $pid $tls_pid 2>/dev/null; rm -rf "$data" "$data.log" "$data.toml" "$data-tls"* "$data-schemas"' EXIT
+trap 'kill $pid $tls_pid 2>/dev/null; wait $pid $tls_pid 2>/dev/null; rm -rf "$data" "$data.log" "$data.toml" "$data-tls"* "$data-schemas" "$data-certs"' EXIT
 
 export AWS_ACCESS_KEY_ID=sluice AWS_SECRET_ACCESS_KEY=sluice-secret AWS_DEFAULT_REGION=us-east-1 AWS_PAGER=""
 aws() { "$venv/bin/aws" --endpoint-url "http://127.0.0.1:$port" "$@"; }
@@ -152,7 +156,7 @@ fi
 # SNS through boto3: every operation, fan-out through filter policies to queues and to an HTTP
 # endpoint the script serves (signatures checked), retries, FIFO; prints its own line.
 sns_failed=0
-if ! "$venv/bin/python" tests/clients/sns.py "http://127.0.0.1:$port" sluice sluice-secret "$data/lake"; then
+if ! "$venv/bin/python" tests/clients/sns.py "http://127.0.0.1:$port" sluice sluice-secret "$data/lake" "$data-certs"; then
   sns_failed=1
   echo "sns failed; server log:"
   tail -5 "$data.log"

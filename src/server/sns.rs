@@ -129,9 +129,7 @@ const POSTS_IN_FLIGHT: usize = 64;
 /// Delivers SNS messages to HTTP endpoints until the server closes: takes what is due,
 /// POSTs it (concurrently), settles each; waits for a send or a second when nothing is due.
 pub(super) async fn deliver(state: Arc<AppState>) {
-    let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let client = delivery::client();
     let mut signal = state.kinesis.sqs.watch_outboxes();
     let mut closing = state.closing.subscribe();
     loop {

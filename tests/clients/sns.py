@@ -10,9 +10,12 @@ exactly what its policy selects, raw or wrapped; HTTP retries and the subscripti
 dead-letter queue; PublishBatch; FIFO topics into FIFO queues, in order and deduplicated.
 
 With a fourth argument, the folder of the server's `[lake]`, a Firehose delivery stream
-subscribed to the topic lands the messages there.
+subscribed to the topic lands the messages there. With a fifth, a folder holding a
+certificate and key (`endpoint.pem`, `endpoint.key`, from make_ca.py) whose authority the
+server trusts (its SSL_CERT_FILE), an https endpoint is subscribed too.
 
-Usage: sns.py <endpoint> <key> <secret> [lake folder]. Prints "sns: N passed, M failed"."""
+Usage: sns.py <endpoint> <key> <secret> [lake folder] [certificate folder].
+Prints "sns: N passed, M failed"."""
 import base64
 import http.server
 import json
@@ -31,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 
 endpoint, key, secret = sys.argv[1:4]
 lake = sys.argv[4] if len(sys.argv) > 4 else None
+certs = sys.argv[5] if len(sys.argv) > 5 else None
 session = boto3.session.Session(aws_access_key_id=key, aws_secret_access_key=secret, region_name="us-east-1")
 cfg = Config(retries={"max_attempts": 1}, read_timeout=30)
 sns = session.client("sns", endpoint_url=endpoint, config=cfg)
@@ -234,6 +238,31 @@ time.sleep(1.5)
 check("unsubscribed endpoint gets nothing", not received, received)
 drain(high_url, seconds=1)
 drain(body_url, seconds=1)
+
+# --- An https endpoint ------------------------------------------------------------------------------
+if certs:
+    import os
+    import ssl
+    tls_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Endpoint)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(os.path.join(certs, "endpoint.pem"), os.path.join(certs, "endpoint.key"))
+    tls_server.socket = context.wrap_socket(tls_server.socket, server_side=True)
+    threading.Thread(target=tls_server.serve_forever, daemon=True).start()
+    secure = f"https://localhost:{tls_server.server_address[1]}/secure"
+    received.clear()
+    https_sub = sns.subscribe(TopicArn=topic, Protocol="https", Endpoint=secure, ReturnSubscriptionArn=True)["SubscriptionArn"]
+    check("https confirmation POSTed", wait_for(lambda: any(isinstance(d, dict) and d.get("Type") == "SubscriptionConfirmation" for _, d in received)), received)
+    conf = next((d for _, d in received if isinstance(d, dict) and d.get("Type") == "SubscriptionConfirmation"), {})
+    if conf:
+        urllib.request.urlopen(conf["SubscribeURL"]).read()
+    received.clear()
+    sns.publish(TopicArn=topic, Message="over tls", MessageAttributes={"station": {"DataType": "String", "StringValue": "Dongsi"}})
+    check("https endpoint gets the message", wait_for(lambda: any(isinstance(d, dict) and d.get("Message") == "over tls" for _, d in received)), received)
+    sns.unsubscribe(SubscriptionArn=https_sub)
+    tls_server.shutdown()
+    drain(high_url, seconds=1)
+    drain(body_url, seconds=1)
+    received.clear()
 
 # --- A Firehose delivery stream subscribed ----------------------------------------------------------
 if lake:

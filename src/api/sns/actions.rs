@@ -500,11 +500,7 @@ pub fn subscribe(sns: &Sns, sqs: &Sqs, p: &Params, caller: &Caller) -> Result<St
                     "Invalid parameter: Endpoint must match the specified protocol",
                 ));
             }
-            if protocol == "https" {
-                return Err(SnsError::invalid_parameter(
-                    "Invalid parameter: Protocol Reason: Sluice delivers to http endpoints and SQS queues; https is not supported yet",
-                ));
-            }
+
         }
         "firehose" => {
             if !endpoint.starts_with("arn:aws:firehose:") || !endpoint.contains(":deliverystream/") {
@@ -518,7 +514,7 @@ pub fn subscribe(sns: &Sns, sqs: &Sqs, p: &Params, caller: &Caller) -> Result<St
         }
         "email" | "email-json" | "sms" | "application" | "lambda" => {
             return Err(SnsError::invalid_parameter(format!(
-                "Invalid parameter: Protocol Reason: {protocol} is not supported by Sluice (sqs, firehose and http are)"
+                "Invalid parameter: Protocol Reason: {protocol} is not supported by Sluice (sqs, firehose, http and https are)"
             )))
         }
         _ => {

@@ -22,6 +22,32 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
+
+/// The client deliveries are POSTed with: http, and https trusting the system's roots (or
+/// those of `SSL_CERT_FILE` / `SSL_CERT_DIR`), as SNS trusts public certificates only.
+pub type DeliveryClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Makes the delivery client. Without readable system roots it trusts no certificate: https
+/// deliveries then fail and are retried as any failure, http ones go on.
+pub fn client() -> DeliveryClient {
+    let builder = hyper_rustls::HttpsConnectorBuilder::new();
+    let builder = match builder.with_native_roots() {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(error = %e, "no system roots for SNS https deliveries");
+            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(
+                rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+                    rustls::crypto::aws_lc_rs::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .expect("default protocol versions")
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
+            )
+        }
+    };
+    Client::builder(hyper_util::rt::TokioExecutor::new()).build(builder.https_or_http().enable_http1().build())
+}
 use serde_json::Value;
 
 use super::{Sns, Subscription};
@@ -149,7 +175,7 @@ pub fn due(sns: &Sns, sqs: &Sqs) -> Vec<Due> {
 }
 
 /// POSTs one message; whether the endpoint took it (a 2xx answer within [`POST_TIMEOUT`]).
-pub async fn post(client: &Client<HttpConnector, Full<Bytes>>, d: &Due) -> bool {
+pub async fn post(client: &DeliveryClient, d: &Due) -> bool {
     let m = &d.item.message;
     let request = http::Request::post(&d.endpoint)
         .header("content-type", "text/plain; charset=UTF-8")
