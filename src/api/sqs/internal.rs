@@ -72,9 +72,17 @@ impl Sqs {
     /// Runs action `operation` with `body` as a client of this server would.
     fn call(&self, operation: &str, body: Value) -> Result<Value, SqsError> {
         let bytes = serde_json::to_vec(&body).map_err(|e| SqsError::internal(e.to_string()))?;
+        /// Clears the flag however the call ends (a panic included: the thread serves others).
+        struct Internal;
+        impl Drop for Internal {
+            fn drop(&mut self) {
+                INTERNAL.with(|i| i.set(false));
+            }
+        }
         INTERNAL.with(|i| i.set(true));
+        let guard = Internal;
         let answered = self.handle(operation, &bytes, "internal", &self.account_id.clone());
-        INTERNAL.with(|i| i.set(false));
+        drop(guard);
         match answered? {
             SqsAnswer::Body(b) => serde_json::from_slice(&b).map_err(|e| SqsError::internal(e.to_string())),
             SqsAnswer::Wait(..) => Err(SqsError::internal("an internal receive waits for nothing")),
