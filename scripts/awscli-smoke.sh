@@ -153,6 +153,14 @@ if ! "$qvenv/bin/python" tests/clients/sqs_query.py "http://127.0.0.1:$port" slu
   tail -5 "$data.log"
 fi
 
+# The AWS CLI calls every SQS and SNS operation of its own models; prints its own line.
+cli_operations_failed=0
+if ! "$venv/bin/python" tests/clients/cli_operations.py "$venv/bin/aws" "http://127.0.0.1:$port"; then
+  cli_operations_failed=1
+  echo "cli-operations failed; server log:"
+  tail -5 "$data.log"
+fi
+
 # SNS through boto3: every operation, fan-out through filter policies to queues and to an HTTP
 # endpoint the script serves (signatures checked), retries, FIFO; prints its own line.
 sns_failed=0
@@ -228,4 +236,4 @@ check https-untrusted "$("$venv/bin/aws" --endpoint-url "https://localhost:$tls_
 
 echo "awscli: $passed passed, $failed failed"
 [ "$failed" -eq 0 ] && [ "$conversion_failed" -eq 0 ] && [ "$operations_failed" -eq 0 ] && [ "$queues_failed" -eq 0 ] \
-  && [ "$sqs_failed" -eq 0 ] && [ "$sqs_query_failed" -eq 0 ] && [ "$sns_failed" -eq 0 ] && [ "$sqs_workers_failed" -eq 0 ] && [ "$iceberg_failed" -eq 0 ] && [ "$reprocess_failed" -eq 0 ]
+  && [ "$sqs_failed" -eq 0 ] && [ "$sqs_query_failed" -eq 0 ] && [ "$cli_operations_failed" -eq 0 ] && [ "$sns_failed" -eq 0 ] && [ "$sqs_workers_failed" -eq 0 ] && [ "$iceberg_failed" -eq 0 ] && [ "$reprocess_failed" -eq 0 ]

@@ -26,5 +26,5 @@ scripts/js-sdk-smoke.sh | tee -a "$log"
 # One closing line for the whole run: cargo prints a result per test binary, and the last
 # one is often a crate with no doc tests.
 awk '/^test result:/ { p += $4; f += $6; s += $8 }
-     /^(awscli|jssdk|conversion|operations|queues|sqs|sqs-query|sns|iceberg|reprocess): / { p += $2; f += $4 }
+     /^(awscli|jssdk|conversion|operations|cli-operations|queues|sqs|sqs-query|sns|iceberg|reprocess): / { p += $2; f += $4 }
      END { printf "%d passed, %d failed, %d skipped\n", p, f, s }' "$log"
